@@ -1,0 +1,57 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Swift code is compiled for a CPU level that every x86-64 box of the last decade has
+// (AVX2 + FMA: "haswell"), so SIMD8<Float> maps onto one ymm register. Override with
+// SVITE_TARGET_CPU=native (fastest, not portable) or SVITE_TARGET_CPU=generic.
+// OpenBLAS picks its own kernels at run time either way.
+import Foundation
+let targetCPU: String? = {
+    let requested = ProcessInfo.processInfo.environment["SVITE_TARGET_CPU"]
+    if requested == "generic" { return nil }
+    #if arch(x86_64)
+    return requested ?? "haswell"
+    #else
+    return requested
+    #endif
+}()
+let numericFlags: [SwiftSetting] = targetCPU.map { [.unsafeFlags(["-target-cpu", $0])] } ?? []
+
+let package = Package(
+    name: "svite",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "svite", targets: ["svite"]),
+        .library(name: "Model", targets: ["Model"]),
+        .library(name: "Kernels", targets: ["Kernels"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // C libraries from Debian, each a module map plus a one-line shim header.
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZeroMQ", providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CLZ4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+
+        .target(name: "Kernels", dependencies: ["CBLAS"], swiftSettings: numericFlags),
+        .target(name: "Model", dependencies: [
+            "Kernels",
+            .product(name: "Yams", package: "Yams"),
+        ], swiftSettings: numericFlags),
+        .target(name: "Benchmarks", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
+        .executableTarget(name: "svite", dependencies: [
+            "Model", "Kernels", "Benchmarks",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: numericFlags),
+
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: numericFlags),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Benchmarks"],
+                    swiftSettings: numericFlags),
+    ]
+)

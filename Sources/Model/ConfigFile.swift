@@ -1,0 +1,137 @@
+import Foundation
+import Yams
+
+/// A configuration problem, always naming the file and the key (as a dotted path) so a
+/// user can find the line to fix.
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public var file: String
+    public var key: String
+    public var message: String
+
+    public init(file: String, key: String, message: String) {
+        self.file = file; self.key = key; self.message = message
+    }
+
+    public var description: String {
+        key.isEmpty ? "\(file): \(message)" : "\(file): key '\(key)': \(message)"
+    }
+}
+
+/// A strict view of one YAML mapping: typed getters that record which keys were read,
+/// and `finish()` that rejects every key nobody asked for (with a did-you-mean).
+public final class ConfigMapping {
+    public let file: String
+    public let path: String
+    private var values: [String: Node] = [:]
+    private var order: [String] = []
+    private var used = Set<String>()
+
+    public init(node: Node?, file: String, path: String) throws {
+        self.file = file
+        self.path = path
+        guard let node else { return }
+        guard case .mapping(let mapping) = node else {
+            throw ConfigError(file: file, key: path, message: "expected a mapping of keys to values")
+        }
+        for (k, v) in mapping {
+            guard let key = k.string else {
+                throw ConfigError(file: file, key: path, message: "keys must be strings")
+            }
+            if values[key] != nil {
+                throw ConfigError(file: file, key: qualified(key), message: "appears twice")
+            }
+            values[key] = v
+            order.append(key)
+        }
+    }
+
+    /// Parses YAML text; an empty document is an empty mapping.
+    public static func parse(yaml: String, file: String) throws -> ConfigMapping {
+        do {
+            let node = try Yams.compose(yaml: yaml)
+            return try ConfigMapping(node: node, file: file, path: "")
+        } catch let error as ConfigError {
+            throw error
+        } catch {
+            throw ConfigError(file: file, key: "", message: "not valid YAML: \(error)")
+        }
+    }
+
+    public func qualified(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    public var keys: [String] { order }
+
+    public func has(_ key: String) -> Bool { values[key] != nil }
+
+    private func scalar(_ key: String) throws -> String? {
+        used.insert(key)
+        guard let node = values[key] else { return nil }
+        guard case .scalar(let s) = node else {
+            throw ConfigError(file: file, key: qualified(key), message: "expected a single value, found a list or mapping")
+        }
+        return s.string
+    }
+
+    public func int(_ key: String) throws -> Int? {
+        guard let s = try scalar(key) else { return nil }
+        guard let v = Int(s.replacingOccurrences(of: "_", with: "")) else {
+            throw ConfigError(file: file, key: qualified(key), message: "expected an integer, found '\(s)'")
+        }
+        return v
+    }
+
+    public func double(_ key: String) throws -> Double? {
+        guard let s = try scalar(key) else { return nil }
+        guard let v = Double(s.replacingOccurrences(of: "_", with: "")), v.isFinite else {
+            throw ConfigError(file: file, key: qualified(key), message: "expected a number, found '\(s)'")
+        }
+        return v
+    }
+
+    public func string(_ key: String) throws -> String? { try scalar(key) }
+
+    public func bool(_ key: String) throws -> Bool? {
+        guard let s = try scalar(key) else { return nil }
+        switch s.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw ConfigError(file: file, key: qualified(key), message: "expected true or false, found '\(s)'")
+        }
+    }
+
+    public func mapping(_ key: String) throws -> ConfigMapping? {
+        used.insert(key)
+        guard let node = values[key] else { return nil }
+        return try ConfigMapping(node: node, file: file, path: qualified(key))
+    }
+
+    /// Rejects keys that no getter asked for.
+    public func finish() throws {
+        for key in order where !used.contains(key) {
+            let known = used.sorted()
+            var message = "unknown key"
+            if let close = known.min(by: { editDistance($0, key) < editDistance($1, key) }),
+               editDistance(close, key) <= max(2, key.count / 3) {
+                message += "; did you mean '\(close)'?"
+            } else if !known.isEmpty {
+                message += "; known keys here: \(known.joined(separator: ", "))"
+            }
+            throw ConfigError(file: file, key: qualified(key), message: message)
+        }
+    }
+}
+
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    if a.isEmpty { return b.count }
+    if b.isEmpty { return a.count }
+    var prev = Array(0 ... b.count), cur = [Int](repeating: 0, count: b.count + 1)
+    for i in 1 ... a.count {
+        cur[0] = i
+        for j in 1 ... b.count {
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        swap(&prev, &cur)
+    }
+    return prev[b.count]
+}

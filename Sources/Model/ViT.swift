@@ -1,0 +1,412 @@
+import Kernels
+
+/// A Vision Transformer over a flat parameter buffer: pure functions of (parameters,
+/// images, labels) that write activations into a workspace and gradients into a buffer
+/// of the same layout as the parameters. Holds no parameters itself, so the coordinator
+/// and every worker replica can share one definition.
+public final class ViTModel: Sendable {
+    public let config: ViTConfig
+    public let layout: ParameterLayout
+    public let offsets: ModelOffsets
+
+    public init(config: ViTConfig) {
+        self.config = config
+        self.layout = ParameterLayout(config: config)
+        self.offsets = ModelOffsets(layout, depth: config.depth)
+    }
+
+    /// Multiply-adds ×2 of one image's forward pass: the patch embedding, the four
+    /// linear layers and the two attention products per block, and the head. The
+    /// backward pass costs twice this (input and weight gradients).
+    public var forwardFLOPsPerImage: Double {
+        let c = config
+        let n = Double(c.tokens), d = Double(c.dim), h = Double(c.hidden)
+        let embed = 2 * Double(c.numPatches) * Double(c.patchDim) * d
+        let linear = 2 * n * d * (3 * d + d + 2 * h)
+        let attention = 2 * 2 * n * n * d
+        let head = 2 * d * Double(c.numClasses)
+        return embed + Double(c.depth) * (linear + attention) + head
+    }
+}
+
+/// Loss and accuracy over one batch.
+public struct BatchResult: Sendable, Equatable {
+    /// Σ over images of the (label-smoothed) cross-entropy.
+    public var lossSum: Double
+    /// Images whose arg-max logit equals the label.
+    public var correct: Int
+    public var count: Int
+    public var meanLoss: Double { count == 0 ? 0 : lossSum / Double(count) }
+    public var accuracy: Double { count == 0 ? 0 : Double(correct) / Double(count) }
+
+    public init(lossSum: Double = 0, correct: Int = 0, count: Int = 0) {
+        self.lossSum = lossSum; self.correct = correct; self.count = count
+    }
+
+    public static func + (a: BatchResult, b: BatchResult) -> BatchResult {
+        BatchResult(lossSum: a.lossSum + b.lossSum, correct: a.correct + b.correct, count: a.count + b.count)
+    }
+}
+
+/// Activations for one batch size, allocated once and reused every step. The batch is
+/// split into lanes (one per thread); each lane owns its slice's activations, its
+/// backward scratch and (for lanes after the first) a private gradient buffer that is
+/// summed into the caller's at the end of the step.
+public final class ViTWorkspace: @unchecked Sendable {
+    public let batch: Int
+    public let threads: Int
+    public let training: Bool
+    let lanes: [Lane]
+    let model: ViTModel
+
+    public var laneCount: Int { lanes.count }
+
+    /// threads: how many threads the model may use. Lanes = min(threads, batch); when a
+    /// single lane remains (batch 1), OpenBLAS gets the threads instead.
+    public init(model: ViTModel, batch: Int, threads: Int, training: Bool = true) {
+        precondition(batch >= 1, "ViTWorkspace: batch must be >= 1")
+        precondition(threads >= 1, "ViTWorkspace: threads must be >= 1")
+        self.model = model
+        self.batch = batch
+        self.threads = threads
+        self.training = training
+        let laneCount = min(threads, batch)
+        lanes = (0 ..< laneCount).map { i in
+            let r = Parallel.slice(i, of: laneCount, total: batch)
+            return Lane(config: model.config, layoutCount: model.layout.count, range: r,
+                        training: training, ownsGradients: i > 0)
+        }
+    }
+
+    /// Bytes held by activations and lane gradient buffers.
+    public var bytes: Int { lanes.reduce(0) { $0 + $1.bytes } }
+}
+
+/// One lane's activation memory: a single buffer, sliced by offsets.
+final class Lane: @unchecked Sendable {
+    let range: Range<Int>
+    var batch: Int { range.count }
+    let store: FloatBuffer
+    let grads: FloatBuffer?
+    var result = BatchResult()
+
+    // forward
+    let patches, x0: Int
+    struct BlockActivations {
+        var xIn, ln1, ln1Mean, ln1Rstd, qkv, probs, attn, xMid, ln2, ln2Mean, ln2Rstd, fc1, gelu, xOut: Int
+    }
+    let blocks: [BlockActivations]
+    let clsIn, lnf, lnfMean, lnfRstd, logits, probs: Int
+    // backward
+    let dX, dLn, dQkv, dAttn, dGelu, dH, scratch, dLogits, dLnf, dCls, dPatches: Int
+
+    var bytes: Int { (store.count + (grads?.count ?? 0)) * 4 }
+
+    init(config c: ViTConfig, layoutCount: Int, range: Range<Int>, training: Bool, ownsGradients: Bool) {
+        self.range = range
+        let b = range.count, n = c.tokens, d = c.dim, hid = c.hidden
+        let rows = b * n
+        var cursor = 0
+        func take(_ count: Int) -> Int {
+            let o = cursor
+            cursor += (count + 15) / 16 * 16
+            return o
+        }
+        patches = take(b * c.numPatches * c.patchDim)
+        x0 = take(rows * d)
+        var blocks: [BlockActivations] = []
+        var xIn = x0
+        for _ in 0 ..< c.depth {
+            let a = BlockActivations(
+                xIn: xIn, ln1: take(rows * d), ln1Mean: take(rows), ln1Rstd: take(rows),
+                qkv: take(rows * 3 * d), probs: take(b * c.heads * n * n), attn: take(rows * d),
+                xMid: take(rows * d), ln2: take(rows * d), ln2Mean: take(rows), ln2Rstd: take(rows),
+                fc1: take(rows * hid), gelu: take(rows * hid), xOut: take(rows * d))
+            blocks.append(a)
+            xIn = a.xOut
+        }
+        self.blocks = blocks
+        clsIn = take(b * d); lnf = take(b * d); lnfMean = take(b); lnfRstd = take(b)
+        logits = take(b * c.numClasses); probs = take(b * c.numClasses)
+        if training {
+            dX = take(rows * d); dLn = take(rows * d); dQkv = take(rows * 3 * d); dAttn = take(rows * d)
+            dGelu = take(rows * hid); dH = take(rows * hid); scratch = take(n * n)
+            dLogits = take(b * c.numClasses); dLnf = take(b * d); dCls = take(b * d)
+            dPatches = take(c.numPatches * c.patchDim)
+        } else {
+            (dX, dLn, dQkv, dAttn, dGelu, dH, scratch, dLogits, dLnf, dCls, dPatches) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        }
+        store = FloatBuffer(count: cursor)
+        grads = training && ownsGradients ? FloatBuffer(count: layoutCount) : nil
+    }
+}
+
+extension ViTModel {
+    /// Forward pass over a batch. images: (B, C, H, W) normalised floats; labels: (B) or
+    /// nil. Returns loss (when labels are given) and accuracy; logits stay in the
+    /// workspace (`copyLogits`).
+    @discardableResult
+    public func forward(params: UnsafePointer<Float>, images: UnsafePointer<Float>,
+                        labels: UnsafePointer<Int32>?, smoothing: Float = 0,
+                        workspace ws: ViTWorkspace) -> BatchResult {
+        precondition(ws.model === self, "ViTModel.forward: workspace belongs to another model")
+        configureBLAS(ws)
+        Parallel.forEach(ws.lanes.count) { i in
+            let lane = ws.lanes[i]
+            lane.result = self.laneForward(lane, params: params,
+                                           images: images + lane.range.lowerBound * self.config.imageValues,
+                                           labels: labels.map { $0 + lane.range.lowerBound }, smoothing: smoothing)
+        }
+        return ws.lanes.reduce(BatchResult()) { $0 + $1.result }
+    }
+
+    /// Forward and backward over a batch: `grads` is overwritten with ∂L/∂θ where L is
+    /// the mean label-smoothed cross-entropy over the batch. `inputGrad` (B, C, H, W),
+    /// if given, is overwritten with ∂L/∂images.
+    @discardableResult
+    public func forwardBackward(params: UnsafePointer<Float>, grads: UnsafeMutablePointer<Float>,
+                                images: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
+                                smoothing: Float = 0, workspace ws: ViTWorkspace,
+                                inputGrad: UnsafeMutablePointer<Float>? = nil) -> BatchResult {
+        precondition(ws.model === self, "ViTModel.forwardBackward: workspace belongs to another model")
+        precondition(ws.training, "ViTModel.forwardBackward: workspace was made with training: false")
+        configureBLAS(ws)
+        let total = layout.count
+        let lossScale = 1 / Float(ws.batch)
+        Parallel.forEach(ws.lanes.count) { i in
+            let lane = ws.lanes[i]
+            let g = lane.grads?.pointer ?? grads
+            VectorOps.zero(g, total)
+            let start = lane.range.lowerBound
+            lane.result = self.laneForward(lane, params: params, images: images + start * self.config.imageValues,
+                                           labels: labels + start, smoothing: smoothing)
+            self.laneBackward(lane, params: params, grads: g, labels: labels + start,
+                              smoothing: smoothing, lossScale: lossScale,
+                              inputGrad: inputGrad.map { $0 + start * self.config.imageValues })
+        }
+        // Sum the other lanes' gradients into the caller's buffer, split by ranges.
+        if ws.lanes.count > 1 {
+            let others = ws.lanes.dropFirst().map { $0.grads!.pointer }
+            Parallel.forRanges(total: total, threads: ws.threads, grain: 1 << 14) { r in
+                for o in others { VectorOps.accumulate(grads + r.lowerBound, o + r.lowerBound, r.count) }
+            }
+        }
+        return ws.lanes.reduce(BatchResult()) { $0 + $1.result }
+    }
+
+    /// Copies the last pass's logits, (B, classes), into `out`.
+    public func copyLogits(from ws: ViTWorkspace, into out: UnsafeMutablePointer<Float>) {
+        let k = config.numClasses
+        for lane in ws.lanes {
+            (out + lane.range.lowerBound * k).update(from: lane.store.pointer + lane.logits, count: lane.batch * k)
+        }
+    }
+
+    private func configureBLAS(_ ws: ViTWorkspace) {
+        let want = ws.lanes.count > 1 ? 1 : ws.threads
+        if BLAS.threads != want { BLAS.setThreads(want) }
+    }
+
+    // MARK: - one lane
+
+    func laneForward(_ lane: Lane, params P: UnsafePointer<Float>, images: UnsafePointer<Float>,
+                     labels: UnsafePointer<Int32>?, smoothing: Float) -> BatchResult {
+        let c = config, o = offsets
+        let A = lane.store.pointer
+        let b = lane.batch, n = c.tokens, d = c.dim, hid = c.hidden
+        let np = c.numPatches, k = c.patchDim, rows = b * n
+        let eps = ViTConfig.layerNormEps
+
+        // patches: (b, P, C·p·p) ← images: (b, C, H, W)
+        Patchify.forward(A + lane.patches, images, batch: b, channels: c.inChannels,
+                         imageSize: c.imageSize, patchSize: c.patchSize)
+        // x0: (b, N, D) = [cls; patches·Wᵀ + bias] + pos_embed
+        let x0 = A + lane.x0
+        for i in 0 ..< b {
+            let xi = x0 + i * n * d
+            xi.update(from: P + o.posEmbed, count: n * d)
+            VectorOps.accumulate(xi, P + o.clsToken, d)
+            Bias.forward(xi + d, bias: P + o.patchBias, rows: np, cols: d)
+            BLAS.sgemm(transA: false, transB: true, m: np, n: d, k: k, alpha: 1,
+                       a: A + lane.patches + i * np * k, lda: k, b: P + o.patchWeight, ldb: k,
+                       beta: 1, c: xi + d, ldc: d)
+        }
+
+        for (l, act) in lane.blocks.enumerated() {
+            let w = o.blocks[l]
+            // ln1: (b·N, D)
+            LayerNorm.forward(y: A + act.ln1, mean: A + act.ln1Mean, rstd: A + act.ln1Rstd, x: A + act.xIn,
+                              weight: P + w.norm1Weight, bias: P + w.norm1Bias, rows: rows, dim: d, eps: eps)
+            // qkv: (b·N, 3D)
+            Linear.forward(y: A + act.qkv, x: A + act.ln1, weight: P + w.qkvWeight, bias: P + w.qkvBias,
+                           rows: rows, inFeatures: d, outFeatures: 3 * d)
+            // attn: (b, N, D); probs: (b, H, N, N)
+            Attention.forward(out: A + act.attn, probs: A + act.probs, qkv: A + act.qkv,
+                              batch: b, tokens: n, heads: c.heads, headDim: c.headDim)
+            // xMid = xIn + attn·Wpᵀ + bp
+            Linear.forwardResidual(y: A + act.xMid, residual: A + act.xIn, x: A + act.attn,
+                                   weight: P + w.projWeight, bias: P + w.projBias,
+                                   rows: rows, inFeatures: d, outFeatures: d)
+            LayerNorm.forward(y: A + act.ln2, mean: A + act.ln2Mean, rstd: A + act.ln2Rstd, x: A + act.xMid,
+                              weight: P + w.norm2Weight, bias: P + w.norm2Bias, rows: rows, dim: d, eps: eps)
+            // fc1: (b·N, hidden), gelu: (b·N, hidden)
+            Linear.forward(y: A + act.fc1, x: A + act.ln2, weight: P + w.fc1Weight, bias: P + w.fc1Bias,
+                           rows: rows, inFeatures: d, outFeatures: hid)
+            GELU.forward(A + act.gelu, A + act.fc1, count: rows * hid)
+            // xOut = xMid + gelu·W2ᵀ + b2
+            Linear.forwardResidual(y: A + act.xOut, residual: A + act.xMid, x: A + act.gelu,
+                                   weight: P + w.fc2Weight, bias: P + w.fc2Bias,
+                                   rows: rows, inFeatures: hid, outFeatures: d)
+        }
+
+        // Only the CLS token reaches the head, so the final norm runs on it alone.
+        let last = A + lane.blocks[c.depth - 1].xOut
+        for i in 0 ..< b { (A + lane.clsIn + i * d).update(from: last + i * n * d, count: d) }
+        LayerNorm.forward(y: A + lane.lnf, mean: A + lane.lnfMean, rstd: A + lane.lnfRstd, x: A + lane.clsIn,
+                          weight: P + o.normWeight, bias: P + o.normBias, rows: b, dim: d, eps: eps)
+        Linear.forward(y: A + lane.logits, x: A + lane.lnf, weight: P + o.headWeight, bias: P + o.headBias,
+                       rows: b, inFeatures: d, outFeatures: c.numClasses)
+
+        var result = BatchResult(count: b)
+        if let labels {
+            result.lossSum = CrossEntropy.forward(probs: A + lane.probs, logits: A + lane.logits, labels: labels,
+                                                  rows: b, classes: c.numClasses, smoothing: smoothing)
+            result.correct = Metrics.correct(logits: A + lane.logits, labels: labels, rows: b, classes: c.numClasses)
+        }
+        return result
+    }
+
+    func laneBackward(_ lane: Lane, params P: UnsafePointer<Float>, grads G: UnsafeMutablePointer<Float>,
+                      labels: UnsafePointer<Int32>, smoothing: Float, lossScale: Float,
+                      inputGrad: UnsafeMutablePointer<Float>?) {
+        let c = config, o = offsets
+        let A = lane.store.pointer
+        let b = lane.batch, n = c.tokens, d = c.dim, hid = c.hidden
+        let np = c.numPatches, k = c.patchDim, rows = b * n
+
+        // head: dlogits = (p − q)/B
+        VectorOps.zero(A + lane.dLogits, b * c.numClasses)
+        CrossEntropy.backward(dlogits: A + lane.dLogits, probs: A + lane.probs, labels: labels, rows: b,
+                              classes: c.numClasses, smoothing: smoothing, scale: lossScale)
+        VectorOps.zero(A + lane.dLnf, b * d)
+        Linear.backward(dx: A + lane.dLnf, dweight: G + o.headWeight, dbias: G + o.headBias, dy: A + lane.dLogits,
+                        x: A + lane.lnf, weight: P + o.headWeight, rows: b, inFeatures: d, outFeatures: c.numClasses)
+        VectorOps.zero(A + lane.dCls, b * d)
+        LayerNorm.backward(dx: A + lane.dCls, dweight: G + o.normWeight, dbias: G + o.normBias, dy: A + lane.dLnf,
+                           x: A + lane.clsIn, mean: A + lane.lnfMean, rstd: A + lane.lnfRstd,
+                           weight: P + o.normWeight, rows: b, dim: d)
+        // dX: (b, N, D), the residual stream's gradient, non-zero only at CLS so far
+        let dX = A + lane.dX
+        VectorOps.zero(dX, rows * d)
+        for i in 0 ..< b { (dX + i * n * d).update(from: A + lane.dCls + i * d, count: d) }
+
+        for l in stride(from: c.depth - 1, through: 0, by: -1) {
+            let act = lane.blocks[l], w = o.blocks[l]
+            // MLP branch: xOut = xMid + fc2(gelu(fc1(ln2(xMid))))
+            VectorOps.zero(A + lane.dGelu, rows * hid)
+            Linear.backward(dx: A + lane.dGelu, dweight: G + w.fc2Weight, dbias: G + w.fc2Bias, dy: dX,
+                            x: A + act.gelu, weight: P + w.fc2Weight, rows: rows, inFeatures: hid, outFeatures: d)
+            VectorOps.zero(A + lane.dH, rows * hid)
+            GELU.backward(dx: A + lane.dH, dy: A + lane.dGelu, x: A + act.fc1, count: rows * hid)
+            VectorOps.zero(A + lane.dLn, rows * d)
+            Linear.backward(dx: A + lane.dLn, dweight: G + w.fc1Weight, dbias: G + w.fc1Bias, dy: A + lane.dH,
+                            x: A + act.ln2, weight: P + w.fc1Weight, rows: rows, inFeatures: d, outFeatures: hid)
+            // dX now becomes ∂L/∂xMid: the residual path plus the norm's contribution
+            LayerNorm.backward(dx: dX, dweight: G + w.norm2Weight, dbias: G + w.norm2Bias, dy: A + lane.dLn,
+                               x: A + act.xMid, mean: A + act.ln2Mean, rstd: A + act.ln2Rstd,
+                               weight: P + w.norm2Weight, rows: rows, dim: d)
+            // Attention branch: xMid = xIn + proj(attn(qkv(ln1(xIn))))
+            VectorOps.zero(A + lane.dAttn, rows * d)
+            Linear.backward(dx: A + lane.dAttn, dweight: G + w.projWeight, dbias: G + w.projBias, dy: dX,
+                            x: A + act.attn, weight: P + w.projWeight, rows: rows, inFeatures: d, outFeatures: d)
+            VectorOps.zero(A + lane.dQkv, rows * 3 * d)
+            Attention.backward(dqkv: A + lane.dQkv, scratch: A + lane.scratch, dout: A + lane.dAttn,
+                               probs: A + act.probs, qkv: A + act.qkv, batch: b, tokens: n,
+                               heads: c.heads, headDim: c.headDim)
+            VectorOps.zero(A + lane.dLn, rows * d)
+            Linear.backward(dx: A + lane.dLn, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dy: A + lane.dQkv,
+                            x: A + act.ln1, weight: P + w.qkvWeight, rows: rows, inFeatures: d, outFeatures: 3 * d)
+            LayerNorm.backward(dx: dX, dweight: G + w.norm1Weight, dbias: G + w.norm1Bias, dy: A + lane.dLn,
+                               x: A + act.xIn, mean: A + act.ln1Mean, rstd: A + act.ln1Rstd,
+                               weight: P + w.norm1Weight, rows: rows, dim: d)
+        }
+
+        // Embedding: x0[i] = [cls; patches_i·Wᵀ + bias] + pos
+        for i in 0 ..< b {
+            let dxi = dX + i * n * d
+            VectorOps.accumulate(G + o.posEmbed, dxi, n * d)
+            VectorOps.accumulate(G + o.clsToken, dxi, d)
+            Bias.backward(db: G + o.patchBias, dy: dxi + d, rows: np, cols: d)
+            // dW (D, C·p·p) += dEmb_iᵀ · patches_i
+            BLAS.sgemm(transA: true, transB: false, m: d, n: k, k: np, alpha: 1,
+                       a: dxi + d, lda: d, b: A + lane.patches + i * np * k, ldb: k,
+                       beta: 1, c: G + o.patchWeight, ldc: k)
+            if let inputGrad {
+                // dpatches (P, C·p·p) = dEmb_i · W, folded back onto the image
+                BLAS.sgemm(transA: false, transB: false, m: np, n: k, k: d, alpha: 1,
+                           a: dxi + d, lda: d, b: P + o.patchWeight, ldb: k,
+                           beta: 0, c: A + lane.dPatches, ldc: k)
+                let img = inputGrad + i * c.imageValues
+                VectorOps.zero(img, c.imageValues)
+                Patchify.backward(img, A + lane.dPatches, batch: 1, channels: c.inChannels,
+                                  imageSize: c.imageSize, patchSize: c.patchSize)
+            }
+        }
+    }
+}
+
+/// Patch extraction for a conv with kernel = stride = p: image (C, H, W) → rows of
+/// (C, p, p) values, one row per patch, patches row-major over the grid.
+public enum Patchify {
+    /// patches: (B, G·G, C·p·p) ← images: (B, C, H, W)
+    public static func forward(_ patches: UnsafeMutablePointer<Float>, _ images: UnsafePointer<Float>,
+                               batch: Int, channels: Int, imageSize s: Int, patchSize p: Int) {
+        let g = s / p, k = channels * p * p
+        for b in 0 ..< batch {
+            let img = images + b * channels * s * s
+            for gy in 0 ..< g {
+                for gx in 0 ..< g {
+                    let row = patches + (b * g * g + gy * g + gx) * k
+                    for ch in 0 ..< channels {
+                        for ky in 0 ..< p {
+                            (row + (ch * p + ky) * p).update(from: img + ch * s * s + (gy * p + ky) * s + gx * p, count: p)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// images: (B, C, H, W) += fold(patches: (B, G·G, C·p·p))
+    public static func backward(_ images: UnsafeMutablePointer<Float>, _ patches: UnsafePointer<Float>,
+                                batch: Int, channels: Int, imageSize s: Int, patchSize p: Int) {
+        let g = s / p, k = channels * p * p
+        for b in 0 ..< batch {
+            let img = images + b * channels * s * s
+            for gy in 0 ..< g {
+                for gx in 0 ..< g {
+                    let row = patches + (b * g * g + gy * g + gx) * k
+                    for ch in 0 ..< channels {
+                        for ky in 0 ..< p {
+                            VectorOps.accumulate(img + ch * s * s + (gy * p + ky) * s + gx * p, row + (ch * p + ky) * p, p)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+public enum Metrics {
+    /// How many rows' arg-max (first on ties) equals the label.
+    public static func correct(logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>, rows: Int, classes: Int) -> Int {
+        var n = 0
+        for r in 0 ..< rows {
+            let l = logits + r * classes
+            var best = 0
+            for j in 1 ..< max(classes, 1) where l[j] > l[best] { best = j }
+            if best == Int(labels[r]) { n += 1 }
+        }
+        return n
+    }
+}

@@ -1,0 +1,6 @@
+import ArgumentParser
+
+@main
+struct Svite: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "svite", abstract: "Sparse vision transformers.")
+}
