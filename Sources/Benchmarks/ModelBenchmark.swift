@@ -1,1 +1,128 @@
+import Foundation
+import Kernels
 import Model
+
+/// `svite bench model`: times the dense ViT's forward and forward+backward on random
+/// data after warm-up, medians of several runs, and in the same run a large sgemm on
+/// the same thread count as the roofline.
+public struct ModelBenchmark {
+    public struct Options: Sendable {
+        public var config: ViTConfig
+        public var configName: String
+        public var batch: Int
+        public var threads: Int
+        public var warmup = 2
+        public var repeats = 5
+        /// Side of the square sgemm used as the roofline.
+        public var sgemmSize = 2048
+
+        public init(config: ViTConfig, configName: String, batch: Int, threads: Int) {
+            self.config = config; self.configName = configName; self.batch = batch; self.threads = threads
+        }
+    }
+
+    public struct Timing: Codable, Sendable {
+        public var medianMs: Double
+        public var samplesMs: [Double]
+        public var imagesPerSecond: Double
+        public var gflops: Double
+    }
+
+    public struct Result: Codable, Sendable {
+        public var config: String
+        public var model: ViTConfig
+        public var batch: Int
+        public var threads: Int
+        public var lanes: Int
+        public var parameters: Int
+        public var forwardGFLOPPerImage: Double
+        public var forward: Timing
+        public var forwardBackward: Timing
+        public var sgemmSize: Int
+        public var sgemmGflops: Double
+        public var workspaceMiB: Double
+        public var machine: MachineInfo
+    }
+
+    public let options: Options
+    public init(_ options: Options) { self.options = options }
+
+    /// progress: called with a short line before each phase.
+    public func run(progress: (String) -> Void = { _ in }) -> Result {
+        let o = options
+        let model = ViTModel(config: o.config)
+        let params = FloatBuffer(count: model.layout.count)
+        Initializer.initialize(params, layout: model.layout, seed: 0)
+        let grads = FloatBuffer(count: model.layout.count)
+        var rng = Xoshiro256(seed: 1)
+        let images = FloatBuffer(count: o.batch * o.config.imageValues)
+        for i in 0 ..< images.count { images.pointer[i] = rng.nextNormal() }
+        let labels = (0 ..< o.batch).map { _ in Int32(rng.next() % UInt64(o.config.numClasses)) }
+        let ws = ViTWorkspace(model: model, batch: o.batch, threads: o.threads)
+        let flopsFwd = model.forwardFLOPsPerImage * Double(o.batch)
+
+        func time(_ label: String, flops: Double, _ body: () -> Void) -> Timing {
+            progress("\(label): \(o.warmup) warm-up + \(o.repeats) timed runs")
+            for _ in 0 ..< o.warmup { body() }
+            let samples = (0 ..< o.repeats).map { _ in Stopwatch.seconds(body) }
+            let med = Stopwatch.median(samples)
+            return Timing(medianMs: med * 1e3, samplesMs: samples.map { $0 * 1e3 },
+                          imagesPerSecond: Double(o.batch) / med, gflops: flops / med / 1e9)
+        }
+
+        let fwd = labels.withUnsafeBufferPointer { lab in
+            time("forward", flops: flopsFwd) {
+                model.forward(params: params.pointer, images: images.pointer, labels: lab.baseAddress!,
+                              smoothing: 0.1, workspace: ws)
+            }
+        }
+        let train = labels.withUnsafeBufferPointer { lab in
+            time("forward+backward", flops: 3 * flopsFwd) {
+                model.forwardBackward(params: params.pointer, grads: grads.pointer, images: images.pointer,
+                                      labels: lab.baseAddress!, smoothing: 0.1, workspace: ws)
+            }
+        }
+        progress("sgemm \(o.sgemmSize)³ on \(o.threads) OpenBLAS threads")
+        let sgemm = Self.sgemmGflops(size: o.sgemmSize, threads: o.threads)
+        return Result(config: o.configName, model: o.config, batch: o.batch, threads: o.threads, lanes: ws.laneCount,
+                      parameters: model.layout.parameterCount, forwardGFLOPPerImage: model.forwardFLOPsPerImage / 1e9,
+                      forward: fwd, forwardBackward: train, sgemmSize: o.sgemmSize, sgemmGflops: sgemm,
+                      workspaceMiB: Double(ws.bytes) / 1_048_576, machine: MachineInfo.current())
+    }
+
+    /// Best of 3 for an n×n×n sgemm on `threads` OpenBLAS threads.
+    public static func sgemmGflops(size n: Int, threads: Int) -> Double {
+        let before = BLAS.threads
+        BLAS.setThreads(threads)
+        defer { BLAS.setThreads(before) }
+        let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n)
+        var rng = Xoshiro256(seed: 2)
+        for i in 0 ..< n * n { a.pointer[i] = rng.nextUniform(); b.pointer[i] = rng.nextUniform() }
+        let run = {
+            BLAS.sgemm(transA: false, transB: true, m: n, n: n, k: n, alpha: 1, a: a.pointer, lda: n,
+                       b: b.pointer, ldb: n, beta: 0, c: c.pointer, ldc: n)
+        }
+        run()
+        let best = (0 ..< 3).map { _ in Stopwatch.seconds(run) }.min()!
+        return 2 * Double(n) * Double(n) * Double(n) / best / 1e9
+    }
+}
+
+extension ModelBenchmark.Result {
+    public var table: String {
+        func row(_ name: String, _ t: ModelBenchmark.Timing) -> String {
+            name.padding(toLength: 20, withPad: " ", startingAt: 0)
+                + String(format: "%12.1f %12.1f %10.1f", t.medianMs, t.imagesPerSecond, t.gflops)
+        }
+        return """
+        svite bench model: \(config), batch \(batch), \(threads) thread\(threads == 1 ? "" : "s") (\(lanes) lane\(lanes == 1 ? "" : "s"))
+        model: \(model) — \(parameters) parameters, \(String(format: "%.3f", forwardGFLOPPerImage)) GFLOP/image forward, workspace \(String(format: "%.0f", workspaceMiB)) MiB
+        machine: \(machine.summary)
+
+        pass                   median ms        img/s    GFLOP/s
+        \(row("forward", forward))
+        \(row("forward+backward", forwardBackward))
+        \("sgemm \(sgemmSize)³".padding(toLength: 20, withPad: " ", startingAt: 0))\(String(repeating: " ", count: 25))\(String(format: "%11.1f", sgemmGflops))  (roofline, \(threads) OpenBLAS thread\(threads == 1 ? "" : "s"))
+        """
+    }
+}

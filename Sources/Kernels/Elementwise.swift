@@ -245,8 +245,9 @@ public enum Softmax {
     @inlinable @inline(__always)
     public static func forwardRow(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, cols c: Int, scale: Float) {
         var mv = Vec8(repeating: -.infinity), i = 0
-        while i + 8 <= c { mv = pointwiseMax(mv, x.loadVec8(i)); i += 8 }
-        var m = mv.max()
+        while i + 8 <= c { let v = x.loadVec8(i); mv = mv.replacing(with: v, where: v .> mv); i += 8 }
+        var m = mv[0]
+        for j in 1 ..< 8 where mv[j] > m { m = mv[j] }
         while i < c { m = max(m, x[i]); i += 1 }
         let ms = m * scale
         var sv = Vec8()

@@ -29,7 +29,8 @@ public enum GradientCheck {
         public var worstIndex = -1
         public var worstAnalytic = 0.0
         public var worstNumeric = 0.0
-        /// max over elements of |a − n| / max(|a|, |n|, tiny), for reporting.
+        /// max of |a − n| / max(|a|, |n|) over elements whose gradient is significant
+        /// (max(|a|, |n|) ≥ 10·atol), for reporting; near-zero entries are covered by atol.
         public var maxRelativeError = 0.0
 
         public init() {}
@@ -46,8 +47,8 @@ public enum GradientCheck {
             if ratio > worstRatio || !ratio.isFinite {
                 worstRatio = ratio; worstIndex = index; worstAnalytic = a; worstNumeric = n
             }
-            let denom = max(abs(a), abs(n), 1e-12)
-            maxRelativeError = max(maxRelativeError, err / denom)
+            let magnitude = max(abs(a), abs(n))
+            if magnitude >= 10 * atol { maxRelativeError = max(maxRelativeError, err / magnitude) }
         }
     }
 

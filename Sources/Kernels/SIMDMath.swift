@@ -10,11 +10,18 @@ public enum SIMDMath {
     /// -87.3 flush to 0, above 88.7 saturate to FLT_MAX·e^… (clamped).
     @inlinable @inline(__always)
     public static func exp(_ x: Vec8) -> Vec8 {
-        let xc = x.clamped(lowerBound: Vec8(repeating: -87.33654), upperBound: Vec8(repeating: 88.72283))
-        // k = round(x / ln2) via the 1.5·2^23 trick: adding it rounds to an integer
-        // held in the low mantissa bits.
+        // Only operations that lower to vector instructions are used here: arithmetic,
+        // comparisons with replacing(with:where:), bit casts and integer shifts.
+        // (pointwiseMin/Max and SIMD8<Int32>(_:rounding:) compile to generic per-lane code.)
+        let lo = Vec8(repeating: -87.33654), hi = Vec8(repeating: 88.72283)
+        var xc = x.replacing(with: lo, where: x .< lo)
+        xc = xc.replacing(with: hi, where: xc .> hi)
+        // k = round(x / ln2) by the 1.5·2^23 trick: adding it rounds to an integer held
+        // in the low mantissa bits, which also gives k as an integer without a convert.
         let magic = Vec8(repeating: 12582912.0)
-        let kf = (xc * 1.44269504088896341 + magic) - magic
+        let shifted = xc * 1.44269504088896341 + magic
+        let kf = shifted - magic
+        let ki = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
         // r = x - k·ln2, with ln2 split in two so the product is exact.
         var r = xc - kf * 0.693359375
         r = r - kf * -2.12194440e-4
@@ -27,12 +34,10 @@ public enum SIMDMath {
         let r2 = r * r
         let er = p * r2 + r + 1
         // 2^k assembled in the exponent field.
-        let ki = SIMD8<Int32>(kf, rounding: .towardZero)
-        let bits = (ki &+ 127) &<< 23
-        let scale = unsafeBitCast(bits, to: Vec8.self)
+        let scale = unsafeBitCast((ki &+ 127) &<< 23, to: Vec8.self)
         let result = er * scale
         // Below the clamp the true value underflows; return exactly 0 there.
-        return result.replacing(with: 0, where: x .< -87.33654)
+        return result.replacing(with: 0, where: x .< lo)
     }
 
     /// erf(x) by Abramowitz & Stegun 7.1.26 on |x| with the sign restored: absolute

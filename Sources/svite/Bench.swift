@@ -1,0 +1,76 @@
+import ArgumentParser
+import Benchmarks
+import Foundation
+import Model
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure speed: prints a table (or JSON) of what was timed and on what machine.",
+        subcommands: [BenchModel.self]
+    )
+}
+
+struct BenchModel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "model",
+        abstract: "Time the dense ViT's forward and forward+backward passes on random data.",
+        discussion: """
+        After warm-up, each pass runs --repeats times and the median is reported as \
+        milliseconds per batch, images per second and analytic GFLOP/s (2 × multiply-adds \
+        of the linear layers, attention products, patch embedding and head; backward \
+        counted as twice the forward). In the same run a square sgemm on the same number \
+        of OpenBLAS threads gives the machine's practical roofline.
+
+        Example: svite bench model --config deit-tiny --batch 64 --threads 2
+        """
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var threading: ThreadOptions
+
+    @Option(name: .long, help: "Config file or built-in name (deit-tiny, deit-small, deit-base, fmnist-tiny).")
+    var config: String = "fmnist-tiny"
+
+    @Option(name: .long, help: "Images per batch.")
+    var batch: Int = 128
+
+    @Option(name: .long, help: "Timed runs per pass (the median is reported; at least 5).")
+    var repeats: Int = 5
+
+    @Option(name: .long, help: "Untimed warm-up runs per pass.")
+    var warmup: Int = 2
+
+    @Option(name: .long, help: "Side of the square sgemm timed as the roofline.")
+    var sgemmSize: Int = 2048
+
+    @Flag(name: .long, help: "Print the figures as one JSON object instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1 (got \(batch))") }
+        guard repeats >= 5 else { throw ValidationError("--repeats must be at least 5 so the median means something (got \(repeats))") }
+        guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0 (got \(warmup))") }
+        guard sgemmSize >= 64 && sgemmSize <= 8192 else { throw ValidationError("--sgemm-size must be between 64 and 8192 (got \(sgemmSize))") }
+    }
+
+    func run() throws {
+        let log = global.bootstrap("svite.bench")
+        let file: ModelConfigFile
+        do { file = try ModelConfigFile.resolve(config) } catch let e as ConfigError {
+            throw ValidationError(e.description)
+        }
+        var options = ModelBenchmark.Options(config: file.model, configName: file.name, batch: batch, threads: threading.threads)
+        options.repeats = repeats
+        options.warmup = warmup
+        options.sgemmSize = sgemmSize
+        let result = ModelBenchmark(options).run { log.info("\($0)") }
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            enc.keyEncodingStrategy = .convertToSnakeCase
+            print(String(decoding: try enc.encode(result), as: UTF8.self))
+        } else {
+            print(result.table)
+        }
+    }
+}
