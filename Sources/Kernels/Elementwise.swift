@@ -212,9 +212,8 @@ public enum GELU {
     @inlinable
     public static func backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, count n: Int) {
         @inline(__always) func derivative(_ v: Vec8) -> Vec8 {
-            let cdf = 0.5 * (1 + SIMDMath.erf(v * invSqrt2))
-            let pdf = SIMDMath.exp(-0.5 * v * v) * invSqrt2Pi
-            return cdf + v * pdf
+            let (e, g) = SIMDMath.erfAndGaussian(v * invSqrt2)  // g = e^(−v²/2)
+            return 0.5 * (1 + e) + v * (g * invSqrt2Pi)
         }
         var i = 0
         while i + 8 <= n {

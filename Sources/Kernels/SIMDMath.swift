@@ -45,7 +45,12 @@ public enum SIMDMath {
     /// (1 + erf) in GELU is right to a few float ulps.
     /// Small |x| uses the Maclaurin series so that erf(x)/x stays accurate near 0.
     @inlinable @inline(__always)
-    public static func erf(_ x: Vec8) -> Vec8 {
+    public static func erf(_ x: Vec8) -> Vec8 { erfAndGaussian(x).erf }
+
+    /// erf(x) together with e^(−x²), which erf computes anyway: GELU's backward needs
+    /// both (φ(x) ∝ e^(−x²/2) = e^(−z²) at z = x/√2), so it pays for one exp, not two.
+    @inlinable @inline(__always)
+    public static func erfAndGaussian(_ x: Vec8) -> (erf: Vec8, gaussian: Vec8) {
         let ax = SIMDMath.abs(x)
         let t = 1 / (ax * 0.3275911 + 1)
         var poly = Vec8(repeating: 1.061405429)
@@ -54,7 +59,8 @@ public enum SIMDMath {
         poly = poly * t - 0.284496736
         poly = poly * t + 0.254829592
         poly = poly * t
-        let far = 1 - poly * exp(-ax * ax)
+        let gaussian = exp(-ax * ax)
+        let far = 1 - poly * gaussian
         // Series: erf(x) = 2/√π (x - x³/3 + x⁵/10 - x⁷/42 + x⁹/216 - x¹¹/1320),
         // truncation error < 2e-8 for |x| < 0.5.
         let x2 = x * x
@@ -67,7 +73,7 @@ public enum SIMDMath {
         let twoOverSqrtPi: Float = 1.1283791670955126
         let near = s * x * twoOverSqrtPi
         let signed = far.replacing(with: -far, where: x .< 0)
-        return signed.replacing(with: near, where: ax .< 0.5)
+        return (signed.replacing(with: near, where: ax .< 0.5), gaussian)
     }
 
     /// |x| by clearing the sign bit.

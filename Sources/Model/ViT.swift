@@ -186,9 +186,10 @@ extension ViTModel {
         }
         // Sum the other lanes' gradients into the caller's buffer, split by ranges.
         if ws.lanes.count > 1 {
-            let others = ws.lanes.dropFirst().map { $0.grads!.pointer }
             Parallel.forRanges(total: total, threads: ws.threads, grain: 1 << 14) { r in
-                for o in others { VectorOps.accumulate(grads + r.lowerBound, o + r.lowerBound, r.count) }
+                for lane in ws.lanes.dropFirst() {
+                    VectorOps.accumulate(grads + r.lowerBound, lane.grads!.pointer + r.lowerBound, r.count)
+                }
             }
         }
         return ws.lanes.reduce(BatchResult()) { $0 + $1.result }
