@@ -6,7 +6,7 @@ public struct MachineInfo: Codable, Sendable {
     public var cpu: String
     public var cores: Int
     public var simd: [String]
-    public var memoryGiB: Double
+    public var memoryGibibytes: Double
     public var openBLAS: String
     public var openBLASCore: String
     public var os: String
@@ -24,13 +24,13 @@ public struct MachineInfo: Codable, Sendable {
         let pretty = osRelease.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
             .map { String($0.dropFirst(12)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) } ?? "unknown"
         return MachineInfo(cpu: field("model name") ?? "unknown", cores: ProcessInfo.processInfo.activeProcessorCount,
-                           simd: simd, memoryGiB: Double(ProcessInfo.processInfo.physicalMemory) / 1_073_741_824,
+                           simd: simd, memoryGibibytes: Double(ProcessInfo.processInfo.physicalMemory) / 1_073_741_824,
                            openBLAS: BLAS.configDescription.trimmingCharacters(in: .whitespaces),
                            openBLASCore: BLAS.coreName, os: pretty)
     }
 
     public var summary: String {
-        "\(cpu), \(cores) cores, \(String(format: "%.0f", memoryGiB)) GiB, SIMD \(simd.joined(separator: "/")); \(os); \(openBLAS) (kernels: \(openBLASCore))"
+        "\(cpu), \(cores) cores, \(String(format: "%.0f", memoryGibibytes)) GiB, SIMD \(simd.joined(separator: "/")); \(os); \(openBLAS) (kernels: \(openBLASCore))"
     }
 }
 

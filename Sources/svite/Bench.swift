@@ -55,10 +55,7 @@ struct BenchModel: ParsableCommand {
 
     func run() throws {
         let log = global.bootstrap("svite.bench")
-        let file: ModelConfigFile
-        do { file = try ModelConfigFile.resolve(config) } catch let e as ConfigError {
-            throw ValidationError(e.description)
-        }
+        let file = try ModelConfigFile.resolve(config)
         var options = ModelBenchmark.Options(config: file.model, configName: file.name, batch: batch, threads: threading.threads)
         options.repeats = repeats
         options.warmup = warmup

@@ -49,7 +49,7 @@ enum LoggingBootstrap {
 
 /// The thread count, shared by every command that computes.
 struct ThreadOptions: ParsableArguments {
-    @Option(name: .long, help: "Threads for computation (also sets OpenBLAS's). Default: all cores.")
+    @Option(name: .long, help: "Threads for computation; also sets OpenBLAS's. Defaults to the number of cores.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     func validate() throws {

@@ -161,3 +161,25 @@ struct ModelGradientTests {
         #expect(before[5 ..< 10] != after[5 ..< 10])
     }
 }
+
+@Suite("patch extraction")
+struct PatchifyTests {
+    @Test func patchesFollowTheConvLayoutAndFoldBack() {
+        // 2 channels, 4×4 image, patch 2: value at (c, y, x) = 100c + 10y + x.
+        let c = 2, s = 4, p = 2
+        var img = [Float](repeating: 0, count: c * s * s)
+        for ch in 0 ..< c { for y in 0 ..< s { for x in 0 ..< s { img[ch * s * s + y * s + x] = Float(100 * ch + 10 * y + x) } } }
+        var patches = [Float](repeating: 0, count: 4 * c * p * p)
+        img.withUnsafeBufferPointer { i in patches.withUnsafeMutableBufferPointer {
+            Patchify.forward($0.baseAddress!, i.baseAddress!, batch: 1, channels: c, imageSize: s, patchSize: p) } }
+        // Patch 1 is grid (row 0, column 1): pixels x ∈ {2, 3}, y ∈ {0, 1}; order (c, ky, kx).
+        #expect(Array(patches[8 ..< 16]) == [2, 3, 12, 13, 102, 103, 112, 113])
+        // Patch 2 is grid (row 1, column 0).
+        #expect(Array(patches[16 ..< 20]) == [20, 21, 30, 31])
+        // Folding the patches back adds every pixel exactly once.
+        var back = [Float](repeating: 0, count: img.count)
+        patches.withUnsafeBufferPointer { pp in back.withUnsafeMutableBufferPointer {
+            Patchify.backward($0.baseAddress!, pp.baseAddress!, batch: 1, channels: c, imageSize: s, patchSize: p) } }
+        #expect(back == img)
+    }
+}
