@@ -151,10 +151,10 @@ struct ModelGradientTests {
         var images = TinyBatch(config: tinyConfig, batch: 3, seed: 9).images
         let ws = ViTWorkspace(model: model, batch: 3, threads: 2, training: false)
         var before = [Float](repeating: 0, count: 15), after = before
-        images.withUnsafeBufferPointer { model.forward(params: params.pointer, images: $0.baseAddress!, labels: nil, workspace: ws) }
+        _ = images.withUnsafeBufferPointer { model.forward(params: params.pointer, images: $0.baseAddress!, labels: nil, workspace: ws) }
         before.withUnsafeMutableBufferPointer { model.copyLogits(from: ws, into: $0.baseAddress!) }
         for i in 0 ..< tinyConfig.imageValues { images[tinyConfig.imageValues + i] += 0.5 }
-        images.withUnsafeBufferPointer { model.forward(params: params.pointer, images: $0.baseAddress!, labels: nil, workspace: ws) }
+        _ = images.withUnsafeBufferPointer { model.forward(params: params.pointer, images: $0.baseAddress!, labels: nil, workspace: ws) }
         after.withUnsafeMutableBufferPointer { model.copyLogits(from: ws, into: $0.baseAddress!) }
         #expect(before[0 ..< 5] == after[0 ..< 5])
         #expect(before[10 ..< 15] == after[10 ..< 15])
