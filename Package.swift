@@ -43,9 +43,16 @@ let package = Package(
             "Kernels",
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: numericFlags),
+        .target(name: "Datasets", dependencies: ["Kernels", "Model", "CZlib"], swiftSettings: numericFlags),
+        .target(name: "Optim", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
+        .target(name: "Training", dependencies: [
+            "Kernels", "Model", "Datasets", "Optim",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Yams", package: "Yams"),
+        ], swiftSettings: numericFlags),
         .target(name: "Benchmarks", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
-            "Model", "Kernels", "Benchmarks",
+            "Model", "Kernels", "Benchmarks", "Datasets", "Optim", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
@@ -53,6 +60,8 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: numericFlags),
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CZeroMQ", "CLZ4", "CZlib"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Benchmarks"],
+                    swiftSettings: numericFlags),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels"],
                     swiftSettings: numericFlags),
     ]
 )

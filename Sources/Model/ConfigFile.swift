@@ -90,6 +90,31 @@ public final class ConfigMapping {
 
     public func string(_ key: String) throws -> String? { try scalar(key) }
 
+    /// A list of numbers (`[0.5, 0.5]`), or one number standing for a list of one.
+    public func doubles(_ key: String) throws -> [Double]? {
+        used.insert(key)
+        guard let node = values[key] else { return nil }
+        let items: [Node]
+        switch node {
+        case .scalar: items = [node]
+        case .sequence(let seq): items = Array(seq)
+        case .mapping: throw ConfigError(file: file, key: qualified(key), message: "expected a number or a list of numbers, found a mapping")
+        case .alias: throw ConfigError(file: file, key: qualified(key), message: "aliases are not supported")
+        }
+        return try items.map { item in
+            guard case .scalar(let s) = item, let v = Double(s.string), v.isFinite else {
+                throw ConfigError(file: file, key: qualified(key), message: "expected a list of numbers, found '\(item.string ?? "a list or mapping")'")
+            }
+            return v
+        }
+    }
+
+    /// True when the key holds a mapping (as opposed to a scalar such as `none`).
+    public func isMapping(_ key: String) -> Bool {
+        if case .mapping = values[key] { return true }
+        return false
+    }
+
     public func bool(_ key: String) throws -> Bool? {
         guard let s = try scalar(key) else { return nil }
         switch s.lowercased() {
@@ -134,4 +159,42 @@ func editDistance(_ a: String, _ b: String) -> Int {
         swap(&prev, &cur)
     }
     return prev[b.count]
+}
+
+/// `--set key=value` overrides: dotted keys into the YAML tree, values parsed as YAML
+/// (so `--set data.mean=[0.5]` gives a list). Applied before validation, so a mistyped
+/// key is rejected like one in the file.
+public enum ConfigOverrides {
+    public static func apply(_ overrides: [String], to root: Node?, file: String) throws -> Node {
+        var root = root ?? Node.mapping(Node.Mapping([]))
+        for text in overrides {
+            guard let eq = text.firstIndex(of: "=") else {
+                throw ConfigError(file: "--set", key: text, message: "expected key=value, e.g. --set training.epochs=3")
+            }
+            let key = String(text[..<eq]).trimmingCharacters(in: .whitespaces)
+            let valueText = String(text[text.index(after: eq)...])
+            let path = key.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+            guard !key.isEmpty, !path.contains(where: \.isEmpty) else {
+                throw ConfigError(file: "--set", key: key, message: "empty key segment in '\(key)'")
+            }
+            let value: Node
+            do {
+                value = try Yams.compose(yaml: valueText) ?? Node("", Tag(.null))
+            } catch {
+                throw ConfigError(file: "--set", key: key, message: "value is not valid YAML: \(valueText)")
+            }
+            root = try set(root, path[...], value, key: key)
+        }
+        return root
+    }
+
+    static func set(_ node: Node, _ path: ArraySlice<String>, _ value: Node, key: String) throws -> Node {
+        guard let head = path.first else { return value }
+        guard case .mapping(var mapping) = node else {
+            throw ConfigError(file: "--set", key: key, message: "'\(head)' is inside a value that is not a mapping")
+        }
+        let child = mapping[head] ?? Node.mapping(Node.Mapping([]))
+        mapping[head] = try set(child, path.dropFirst(), value, key: key)
+        return .mapping(mapping)
+    }
 }

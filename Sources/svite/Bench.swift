@@ -2,6 +2,7 @@ import ArgumentParser
 import Benchmarks
 import Foundation
 import Model
+import Training
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -55,7 +56,7 @@ struct BenchModel: ParsableCommand {
 
     func run() throws {
         let log = global.bootstrap("svite.bench")
-        let file = try ModelConfigFile.resolve(config)
+        let file = try RunConfig.resolve(config)
         var options = ModelBenchmark.Options(config: file.model, configName: file.name, batch: batch, threads: threading.threads)
         options.repeats = repeats
         options.warmup = warmup

@@ -1,0 +1,91 @@
+import Kernels
+
+/// Which images every step of every epoch uses. Each epoch is a seeded permutation of
+/// the data set; step k of an epoch takes positions [k·B, min((k+1)·B, N)) of it (the
+/// last step of an epoch may be short, so every image is used exactly once per epoch).
+/// A step's images are split among ranks in proportion to their batch shares, so the
+/// ranks' shards partition every epoch exactly. Everything is a pure function of
+/// (seed, epoch, step): a cursor of (epoch, step) is the whole data state.
+public struct EpochPlan: Sendable, Equatable {
+    public let datasetSize: Int
+    public let batchSize: Int
+    public let seed: UInt64
+
+    public init(datasetSize: Int, batchSize: Int, seed: UInt64) {
+        precondition(datasetSize >= 1 && batchSize >= 1, "EpochPlan: empty data set or batch")
+        self.datasetSize = datasetSize; self.batchSize = batchSize; self.seed = seed
+    }
+
+    public var stepsPerEpoch: Int { (datasetSize + batchSize - 1) / batchSize }
+
+    /// The epoch's order of image indices (Fisher–Yates under a generator seeded by
+    /// (seed, epoch)).
+    public func permutation(epoch: Int) -> [Int32] {
+        var order = (0 ..< Int32(datasetSize)).map { $0 }
+        var rng = Xoshiro256(seed: StreamSeed.mix(seed, StreamSeed.shuffle, UInt64(epoch)))
+        var i = datasetSize - 1
+        while i > 0 {
+            let j = Int(rng.next() % UInt64(i + 1))
+            order.swapAt(i, j)
+            i -= 1
+        }
+        return order
+    }
+
+    /// Positions within the epoch's permutation that step `step` covers.
+    public func positions(step: Int) -> Range<Int> {
+        precondition(step >= 0 && step < stepsPerEpoch, "EpochPlan: step \(step) outside 0..<\(stepsPerEpoch)")
+        return step * batchSize ..< min((step + 1) * batchSize, datasetSize)
+    }
+
+    /// Splits a step's positions among ranks with the given shares (their batch sizes,
+    /// summing to the batch size): full steps give each rank exactly its share; a short
+    /// last step gives each its proportional part, the remainder going to the first ranks.
+    public static func split(_ range: Range<Int>, shares: [Int]) -> [Range<Int>] {
+        let total = shares.reduce(0, +)
+        precondition(total >= 1 && shares.allSatisfy { $0 >= 0 }, "EpochPlan.split: bad shares \(shares)")
+        let n = range.count
+        var parts = shares.map { $0 * n / total }
+        var left = n - parts.reduce(0, +)
+        var i = 0
+        while left > 0 {
+            if shares[i] > 0 { parts[i] += 1; left -= 1 }
+            i = (i + 1) % shares.count
+        }
+        var out: [Range<Int>] = []
+        var start = range.lowerBound
+        for p in parts {
+            out.append(start ..< start + p)
+            start += p
+        }
+        return out
+    }
+
+    /// The image indices rank `rank` of `shares.count` uses at (epoch, step).
+    public func indices(epoch: Int, step: Int, rank: Int = 0, shares: [Int]? = nil,
+                        permutation: [Int32]? = nil) -> [Int32] {
+        let order = permutation ?? self.permutation(epoch: epoch)
+        let range = EpochPlan.split(positions(step: step), shares: shares ?? [batchSize])[rank]
+        return Array(order[range])
+    }
+}
+
+/// Seeds for independent random streams derived from the run seed: every random choice
+/// (shuffle, augmentation of one image in one epoch, initialisation) has its own stream,
+/// so results do not depend on how work is split across threads, ranks or restarts.
+public enum StreamSeed {
+    public static let shuffle: UInt64 = 1
+    public static let augmentation: UInt64 = 2
+    public static let initialization: UInt64 = 3
+
+    public static func mix(_ values: UInt64...) -> UInt64 {
+        var h: UInt64 = 0x243F_6A88_85A3_08D3
+        for v in values {
+            h ^= v &+ 0x9E37_79B9_7F4A_7C15 &+ (h << 6) &+ (h >> 2)
+            h = (h ^ (h >> 33)) &* 0xFF51_AFD7_ED55_8CCD
+            h = (h ^ (h >> 33)) &* 0xC4CE_B9FE_1A85_EC53
+            h ^= h >> 33
+        }
+        return h
+    }
+}

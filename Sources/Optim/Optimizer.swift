@@ -1,0 +1,133 @@
+import Kernels
+import Model
+
+/// AdamW or SGD over the flat parameter buffer. The moments mirror the parameter layout
+/// (same offsets), so they checkpoint by tensor name and, later, mask like the weights.
+/// Weight decay follows timm: none on 1-D tensors (biases, LayerNorm) nor on pos_embed
+/// and cls_token.
+public final class Optimizer: @unchecked Sendable {
+    public let config: OptimizerConfig
+    public let layout: ParameterLayout
+    /// AdamW: exp_avg; SGD: the momentum buffer.
+    public let firstMoment: FloatBuffer
+    /// AdamW: exp_avg_sq; SGD: nil.
+    public let secondMoment: FloatBuffer?
+    /// Updates applied so far (AdamW's t).
+    public var updates: Int = 0
+    /// Each tensor's floats and whether weight decay applies to it.
+    let segments: [(range: Range<Int>, decay: Bool)]
+
+    public init(config: OptimizerConfig, layout: ParameterLayout) {
+        self.config = config
+        self.layout = layout
+        firstMoment = FloatBuffer(count: layout.count)
+        secondMoment = config.kind == .adamw ? FloatBuffer(count: layout.count) : nil
+        segments = layout.tensors.map { t in
+            (t.offset ..< t.offset + t.count, Optimizer.decays(name: t.name, shape: t.shape))
+        }
+    }
+
+    /// timm's rule: parameters with one dimension and the names its models list in
+    /// `no_weight_decay()` (pos_embed, cls_token) are not decayed.
+    public static func decays(name: String, shape: [Int]) -> Bool {
+        if shape.count <= 1 { return false }
+        return !["pos_embed", "cls_token", "dist_token"].contains(name)
+    }
+
+    /// The moment buffers under checkpoint names (`optimizer.exp_avg` …).
+    public var stateBuffers: [(name: String, buffer: FloatBuffer)] {
+        switch config.kind {
+        case .adamw: return [("optimizer.exp_avg", firstMoment), ("optimizer.exp_avg_sq", secondMoment!)]
+        case .sgd: return [("optimizer.momentum_buffer", firstMoment)]
+        }
+    }
+
+    /// One update with learning rate `lr` from the gradient `grads` (same layout).
+    public func step(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>, lr: Double) {
+        updates += 1
+        switch config.kind {
+        case .adamw: adamW(params, grads, lr: lr)
+        case .sgd: sgd(params, grads, lr: lr)
+        }
+    }
+
+    /// torch.optim.AdamW: p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
+    /// p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε).
+    func adamW(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, lr: Double) {
+        let c = config
+        let t = Double(updates)
+        let b1 = Float(c.beta1), b2 = Float(c.beta2)
+        let stepSize = Float(lr / (1 - Foundation.pow(c.beta1, t)))
+        let invSqrtBC2 = Float(1 / (1 - Foundation.pow(c.beta2, t)).squareRoot())
+        let eps = Float(c.eps)
+        let m = firstMoment.pointer, v = secondMoment!.pointer
+        for seg in segments {
+            let keep = seg.decay ? Float(1 - lr * c.weightDecay) : 1
+            for i in seg.range {
+                let gi = g[i]
+                let mi = b1 * m[i] + (1 - b1) * gi
+                let vi = b2 * v[i] + (1 - b2) * gi * gi
+                m[i] = mi
+                v[i] = vi
+                let denom = vi.squareRoot() * invSqrtBC2 + eps
+                p[i] = p[i] * keep - stepSize * mi / denom
+            }
+        }
+    }
+
+    /// torch.optim.SGD (dampening 0): d ← g + wd·p; b ← μ·b + d; d ← d + μ·b (Nesterov)
+    /// or b; p ← p − lr·d.
+    func sgd(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, lr: Double) {
+        let c = config
+        let mu = Float(c.momentum), rate = Float(lr), nesterov = c.nesterov
+        let b = firstMoment.pointer
+        for seg in segments {
+            let wd = seg.decay ? Float(c.weightDecay) : 0
+            for i in seg.range {
+                var d = g[i] + wd * p[i]
+                if mu != 0 {
+                    let bi = mu * b[i] + d
+                    b[i] = bi
+                    d = nesterov ? d + mu * bi : bi
+                }
+                p[i] -= rate * d
+            }
+        }
+    }
+}
+
+/// Global gradient-norm clipping (torch.nn.utils.clip_grad_norm_).
+public enum GradientClipping {
+    /// ‖g‖₂ over `count` floats, accumulated in Double.
+    public static func norm(_ g: UnsafePointer<Float>, count: Int) -> Double {
+        var total = 0.0
+        var i = 0
+        while i < count {
+            let end = min(count, i + 4096)
+            var s = SIMD8<Float>()
+            var j = i
+            while j + 8 <= end {
+                let x = UnsafeRawPointer(g + j).loadUnaligned(as: SIMD8<Float>.self)
+                s += x * x
+                j += 8
+            }
+            var part = Double(s.sum())
+            while j < end { part += Double(g[j] * g[j]); j += 1 }
+            total += part
+            i = end
+        }
+        return total.squareRoot()
+    }
+
+    /// Scales g so its norm is at most maxNorm; returns the norm before clipping.
+    @discardableResult
+    public static func clip(_ g: UnsafeMutablePointer<Float>, count: Int, maxNorm: Double) -> Double {
+        let n = norm(g, count: count)
+        if maxNorm > 0 && n > maxNorm {
+            VectorOps.scale(g, Float(maxNorm / (n + 1e-6)), count)
+        }
+        return n
+    }
+}
+
+import Foundation

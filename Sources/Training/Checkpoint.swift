@@ -1,0 +1,169 @@
+import Foundation
+import Model
+import Optim
+
+/// What a checkpoint records besides tensors: enough to continue the run exactly.
+/// All randomness after initialisation is a pure function of (seed, epoch, step, image),
+/// so the step is the whole data cursor and random state.
+public struct CheckpointState: Codable, Sendable, Equatable {
+    public static let currentFormat = 1
+
+    public var format: Int = CheckpointState.currentFormat
+    public var runName: String
+    /// Updates applied; training continues at this 0-based step.
+    public var step: Int
+    /// The data cursor: epoch and step within it of the next step.
+    public var epoch: Int
+    public var stepInEpoch: Int
+    public var seed: UInt64
+    public var layoutHash: String
+    public var optimizer: String
+    public var optimizerUpdates: Int
+    public var imagesSeen: Int
+    /// Training time so far, for ETA and throughput across restarts.
+    public var elapsedSeconds: Double
+    public var lastEvalAccuracy: Double?
+    public var lastEvalLoss: Double?
+    public var createdAt: String
+
+    public init(runName: String, step: Int, epoch: Int, stepInEpoch: Int, seed: UInt64, layoutHash: UInt64,
+                optimizer: String, optimizerUpdates: Int, imagesSeen: Int, elapsedSeconds: Double,
+                lastEvalAccuracy: Double?, lastEvalLoss: Double?) {
+        self.runName = runName; self.step = step; self.epoch = epoch; self.stepInEpoch = stepInEpoch
+        self.seed = seed; self.layoutHash = String(layoutHash, radix: 16); self.optimizer = optimizer
+        self.optimizerUpdates = optimizerUpdates; self.imagesSeen = imagesSeen; self.elapsedSeconds = elapsedSeconds
+        self.lastEvalAccuracy = lastEvalAccuracy; self.lastEvalLoss = lastEvalLoss
+        self.createdAt = ISO8601DateFormatter().string(from: Date())
+    }
+}
+
+public struct CheckpointError: Error, CustomStringConvertible {
+    public var path: String
+    public var message: String
+    public var description: String { "\(path): \(message)" }
+}
+
+/// A checkpoint is a safetensors file: the weights under their timm names (so a
+/// checkpoint also loads where weights do), the optimizer moments under
+/// `optimizer.<moment>.<name>`, and in the metadata the state (JSON) and the effective
+/// config (YAML). Written atomically: a crash leaves the previous file intact.
+public enum Checkpoint {
+    public static let stateKey = "svite.state"
+    public static let configKey = "svite.config"
+    public static let formatKey = "format"
+
+    public static func fileName(step: Int) -> String { String(format: "step-%08d.safetensors", step) }
+
+    public static func write(to path: String, state: CheckpointState, config: RunConfig, server: ServerState) throws {
+        let layout = server.model.layout
+        var tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] = layout.tensors.map {
+            (name: $0.name, shape: $0.shape, values: UnsafeBufferPointer(server.params.view($0)))
+        }
+        for (prefix, buffer) in server.optimizer.stateBuffers {
+            tensors += layout.tensors.map {
+                (name: "\(prefix).\($0.name)", shape: $0.shape, values: UnsafeBufferPointer(buffer.view($0)))
+            }
+        }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        enc.keyEncodingStrategy = .convertToSnakeCase
+        let metadata = [
+            formatKey: "svite-checkpoint",
+            stateKey: String(decoding: try enc.encode(state), as: UTF8.self),
+            configKey: config.yaml,
+        ]
+        try AtomicFile.write(path, data: try SafeTensors.encode(tensors: tensors, metadata: metadata))
+    }
+
+    /// A checkpoint file opened and its metadata decoded (tensors not yet copied).
+    public struct Contents {
+        public var file: SafeTensorsFile
+        public var state: CheckpointState
+        public var config: RunConfig
+    }
+
+    public static func read(_ path: String, overrides: [String] = []) throws -> Contents {
+        let file = try SafeTensorsFile(path: path)
+        guard file.metadata[formatKey] == "svite-checkpoint", let stateText = file.metadata[stateKey],
+              let configText = file.metadata[configKey] else {
+            throw CheckpointError(path: path, message: "not an svite checkpoint (no svite.state/svite.config metadata); plain weights go to --init or `svite eval`")
+        }
+        let dec = JSONDecoder()
+        dec.keyDecodingStrategy = .convertFromSnakeCase
+        let state: CheckpointState
+        do {
+            state = try dec.decode(CheckpointState.self, from: Data(stateText.utf8))
+        } catch {
+            throw CheckpointError(path: path, message: "unreadable checkpoint state: \(error)")
+        }
+        guard state.format == CheckpointState.currentFormat else {
+            throw CheckpointError(path: path, message: "checkpoint format \(state.format); this svite reads format \(CheckpointState.currentFormat)")
+        }
+        let config = try RunConfig.parse(yaml: configText, file: "\(path) (stored config)", overrides: overrides)
+        return Contents(file: file, state: state, config: config)
+    }
+
+    /// Copies weights and moments into `server`, after checking every name, shape and the
+    /// layout hash; nothing is written unless everything fits.
+    public static func restore(_ c: Contents, into server: ServerState) throws {
+        let layout = server.model.layout
+        guard c.state.layoutHash == String(layout.hash, radix: 16) else {
+            throw CheckpointError(path: c.file.path, message: "parameter layout differs from the config's model (hash \(c.state.layoutHash) vs \(String(layout.hash, radix: 16))); was the model section changed?")
+        }
+        guard c.state.optimizer == server.optimizer.config.kind.rawValue else {
+            throw CheckpointError(path: c.file.path, message: "saved with optimizer \(c.state.optimizer), config says \(server.optimizer.config.kind.rawValue)")
+        }
+        let prefixes = server.optimizer.stateBuffers.map(\.name)
+        // Check the moments' entries before anything is written.
+        for prefix in prefixes {
+            for t in layout.tensors {
+                let name = "\(prefix).\(t.name)"
+                guard let e = c.file.entries[name] else {
+                    throw SafeTensorsError.mismatchedTensors(path: c.file.path, missing: [name], unexpected: [])
+                }
+                guard e.dtype == "F32", e.shape == t.shape else {
+                    throw SafeTensorsError.wrongShape(path: c.file.path, tensor: name, found: e.shape, expected: t.shape)
+                }
+            }
+        }
+        try c.file.load(into: server.params, layout: layout, strict: true, ignoringPrefixes: prefixes.map { $0 + "." })
+        for (prefix, buffer) in server.optimizer.stateBuffers {
+            for t in layout.tensors {
+                let values = try c.file.floats("\(prefix).\(t.name)")
+                let dst = buffer.view(t)
+                values.withUnsafeBufferPointer { dst.baseAddress!.update(from: $0.baseAddress!, count: t.count) }
+            }
+        }
+        server.restore(step: c.state.step, optimizerUpdates: c.state.optimizerUpdates)
+    }
+
+    /// The checkpoint files in a directory, oldest step first.
+    public static func list(in dir: String) -> [(step: Int, path: String)] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        return names.compactMap { name -> (Int, String)? in
+            guard name.hasPrefix("step-"), name.hasSuffix(".safetensors"),
+                  let step = Int(name.dropFirst(5).dropLast(12)) else { return nil }
+            return (step, "\(dir)/\(name)")
+        }.sorted { $0.0 < $1.0 }
+    }
+
+    /// A checkpoint file, or the newest checkpoint of a run directory (or of its
+    /// `checkpoints/` folder).
+    public static func locate(_ path: String) throws -> String {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw CheckpointError(path: path, message: "no such file or directory")
+        }
+        if !isDir.boolValue { return path }
+        for dir in ["\(path)/checkpoints", path] {
+            if let newest = list(in: dir).last { return newest.path }
+        }
+        throw CheckpointError(path: path, message: "no checkpoints (step-*.safetensors) in this directory or its checkpoints/ folder")
+    }
+
+    /// Deletes all but the newest `keep` checkpoints in `dir`.
+    public static func prune(in dir: String, keep: Int) {
+        let all = list(in: dir)
+        for old in all.dropLast(keep) { try? FileManager.default.removeItem(atPath: old.path) }
+    }
+}

@@ -1,0 +1,184 @@
+import Datasets
+import Foundation
+import Model
+import Optim
+import Yams
+
+/// The `training:` section.
+public struct TrainingConfig: Sendable, Equatable, Codable {
+    public var epochs: Int = 7
+    /// Stop after this many steps even if epochs remain (0 = no limit).
+    public var maxSteps: Int = 0
+    public var batchSize: Int = 128
+    public var labelSmoothing: Double = 0.1
+    public var seed: UInt64 = 0
+    /// Evaluate on the test split every this many epochs (0 = only at the end).
+    public var evalEveryEpochs: Int = 1
+    public var evalBatchSize: Int = 500
+    /// Write a checkpoint every this many steps (0 = only at epoch ends); one is always
+    /// written at the end.
+    public var checkpointEverySteps: Int = 0
+    public var keepCheckpoints: Int = 3
+    /// A metrics line (mean loss over the window, img/s) every this many steps.
+    public var logEverySteps: Int = 20
+    /// Threads for computation (0 = all cores).
+    public var threads: Int = 0
+
+    public init() {}
+
+    public static func parse(_ m: ConfigMapping?) throws -> TrainingConfig {
+        var c = TrainingConfig()
+        guard let m else { return c }
+        c.epochs = try m.int("epochs") ?? c.epochs
+        c.maxSteps = try m.int("max_steps") ?? c.maxSteps
+        c.batchSize = try m.int("batch_size") ?? c.batchSize
+        c.labelSmoothing = try m.double("label_smoothing") ?? c.labelSmoothing
+        if let s = try m.int("seed") {
+            guard s >= 0 else { throw ConfigError(file: m.file, key: m.qualified("seed"), message: "must be >= 0, got \(s)") }
+            c.seed = UInt64(s)
+        }
+        c.evalEveryEpochs = try m.int("eval_every_epochs") ?? c.evalEveryEpochs
+        c.evalBatchSize = try m.int("eval_batch_size") ?? c.evalBatchSize
+        c.checkpointEverySteps = try m.int("checkpoint_every_steps") ?? c.checkpointEverySteps
+        c.keepCheckpoints = try m.int("keep_checkpoints") ?? c.keepCheckpoints
+        c.logEverySteps = try m.int("log_every_steps") ?? c.logEverySteps
+        c.threads = try m.int("threads") ?? c.threads
+        try m.finish()
+        func bad(_ key: String, _ message: String) -> ConfigError {
+            ConfigError(file: m.file, key: m.qualified(key), message: message)
+        }
+        if c.epochs < 0 { throw bad("epochs", "must be >= 0, got \(c.epochs)") }
+        if c.maxSteps < 0 { throw bad("max_steps", "must be >= 0 (0 = no limit), got \(c.maxSteps)") }
+        if c.epochs == 0 && c.maxSteps == 0 { throw bad("epochs", "epochs and max_steps are both 0: nothing to train") }
+        if c.batchSize < 1 { throw bad("batch_size", "must be at least 1, got \(c.batchSize)") }
+        if !(0 ..< 1).contains(c.labelSmoothing) { throw bad("label_smoothing", "must be in [0, 1), got \(c.labelSmoothing)") }
+        if c.evalEveryEpochs < 0 { throw bad("eval_every_epochs", "must be >= 0, got \(c.evalEveryEpochs)") }
+        if c.evalBatchSize < 1 { throw bad("eval_batch_size", "must be at least 1, got \(c.evalBatchSize)") }
+        if c.checkpointEverySteps < 0 { throw bad("checkpoint_every_steps", "must be >= 0, got \(c.checkpointEverySteps)") }
+        if c.keepCheckpoints < 1 { throw bad("keep_checkpoints", "must be at least 1, got \(c.keepCheckpoints)") }
+        if c.logEverySteps < 1 { throw bad("log_every_steps", "must be at least 1, got \(c.logEverySteps)") }
+        if c.threads < 0 || c.threads > 1024 { throw bad("threads", "must be 0 (all cores) to 1024, got \(c.threads)") }
+        return c
+    }
+
+    public var yaml: String {
+        """
+        training:
+          epochs: \(epochs)
+          max_steps: \(maxSteps)
+          batch_size: \(batchSize)
+          label_smoothing: \(labelSmoothing)
+          seed: \(seed)
+          eval_every_epochs: \(evalEveryEpochs)
+          eval_batch_size: \(evalBatchSize)
+          checkpoint_every_steps: \(checkpointEverySteps)
+          keep_checkpoints: \(keepCheckpoints)
+          log_every_steps: \(logEverySteps)
+          threads: \(threads)
+
+        """
+    }
+
+    /// The thread count to use: the config's, or every core when it says 0.
+    public var resolvedThreads: Int { threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount }
+}
+
+/// A whole run config: every section validated, every unknown key an error naming the
+/// file and the key. `yaml` is the effective config with every default written out, as
+/// it is stored in checkpoints.
+public struct RunConfig: Sendable, Equatable {
+    public var name: String
+    public var model: ViTConfig
+    public var data: DataConfig
+    public var optimizer: OptimizerConfig
+    public var schedule: ScheduleConfig
+    public var training: TrainingConfig
+    /// Where the config came from (a path, a built-in name, or a checkpoint).
+    public var source: String
+
+    public static let sections = ["name", "model", "data", "optimizer", "schedule", "training"]
+
+    public init(name: String, model: ViTConfig, data: DataConfig = DataConfig(), optimizer: OptimizerConfig = OptimizerConfig(),
+                schedule: ScheduleConfig = ScheduleConfig(), training: TrainingConfig = TrainingConfig(), source: String = "<code>") {
+        self.name = name; self.model = model; self.data = data; self.optimizer = optimizer
+        self.schedule = schedule; self.training = training; self.source = source
+    }
+
+    /// Parses YAML text with `--set` overrides applied first. A key that came from an
+    /// override is reported as `--set`.
+    public static func parse(yaml text: String, file: String, overrides: [String] = []) throws -> RunConfig {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigError(file: file, key: "", message: "not valid YAML: \(error)")
+        }
+        let merged = try ConfigOverrides.apply(overrides, to: node, file: file)
+        let overridden = Set(overrides.compactMap { $0.split(separator: "=", maxSplits: 1).first.map { String($0).trimmingCharacters(in: .whitespaces) } })
+        do {
+            return try parse(node: merged, file: file)
+        } catch var e as ConfigError {
+            if overridden.contains(where: { e.key == $0 || e.key.hasPrefix($0 + ".") || $0.hasPrefix(e.key + ".") && !e.key.isEmpty }) {
+                e.file = "--set (over \(file))"
+            }
+            throw e
+        }
+    }
+
+    static func parse(node: Node, file: String) throws -> RunConfig {
+        let root = try ConfigMapping(node: node, file: file, path: "")
+        let name = try root.string("name") ?? URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
+        guard let modelMap = try root.mapping("model") else {
+            throw ConfigError(file: file, key: "model", message: "missing (required): the model's shape (see configs/fmnist-tiny.yaml)")
+        }
+        let model = try ViTConfig.parse(modelMap)
+        let data = try DataConfig.parse(try root.mapping("data"))
+        let optimizer = try OptimizerConfig.parse(try root.mapping("optimizer"))
+        let schedule = try ScheduleConfig.parse(try root.mapping("schedule"))
+        let training = try TrainingConfig.parse(try root.mapping("training"))
+        try root.finish()
+        return RunConfig(name: name, model: model, data: data, optimizer: optimizer, schedule: schedule,
+                         training: training, source: file)
+    }
+
+    public static func load(path: String, overrides: [String] = []) throws -> RunConfig {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(file: path, key: "", message: "cannot read the file (missing, unreadable or not UTF-8)")
+        }
+        return try parse(yaml: text, file: path, overrides: overrides)
+    }
+
+    /// A path, then configs/NAME.yaml under the working directory, then a config built
+    /// into the binary (the same text as the repository's configs/).
+    public static func resolve(_ nameOrPath: String, overrides: [String] = [], searchDirectory: String = "configs") throws -> RunConfig {
+        let fm = FileManager.default
+        for path in [nameOrPath, "\(searchDirectory)/\(nameOrPath).yaml"] {
+            var isDir: ObjCBool = false
+            if fm.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
+                return try load(path: path, overrides: overrides)
+            }
+        }
+        if let text = BuiltinConfigs.all[nameOrPath] {
+            return try parse(yaml: text, file: "<built-in \(nameOrPath)>", overrides: overrides)
+        }
+        let names = BuiltinConfigs.all.keys.sorted().joined(separator: ", ")
+        throw ConfigError(file: nameOrPath, key: "", message: "no such file, and not a built-in config (built-in: \(names))")
+    }
+
+    /// Checks the data set fits the model (image size, channels, classes); commands that
+    /// touch data call it, so model-only configs such as deit-tiny still serve `bench`.
+    public func checkData() throws { try data.check(against: model, file: source) }
+
+    /// The effective config, every default written out; parses back to an equal value.
+    public var yaml: String {
+        "name: \(name)\n" + model.yaml + data.yaml + optimizer.yaml + schedule.yaml + training.yaml
+    }
+
+    /// Steps per epoch and in the whole run for a training set of `trainCount` images.
+    public func stepCounts(trainCount: Int) -> (perEpoch: Int, total: Int) {
+        let perEpoch = (trainCount + training.batchSize - 1) / training.batchSize
+        var total = training.epochs * perEpoch
+        if training.maxSteps > 0 { total = training.epochs > 0 ? min(total, training.maxSteps) : training.maxSteps }
+        return (perEpoch, total)
+    }
+}

@@ -1,0 +1,75 @@
+import Kernels
+import Model
+import Optim
+
+/// What the coordinator owns: the parameters, the optimizer and its moments, the step
+/// count and the schedule. It takes one averaged gradient per step and applies it; it
+/// never sees data. In a single process it sits beside a `Replica`; in the parameter
+/// server it lives in the coordinator and the gradient arrives over the wire.
+public final class ServerState: @unchecked Sendable {
+    public let model: ViTModel
+    public let params: FloatBuffer
+    public let optimizer: Optimizer
+    public let schedule: LRSchedule
+    public let clipGradNorm: Double
+    /// Updates applied so far; the next update is made at this 0-based step.
+    public private(set) var step: Int = 0
+
+    public struct Update: Sendable {
+        public var step: Int
+        public var lr: Double
+        /// ‖g‖₂ of the averaged gradient before clipping.
+        public var gradNorm: Double
+    }
+
+    public init(model: ViTModel, optimizer: OptimizerConfig, schedule: LRSchedule) {
+        self.model = model
+        params = FloatBuffer(count: model.layout.count)
+        self.optimizer = Optimizer(config: optimizer, layout: model.layout)
+        self.schedule = schedule
+        clipGradNorm = optimizer.clipGradNorm
+    }
+
+    /// Applies the batch-size-weighted mean gradient (clipped in place when clipping is
+    /// on) and advances the step.
+    @discardableResult
+    public func apply(averagedGradient g: UnsafeMutablePointer<Float>) -> Update {
+        let lr = schedule.lr(step: step)
+        let norm = GradientClipping.clip(g, count: model.layout.count, maxNorm: clipGradNorm)
+        optimizer.step(params: params.pointer, grads: g, lr: lr)
+        step += 1
+        return Update(step: step, lr: lr, gradNorm: norm)
+    }
+
+    /// Puts the state back to a checkpoint's step (parameters and moments are restored
+    /// by the checkpoint reader).
+    public func restore(step: Int, optimizerUpdates: Int) {
+        self.step = step
+        optimizer.updates = optimizerUpdates
+    }
+}
+
+/// Averages gradients from several replicas weighted by their batch sizes, so the result
+/// is the gradient of the mean loss over the union of their batches.
+public final class GradientAverager: @unchecked Sendable {
+    public let sum: FloatBuffer
+    public private(set) var images = 0
+
+    public init(count: Int) { sum = FloatBuffer(count: count) }
+
+    public func reset() { sum.zero(); images = 0 }
+
+    /// Adds a replica's mean gradient over `batch` images.
+    public func add(_ g: UnsafePointer<Float>, batch: Int) {
+        let n = sum.count, w = Float(batch)
+        let s = sum.pointer
+        for i in 0 ..< n { s[i] += w * g[i] }
+        images += batch
+    }
+
+    /// Divides by the images seen; the mean gradient is then in `sum`.
+    public func finish() {
+        precondition(images > 0, "GradientAverager: no gradients")
+        VectorOps.scale(sum.pointer, 1 / Float(images), sum.count)
+    }
+}

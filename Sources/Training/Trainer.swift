@@ -1,0 +1,250 @@
+import Datasets
+import Foundation
+import Kernels
+import Logging
+import Model
+import Optim
+
+/// What a training run tells its observer (the CLI's progress bar, tests).
+public enum TrainingEvent: Sendable {
+    case started(TrainingPlan)
+    case step(StepReport)
+    case evaluating(done: Int, total: Int)
+    case evaluated(EvalReport)
+    case checkpointed(path: String, step: Int)
+}
+
+public struct TrainingPlan: Sendable {
+    public var runDirectory: String
+    public var startStep: Int
+    public var totalSteps: Int
+    public var stepsPerEpoch: Int
+    public var trainImages: Int
+    public var testImages: Int
+    public var parameters: Int
+    public var threads: Int
+}
+
+public struct StepReport: Sendable {
+    public var step: Int
+    public var totalSteps: Int
+    /// Fractional epochs done (1.5 = halfway through the second epoch).
+    public var epoch: Double
+    /// Mean training loss (label-smoothed) over the steps since the last report.
+    public var loss: Double
+    public var trainAccuracy: Double
+    public var lr: Double
+    public var gradNorm: Double
+    public var imagesPerSecond: Double
+    public var elapsedSeconds: Double
+    public var etaSeconds: Double
+}
+
+public struct EvalReport: Sendable {
+    public var step: Int
+    public var epoch: Int
+    public var accuracy: Double
+    public var loss: Double
+    public var images: Int
+    public var seconds: Double
+}
+
+public struct TrainingSummary: Sendable {
+    public var runDirectory: String
+    public var checkpoint: String?
+    public var metrics: String
+    public var steps: Int
+    public var stopped: Bool
+    public var lastEval: EvalReport?
+    public var elapsedSeconds: Double
+}
+
+/// Set from a signal handler or another thread; the run checkpoints and returns at the
+/// end of the current step.
+public final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var raised = false
+    public init() {}
+    public func raise() { lock.lock(); raised = true; lock.unlock() }
+    public var isRaised: Bool { lock.lock(); defer { lock.unlock() }; return raised }
+}
+
+/// A training run in one process: a `ServerState` and a `Replica` joined directly. The
+/// parameter server puts a wire between the same two pieces.
+public final class Trainer {
+    public let config: RunConfig
+    public let runDirectory: String
+    public let threads: Int
+    let log: Logger
+    let train: ImageDataset
+    let test: ImageDataset
+    public let server: ServerState
+    let replica: Replica
+    let evaluator: Evaluator
+    let plan: EpochPlan
+    public let totalSteps: Int
+    let stepsPerEpoch: Int
+    var elapsedBefore: Double = 0
+    var imagesSeen = 0
+    var lastEval: EvalReport?
+    let resumedFrom: Checkpoint.Contents?
+
+    public struct Options {
+        public var runDirectory: String
+        public var threads: Int? = nil
+        public var resume: Checkpoint.Contents? = nil
+        public var initWeights: String? = nil
+        public init(runDirectory: String) { self.runDirectory = runDirectory }
+    }
+
+    public init(config: RunConfig, options: Options, logger: Logger) throws {
+        try config.checkData()
+        self.config = config
+        self.log = logger
+        runDirectory = options.runDirectory
+        threads = options.threads ?? config.training.resolvedThreads
+        train = try config.data.load(.train)
+        test = try config.data.load(.test)
+        let t = config.training
+        plan = EpochPlan(datasetSize: train.count, batchSize: t.batchSize, seed: t.seed)
+        (stepsPerEpoch, totalSteps) = config.stepCounts(trainCount: train.count)
+        let model = ViTModel(config: config.model)
+        let schedule = LRSchedule(config.schedule, base: config.optimizer.lr, totalSteps: totalSteps, stepsPerEpoch: stepsPerEpoch)
+        server = ServerState(model: model, optimizer: config.optimizer, schedule: schedule)
+        let d = config.data
+        replica = Replica(model: model,
+                          assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed),
+                          threads: threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize)
+        evaluator = Evaluator(model: model,
+                              assembler: BatchAssembler(dataset: test, mean: d.mean, std: d.std, augmentation: .none, seed: t.seed),
+                              batch: t.evalBatchSize, threads: threads)
+        resumedFrom = options.resume
+        if let c = options.resume {
+            try Checkpoint.restore(c, into: server)
+            elapsedBefore = c.state.elapsedSeconds
+            imagesSeen = c.state.imagesSeen
+            if let acc = c.state.lastEvalAccuracy, let loss = c.state.lastEvalLoss {
+                lastEval = EvalReport(step: c.state.step, epoch: c.state.epoch, accuracy: acc, loss: loss, images: test.count, seconds: 0)
+            }
+            log.info("resuming at step \(c.state.step) of \(totalSteps) from \(c.file.path)")
+        } else {
+            Initializer.initialize(server.params, layout: model.layout, seed: StreamSeed.mix(t.seed, StreamSeed.initialization))
+            if let path = options.initWeights {
+                let file = try SafeTensorsFile(path: path)
+                let ignored = try file.load(into: server.params, layout: model.layout, strict: true,
+                                            ignoringPrefixes: ["optimizer.", "token_selector."])
+                log.info("initial weights from \(path)\(ignored.isEmpty ? "" : " (ignored \(ignored.count) optimizer/selector tensors)")")
+            }
+        }
+    }
+
+    var checkpointDirectory: String { "\(runDirectory)/checkpoints" }
+    public var metricsPath: String { "\(runDirectory)/metrics.jsonl" }
+
+    /// Runs to the end (or until `stop` is raised), reporting through `observe`.
+    public func run(stop: StopFlag = StopFlag(), observe: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
+        try AtomicFile.write("\(runDirectory)/config.yaml", data: Data(config.yaml.utf8))
+        let metrics = try MetricsLog(path: metricsPath, keepThroughStep: resumedFrom?.state.step)
+        let t = config.training
+        let startStep = server.step
+        observe(.started(TrainingPlan(runDirectory: runDirectory, startStep: startStep, totalSteps: totalSteps,
+                                      stepsPerEpoch: stepsPerEpoch, trainImages: train.count, testImages: test.count,
+                                      parameters: server.model.layout.parameterCount, threads: threads)))
+        if startStep == 0 {
+            metrics.write(["kind": "start", "step": 0, "run": config.name, "total_steps": totalSteps,
+                           "steps_per_epoch": stepsPerEpoch, "parameters": server.model.layout.parameterCount,
+                           "threads": threads, "train_images": train.count, "test_images": test.count])
+        } else {
+            metrics.write(["kind": "resume", "step": startStep])
+        }
+
+        let session = MonotonicClock()
+        var window = (loss: 0.0, correct: 0, images: 0, steps: 0, start: 0.0)
+        var epochOrder: (epoch: Int, order: [Int32])? = nil
+        var lastCheckpoint: String? = nil
+        var secondsPerStep: Double? = nil
+        var lastUpdate = ServerState.Update(step: startStep, lr: 0, gradNorm: 0)
+        var stopped = false
+
+        while server.step < totalSteps {
+            let step = server.step
+            let epoch = step / stepsPerEpoch, inEpoch = step % stepsPerEpoch
+            if epochOrder?.epoch != epoch { epochOrder = (epoch, plan.permutation(epoch: epoch)) }
+            let indices = plan.indices(epoch: epoch, step: inEpoch, permutation: epochOrder!.order)
+            let result = replica.computeGradient(params: server.params.pointer, indices: indices, epoch: epoch)
+            lastUpdate = server.apply(averagedGradient: replica.grads.pointer)
+            imagesSeen += indices.count
+            window.loss += result.lossSum; window.correct += result.correct
+            window.images += indices.count; window.steps += 1
+
+            let done = server.step
+            let epochEnd = inEpoch == stepsPerEpoch - 1
+            let last = done == totalSteps
+            if window.steps >= t.logEverySteps || epochEnd || last || stop.isRaised {
+                let now = session.seconds
+                let seconds = now - window.start
+                let sps = seconds / Double(window.steps)
+                secondsPerStep = secondsPerStep.map { 0.7 * $0 + 0.3 * sps } ?? sps
+                let report = StepReport(step: done, totalSteps: totalSteps,
+                                        epoch: Double(done) / Double(stepsPerEpoch),
+                                        loss: window.loss / Double(window.images),
+                                        trainAccuracy: Double(window.correct) / Double(window.images),
+                                        lr: lastUpdate.lr, gradNorm: lastUpdate.gradNorm,
+                                        imagesPerSecond: Double(window.images) / max(seconds, 1e-9),
+                                        elapsedSeconds: elapsedBefore + now,
+                                        etaSeconds: Double(totalSteps - done) * (secondsPerStep ?? 0))
+                metrics.write(["kind": "train", "step": report.step, "epoch": report.epoch, "loss": report.loss,
+                               "train_accuracy": report.trainAccuracy, "lr": report.lr, "grad_norm": report.gradNorm,
+                               "images_per_second": report.imagesPerSecond, "elapsed_seconds": report.elapsedSeconds])
+                observe(.step(report))
+                window = (0, 0, 0, 0, session.seconds)
+            }
+
+            if stop.isRaised && !last { stopped = true }
+            let evalNow = (epochEnd && t.evalEveryEpochs > 0 && (epoch + 1) % t.evalEveryEpochs == 0) || last
+            if evalNow && !stopped {
+                let report = evaluate(step: done, epoch: epochEnd ? epoch + 1 : epoch, observe: observe)
+                metrics.write(["kind": "eval", "step": report.step, "epoch": report.epoch, "eval_accuracy": report.accuracy,
+                               "eval_loss": report.loss, "eval_seconds": report.seconds])
+                window.start = session.seconds
+            }
+            let checkpointNow = last || stopped || (t.checkpointEverySteps > 0 ? done % t.checkpointEverySteps == 0 : epochEnd)
+            if checkpointNow {
+                lastCheckpoint = try writeCheckpoint(elapsed: elapsedBefore + session.seconds)
+                observe(.checkpointed(path: lastCheckpoint!, step: done))
+                window.start = session.seconds
+            }
+            if stopped { break }
+        }
+        let total = elapsedBefore + session.seconds
+        metrics.write(["kind": stopped ? "stopped" : "end", "step": server.step, "elapsed_seconds": total])
+        return TrainingSummary(runDirectory: runDirectory, checkpoint: lastCheckpoint ?? (try? Checkpoint.locate(runDirectory)),
+                               metrics: metricsPath, steps: server.step, stopped: stopped, lastEval: lastEval, elapsedSeconds: total)
+    }
+
+    /// Test-split accuracy and loss with the current parameters.
+    public func evaluate(step: Int, epoch: Int, observe: (TrainingEvent) -> Void = { _ in }) -> EvalReport {
+        let watch = MonotonicClock()
+        let r = evaluator.evaluate(params: server.params.pointer) { done, total in observe(.evaluating(done: done, total: total)) }
+        let report = EvalReport(step: step, epoch: epoch, accuracy: r.accuracy, loss: r.meanLoss, images: r.count, seconds: watch.seconds)
+        lastEval = report
+        observe(.evaluated(report))
+        return report
+    }
+
+    func writeCheckpoint(elapsed: Double) throws -> String {
+        let step = server.step
+        let state = CheckpointState(runName: config.name, step: step, epoch: step / stepsPerEpoch,
+                                    stepInEpoch: step % stepsPerEpoch, seed: config.training.seed,
+                                    layoutHash: server.model.layout.hash, optimizer: config.optimizer.kind.rawValue,
+                                    optimizerUpdates: server.optimizer.updates, imagesSeen: imagesSeen,
+                                    elapsedSeconds: elapsed, lastEvalAccuracy: lastEval?.accuracy, lastEvalLoss: lastEval?.loss)
+        let path = "\(checkpointDirectory)/\(Checkpoint.fileName(step: step))"
+        try Checkpoint.write(to: path, state: state, config: config, server: server)
+        Checkpoint.prune(in: checkpointDirectory, keep: config.training.keepCheckpoints)
+        log.debug("checkpoint \(path)")
+        return path
+    }
+}

@@ -1,0 +1,79 @@
+import Datasets
+import Foundation
+import Model
+
+/// Weights from a checkpoint or a safetensors file, with the config they belong to.
+public struct LoadedWeights {
+    public var config: RunConfig
+    public var params: FloatBuffer
+    public var path: String
+    /// The training step, for checkpoints.
+    public var step: Int?
+
+    /// A checkpoint (or run directory) carries its config; a plain safetensors file uses
+    /// `config` if given, else the config `svite export` stored in its metadata.
+    public static func load(_ path: String, config explicit: RunConfig? = nil, overrides: [String] = []) throws -> LoadedWeights {
+        var isDir: ObjCBool = false
+        let file = FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
+            ? try Checkpoint.locate(path) : path
+        let st = try SafeTensorsFile(path: file)
+        var step: Int? = nil
+        let config: RunConfig
+        if let explicit {
+            config = explicit
+        } else if st.metadata[Checkpoint.formatKey] == "svite-checkpoint" {
+            let c = try Checkpoint.read(file, overrides: overrides)
+            config = c.config
+            step = c.state.step
+        } else if let text = st.metadata[Checkpoint.configKey] {
+            config = try RunConfig.parse(yaml: text, file: "\(file) (stored config)", overrides: overrides)
+        } else {
+            throw CheckpointError(path: file, message: "no config stored in this file; say which model it is with --config")
+        }
+        let model = ViTModel(config: config.model)
+        let params = FloatBuffer(count: model.layout.count)
+        try st.load(into: params, layout: model.layout, strict: true, ignoringPrefixes: ["optimizer.", "token_selector."])
+        return LoadedWeights(config: config, params: params, path: file, step: step)
+    }
+
+    /// Accuracy and mean cross-entropy on a split of the config's data set.
+    public func evaluate(split: Split = .test, threads: Int, batch: Int,
+                         progress: (Int, Int) -> Void = { _, _ in }) throws -> EvalReport {
+        try config.checkData()
+        let data = try config.data.load(split)
+        let model = ViTModel(config: config.model)
+        let evaluator = Evaluator(model: model,
+                                  assembler: BatchAssembler(dataset: data, mean: config.data.mean, std: config.data.std,
+                                                            augmentation: .none, seed: 0),
+                                  batch: batch, threads: threads)
+        let clock = MonotonicClock()
+        let r = evaluator.evaluate(params: params.pointer, progress: progress)
+        return EvalReport(step: step ?? 0, epoch: 0, accuracy: r.accuracy, loss: r.meanLoss, images: r.count, seconds: clock.seconds)
+    }
+
+    /// Writes the weights alone (timm names) and a JSON description beside them.
+    public func export(to path: String) throws -> String {
+        let model = ViTModel(config: config.model)
+        try SafeTensors.write(params: params, layout: model.layout, to: path,
+                              metadata: ["format": "pt", Checkpoint.configKey: config.yaml])
+        let m = config.model
+        var info: [String: Any] = [
+            "name": config.name,
+            "weights": (path as NSString).lastPathComponent,
+            "parameters": model.layout.parameterCount,
+            "model": ["image_size": m.imageSize, "patch_size": m.patchSize, "in_channels": m.inChannels,
+                      "num_classes": m.numClasses, "dim": m.dim, "depth": m.depth, "heads": m.heads, "mlp_ratio": m.mlpRatio],
+            // Keyword arguments of timm.models.vision_transformer.VisionTransformer.
+            "timm_kwargs": ["img_size": m.imageSize, "patch_size": m.patchSize, "in_chans": m.inChannels,
+                            "num_classes": m.numClasses, "embed_dim": m.dim, "depth": m.depth, "num_heads": m.heads,
+                            "mlp_ratio": m.mlpRatio, "class_token": true, "global_pool": "token"],
+            "normalization": ["mean": config.data.mean, "std": config.data.std],
+            "source": self.path,
+        ]
+        if let step { info["step"] = step }
+        let json = try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys, .prettyPrinted])
+        let jsonPath = (path as NSString).deletingPathExtension + ".json"
+        try AtomicFile.write(jsonPath, data: json + Data("\n".utf8))
+        return jsonPath
+    }
+}
