@@ -61,7 +61,8 @@ let package = Package(
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CZeroMQ", "CLZ4", "CZlib"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Benchmarks"],
                     swiftSettings: numericFlags),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels"],
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels",
+                                                    .product(name: "Logging", package: "swift-log")],
                     swiftSettings: numericFlags),
     ]
 )

@@ -58,7 +58,7 @@ public struct DataConfig: Sendable, Equatable, Codable {
                                           horizontalFlip: try a.bool("horizontal_flip") ?? false)
             try a.finish()
             if c.augmentation.cropPadding < 0 {
-                throw ConfigError(file: m.file, key: a.qualified("random_crop_padding"), message: "must be >= 0, got \(c.augmentation.cropPadding)")
+                throw a.error("random_crop_padding", "must be >= 0, got \(c.augmentation.cropPadding)")
             }
         } else if let text = try m.string("augmentation") {
             guard text == "none" else {
@@ -72,7 +72,7 @@ public struct DataConfig: Sendable, Equatable, Codable {
             throw ConfigError(file: m.file, key: m.qualified(key), message: "\(kind.rawValue) has \(channels) channel(s), found \(list.count) value(s)")
         }
         if let bad = c.std.first(where: { !($0 > 0) }) {
-            throw ConfigError(file: m.file, key: m.qualified("std"), message: "every value must be positive, found \(bad)")
+            throw m.error("std", "every value must be positive, found \(bad)")
         }
         for (key, v) in [("train_limit", c.trainLimit), ("test_limit", c.testLimit)] where v < 0 {
             throw ConfigError(file: m.file, key: m.qualified(key), message: "must be >= 0 (0 means all), got \(v)")

@@ -59,6 +59,11 @@ public final class ConfigMapping {
 
     public func qualified(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
+    /// An error about one key of this mapping, named by its full dotted path.
+    public func error(_ key: String, _ message: String) -> ConfigError {
+        ConfigError(file: file, key: qualified(key), message: message)
+    }
+
     public var keys: [String] { order }
 
     public func has(_ key: String) -> Bool { values[key] != nil }

@@ -23,7 +23,7 @@ public struct OptimizerConfig: Sendable, Equatable, Codable {
         guard let m else { return c }
         if let name = try m.string("name") {
             guard let k = Kind(rawValue: name.lowercased()) else {
-                throw ConfigError(file: m.file, key: m.qualified("name"), message: "unknown optimizer '\(name)'; known: adamw, sgd")
+                throw m.error("name", "unknown optimizer '\(name)'; known: adamw, sgd")
             }
             c.kind = k
         }
@@ -31,7 +31,7 @@ public struct OptimizerConfig: Sendable, Equatable, Codable {
         c.weightDecay = try m.double("weight_decay") ?? c.weightDecay
         if let betas = try m.doubles("betas") {
             guard betas.count == 2 else {
-                throw ConfigError(file: m.file, key: m.qualified("betas"), message: "expected two numbers [beta1, beta2], found \(betas.count)")
+                throw m.error("betas", "expected two numbers [beta1, beta2], found \(betas.count)")
             }
             c.beta1 = betas[0]; c.beta2 = betas[1]
         }
@@ -40,19 +40,16 @@ public struct OptimizerConfig: Sendable, Equatable, Codable {
         c.nesterov = try m.bool("nesterov") ?? c.nesterov
         c.clipGradNorm = try m.double("clip_grad_norm") ?? c.clipGradNorm
         try m.finish()
-        func bad(_ key: String, _ message: String) -> ConfigError {
-            ConfigError(file: m.file, key: m.qualified(key), message: message)
-        }
-        guard c.lr > 0 else { throw bad("lr", "must be positive, got \(c.lr)") }
-        guard c.weightDecay >= 0 else { throw bad("weight_decay", "must be >= 0, got \(c.weightDecay)") }
+        guard c.lr > 0 else { throw m.error("lr", "must be positive, got \(c.lr)") }
+        guard c.weightDecay >= 0 else { throw m.error("weight_decay", "must be >= 0, got \(c.weightDecay)") }
         guard (0 ..< 1).contains(c.beta1), (0 ..< 1).contains(c.beta2) else {
-            throw bad("betas", "each must be in [0, 1), got [\(c.beta1), \(c.beta2)]")
+            throw m.error("betas", "each must be in [0, 1), got [\(c.beta1), \(c.beta2)]")
         }
-        guard c.eps > 0 else { throw bad("eps", "must be positive, got \(c.eps)") }
-        guard (0 ..< 1).contains(c.momentum) else { throw bad("momentum", "must be in [0, 1), got \(c.momentum)") }
-        guard c.clipGradNorm >= 0 else { throw bad("clip_grad_norm", "must be >= 0 (0 = off), got \(c.clipGradNorm)") }
+        guard c.eps > 0 else { throw m.error("eps", "must be positive, got \(c.eps)") }
+        guard (0 ..< 1).contains(c.momentum) else { throw m.error("momentum", "must be in [0, 1), got \(c.momentum)") }
+        guard c.clipGradNorm >= 0 else { throw m.error("clip_grad_norm", "must be >= 0 (0 = off), got \(c.clipGradNorm)") }
         if c.nesterov && (c.kind != .sgd || c.momentum == 0) {
-            throw bad("nesterov", "needs name: sgd and a momentum above 0")
+            throw m.error("nesterov", "needs name: sgd and a momentum above 0")
         }
         return c
     }
@@ -85,7 +82,7 @@ public struct ScheduleConfig: Sendable, Equatable, Codable {
         guard let m else { return c }
         if let name = try m.string("name") {
             guard let k = Kind(rawValue: name) else {
-                throw ConfigError(file: m.file, key: m.qualified("name"), message: "unknown schedule '\(name)'; known: cosine, constant")
+                throw m.error("name", "unknown schedule '\(name)'; known: cosine, constant")
             }
             c.kind = k
         }
@@ -94,10 +91,10 @@ public struct ScheduleConfig: Sendable, Equatable, Codable {
         c.warmupLR = try m.double("warmup_lr") ?? c.warmupLR
         c.minLR = try m.double("min_lr") ?? c.minLR
         try m.finish()
-        guard c.warmupEpochs >= 0 else { throw ConfigError(file: m.file, key: m.qualified("warmup_epochs"), message: "must be >= 0, got \(c.warmupEpochs)") }
-        if let s = c.warmupSteps, s < 0 { throw ConfigError(file: m.file, key: m.qualified("warmup_steps"), message: "must be >= 0, got \(s)") }
-        guard c.warmupLR >= 0 else { throw ConfigError(file: m.file, key: m.qualified("warmup_lr"), message: "must be >= 0, got \(c.warmupLR)") }
-        guard c.minLR >= 0 else { throw ConfigError(file: m.file, key: m.qualified("min_lr"), message: "must be >= 0, got \(c.minLR)") }
+        guard c.warmupEpochs >= 0 else { throw m.error("warmup_epochs", "must be >= 0, got \(c.warmupEpochs)") }
+        if let s = c.warmupSteps, s < 0 { throw m.error("warmup_steps", "must be >= 0, got \(s)") }
+        guard c.warmupLR >= 0 else { throw m.error("warmup_lr", "must be >= 0, got \(c.warmupLR)") }
+        guard c.minLR >= 0 else { throw m.error("min_lr", "must be >= 0, got \(c.minLR)") }
         return c
     }
 

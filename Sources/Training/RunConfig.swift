@@ -34,7 +34,7 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
         c.batchSize = try m.int("batch_size") ?? c.batchSize
         c.labelSmoothing = try m.double("label_smoothing") ?? c.labelSmoothing
         if let s = try m.int("seed") {
-            guard s >= 0 else { throw ConfigError(file: m.file, key: m.qualified("seed"), message: "must be >= 0, got \(s)") }
+            guard s >= 0 else { throw m.error("seed", "must be >= 0, got \(s)") }
             c.seed = UInt64(s)
         }
         c.evalEveryEpochs = try m.int("eval_every_epochs") ?? c.evalEveryEpochs
@@ -44,20 +44,17 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
         c.logEverySteps = try m.int("log_every_steps") ?? c.logEverySteps
         c.threads = try m.int("threads") ?? c.threads
         try m.finish()
-        func bad(_ key: String, _ message: String) -> ConfigError {
-            ConfigError(file: m.file, key: m.qualified(key), message: message)
-        }
-        if c.epochs < 0 { throw bad("epochs", "must be >= 0, got \(c.epochs)") }
-        if c.maxSteps < 0 { throw bad("max_steps", "must be >= 0 (0 = no limit), got \(c.maxSteps)") }
-        if c.epochs == 0 && c.maxSteps == 0 { throw bad("epochs", "epochs and max_steps are both 0: nothing to train") }
-        if c.batchSize < 1 { throw bad("batch_size", "must be at least 1, got \(c.batchSize)") }
-        if !(0 ..< 1).contains(c.labelSmoothing) { throw bad("label_smoothing", "must be in [0, 1), got \(c.labelSmoothing)") }
-        if c.evalEveryEpochs < 0 { throw bad("eval_every_epochs", "must be >= 0, got \(c.evalEveryEpochs)") }
-        if c.evalBatchSize < 1 { throw bad("eval_batch_size", "must be at least 1, got \(c.evalBatchSize)") }
-        if c.checkpointEverySteps < 0 { throw bad("checkpoint_every_steps", "must be >= 0, got \(c.checkpointEverySteps)") }
-        if c.keepCheckpoints < 1 { throw bad("keep_checkpoints", "must be at least 1, got \(c.keepCheckpoints)") }
-        if c.logEverySteps < 1 { throw bad("log_every_steps", "must be at least 1, got \(c.logEverySteps)") }
-        if c.threads < 0 || c.threads > 1024 { throw bad("threads", "must be 0 (all cores) to 1024, got \(c.threads)") }
+        if c.epochs < 0 { throw m.error("epochs", "must be >= 0, got \(c.epochs)") }
+        if c.maxSteps < 0 { throw m.error("max_steps", "must be >= 0 (0 = no limit), got \(c.maxSteps)") }
+        if c.epochs == 0 && c.maxSteps == 0 { throw m.error("epochs", "epochs and max_steps are both 0: nothing to train") }
+        if c.batchSize < 1 { throw m.error("batch_size", "must be at least 1, got \(c.batchSize)") }
+        if !(0 ..< 1).contains(c.labelSmoothing) { throw m.error("label_smoothing", "must be in [0, 1), got \(c.labelSmoothing)") }
+        if c.evalEveryEpochs < 0 { throw m.error("eval_every_epochs", "must be >= 0, got \(c.evalEveryEpochs)") }
+        if c.evalBatchSize < 1 { throw m.error("eval_batch_size", "must be at least 1, got \(c.evalBatchSize)") }
+        if c.checkpointEverySteps < 0 { throw m.error("checkpoint_every_steps", "must be >= 0, got \(c.checkpointEverySteps)") }
+        if c.keepCheckpoints < 1 { throw m.error("keep_checkpoints", "must be at least 1, got \(c.keepCheckpoints)") }
+        if c.logEverySteps < 1 { throw m.error("log_every_steps", "must be at least 1, got \(c.logEverySteps)") }
+        if c.threads < 0 || c.threads > 1024 { throw m.error("threads", "must be 0 (all cores) to 1024, got \(c.threads)") }
         return c
     }
 

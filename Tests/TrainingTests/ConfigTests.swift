@@ -1,0 +1,126 @@
+import Datasets
+import Foundation
+import Model
+import Optim
+import Testing
+@testable import Training
+
+@Suite("configs")
+struct ConfigTests {
+    static let repoConfigs = "\(repoRoot)/configs"
+
+    @Test(arguments: ["deit-tiny", "deit-small", "deit-base", "fmnist-tiny"])
+    func presetFilesMatchBuiltInShapes(name: String) throws {
+        let c = try RunConfig.load(path: "\(Self.repoConfigs)/\(name).yaml")
+        #expect(c.model == ViTConfig.presets[name])
+        #expect(c.name == name)
+    }
+
+    @Test func builtInConfigsEqualTheRepositoryFiles() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.repoConfigs).filter { $0.hasSuffix(".yaml") }
+        #expect(Set(files.map { String($0.dropLast(5)) }) == Set(BuiltinConfigs.all.keys),
+                "configs/ and BuiltinConfigs differ: run deploy/embed-configs.sh")
+        for f in files {
+            let text = try String(contentsOfFile: "\(Self.repoConfigs)/\(f)", encoding: .utf8)
+            #expect(BuiltinConfigs.all[String(f.dropLast(5))]?.trimmingCharacters(in: .whitespacesAndNewlines)
+                        == text.trimmingCharacters(in: .whitespacesAndNewlines), "\(f) changed: run deploy/embed-configs.sh")
+        }
+    }
+
+    @Test func referenceRecipeIsWhatTheIssueStates() throws {
+        let c = try RunConfig.resolve("fmnist-tiny", searchDirectory: "/nonexistent")
+        #expect(c.optimizer.kind == .adamw && c.optimizer.lr == 1e-3 && c.optimizer.weightDecay == 0.05)
+        #expect(c.training.batchSize == 128 && c.training.epochs == 7 && c.training.labelSmoothing == 0.1)
+        #expect(c.schedule.warmupEpochs == 1 && c.schedule.kind == .cosine)
+        #expect(c.data.augmentation == DataConfig.Augmentation(cropPadding: 2, horizontalFlip: true))
+    }
+
+    @Test func resolvesPathsNamesAndBuiltIns() throws {
+        #expect(try RunConfig.resolve("fmnist-tiny", searchDirectory: Self.repoConfigs).model.dim == 96)
+        #expect(try RunConfig.resolve("default", searchDirectory: "/nonexistent").source == "<built-in default>")
+        #expect(try RunConfig.resolve("\(Self.repoConfigs)/deit-small.yaml").model.dim == 384)
+        #expect(throws: ConfigError.self) { try RunConfig.resolve("no-such-config", searchDirectory: "/nonexistent") }
+    }
+
+    @Test func effectiveYAMLParsesBackToTheSameConfig() throws {
+        for name in BuiltinConfigs.all.keys {
+            var a = try RunConfig.resolve(name, searchDirectory: "/nonexistent")
+            var b = try RunConfig.parse(yaml: a.yaml, file: "round-trip")
+            a.source = ""; b.source = ""
+            #expect(a == b, "\(name)")
+        }
+    }
+
+    func parse(_ yaml: String, overrides: [String] = []) throws -> RunConfig {
+        try withTemporaryDirectory { dir in
+            let path = "\(dir)/bad.yaml"
+            try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+            let c = try RunConfig.load(path: path, overrides: overrides)
+            try c.checkData()
+            return c
+        }
+    }
+
+    func expectError(_ yaml: String, overrides: [String] = [], key: String, containing text: String,
+                     file: String = "bad.yaml", sourceLocation: SourceLocation = #_sourceLocation) {
+        do {
+            _ = try parse(yaml, overrides: overrides)
+            Issue.record("expected an error for key \(key)", sourceLocation: sourceLocation)
+        } catch let e as ConfigError {
+            #expect(e.key == key, "\(e)", sourceLocation: sourceLocation)
+            #expect(e.description.contains(text), "\(e)", sourceLocation: sourceLocation)
+            #expect(e.file.contains(file), "\(e)", sourceLocation: sourceLocation)
+        } catch {
+            Issue.record("unexpected error \(error)", sourceLocation: sourceLocation)
+        }
+    }
+
+    let good = "model:\n  image_size: 28\n  patch_size: 4\n  in_channels: 1\n  num_classes: 10\n  dim: 96\n  depth: 6\n  heads: 3\n"
+
+    @Test func badModelSectionIsNamed() throws {
+        #expect(try parse(good).model == ViTConfig.presets["fmnist-tiny"])
+        expectError(good + "  hedas: 2\n", key: "model.hedas", containing: "did you mean 'heads'")
+        expectError(good + "optimiser: {}\n", key: "optimiser", containing: "did you mean 'optimizer'")
+        expectError(good.replacingOccurrences(of: "heads: 3", with: "heads: 5"), key: "model.heads", containing: "does not divide dim 96")
+        expectError(good.replacingOccurrences(of: "patch_size: 4", with: "patch_size: 5"), key: "model.patch_size", containing: "does not divide image_size 28")
+        expectError(good.replacingOccurrences(of: "dim: 96", with: "dim: ninety"), key: "model.dim", containing: "expected an integer")
+        expectError(good.replacingOccurrences(of: "depth: 6", with: "depth: 0"), key: "model.depth", containing: "at least 1")
+        expectError(good.replacingOccurrences(of: "  depth: 6\n", with: ""), key: "model.depth", containing: "missing")
+        expectError(good.replacingOccurrences(of: "dim: 96", with: "dim: [96]"), key: "model.dim", containing: "single value")
+        expectError("name: x\n", key: "model", containing: "missing")
+        expectError("model: [1, 2]\n", key: "model", containing: "mapping")
+        expectError("model:\n  dim: 1\n  dim: 2\n", key: "", containing: "YAML")
+    }
+
+    @Test func badTrainingSectionsAreNamed() throws {
+        expectError(good + "training:\n  epohcs: 3\n", key: "training.epohcs", containing: "did you mean 'epochs'")
+        expectError(good + "training:\n  batch_size: 0\n", key: "training.batch_size", containing: "at least 1")
+        expectError(good + "training:\n  label_smoothing: 1.5\n", key: "training.label_smoothing", containing: "[0, 1)")
+        expectError(good + "training:\n  epochs: 0\n", key: "training.epochs", containing: "nothing to train")
+        expectError(good + "optimizer:\n  lr: fast\n", key: "optimizer.lr", containing: "expected a number")
+        expectError(good + "optimizer:\n  name: adam\n", key: "optimizer.name", containing: "adamw, sgd")
+        expectError(good + "optimizer:\n  betas: [0.9]\n", key: "optimizer.betas", containing: "two numbers")
+        expectError(good + "optimizer:\n  nesterov: true\n", key: "optimizer.nesterov", containing: "sgd")
+        expectError(good + "schedule:\n  name: step\n", key: "schedule.name", containing: "cosine, constant")
+        expectError(good + "data:\n  dataset: imagenet\n", key: "data.dataset", containing: "fashion-mnist, mnist, cifar10")
+        expectError(good + "data:\n  mean: [0.1, 0.2]\n", key: "data.mean", containing: "1 channel(s)")
+        expectError(good + "data:\n  std: [0]\n", key: "data.std", containing: "positive")
+        expectError(good + "data:\n  augmentation: lots\n", key: "data.augmentation", containing: "'none' or a mapping")
+        expectError(good + "data:\n  augmentation: {random_crop: 2}\n", key: "data.augmentation.random_crop", containing: "known keys here: horizontal_flip, random_crop_padding")
+        expectError(good.replacingOccurrences(of: "in_channels: 1", with: "in_channels: 3"), key: "model.in_channels",
+                    containing: "fashion-mnist images have 1 channel")
+        expectError(good.replacingOccurrences(of: "num_classes: 10", with: "num_classes: 100"), key: "model.num_classes",
+                    containing: "10 classes")
+    }
+
+    @Test func overridesApplyAndAreNamedWhenWrong() throws {
+        let c = try parse(good, overrides: ["training.epochs=3", "optimizer.lr=5e-4", "data.mean=[0.5]", "data.augmentation=none"])
+        #expect(c.training.epochs == 3 && c.optimizer.lr == 5e-4 && c.data.mean == [0.5] && c.data.augmentation.isNone)
+        let n = try parse(good, overrides: ["training={epochs: 2, batch_size: 64}"])
+        #expect(n.training.epochs == 2 && n.training.batchSize == 64)
+        expectError(good, overrides: ["training.epohcs=3"], key: "training.epohcs", containing: "did you mean", file: "--set")
+        expectError(good, overrides: ["model.heads=7"], key: "model.heads", containing: "does not divide", file: "--set")
+        expectError(good, overrides: ["model.dim.x=1"], key: "model.dim.x", containing: "not a mapping", file: "--set")
+        expectError(good, overrides: ["training.epochs"], key: "training.epochs", containing: "key=value", file: "--set")
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import Kernels
+import Model
+import Optim
+import Testing
+@testable import Training
+
+@Suite("optimizer")
+struct OptimTests {
+    /// A layout with one decayed matrix, one bias and one pos_embed (not decayed).
+    let layout = ParameterLayout(tensors: [("w.weight", [2, 2]), ("w.bias", [2]), ("pos_embed", [1, 1, 2])])
+
+    func buffers(_ p: [Float]) -> FloatBuffer {
+        let b = FloatBuffer(count: layout.count)
+        var k = 0
+        for t in layout.tensors { for i in 0 ..< t.count { b[t.offset + i] = p[k]; k += 1 } }
+        return b
+    }
+
+    func values(_ b: FloatBuffer) -> [Float] {
+        layout.tensors.flatMap { t in (0 ..< t.count).map { b[t.offset + $0] } }
+    }
+
+    @Test func decayFollowsTimm() {
+        #expect(Optimizer.decays(name: "blocks.0.attn.qkv.weight", shape: [288, 96]))
+        #expect(Optimizer.decays(name: "patch_embed.proj.weight", shape: [96, 1, 4, 4]))
+        #expect(!Optimizer.decays(name: "blocks.0.attn.qkv.bias", shape: [288]))
+        #expect(!Optimizer.decays(name: "blocks.0.norm1.weight", shape: [96]))
+        #expect(!Optimizer.decays(name: "pos_embed", shape: [1, 50, 96]))
+        #expect(!Optimizer.decays(name: "cls_token", shape: [1, 1, 96]))
+    }
+
+    /// Two AdamW steps computed by hand in Double (torch's formulas).
+    @Test func adamWMatchesHandComputedSteps() {
+        var c = OptimizerConfig()
+        c.lr = 0.1; c.weightDecay = 0.5; c.beta1 = 0.9; c.beta2 = 0.99; c.eps = 1e-8
+        let p0: [Double] = [0.5, -1, 2, 0.25, 0.1, -0.2, 0.3, 0.4]
+        let gs: [[Double]] = [[0.1, 0.2, -0.3, 0.4, 0.5, -0.6, 0.7, 0.8], [-0.05, 0.1, 0.3, 0, 1, 2, -1, 0.5]]
+        let decay = [true, true, true, true, false, false, false, false]
+        let params = buffers(p0.map(Float.init))
+        let opt = Optimizer(config: c, layout: layout)
+        var p = p0, m = [Double](repeating: 0, count: 8), v = m
+        for (t, g) in gs.enumerated() {
+            let grads = buffers(g.map(Float.init))
+            opt.step(params: params.pointer, grads: grads.pointer, lr: c.lr)
+            let step = Double(t + 1)
+            for i in 0 ..< 8 {
+                if decay[i] { p[i] *= 1 - c.lr * c.weightDecay }
+                m[i] = 0.9 * m[i] + 0.1 * g[i]
+                v[i] = 0.99 * v[i] + 0.01 * g[i] * g[i]
+                let denom = (v[i] / (1 - pow(0.99, step))).squareRoot() + 1e-8
+                p[i] -= c.lr / (1 - pow(0.9, step)) * m[i] / denom
+            }
+        }
+        let got = values(params)
+        for i in 0 ..< 8 { #expect(abs(Double(got[i]) - p[i]) < 2e-6, "param \(i): \(got[i]) vs \(p[i])") }
+        #expect(opt.updates == 2)
+        // The gap floats between tensors stay untouched.
+        #expect(params.count > 8)
+    }
+
+    @Test(arguments: [false, true])
+    func sgdMatchesHandComputedSteps(nesterov: Bool) {
+        var c = OptimizerConfig()
+        c.kind = .sgd; c.lr = 0.1; c.weightDecay = 0.01; c.momentum = 0.9; c.nesterov = nesterov
+        let p0: [Double] = [0.5, -1, 2, 0.25, 0.1, -0.2, 0.3, 0.4]
+        let g: [Double] = [0.1, 0.2, -0.3, 0.4, 0.5, -0.6, 0.7, 0.8]
+        let decay = [true, true, true, true, false, false, false, false]
+        let params = buffers(p0.map(Float.init)), grads = buffers(g.map(Float.init))
+        let opt = Optimizer(config: c, layout: layout)
+        var p = p0, b = [Double](repeating: 0, count: 8)
+        for _ in 0 ..< 3 {
+            opt.step(params: params.pointer, grads: grads.pointer, lr: c.lr)
+            for i in 0 ..< 8 {
+                var d = g[i] + (decay[i] ? 0.01 * p[i] : 0)
+                b[i] = 0.9 * b[i] + d
+                d = nesterov ? d + 0.9 * b[i] : b[i]
+                p[i] -= 0.1 * d
+            }
+        }
+        let got = values(params)
+        for i in 0 ..< 8 { #expect(abs(Double(got[i]) - p[i]) < 2e-6, "param \(i)") }
+    }
+
+    @Test func warmupThenCosine() {
+        let s = LRSchedule(base: 1e-3, totalSteps: 101, warmupSteps: 10, warmupLR: 1e-6, minLR: 1e-5)
+        #expect(abs(s.lr(step: 0) - 1e-6) < 1e-15)
+        #expect(abs(s.lr(step: 5) - (1e-6 + (1e-3 - 1e-6) * 0.5)) < 1e-15)
+        #expect(abs(s.lr(step: 10) - 1e-3) < 1e-15)
+        // Halfway through the cosine part (steps 10 ... 100): (base + min) / 2.
+        #expect(abs(s.lr(step: 55) - (1e-3 + 1e-5) / 2) < 1e-12)
+        #expect(abs(s.lr(step: 100) - 1e-5) < 1e-15)
+        for k in 10 ..< 100 { #expect(s.lr(step: k + 1) <= s.lr(step: k)) }
+        let steps = LRSchedule(ScheduleConfig(), base: 1e-3, totalSteps: 700, stepsPerEpoch: 100)
+        #expect(steps.warmupSteps == 100)
+        var constant = ScheduleConfig(); constant.kind = .constant; constant.warmupSteps = 0
+        #expect(LRSchedule(constant, base: 0.1, totalSteps: 10, stepsPerEpoch: 5).lr(step: 9) == 0.1)
+    }
+
+    @Test func clippingScalesToTheMaximumNorm() {
+        var g: [Float] = (0 ..< 1000).map { Float($0 % 7) - 3 }
+        let want = g.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot()
+        #expect(abs(GradientClipping.norm(&g, count: 1000) - want) < 1e-9 * want)
+        let before = GradientClipping.clip(&g, count: 1000, maxNorm: 10)
+        #expect(abs(before - want) < 1e-6)
+        #expect(abs(GradientClipping.norm(&g, count: 1000) - 10) < 1e-4)
+        let small = GradientClipping.clip(&g, count: 1000, maxNorm: 100)
+        #expect(abs(small - 10) < 1e-4 && abs(GradientClipping.norm(&g, count: 1000) - 10) < 1e-4)
+    }
+
+    @Test func averagingIsWeightedByBatchSize() {
+        let avg = GradientAverager(count: 3)
+        let a: [Float] = [1, 2, 3], b: [Float] = [4, 5, 6]
+        avg.add(a, batch: 1)
+        avg.add(b, batch: 3)
+        avg.finish()
+        let want: [Float] = [3.25, 4.25, 5.25]  // (1·1 + 4·3)/4, (2·1 + 5·3)/4, (3·1 + 6·3)/4
+        #expect(avg.sum.array == want)
+    }
+}

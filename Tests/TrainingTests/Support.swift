@@ -1,0 +1,60 @@
+import Datasets
+import Foundation
+import Model
+import Testing
+@testable import Training
+
+/// A fresh temporary directory, removed when the closure returns.
+func withTemporaryDirectory<T>(_ body: (String) throws -> T) throws -> T {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("svite-test-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    return try body(dir)
+}
+
+let repoRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
+
+/// A small MNIST-format data set in `dir`: `count` 28×28 images whose label is drawn as a
+/// bright horizontal bar at row 2·label + 4, plus noise, so a model can learn it quickly.
+func writeSyntheticIDX(dir: String, train: Int, test: Int, seed: UInt64 = 7) throws {
+    var rng = SplitMix(seed)
+    for (prefix, count) in [("train", train), ("t10k", test)] {
+        var pixels = [UInt8](repeating: 0, count: count * 784)
+        var labels = [UInt8](repeating: 0, count: count)
+        for i in 0 ..< count {
+            let label = Int(rng.next() % 10)
+            labels[i] = UInt8(label)
+            for p in 0 ..< 784 { pixels[i * 784 + p] = UInt8(rng.next() % 60) }
+            let row = 2 * label + 4
+            for x in 4 ..< 24 { pixels[i * 784 + row * 28 + x] = 255 }
+        }
+        try Gzip.write("\(dir)/\(prefix)-images-idx3-ubyte.gz", IDXArray(dimensions: [count, 28, 28], bytes: pixels).encoded())
+        try Gzip.write("\(dir)/\(prefix)-labels-idx1-ubyte.gz", IDXArray(dimensions: [count], bytes: labels).encoded())
+    }
+}
+
+struct SplitMix {
+    var state: UInt64
+    init(_ seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// A run config for a very small ViT on the synthetic data in `dir`.
+func tinyRunConfig(dataDir: String, extra: [String] = []) throws -> RunConfig {
+    let yaml = """
+    name: tiny
+    model: {image_size: 28, patch_size: 7, in_channels: 1, num_classes: 10, dim: 16, depth: 2, heads: 2, mlp_ratio: 2}
+    data: {dataset: mnist, dir: \(dataDir), augmentation: {random_crop_padding: 2, horizontal_flip: true}}
+    optimizer: {name: adamw, lr: 3.0e-3, weight_decay: 0.05}
+    schedule: {warmup_steps: 2}
+    training: {epochs: 2, batch_size: 16, label_smoothing: 0.1, seed: 5, log_every_steps: 1, threads: 2, eval_batch_size: 32}
+    """
+    return try RunConfig.parse(yaml: yaml, file: "tiny.yaml", overrides: extra)
+}

@@ -1,0 +1,145 @@
+import Datasets
+import Foundation
+import Logging
+import Model
+import Optim
+import Testing
+@testable import Training
+
+@Suite("training runs")
+struct TrainerTests {
+    let log = Logger(label: "test")
+
+    func run(_ config: RunConfig, dir: String, stopAfter: Int? = nil, resume: Checkpoint.Contents? = nil,
+             initWeights: String? = nil) throws -> (Trainer, TrainingSummary, [StepReport]) {
+        var options = Trainer.Options(runDirectory: dir)
+        options.resume = resume
+        options.initWeights = initWeights
+        let trainer = try Trainer(config: config, options: options, logger: log)
+        let stop = StopFlag()
+        var reports: [StepReport] = []
+        let summary = try trainer.run(stop: stop) { event in
+            if case .step(let r) = event {
+                reports.append(r)
+                if let s = stopAfter, r.step >= s { stop.raise() }
+            }
+        }
+        return (trainer, summary, reports)
+    }
+
+    func bits(_ b: FloatBuffer) -> [UInt32] { b.array.map(\.bitPattern) }
+
+    /// Train 2 epochs straight; train again, stop after 5 steps (mid-epoch), resume from
+    /// the checkpoint: parameters and both AdamW moments equal bit for bit. A third run
+    /// with the same config is bit-identical to the first.
+    @Test func resumeContinuesExactlyAndRunsRepeat() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: "\(dir)", train: 120, test: 40)
+            let config = try tinyRunConfig(dataDir: dir)
+            let (straight, s1, _) = try run(config, dir: "\(dir)/a")
+            #expect(s1.steps == 16 && !s1.stopped)
+
+            let (_, s2, _) = try run(config, dir: "\(dir)/b", stopAfter: 5)
+            #expect(s2.stopped && s2.steps == 5)
+            let path = try Checkpoint.locate("\(dir)/b")
+            #expect(path.hasSuffix("step-00000005.safetensors"))
+            let contents = try Checkpoint.read(path)
+            #expect(contents.state.epoch == 0 && contents.state.stepInEpoch == 5 && contents.state.optimizerUpdates == 5)
+            let (resumed, s3, _) = try run(contents.config, dir: "\(dir)/b", resume: contents)
+            #expect(s3.steps == 16 && !s3.stopped)
+            #expect(bits(resumed.server.params) == bits(straight.server.params))
+            #expect(bits(resumed.server.optimizer.firstMoment) == bits(straight.server.optimizer.firstMoment))
+            #expect(bits(resumed.server.optimizer.secondMoment!) == bits(straight.server.optimizer.secondMoment!))
+            #expect(s3.lastEval?.accuracy == s1.lastEval?.accuracy)
+
+            let (again, _, _) = try run(config, dir: "\(dir)/c")
+            #expect(bits(again.server.params) == bits(straight.server.params))
+
+            // The resumed run's metrics log has each step once.
+            let steps = MetricsLog.read("\(dir)/b/metrics.jsonl").filter { $0["kind"] as? String == "train" }.compactMap { $0["step"] as? Int }
+            #expect(steps == Array(1 ... 16), "\(steps)")
+            // A different seed gives a different run.
+            let (other, _, _) = try run(try tinyRunConfig(dataDir: dir, extra: ["training.seed=6"]), dir: "\(dir)/d")
+            #expect(bits(other.server.params) != bits(straight.server.params))
+        }
+    }
+
+    /// A short run on a few hundred images: the loss falls and the test accuracy is far
+    /// above chance.
+    @Test func lossFallsOnASmallRun() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 320, test: 100)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=6", "training.log_every_steps=5",
+                                                                 "data.augmentation=none"])
+            let (_, summary, reports) = try run(config, dir: "\(dir)/run")
+            let first = reports.first!.loss, last = reports.last!.loss
+            #expect(last < 0.7 * first, "loss \(first) → \(last)")
+            #expect((summary.lastEval?.accuracy ?? 0) > 0.5, "\(String(describing: summary.lastEval))")
+            let records = MetricsLog.read(summary.metrics)
+            #expect(records.filter { $0["kind"] as? String == "eval" }.count == 6)
+            #expect(Checkpoint.list(in: "\(dir)/run/checkpoints").count == 3)  // keep_checkpoints
+        }
+    }
+
+    @Test func exportedWeightsLoadAndEvaluateTheSame() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 64, test: 40)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1"])
+            let (trainer, summary, _) = try run(config, dir: "\(dir)/run")
+            let fromCheckpoint = try LoadedWeights.load("\(dir)/run")
+            #expect(fromCheckpoint.step == 4)
+            #expect(bits(fromCheckpoint.params) == bits(trainer.server.params))
+            let json = try fromCheckpoint.export(to: "\(dir)/model.safetensors")
+            let exported = try SafeTensorsFile(path: "\(dir)/model.safetensors")
+            #expect(Set(exported.entries.keys) == Set(trainer.server.model.layout.tensors.map(\.name)))
+            let info = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as! [String: Any]
+            #expect((info["timm_kwargs"] as? [String: Any])?["embed_dim"] as? Int == 16)
+            let reloaded = try LoadedWeights.load("\(dir)/model.safetensors")
+            let r = try reloaded.evaluate(threads: 2, batch: 7)
+            #expect(r.accuracy == summary.lastEval!.accuracy && r.images == 40)
+            #expect(abs(r.loss - summary.lastEval!.loss) < 1e-5)
+
+            // --init starts a new run from these weights (a checkpoint works too).
+            for source in ["\(dir)/model.safetensors", try Checkpoint.locate("\(dir)/run")] {
+                var options = Trainer.Options(runDirectory: "\(dir)/init")
+                options.initWeights = source
+                let started = try Trainer(config: config, options: options, logger: log)
+                #expect(bits(started.server.params) == bits(trainer.server.params))
+                #expect(started.server.step == 0)
+            }
+        }
+    }
+
+    @Test func badCheckpointsAreNamed() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 32, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1"])
+            _ = try run(config, dir: "\(dir)/run")
+            let path = try Checkpoint.locate("\(dir)/run")
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+
+            try bytes.prefix(bytes.count - 100).write(to: URL(fileURLWithPath: "\(dir)/cut.safetensors"))
+            #expect(throws: SafeTensorsError.self) { _ = try Checkpoint.read("\(dir)/cut.safetensors") }
+
+            // The same checkpoint against a different model: the layout check names it.
+            let contents = try Checkpoint.read(path)
+            var other = config
+            other.model.depth = 1
+            let server = ServerState(model: ViTModel(config: other.model), optimizer: other.optimizer,
+                                     schedule: LRSchedule(base: 1, totalSteps: 1, warmupSteps: 0, warmupLR: 0, minLR: 0))
+            let before = server.params.array
+            do {
+                try Checkpoint.restore(contents, into: server)
+                Issue.record("restore into another layout should fail")
+            } catch let e as CheckpointError {
+                #expect(e.description.contains("layout differs"))
+            }
+            #expect(server.params.array == before, "nothing written on failure")
+
+            // Plain weights are not a checkpoint.
+            _ = try LoadedWeights.load(path).export(to: "\(dir)/w.safetensors")
+            #expect(throws: CheckpointError.self) { _ = try Checkpoint.read("\(dir)/w.safetensors") }
+            #expect(throws: CheckpointError.self) { _ = try Checkpoint.locate("\(dir)/nothing-here") }
+        }
+    }
+}
