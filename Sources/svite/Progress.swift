@@ -39,8 +39,11 @@ final class ProgressDisplay {
         case .evaluating(let done, let total):
             if interactive, let r = last { drawBar(r, suffix: "evaluating \(done)/\(total)") }
         case .evaluated(let e):
-            line(String(format: "epoch %d: test accuracy %.2f%%, loss %.4f (%d images, %.1f s)",
-                        e.epoch, e.accuracy * 100, e.loss, e.images, e.seconds))
+            let perEpoch = plan?.stepsPerEpoch ?? 0
+            let when = perEpoch > 0 && e.step % perEpoch == 0 ? "epoch \(e.step / perEpoch)"
+                : String(format: "step %d (epoch %.2f)", e.step, perEpoch > 0 ? Double(e.step) / Double(perEpoch) : 0)
+            line(String(format: "%@: test accuracy %.2f%%, loss %.4f (%d images, %.1f s)",
+                        when, e.accuracy * 100, e.loss, e.images, e.seconds))
         case .checkpointed(let path, let step):
             if !interactive { line("checkpoint at step \(step): \(path)") }
         }

@@ -49,7 +49,7 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Continue a run: its directory or a checkpoint file. The stored config is used (--set still applies).", valueName: "dir-or-checkpoint"))
     var resume: String?
 
-    @Option(name: .long, help: ArgumentHelp("Start from these weights (safetensors with timm names, or a checkpoint) instead of a fresh initialisation.", valueName: "file"))
+    @Option(name: .customLong("init"), help: ArgumentHelp("Start from these weights (safetensors with timm names, or a checkpoint) instead of a fresh initialisation.", valueName: "file"))
     var initWeights: String?
 
     @Option(name: .long, help: ArgumentHelp("Run directory (default: runs/NAME, or runs/NAME-2, … if taken).", valueName: "dir"))
@@ -66,7 +66,7 @@ struct Train: ParsableCommand {
             throw ValidationError("--resume uses the config stored in the checkpoint; drop --config (use --set to change a setting)")
         }
         if resume != nil && initWeights != nil {
-            throw ValidationError("--resume and --init-weights cannot be combined: a resumed run already has its weights")
+            throw ValidationError("--resume and --init cannot be combined: a resumed run already has its weights")
         }
         if let t = threads, t < 1 || t > 1024 {
             throw ValidationError("--threads must be between 1 and 1024 (got \(t))")
