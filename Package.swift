@@ -50,6 +50,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: numericFlags),
+        .target(name: "Wire", dependencies: ["CLZ4", "CZlib"], swiftSettings: numericFlags),
         .target(name: "Benchmarks", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
             "Model", "Kernels", "Benchmarks", "Datasets", "Optim", "Training",
@@ -61,6 +62,7 @@ let package = Package(
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CZeroMQ", "CLZ4", "CZlib"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Benchmarks"],
                     swiftSettings: numericFlags),
+        .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: numericFlags),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels",
                                                     .product(name: "Logging", package: "swift-log")],
                     swiftSettings: numericFlags),

@@ -1,0 +1,112 @@
+import Foundation
+
+/// Little-endian writer for payloads.
+public struct ByteWriter {
+    public private(set) var bytes: [UInt8] = []
+
+    public init(capacity: Int = 0) { bytes.reserveCapacity(capacity) }
+
+    public mutating func u8(_ v: UInt8) { bytes.append(v) }
+    public mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    public mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    public mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    public mutating func f64(_ v: Double) { u64(v.bitPattern) }
+    public mutating func raw(_ b: some Collection<UInt8>) { bytes.append(contentsOf: b) }
+
+    /// A length-prefixed (u32) byte string.
+    public mutating func blob(_ b: some Collection<UInt8>) { u32(UInt32(b.count)); raw(b) }
+    public mutating func string(_ s: String) { blob(Array(s.utf8)) }
+
+    /// LEB128 unsigned varint.
+    public mutating func varint(_ v: UInt64) {
+        var x = v
+        while x >= 0x80 { bytes.append(UInt8(x & 0x7F) | 0x80); x >>= 7 }
+        bytes.append(UInt8(x))
+    }
+
+    /// Floats as little-endian fp32.
+    public mutating func floats(_ p: UnsafePointer<Float>, count: Int) {
+        let start = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: 4 * count))
+        bytes.withUnsafeMutableBytes { dst in
+            #if _endian(little)
+            UnsafeMutableRawPointer(dst.baseAddress! + start).copyMemory(from: p, byteCount: 4 * count)
+            #else
+            for i in 0 ..< count { (dst.baseAddress! + start + 4 * i).storeBytes(of: p[i].bitPattern.littleEndian, as: UInt32.self) }
+            #endif
+        }
+    }
+}
+
+/// Bounds-checked little-endian reader: every read past the end throws, so a malformed
+/// payload is an error and never a crash.
+public struct ByteReader {
+    public let bytes: [UInt8]
+    public private(set) var offset: Int
+
+    public init(_ bytes: [UInt8], offset: Int = 0) { self.bytes = bytes; self.offset = offset }
+
+    public var remaining: Int { bytes.count - offset }
+
+    mutating func take(_ n: Int, _ what: String) throws -> Range<Int> {
+        guard n >= 0, n <= remaining else {
+            throw WireError.malformedPayload("\(what): needs \(n) bytes, \(remaining) left")
+        }
+        defer { offset += n }
+        return offset ..< offset + n
+    }
+
+    mutating func fixed<T: FixedWidthInteger>(_: T.Type, _ what: String) throws -> T {
+        let r = try take(MemoryLayout<T>.size, what)
+        return bytes.withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: r.lowerBound, as: T.self)) }
+    }
+
+    public mutating func u8(_ what: String = "u8") throws -> UInt8 { try fixed(UInt8.self, what) }
+    public mutating func u16(_ what: String = "u16") throws -> UInt16 { try fixed(UInt16.self, what) }
+    public mutating func u32(_ what: String = "u32") throws -> UInt32 { try fixed(UInt32.self, what) }
+    public mutating func u64(_ what: String = "u64") throws -> UInt64 { try fixed(UInt64.self, what) }
+    public mutating func f64(_ what: String = "f64") throws -> Double { Double(bitPattern: try u64(what)) }
+
+    public mutating func raw(_ n: Int, _ what: String = "bytes") throws -> ArraySlice<UInt8> {
+        bytes[try take(n, what)]
+    }
+
+    public mutating func blob(_ what: String = "blob") throws -> ArraySlice<UInt8> {
+        try raw(Int(try u32("\(what) length")), what)
+    }
+
+    public mutating func string(_ what: String = "string") throws -> String {
+        let b = try blob(what)
+        guard let s = String(validating: b, as: UTF8.self) else {
+            throw WireError.malformedPayload("\(what): not UTF-8")
+        }
+        return s
+    }
+
+    public mutating func varint(_ what: String = "varint") throws -> UInt64 {
+        var result: UInt64 = 0, shift: UInt64 = 0
+        while true {
+            guard shift < 64 else { throw WireError.malformedPayload("\(what): varint longer than 64 bits") }
+            let b = try u8(what)
+            result |= UInt64(b & 0x7F) << shift
+            if b & 0x80 == 0 { return result }
+            shift += 7
+        }
+    }
+
+    /// `count` fp32 values into `out`.
+    public mutating func floats(into out: UnsafeMutablePointer<Float>, count: Int, _ what: String = "floats") throws {
+        let r = try take(4 * count, what)
+        bytes.withUnsafeBytes { src in
+            #if _endian(little)
+            UnsafeMutableRawPointer(out).copyMemory(from: src.baseAddress! + r.lowerBound, byteCount: 4 * count)
+            #else
+            for i in 0 ..< count { out[i] = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: r.lowerBound + 4 * i, as: UInt32.self))) }
+            #endif
+        }
+    }
+
+    public func expectEnd(_ what: String) throws {
+        if remaining != 0 { throw WireError.malformedPayload("\(what): \(remaining) unexpected trailing bytes") }
+    }
+}

@@ -1,0 +1,144 @@
+/// The kinds of message the coordinator and workers exchange.
+public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    case join = 1, welcome = 2, params = 3, grads = 4, heartbeat = 5, leave = 6, stop = 7, reject = 8
+
+    public var description: String {
+        switch self {
+        case .join: "join"
+        case .welcome: "welcome"
+        case .params: "params"
+        case .grads: "grads"
+        case .heartbeat: "heartbeat"
+        case .leave: "leave"
+        case .stop: "stop"
+        case .reject: "reject"
+        }
+    }
+}
+
+/// The fixed 56-byte header every frame starts with (little-endian):
+///
+/// ```
+///  0 magic "SVTE"   4 version u16   6 type u8   7 flags u8
+///  8 run id u64    16 step u64     24 mask version u32   28 reserved u32
+/// 32 layout hash u64                40 raw payload size u32
+/// 44 sent payload size u32          48 payload CRC-32 (as sent)
+/// 52 header CRC-32 (bytes 0..<52)
+/// ```
+public struct FrameHeader: Sendable, Equatable {
+    public static let size = 56
+    public static let magic: UInt32 = 0x4554_5653  // "SVTE" as little-endian bytes
+    public static let protocolVersion: UInt16 = 1
+    /// flags bit 0: the payload is LZ4-compressed.
+    public static let flagLZ4: UInt8 = 1
+
+    public var type: MessageType
+    public var flags: UInt8 = 0
+    public var runID: UInt64
+    public var step: UInt64
+    public var maskVersion: UInt32
+    public var layoutHash: UInt64
+    public var rawSize: Int = 0
+    public var sentSize: Int = 0
+
+    public init(type: MessageType, runID: UInt64, step: UInt64 = 0, maskVersion: UInt32 = 0, layoutHash: UInt64) {
+        self.type = type; self.runID = runID; self.step = step; self.maskVersion = maskVersion; self.layoutHash = layoutHash
+    }
+
+    public var compressed: Bool { flags & Self.flagLZ4 != 0 }
+}
+
+/// What a receiver insists on before it looks at a payload.
+public struct FrameLimits: Sendable {
+    /// Largest raw (decompressed) payload accepted.
+    public var maxRawBytes: Int
+    /// The run this receiver belongs to (nil: accept any, e.g. a worker before welcome).
+    public var runID: UInt64?
+    /// The parameter layout this receiver uses (nil: accept any).
+    public var layoutHash: UInt64?
+
+    public init(maxRawBytes: Int, runID: UInt64? = nil, layoutHash: UInt64? = nil) {
+        self.maxRawBytes = maxRawBytes; self.runID = runID; self.layoutHash = layoutHash
+    }
+}
+
+/// A decoded frame: its header and the raw payload.
+public struct Frame: Sendable {
+    public var header: FrameHeader
+    public var payload: [UInt8]
+
+    public init(header: FrameHeader, payload: [UInt8]) {
+        self.header = header; self.payload = payload
+    }
+
+    /// Header + payload, LZ4-compressed when `compress` and it makes the payload smaller.
+    public func encoded(compress: Bool = true) -> [UInt8] {
+        var h = header
+        let body: [UInt8]
+        if compress, let packed = LZ4.compress(payload) {
+            body = packed
+            h.flags |= FrameHeader.flagLZ4
+        } else {
+            body = payload
+            h.flags &= ~FrameHeader.flagLZ4
+        }
+        h.rawSize = payload.count
+        h.sentSize = body.count
+        var w = ByteWriter(capacity: FrameHeader.size + body.count)
+        w.u32(FrameHeader.magic)
+        w.u16(FrameHeader.protocolVersion)
+        w.u8(h.type.rawValue)
+        w.u8(h.flags)
+        w.u64(h.runID)
+        w.u64(h.step)
+        w.u32(h.maskVersion)
+        w.u32(0)
+        w.u64(h.layoutHash)
+        w.u32(UInt32(h.rawSize))
+        w.u32(UInt32(h.sentSize))
+        w.u32(Checksum.crc32(body[...]))
+        w.u32(Checksum.crc32(w.bytes[0 ..< 52]))
+        w.raw(body)
+        return w.bytes
+    }
+
+    /// Checks everything in the order that keeps a hostile frame cheap: size, magic,
+    /// version, header checksum, type, sizes against the bound, payload checksum, run and
+    /// layout, and only then decompression.
+    public static func decode(_ bytes: [UInt8], limits: FrameLimits) throws -> Frame {
+        guard bytes.count >= FrameHeader.size else { throw WireError.truncated(have: bytes.count, need: FrameHeader.size) }
+        var r = ByteReader(bytes)
+        let magic = try r.u32()
+        guard magic == FrameHeader.magic else { throw WireError.badMagic(magic) }
+        let version = try r.u16()
+        guard version == FrameHeader.protocolVersion else { throw WireError.unsupportedVersion(version) }
+        let typeCode = try r.u8(), flags = try r.u8()
+        let runID = try r.u64(), step = try r.u64(), maskVersion = try r.u32()
+        _ = try r.u32()
+        let layout = try r.u64()
+        let rawSize = Int(try r.u32()), sentSize = Int(try r.u32())
+        let payloadCRC = try r.u32(), headerCRC = try r.u32()
+        guard Checksum.crc32(bytes[0 ..< 52]) == headerCRC else { throw WireError.badHeaderChecksum }
+        guard let type = MessageType(rawValue: typeCode) else { throw WireError.unknownMessageType(typeCode) }
+        guard sentSize == bytes.count - FrameHeader.size else {
+            throw WireError.payloadSizeMismatch(declared: sentSize, actual: bytes.count - FrameHeader.size)
+        }
+        guard rawSize <= limits.maxRawBytes else { throw WireError.overSizeBound(declared: rawSize, bound: limits.maxRawBytes) }
+        let body = bytes[FrameHeader.size...]
+        guard Checksum.crc32(body) == payloadCRC else { throw WireError.badPayloadChecksum }
+        if let want = limits.runID, runID != want, type != .join { throw WireError.wrongRun(expected: want, found: runID) }
+        if let want = limits.layoutHash, layout != want { throw WireError.wrongLayout(expected: want, found: layout) }
+        var header = FrameHeader(type: type, runID: runID, step: step, maskVersion: maskVersion, layoutHash: layout)
+        header.flags = flags
+        header.rawSize = rawSize
+        header.sentSize = sentSize
+        let payload: [UInt8]
+        if flags & FrameHeader.flagLZ4 != 0 {
+            payload = try LZ4.decompress(body, rawSize: rawSize)
+        } else {
+            guard rawSize == sentSize else { throw WireError.payloadSizeMismatch(declared: rawSize, actual: sentSize) }
+            payload = Array(body)
+        }
+        return Frame(header: header, payload: payload)
+    }
+}

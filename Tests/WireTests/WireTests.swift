@@ -1,0 +1,234 @@
+import Foundation
+import Testing
+@testable import Wire
+
+struct Rand {
+    var s: UInt64
+    mutating func next() -> UInt64 {
+        s &+= 0x9E37_79B9_7F4A_7C15
+        var z = s
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func float() -> Float { Float(next() >> 40) / Float(1 << 24) * 2 - 1 }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+}
+
+let limits = FrameLimits(maxRawBytes: 1 << 20, runID: 42, layoutHash: 0xABCD)
+
+func header(_ t: MessageType, step: UInt64 = 7) -> FrameHeader {
+    FrameHeader(type: t, runID: 42, step: step, maskVersion: 3, layoutHash: 0xABCD)
+}
+
+/// Re-signs a (mutated) frame's header so the check under test is the one that fires.
+func resign(_ b: [UInt8]) -> [UInt8] {
+    var out = b
+    let crc = Checksum.crc32(out[0 ..< 52])
+    withUnsafeBytes(of: crc.littleEndian) { for i in 0 ..< 4 { out[52 + i] = $0[i] } }
+    return out
+}
+
+func resignPayload(_ b: [UInt8]) -> [UInt8] {
+    var out = b
+    let crc = Checksum.crc32(out[56...])
+    withUnsafeBytes(of: crc.littleEndian) { for i in 0 ..< 4 { out[48 + i] = $0[i] } }
+    return resign(out)
+}
+
+func expectWire(_ want: WireError, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) {
+    do {
+        try body()
+        Issue.record("expected \(want)", sourceLocation: sourceLocation)
+    } catch let e as WireError {
+        #expect(e == want, "\(e)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("unexpected \(error)", sourceLocation: sourceLocation)
+    }
+}
+
+@Suite("wire")
+struct WireTests {
+    @Test(arguments: [false, true])
+    func gradsRoundTrip(compress: Bool) throws {
+        var rng = Rand(s: 1)
+        let n = 1000
+        let values = (0 ..< n).map { i in i % 3 == 0 ? 0 : rng.float() }
+        let s = GradientSummary(images: 64, lossSum: 123.5, correct: 40)
+        let frame = Frame(header: header(.grads), payload: Payload.grads(s, codec: .fp32, values: values, count: n))
+        let bytes = frame.encoded(compress: compress)
+        let back = try Frame.decode(bytes, limits: limits)
+        #expect(back.header.type == .grads && back.header.step == 7 && back.header.maskVersion == 3)
+        #expect(back.header.compressed == (compress && bytes.count < 56 + frame.payload.count))
+        var out = [Float](repeating: 0, count: n)
+        #expect(try Payload.decodeGrads(back.payload, into: &out, count: n) == s)
+        #expect(out == values)
+        // The receiver's count is what counts.
+        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(back.payload, into: &out, count: n - 1) }
+    }
+
+    @Test func otherMessagesRoundTrip() throws {
+        let params: [Float] = [1, -2, 3.5]
+        var out = [Float](repeating: 0, count: 3)
+        let a = Assignment(epoch: 2, start: 256, count: 64)
+        let p = try Payload.decodeParams(Payload.params(a, values: params, count: 3), into: &out, count: 3)
+        #expect(p.0 == a && p.hadValues && out == params)
+        let q = try Payload.decodeParams(Payload.params(a, values: nil, count: 3), into: &out, count: 3)
+        #expect(q.0 == a && !q.hadValues)
+
+        let info = WelcomeInfo(rank: 1, runID: 42, config: "name: x\n", heartbeatSeconds: 1, gradientCodec: .bf16)
+        var (back, r) = try Payload.welcomeInfo(Payload.welcome(info, params: params, count: 3))
+        #expect(back == info)
+        out = [0, 0, 0]
+        try Payload.values(&r, into: &out, count: 3)
+        #expect(out == params)
+
+        let join = JoinMessage(name: "w", host: "h", pid: 9, threads: 2)
+        #expect(try Payload.decodeJSON(JoinMessage.self, Payload.encodeJSON(join)) == join)
+        #expect(try Payload.decodeReason(Payload.reason("bye ✓")) == "bye ✓")
+    }
+
+    @Test func bf16RoundsToNearestEven() {
+        #expect(BFloat16.bits(1.0) == 0x3F80)
+        #expect(BFloat16.float(BFloat16.bits(1.0)) == 1.0)
+        // 1 + 2^-8 is halfway between bf16 1.0 and 1 + 2^-7: ties to even (1.0).
+        #expect(BFloat16.bits(1 + 1.0 / 256) == 0x3F80)
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6: ties to even.
+        #expect(BFloat16.bits(1 + 3.0 / 256) == 0x3F82)
+        #expect(BFloat16.float(BFloat16.bits(-2.5)) == -2.5)
+        #expect(BFloat16.float(BFloat16.bits(.nan)).isNaN)
+        #expect(BFloat16.float(BFloat16.bits(.infinity)) == .infinity)
+        var rng = Rand(s: 5)
+        for _ in 0 ..< 1000 {
+            let x = rng.float() * 100
+            let y = BFloat16.float(BFloat16.bits(x))
+            #expect(abs(y - x) <= abs(x) / 256, "\(x) → \(y)")
+        }
+    }
+
+    @Test func bf16GradsHalveTheBytes() throws {
+        let n = 4096
+        var rng = Rand(s: 2)
+        let values = (0 ..< n).map { _ in rng.float() }
+        let p32 = Payload.grads(GradientSummary(images: 1, lossSum: 0, correct: 0), codec: .fp32, values: values, count: n)
+        let p16 = Payload.grads(GradientSummary(images: 1, lossSum: 0, correct: 0), codec: .bf16, values: values, count: n)
+        #expect(p16.count == p32.count - 2 * n)
+        var out = [Float](repeating: 0, count: n)
+        _ = try Payload.decodeGrads(p16, into: &out, count: n)
+        for i in 0 ..< n { #expect(abs(out[i] - values[i]) <= abs(values[i]) / 256) }
+    }
+
+    @Test func indexListsRoundTripAndAreChecked() throws {
+        let idx: [UInt32] = [0, 1, 5, 300, 70_000, 1 << 30]
+        var w = ByteWriter()
+        IndexCodec.encode(idx, into: &w)
+        var r = ByteReader(w.bytes)
+        #expect(try IndexCodec.decode(&r, bound: 1 << 31, maxCount: 10) == idx)
+        #expect(w.bytes.count < 4 * idx.count)
+        func decode(_ bytes: [UInt8], bound: UInt32 = 100, max: Int = 10) throws {
+            var r = ByteReader(bytes)
+            _ = try IndexCodec.decode(&r, bound: bound, maxCount: max)
+        }
+        expectWire(.malformedPayload("indices not strictly increasing at 1")) { try decode([2, 5, 0]) }
+        expectWire(.malformedPayload("index 101 not below 100")) { try decode([2, 5, 96]) }
+        expectWire(.malformedPayload("11 indices, at most 10 allowed")) { try decode([11]) }
+        expectWire(.malformedPayload("index delta: needs 1 bytes, 0 left")) { try decode([2, 0x85]) }
+        expectWire(.malformedPayload("index count: varint longer than 64 bits")) { try decode([UInt8](repeating: 0xFF, count: 11)) }
+        // A huge delta must not overflow.
+        expectWire(.malformedPayload("index delta 18446744073709551615 not below 100")) {
+            try decode([2, 5, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01])
+        }
+    }
+
+    @Test func everyBadFrameIsNamed() throws {
+        let values: [Float] = (0 ..< 256).map { Float($0 % 4) }
+        let good = Frame(header: header(.grads), payload: Payload.grads(GradientSummary(images: 1, lossSum: 1, correct: 1),
+                                                                        codec: .fp32, values: values, count: 256)).encoded()
+        #expect(good.count < 56 + 1000, "zeros and repeats compress")
+        _ = try Frame.decode(good, limits: limits)
+
+        expectWire(.truncated(have: 10, need: 56)) { _ = try Frame.decode(Array(good.prefix(10)), limits: limits) }
+        var b = good; b[0] = 0x58
+        expectWire(.badMagic(0x4554_5658)) { _ = try Frame.decode(b, limits: limits) }
+        b = good; b[4] = 9
+        expectWire(.unsupportedVersion(9)) { _ = try Frame.decode(b, limits: limits) }
+        b = good; b[20] ^= 1
+        expectWire(.badHeaderChecksum) { _ = try Frame.decode(b, limits: limits) }
+        b = good; b[6] = 99
+        expectWire(.unknownMessageType(99)) { _ = try Frame.decode(resign(b), limits: limits) }
+        expectWire(.payloadSizeMismatch(declared: good.count - 56, actual: good.count - 57)) {
+            _ = try Frame.decode(Array(good.dropLast()), limits: limits)
+        }
+        expectWire(.overSizeBound(declared: 1045, bound: 1000)) {
+            _ = try Frame.decode(good, limits: FrameLimits(maxRawBytes: 1000))
+        }
+        b = good; b[60] ^= 0x10
+        expectWire(.badPayloadChecksum) { _ = try Frame.decode(b, limits: limits) }
+        expectWire(.wrongRun(expected: 43, found: 42)) { _ = try Frame.decode(good, limits: FrameLimits(maxRawBytes: 1 << 20, runID: 43)) }
+        expectWire(.wrongLayout(expected: 1, found: 0xABCD)) { _ = try Frame.decode(good, limits: FrameLimits(maxRawBytes: 1 << 20, layoutHash: 1)) }
+        // Corrupt LZ4 with a correct checksum: the decoder refuses it.
+        b = good; for i in 56 ..< b.count { b[i] = 0xFF }
+        #expect(throws: WireError.self) { _ = try Frame.decode(resignPayload(b), limits: limits) }
+        // An LZ4 stream that decodes to fewer bytes than declared.
+        b = good; b[40] = b[40] &+ 1
+        #expect(throws: WireError.self) { _ = try Frame.decode(resign(b), limits: limits) }
+    }
+
+    /// Random and mutated frames never crash the decoder; whatever it accepts decodes as
+    /// a payload or is refused with an error.
+    @Test func fuzzedFramesAreRefusedNotFatal() {
+        var rng = Rand(s: 99)
+        let n = 64
+        var values = [Float](repeating: 0, count: n)
+        for i in 0 ..< n { values[i] = i % 5 == 0 ? rng.float() : 0 }
+        let seeds: [[UInt8]] = MessageType.allCases.map { t in
+            let payload: [UInt8]
+            switch t {
+            case .grads: payload = Payload.grads(GradientSummary(images: 2, lossSum: 1, correct: 1), codec: .bf16, values: values, count: n)
+            case .params: payload = Payload.params(Assignment(epoch: 0, start: 0, count: 2), values: values, count: n)
+            case .welcome: payload = Payload.welcome(WelcomeInfo(rank: 0, runID: 42, config: "x", heartbeatSeconds: 1, gradientCodec: .fp32), params: values, count: n)
+            case .join: payload = Payload.encodeJSON(JoinMessage(name: "a", host: "b", pid: 1, threads: 1))
+            default: payload = Payload.reason("why")
+            }
+            return Frame(header: header(t), payload: payload).encoded()
+        }
+        var accepted = 0, refused = 0
+        var out = [Float](repeating: 0, count: n)
+        for iteration in 0 ..< 20_000 {
+            var b = seeds[rng.below(seeds.count)]
+            switch iteration % 5 {
+            case 0: for _ in 0 ..< 1 + rng.below(4) { b[rng.below(b.count)] ^= UInt8(1 << rng.below(8)) }
+            case 1: b = Array(b.prefix(rng.below(b.count + 1)))
+            case 2: b = (0 ..< rng.below(200)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            case 3: for _ in 0 ..< 1 + rng.below(4) { b[56 + rng.below(b.count - 56)] = UInt8(truncatingIfNeeded: rng.next()) }
+                b = resignPayload(b)
+            default: b[rng.below(52)] = UInt8(truncatingIfNeeded: rng.next()); b = resign(b)
+            }
+            do {
+                let f = try Frame.decode(b, limits: FrameLimits(maxRawBytes: 1 << 16))
+                accepted += 1
+                switch f.header.type {
+                case .grads: _ = try Payload.decodeGrads(f.payload, into: &out, count: n)
+                case .params: _ = try Payload.decodeParams(f.payload, into: &out, count: n)
+                case .welcome: var (_, r) = try Payload.welcomeInfo(f.payload); try Payload.values(&r, into: &out, count: n)
+                case .join: _ = try Payload.decodeJSON(JoinMessage.self, f.payload)
+                default: _ = try Payload.decodeReason(f.payload)
+                }
+            } catch is WireError {
+                refused += 1
+            } catch {
+                Issue.record("non-wire error \(error)")
+            }
+        }
+        #expect(refused > 15_000, "refused \(refused), accepted \(accepted)")
+    }
+
+    @Test func lz4GainsOnZerosNotOnFloats() {
+        var rng = Rand(s: 3)
+        let floats = (0 ..< 10_000).map { _ in rng.float() }
+        var w = ByteWriter(); w.floats(floats, count: floats.count)
+        #expect(LZ4.compress(w.bytes) == nil || LZ4.compress(w.bytes)!.count > w.bytes.count * 9 / 10)
+        let zeros = [UInt8](repeating: 0, count: 40_000)
+        #expect(LZ4.compress(zeros)!.count < 1000)
+    }
+}
