@@ -51,6 +51,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: numericFlags),
         .target(name: "Wire", dependencies: ["CLZ4", "CZlib"], swiftSettings: numericFlags),
+        .target(name: "Transport", dependencies: ["CZeroMQ"]),
         .target(name: "Benchmarks", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
             "Model", "Kernels", "Benchmarks", "Datasets", "Optim", "Training",
@@ -63,6 +64,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Benchmarks"],
                     swiftSettings: numericFlags),
         .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: numericFlags),
+        .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels",
                                                     .product(name: "Logging", package: "swift-log")],
                     swiftSettings: numericFlags),
