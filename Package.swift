@@ -52,9 +52,17 @@ let package = Package(
         ], swiftSettings: numericFlags),
         .target(name: "Wire", dependencies: ["CLZ4", "CZlib"], swiftSettings: numericFlags),
         .target(name: "Transport", dependencies: ["CZeroMQ"]),
+        .target(name: "Coordinator", dependencies: [
+            "Kernels", "Model", "Datasets", "Training", "Transport", "Wire",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: numericFlags),
+        .target(name: "Worker", dependencies: [
+            "Kernels", "Model", "Datasets", "Training", "Transport", "Wire",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: numericFlags),
         .target(name: "Benchmarks", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
-            "Model", "Kernels", "Benchmarks", "Datasets", "Optim", "Training",
+            "Model", "Kernels", "Benchmarks", "Datasets", "Optim", "Training", "Coordinator", "Worker", "Wire",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
@@ -66,6 +74,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels",
+                                                    "Coordinator", "Worker", "Transport", "Wire",
                                                     .product(name: "Logging", package: "swift-log")],
                     swiftSettings: numericFlags),
     ]

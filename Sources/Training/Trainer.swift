@@ -79,7 +79,7 @@ public final class Trainer {
     let train: ImageDataset
     let test: ImageDataset
     public let server: ServerState
-    let replica: Replica
+    let source: GradientSource
     let evaluator: Evaluator
     let plan: EpochPlan
     public let totalSteps: Int
@@ -94,6 +94,8 @@ public final class Trainer {
         public var threads: Int? = nil
         public var resume: Checkpoint.Contents? = nil
         public var initWeights: String? = nil
+        /// Where gradients come from (default: a replica in this process).
+        public var source: ((_ plan: EpochPlan, _ train: ImageDataset, _ threads: Int) throws -> GradientSource)? = nil
         public init(runDirectory: String) { self.runDirectory = runDirectory }
     }
 
@@ -112,9 +114,14 @@ public final class Trainer {
         let schedule = LRSchedule(config.schedule, base: config.optimizer.lr, totalSteps: totalSteps, stepsPerEpoch: stepsPerEpoch)
         server = ServerState(model: model, optimizer: config.optimizer, schedule: schedule)
         let d = config.data
-        replica = Replica(model: model,
-                          assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed),
-                          threads: threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize)
+        if let make = options.source {
+            source = try make(plan, train, threads)
+        } else {
+            let replica = Replica(model: model,
+                                  assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed),
+                                  threads: threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize)
+            source = LocalGradientSource(replica: replica, plan: plan)
+        }
         evaluator = Evaluator(model: model,
                               assembler: BatchAssembler(dataset: test, mean: d.mean, std: d.std, augmentation: .none, seed: t.seed),
                               batch: t.evalBatchSize, threads: threads)
@@ -161,8 +168,7 @@ public final class Trainer {
         }
 
         let session = MonotonicClock()
-        var window = (loss: 0.0, correct: 0, images: 0, steps: 0, start: 0.0)
-        var epochOrder: (epoch: Int, order: [Int32])? = nil
+        var window = (loss: 0.0, correct: 0, images: 0, steps: 0, start: 0.0, up: 0, down: 0)
         var lastCheckpoint: String? = nil
         var secondsPerStep: Double? = nil
         var lastUpdate = ServerState.Update(step: startStep, lr: 0, gradNorm: 0)
@@ -171,13 +177,17 @@ public final class Trainer {
         while server.step < totalSteps {
             let step = server.step
             let epoch = step / stepsPerEpoch, inEpoch = step % stepsPerEpoch
-            if epochOrder?.epoch != epoch { epochOrder = (epoch, plan.permutation(epoch: epoch)) }
-            let indices = plan.indices(epoch: epoch, step: inEpoch, permutation: epochOrder!.order)
-            let result = replica.computeGradient(params: server.params.pointer, indices: indices, epoch: epoch)
-            lastUpdate = server.apply(averagedGradient: replica.grads.pointer)
-            imagesSeen += indices.count
+            let work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch))
+            guard let g = try source.gradient(params: server.params.pointer, work: work, stop: stop) else {
+                stopped = true
+                break
+            }
+            let result = g.result
+            lastUpdate = server.apply(averagedGradient: g.gradient)
+            imagesSeen += result.count
             window.loss += result.lossSum; window.correct += result.correct
-            window.images += indices.count; window.steps += 1
+            window.images += result.count; window.steps += 1
+            window.up += g.bytesUp; window.down += g.bytesDown
 
             let done = server.step
             let epochEnd = inEpoch == stepsPerEpoch - 1
@@ -197,9 +207,10 @@ public final class Trainer {
                                         etaSeconds: Double(totalSteps - done) * (secondsPerStep ?? 0))
                 metrics.write(["kind": "train", "step": report.step, "epoch": report.epoch, "loss": report.loss,
                                "train_accuracy": report.trainAccuracy, "lr": report.lr, "grad_norm": report.gradNorm,
-                               "images_per_second": report.imagesPerSecond, "elapsed_seconds": report.elapsedSeconds])
+                               "images_per_second": report.imagesPerSecond, "elapsed_seconds": report.elapsedSeconds,
+                               "bytes_up_per_step": window.up / window.steps, "bytes_down_per_step": window.down / window.steps])
                 observe(.step(report))
-                window = (0, 0, 0, 0, session.seconds)
+                window = (0, 0, 0, 0, session.seconds, 0, 0)
             }
 
             if stop.isRaised && !last { stopped = true }
@@ -218,6 +229,11 @@ public final class Trainer {
             }
             if stopped { break }
         }
+        if stopped && lastCheckpoint.map({ !$0.hasSuffix(Checkpoint.fileName(step: server.step)) }) ?? true && server.step > 0 {
+            lastCheckpoint = try writeCheckpoint(elapsed: elapsedBefore + session.seconds)
+            observe(.checkpointed(path: lastCheckpoint!, step: server.step))
+        }
+        source.finish(reason: stopped ? "stopped" : "done")
         let total = elapsedBefore + session.seconds
         metrics.write(["kind": stopped ? "stopped" : "end", "step": server.step, "elapsed_seconds": total])
         return TrainingSummary(runDirectory: runDirectory, checkpoint: lastCheckpoint ?? (try? Checkpoint.locate(runDirectory)),

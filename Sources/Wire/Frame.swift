@@ -127,7 +127,8 @@ public struct Frame: Sendable {
         let body = bytes[FrameHeader.size...]
         guard Checksum.crc32(body) == payloadCRC else { throw WireError.badPayloadChecksum }
         if let want = limits.runID, runID != want, type != .join { throw WireError.wrongRun(expected: want, found: runID) }
-        if let want = limits.layoutHash, layout != want { throw WireError.wrongLayout(expected: want, found: layout) }
+        // A join is the one frame sent before the worker knows the run and the layout.
+        if let want = limits.layoutHash, layout != want, type != .join { throw WireError.wrongLayout(expected: want, found: layout) }
         var header = FrameHeader(type: type, runID: runID, step: step, maskVersion: maskVersion, layoutHash: layout)
         header.flags = flags
         header.rawSize = rawSize

@@ -1,5 +1,8 @@
 import ArgumentParser
 import Foundation
+import Coordinator
+import Logging
+import Model
 import Training
 
 /// Options naming a config: a file or built-in name, plus `--set` overrides.
@@ -21,29 +24,9 @@ struct ConfigOptions: ParsableArguments {
     }
 }
 
-struct Train: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Train a ViT: data, optimizer, evaluation each epoch, checkpoints, metrics.",
-        discussion: """
-        With no arguments, trains the built-in `default` config (configs/default.yaml) on \
-        Fashion-MNIST. Everything goes to a run directory (runs/NAME unless --out): \
-        config.yaml (the effective config), metrics.jsonl (one JSON object per line: train \
-        windows, evaluations) and checkpoints/step-NNNNNNNN.safetensors (weights, optimizer \
-        moments, step, data cursor and config; the last few are kept).
-
-        Ctrl-C (or SIGTERM) stops after the current step and writes a checkpoint; \
-        `svite train --resume RUN_DIR` then continues exactly where it stopped. The same \
-        config, seed and thread count give a bit-identical run.
-
-        Examples:
-          svite train
-          svite train --config fmnist-tiny --set training.epochs=3
-          svite train --resume runs/fmnist-tiny
-          svite train --config configs/fmnist-tiny.yaml --init model.safetensors --out runs/finetune
-        """
-    )
-
-    @OptionGroup var global: GlobalOptions
+/// What every command that runs training shares: the config, resume, initial weights,
+/// the run directory, threads and the display.
+struct RunOptions: ParsableArguments {
     @OptionGroup var configOptions: ConfigOptions
 
     @Option(name: .long, help: ArgumentHelp("Continue a run: its directory or a checkpoint file. The stored config is used (--set still applies).", valueName: "dir-or-checkpoint"))
@@ -61,7 +44,7 @@ struct Train: ParsableCommand {
     @Flag(name: .long, help: "Plain periodic lines instead of a live progress bar, even on a terminal.")
     var plain = false
 
-    mutating func validate() throws {
+    func validate() throws {
         if resume != nil && configOptions.config != nil {
             throw ValidationError("--resume uses the config stored in the checkpoint; drop --config (use --set to change a setting)")
         }
@@ -73,8 +56,8 @@ struct Train: ParsableCommand {
         }
     }
 
-    func run() throws {
-        let log = global.bootstrap("svite.train")
+    /// The config and trainer options this invocation asks for.
+    func prepare() throws -> (RunConfig, Trainer.Options) {
         var options: Trainer.Options
         let config: RunConfig
         if let resume {
@@ -86,18 +69,59 @@ struct Train: ParsableCommand {
             options = Trainer.Options(runDirectory: out ?? runDir)
             options.resume = contents
         } else {
-            config = try configOptions.load()
-            options = Trainer.Options(runDirectory: try out.map(Self.checkFresh) ?? Self.freshRunDirectory(config.name))
+            config = try configOptions.load(default: environment["SVITE_CONFIG"] ?? "default")
+            options = Trainer.Options(runDirectory: try out.map(Train.checkFresh) ?? Train.freshRunDirectory(config.name))
             options.initWeights = initWeights
         }
         options.threads = threads
-        let trainer = try Trainer(config: config, options: options, logger: log)
+        return (config, options)
+    }
+
+    /// Trains: in this process (cluster nil) or as the coordinator of workers, started
+    /// here (`localWorkers` > 0) or elsewhere.
+    func execute(log: Logger, cluster: ClusterOptions?, localWorkers: Int = 0, workerThreads: Int = 1, logLevel: String = "info") throws {
+        var (config, options) = try prepare()
+        var clusterSource: ClusterGradientSource?
+        let status = RunStatus(config: config, parameters: ViTModel(config: config.model).layout.parameterCount)
+        if let cluster {
+            let source = try ClusterGradientSource(config: config, options: cluster, logger: log)
+            source.runStatus = status
+            clusterSource = source
+            options.source = { _, _, _ in source }
+        }
         let display = ProgressDisplay(interactive: plain ? false : nil)
         let stop = StopFlag()
         StopSignals.install(stop) {
             FileHandle.standardError.write(Data("\nstopping after this step and writing a checkpoint (Ctrl-C again to quit at once)\n".utf8))
         }
-        let summary = try trainer.run(stop: stop, observe: display.handle)
+        let workers = LocalWorkers()
+        defer { workers.stop() }
+        let trainer: Trainer
+        do {
+            trainer = try Trainer(config: config, options: options, logger: log)
+            if let s = clusterSource {
+                display.line("coordinator on \(s.endpoint)\(s.statusEndpoint.map { ", status on \($0) (svite status --connect \($0.replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1")))" } ?? "")")
+                if localWorkers > 0 {
+                    let endpoint = s.endpoint.replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1")
+                    try workers.start(count: localWorkers, threads: workerThreads, endpoint: endpoint,
+                                      runDirectory: options.runDirectory, logLevel: logLevel)
+                    display.line("started \(localWorkers) local worker(s) with \(workerThreads) thread(s) each; logs in \(options.runDirectory)/worker-*.log")
+                }
+            }
+        } catch {
+            clusterSource?.finish(reason: "error: \(error)")
+            throw error
+        }
+        let summary: TrainingSummary
+        do {
+            summary = try trainer.run(stop: stop) { event in
+                display.handle(event)
+                status.observe(event)
+            }
+        } catch {
+            clusterSource?.finish(reason: "error: \(error)")
+            throw error
+        }
         display.finish()
         var lines: [String] = []
         let head = summary.stopped ? "stopped at step \(summary.steps)" : "done: \(summary.steps) steps"
@@ -114,6 +138,59 @@ struct Train: ParsableCommand {
             lines.append("export:     svite export \(summary.runDirectory) --out \(summary.runDirectory)/model.safetensors")
         }
         print(lines.joined(separator: "\n"))
+    }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a ViT: a coordinator and local workers, evaluation each epoch, checkpoints, metrics.",
+        discussion: """
+        With no arguments, trains the built-in `default` config (configs/default.yaml) on \
+        Fashion-MNIST through a coordinator and local worker processes that speak the same \
+        protocol as a cluster (--workers 0 trains in this one process instead). Everything \
+        goes to a run directory (runs/NAME unless --out): config.yaml (the effective \
+        config), metrics.jsonl (one JSON object per line: train windows, evaluations), \
+        checkpoints/step-NNNNNNNN.safetensors (weights, optimizer moments, step, data \
+        cursor and config; the last few are kept) and worker-K.log.
+
+        Ctrl-C (or SIGTERM) stops after the current step and writes a checkpoint; \
+        `svite train --resume RUN_DIR` then continues exactly where it stopped. The same \
+        config, seed and thread count give a bit-identical run.
+
+        Examples:
+          svite train
+          svite train --config fmnist-tiny --set training.epochs=3
+          svite train --resume runs/fmnist-tiny
+          svite train --config configs/fmnist-tiny.yaml --init model.safetensors --out runs/finetune
+        """
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var runOptions: RunOptions
+    @OptionGroup var cluster: ClusterCLIOptions
+
+    @Option(name: .long, help: "Local worker processes (0: train in this process). Default: one per core, at most 2.")
+    var workers: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Status socket endpoint ('none' for none).", valueName: "endpoint"))
+    var status: String = environment["SVITE_STATUS"] ?? "tcp://127.0.0.1:*"
+
+    func validate() throws {
+        if let w = workers, w < 0 || w > 64 { throw ValidationError("--workers must be 0 to 64 (got \(w))") }
+    }
+
+    func run() throws {
+        let log = global.bootstrap("svite.train")
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let total = runOptions.threads ?? cores
+        let n = workers ?? Int(environment["SVITE_WORKERS"] ?? "") ?? min(2, max(1, total))
+        if n == 0 {
+            try runOptions.execute(log: log, cluster: nil)
+        } else {
+            let perWorker = max(1, total / n)
+            try runOptions.execute(log: log, cluster: cluster.options(bind: "tcp://127.0.0.1:*", status: status == "none" ? nil : status, workers: n),
+                            localWorkers: n, workerThreads: perWorker, logLevel: global.logLevel)
+        }
     }
 
     static func checkFresh(_ dir: String) throws -> String {

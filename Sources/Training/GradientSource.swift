@@ -1,0 +1,59 @@
+import Datasets
+import Model
+
+/// One step's work: which images of which epoch.
+public struct StepWork: Sendable {
+    public var step: Int
+    public var epoch: Int
+    public var stepInEpoch: Int
+    /// Positions in the epoch's permutation (see EpochPlan).
+    public var positions: Range<Int>
+
+    public init(step: Int, epoch: Int, stepInEpoch: Int, positions: Range<Int>) {
+        self.step = step; self.epoch = epoch; self.stepInEpoch = stepInEpoch; self.positions = positions
+    }
+}
+
+/// The batch-mean gradient of one step and what it cost.
+public struct StepGradient {
+    /// Batch-size-weighted mean gradient; the server may clip it in place.
+    public var gradient: UnsafeMutablePointer<Float>
+    public var result: BatchResult
+    /// Bytes received from and sent to workers for this step (0 in one process).
+    public var bytesUp: Int = 0
+    public var bytesDown: Int = 0
+    public var workers: Int = 1
+
+    public init(gradient: UnsafeMutablePointer<Float>, result: BatchResult, bytesUp: Int = 0, bytesDown: Int = 0, workers: Int = 1) {
+        self.gradient = gradient; self.result = result; self.bytesUp = bytesUp; self.bytesDown = bytesDown; self.workers = workers
+    }
+}
+
+/// Where a step's gradient comes from: the replica in this process, or workers over the
+/// network. Returns nil when the run was asked to stop before a gradient was ready.
+public protocol GradientSource: AnyObject {
+    func gradient(params: UnsafePointer<Float>, work: StepWork, stop: StopFlag) throws -> StepGradient?
+    /// Called once when the run ends (to release workers).
+    func finish(reason: String)
+}
+
+/// The replica in this process.
+public final class LocalGradientSource: GradientSource {
+    public let replica: Replica
+    public let plan: EpochPlan
+    var cached: (epoch: Int, order: [Int32])?
+
+    public init(replica: Replica, plan: EpochPlan) {
+        self.replica = replica
+        self.plan = plan
+    }
+
+    public func gradient(params: UnsafePointer<Float>, work: StepWork, stop: StopFlag) throws -> StepGradient? {
+        if cached?.epoch != work.epoch { cached = (work.epoch, plan.permutation(epoch: work.epoch)) }
+        let indices = Array(cached!.order[work.positions])
+        let result = replica.computeGradient(params: params, indices: indices, epoch: work.epoch)
+        return StepGradient(gradient: replica.grads.pointer, result: result)
+    }
+
+    public func finish(reason: String) {}
+}

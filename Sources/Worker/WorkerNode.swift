@@ -1,0 +1,200 @@
+import Datasets
+import Foundation
+import Kernels
+import Logging
+import Model
+import Training
+import Transport
+import Wire
+
+public struct WorkerOptions: Sendable {
+    public var coordinator: String
+    /// The id the coordinator knows this worker by; a restarted worker that reuses it takes
+    /// over its place.
+    public var name: String
+    public var threads: Int
+    /// With no word from the coordinator for this long, ask to join again (it may have
+    /// restarted).
+    public var rejoinAfter: Double = 20
+    public init(coordinator: String, name: String, threads: Int) {
+        self.coordinator = coordinator; self.name = name; self.threads = threads
+    }
+}
+
+public struct WorkerError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// A worker process: joins the coordinator, receives the config and the weights, and
+/// answers each step's parameters with the gradient of its share of the batch. The
+/// socket lives on the calling thread; gradients are computed on a second thread so
+/// heartbeats keep flowing during long steps.
+public final class WorkerNode: @unchecked Sendable {
+    let options: WorkerOptions
+    let log: Logger
+    let context: ZMQContext
+    let socket: ZMQSocket
+    let clock = MonotonicClock()
+
+    // Set by the welcome.
+    var info: WelcomeInfo?
+    var layout: ParameterLayout?
+    var replica: Replica?
+    var params: FloatBuffer?
+    var plan: EpochPlan?
+    var permutation: (epoch: Int, order: [Int32])?
+    var loadedConfig: String?
+
+    var lastSent = -Double.infinity
+    var lastReceived: Double = 0
+    var lastJoin = -Double.infinity
+    var job: ComputeJob?
+    var queued: Frame?
+    public private(set) var stepsDone = 0
+
+    final class ComputeJob: @unchecked Sendable {
+        let step: UInt64
+        let lock = NSLock()
+        var result: BatchResult?
+        init(step: UInt64) { self.step = step }
+        var finished: BatchResult? { lock.lock(); defer { lock.unlock() }; return result }
+        func finish(_ r: BatchResult) { lock.lock(); result = r; lock.unlock() }
+    }
+
+    public init(options: WorkerOptions, logger: Logger) throws {
+        self.options = options
+        log = logger
+        context = try ZMQContext()
+        socket = try ZMQSocket.workerDealer(context, identity: options.name, maxMessageBytes: -1, heartbeatMs: 1000)
+        try socket.connect(options.coordinator)
+    }
+
+    /// Runs until the coordinator says stop (returns its reason) or refuses this worker
+    /// (throws).
+    public func run() throws -> String {
+        log.info("worker \(options.name) connecting to \(options.coordinator) with \(options.threads) thread(s)")
+        while true {
+            let now = clock.seconds
+            if info == nil && now - lastJoin > 2 {
+                try sendJoin()
+            } else if info != nil && now - lastReceived > options.rejoinAfter && job == nil {
+                log.warning("no word from the coordinator for \(Int(options.rejoinAfter)) s; asking to join again")
+                info = nil
+                try sendJoin()
+            }
+            if try Poller.readable([socket], timeoutMs: 50)[0] {
+                while let parts = try socket.receive() {
+                    if let reason = try handle(parts) { return reason }
+                }
+            }
+            if let j = job, let result = j.finished {
+                job = nil
+                try sendGradient(step: j.step, result: result)
+                if let f = queued { queued = nil; try start(f) }
+            }
+            if info != nil && clock.seconds - lastSent > (info?.heartbeatSeconds ?? 1) {
+                try send(.heartbeat, [], step: 0)
+            }
+        }
+    }
+
+    func limits() -> FrameLimits {
+        guard let layout else { return FrameLimits(maxRawBytes: Int(Int32.max)) }
+        return FrameLimits(maxRawBytes: 4 * layout.count + (1 << 22), runID: info?.runID, layoutHash: layout.hash)
+    }
+
+    /// Returns a reason when the worker should stop.
+    func handle(_ parts: [[UInt8]]) throws -> String? {
+        guard parts.count == 1 else { log.warning("dropped a message of \(parts.count) parts"); return nil }
+        let frame: Frame
+        do {
+            var lim = limits()
+            if info == nil { lim.runID = nil; lim.layoutHash = nil }
+            frame = try Frame.decode(parts[0], limits: lim)
+        } catch {
+            log.warning("dropped a bad frame from the coordinator: \(error)")
+            return nil
+        }
+        lastReceived = clock.seconds
+        switch frame.header.type {
+        case .welcome:
+            try welcome(frame)
+        case .params:
+            guard info != nil else { return nil }
+            if job != nil { queued = frame } else { try start(frame) }
+        case .stop:
+            let why = (try? Payload.decodeReason(frame.payload)) ?? "stop"
+            log.info("coordinator says stop (\(why)) after \(stepsDone) steps")
+            return why
+        case .reject:
+            throw WorkerError(message: "the coordinator refused this worker: \((try? Payload.decodeReason(frame.payload)) ?? "?")")
+        default:
+            log.warning("unexpected \(frame.header.type) from the coordinator")
+        }
+        return nil
+    }
+
+    func welcome(_ frame: Frame) throws {
+        var (info, reader) = try Payload.welcomeInfo(frame.payload)
+        if loadedConfig != info.config {
+            let config = try RunConfig.parse(yaml: info.config, file: "<config from the coordinator>")
+            try config.checkData()
+            let train = try config.data.load(.train)
+            let model = ViTModel(config: config.model)
+            let d = config.data, t = config.training
+            replica = Replica(model: model,
+                              assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed),
+                              threads: options.threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize)
+            plan = EpochPlan(datasetSize: train.count, batchSize: t.batchSize, seed: t.seed)
+            layout = model.layout
+            params = FloatBuffer(count: model.layout.count)
+            permutation = nil
+            loadedConfig = info.config
+            log.info("joined run \(String(info.runID, radix: 16)) as rank \(info.rank): \(config.name), \(model.layout.parameterCount) parameters, \(train.count) training images")
+        }
+        let count = Int(try reader.u32("weight count"))
+        if count > 0 {
+            guard count == layout!.count else { throw WorkerError(message: "welcome carries \(count) weights, the config's model has \(layout!.count)") }
+            try reader.floats(into: params!.pointer, count: count)
+        }
+        self.info = info
+    }
+
+    func start(_ frame: Frame) throws {
+        guard let replica, let params, let plan else { return }
+        let (a, _) = try Payload.decodeParams(frame.payload, into: params.pointer, count: layout!.count)
+        let epoch = Int(a.epoch)
+        if permutation?.epoch != epoch { permutation = (epoch, plan.permutation(epoch: epoch)) }
+        let lo = Int(a.start), hi = lo + Int(a.count)
+        guard lo >= 0, hi <= plan.datasetSize, a.count > 0, Int(a.count) <= plan.batchSize else {
+            throw WorkerError(message: "assignment \(a) is outside the data set or the batch")
+        }
+        let indices = Array(permutation!.order[lo ..< hi])
+        let j = ComputeJob(step: frame.header.step)
+        job = j
+        let p = UnsafePointer(params.pointer)
+        nonisolated(unsafe) let work = { j.finish(replica.computeGradient(params: p, indices: indices, epoch: epoch)) }
+        Thread.detachNewThread { work() }
+    }
+
+    func sendGradient(step: UInt64, result: BatchResult) throws {
+        guard let replica, let info else { return }
+        let summary = GradientSummary(images: UInt32(result.count), lossSum: result.lossSum, correct: UInt32(result.correct))
+        try send(.grads, Payload.grads(summary, codec: info.gradientCodec, values: replica.grads.pointer, count: layout!.count), step: step)
+        stepsDone += 1
+    }
+
+    func sendJoin() throws {
+        let join = JoinMessage(name: options.name, host: ProcessInfo.processInfo.hostName,
+                               pid: ProcessInfo.processInfo.processIdentifier, threads: options.threads)
+        try send(.join, Payload.encodeJSON(join), step: 0)
+        lastJoin = clock.seconds
+    }
+
+    func send(_ type: MessageType, _ payload: [UInt8], step: UInt64) throws {
+        let header = FrameHeader(type: type, runID: info?.runID ?? 0, step: step, layoutHash: layout?.hash ?? 0)
+        try socket.send([Frame(header: header, payload: payload).encoded()])
+        lastSent = clock.seconds
+    }
+}

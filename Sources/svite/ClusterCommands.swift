@@ -1,0 +1,240 @@
+import ArgumentParser
+import Coordinator
+import Foundation
+import Logging
+import Training
+import Transport
+import Wire
+import Worker
+
+let environment = ProcessInfo.processInfo.environment
+
+/// Options of the coordinator's sockets, shared by `train` and `coordinator`.
+struct ClusterCLIOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("How long a silent worker is waited for before the step goes on without it (seconds).", valueName: "seconds"))
+    var workerTimeout: Double = Double(environment["SVITE_WORKER_TIMEOUT"] ?? "") ?? 5
+
+    @Option(name: .long, help: "How gradients travel: fp32 (exact) or bf16 (half the bytes).")
+    var gradientCodec: String = environment["SVITE_GRADIENT_CODEC"] ?? "fp32"
+
+    func validate() throws {
+        guard workerTimeout >= 0.5 && workerTimeout <= 3600 else { throw ValidationError("--worker-timeout must be 0.5 to 3600 seconds (got \(workerTimeout))") }
+        guard codec != nil else { throw ValidationError("--gradient-codec must be fp32 or bf16 (got '\(gradientCodec)')") }
+    }
+
+    var codec: ValueCodec? { ["fp32": ValueCodec.fp32, "bf16": .bf16][gradientCodec] }
+
+    func options(bind: String, status: String?, workers: Int) -> ClusterOptions {
+        var o = ClusterOptions()
+        o.bind = bind
+        o.statusBind = status
+        o.expectedWorkers = workers
+        o.workerTimeout = workerTimeout
+        o.gradientCodec = codec ?? .fp32
+        return o
+    }
+}
+
+struct CoordinatorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator",
+        abstract: "Run the coordinator of a cluster: parameters, optimizer, evaluation, checkpoints, status.",
+        discussion: """
+        Waits for --workers workers before the first step; workers that join later take part \
+        from the next step, and workers that stop answering are dropped after \
+        --worker-timeout seconds. Everything else is as in `svite train` (run directory, \
+        metrics, checkpoints, --resume).
+
+        Environment (flags win): SVITE_BIND, SVITE_STATUS, SVITE_WORKERS, SVITE_CONFIG, \
+        SVITE_WORKER_TIMEOUT, SVITE_GRADIENT_CODEC.
+
+        Example: svite coordinator --config fmnist-tiny --bind 'tcp://*:5555' --status 'tcp://*:5556' --workers 4
+        """
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var runOptions: RunOptions
+    @OptionGroup var cluster: ClusterCLIOptions
+
+    @Option(name: .long, help: ArgumentHelp("Endpoint the workers connect to.", valueName: "endpoint"))
+    var bind: String = environment["SVITE_BIND"] ?? "tcp://*:5555"
+
+    @Option(name: .long, help: ArgumentHelp("Endpoint of the status socket ('none' for none).", valueName: "endpoint"))
+    var status: String = environment["SVITE_STATUS"] ?? "tcp://*:5556"
+
+    @Option(name: .long, help: "Workers to wait for before the first step.")
+    var workers: Int = Int(environment["SVITE_WORKERS"] ?? "") ?? 1
+
+    func validate() throws {
+        guard workers >= 1 && workers <= 4096 else { throw ValidationError("--workers must be 1 to 4096 (got \(workers))") }
+    }
+
+    func run() throws {
+        let log = global.bootstrap("svite.coordinator")
+        try runOptions.execute(log: log, cluster: cluster.options(bind: bind, status: status == "none" ? nil : status, workers: workers))
+    }
+}
+
+struct WorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run a worker: join a coordinator and compute gradients on its share of each step.",
+        discussion: """
+        The worker gets the config and the weights from the coordinator and reads the data \
+        set from its own disk (the config's data.dir). It runs until the coordinator says \
+        stop. A worker restarted with the same --name takes over its old place.
+
+        Environment (flags win): SVITE_COORDINATOR, SVITE_THREADS, SVITE_WORKER_NAME.
+
+        Example: svite worker --coordinator tcp://head-node:5555 --threads 8
+        """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .long, help: ArgumentHelp("The coordinator's endpoint.", valueName: "endpoint"))
+    var coordinator: String = environment["SVITE_COORDINATOR"] ?? "tcp://127.0.0.1:5555"
+
+    @Option(name: .long, help: "Threads for computation (default: all cores).")
+    var threads: Int = Int(environment["SVITE_THREADS"] ?? "") ?? ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(name: .long, help: "Worker id (default: HOST-PID).")
+    var name: String = environment["SVITE_WORKER_NAME"] ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+
+    func validate() throws {
+        guard threads >= 1 && threads <= 1024 else { throw ValidationError("--threads must be 1 to 1024 (got \(threads))") }
+        guard !name.isEmpty && name.utf8.count <= 200 else { throw ValidationError("--name must be 1 to 200 bytes") }
+    }
+
+    func run() throws {
+        let log = global.bootstrap("svite.worker")
+        let node = try WorkerNode(options: WorkerOptions(coordinator: coordinator, name: name, threads: threads), logger: log)
+        let reason = try node.run()
+        log.info("worker \(name) done (\(reason))")
+    }
+}
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Ask a coordinator how its run is going.",
+        discussion: """
+        Reads only: nothing sent to the status socket changes the run.
+
+        Examples:
+          svite status --connect tcp://head-node:5556
+          svite status --connect tcp://127.0.0.1:5556 --watch
+          svite status --json | jq .workers
+        """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The coordinator's status endpoint.", valueName: "endpoint"))
+    var connect: String = environment["SVITE_STATUS"].map { $0.replacingOccurrences(of: "*", with: "127.0.0.1") } ?? "tcp://127.0.0.1:5556"
+
+    @Flag(name: .long, help: "Redraw every --interval seconds until interrupted.")
+    var watch = false
+
+    @Flag(name: .long, help: "Print the raw JSON document.")
+    var json = false
+
+    @Option(name: .long, help: "Seconds between refreshes with --watch.")
+    var interval: Double = 2
+
+    @Option(name: .long, help: "Seconds to wait for an answer.")
+    var timeout: Double = 3
+
+    func run() throws {
+        repeat {
+            let doc = try Self.query(connect, timeout: timeout)
+            if json {
+                print(String(decoding: try JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys]), as: UTF8.self))
+            } else {
+                if watch { print("\u{1B}[H\u{1B}[2J", terminator: "") }
+                print(StatusTable.render(doc))
+            }
+            if watch { Thread.sleep(forTimeInterval: interval) }
+        } while watch
+    }
+
+    static func query(_ endpoint: String, timeout: Double) throws -> [String: Any] {
+        let ctx = try ZMQContext()
+        let s = try ZMQSocket(ctx, .req)
+        defer { s.close() }
+        try s.connect(endpoint)
+        try s.send([Array("status".utf8)])
+        guard try Poller.readable([s], timeoutMs: Int(timeout * 1000))[0], let reply = try s.receive(), let body = reply.first else {
+            throw ValidationError("no answer from \(endpoint) within \(timeout) s: is the coordinator running, and is this its --status endpoint?")
+        }
+        guard let doc = try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+            throw ValidationError("\(endpoint) answered with something that is not a JSON object")
+        }
+        return doc
+    }
+}
+
+enum StatusTable {
+    static func render(_ d: [String: Any]) -> String {
+        func num(_ k: String) -> Double? { (d[k] as? NSNumber)?.doubleValue }
+        var lines: [String] = []
+        let step = Int(num("step") ?? 0), total = Int(num("total_steps") ?? 0)
+        lines.append("run \(d["run_id"] ?? "?")  config \(d["config"] ?? "?")  state \(d["state"] ?? "?")")
+        lines.append(String(format: "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f img/s  ETA %@",
+                            step, total, num("epoch") ?? 0, num("loss") ?? .nan, num("lr") ?? 0,
+                            num("images_per_second") ?? 0, Format.duration(num("eta_seconds") ?? .nan)))
+        if let acc = num("eval_accuracy") {
+            lines.append(String(format: "last eval: top-1 %.2f%%, loss %.4f (step %d)", acc * 100, num("eval_loss") ?? .nan, Int(num("eval_step") ?? 0)))
+        }
+        if let up = num("bytes_up_per_step"), let down = num("bytes_down_per_step") {
+            lines.append(String(format: "bytes per step: up %@ (%.2f× dense fp32), down %@ (%.2f×)",
+                                bytes(up), num("bytes_up_ratio_to_dense_fp32") ?? 0, bytes(down), num("bytes_down_ratio_to_dense_fp32") ?? 0))
+        }
+        lines.append("")
+        lines.append("rank  id                        host              state   heard   steps   up          down")
+        for w in (d["workers"] as? [[String: Any]]) ?? [] {
+            func n(_ k: String) -> Double { (w[k] as? NSNumber)?.doubleValue ?? 0 }
+            lines.append(String(format: "%4d  %-24@  %-16@  %-6@  %5.1fs  %6d  %-10@  %-10@",
+                                Int(n("rank")), "\(w["id"] ?? "?")".prefix(24).description as NSString,
+                                "\(w["host"] ?? "?")".prefix(16).description as NSString, "\(w["state"] ?? "?")" as NSString,
+                                n("seconds_since_heard"), Int(n("steps_done")), bytes(n("bytes_up")) as NSString, bytes(n("bytes_down")) as NSString))
+        }
+        if let bad = num("bad_frames"), bad > 0 { lines.append("bad frames dropped: \(Int(bad))") }
+        return lines.joined(separator: "\n")
+    }
+
+    static func bytes(_ b: Double) -> String {
+        if b >= 1_073_741_824 { return String(format: "%.2f GiB", b / 1_073_741_824) }
+        if b >= 1_048_576 { return String(format: "%.2f MiB", b / 1_048_576) }
+        if b >= 1024 { return String(format: "%.1f KiB", b / 1024) }
+        return "\(Int(b)) B"
+    }
+}
+
+/// Worker processes on this machine, started by `svite train`.
+final class LocalWorkers {
+    var processes: [Process] = []
+
+    func start(count: Int, threads: Int, endpoint: String, runDirectory: String, logLevel: String) throws {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
+        for k in 0 ..< count {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: exe)
+            p.arguments = ["worker", "--coordinator", endpoint, "--threads", "\(threads)", "--name", "local-\(k)", "--log-level", logLevel]
+            let logPath = "\(runDirectory)/worker-\(k).log"
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+            handle.seekToEndOfFile()
+            p.standardOutput = handle
+            p.standardError = handle
+            try p.run()
+            processes.append(p)
+        }
+    }
+
+    /// Waits up to `seconds` for the workers to exit, then terminates the rest.
+    func stop(waiting seconds: Double = 5) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while processes.contains(where: \.isRunning) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        for p in processes where p.isRunning { p.terminate() }
+    }
+}

@@ -1,0 +1,190 @@
+import Datasets
+import Foundation
+import Logging
+import Model
+import Testing
+import Transport
+import Wire
+import Worker
+@testable import Coordinator
+@testable import Training
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The coordinator in this process, with workers as threads or as real processes of the
+/// svite binary, all on 127.0.0.1.
+@Suite("cluster", .serialized)
+struct ClusterTests {
+    let log = Logger(label: "test")
+
+    func cluster(_ config: RunConfig, workers: Int, timeout: Double = 5, status: Bool = false) throws -> ClusterGradientSource {
+        var o = ClusterOptions()
+        o.bind = "tcp://127.0.0.1:*"
+        o.statusBind = status ? "tcp://127.0.0.1:*" : nil
+        o.expectedWorkers = workers
+        o.workerTimeout = timeout
+        o.heartbeatSeconds = 0.5
+        return try ClusterGradientSource(config: config, options: o, logger: log)
+    }
+
+    func trainer(_ config: RunConfig, dir: String, source: GradientSource?) throws -> Trainer {
+        var options = Trainer.Options(runDirectory: dir)
+        if let source { options.source = { _, _, _ in source } }
+        return try Trainer(config: config, options: options, logger: log)
+    }
+
+    func workerThread(_ endpoint: String, name: String) -> Thread {
+        let log = self.log
+        let t = Thread {
+            do {
+                let node = try WorkerNode(options: WorkerOptions(coordinator: endpoint, name: name, threads: 1), logger: log)
+                _ = try node.run()
+            } catch {
+                Issue.record("worker \(name): \(error)")
+            }
+        }
+        t.start()
+        return t
+    }
+
+    /// Two workers with half the batch each follow the single-process run to float
+    /// rounding (same data, same augmentation draws, same order).
+    @Test func twoWorkersFollowTheSingleProcessRun() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 128, test: 32)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.threads=2"])
+            let single = try trainer(config, dir: "\(dir)/single", source: nil)
+            _ = try single.run()
+
+            let source = try cluster(config, workers: 2)
+            let threads = [workerThread(source.endpoint, name: "a"), workerThread(source.endpoint, name: "b")]
+            let distributed = try trainer(config, dir: "\(dir)/cluster", source: source)
+            let summary = try distributed.run()
+            #expect(summary.steps == 8)
+            var worst: Float = 0, scale: Float = 0
+            for i in 0 ..< single.server.params.count {
+                worst = max(worst, abs(single.server.params[i] - distributed.server.params[i]))
+                scale = max(scale, abs(single.server.params[i]))
+            }
+            #expect(worst <= 1e-5 * scale, "max |Δθ| = \(worst), max |θ| = \(scale)")
+            #expect(source.live.count == 2 && source.live.allSatisfy { $0.stepsDone == 8 })
+            let up = MetricsLog.read(summary.metrics).compactMap { $0["bytes_up_per_step"] as? Int }
+            #expect(up.allSatisfy { $0 >= 2 * 4 * distributed.server.model.layout.parameterCount }, "fp32 gradients from two workers: \(up)")
+            for t in threads { while t.isExecuting { Thread.sleep(forTimeInterval: 0.01) } }
+        }
+    }
+
+    /// Garbage and mutated frames from a stranger are counted and dropped while the run
+    /// goes on; the status socket answers with the workers and the bytes.
+    @Test func badFramesAreCountedAndTheRunGoesOn() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 96, test: 32)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1"])
+            let source = try cluster(config, workers: 1, status: true)
+            let status = RunStatus(config: config, parameters: 1)
+            source.runStatus = status
+            let endpoint = source.endpoint, statusEndpoint = source.statusEndpoint!
+            _ = workerThread(endpoint, name: "good")
+            let fuzzer = Thread {
+                guard let ctx = try? ZMQContext(), let s = try? ZMQSocket.workerDealer(ctx, identity: "fuzzer", maxMessageBytes: -1, heartbeatMs: 500) else { return }
+                try? s.connect(endpoint)
+                var rng = SplitMix(11)
+                let good = Frame(header: FrameHeader(type: .grads, runID: source.runID, step: 0, layoutHash: source.layout.hash),
+                                 payload: [1, 2, 3]).encoded()
+                for k in 0 ..< 300 {
+                    var b = k % 3 == 0 ? (0 ..< Int(rng.next() % 100)).map { _ in UInt8(truncatingIfNeeded: rng.next()) } : good
+                    if k % 3 == 1 { b[Int(rng.next() % UInt64(b.count))] ^= 0x40 }
+                    _ = try? s.send([b])
+                }
+                Thread.sleep(forTimeInterval: 0.5)
+            }
+            fuzzer.start()
+            var answered: [String: Any]?
+            let t = try trainer(config, dir: "\(dir)/run", source: source)
+            let summary = try t.run { event in
+                if case .step(let r) = event, r.step == 3, answered == nil {
+                    // Ask the status socket from another thread while the coordinator pumps.
+                    let box = ResultBox()
+                    let q = Thread { box.value = try? queryStatus(statusEndpoint) }
+                    q.start()
+                    answered = [:]
+                    box.thread = q
+                    pendingStatus = box
+                }
+            }
+            #expect(summary.steps == 6)
+            #expect(source.badFrameTotal >= 100, "\(source.badFrameTotal)")
+            if let box = pendingStatus {
+                while box.thread?.isExecuting == true { Thread.sleep(forTimeInterval: 0.01) }
+                let doc = box.value
+                #expect((doc?["workers"] as? [[String: Any]])?.first?["id"] as? String == "good", "\(String(describing: doc))")
+                #expect(doc?["run_id"] as? String == String(source.runID, radix: 16))
+            } else {
+                Issue.record("no status query was made")
+            }
+        }
+    }
+
+    /// Real worker processes: one is killed with SIGKILL mid-run and another starts late;
+    /// the run finishes with the survivors, the late one takes part, no step is applied
+    /// twice.
+    @Test func killedWorkerIsDroppedAndLateWorkerJoins() throws {
+        let exe = "\(repoRoot)/.build/debug/svite"
+        guard FileManager.default.isExecutableFile(atPath: exe) else {
+            Issue.record("\(exe) not built (swift build first)")
+            return
+        }
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 640, test: 32)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.batch_size=16"])
+            let source = try cluster(config, workers: 2, timeout: 2)
+            func spawn(_ name: String) throws -> Process {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: exe)
+                p.arguments = ["worker", "--coordinator", source.endpoint, "--threads", "1", "--name", name, "--log-level", "warning"]
+                p.standardOutput = FileHandle.nullDevice
+                p.standardError = FileHandle.nullDevice
+                try p.run()
+                return p
+            }
+            let a = try spawn("a"), b = try spawn("b")
+            var late: Process?
+            var steps: [Int] = []
+            let t = try trainer(config, dir: "\(dir)/run", source: source)
+            let summary = try t.run { event in
+                guard case .step(let r) = event else { return }
+                steps.append(r.step)
+                if r.step == 10 { kill(a.processIdentifier, SIGKILL) }
+                if r.step == 15 { late = try? spawn("late") }
+            }
+            #expect(summary.steps == 40 && t.server.step == 40 && t.server.optimizer.updates == 40)
+            #expect(steps == Array(1 ... 40))
+            let records = Dictionary(uniqueKeysWithValues: source.workers.values.map { ($0.name, $0) })
+            #expect(records["a"]?.state == .lost)
+            #expect((records["late"]?.stepsDone ?? 0) > 0, "late worker took part")
+            #expect(records["b"]?.stepsDone ?? 0 >= 30)
+            for p in [a, b, late].compactMap({ $0 }) {
+                let deadline = Date().addingTimeInterval(5)
+                while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+                if p.isRunning { p.terminate(); Issue.record("worker did not exit after stop") }
+            }
+        }
+    }
+}
+
+final class ResultBox: @unchecked Sendable {
+    var value: [String: Any]?
+    var thread: Thread?
+}
+
+nonisolated(unsafe) var pendingStatus: ResultBox?
+
+func queryStatus(_ endpoint: String) throws -> [String: Any]? {
+    let ctx = try ZMQContext()
+    let s = try ZMQSocket(ctx, .req)
+    try s.connect(endpoint)
+    try s.send([Array("status".utf8)])
+    guard try Poller.readable([s], timeoutMs: 5000)[0], let reply = try s.receive()?.first else { return nil }
+    return try JSONSerialization.jsonObject(with: Data(reply)) as? [String: Any]
+}
