@@ -44,7 +44,13 @@ struct RunOptions: ParsableArguments {
     @Flag(name: .long, help: "Plain periodic lines instead of a live progress bar, even on a terminal.")
     var plain = false
 
+    @Flag(name: .long, help: "With --out: resume the run there if it has a checkpoint, else start it (for services that restart).")
+    var autoResume = false
+
     func validate() throws {
+        if autoResume && (out == nil || resume != nil) {
+            throw ValidationError("--auto-resume needs --out DIR (and no --resume)")
+        }
         if resume != nil && configOptions.config != nil {
             throw ValidationError("--resume uses the config stored in the checkpoint; drop --config (use --set to change a setting)")
         }
@@ -60,6 +66,10 @@ struct RunOptions: ParsableArguments {
     func prepare() throws -> (RunConfig, Trainer.Options) {
         var options: Trainer.Options
         let config: RunConfig
+        var resume = self.resume
+        if autoResume, let out, !Checkpoint.list(in: "\(out)/checkpoints").isEmpty {
+            resume = out
+        }
         if let resume {
             let path = try Checkpoint.locate(resume)
             let contents = try Checkpoint.read(path, overrides: configOptions.overrides)
