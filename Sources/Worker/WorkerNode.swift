@@ -56,10 +56,12 @@ public final class WorkerNode: @unchecked Sendable {
     final class ComputeJob: @unchecked Sendable {
         let step: UInt64
         let lock = NSLock()
+        /// Signalled when the gradient is ready, so the socket thread sends it at once.
+        let done = DispatchSemaphore(value: 0)
         var result: BatchResult?
         init(step: UInt64) { self.step = step }
         var finished: BatchResult? { lock.lock(); defer { lock.unlock() }; return result }
-        func finish(_ r: BatchResult) { lock.lock(); result = r; lock.unlock() }
+        func finish(_ r: BatchResult) { lock.lock(); result = r; lock.unlock(); done.signal() }
     }
 
     public init(options: WorkerOptions, logger: Logger) throws {
@@ -83,7 +85,14 @@ public final class WorkerNode: @unchecked Sendable {
                 info = nil
                 try sendJoin()
             }
-            if try Poller.readable([socket], timeoutMs: 50)[0] {
+            // While a gradient is being computed, wake the moment it is ready (and look at
+            // the socket between waits); otherwise wait on the socket.
+            var socketTimeout = 50
+            if let j = job {
+                _ = j.done.wait(timeout: .now() + .milliseconds(100))
+                socketTimeout = 0
+            }
+            if try Poller.readable([socket], timeoutMs: socketTimeout)[0] {
                 while let parts = try socket.receive() {
                     if let reason = try handle(parts) { return reason }
                 }

@@ -2,12 +2,14 @@ import ArgumentParser
 import Benchmarks
 import Foundation
 import Model
+import Kernels
 import Training
+import Wire
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure speed: prints a table (or JSON) of what was timed and on what machine.",
-        subcommands: [BenchModel.self]
+        subcommands: [BenchModel.self, BenchComm.self]
     )
 }
 
@@ -69,6 +71,63 @@ struct BenchModel: ParsableCommand {
             print(String(decoding: try enc.encode(result), as: UTF8.self))
         } else {
             print(result.table)
+        }
+    }
+}
+
+struct BenchComm: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "comm",
+        abstract: "Time the coordinator's side of a step: decode and average worker gradients, apply AdamW, encode parameters.",
+        discussion: """
+        Synthetic gradient frames (one per worker) go through everything the coordinator does \
+        with a real push except the socket: header and payload checksums, LZ4, the value \
+        codec, the images-weighted average; then one AdamW step and a parameters frame for \
+        every worker. Prints frames decoded per second, uplink payload GB/s and steps per \
+        second for each config, fp32 and bf16 gradients.
+
+        Example: svite bench comm --config fmnist-tiny --config deit-tiny --workers 4
+        """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .long, help: "Configs to measure (repeatable).")
+    var config: [String] = ["fmnist-tiny", "deit-tiny"]
+
+    @Option(name: .long, help: "Workers pushing each step.")
+    var workers: Int = 4
+
+    @Option(name: .long, help: "Timed steps per config.")
+    var steps: Int = 10
+
+    @Flag(name: .long, help: "Print JSON instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard workers >= 1 && workers <= 256 else { throw ValidationError("--workers must be 1 to 256 (got \(workers))") }
+        guard steps >= 3 else { throw ValidationError("--steps must be at least 3 (got \(steps))") }
+    }
+
+    func run() throws {
+        _ = global.bootstrap("svite.bench")
+        BLAS.setThreads(1)
+        var rows: [CommBenchmark.Result] = []
+        for name in config {
+            let file = try RunConfig.resolve(name)
+            for codec in [ValueCodec.fp32, .bf16] {
+                var o = CommBenchmark.Options(config: file.model, configName: file.name)
+                o.workers = workers; o.steps = steps; o.codec = codec
+                rows.append(try CommBenchmark(o).run())
+            }
+        }
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            enc.keyEncodingStrategy = .convertToSnakeCase
+            print(String(decoding: try enc.encode(rows), as: UTF8.self))
+        } else {
+            print(CommBenchmark.table(rows))
         }
     }
 }

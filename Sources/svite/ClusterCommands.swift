@@ -192,10 +192,10 @@ enum StatusTable {
         lines.append("rank  id                        host              state   heard   steps   up          down")
         for w in (d["workers"] as? [[String: Any]]) ?? [] {
             func n(_ k: String) -> Double { (w[k] as? NSNumber)?.doubleValue ?? 0 }
-            lines.append(String(format: "%4d  %-24@  %-16@  %-6@  %5.1fs  %6d  %-10@  %-10@",
-                                Int(n("rank")), "\(w["id"] ?? "?")".prefix(24).description as NSString,
-                                "\(w["host"] ?? "?")".prefix(16).description as NSString, "\(w["state"] ?? "?")" as NSString,
-                                n("seconds_since_heard"), Int(n("steps_done")), bytes(n("bytes_up")) as NSString, bytes(n("bytes_down")) as NSString))
+            func pad(_ v: Any?, _ n: Int) -> String { String("\(v ?? "?")".prefix(n)).padding(toLength: n, withPad: " ", startingAt: 0) }
+            lines.append(String(format: "%4d  ", Int(n("rank"))) + pad(w["id"], 24) + "  " + pad(w["host"], 16) + "  " + pad(w["state"], 6)
+                + String(format: "  %5.1fs  %6d  ", n("seconds_since_heard"), Int(n("steps_done")))
+                + pad(bytes(n("bytes_up")), 10) + "  " + bytes(n("bytes_down")))
         }
         if let bad = num("bad_frames"), bad > 0 { lines.append("bad frames dropped: \(Int(bad))") }
         return lines.joined(separator: "\n")

@@ -126,9 +126,9 @@ struct ClusterTests {
         }
     }
 
-    /// Real worker processes: one is killed with SIGKILL mid-run and another starts late;
-    /// the run finishes with the survivors, the late one takes part, no step is applied
-    /// twice.
+    /// Real worker processes train for 200 steps: one is killed with SIGKILL mid-run and
+    /// another starts late; the run finishes with the survivors, the late one takes part,
+    /// no step is applied twice, and the loss falls.
     @Test func killedWorkerIsDroppedAndLateWorkerJoins() throws {
         let exe = "\(repoRoot)/.build/debug/svite"
         guard FileManager.default.isExecutableFile(atPath: exe) else {
@@ -136,7 +136,7 @@ struct ClusterTests {
             return
         }
         try withTemporaryDirectory { dir in
-            try writeSyntheticIDX(dir: dir, train: 640, test: 32)
+            try writeSyntheticIDX(dir: dir, train: 3200, test: 32)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.batch_size=16"])
             let source = try cluster(config, workers: 2, timeout: 2)
             func spawn(_ name: String) throws -> Process {
@@ -151,20 +151,25 @@ struct ClusterTests {
             let a = try spawn("a"), b = try spawn("b")
             var late: Process?
             var steps: [Int] = []
+            var losses: [Double] = []
             let t = try trainer(config, dir: "\(dir)/run", source: source)
             let summary = try t.run { event in
                 guard case .step(let r) = event else { return }
                 steps.append(r.step)
-                if r.step == 10 { kill(a.processIdentifier, SIGKILL) }
-                if r.step == 15 { late = try? spawn("late") }
+                losses.append(r.loss)
+                if r.step == 50 { kill(a.processIdentifier, SIGKILL) }
+                if r.step == 80 { late = try? spawn("late") }
             }
-            #expect(summary.steps == 40 && t.server.step == 40 && t.server.optimizer.updates == 40)
-            #expect(steps == Array(1 ... 40))
+            #expect(summary.steps == 200 && t.server.step == 200 && t.server.optimizer.updates == 200)
+            #expect(steps == Array(1 ... 200))
+            let lossEarly = losses.prefix(5).reduce(0, +) / 5, lossLate = losses.suffix(5).reduce(0, +) / 5
+            #expect(lossLate < lossEarly, "loss \(lossEarly) → \(lossLate)")
             let records = Dictionary(uniqueKeysWithValues: source.workers.values.map { ($0.name, $0) })
             #expect(records["a"]?.state == .lost)
             #expect((records["late"]?.stepsDone ?? 0) > 0, "late worker took part")
-            #expect(records["b"]?.stepsDone ?? 0 >= 30)
-            for p in [a, b, late].compactMap({ $0 }) {
+            #expect(records["b"]?.stepsDone ?? 0 >= 190)
+            let all: [Process] = [a, b] + (late.map { [$0] } ?? [])
+            for p in all {
                 let deadline = Date().addingTimeInterval(5)
                 while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
                 if p.isRunning { p.terminate(); Issue.record("worker did not exit after stop") }
