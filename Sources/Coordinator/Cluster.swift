@@ -125,7 +125,7 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
             }
             stepsStarted += 1
             if let g = try runStep(params: params, work: work, stop: stop) { return g }
-            log.warning("step \(work.step): no gradient arrived (every worker was lost); repeating the step")
+            log.warning("step \(work.step): no gradient arrived (every worker left or was lost); repeating the step")
         }
     }
     var stepsStarted = 0

@@ -72,11 +72,16 @@ public final class WorkerNode: @unchecked Sendable {
         try socket.connect(options.coordinator)
     }
 
-    /// Runs until the coordinator says stop (returns its reason) or refuses this worker
-    /// (throws).
-    public func run() throws -> String {
+    /// Runs until the coordinator says stop (returns its reason), `stop` is raised (the
+    /// worker says leave and returns), or the coordinator refuses this worker (throws).
+    public func run(stop: StopFlag = StopFlag()) throws -> String {
         log.info("worker \(options.name) connecting to \(options.coordinator) with \(options.threads) thread(s)")
         while true {
+            if stop.isRaised {
+                if info != nil { try send(.leave, Payload.reason("interrupted"), step: 0) }
+                log.info("worker \(options.name) leaving after \(stepsDone) steps")
+                return "interrupted"
+            }
             let now = clock.seconds
             if info == nil && now - lastJoin > 2 {
                 try sendJoin()

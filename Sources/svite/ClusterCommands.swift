@@ -109,7 +109,9 @@ struct WorkerCommand: ParsableCommand {
     func run() throws {
         let log = global.bootstrap("svite.worker")
         let node = try WorkerNode(options: WorkerOptions(coordinator: coordinator, name: name, threads: threads), logger: log)
-        let reason = try node.run()
+        let stop = StopFlag()
+        StopSignals.install(stop) {}
+        let reason = try node.run(stop: stop)
         log.info("worker \(name) done (\(reason))")
     }
 }
