@@ -45,6 +45,7 @@ let package = Package(
         ], swiftSettings: numericFlags),
         .target(name: "Datasets", dependencies: ["Kernels", "Model", "CZlib"], swiftSettings: numericFlags),
         .target(name: "Optim", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
+        .target(name: "Sparsity", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
         .target(name: "Training", dependencies: [
             "Kernels", "Model", "Datasets", "Optim",
             .product(name: "Logging", package: "swift-log"),
@@ -72,6 +73,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Benchmarks"],
                     swiftSettings: numericFlags),
         .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: numericFlags),
+        .testTarget(name: "SparsityTests", dependencies: ["Sparsity", "Model", "Kernels"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels",
                                                     "Coordinator", "Worker", "Transport", "Wire",

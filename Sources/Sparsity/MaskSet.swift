@@ -1,0 +1,103 @@
+import Kernels
+import Model
+
+/// Which weights are active, over the parameter layout: a float buffer of the same layout
+/// holding 1 (active) or 0 (inactive), so applying a mask is one multiply per value.
+/// Tensors that are not prunable are all ones. The coordinator owns the mask and bumps
+/// `version` at every topology change; frames carry the version they were made under.
+public final class MaskSet: @unchecked Sendable {
+    public let layout: ParameterLayout
+    /// The prunable tensors, in layout order.
+    public let prunable: [TensorSpec]
+    public let mask: FloatBuffer
+    /// 1 where a weight has been active at any time since the start (exploration rate).
+    public let everActive: FloatBuffer
+    public private(set) var version: Int = 0
+
+    /// Which tensors are prunable: every block's qkv, proj, fc1 and fc2 weights, and
+    /// optionally the patch embedding and the head (as the official code does).
+    public static func prunableTensors(_ layout: ParameterLayout, includeEmbeddingAndHead: Bool = false) -> [TensorSpec] {
+        layout.tensors.filter { t in
+            if t.name.hasPrefix("blocks.") {
+                return [".attn.qkv.weight", ".attn.proj.weight", ".mlp.fc1.weight", ".mlp.fc2.weight"].contains { t.name.hasSuffix($0) }
+            }
+            return includeEmbeddingAndHead && (t.name == "patch_embed.proj.weight" || t.name == "head.weight")
+        }
+    }
+
+    /// All ones (dense) over the given prunable tensors.
+    public init(layout: ParameterLayout, prunable: [TensorSpec]) {
+        self.layout = layout
+        self.prunable = prunable
+        mask = FloatBuffer(count: layout.count)
+        everActive = FloatBuffer(count: layout.count)
+        for t in layout.tensors {
+            let m = mask.view(t)
+            for i in m.indices { m[i] = 1 }
+        }
+        for t in prunable {
+            let e = everActive.view(t)
+            for i in e.indices { e[i] = 1 }
+        }
+    }
+
+    /// Sets each prunable tensor to exactly `counts[name]` active weights chosen uniformly
+    /// at random (the paper's random initial topology).
+    public func randomize(counts: [String: Int], seed: UInt64) {
+        var rng = Xoshiro256(seed: seed)
+        for t in prunable {
+            let k = counts[t.name] ?? t.count
+            precondition(k >= 0 && k <= t.count, "MaskSet: \(k) active of \(t.count) in \(t.name)")
+            // Partial Fisher–Yates: the first k of a random permutation are active.
+            var order = Array(0 ..< t.count)
+            for i in 0 ..< k {
+                let j = i + Int(rng.next() % UInt64(t.count - i))
+                order.swapAt(i, j)
+            }
+            let m = mask.view(t), e = everActive.view(t)
+            for i in m.indices { m[i] = 0; e[i] = 0 }
+            for i in order[0 ..< k] { m[i] = 1; e[i] = 1 }
+        }
+        version += 1
+    }
+
+    /// Marks a topology change (after prune-and-grow has edited `mask`).
+    public func bumpVersion() { version += 1 }
+
+    /// Zeroes the inactive values of a buffer in the same layout (weights, gradients,
+    /// optimizer moments).
+    public func apply(to buffer: FloatBuffer) {
+        precondition(buffer.count == layout.count)
+        for t in prunable {
+            let b = buffer.pointer + t.offset, m = mask.pointer + t.offset
+            for i in 0 ..< t.count { b[i] *= m[i] }
+        }
+    }
+
+    public func activeCount(_ t: TensorSpec) -> Int {
+        let m = mask.pointer + t.offset
+        var n = 0
+        for i in 0 ..< t.count where m[i] != 0 { n += 1 }
+        return n
+    }
+
+    public func isActive(_ t: TensorSpec, _ i: Int) -> Bool { mask.pointer[t.offset + i] != 0 }
+
+    /// Active weights over all prunable tensors.
+    public var activePrunable: Int { prunable.reduce(0) { $0 + activeCount($1) } }
+    public var totalPrunable: Int { prunable.reduce(0) { $0 + $1.count } }
+    public var density: Double { Double(activePrunable) / Double(max(totalPrunable, 1)) }
+
+    /// Fraction of prunable weights that have ever been active (the exploration rate).
+    public var explorationRate: Double {
+        var n = 0
+        for t in prunable {
+            let e = everActive.pointer + t.offset
+            for i in 0 ..< t.count where e[i] != 0 { n += 1 }
+        }
+        return Double(n) / Double(max(totalPrunable, 1))
+    }
+
+    /// Records newly active weights in `everActive`.
+    func noteActive(_ t: TensorSpec, _ i: Int) { everActive.pointer[t.offset + i] = 1 }
+}

@@ -1,0 +1,141 @@
+import Kernels
+import Model
+import Testing
+@testable import Sparsity
+
+@Suite("sparsity")
+struct SparsityTests {
+    let fmnist = ParameterLayout(config: ViTConfig.presets["fmnist-tiny"]!)
+
+    @Test func prunableTensorsAreTheBlockLinears() {
+        let p = MaskSet.prunableTensors(fmnist)
+        #expect(p.count == 6 * 4)
+        #expect(p.allSatisfy { $0.name.hasPrefix("blocks.") && $0.name.hasSuffix(".weight") && $0.shape.count == 2 })
+        let all = MaskSet.prunableTensors(fmnist, includeEmbeddingAndHead: true)
+        #expect(all.count == 26 && all.contains { $0.name == "head.weight" } && all.contains { $0.name == "patch_embed.proj.weight" })
+    }
+
+    @Test(arguments: [0.5, 0.4, 0.1, 0.013])
+    func erkHitsTheBudgetExactlyAndFollowsTheFormula(density: Double) {
+        let tensors = MaskSet.prunableTensors(fmnist).map { (name: $0.name, shape: $0.shape) }
+        let counts = SparsityDistribution.erk.counts(tensors, density: density)
+        let total = tensors.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        #expect(counts.values.reduce(0, +) == Int((density * Double(total)).rounded()))
+        // density_l / ((n_in + n_out)/(n_in·n_out)) is the same ε for every non-dense layer.
+        // Checked as counts: each within rounding (±1) of ε·score_l·n_l with one ε.
+        var eps = 0.0, weight = 0.0
+        for t in tensors {
+            let n = Double(t.shape.reduce(1, *)), score = Double(t.shape.reduce(0, +)) / n
+            #expect(counts[t.name]! <= Int(n))
+            eps += Double(counts[t.name]!); weight += score * n
+        }
+        eps /= weight
+        for t in tensors {
+            let n = Double(t.shape.reduce(1, *)), score = Double(t.shape.reduce(0, +)) / n
+            #expect(abs(Double(counts[t.name]!) - eps * score * n) <= 1, "\(t.name)")
+        }
+        // qkv (288×96) gets a lower density than proj (96×96): more weights, same fan sum ratio.
+        #expect(counts["blocks.0.attn.qkv.weight"]! * 96 * 96 < counts["blocks.0.attn.proj.weight"]! * 288 * 96)
+    }
+
+    @Test func erkMakesSmallLayersDenseAndSolvesAgain() {
+        // A 4×4 layer beside two big ones: at density 0.5 its ERK density would exceed 1.
+        let tensors = [(name: "small", shape: [4, 4]), (name: "a", shape: [400, 300]), (name: "b", shape: [300, 400])]
+        let counts = SparsityDistribution.erk.counts(tensors, density: 0.5)
+        #expect(counts["small"] == 16)
+        #expect(counts.values.reduce(0, +) == Int((0.5 * Double(16 + 240_000)).rounded()))
+        #expect(abs(counts["a"]! - counts["b"]!) <= 1)
+    }
+
+    @Test func uniformGivesEveryLayerTheSameDensity() {
+        let tensors = MaskSet.prunableTensors(fmnist).map { (name: $0.name, shape: $0.shape) }
+        let counts = SparsityDistribution.uniform.counts(tensors, density: 0.3)
+        for t in tensors {
+            let n = t.shape.reduce(1, *)
+            #expect(abs(counts[t.name]! - Int(0.3 * Double(n))) <= 1)
+        }
+    }
+
+    @Test func decayScheduleValues() {
+        let s = UpdateSchedule(interval: 10, endFraction: 0.8, initialFraction: 0.5)
+        #expect(s.fraction(step: 0, total: 1000) == nil)
+        #expect(s.fraction(step: 15, total: 1000) == nil)
+        #expect(abs(s.fraction(step: 10, total: 1000)! - 0.25 * (1 + cos(Double.pi * 10 / 800))) < 1e-12)
+        #expect(abs(s.fraction(step: 400, total: 1000)! - 0.25) < 1e-12)  // halfway to T_end: ζ/2
+        #expect(s.fraction(step: 800, total: 1000) == nil)               // T_end and after: no updates
+        let o = UpdateSchedule(interval: 10, decay: .official)
+        #expect(abs(o.fraction(step: 500, total: 1000)! - 0.25) < 1e-12)
+        #expect(o.fraction(step: 990, total: 1000)! == 0.005 || o.fraction(step: 990, total: 1000)! > 0.005)
+        #expect(o.fraction(step: 900, total: 1000) != nil)
+    }
+
+    /// One update: counts kept, the pruned were the smallest active, the grown the largest
+    /// gradients among the inactive, grown weights and moments are zero, and inactive
+    /// weights stay zero when the mask is applied after optimizer steps.
+    @Test func pruneAndGrowInvariants() {
+        let layout = ParameterLayout(tensors: [("blocks.0.attn.qkv.weight", [12, 4]), ("blocks.0.attn.qkv.bias", [12]),
+                                               ("blocks.0.mlp.fc1.weight", [8, 4])])
+        let masks = MaskSet(layout: layout, prunable: MaskSet.prunableTensors(layout))
+        #expect(masks.prunable.count == 2)
+        let counts = SparsityDistribution.erk.counts(masks.prunable.map { ($0.name, $0.shape) }, density: 0.5)
+        masks.randomize(counts: counts, seed: 1)
+        let params = FloatBuffer(count: layout.count), grads = FloatBuffer(count: layout.count)
+        let m1 = FloatBuffer(count: layout.count), m2 = FloatBuffer(count: layout.count)
+        var rng = Xoshiro256(seed: 2)
+        for i in 0 ..< layout.count {
+            params[i] = rng.nextNormal(); grads[i] = rng.nextNormal(); m1[i] = 1; m2[i] = 2
+        }
+        masks.apply(to: params)
+        let before = masks.prunable.map { masks.activeCount($0) }
+        let oldMask = masks.mask.array, oldParams = params.array
+        let v0 = masks.version
+        let changes = PruneAndGrow.update(masks: masks, params: params, growScore: { UnsafePointer(grads.pointer + $0.offset) },
+                                          fraction: 0.3, moments: [m1, m2])
+        #expect(masks.version == v0 + 1)
+        #expect(masks.prunable.map { masks.activeCount($0) } == before)
+        for (t, c) in zip(masks.prunable, changes) {
+            let k = Int((0.3 * Double(before[masks.prunable.firstIndex(of: t)!])).rounded(.up))
+            #expect(c.pruned.count == k && c.grown.count == k)
+            let activeBefore = (0 ..< t.count).filter { oldMask[t.offset + $0] != 0 }
+            let cutoff = c.pruned.map { abs(oldParams[t.offset + $0]) }.max()!
+            let kept = activeBefore.filter { !c.pruned.contains($0) }
+            #expect(kept.allSatisfy { abs(oldParams[t.offset + $0]) >= cutoff }, "pruned were the smallest")
+            let inactiveAfterDrop = (0 ..< t.count).filter { oldMask[t.offset + $0] == 0 || c.pruned.contains($0) }
+            let floor = c.grown.map { abs(grads[t.offset + $0]) }.min()!
+            let notGrown = inactiveAfterDrop.filter { !c.grown.contains($0) }
+            #expect(notGrown.allSatisfy { abs(grads[t.offset + $0]) <= floor }, "grown were the largest gradients")
+            for i in c.grown {
+                #expect(params[t.offset + i] == 0 && m1[t.offset + i] == 0 && m2[t.offset + i] == 0)
+            }
+            for i in 0 ..< t.count where masks.mask[t.offset + i] == 0 {
+                #expect(params[t.offset + i] == 0, "inactive weights are zero")
+            }
+        }
+        // The bias is not prunable and was left alone.
+        let bias = layout.spec("blocks.0.attn.qkv.bias")
+        for i in 0 ..< bias.count { #expect(params[bias.offset + i] == oldParams[bias.offset + i]) }
+        // Exploration: every weight active at start or grown since.
+        #expect(masks.explorationRate > masks.density)
+        // Many optimizer-like steps followed by the mask keep inactive weights at zero.
+        for _ in 0 ..< 50 {
+            for i in 0 ..< layout.count { params[i] += 0.1 * rng.nextNormal() }
+            masks.apply(to: params)
+        }
+        for t in masks.prunable {
+            for i in 0 ..< t.count where masks.mask[t.offset + i] == 0 { #expect(params[t.offset + i] == 0) }
+        }
+    }
+
+    @Test func randomTopologyHasExactCounts() {
+        let masks = MaskSet(layout: fmnist, prunable: MaskSet.prunableTensors(fmnist))
+        let counts = SparsityDistribution.erk.counts(masks.prunable.map { ($0.name, $0.shape) }, density: 0.5)
+        masks.randomize(counts: counts, seed: 9)
+        for t in masks.prunable { #expect(masks.activeCount(t) == counts[t.name]) }
+        #expect(abs(masks.density - 0.5) < 1e-6)
+        #expect(masks.explorationRate == masks.density)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
