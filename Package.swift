@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "Optim", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
         .target(name: "Sparsity", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
         .target(name: "Training", dependencies: [
-            "Kernels", "Model", "Datasets", "Optim",
+            "Kernels", "Model", "Datasets", "Optim", "Sparsity",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: numericFlags),
@@ -63,7 +63,7 @@ let package = Package(
         ], swiftSettings: numericFlags),
         .target(name: "Benchmarks", dependencies: ["Kernels", "Model", "Optim", "Training", "Wire"], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
-            "Model", "Kernels", "Benchmarks", "Datasets", "Optim", "Training", "Coordinator", "Worker", "Wire",
+            "Model", "Kernels", "Benchmarks", "Datasets", "Optim", "Training", "Coordinator", "Worker", "Wire", "Sparsity",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
@@ -75,7 +75,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: numericFlags),
         .testTarget(name: "SparsityTests", dependencies: ["Sparsity", "Model", "Kernels"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels",
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity",
                                                     "Coordinator", "Worker", "Transport", "Wire",
                                                     .product(name: "Logging", package: "swift-log")],
                     swiftSettings: numericFlags),

@@ -64,6 +64,9 @@ public final class MaskSet: @unchecked Sendable {
     /// Marks a topology change (after prune-and-grow has edited `mask`).
     public func bumpVersion() { version += 1 }
 
+    /// After a checkpoint has written `mask` and `everActive` back.
+    public func restoreVersion(_ v: Int) { version = v }
+
     /// Zeroes the inactive values of a buffer in the same layout (weights, gradients,
     /// optimizer moments).
     public func apply(to buffer: FloatBuffer) {

@@ -1,6 +1,7 @@
 import Foundation
 import Model
 import Optim
+import Sparsity
 
 /// What a checkpoint records besides tensors: enough to continue the run exactly.
 /// All randomness after initialisation is a pure function of (seed, epoch, step, image),
@@ -25,6 +26,8 @@ public struct CheckpointState: Codable, Sendable, Equatable {
     public var lastEvalAccuracy: Double?
     public var lastEvalLoss: Double?
     public var createdAt: String
+    /// The topology's version (sparse runs only).
+    public var maskVersion: Int?
 
     public init(runName: String, step: Int, epoch: Int, stepInEpoch: Int, seed: UInt64, layoutHash: UInt64,
                 optimizer: String, optimizerUpdates: Int, imagesSeen: Int, elapsedSeconds: Double,
@@ -51,6 +54,10 @@ public enum Checkpoint {
     public static let stateKey = "svite.state"
     public static let configKey = "svite.config"
     public static let formatKey = "format"
+    public static let maskPrefix = "sparsity.mask"
+    public static let everActivePrefix = "sparsity.ever_active"
+    /// Tensors in a checkpoint that are not weights.
+    public static let stateTensorPrefixes = ["optimizer.", "sparsity.", "token_selector."]
 
     public static func fileName(step: Int) -> String { String(format: "step-%08d.safetensors", step) }
 
@@ -63,6 +70,15 @@ public enum Checkpoint {
             tensors += layout.tensors.map {
                 (name: "\(prefix).\($0.name)", shape: $0.shape, values: UnsafeBufferPointer(buffer.view($0)))
             }
+        }
+        var state = state
+        if let masks = server.masks {
+            for (prefix, buffer) in [(maskPrefix, masks.mask), (everActivePrefix, masks.everActive)] {
+                tensors += masks.prunable.map {
+                    (name: "\(prefix).\($0.name)", shape: $0.shape, values: UnsafeBufferPointer(buffer.view($0)))
+                }
+            }
+            state.maskVersion = masks.version
         }
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
@@ -114,7 +130,16 @@ public enum Checkpoint {
             throw CheckpointError(path: c.file.path, message: "saved with optimizer \(c.state.optimizer), config says \(server.optimizer.config.kind.rawValue)")
         }
         let prefixes = server.optimizer.stateBuffers.map(\.name)
-        // Check the moments' entries before anything is written.
+        let maskBuffers: [(String, FloatBuffer)] = server.masks.map { [(maskPrefix, $0.mask), (everActivePrefix, $0.everActive)] } ?? []
+        // Check the moments' and masks' entries before anything is written.
+        for (prefix, _) in maskBuffers {
+            for t in server.masks!.prunable {
+                let name = "\(prefix).\(t.name)"
+                guard let e = c.file.entries[name], e.dtype == "F32", e.shape == t.shape else {
+                    throw CheckpointError(path: c.file.path, message: "sparse run, but the checkpoint has no usable \(name) (was it saved by a dense run, or with other prunable layers?)")
+                }
+            }
+        }
         for prefix in prefixes {
             for t in layout.tensors {
                 let name = "\(prefix).\(t.name)"
@@ -126,7 +151,7 @@ public enum Checkpoint {
                 }
             }
         }
-        try c.file.load(into: server.params, layout: layout, strict: true, ignoringPrefixes: prefixes.map { $0 + "." })
+        try c.file.load(into: server.params, layout: layout, strict: true, ignoringPrefixes: stateTensorPrefixes)
         for (prefix, buffer) in server.optimizer.stateBuffers {
             for t in layout.tensors {
                 let values = try c.file.floats("\(prefix).\(t.name)")
@@ -134,6 +159,14 @@ public enum Checkpoint {
                 values.withUnsafeBufferPointer { dst.baseAddress!.update(from: $0.baseAddress!, count: t.count) }
             }
         }
+        for (prefix, buffer) in maskBuffers {
+            for t in server.masks!.prunable {
+                let values = try c.file.floats("\(prefix).\(t.name)")
+                let dst = buffer.view(t)
+                values.withUnsafeBufferPointer { dst.baseAddress!.update(from: $0.baseAddress!, count: t.count) }
+            }
+        }
+        server.masks?.restoreVersion(c.state.maskVersion ?? 0)
         server.restore(step: c.state.step, optimizerUpdates: c.state.optimizerUpdates)
     }
 

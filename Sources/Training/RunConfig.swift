@@ -2,6 +2,7 @@ import Datasets
 import Foundation
 import Model
 import Optim
+import Sparsity
 import Yams
 
 /// The `training:` section.
@@ -90,15 +91,17 @@ public struct RunConfig: Sendable, Equatable {
     public var optimizer: OptimizerConfig
     public var schedule: ScheduleConfig
     public var training: TrainingConfig
+    public var sparsity: SparsityConfig
     /// Where the config came from (a path, a built-in name, or a checkpoint).
     public var source: String
 
-    public static let sections = ["name", "model", "data", "optimizer", "schedule", "training"]
+    public static let sections = ["name", "model", "data", "optimizer", "schedule", "training", "sparsity"]
 
     public init(name: String, model: ViTConfig, data: DataConfig = DataConfig(), optimizer: OptimizerConfig = OptimizerConfig(),
-                schedule: ScheduleConfig = ScheduleConfig(), training: TrainingConfig = TrainingConfig(), source: String = "<code>") {
+                schedule: ScheduleConfig = ScheduleConfig(), training: TrainingConfig = TrainingConfig(),
+                sparsity: SparsityConfig = SparsityConfig(), source: String = "<code>") {
         self.name = name; self.model = model; self.data = data; self.optimizer = optimizer
-        self.schedule = schedule; self.training = training; self.source = source
+        self.schedule = schedule; self.training = training; self.sparsity = sparsity; self.source = source
     }
 
     /// Parses YAML text with `--set` overrides applied first. A key that came from an
@@ -133,9 +136,10 @@ public struct RunConfig: Sendable, Equatable {
         let optimizer = try OptimizerConfig.parse(try root.mapping("optimizer"))
         let schedule = try ScheduleConfig.parse(try root.mapping("schedule"))
         let training = try TrainingConfig.parse(try root.mapping("training"))
+        let sparsity = try SparsityConfig.parse(try root.mapping("sparsity"))
         try root.finish()
         return RunConfig(name: name, model: model, data: data, optimizer: optimizer, schedule: schedule,
-                         training: training, source: file)
+                         training: training, sparsity: sparsity, source: file)
     }
 
     public static func load(path: String, overrides: [String] = []) throws -> RunConfig {
@@ -168,7 +172,7 @@ public struct RunConfig: Sendable, Equatable {
 
     /// The effective config, every default written out; parses back to an equal value.
     public var yaml: String {
-        "name: \(name)\n" + model.yaml + data.yaml + optimizer.yaml + schedule.yaml + training.yaml
+        "name: \(name)\n" + model.yaml + data.yaml + optimizer.yaml + schedule.yaml + training.yaml + sparsity.yaml
     }
 
     /// Steps per epoch and in the whole run for a training set of `trainCount` images.

@@ -1,6 +1,7 @@
 import Kernels
 import Model
 import Optim
+import Sparsity
 
 /// What the coordinator owns: the parameters, the optimizer and its moments, the step
 /// count and the schedule. It takes one averaged gradient per step and applies it; it
@@ -14,12 +15,21 @@ public final class ServerState: @unchecked Sendable {
     public let clipGradNorm: Double
     /// Updates applied so far; the next update is made at this 0-based step.
     public private(set) var step: Int = 0
+    /// The sparse topology (nil: dense). Inactive weights and their moments stay zero and
+    /// their gradients never reach the optimizer.
+    public private(set) var masks: MaskSet?
+    var topologySchedule: UpdateSchedule?
+    var growScore: FloatBuffer?
+    /// The changes of the last topology update (empty when the last step made none).
+    public private(set) var lastChanges: [PruneAndGrow.LayerChange] = []
 
     public struct Update: Sendable {
         public var step: Int
         public var lr: Double
         /// ‖g‖₂ of the averaged gradient before clipping.
         public var gradNorm: Double
+        /// The prune-and-grow fraction when this step updated the topology.
+        public var topologyFraction: Double? = nil
     }
 
     public init(model: ViTModel, optimizer: OptimizerConfig, schedule: LRSchedule) {
@@ -35,10 +45,45 @@ public final class ServerState: @unchecked Sendable {
     @discardableResult
     public func apply(averagedGradient g: UnsafeMutablePointer<Float>) -> Update {
         let lr = schedule.lr(step: step)
+        var fraction: Double? = nil
+        if let masks {
+            fraction = topologySchedule?.fraction(step: step + 1, total: schedule.totalSteps)
+            // The dense gradient of an update step is the grow score; keep it before masking.
+            if fraction != nil, let score = growScore { score.pointer.update(from: g, count: score.count) }
+            for t in masks.prunable {
+                let gp = g + t.offset, m = masks.mask.pointer + t.offset
+                for i in 0 ..< t.count { gp[i] *= m[i] }
+            }
+        }
         let norm = GradientClipping.clip(g, count: model.layout.count, maxNorm: clipGradNorm)
         optimizer.step(params: params.pointer, grads: g, lr: lr)
+        lastChanges = []
+        if let masks {
+            masks.apply(to: params)
+            if let f = fraction, let score = growScore {
+                let moments = [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? [])
+                lastChanges = PruneAndGrow.update(masks: masks, params: params,
+                                                  growScore: { UnsafePointer(score.pointer + $0.offset) },
+                                                  fraction: f, moments: moments)
+            }
+        }
         step += 1
-        return Update(step: step, lr: lr, gradNorm: norm)
+        return Update(step: step, lr: lr, gradNorm: norm, topologyFraction: fraction)
+    }
+
+    /// Starts sparse training: a random topology with the configured per-layer counts
+    /// (ERK or uniform), applied to the weights.
+    public func enableSparsity(_ c: SparsityConfig, seed: UInt64) {
+        guard c.isSparse else { return }
+        let m = MaskSet(layout: model.layout,
+                        prunable: MaskSet.prunableTensors(model.layout, includeEmbeddingAndHead: c.includeEmbeddingAndHead))
+        let counts = c.distribution.counts(m.prunable.map { ($0.name, $0.shape) }, density: c.density)
+        m.randomize(counts: counts, seed: seed)
+        m.apply(to: params)
+        for b in [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? []) { m.apply(to: b) }
+        masks = m
+        topologySchedule = c.method == .svite ? c.schedule : nil
+        growScore = FloatBuffer(count: model.layout.count)
     }
 
     /// Puts the state back to a checkpoint's step (parameters and moments are restored

@@ -4,6 +4,7 @@ import Kernels
 import Logging
 import Model
 import Optim
+import Sparsity
 
 /// What a training run tells its observer (the CLI's progress bar, tests).
 public enum TrainingEvent: Sendable {
@@ -57,6 +58,7 @@ public struct TrainingSummary: Sendable {
     public var stopped: Bool
     public var lastEval: EvalReport?
     public var elapsedSeconds: Double
+    public var sparsity: SparsityReport?
 }
 
 /// Set from a signal handler or another thread; the run checkpoints and returns at the
@@ -126,6 +128,7 @@ public final class Trainer {
                               assembler: BatchAssembler(dataset: test, mean: d.mean, std: d.std, augmentation: .none, seed: t.seed),
                               batch: t.evalBatchSize, threads: threads)
         resumedFrom = options.resume
+        server.enableSparsity(config.sparsity, seed: StreamSeed.mix(t.seed, StreamSeed.topology))
         if let c = options.resume {
             try Checkpoint.restore(c, into: server)
             elapsedBefore = c.state.elapsedSeconds
@@ -139,9 +142,11 @@ public final class Trainer {
             if let path = options.initWeights {
                 let file = try SafeTensorsFile(path: path)
                 let ignored = try file.load(into: server.params, layout: model.layout, strict: true,
-                                            ignoringPrefixes: ["optimizer.", "token_selector."])
-                log.info("initial weights from \(path)\(ignored.isEmpty ? "" : " (ignored \(ignored.count) optimizer/selector tensors)")")
+                                            ignoringPrefixes: Checkpoint.stateTensorPrefixes)
+                log.info("initial weights from \(path)\(ignored.isEmpty ? "" : " (ignored \(ignored.count) optimizer/mask/selector tensors)")")
             }
+            // The topology was drawn before the weights were set; zero the inactive ones again.
+            server.masks?.apply(to: server.params)
         }
     }
 
@@ -205,10 +210,18 @@ public final class Trainer {
                                         imagesPerSecond: Double(window.images) / max(seconds, 1e-9),
                                         elapsedSeconds: elapsedBefore + now,
                                         etaSeconds: Double(totalSteps - done) * (secondsPerStep ?? 0))
-                metrics.write(["kind": "train", "step": report.step, "epoch": report.epoch, "loss": report.loss,
+                var record: [String: Any] = ["kind": "train", "step": report.step, "epoch": report.epoch, "loss": report.loss,
                                "train_accuracy": report.trainAccuracy, "lr": report.lr, "grad_norm": report.gradNorm,
                                "images_per_second": report.imagesPerSecond, "elapsed_seconds": report.elapsedSeconds,
-                               "bytes_up_per_step": window.up / window.steps, "bytes_down_per_step": window.down / window.steps])
+                               "bytes_up_per_step": window.up / window.steps, "bytes_down_per_step": window.down / window.steps]
+                if let s = sparsityReport {
+                    record["density"] = s.density
+                    record["active_parameters"] = s.activeParameters
+                    record["flops_saving"] = s.flopsSaving
+                    record["exploration_rate"] = s.explorationRate
+                    record["mask_version"] = s.maskVersion
+                }
+                metrics.write(record)
                 observe(.step(report))
                 window = (0, 0, 0, 0, session.seconds, 0, 0)
             }
@@ -237,7 +250,13 @@ public final class Trainer {
         let total = elapsedBefore + session.seconds
         metrics.write(["kind": stopped ? "stopped" : "end", "step": server.step, "elapsed_seconds": total])
         return TrainingSummary(runDirectory: runDirectory, checkpoint: lastCheckpoint ?? (try? Checkpoint.locate(runDirectory)),
-                               metrics: metricsPath, steps: server.step, stopped: stopped, lastEval: lastEval, elapsedSeconds: total)
+                               metrics: metricsPath, steps: server.step, stopped: stopped, lastEval: lastEval, elapsedSeconds: total,
+                               sparsity: sparsityReport)
+    }
+
+    /// Density, active parameters, FLOPs saving and exploration of a sparse run.
+    public var sparsityReport: SparsityReport? {
+        server.masks.map { SparsityReport(masks: $0, model: server.model) }
     }
 
     /// Test-split accuracy and loss with the current parameters.

@@ -32,7 +32,7 @@ public struct LoadedWeights {
         }
         let model = ViTModel(config: config.model)
         let params = FloatBuffer(count: model.layout.count)
-        try st.load(into: params, layout: model.layout, strict: true, ignoringPrefixes: ["optimizer.", "token_selector."])
+        try st.load(into: params, layout: model.layout, strict: true, ignoringPrefixes: Checkpoint.stateTensorPrefixes)
         return LoadedWeights(config: config, params: params, path: file, step: step)
     }
 

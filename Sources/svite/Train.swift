@@ -140,6 +140,11 @@ struct RunOptions: ParsableArguments {
         } else {
             lines.append("\(head) in \(Format.duration(summary.elapsedSeconds))")
         }
+        if let s = summary.sparsity {
+            lines.append(String(format: "sparsity:   %.1f%% of prunable weights inactive; %.2fM of %.2fM parameters active; FLOPs saving %.1f%%; explored %.1f%% of prunable weights",
+                                (1 - s.density) * 100, Double(s.activeParameters) / 1e6, Double(s.totalParameters) / 1e6,
+                                s.flopsSaving * 100, s.explorationRate * 100))
+        }
         if let c = summary.checkpoint { lines.append("checkpoint: \(c)") }
         lines.append("metrics:    \(summary.metrics)")
         if summary.stopped {

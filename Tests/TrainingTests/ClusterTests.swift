@@ -50,10 +50,11 @@ struct ClusterTests {
 
     /// Two workers with half the batch each follow the single-process run to float
     /// rounding (same data, same augmentation draws, same order).
-    @Test func twoWorkersFollowTheSingleProcessRun() throws {
+    @Test(arguments: [[], ["sparsity.method=svite", "sparsity.update_interval=2"]])
+    func twoWorkersFollowTheSingleProcessRun(sparse: [String]) throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 128, test: 32)
-            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.threads=2"])
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.threads=2"] + sparse)
             let single = try trainer(config, dir: "\(dir)/single", source: nil)
             _ = try single.run()
 
@@ -68,6 +69,9 @@ struct ClusterTests {
                 scale = max(scale, abs(single.server.params[i]))
             }
             #expect(worst <= 1e-5 * scale, "max |Δθ| = \(worst), max |θ| = \(scale)")
+            if let m = single.server.masks {
+                #expect(m.mask.array == distributed.server.masks!.mask.array, "the same topology updates")
+            }
             #expect(source.live.count == 2 && source.live.allSatisfy { $0.stepsDone == 8 })
             let up = MetricsLog.read(summary.metrics).compactMap { $0["bytes_up_per_step"] as? Int }
             #expect(up.allSatisfy { $0 >= 2 * 4 * distributed.server.model.layout.parameterCount }, "fp32 gradients from two workers: \(up)")

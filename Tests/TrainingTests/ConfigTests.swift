@@ -107,6 +107,10 @@ struct ConfigTests {
         expectError(good + "data:\n  std: [0]\n", key: "data.std", containing: "positive")
         expectError(good + "data:\n  augmentation: lots\n", key: "data.augmentation", containing: "'none' or a mapping")
         expectError(good + "data:\n  augmentation: {random_crop: 2}\n", key: "data.augmentation.random_crop", containing: "known keys here: horizontal_flip, random_crop_padding")
+        expectError(good + "sparsity:\n  method: rigl\n", key: "sparsity.method", containing: "dense, svite")
+        expectError(good + "sparsity:\n  sparsity: 1\n", key: "sparsity.sparsity", containing: "[0, 1)")
+        expectError(good + "sparsity:\n  update_interval: 0\n", key: "sparsity.update_interval", containing: "at least 1")
+        expectError(good + "sparsity:\n  distribution: normal\n", key: "sparsity.distribution", containing: "erk, uniform")
         expectError(good.replacingOccurrences(of: "in_channels: 1", with: "in_channels: 3"), key: "model.in_channels",
                     containing: "fashion-mnist images have 1 channel")
         expectError(good.replacingOccurrences(of: "num_classes: 10", with: "num_classes: 100"), key: "model.num_classes",

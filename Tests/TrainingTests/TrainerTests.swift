@@ -32,10 +32,11 @@ struct TrainerTests {
     /// Train 2 epochs straight; train again, stop after 5 steps (mid-epoch), resume from
     /// the checkpoint: parameters and both AdamW moments equal bit for bit. A third run
     /// with the same config is bit-identical to the first.
-    @Test func resumeContinuesExactlyAndRunsRepeat() throws {
+    @Test(arguments: [[], ["sparsity.method=svite", "sparsity.update_interval=3", "sparsity.sparsity=0.6"]])
+    func resumeContinuesExactlyAndRunsRepeat(sparse: [String]) throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: "\(dir)", train: 120, test: 40)
-            let config = try tinyRunConfig(dataDir: dir)
+            let config = try tinyRunConfig(dataDir: dir, extra: sparse)
             let (straight, s1, _) = try run(config, dir: "\(dir)/a")
             #expect(s1.steps == 16 && !s1.stopped)
 
@@ -51,6 +52,22 @@ struct TrainerTests {
             #expect(bits(resumed.server.optimizer.firstMoment) == bits(straight.server.optimizer.firstMoment))
             #expect(bits(resumed.server.optimizer.secondMoment!) == bits(straight.server.optimizer.secondMoment!))
             #expect(s3.lastEval?.accuracy == s1.lastEval?.accuracy)
+            if let masks = straight.server.masks {
+                #expect(bits(resumed.server.masks!.mask) == bits(masks.mask))
+                #expect(bits(resumed.server.masks!.everActive) == bits(masks.everActive))
+                #expect(resumed.server.masks!.version == masks.version && masks.version > 1)
+                // Inactive weights and their moments are exactly zero; counts are the budget.
+                for t in masks.prunable {
+                    for i in 0 ..< t.count where masks.mask[t.offset + i] == 0 {
+                        #expect(straight.server.params[t.offset + i] == 0)
+                        #expect(straight.server.optimizer.firstMoment[t.offset + i] == 0)
+                        #expect(straight.server.optimizer.secondMoment![t.offset + i] == 0)
+                    }
+                }
+                let report = straight.sparsityReport!
+                #expect(abs(report.density - 0.4) < 1e-3 && report.explorationRate > report.density)
+                #expect(report.flopsSaving > 0.3 && report.flopsSaving < 0.6)
+            }
 
             let (again, _, _) = try run(config, dir: "\(dir)/c")
             #expect(bits(again.server.params) == bits(straight.server.params))
