@@ -3,6 +3,7 @@ import Foundation
 import Kernels
 import Logging
 import Model
+import Sparsity
 import Training
 import Transport
 import Wire
@@ -39,6 +40,8 @@ final class WorkerRecord {
     var bytesDown = 0
     /// The server step whose parameters the worker holds.
     var version: Int
+    /// The mask version the worker holds (−1: none yet).
+    var maskVersion = -1
 
     init(identity: [UInt8], join: JoinMessage, rank: Int, now: Double, version: Int) {
         self.identity = identity
@@ -70,6 +73,14 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     public private(set) var badFrameTotal = 0
     let averager: GradientAverager
     let scratch: FloatBuffer
+    /// Active values, packed (sparse runs).
+    let packed: FloatBuffer
+    /// Σ images·gradient of the workers' grow candidates, then their mean (update steps).
+    let candidateScore: FloatBuffer
+    var wantCandidates = false
+    var server: ServerState?
+    var masks: MaskSet? { server?.masks }
+    var maxLayerSize: Int { masks?.prunable.map(\.count).max() ?? 0 }
     /// The parameters of the step being gathered (for welcoming late joiners).
     var currentParams: UnsafePointer<Float>?
     var currentStep = 0
@@ -100,12 +111,27 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
         }
         averager = GradientAverager(count: layout.count)
         scratch = FloatBuffer(count: layout.count)
+        packed = FloatBuffer(count: layout.count)
+        candidateScore = FloatBuffer(count: layout.count)
         log.info("coordinator listening on \(endpoint)\(statusEndpoint.map { ", status on \($0)" } ?? "") (run \(String(runID, radix: 16)))")
     }
 
     var live: [WorkerRecord] { workers.values.filter { $0.state == .ready }.sorted { $0.rank < $1.rank } }
 
     // MARK: GradientSource
+
+    public func attach(server: ServerState) { self.server = server }
+
+    /// What a worker holding mask version `have` needs to reach the current one.
+    func maskUpdate(for have: Int) -> MaskUpdate? {
+        guard let m = masks, have != m.version else { return nil }
+        if have == m.version - 1, let changes = server?.lastChanges, changes.count == m.prunable.count {
+            return .change(version: UInt32(m.version), layers: changes.map {
+                MaskUpdate.LayerChange(off: $0.pruned.map(UInt32.init), on: $0.grown.map(UInt32.init))
+            })
+        }
+        return .bitmap(version: UInt32(m.version), bits: m.bitmap)
+    }
 
     public func gradient(params: UnsafePointer<Float>, work: StepWork, stop: StopFlag) throws -> StepGradient? {
         currentParams = params
@@ -138,12 +164,31 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
         stepResult = BatchResult()
         stepUp = 0; stepDown = 0
         pending = []
+        // Sparse runs send only the active values; both sides know the mask.
+        var values = params, count = layout.count
+        if let m = masks {
+            m.pack(params, into: packed.pointer)
+            values = UnsafePointer(packed.pointer)
+            count = m.packedCount
+        }
+        var request: CandidateRequest? = nil
+        if let f = work.topologyFraction, let m = masks {
+            request = CandidateRequest(multiplier: UInt32(server?.sparsity?.candidateMultiplier ?? 1),
+                                       perLayer: m.prunable.map { t in
+                                           let a = m.activeCount(t)
+                                           return UInt32(PruneAndGrow.exchangeCount(active: a, inactive: t.count - a, fraction: f))
+                                       })
+            candidateScore.zero()
+        }
+        wantCandidates = request != nil
         for (w, range) in zip(members, shares) where !range.isEmpty {
             let a = Assignment(epoch: UInt32(work.epoch), start: UInt32(range.lowerBound), count: UInt32(range.count))
-            let fresh = w.version == work.step
-            let payload = Payload.params(a, values: fresh ? nil : params, count: layout.count)
+            let fresh = w.version == work.step && w.maskVersion == (masks?.version ?? -1)
+            let payload = Payload.params(a, mask: maskUpdate(for: w.maskVersion), candidates: request,
+                                         values: fresh ? nil : values, count: count)
             if send(.params, payload, to: w, step: work.step) {
                 w.version = work.step
+                w.maskVersion = masks?.version ?? -1
                 pending.insert(w.identity)
             }
         }
@@ -152,10 +197,16 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
             expireSilentWorkers(pending: true)
         }
         guard averager.images > 0 else { return nil }
+        let images = averager.images
         averager.finish()
         runStatus?.recordBytes(up: stepUp, down: stepDown, workers: members.count)
+        var score: UnsafeMutablePointer<Float>? = nil
+        if wantCandidates {
+            VectorOps.scale(candidateScore.pointer, 1 / Float(images), candidateScore.count)
+            score = candidateScore.pointer
+        }
         return StepGradient(gradient: averager.sum.pointer, result: stepResult, bytesUp: stepUp, bytesDown: stepDown,
-                            workers: members.count)
+                            workers: members.count, growScore: score)
     }
 
     public func finish(reason: String) {
@@ -222,7 +273,23 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
                 return
             }
             do {
-                let s = try Payload.decodeGrads(frame.payload, into: scratch.pointer, count: layout.count)
+                let s: GradientSummary
+                if let m = masks {
+                    let (summary, candidates) = try Payload.decodeGrads(frame.payload, into: packed.pointer, count: m.packedCount,
+                                                                        layerSizes: wantCandidates ? m.prunable.map(\.count) : [])
+                    guard !wantCandidates || candidates != nil else { throw WireError.malformedPayload("update step without grow candidates") }
+                    m.unpack(packed.pointer, into: scratch.pointer)
+                    s = summary
+                    if let candidates {
+                        let weight = Float(s.images)
+                        for (t, c) in zip(m.prunable, candidates) {
+                            let dst = candidateScore.pointer + t.offset
+                            for (i, v) in zip(c.indices, c.values) { dst[Int(i)] += weight * v }
+                        }
+                    }
+                } else {
+                    s = try Payload.decodeGrads(frame.payload, into: scratch.pointer, count: layout.count).0
+                }
                 averager.add(scratch.pointer, batch: Int(s.images))
                 stepResult = stepResult + BatchResult(lossSum: s.lossSum, correct: Int(s.correct), count: Int(s.images))
                 stepUp += bytes.count
@@ -273,15 +340,17 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
         record.bytesUp += FrameHeader.size + frame.payload.count
         let info = WelcomeInfo(rank: record.rank, runID: runID, config: config.yaml,
                                heartbeatSeconds: options.heartbeatSeconds, gradientCodec: options.gradientCodec)
-        // Weights of the step being gathered, so the worker can join the next step.
+        // Weights of the step being gathered, so the worker can join the next step, and
+        // the whole mask of a sparse run.
         let welcome: [UInt8]
         if let p = currentParams {
-            welcome = Payload.welcome(info, params: p, count: layout.count)
+            welcome = Payload.welcome(info, params: p, count: layout.count, mask: masks.map { (UInt32($0.version), $0.bitmap) })
         } else {
-            welcome = Payload.welcome(info, params: scratch.pointer, count: 0)
+            welcome = Payload.welcome(info, params: scratch.pointer, count: 0, mask: nil)
         }
         _ = send(.welcome, welcome, to: record, step: currentStep)
         record.version = currentParams == nil ? -1 : currentStep
+        record.maskVersion = currentParams == nil ? -1 : (masks?.version ?? -1)
     }
 
     func expireSilentWorkers(pending inStep: Bool) {

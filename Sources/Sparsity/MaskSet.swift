@@ -104,3 +104,94 @@ public final class MaskSet: @unchecked Sendable {
     /// Records newly active weights in `everActive`.
     func noteActive(_ t: TensorSpec, _ i: Int) { everActive.pointer[t.offset + i] = 1 }
 }
+
+// MARK: - what travels: active values only, masks as bitmaps or change lists
+
+extension MaskSet {
+    /// Values a packed buffer holds: every value of the tensors that are not prunable and
+    /// the active values of the prunable ones.
+    public var packedCount: Int { layout.parameterCount - totalPrunable + activePrunable }
+
+    /// Copies the values both sides need, in layout order, into `out` (packedCount floats).
+    public func pack(_ source: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        let prunableOffsets = Set(prunable.map(\.offset))
+        var k = 0
+        for t in layout.tensors {
+            let src = source + t.offset
+            if prunableOffsets.contains(t.offset) {
+                let m = mask.pointer + t.offset
+                for i in 0 ..< t.count where m[i] != 0 { out[k] = src[i]; k += 1 }
+            } else {
+                (out + k).update(from: src, count: t.count)
+                k += t.count
+            }
+        }
+    }
+
+    /// The inverse of `pack`: writes a full buffer, zero where the mask is off.
+    public func unpack(_ packed: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        let prunableOffsets = Set(prunable.map(\.offset))
+        var k = 0
+        for t in layout.tensors {
+            let dst = out + t.offset
+            if prunableOffsets.contains(t.offset) {
+                let m = mask.pointer + t.offset
+                for i in 0 ..< t.count {
+                    if m[i] != 0 { dst[i] = packed[k]; k += 1 } else { dst[i] = 0 }
+                }
+            } else {
+                dst.update(from: packed + k, count: t.count)
+                k += t.count
+            }
+        }
+    }
+
+    /// The prunable tensors' mask as bits (layer after layer, LSB first).
+    public var bitmap: [UInt8] {
+        var out = [UInt8](repeating: 0, count: (totalPrunable + 7) / 8)
+        var bit = 0
+        for t in prunable {
+            let m = mask.pointer + t.offset
+            for i in 0 ..< t.count {
+                if m[i] != 0 { out[bit >> 3] |= 1 << UInt8(bit & 7) }
+                bit += 1
+            }
+        }
+        return out
+    }
+
+    /// Sets the mask from a bitmap; false if its size does not fit.
+    public func setBitmap(_ bits: some Collection<UInt8>, version v: Int) -> Bool {
+        guard bits.count == (totalPrunable + 7) / 8 else { return false }
+        let b = Array(bits)
+        var bit = 0
+        for t in prunable {
+            let m = mask.pointer + t.offset
+            for i in 0 ..< t.count {
+                m[i] = b[bit >> 3] & (1 << UInt8(bit & 7)) != 0 ? 1 : 0
+                bit += 1
+            }
+        }
+        version = v
+        return true
+    }
+
+    /// Applies a topology change (per prunable layer: indices switched off, then on).
+    /// False, with nothing changed, if an index is out of range or the change does not
+    /// fit the current mask.
+    public func apply(change: [(off: [UInt32], on: [UInt32])], version v: Int) -> Bool {
+        guard change.count == prunable.count else { return false }
+        for (t, c) in zip(prunable, change) {
+            let m = mask.pointer + t.offset
+            for i in c.off { guard Int(i) < t.count, m[Int(i)] != 0 else { return false } }
+            for i in c.on { guard Int(i) < t.count, m[Int(i)] == 0 || c.off.contains(i) else { return false } }
+        }
+        for (t, c) in zip(prunable, change) {
+            let m = mask.pointer + t.offset
+            for i in c.off { m[Int(i)] = 0 }
+            for i in c.on { m[Int(i)] = 1; noteActive(t, Int(i)) }
+        }
+        version = v
+        return true
+    }
+}

@@ -19,6 +19,8 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
     public var decay: UpdateSchedule.Decay = .paper
     /// Also sparsify the patch embedding and the head (the official code does).
     public var includeEmbeddingAndHead = false
+    /// c: at an update step each worker sends its top c·k inactive gradients per layer.
+    public var candidateMultiplier: Int = 2
 
     public init() {}
 
@@ -46,7 +48,11 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
         c.initialFraction = try m.double("initial_fraction") ?? c.initialFraction
         c.decay = try pick("decay", UpdateSchedule.Decay.self) ?? c.decay
         c.includeEmbeddingAndHead = try m.bool("include_embedding_and_head") ?? c.includeEmbeddingAndHead
+        c.candidateMultiplier = try m.int("candidate_multiplier") ?? c.candidateMultiplier
         try m.finish()
+        guard c.candidateMultiplier >= 1 && c.candidateMultiplier <= 1_000_000 else {
+            throw m.error("candidate_multiplier", "must be at least 1, got \(c.candidateMultiplier)")
+        }
         guard c.sparsity >= 0 && c.sparsity < 1 else { throw m.error("sparsity", "must be in [0, 1), got \(c.sparsity)") }
         guard c.updateInterval >= 1 else { throw m.error("update_interval", "must be at least 1, got \(c.updateInterval)") }
         guard c.endFraction > 0 && c.endFraction <= 1 else { throw m.error("end_fraction", "must be in (0, 1], got \(c.endFraction)") }
@@ -65,6 +71,7 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
           initial_fraction: \(initialFraction)
           decay: \(decay.rawValue)
           include_embedding_and_head: \(includeEmbeddingAndHead)
+          candidate_multiplier: \(candidateMultiplier)
 
         """
     }

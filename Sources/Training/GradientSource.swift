@@ -8,9 +8,12 @@ public struct StepWork: Sendable {
     public var stepInEpoch: Int
     /// Positions in the epoch's permutation (see EpochPlan).
     public var positions: Range<Int>
+    /// Set when this step ends with a topology update: the fraction to prune and regrow.
+    public var topologyFraction: Double?
 
-    public init(step: Int, epoch: Int, stepInEpoch: Int, positions: Range<Int>) {
+    public init(step: Int, epoch: Int, stepInEpoch: Int, positions: Range<Int>, topologyFraction: Double? = nil) {
         self.step = step; self.epoch = epoch; self.stepInEpoch = stepInEpoch; self.positions = positions
+        self.topologyFraction = topologyFraction
     }
 }
 
@@ -23,9 +26,14 @@ public struct StepGradient {
     public var bytesUp: Int = 0
     public var bytesDown: Int = 0
     public var workers: Int = 1
+    /// At update steps from the cluster: grow scores built from the workers' top
+    /// candidates (zero elsewhere). Nil: the dense gradient is the score.
+    public var growScore: UnsafeMutablePointer<Float>?
 
-    public init(gradient: UnsafeMutablePointer<Float>, result: BatchResult, bytesUp: Int = 0, bytesDown: Int = 0, workers: Int = 1) {
+    public init(gradient: UnsafeMutablePointer<Float>, result: BatchResult, bytesUp: Int = 0, bytesDown: Int = 0, workers: Int = 1,
+                growScore: UnsafeMutablePointer<Float>? = nil) {
         self.gradient = gradient; self.result = result; self.bytesUp = bytesUp; self.bytesDown = bytesDown; self.workers = workers
+        self.growScore = growScore
     }
 }
 
@@ -35,6 +43,13 @@ public protocol GradientSource: AnyObject {
     func gradient(params: UnsafePointer<Float>, work: StepWork, stop: StopFlag) throws -> StepGradient?
     /// Called once when the run ends (to release workers).
     func finish(reason: String)
+    /// Called once before the first step with the state whose parameters (and masks) the
+    /// source serves.
+    func attach(server: ServerState)
+}
+
+extension GradientSource {
+    public func attach(server: ServerState) {}
 }
 
 /// The replica in this process.

@@ -42,14 +42,25 @@ public final class ServerState: @unchecked Sendable {
 
     /// Applies the batch-size-weighted mean gradient (clipped in place when clipping is
     /// on) and advances the step.
+    /// The prune-and-grow fraction if the next update ends with a topology change.
+    public var pendingTopologyFraction: Double? {
+        masks == nil ? nil : topologySchedule?.fraction(step: step + 1, total: schedule.totalSteps)
+    }
+
+    /// The sparsity settings in force (nil: dense).
+    public private(set) var sparsity: SparsityConfig?
+
     @discardableResult
-    public func apply(averagedGradient g: UnsafeMutablePointer<Float>) -> Update {
+    public func apply(averagedGradient g: UnsafeMutablePointer<Float>, growScore given: UnsafePointer<Float>? = nil) -> Update {
         let lr = schedule.lr(step: step)
         var fraction: Double? = nil
         if let masks {
-            fraction = topologySchedule?.fraction(step: step + 1, total: schedule.totalSteps)
-            // The dense gradient of an update step is the grow score; keep it before masking.
-            if fraction != nil, let score = growScore { score.pointer.update(from: g, count: score.count) }
+            fraction = pendingTopologyFraction
+            // The dense gradient of an update step is the grow score (unless the workers'
+            // candidates were given); keep it before masking.
+            if fraction != nil, let score = growScore {
+                score.pointer.update(from: given ?? UnsafePointer(g), count: score.count)
+            }
             for t in masks.prunable {
                 let gp = g + t.offset, m = masks.mask.pointer + t.offset
                 for i in 0 ..< t.count { gp[i] *= m[i] }
@@ -82,6 +93,7 @@ public final class ServerState: @unchecked Sendable {
         m.apply(to: params)
         for b in [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? []) { m.apply(to: b) }
         masks = m
+        sparsity = c
         topologySchedule = c.method == .svite ? c.schedule : nil
         growScore = FloatBuffer(count: model.layout.count)
     }

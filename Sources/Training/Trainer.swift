@@ -159,6 +159,7 @@ public final class Trainer {
         try fm.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
         try AtomicFile.write("\(runDirectory)/config.yaml", data: Data(config.yaml.utf8))
         let metrics = try MetricsLog(path: metricsPath, keepThroughStep: resumedFrom?.state.step)
+        source.attach(server: server)
         let t = config.training
         let startStep = server.step
         observe(.started(TrainingPlan(runDirectory: runDirectory, startStep: startStep, totalSteps: totalSteps,
@@ -182,13 +183,14 @@ public final class Trainer {
         while server.step < totalSteps {
             let step = server.step
             let epoch = step / stepsPerEpoch, inEpoch = step % stepsPerEpoch
-            let work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch))
+            let work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch),
+                                topologyFraction: server.pendingTopologyFraction)
             guard let g = try source.gradient(params: server.params.pointer, work: work, stop: stop) else {
                 stopped = true
                 break
             }
             let result = g.result
-            lastUpdate = server.apply(averagedGradient: g.gradient)
+            lastUpdate = server.apply(averagedGradient: g.gradient, growScore: g.growScore.map { UnsafePointer($0) })
             imagesSeen += result.count
             window.loss += result.lossSum; window.correct += result.correct
             window.images += result.count; window.steps += 1

@@ -64,11 +64,15 @@ public enum Payload {
 
     // welcome: blob(JSON WelcomeInfo), u32 count, fp32 weights
 
-    public static func welcome(_ info: WelcomeInfo, params: UnsafePointer<Float>, count: Int) -> [UInt8] {
+    /// welcome: blob(JSON info), u32 n, fp32 weights, then for sparse runs u32 mask
+    /// version and blob(mask bits).
+    public static func welcome(_ info: WelcomeInfo, params: UnsafePointer<Float>, count: Int,
+                               mask: (version: UInt32, bits: [UInt8])? = nil) -> [UInt8] {
         var w = ByteWriter(capacity: 4 * count + 1024)
         w.blob(encodeJSON(info))
         w.u32(UInt32(count))
         w.floats(params, count: count)
+        if let mask { w.u32(mask.version); w.blob(mask.bits) }
         return w.bytes
     }
 
@@ -86,52 +90,110 @@ public enum Payload {
         try r.expectEnd("values")
     }
 
-    // params: u32 epoch, u32 start, u32 count, u8 hasValues, [u32 n, fp32 values]
+    // params: u32 epoch, u32 start, u32 count, u8 flags (1 values, 2 mask update,
+    // 4 candidate request), [mask update], [candidate request], [u32 n, fp32 values]
 
-    public static func params(_ a: Assignment, values: UnsafePointer<Float>?, count: Int) -> [UInt8] {
-        var w = ByteWriter(capacity: 16 + (values == nil ? 0 : 4 * count))
+    public static func params(_ a: Assignment, mask: MaskUpdate? = nil, candidates: CandidateRequest? = nil,
+                              values: UnsafePointer<Float>?, count: Int) -> [UInt8] {
+        var w = ByteWriter(capacity: 64 + (values == nil ? 0 : 4 * count))
         w.u32(a.epoch); w.u32(a.start); w.u32(a.count)
+        w.u8((values != nil ? 1 : 0) | (mask != nil ? 2 : 0) | (candidates != nil ? 4 : 0))
+        if let mask { mask.encode(into: &w) }
+        if let c = candidates {
+            w.u32(c.multiplier)
+            w.u32(UInt32(c.perLayer.count))
+            for k in c.perLayer { w.u32(k) }
+        }
         if let values {
-            w.u8(1)
             w.u32(UInt32(count))
             w.floats(values, count: count)
+        }
+        return w.bytes
+    }
+
+    public struct ParamsHeader: Sendable, Equatable {
+        public var assignment: Assignment
+        public var mask: MaskUpdate?
+        public var candidates: CandidateRequest?
+        public var hasValues: Bool
+    }
+
+    /// Everything before the values; the reader is left at the values (if any), which the
+    /// caller reads with `values(_:into:count:)` once it knows how many it expects.
+    public static func decodeParamsHeader(_ payload: [UInt8], maxLayers: Int, maxIndices: Int) throws -> (ParamsHeader, ByteReader) {
+        var r = ByteReader(payload)
+        let a = Assignment(epoch: try r.u32("epoch"), start: try r.u32("start"), count: try r.u32("count"))
+        let flags = try r.u8("params flags")
+        guard flags & ~7 == 0 else { throw WireError.malformedPayload("params flags \(flags)") }
+        let mask = flags & 2 != 0 ? try MaskUpdate.decode(&r, maxLayers: maxLayers, maxIndices: maxIndices) : nil
+        var cand: CandidateRequest? = nil
+        if flags & 4 != 0 {
+            let c = try r.u32("candidate multiplier")
+            let n = Int(try r.u32("candidate layers"))
+            guard n <= maxLayers else { throw WireError.malformedPayload("\(n) candidate layers, at most \(maxLayers)") }
+            cand = CandidateRequest(multiplier: c, perLayer: try (0 ..< n).map { _ in try r.u32("candidate k") })
+        }
+        if flags & 1 == 0 { try r.expectEnd("params") }
+        return (ParamsHeader(assignment: a, mask: mask, candidates: cand, hasValues: flags & 1 != 0), r)
+    }
+
+    /// Dense parameters: the assignment; the values (if any) are written into `into`.
+    public static func decodeParams(_ payload: [UInt8], into out: UnsafeMutablePointer<Float>, count: Int) throws -> (Assignment, hadValues: Bool) {
+        var (h, r) = try decodeParamsHeader(payload, maxLayers: 0, maxIndices: 0)
+        if h.hasValues { try values(&r, into: out, count: count) }
+        return (h.assignment, h.hasValues)
+    }
+
+    // grads: u32 images, f64 loss sum, u32 correct, u8 codec, u32 n, values,
+    //        u8 has candidates, [u32 layers, per layer: indices (delta varints), fp32 values]
+
+    public static func grads(_ s: GradientSummary, codec: ValueCodec, values: UnsafePointer<Float>, count: Int,
+                             candidates: [GrowCandidates]? = nil) -> [UInt8] {
+        var w = ByteWriter(capacity: 32 + codec.bytesPerValue * count)
+        w.u32(s.images); w.f64(s.lossSum); w.u32(s.correct)
+        w.u8(codec.rawValue)
+        w.u32(UInt32(count))
+        codec.encode(values, count: count, into: &w)
+        if let candidates {
+            w.u8(1)
+            w.u32(UInt32(candidates.count))
+            for c in candidates {
+                IndexCodec.encode(c.indices, into: &w)
+                c.values.withUnsafeBufferPointer { w.floats($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: c.values.count) }
+            }
         } else {
             w.u8(0)
         }
         return w.bytes
     }
 
-    /// The assignment; the values (if any) are written into `into`.
-    public static func decodeParams(_ payload: [UInt8], into out: UnsafeMutablePointer<Float>, count: Int) throws -> (Assignment, hadValues: Bool) {
-        var r = ByteReader(payload)
-        let a = Assignment(epoch: try r.u32("epoch"), start: try r.u32("start"), count: try r.u32("count"))
-        let has = try r.u8("has values")
-        switch has {
-        case 0: try r.expectEnd("params"); return (a, false)
-        case 1: try values(&r, into: out, count: count); return (a, true)
-        default: throw WireError.malformedPayload("params flag \(has)")
-        }
-    }
-
-    // grads: u32 images, f64 loss sum, u32 correct, u8 codec, u32 n, values
-
-    public static func grads(_ s: GradientSummary, codec: ValueCodec, values: UnsafePointer<Float>, count: Int) -> [UInt8] {
-        var w = ByteWriter(capacity: 24 + codec.bytesPerValue * count)
-        w.u32(s.images); w.f64(s.lossSum); w.u32(s.correct)
-        w.u8(codec.rawValue)
-        w.u32(UInt32(count))
-        codec.encode(values, count: count, into: &w)
-        return w.bytes
-    }
-
-    public static func decodeGrads(_ payload: [UInt8], into out: UnsafeMutablePointer<Float>, count: Int) throws -> GradientSummary {
+    /// The summary and the candidates; `count` values (the receiver's expectation) go to `into`.
+    public static func decodeGrads(_ payload: [UInt8], into out: UnsafeMutablePointer<Float>, count: Int,
+                                   layerSizes: [Int] = []) throws -> (GradientSummary, [GrowCandidates]?) {
         var r = ByteReader(payload)
         let s = GradientSummary(images: try r.u32("images"), lossSum: try r.f64("loss sum"), correct: try r.u32("correct"))
         let c = try r.u8("codec")
         guard let codec = ValueCodec(rawValue: c) else { throw WireError.malformedPayload("value codec \(c)") }
         guard s.lossSum.isFinite, s.correct <= s.images else { throw WireError.malformedPayload("summary \(s)") }
-        try values(&r, codec: codec, into: out, count: count)
-        return s
+        let n = Int(try r.u32("value count"))
+        guard n == count else { throw WireError.malformedPayload("\(n) values, expected \(count)") }
+        try codec.decode(&r, into: out, count: count)
+        let has = try r.u8("has candidates")
+        var candidates: [GrowCandidates]? = nil
+        if has == 1 {
+            let layers = Int(try r.u32("candidate layers"))
+            guard layers == layerSizes.count else { throw WireError.malformedPayload("candidates for \(layers) layers, expected \(layerSizes.count)") }
+            candidates = try layerSizes.map { size in
+                let idx = try IndexCodec.decode(&r, bound: UInt32(size), maxCount: size)
+                var v = [Float](repeating: 0, count: idx.count)
+                try v.withUnsafeMutableBufferPointer { try r.floats(into: $0.baseAddress ?? UnsafeMutablePointer(bitPattern: 4)!, count: idx.count) }
+                return GrowCandidates(indices: idx, values: v)
+            }
+        } else if has != 0 {
+            throw WireError.malformedPayload("candidates flag \(has)")
+        }
+        try r.expectEnd("grads")
+        return (s, candidates)
     }
 
     // leave, stop, reject: a reason string
@@ -148,4 +210,70 @@ public enum Payload {
         try r.expectEnd("reason")
         return s
     }
+}
+
+/// A topology change, or the whole mask, for the prunable layers.
+public enum MaskUpdate: Sendable, Equatable {
+    /// Per prunable layer, the indices switched off and on, taking version − 1 to version.
+    case change(version: UInt32, layers: [LayerChange])
+    /// The whole mask as bits (for a worker more than one version behind, and at welcome).
+    case bitmap(version: UInt32, bits: [UInt8])
+
+    public struct LayerChange: Sendable, Equatable {
+        public var off: [UInt32]
+        public var on: [UInt32]
+        public init(off: [UInt32], on: [UInt32]) { self.off = off; self.on = on }
+    }
+
+    public var version: UInt32 {
+        switch self {
+        case let .change(v, _), let .bitmap(v, _): return v
+        }
+    }
+
+    func encode(into w: inout ByteWriter) {
+        switch self {
+        case let .change(v, layers):
+            w.u8(0); w.u32(v); w.u32(UInt32(layers.count))
+            for l in layers { IndexCodec.encode(l.off, into: &w); IndexCodec.encode(l.on, into: &w) }
+        case let .bitmap(v, bits):
+            w.u8(1); w.u32(v); w.blob(bits)
+        }
+    }
+
+    static func decode(_ r: inout ByteReader, maxLayers: Int, maxIndices: Int) throws -> MaskUpdate {
+        let kind = try r.u8("mask update kind")
+        let v = try r.u32("mask version")
+        switch kind {
+        case 0:
+            let n = Int(try r.u32("mask layers"))
+            guard n <= maxLayers else { throw WireError.malformedPayload("\(n) mask layers, at most \(maxLayers)") }
+            let bound = UInt32(clamping: maxIndices)
+            return .change(version: v, layers: try (0 ..< n).map { _ in
+                LayerChange(off: try IndexCodec.decode(&r, bound: bound, maxCount: maxIndices),
+                            on: try IndexCodec.decode(&r, bound: bound, maxCount: maxIndices))
+            })
+        case 1:
+            let bits = try r.blob("mask bits")
+            guard bits.count <= (maxIndices * maxLayers + 7) / 8 + 1 else { throw WireError.malformedPayload("mask of \(bits.count) bytes") }
+            return .bitmap(version: v, bits: Array(bits))
+        default:
+            throw WireError.malformedPayload("mask update kind \(kind)")
+        }
+    }
+}
+
+/// At an update step: the multiplier c and, per prunable layer, k (the number of weights
+/// that will grow); each worker answers with its top c·k inactive gradients per layer.
+public struct CandidateRequest: Sendable, Equatable {
+    public var multiplier: UInt32
+    public var perLayer: [UInt32]
+    public init(multiplier: UInt32, perLayer: [UInt32]) { self.multiplier = multiplier; self.perLayer = perLayer }
+}
+
+/// One layer's grow candidates: sorted indices into the layer and their gradient values.
+public struct GrowCandidates: Sendable, Equatable {
+    public var indices: [UInt32]
+    public var values: [Float]
+    public init(indices: [UInt32], values: [Float]) { self.indices = indices; self.values = values }
 }

@@ -3,6 +3,7 @@ import Foundation
 import Kernels
 import Logging
 import Model
+import Sparsity
 import Training
 import Transport
 import Wire
@@ -45,6 +46,10 @@ public final class WorkerNode: @unchecked Sendable {
     var plan: EpochPlan?
     var permutation: (epoch: Int, order: [Int32])?
     var loadedConfig: String?
+    /// The topology of a sparse run, kept in step with the coordinator's.
+    var masks: MaskSet?
+    var packed: FloatBuffer?
+    var candidateMultiplier = 1
 
     var lastSent = -Double.infinity
     var lastReceived: Double = 0
@@ -55,6 +60,7 @@ public final class WorkerNode: @unchecked Sendable {
 
     final class ComputeJob: @unchecked Sendable {
         let step: UInt64
+        var candidates: CandidateRequest?
         let lock = NSLock()
         /// Signalled when the gradient is ready, so the socket thread sends it at once.
         let done = DispatchSemaphore(value: 0)
@@ -104,7 +110,7 @@ public final class WorkerNode: @unchecked Sendable {
             }
             if let j = job, let result = j.finished {
                 job = nil
-                try sendGradient(step: j.step, result: result)
+                try sendGradient(step: j.step, result: result, candidates: j.candidates)
                 if let f = queued { queued = nil; try start(f) }
             }
             if info != nil && clock.seconds - lastSent > (info?.heartbeatSeconds ?? 1) {
@@ -163,8 +169,12 @@ public final class WorkerNode: @unchecked Sendable {
             plan = EpochPlan(datasetSize: train.count, batchSize: t.batchSize, seed: t.seed)
             layout = model.layout
             params = FloatBuffer(count: model.layout.count)
+            packed = FloatBuffer(count: model.layout.count)
             permutation = nil
             loadedConfig = info.config
+            masks = config.sparsity.isSparse
+                ? MaskSet(layout: model.layout, prunable: MaskSet.prunableTensors(model.layout, includeEmbeddingAndHead: config.sparsity.includeEmbeddingAndHead))
+                : nil
             log.info("joined run \(String(info.runID, radix: 16)) as rank \(info.rank): \(config.name), \(model.layout.parameterCount) parameters, \(train.count) training images")
         }
         let count = Int(try reader.u32("weight count"))
@@ -172,12 +182,37 @@ public final class WorkerNode: @unchecked Sendable {
             guard count == layout!.count else { throw WorkerError(message: "welcome carries \(count) weights, the config's model has \(layout!.count)") }
             try reader.floats(into: params!.pointer, count: count)
         }
+        if let m = masks {
+            let version = try reader.u32("mask version")
+            let bits = try reader.blob("mask bits")
+            guard m.setBitmap(bits, version: Int(version)) else { throw WorkerError(message: "the welcome's mask does not fit the model") }
+        }
+        try reader.expectEnd("welcome")
         self.info = info
     }
 
     func start(_ frame: Frame) throws {
-        guard let replica, let params, let plan else { return }
-        let (a, _) = try Payload.decodeParams(frame.payload, into: params.pointer, count: layout!.count)
+        guard let replica, let params, let plan, let packed else { return }
+        var (header, reader) = try Payload.decodeParamsHeader(frame.payload, maxLayers: masks?.prunable.count ?? 0,
+                                                              maxIndices: masks?.prunable.map(\.count).max() ?? 0)
+        if let update = header.mask {
+            guard let m = masks else { throw WorkerError(message: "a mask update in a dense run") }
+            let ok: Bool
+            switch update {
+            case let .change(v, layers): ok = m.apply(change: layers.map { ($0.off, $0.on) }, version: Int(v))
+            case let .bitmap(v, bits): ok = m.setBitmap(bits, version: Int(v))
+            }
+            guard ok else { throw WorkerError(message: "mask update to version \(update.version) does not fit this worker's mask (version \(m.version))") }
+        }
+        if header.hasValues {
+            if let m = masks {
+                try Payload.values(&reader, into: packed.pointer, count: m.packedCount)
+                m.unpack(packed.pointer, into: params.pointer)
+            } else {
+                try Payload.values(&reader, into: params.pointer, count: layout!.count)
+            }
+        }
+        let a = header.assignment
         let epoch = Int(a.epoch)
         if permutation?.epoch != epoch { permutation = (epoch, plan.permutation(epoch: epoch)) }
         let lo = Int(a.start), hi = lo + Int(a.count)
@@ -186,17 +221,41 @@ public final class WorkerNode: @unchecked Sendable {
         }
         let indices = Array(permutation!.order[lo ..< hi])
         let j = ComputeJob(step: frame.header.step)
+        j.candidates = header.candidates
         job = j
         let p = UnsafePointer(params.pointer)
         nonisolated(unsafe) let work = { j.finish(replica.computeGradient(params: p, indices: indices, epoch: epoch)) }
         Thread.detachNewThread { work() }
     }
 
-    func sendGradient(step: UInt64, result: BatchResult) throws {
-        guard let replica, let info else { return }
+    func sendGradient(step: UInt64, result: BatchResult, candidates request: CandidateRequest?) throws {
+        guard let replica, let info, let packed else { return }
         let summary = GradientSummary(images: UInt32(result.count), lossSum: result.lossSum, correct: UInt32(result.correct))
-        try send(.grads, Payload.grads(summary, codec: info.gradientCodec, values: replica.grads.pointer, count: layout!.count), step: step)
+        let g = replica.grads.pointer
+        let payload: [UInt8]
+        if let m = masks {
+            m.pack(g, into: packed.pointer)
+            let candidates = request.map { Self.growCandidates(masks: m, gradient: g, request: $0) }
+            payload = Payload.grads(summary, codec: info.gradientCodec, values: packed.pointer, count: m.packedCount, candidates: candidates)
+        } else {
+            payload = Payload.grads(summary, codec: info.gradientCodec, values: g, count: layout!.count)
+        }
+        try send(.grads, payload, step: step)
         stepsDone += 1
+    }
+
+    /// Per prunable layer, the c·k inactive weights with the largest |gradient|, by index.
+    static func growCandidates(masks m: MaskSet, gradient g: UnsafePointer<Float>, request: CandidateRequest) -> [GrowCandidates] {
+        zip(m.prunable, request.perLayer + [UInt32](repeating: 0, count: max(0, m.prunable.count - request.perLayer.count))).map { t, k in
+            let gp = g + t.offset, mp = m.mask.pointer + t.offset
+            let want = min(Int(k) * Int(request.multiplier), t.count)
+            let inactive = (0 ..< t.count).filter { mp[$0] == 0 }
+            let top = inactive.sorted { a, b in
+                let x = abs(gp[a]), y = abs(gp[b])
+                return x != y ? x > y : a < b
+            }.prefix(want).sorted()
+            return GrowCandidates(indices: top.map { UInt32($0) }, values: top.map { gp[$0] })
+        }
     }
 
     func sendJoin() throws {

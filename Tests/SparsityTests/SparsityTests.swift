@@ -94,15 +94,18 @@ struct SparsityTests {
         #expect(masks.version == v0 + 1)
         #expect(masks.prunable.map { masks.activeCount($0) } == before)
         for (t, c) in zip(masks.prunable, changes) {
-            let k = Int((0.3 * Double(before[masks.prunable.firstIndex(of: t)!])).rounded(.up))
+            let a = before[masks.prunable.firstIndex(of: t)!]
+            let k = PruneAndGrow.exchangeCount(active: a, inactive: t.count - a, fraction: 0.3)
+            #expect(k == Int((0.3 * Double(a)).rounded(.up)))
             #expect(c.pruned.count == k && c.grown.count == k)
             let activeBefore = (0 ..< t.count).filter { oldMask[t.offset + $0] != 0 }
             let cutoff = c.pruned.map { abs(oldParams[t.offset + $0]) }.max()!
             let kept = activeBefore.filter { !c.pruned.contains($0) }
             #expect(kept.allSatisfy { abs(oldParams[t.offset + $0]) >= cutoff }, "pruned were the smallest")
-            let inactiveAfterDrop = (0 ..< t.count).filter { oldMask[t.offset + $0] == 0 || c.pruned.contains($0) }
+            let inactiveBefore = (0 ..< t.count).filter { oldMask[t.offset + $0] == 0 }
+            #expect(c.grown.allSatisfy { inactiveBefore.contains($0) }, "grown were inactive before")
             let floor = c.grown.map { abs(grads[t.offset + $0]) }.min()!
-            let notGrown = inactiveAfterDrop.filter { !c.grown.contains($0) }
+            let notGrown = inactiveBefore.filter { !c.grown.contains($0) }
             #expect(notGrown.allSatisfy { abs(grads[t.offset + $0]) <= floor }, "grown were the largest gradients")
             for i in c.grown {
                 #expect(params[t.offset + i] == 0 && m1[t.offset + i] == 0 && m2[t.offset + i] == 0)
@@ -126,6 +129,20 @@ struct SparsityTests {
         }
     }
 
+    /// A layer denser than 1/(1+f) has fewer inactive weights than ⌈f·active⌉: it swaps
+    /// only as many as it can grow, and keeps its count.
+    @Test func denseLayersKeepTheirCounts() {
+        let layout = ParameterLayout(tensors: [("blocks.0.attn.proj.weight", [10, 10])])
+        let masks = MaskSet(layout: layout, prunable: MaskSet.prunableTensors(layout))
+        masks.randomize(counts: ["blocks.0.attn.proj.weight": 80], seed: 1)
+        let params = FloatBuffer(count: layout.count), g = FloatBuffer(count: layout.count)
+        for i in 0 ..< 100 { params[i] = Float(i + 1); g[i] = Float(100 - i) }
+        masks.apply(to: params)
+        let c = PruneAndGrow.update(masks: masks, params: params, growScore: { _ in UnsafePointer(g.pointer) }, fraction: 0.5, moments: [])
+        #expect(c[0].pruned.count == 20 && c[0].grown.count == 20)
+        #expect(masks.activeCount(masks.prunable[0]) == 80)
+    }
+
     @Test func randomTopologyHasExactCounts() {
         let masks = MaskSet(layout: fmnist, prunable: MaskSet.prunableTensors(fmnist))
         let counts = SparsityDistribution.erk.counts(masks.prunable.map { ($0.name, $0.shape) }, density: 0.5)
@@ -139,3 +156,36 @@ struct SparsityTests {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+@Suite("sparsity: what travels")
+struct MaskTransportTests {
+    @Test func packUnpackBitmapAndChanges() {
+        let layout = ParameterLayout(config: ViTConfig(imageSize: 8, patchSize: 4, inChannels: 1, numClasses: 3, dim: 8, depth: 2, heads: 2, mlpRatio: 2))
+        let masks = MaskSet(layout: layout, prunable: MaskSet.prunableTensors(layout))
+        masks.randomize(counts: SparsityDistribution.erk.counts(masks.prunable.map { ($0.name, $0.shape) }, density: 0.4), seed: 3)
+        let w = FloatBuffer(count: layout.count)
+        var rng = Xoshiro256(seed: 1)
+        for t in layout.tensors { for i in 0 ..< t.count { w[t.offset + i] = rng.nextNormal() } }
+        let packed = FloatBuffer(count: layout.count), back = FloatBuffer(count: layout.count)
+        masks.pack(w.pointer, into: packed.pointer)
+        masks.unpack(packed.pointer, into: back.pointer)
+        masks.apply(to: w)
+        #expect(back.array == w.array, "unpack(pack(w)) is the masked w")
+        #expect(masks.packedCount == layout.parameterCount - masks.totalPrunable + masks.activePrunable)
+
+        let other = MaskSet(layout: layout, prunable: masks.prunable)
+        #expect(other.setBitmap(masks.bitmap, version: 7))
+        #expect(other.mask.array == masks.mask.array && other.version == 7)
+        #expect(!other.setBitmap([1, 2], version: 8) && other.version == 7)
+
+        // A change must switch off active weights and on inactive ones.
+        let t = masks.prunable[0]
+        let on = (0 ..< t.count).first { !masks.isActive(t, $0) }!, off = (0 ..< t.count).first { masks.isActive(t, $0) }!
+        var change = masks.prunable.map { _ in (off: [UInt32](), on: [UInt32]()) }
+        change[0] = ([UInt32(off)], [UInt32(on)])
+        #expect(!other.apply(change: [([UInt32(on)], [])] + change.dropFirst(), version: 8), "switching off an inactive weight is refused")
+        #expect(other.apply(change: change, version: 8))
+        #expect(other.isActive(t, on) && !other.isActive(t, off) && other.version == 8)
+        #expect(other.activePrunable == masks.activePrunable)
+    }
+}

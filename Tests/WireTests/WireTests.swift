@@ -61,7 +61,7 @@ struct WireTests {
         #expect(back.header.type == .grads && back.header.step == 7 && back.header.maskVersion == 3)
         #expect(back.header.compressed == (compress && bytes.count < 56 + frame.payload.count))
         var out = [Float](repeating: 0, count: n)
-        #expect(try Payload.decodeGrads(back.payload, into: &out, count: n) == s)
+        #expect(try Payload.decodeGrads(back.payload, into: &out, count: n).0 == s)
         #expect(out == values)
         // The receiver's count is what counts.
         #expect(throws: WireError.self) { _ = try Payload.decodeGrads(back.payload, into: &out, count: n - 1) }
@@ -159,7 +159,7 @@ struct WireTests {
         expectWire(.payloadSizeMismatch(declared: good.count - 56, actual: good.count - 57)) {
             _ = try Frame.decode(Array(good.dropLast()), limits: limits)
         }
-        expectWire(.overSizeBound(declared: 1045, bound: 1000)) {
+        expectWire(.overSizeBound(declared: 1046, bound: 1000)) {
             _ = try Frame.decode(good, limits: FrameLimits(maxRawBytes: 1000))
         }
         b = good; b[60] ^= 0x10
@@ -230,5 +230,33 @@ struct WireTests {
         #expect(LZ4.compress(w.bytes) == nil || LZ4.compress(w.bytes)!.count > w.bytes.count * 9 / 10)
         let zeros = [UInt8](repeating: 0, count: 40_000)
         #expect(LZ4.compress(zeros)!.count < 1000)
+    }
+}
+
+@Suite("wire: sparse messages")
+struct SparseWireTests {
+    @Test func maskUpdatesCandidatesAndPackedValuesRoundTrip() throws {
+        let change = MaskUpdate.change(version: 5, layers: [.init(off: [1, 7], on: [3, 9]), .init(off: [], on: [])])
+        let request = CandidateRequest(multiplier: 2, perLayer: [2, 0])
+        let values: [Float] = [1, 2, 3]
+        let p = Payload.params(Assignment(epoch: 1, start: 2, count: 3), mask: change, candidates: request, values: values, count: 3)
+        var (h, r) = try Payload.decodeParamsHeader(p, maxLayers: 2, maxIndices: 10)
+        #expect(h.mask == change && h.candidates == request && h.hasValues)
+        var out = [Float](repeating: 0, count: 3)
+        try Payload.values(&r, into: &out, count: 3)
+        #expect(out == values)
+        // An index beyond the layer, or more layers than the model has, is refused.
+        #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(p, maxLayers: 1, maxIndices: 10) }
+        #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(p, maxLayers: 2, maxIndices: 8) }
+        let bitmap = MaskUpdate.bitmap(version: 2, bits: [0xFF, 0x01])
+        let q = Payload.params(Assignment(epoch: 0, start: 0, count: 1), mask: bitmap, values: nil, count: 0)
+        #expect(try Payload.decodeParamsHeader(q, maxLayers: 2, maxIndices: 8).0.mask == bitmap)
+
+        let cands = [GrowCandidates(indices: [0, 4], values: [0.5, -1]), GrowCandidates(indices: [], values: [])]
+        let g = Payload.grads(GradientSummary(images: 3, lossSum: 1, correct: 2), codec: .fp32, values: values, count: 3, candidates: cands)
+        let (s, back) = try Payload.decodeGrads(g, into: &out, count: 3, layerSizes: [5, 5])
+        #expect(s.images == 3 && back == cands)
+        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(g, into: &out, count: 3, layerSizes: [4, 5]) }
+        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(g, into: &out, count: 3, layerSizes: [5]) }
     }
 }
