@@ -46,6 +46,7 @@ let package = Package(
         .target(name: "Datasets", dependencies: ["Kernels", "Model", "CZlib"], swiftSettings: numericFlags),
         .target(name: "Optim", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
         .target(name: "Sparsity", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
+        .target(name: "Pictures", dependencies: ["CZlib"]),
         .target(name: "Training", dependencies: [
             "Kernels", "Model", "Datasets", "Optim", "Sparsity",
             .product(name: "Logging", package: "swift-log"),
@@ -63,7 +64,7 @@ let package = Package(
         ], swiftSettings: numericFlags),
         .target(name: "Benchmarks", dependencies: ["Kernels", "Model", "Optim", "Training", "Wire"], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
-            "Model", "Kernels", "Benchmarks", "Datasets", "Optim", "Training", "Coordinator", "Worker", "Wire", "Sparsity",
+            "Model", "Kernels", "Benchmarks", "Datasets", "Optim", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
@@ -73,7 +74,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Benchmarks"],
                     swiftSettings: numericFlags),
         .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: numericFlags),
-        .testTarget(name: "SparsityTests", dependencies: ["Sparsity", "Model", "Kernels"], swiftSettings: numericFlags),
+        .testTarget(name: "SparsityTests", dependencies: ["Sparsity", "Model", "Kernels", "Pictures", "CZlib"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity",
                                                     "Coordinator", "Worker", "Transport", "Wire",

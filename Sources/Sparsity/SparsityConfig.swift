@@ -108,3 +108,14 @@ public struct SparsityReport: Sendable, Equatable {
         maskVersion = masks.version
     }
 }
+
+extension MaskSet {
+    /// The starting topology of a run: the configured per-layer counts drawn at random
+    /// from `seed` (nil for dense runs). Training and the pictures draw it the same way.
+    public static func initial(_ c: SparsityConfig, layout: ParameterLayout, seed: UInt64) -> MaskSet? {
+        guard c.isSparse else { return nil }
+        let m = MaskSet(layout: layout, prunable: MaskSet.prunableTensors(layout, includeEmbeddingAndHead: c.includeEmbeddingAndHead))
+        m.randomize(counts: c.distribution.counts(m.prunable.map { ($0.name, $0.shape) }, density: c.density), seed: seed)
+        return m
+    }
+}

@@ -85,11 +85,7 @@ public final class ServerState: @unchecked Sendable {
     /// Starts sparse training: a random topology with the configured per-layer counts
     /// (ERK or uniform), applied to the weights.
     public func enableSparsity(_ c: SparsityConfig, seed: UInt64) {
-        guard c.isSparse else { return }
-        let m = MaskSet(layout: model.layout,
-                        prunable: MaskSet.prunableTensors(model.layout, includeEmbeddingAndHead: c.includeEmbeddingAndHead))
-        let counts = c.distribution.counts(m.prunable.map { ($0.name, $0.shape) }, density: c.density)
-        m.randomize(counts: counts, seed: seed)
+        guard let m = MaskSet.initial(c, layout: model.layout, seed: seed) else { return }
         m.apply(to: params)
         for b in [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? []) { m.apply(to: b) }
         masks = m

@@ -39,6 +39,8 @@ public struct StepReport: Sendable {
     public var imagesPerSecond: Double
     public var elapsedSeconds: Double
     public var etaSeconds: Double
+    /// Density, FLOPs and exploration of a sparse run.
+    public var sparsity: SparsityReport? = nil
 }
 
 public struct EvalReport: Sendable {
@@ -211,12 +213,13 @@ public final class Trainer {
                                         lr: lastUpdate.lr, gradNorm: lastUpdate.gradNorm,
                                         imagesPerSecond: Double(window.images) / max(seconds, 1e-9),
                                         elapsedSeconds: elapsedBefore + now,
-                                        etaSeconds: Double(totalSteps - done) * (secondsPerStep ?? 0))
+                                        etaSeconds: Double(totalSteps - done) * (secondsPerStep ?? 0),
+                                        sparsity: sparsityReport)
                 var record: [String: Any] = ["kind": "train", "step": report.step, "epoch": report.epoch, "loss": report.loss,
                                "train_accuracy": report.trainAccuracy, "lr": report.lr, "grad_norm": report.gradNorm,
                                "images_per_second": report.imagesPerSecond, "elapsed_seconds": report.elapsedSeconds,
                                "bytes_up_per_step": window.up / window.steps, "bytes_down_per_step": window.down / window.steps]
-                if let s = sparsityReport {
+                if let s = report.sparsity {
                     record["density"] = s.density
                     record["active_parameters"] = s.activeParameters
                     record["flops_saving"] = s.flopsSaving

@@ -1,6 +1,7 @@
 import Datasets
 import Foundation
 import Model
+import Sparsity
 
 /// Weights from a checkpoint or a safetensors file, with the config they belong to.
 public struct LoadedWeights {
@@ -9,6 +10,13 @@ public struct LoadedWeights {
     public var path: String
     /// The training step, for checkpoints.
     public var step: Int?
+    /// The topology of a sparse model: from a checkpoint's masks, or else (exported
+    /// weights of a sparse config) the nonzero weights of the prunable layers.
+    public var masks: MaskSet?
+
+    public var sparsityReport: SparsityReport? {
+        masks.map { SparsityReport(masks: $0, model: ViTModel(config: config.model)) }
+    }
 
     /// A checkpoint (or run directory) carries its config; a plain safetensors file uses
     /// `config` if given, else the config `svite export` stored in its metadata.
@@ -33,7 +41,27 @@ public struct LoadedWeights {
         let model = ViTModel(config: config.model)
         let params = FloatBuffer(count: model.layout.count)
         try st.load(into: params, layout: model.layout, strict: true, ignoringPrefixes: Checkpoint.stateTensorPrefixes)
-        return LoadedWeights(config: config, params: params, path: file, step: step)
+        var masks: MaskSet? = nil
+        if config.sparsity.isSparse {
+            let m = MaskSet(layout: model.layout,
+                            prunable: MaskSet.prunableTensors(model.layout, includeEmbeddingAndHead: config.sparsity.includeEmbeddingAndHead))
+            for t in m.prunable {
+                let dst = m.mask.view(t), ever = m.everActive.view(t)
+                if let saved = try? st.floats("\(Checkpoint.maskPrefix).\(t.name)"), saved.count == t.count {
+                    for i in 0 ..< t.count { dst[i] = saved[i] }
+                } else {
+                    let w = params.view(t)
+                    for i in 0 ..< t.count { dst[i] = w[i] != 0 ? 1 : 0 }
+                }
+                if let e = try? st.floats("\(Checkpoint.everActivePrefix).\(t.name)"), e.count == t.count {
+                    for i in 0 ..< t.count { ever[i] = e[i] }
+                } else {
+                    for i in 0 ..< t.count { ever[i] = dst[i] }
+                }
+            }
+            masks = m
+        }
+        return LoadedWeights(config: config, params: params, path: file, step: step, masks: masks)
     }
 
     /// Accuracy and mean cross-entropy on a split of the config's data set.

@@ -186,6 +186,11 @@ enum StatusTable {
         if let acc = num("eval_accuracy") {
             lines.append(String(format: "last eval: top-1 %.2f%%, loss %.4f (step %d)", acc * 100, num("eval_loss") ?? .nan, Int(num("eval_step") ?? 0)))
         }
+        if let density = num("density") {
+            lines.append(String(format: "sparsity %.1f%%: %.2fM parameters active, FLOPs saving %.1f%%, explored %.1f%%, mask version %d",
+                                (1 - density) * 100, (num("active_parameters") ?? 0) / 1e6, (num("flops_saving") ?? 0) * 100,
+                                (num("exploration_rate") ?? 0) * 100, Int(num("mask_version") ?? 0)))
+        }
         if let up = num("bytes_up_per_step"), let down = num("bytes_down_per_step") {
             lines.append(String(format: "bytes per step: up %@ (%.2f× dense fp32), down %@ (%.2f×)",
                                 bytes(up), num("bytes_up_ratio_to_dense_fp32") ?? 0, bytes(down), num("bytes_down_ratio_to_dense_fp32") ?? 0))

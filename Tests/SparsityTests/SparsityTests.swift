@@ -189,3 +189,42 @@ struct MaskTransportTests {
         #expect(other.activePrunable == masks.activePrunable)
     }
 }
+
+import CZlib
+import Foundation
+import Pictures
+
+@Suite("pictures")
+struct PictureTests {
+    @Test func pngIsWellFormed() throws {
+        var img = Image(width: 3, height: 2, channels: 3, fill: 0)
+        img[1, 1] = [255, 10, 20]
+        let png = [UInt8](try img.png())
+        #expect(Array(png.prefix(8)) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        func u32(_ o: Int) -> Int { Int(png[o]) << 24 | Int(png[o + 1]) << 16 | Int(png[o + 2]) << 8 | Int(png[o + 3]) }
+        #expect(String(decoding: png[12 ..< 16], as: UTF8.self) == "IHDR" && u32(16) == 3 && u32(20) == 2 && png[24] == 8 && png[25] == 2)
+        // IDAT inflates to the filtered rows.
+        let idatLength = u32(33)
+        #expect(String(decoding: png[37 ..< 41], as: UTF8.self) == "IDAT")
+        var raw = [UInt8](repeating: 0, count: 2 * (1 + 9))
+        var size = uLong(raw.count)
+        let z = Array(png[41 ..< 41 + idatLength])
+        #expect(uncompress(&raw, &size, z, uLong(z.count)) == Z_OK && size == 20)
+        #expect(Array(raw[10 ..< 20]) == [0, 0, 0, 0, 255, 10, 20, 0, 0, 0])
+        // Chunk CRCs are over type and data.
+        let crc = UInt32(crc32(0, Array(png[12 ..< 29]), 17))
+        #expect(UInt32(u32(29)) == crc)
+    }
+
+    @Test func maskPanelsShowInitialCurrentAndExplored() {
+        let l = MaskPictures.Layer(name: "x", rows: 4, cols: 2, initial: [1, 0, 0, 0, 0, 0, 0, 0],
+                                   current: [0, 1, 0, 0, 0, 0, 0, 0], explored: [1, 1, 0, 0, 0, 0, 0, 0])
+        let img = MaskPictures.panel(l, maxSide: 16)
+        // maxSide 16: each weight is one pixel (zoom 1); three 2-wide panels and two gaps.
+        #expect(img.width == 2 * 3 + 8 && img.height == 4)
+        #expect(img[0, 0] == [40, 40, 40] && img[1, 0] == [255, 255, 255])
+        #expect(img[6 + 1, 0] == [20, 60, 160] && img[12, 0] == [170, 40, 40] && img[13, 0] == [170, 40, 40])
+        let svg = MaskPictures.densityChart([l], title: "t")
+        #expect(svg.contains("<svg") && svg.contains("12.5% / 25.0%"))
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+
+/// Pictures of sparse topologies: each prunable layer's mask as a heatmap ([out, in] as
+/// rows × columns; large layers are shown as the fraction active per block), initial,
+/// current and explored side by side, and a per-layer density chart (SVG).
+public enum MaskPictures {
+    public struct Layer {
+        public var name: String
+        public var rows: Int
+        public var cols: Int
+        public var initial: [Float]
+        public var current: [Float]
+        public var explored: [Float]
+        public init(name: String, rows: Int, cols: Int, initial: [Float], current: [Float], explored: [Float]) {
+            self.name = name; self.rows = rows; self.cols = cols
+            self.initial = initial; self.current = current; self.explored = explored
+        }
+    }
+
+    /// A heatmap: active dark, inactive light; `colour` tints the active weights.
+    static func heatmap(_ m: [Float], rows: Int, cols: Int, maxSide: Int, colour: [UInt8]) -> Image {
+        let f = max(1, (max(rows, cols) + maxSide - 1) / maxSide)
+        let h = (rows + f - 1) / f, w = (cols + f - 1) / f
+        // Small layers are enlarged (whole pixels per weight) to at least a quarter of maxSide.
+        let zoom = max(1, maxSide / 4 / max(h, w))
+        var img = Image(width: w * zoom, height: h * zoom)
+        for by in 0 ..< h {
+            for bx in 0 ..< w {
+                var on = 0, n = 0
+                for y in by * f ..< min(rows, (by + 1) * f) {
+                    for x in bx * f ..< min(cols, (bx + 1) * f) { n += 1; if m[y * cols + x] != 0 { on += 1 } }
+                }
+                let a = n == 0 ? 0 : Double(on) / Double(n)
+                let px = colour.map { c in UInt8(255 - (255 - Double(c)) * a) }
+                for dy in 0 ..< zoom { for dx in 0 ..< zoom { img[bx * zoom + dx, by * zoom + dy] = px } }
+            }
+        }
+        return img
+    }
+
+    /// initial | current | explored, separated by 4-pixel gaps.
+    public static func panel(_ l: Layer, maxSide: Int = 512) -> Image {
+        let parts = [heatmap(l.initial, rows: l.rows, cols: l.cols, maxSide: maxSide, colour: [40, 40, 40]),
+                     heatmap(l.current, rows: l.rows, cols: l.cols, maxSide: maxSide, colour: [20, 60, 160]),
+                     heatmap(l.explored, rows: l.rows, cols: l.cols, maxSide: maxSide, colour: [170, 40, 40])]
+        let gap = 4
+        var img = Image(width: parts.reduce(0) { $0 + $1.width } + gap * 2, height: parts[0].height, fill: 255)
+        var x = 0
+        for p in parts { img.paste(p, x: x, y: 0); x += p.width + gap }
+        return img
+    }
+
+    /// Per-layer density (current) and exploration as a horizontal bar chart in SVG.
+    public static func densityChart(_ layers: [Layer], title: String) -> String {
+        let rowH = 18, left = 220, width = 420, top = 40
+        let height = top + rowH * layers.count + 40
+        var s = """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(left + width + 120)" height="\(height)" font-family="sans-serif" font-size="12">
+        <text x="10" y="20" font-size="14">\(title)</text>
+        <rect x="\(left)" y="26" width="10" height="10" fill="#1f4fa0"/><text x="\(left + 14)" y="35">active now</text>
+        <rect x="\(left + 100)" y="26" width="10" height="10" fill="#e8b0b0"/><text x="\(left + 114)" y="35">ever active (explored)</text>
+
+        """
+        for (i, l) in layers.enumerated() {
+            let y = top + i * rowH
+            let n = Double(l.current.count)
+            let d = Double(l.current.filter { $0 != 0 }.count) / n, e = Double(l.explored.filter { $0 != 0 }.count) / n
+            s += "<text x=\"\(left - 6)\" y=\"\(y + 13)\" text-anchor=\"end\">\(l.name)</text>\n"
+            s += "<rect x=\"\(left)\" y=\"\(y + 2)\" width=\"\(Int(e * Double(width)))\" height=\"\(rowH - 4)\" fill=\"#e8b0b0\"/>\n"
+            s += "<rect x=\"\(left)\" y=\"\(y + 2)\" width=\"\(Int(d * Double(width)))\" height=\"\(rowH - 4)\" fill=\"#1f4fa0\"/>\n"
+            s += String(format: "<text x=\"%d\" y=\"%d\">%.1f%% / %.1f%%</text>\n", left + width + 6, y + 13, d * 100, e * 100)
+        }
+        s += "<line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(top + rowH * layers.count)\" stroke=\"black\"/>\n</svg>\n"
+        return s
+    }
+}

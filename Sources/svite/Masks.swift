@@ -1,0 +1,62 @@
+import ArgumentParser
+import Datasets
+import Foundation
+import Pictures
+import Sparsity
+import Training
+
+struct Masks: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "masks",
+        abstract: "Draw a sparse checkpoint's masks: per-layer heatmaps and a density chart.",
+        discussion: """
+        For each prunable layer, LL-NAME.png shows three panels side by side (like the \\
+        paper's Fig. A6): the initial random topology (grey), the current mask (blue) and \\
+        every weight that was ever active (red), rows = output features, columns = input \\
+        features; layers larger than --max-side are shown as the fraction active per block. \\
+        density.svg charts each layer's density and exploration.
+
+        Example: svite masks runs/svite-50 --out runs/svite-50/masks
+        """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: ArgumentHelp("Checkpoint or run directory of a sparse run.", valueName: "checkpoint"))
+    var checkpoint: String
+
+    @Option(name: .long, help: ArgumentHelp("Output directory (default: masks/ in the run directory).", valueName: "dir"))
+    var out: String?
+
+    @Option(name: .long, help: "Largest side of a heatmap panel in pixels.")
+    var maxSide: Int = 512
+
+    func run() throws {
+        _ = global.bootstrap("svite.masks")
+        let w = try LoadedWeights.load(checkpoint)
+        guard let masks = w.masks else {
+            throw ValidationError("\(w.path) is from a dense run (sparsity.method: dense): there are no masks to draw")
+        }
+        let c = w.config
+        let initial = MaskSet.initial(c.sparsity, layout: masks.layout, seed: StreamSeed.mix(c.training.seed, StreamSeed.topology))!
+        let dir: String
+        if let out { dir = out } else {
+            let d = URL(fileURLWithPath: w.path).deletingLastPathComponent()
+            dir = (d.lastPathComponent == "checkpoints" ? d.deletingLastPathComponent() : d).appendingPathComponent("masks").path
+        }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var layers: [MaskPictures.Layer] = []
+        for (k, t) in masks.prunable.enumerated() {
+            let rows = t.shape[0], cols = t.count / rows
+            let layer = MaskPictures.Layer(name: t.name, rows: rows, cols: cols, initial: Array(initial.mask.view(t)),
+                                           current: Array(masks.mask.view(t)), explored: Array(masks.everActive.view(t)))
+            layers.append(layer)
+            let file = String(format: "%@/%02d-%@.png", dir, k, t.name.replacingOccurrences(of: ".", with: "-"))
+            try MaskPictures.panel(layer, maxSide: maxSide).png().write(to: URL(fileURLWithPath: file))
+        }
+        let title = String(format: "%@, step %d: %.1f%% sparse, %.1f%% of prunable weights explored",
+                           c.name, w.step ?? 0, (1 - masks.density) * 100, masks.explorationRate * 100)
+        try MaskPictures.densityChart(layers, title: title).write(toFile: "\(dir)/density.svg", atomically: true, encoding: .utf8)
+        print("\(layers.count) layer pictures and density.svg in \(dir)")
+    }
+}
