@@ -7,6 +7,14 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
         case dense
         /// SViTE: random ERK topology, prune-and-grow every `update_interval` steps.
         case svite
+        /// One-shot magnitude pruning: dense until `prune_at`, then global |w| pruning to
+        /// the target and fine-tuning.
+        case omp
+        /// Gradual magnitude pruning (cubic schedule, `gmp_events` prunes from `gmp_start`
+        /// to `gmp_end`), per layer with the configured distribution.
+        case gmp
+        /// Taylor pruning: as OMP with importance |w·g|.
+        case tp
     }
 
     public var method: Method = .dense
@@ -21,6 +29,22 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
     public var includeEmbeddingAndHead = false
     /// c: at an update step each worker sends its top c·k inactive gradients per layer.
     public var candidateMultiplier: Int = 2
+    /// OMP/TP: when to prune, as a fraction of the run.
+    public var pruneAt: Double = 0.5
+    /// GMP: the cubic schedule's start, end (fractions of the run) and number of prunes.
+    public var gmpStart: Double = 1.0 / 6
+    public var gmpEnd: Double = 0.5
+    public var gmpEvents: Int = 20
+
+    /// The baselines' pruning schedule (nil for dense and SViTE).
+    public var pruningPlan: PruningPlan? {
+        switch method {
+        case .omp: return PruningPlan(kind: .oneShot(at: pruneAt, taylor: false), targetDensity: density)
+        case .tp: return PruningPlan(kind: .oneShot(at: pruneAt, taylor: true), targetDensity: density)
+        case .gmp: return PruningPlan(kind: .gradual(start: gmpStart, end: gmpEnd, events: gmpEvents), targetDensity: density)
+        case .dense, .svite: return nil
+        }
+    }
 
     public init() {}
 
@@ -49,7 +73,16 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
         c.decay = try pick("decay", UpdateSchedule.Decay.self) ?? c.decay
         c.includeEmbeddingAndHead = try m.bool("include_embedding_and_head") ?? c.includeEmbeddingAndHead
         c.candidateMultiplier = try m.int("candidate_multiplier") ?? c.candidateMultiplier
+        c.pruneAt = try m.double("prune_at") ?? c.pruneAt
+        c.gmpStart = try m.double("gmp_start") ?? c.gmpStart
+        c.gmpEnd = try m.double("gmp_end") ?? c.gmpEnd
+        c.gmpEvents = try m.int("gmp_events") ?? c.gmpEvents
         try m.finish()
+        guard c.pruneAt > 0 && c.pruneAt < 1 else { throw m.error("prune_at", "must be in (0, 1), got \(c.pruneAt)") }
+        guard c.gmpStart >= 0 && c.gmpStart < c.gmpEnd && c.gmpEnd <= 1 else {
+            throw m.error("gmp_end", "need 0 <= gmp_start < gmp_end <= 1, got \(c.gmpStart) and \(c.gmpEnd)")
+        }
+        guard c.gmpEvents >= 1 else { throw m.error("gmp_events", "must be at least 1, got \(c.gmpEvents)") }
         guard c.candidateMultiplier >= 1 && c.candidateMultiplier <= 1_000_000 else {
             throw m.error("candidate_multiplier", "must be at least 1, got \(c.candidateMultiplier)")
         }
@@ -72,6 +105,10 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
           decay: \(decay.rawValue)
           include_embedding_and_head: \(includeEmbeddingAndHead)
           candidate_multiplier: \(candidateMultiplier)
+          prune_at: \(pruneAt)
+          gmp_start: \(gmpStart)
+          gmp_end: \(gmpEnd)
+          gmp_events: \(gmpEvents)
 
         """
     }
@@ -115,6 +152,8 @@ extension MaskSet {
     public static func initial(_ c: SparsityConfig, layout: ParameterLayout, seed: UInt64) -> MaskSet? {
         guard c.isSparse else { return nil }
         let m = MaskSet(layout: layout, prunable: MaskSet.prunableTensors(layout, includeEmbeddingAndHead: c.includeEmbeddingAndHead))
+        // The pruning baselines start dense and prune later.
+        guard c.method == .svite else { return m }
         m.randomize(counts: c.distribution.counts(m.prunable.map { ($0.name, $0.shape) }, density: c.density), seed: seed)
         return m
     }

@@ -54,11 +54,12 @@ public final class ServerState: @unchecked Sendable {
     public func apply(averagedGradient g: UnsafeMutablePointer<Float>, growScore given: UnsafePointer<Float>? = nil) -> Update {
         let lr = schedule.lr(step: step)
         var fraction: Double? = nil
+        let pruneTo = masks == nil ? nil : sparsity?.pruningPlan?.density(step: step + 1, total: schedule.totalSteps)
         if let masks {
             fraction = pendingTopologyFraction
             // The dense gradient of an update step is the grow score (unless the workers'
             // candidates were given); keep it before masking.
-            if fraction != nil, let score = growScore {
+            if fraction != nil || pruneTo != nil, let score = growScore {
                 score.pointer.update(from: given ?? UnsafePointer(g), count: score.count)
             }
             for t in masks.prunable {
@@ -71,15 +72,38 @@ public final class ServerState: @unchecked Sendable {
         lastChanges = []
         if let masks {
             masks.apply(to: params)
+            let moments = [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? [])
             if let f = fraction, let score = growScore {
-                let moments = [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? [])
                 lastChanges = PruneAndGrow.update(masks: masks, params: params,
                                                   growScore: { UnsafePointer(score.pointer + $0.offset) },
                                                   fraction: f, moments: moments)
+            } else if let d = pruneTo, let plan = sparsity?.pruningPlan, let score = growScore {
+                lastChanges = prune(masks, plan: plan, density: d, gradient: score, moments: moments)
             }
         }
         step += 1
         return Update(step: step, lr: lr, gradNorm: norm, topologyFraction: fraction)
+    }
+
+    /// A baseline's pruning event: to density `d` by |w| (OMP, GMP) or |w·g| (TP).
+    func prune(_ masks: MaskSet, plan: PruningPlan, density d: Double, gradient g: FloatBuffer, moments: [FloatBuffer]) -> [PruneAndGrow.LayerChange] {
+        let c = sparsity!
+        switch plan.kind {
+        case let .oneShot(_, taylor):
+            if taylor {
+                for t in masks.prunable {
+                    let gp = g.pointer + t.offset, w = params.pointer + t.offset
+                    for i in 0 ..< t.count { gp[i] *= w[i] }
+                }
+            }
+            let source = taylor ? g : params
+            return MagnitudePruning.pruneGlobal(masks: masks, params: params, score: { UnsafePointer(source.pointer + $0.offset) },
+                                                keep: Int((d * Double(masks.totalPrunable)).rounded()), moments: moments)
+        case .gradual:
+            let counts = c.distribution.counts(masks.prunable.map { ($0.name, $0.shape) }, density: d)
+            return MagnitudePruning.pruneLayers(masks: masks, params: params, score: { UnsafePointer(self.params.pointer + $0.offset) },
+                                                counts: counts, moments: moments)
+        }
     }
 
     /// Starts sparse training: a random topology with the configured per-layer counts

@@ -228,3 +228,36 @@ struct PictureTests {
         #expect(svg.contains("<svg") && svg.contains("12.5% / 25.0%"))
     }
 }
+
+@Suite("pruning baselines")
+struct BaselineTests {
+    @Test func schedulesPruneWhenAndHowMuch() {
+        let omp = PruningPlan(kind: .oneShot(at: 0.5, taylor: false), targetDensity: 0.4)
+        #expect((1 ... 100).compactMap { omp.density(step: $0, total: 100) } == [0.4])
+        #expect(omp.density(step: 50, total: 100) == 0.4)
+        let gmp = PruningPlan(kind: .gradual(start: 1.0 / 6, end: 0.5, events: 20), targetDensity: 0.4)
+        let events = (1 ... 1200).compactMap { t in gmp.density(step: t, total: 1200).map { (t, $0) } }
+        #expect(events.count == 20)
+        #expect(events.first!.0 > 200 && events.last!.0 == 600)
+        #expect(abs(events.last!.1 - 0.4) < 1e-12)
+        #expect(abs(events.first!.1 - (1 - 0.6 * (1 - pow(19.0 / 20, 3)))) < 1e-12)
+        #expect(zip(events, events.dropFirst()).allSatisfy { $0.1 > $1.1 }, "density falls at every event")
+    }
+
+    @Test func globalAndPerLayerMagnitudePruning() {
+        let layout = ParameterLayout(tensors: [("blocks.0.attn.qkv.weight", [2, 3]), ("blocks.0.mlp.fc1.weight", [2, 2])])
+        let masks = MaskSet(layout: layout, prunable: MaskSet.prunableTensors(layout))
+        let p = FloatBuffer(count: layout.count), m1 = FloatBuffer(count: layout.count)
+        let a = layout.spec("blocks.0.attn.qkv.weight"), b = layout.spec("blocks.0.mlp.fc1.weight")
+        for (i, v) in [0.1, -5, 0.3, 2, -0.05, 1].enumerated() { p[a.offset + i] = Float(v); m1[a.offset + i] = 1 }
+        for (i, v) in [4, -0.2, 0.01, 3].enumerated() { p[b.offset + i] = Float(v); m1[b.offset + i] = 1 }
+        let c = MagnitudePruning.pruneGlobal(masks: masks, params: p, score: { UnsafePointer(p.pointer + $0.offset) }, keep: 5, moments: [m1])
+        #expect(c[0].pruned == [0, 2, 4] && c[1].pruned == [1, 2])
+        #expect(masks.activePrunable == 5)
+        for i in [0, 2, 4] { #expect(p[a.offset + i] == 0 && m1[a.offset + i] == 0) }
+        #expect(p[b.offset] == 4 && m1[b.offset] == 1)
+        let d = MagnitudePruning.pruneLayers(masks: masks, params: p, score: { UnsafePointer(p.pointer + $0.offset) },
+                                             counts: [a.name: 1, b.name: 2], moments: [])
+        #expect(d[0].pruned == [3, 5] && d[1].pruned.isEmpty && masks.activeCount(a) == 1 && masks.activeCount(b) == 2)
+    }
+}

@@ -98,6 +98,30 @@ struct TrainerTests {
         }
     }
 
+    /// OMP, TP and GMP through the trainer: dense until they prune, then at the target
+    /// density with pruned weights and moments at zero.
+    @Test(arguments: ["omp", "tp", "gmp"])
+    func pruningBaselinesReachTheirTarget(method: String) throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 160, test: 32)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["sparsity.method=\(method)", "sparsity.sparsity=0.6", "training.epochs=2"])
+            var densities: [Double] = []
+            let t = try Trainer(config: config, options: Trainer.Options(runDirectory: "\(dir)/run"), logger: log)
+            _ = try t.run { event in
+                if case .step(let r) = event { densities.append(r.sparsity!.density) }
+            }
+            #expect(densities.first == 1, "\(method) starts dense")
+            #expect(abs(densities.last! - 0.4) < 0.01, "\(densities)")
+            let masks = t.server.masks!
+            for p in masks.prunable {
+                for i in 0 ..< p.count where masks.mask[p.offset + i] == 0 {
+                    #expect(t.server.params[p.offset + i] == 0 && t.server.optimizer.firstMoment[p.offset + i] == 0)
+                }
+            }
+            if method == "gmp" { #expect(Set(densities).count >= 6, "gradual: \(densities)") } else { #expect(Set(densities).count == 2, "one shot") }
+        }
+    }
+
     @Test func exportedWeightsLoadAndEvaluateTheSame() throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 64, test: 40)
