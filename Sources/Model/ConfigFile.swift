@@ -114,6 +114,29 @@ public final class ConfigMapping {
         }
     }
 
+    /// A list of plain values (a single value stands for a list of one).
+    public func scalars(_ key: String) throws -> [String]? {
+        used.insert(key)
+        guard let node = values[key] else { return nil }
+        switch node {
+        case .scalar(let s): return [s.string]
+        case .sequence(let seq):
+            return try seq.map { item in
+                guard case .scalar(let s) = item else { throw error(key, "expected a list of values, found a nested list or mapping") }
+                return s.string
+            }
+        default: throw error(key, "expected a list of values")
+        }
+    }
+
+    /// A list of mappings, each checked strictly by its reader.
+    public func mappings(_ key: String) throws -> [ConfigMapping]? {
+        used.insert(key)
+        guard let node = values[key] else { return nil }
+        guard case .sequence(let seq) = node else { throw error(key, "expected a list") }
+        return try seq.enumerated().map { i, item in try ConfigMapping(node: item, file: file, path: "\(qualified(key))[\(i)]") }
+    }
+
     /// True when the key holds a mapping (as opposed to a scalar such as `none`).
     public func isMapping(_ key: String) -> Bool {
         if case .mapping = values[key] { return true }

@@ -128,3 +128,33 @@ struct ConfigTests {
         expectError(good, overrides: ["training.epochs"], key: "training.epochs", containing: "key=value", file: "--set")
     }
 }
+
+@Suite("experiments")
+struct ExperimentTests {
+    @Test func theRepositoryExperimentParsesIntoValidConfigs() throws {
+        let e = try Experiment.load("\(repoRoot)/configs/experiments/fmnist-tiny.yaml")
+        #expect(e.variants.count == 10 && e.variants[1].slug == "svite-50")
+        let configs = try e.configs()
+        #expect(configs[1].sparsity.method == .svite && configs[1].sparsity.sparsity == 0.5)
+        #expect(configs.last!.model.depth == 3 && configs.allSatisfy { $0.training.epochs == 7 })
+        #expect(Set(configs.map(\.name)).count == 10)
+    }
+
+    @Test func badExperimentsAreNamed() throws {
+        try withTemporaryDirectory { dir in
+            func load(_ text: String) throws -> Experiment {
+                try text.write(toFile: "\(dir)/e.yaml", atomically: true, encoding: .utf8)
+                return try Experiment.load("\(dir)/e.yaml")
+            }
+            #expect(throws: ConfigError.self) { _ = try load("name: x\nvariants:\n  - name: a\n") }  // no base
+            #expect(throws: ConfigError.self) { _ = try load("base: default\nvariants:\n  - nmae: a\n") }
+            #expect(throws: ConfigError.self) { _ = try load("base: default\nvariants:\n  - name: a\n  - name: A\n") }
+            do {
+                _ = try load("base: default\nvariants:\n  - name: a\n    set: [training.epohcs=1]\n").configs()
+                Issue.record("a bad override should fail")
+            } catch let e as ConfigError {
+                #expect(e.key == "training.epohcs")
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+import ArgumentParser
+import Foundation
+import Model
+import Training
+
+struct ExperimentCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "experiment",
+        abstract: "Run a list of config variants and write their results table.",
+        discussion: """
+        Each variant trains into runs/experiments/NAME/VARIANT. A finished variant is \\
+        skipped, an interrupted one resumes from its last checkpoint, so the list can be \\
+        worked through over several invocations (--max-variants, --only). After every \\
+        variant, docs/results/NAME.md and NAME.json are rewritten in the paper's form: \\
+        model, sparsity (#params), FLOPs saving, top-1.
+
+        Example: svite experiment configs/experiments/fmnist-tiny.yaml --max-variants 2
+        """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: ArgumentHelp("Experiment file (see configs/experiments/).", valueName: "file"))
+    var file: String
+
+    @Option(name: .long, help: "Run only the variant with this name.")
+    var only: String?
+
+    @Option(name: .long, help: "Run at most this many variants in this invocation.")
+    var maxVariants: Int = 1000
+
+    @Flag(name: .long, help: "Run nothing; rewrite the results table from finished runs.")
+    var reportOnly = false
+
+    @Option(name: .long, help: "Threads for computation (default: the config's).")
+    var threads: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Where the results table goes.", valueName: "dir"))
+    var results: String = "docs/results"
+
+    @Flag(name: .long, help: "Plain periodic lines instead of a live progress bar.")
+    var plain = false
+
+    func run() throws {
+        let log = global.bootstrap("svite.experiment")
+        let e = try Experiment.load(file)
+        let configs = try e.configs()
+        if let only, !e.variants.contains(where: { $0.name == only || $0.slug == only }) {
+            throw ValidationError("no variant named '\(only)' in \(file) (variants: \(e.variants.map(\.name).joined(separator: ", ")))")
+        }
+        var ran = 0
+        for (v, config) in zip(e.variants, configs) where !reportOnly && ran < maxVariants {
+            if let only, v.name != only && v.slug != only { continue }
+            let dir = e.runDirectory(v)
+            if Experiment.isFinished(dir) {
+                FileHandle.standardError.write(Data("\(v.name): finished, skipped\n".utf8))
+                continue
+            }
+            var options = Trainer.Options(runDirectory: dir)
+            options.threads = threads
+            var runConfig = config
+            if !Checkpoint.list(in: "\(dir)/checkpoints").isEmpty {
+                let contents = try Checkpoint.read(try Checkpoint.locate(dir))
+                options.resume = contents
+                runConfig = contents.config
+            }
+            FileHandle.standardError.write(Data("== \(v.name) → \(dir)\n".utf8))
+            let display = ProgressDisplay(interactive: plain ? false : nil)
+            let stop = StopFlag()
+            StopSignals.install(stop) {
+                FileHandle.standardError.write(Data("\nstopping after this step; the experiment resumes here next time\n".utf8))
+            }
+            let summary = try Trainer(config: runConfig, options: options, logger: log).run(stop: stop, observe: display.handle)
+            display.finish()
+            ran += 1
+            try report(e)
+            if summary.stopped { return }
+        }
+        try report(e)
+    }
+
+    func report(_ e: Experiment) throws {
+        var rows: [[String: Any]] = []
+        for v in e.variants where Experiment.isFinished(e.runDirectory(v)) {
+            rows.append(try Experiment.result(variant: v, dir: e.runDirectory(v)))
+        }
+        let base = try RunConfig.resolve(e.base, overrides: e.common)
+        let dense = ViTModel(config: base.model)
+        try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
+        let machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.hostName)"
+        var md = "# \(e.name)\n\nFrom `svite experiment \(e.file)`: base config `\(e.base)` with \(e.common.joined(separator: ", ")). "
+        md += "Sparsity and #Para. count every parameter of the model (the prunable linear layers and the rest); "
+        md += "FLOPs are per image, forward, with linear layers scaled by their density (attention products are not); "
+        md += "top-1 is on the test split after the last epoch. Machine: \(machine).\n\n"
+        md += e.table(rows: rows, denseParameters: dense.layout.parameterCount, denseFLOPs: dense.forwardFLOPsPerImage)
+        try md.write(toFile: "\(results)/\(e.name).md", atomically: true, encoding: .utf8)
+        let json = try JSONSerialization.data(withJSONObject: ["name": e.name, "base": e.base, "rows": rows], options: [.sortedKeys, .prettyPrinted])
+        try json.write(to: URL(fileURLWithPath: "\(results)/\(e.name).json"))
+        print("results: \(results)/\(e.name).md (\(rows.count) of \(e.variants.count) variants finished)")
+    }
+}
