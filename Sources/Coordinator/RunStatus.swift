@@ -29,13 +29,7 @@ public final class RunStatus: @unchecked Sendable {
             doc["images_per_second"] = r.imagesPerSecond
             doc["eta_seconds"] = r.etaSeconds
             doc["elapsed_seconds"] = r.elapsedSeconds
-            if let sp = r.sparsity {
-                doc["density"] = sp.density
-                doc["active_parameters"] = sp.activeParameters
-                doc["flops_saving"] = sp.flopsSaving
-                doc["exploration_rate"] = sp.explorationRate
-                doc["mask_version"] = sp.maskVersion
-            }
+            if let sp = r.sparsity { doc.merge(sp.fields) { $1 } }
         case .evaluating:
             doc["state"] = "evaluating"
         case .evaluated(let e):

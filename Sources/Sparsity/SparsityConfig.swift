@@ -126,6 +126,14 @@ public struct SparsityReport: Sendable, Equatable {
     public var maskVersion: Int
     public var flopsSaving: Double { 1 - sparseFLOPs / denseFLOPs }
 
+    /// The figures under the names the metrics log, the status socket, `svite eval` and the
+    /// experiment tables use.
+    public var fields: [String: Any] {
+        ["density": density, "sparsity": 1 - density, "active_parameters": activeParameters, "parameters": totalParameters,
+         "flops": sparseFLOPs, "dense_flops": denseFLOPs, "flops_saving": flopsSaving,
+         "exploration_rate": explorationRate, "mask_version": maskVersion]
+    }
+
     /// Linear layers scale with their density; attention products, norms and the rest do
     /// not. Per image, forward: a block linear runs on every token, the patch embedding on
     /// every patch, the head on CLS only.

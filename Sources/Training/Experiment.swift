@@ -77,13 +77,7 @@ public struct Experiment: Sendable {
                                   "seconds": (records.last?["elapsed_seconds"] as? Double) ?? 0,
                                   "active_parameters": model.layout.parameterCount, "flops_saving": 0.0,
                                   "flops": model.forwardFLOPsPerImage, "density": 1.0]
-        if let s = w.sparsityReport {
-            row["active_parameters"] = s.activeParameters
-            row["flops_saving"] = s.flopsSaving
-            row["flops"] = s.sparseFLOPs
-            row["density"] = s.density
-            row["exploration_rate"] = s.explorationRate
-        }
+        if let s = w.sparsityReport { row.merge(s.fields) { $1 } }
         return row
     }
 

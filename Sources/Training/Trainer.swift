@@ -219,13 +219,7 @@ public final class Trainer {
                                "train_accuracy": report.trainAccuracy, "lr": report.lr, "grad_norm": report.gradNorm,
                                "images_per_second": report.imagesPerSecond, "elapsed_seconds": report.elapsedSeconds,
                                "bytes_up_per_step": window.up / window.steps, "bytes_down_per_step": window.down / window.steps]
-                if let s = report.sparsity {
-                    record["density"] = s.density
-                    record["active_parameters"] = s.activeParameters
-                    record["flops_saving"] = s.flopsSaving
-                    record["exploration_rate"] = s.explorationRate
-                    record["mask_version"] = s.maskVersion
-                }
+                if let s = report.sparsity { record.merge(s.fields) { $1 } }
                 metrics.write(record)
                 observe(.step(report))
                 window = (0, 0, 0, 0, session.seconds, 0, 0)

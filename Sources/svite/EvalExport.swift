@@ -42,16 +42,7 @@ struct Eval: ParsableCommand {
                                   "images": r.images, "accuracy": r.accuracy, "loss": r.loss, "seconds": r.seconds,
                                   "dataset": weights.config.data.kind.rawValue]
         if let s = weights.step { out["step"] = s }
-        if let sp = weights.sparsityReport {
-            out["density"] = sp.density
-            out["sparsity"] = 1 - sp.density
-            out["active_parameters"] = sp.activeParameters
-            out["parameters"] = sp.totalParameters
-            out["flops"] = sp.sparseFLOPs
-            out["dense_flops"] = sp.denseFLOPs
-            out["flops_saving"] = sp.flopsSaving
-            out["exploration_rate"] = sp.explorationRate
-        }
+        if let sp = weights.sparsityReport { out.merge(sp.fields) { $1 } }
         let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
         print(String(decoding: data, as: UTF8.self))
     }
