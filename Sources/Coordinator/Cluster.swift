@@ -98,7 +98,7 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
         var seed = Xoshiro256(seed: UInt64(ProcessInfo.processInfo.processIdentifier) ^ UInt64(Date().timeIntervalSince1970 * 1e6))
         runID = seed.next()
         context = try ZMQContext()
-        let maxBytes = 64 + 4 * layout.count + 4096
+        let maxBytes = FrameLimits.payloadBound(parameters: layout.count)
         limits = FrameLimits(maxRawBytes: maxBytes, runID: runID, layoutHash: layout.hash)
         router = try ZMQSocket.coordinatorRouter(context, maxMessageBytes: Int64(maxBytes + 1 << 20), heartbeatMs: Int32(options.heartbeatSeconds * 1000))
         endpoint = try router.bind(options.bind)
@@ -150,11 +150,24 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
                 }
             }
             stepsStarted += 1
-            if let g = try runStep(params: params, work: work, stop: stop) { return g }
+            let badBefore = badFrameTotal
+            if let g = try runStep(params: params, work: work, stop: stop) {
+                rejectedAttempts = 0
+                return g
+            }
+            // Workers that are lost come back and the step is repeated; but when every try
+            // ends with the workers' frames refused, repeating cannot help: stop and say why.
+            rejectedAttempts = badFrameTotal > badBefore ? rejectedAttempts + 1 : 0
+            if rejectedAttempts >= Self.maxRejectedAttempts, let last = lastBadFrame {
+                throw ClusterError.stepRefused(step: work.step, attempts: rejectedAttempts, lastReason: last)
+            }
             log.warning("step \(work.step): no gradient arrived (every worker left or was lost); repeating the step")
         }
     }
     var stepsStarted = 0
+    var rejectedAttempts = 0
+    var lastBadFrame: String?
+    static let maxRejectedAttempts = 3
     var lastWaitLog = -Double.infinity
 
     func runStep(params: UnsafePointer<Float>, work: StepWork, stop: StopFlag) throws -> StepGradient? {
@@ -370,6 +383,7 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     func countBad(peer: [UInt8], _ error: Error) {
         let name = workers[peer]?.name ?? String(decoding: peer.prefix(64), as: UTF8.self)
         badFrameTotal += 1
+        lastBadFrame = "\(name.isEmpty ? "<anonymous>" : name): \(error)"
         let n = badFrames[name, default: 0] + 1
         badFrames[name] = n
         if n == 1 { log.warning("bad frame from \(name.isEmpty ? "<anonymous>" : name) dropped: \(error) (further ones from this peer are counted, not logged)") }
@@ -397,5 +411,19 @@ extension Double {
     func rounded(toPlaces p: Int) -> Double {
         let f = Foundation.pow(10.0, Double(p))
         return (self * f).rounded() / f
+    }
+}
+
+/// Why the coordinator gave up on a run (rather than repeating a step forever).
+public enum ClusterError: Error, CustomStringConvertible {
+    case stepRefused(step: Int, attempts: Int, lastReason: String)
+
+    public var description: String {
+        switch self {
+        case let .stepRefused(step, attempts, reason):
+            "step \(step) was tried \(attempts) times and every time the workers' frames were refused (last: \(reason)); "
+                + "this is a protocol bug or a worker built from other sources; the run stops here and "
+                + "resumes from its last checkpoint with --resume once the workers match"
+        }
     }
 }

@@ -60,6 +60,15 @@ public struct FrameLimits: Sendable {
     public init(maxRawBytes: Int, runID: UInt64? = nil, layoutHash: UInt64? = nil) {
         self.maxRawBytes = maxRawBytes; self.runID = runID; self.layoutHash = layoutHash
     }
+
+    /// The largest payload a well-behaved peer sends for a model of `parameters` floats.
+    /// A weight travels at most once as a value (4 bytes) and once in an index list (a
+    /// mask change or a grow candidate: a varint of at most 5 bytes, plus 4 for a
+    /// candidate's value), so 9 bytes per weight bound grads and params alike, plus a
+    /// mask bitmap (1/8 byte per weight) and headers. A dense bound (4 per weight) is
+    /// too small: an update step's grads carry the active values and up to every
+    /// inactive weight as a candidate.
+    public static func payloadBound(parameters: Int) -> Int { 10 * parameters + (64 << 10) }
 }
 
 /// A decoded frame: its header and the raw payload.

@@ -121,7 +121,7 @@ public final class WorkerNode: @unchecked Sendable {
 
     func limits() -> FrameLimits {
         guard let layout else { return FrameLimits(maxRawBytes: Int(Int32.max)) }
-        return FrameLimits(maxRawBytes: 4 * layout.count + (1 << 22), runID: info?.runID, layoutHash: layout.hash)
+        return FrameLimits(maxRawBytes: FrameLimits.payloadBound(parameters: layout.count), runID: info?.runID, layoutHash: layout.hash)
     }
 
     /// Returns a reason when the worker should stop.
