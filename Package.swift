@@ -62,7 +62,7 @@ let package = Package(
             "Kernels", "Model", "Datasets", "Training", "Transport", "Wire",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
-        .target(name: "Benchmarks", dependencies: ["Kernels", "Model", "Optim", "Training", "Wire"], swiftSettings: numericFlags),
+        .target(name: "Benchmarks", dependencies: ["Kernels", "Model", "Optim", "Sparsity", "Training", "Wire"], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
             "Model", "Kernels", "Benchmarks", "Datasets", "Optim", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -65,7 +65,7 @@ public struct CommBenchmark {
             let t0 = DispatchTime.now().uptimeNanoseconds
             for f in frames {
                 let frame = try Frame.decode(f, limits: limits)
-                let s = try Payload.decodeGrads(frame.payload, into: scratch.pointer, count: n).0
+                let s = try Payload.decodeGrads(frame.payload, into: scratch.pointer, count: n).summary
                 averager.add(scratch.pointer, batch: Int(s.images))
             }
             averager.finish()

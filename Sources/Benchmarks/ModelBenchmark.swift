@@ -1,6 +1,7 @@
 import Foundation
 import Kernels
 import Model
+import Sparsity
 
 /// `svite bench model`: times the dense ViT's forward and forward+backward on random
 /// data after warm-up, medians of several runs, and in the same run a large sgemm on
@@ -15,6 +16,10 @@ public struct ModelBenchmark {
         public var repeats = 5
         /// Side of the square sgemm used as the roofline.
         public var sgemmSize = 2048
+        /// S2ViTE rows: structured sparsities to time against dense (kept heads and
+        /// neurons per block: ⌈(1 − s)·count⌉, or `headDensity` for heads).
+        public var structuredSparsities: [Double] = []
+        public var headDensity: Double? = nil
 
         public init(config: ViTConfig, configName: String, batch: Int, threads: Int) {
             self.config = config; self.configName = configName; self.batch = batch; self.threads = threads
@@ -41,7 +46,22 @@ public struct ModelBenchmark {
         public var sgemmSize: Int
         public var sgemmGflops: Double
         public var workspaceMiB: Double
+        public var structured: [StructuredRow] = []
         public var machine: MachineInfo
+    }
+
+    /// A compact (S2ViTE) step against the dense one timed in the same run: gather the
+    /// kept parameters, forward+backward on the compact model, scatter the gradient.
+    public struct StructuredRow: Codable, Sendable {
+        public var sparsity: Double
+        public var headsPerBlock: Int
+        public var neuronsPerBlock: Int
+        public var parameters: Int
+        public var parameterSparsity: Double
+        public var flopsSaving: Double
+        public var forwardBackward: Timing
+        /// 1 − compact step time / dense forward+backward time.
+        public var timeSaving: Double
     }
 
     public let options: Options
@@ -82,12 +102,33 @@ public struct ModelBenchmark {
                                       labels: lab.baseAddress!, smoothing: 0.1, workspace: ws)
             }
         }
+        var rows: [StructuredRow] = []
+        for sparsity in o.structuredSparsities {
+            let selection = UnitSelection.random(config: o.config, headDensity: o.headDensity ?? 1 - sparsity,
+                                                 mlpDensity: 1 - sparsity, seed: 3)
+            let plan = selection.plan(full: model)
+            let compactParams = FloatBuffer(count: plan.compact.layout.count), compactGrads = FloatBuffer(count: plan.compact.layout.count)
+            let cws = ViTWorkspace(model: plan.compact, batch: o.batch, threads: o.threads)
+            let t = labels.withUnsafeBufferPointer { lab in
+                time("structured \(Int((sparsity * 100).rounded()))% forward+backward", flops: 3 * plan.compact.forwardFLOPsPerImage * Double(o.batch)) {
+                    plan.gather(params.pointer, into: compactParams.pointer)
+                    plan.compact.forwardBackward(params: compactParams.pointer, grads: compactGrads.pointer, images: images.pointer,
+                                                 labels: lab.baseAddress!, smoothing: 0.1, workspace: cws)
+                    plan.scatter(compactGrads.pointer, into: grads.pointer)
+                }
+            }
+            let kept = plan.compact.layout.parameterCount
+            rows.append(StructuredRow(sparsity: sparsity, headsPerBlock: selection.keptHeads[0].count, neuronsPerBlock: selection.keptNeurons[0].count,
+                                      parameters: kept, parameterSparsity: 1 - Double(kept) / Double(model.layout.parameterCount),
+                                      flopsSaving: 1 - plan.compact.forwardFLOPsPerImage / model.forwardFLOPsPerImage,
+                                      forwardBackward: t, timeSaving: 1 - t.medianMs / train.medianMs))
+        }
         progress("sgemm \(o.sgemmSize)³ on \(o.threads) OpenBLAS threads")
         let sgemm = Self.sgemmGflops(size: o.sgemmSize, threads: o.threads)
         return Result(config: o.configName, model: o.config, batch: o.batch, threads: o.threads, lanes: ws.laneCount,
                       parameters: model.layout.parameterCount, forwardGFLOPPerImage: model.forwardFLOPsPerImage / 1e9,
                       forward: fwd, forwardBackward: train, sgemmSize: o.sgemmSize, sgemmGflops: sgemm,
-                      workspaceMiB: Double(ws.bytes) / 1_048_576, machine: MachineInfo.current())
+                      workspaceMiB: Double(ws.bytes) / 1_048_576, structured: rows, machine: MachineInfo.current())
     }
 
     /// Best of 3 for an n×n×n sgemm on `threads` OpenBLAS threads.
@@ -123,6 +164,20 @@ extension ModelBenchmark.Result {
         \(row("forward", forward))
         \(row("forward+backward", forwardBackward))
         \("sgemm \(sgemmSize)³".padding(toLength: 20, withPad: " ", startingAt: 0))\(String(repeating: " ", count: 25))\(String(format: "%11.1f", sgemmGflops))  (roofline, \(threads) OpenBLAS thread\(threads == 1 ? "" : "s"))
-        """
+        """ + structuredTable
+    }
+
+    var structuredTable: String {
+        guard !structured.isEmpty else { return "" }
+        let hidden = model.hidden
+        var lines = ["", "S2ViTE compact steps (gather + forward+backward + scatter) against dense forward+backward above:",
+                     "structured  heads/block  neurons/block  params (sparsity)    FLOPs saving  median ms    img/s  time saving"]
+        for r in structured {
+            lines.append(String(format: "%9.0f%%  %6d of %d  %7d of %d  %8d (%4.1f%%)  %11.1f%%  %9.1f  %7.1f  %10.1f%%",
+                                r.sparsity * 100, r.headsPerBlock, model.heads, r.neuronsPerBlock, hidden, r.parameters,
+                                r.parameterSparsity * 100, r.flopsSaving * 100, r.forwardBackward.medianMs,
+                                r.forwardBackward.imagesPerSecond, r.timeSaving * 100))
+        }
+        return "\n" + lines.joined(separator: "\n")
     }
 }

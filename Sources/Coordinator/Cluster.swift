@@ -78,6 +78,8 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     /// Σ images·gradient of the workers' grow candidates, then their mean (update steps).
     let candidateScore: FloatBuffer
     var wantCandidates = false
+    /// Structured runs at scoring steps: Σ images·scores of the workers so far.
+    var unitScoreSum: UnitScores?
     var server: ServerState?
     var masks: MaskSet? { server?.masks }
     var maxLayerSize: Int { masks?.prunable.map(\.count).max() ?? 0 }
@@ -185,7 +187,14 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
             count = m.packedCount
         }
         var request: CandidateRequest? = nil
-        if let f = work.topologyFraction, let m = masks {
+        unitScoreSum = nil
+        if let m = masks, m.isStructured {
+            // Unit scores are asked for with an empty candidate request.
+            if work.unitScoreSeed != nil {
+                request = CandidateRequest(multiplier: 0, perLayer: [])
+                unitScoreSum = UnitScores(config: config.model)
+            }
+        } else if let f = work.topologyFraction, let m = masks {
             request = CandidateRequest(multiplier: UInt32(server?.sparsity?.candidateMultiplier ?? 1),
                                        perLayer: m.prunable.map { t in
                                            let a = m.activeCount(t)
@@ -193,7 +202,7 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
                                        })
             candidateScore.zero()
         }
-        wantCandidates = request != nil
+        wantCandidates = request != nil && unitScoreSum == nil
         for (w, range) in zip(members, shares) where !range.isEmpty {
             let a = Assignment(epoch: UInt32(work.epoch), start: UInt32(range.lowerBound), count: UInt32(range.count))
             let fresh = w.version == work.step && w.maskVersion == (masks?.version ?? -1)
@@ -218,8 +227,9 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
             VectorOps.scale(candidateScore.pointer, 1 / Float(images), candidateScore.count)
             score = candidateScore.pointer
         }
+        unitScoreSum?.scale(1 / Float(images))
         return StepGradient(gradient: averager.sum.pointer, result: stepResult, bytesUp: stepUp, bytesDown: stepDown,
-                            workers: members.count, growScore: score)
+                            workers: members.count, growScore: score, unitScores: unitScoreSum)
     }
 
     public func finish(reason: String) {
@@ -288,11 +298,21 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
             do {
                 let s: GradientSummary
                 if let m = masks {
-                    let (summary, candidates) = try Payload.decodeGrads(frame.payload, into: packed.pointer, count: m.packedCount,
-                                                                        layerSizes: wantCandidates ? m.prunable.map(\.count) : [])
+                    let d = try Payload.decodeGrads(frame.payload, into: packed.pointer, count: m.packedCount,
+                                                    layerSizes: wantCandidates ? m.prunable.map(\.count) : [],
+                                                    unitScoreCount: unitScoreSum == nil ? 0 : UnitScores.count(config: config.model))
+                    let candidates = d.candidates
                     guard !wantCandidates || candidates != nil else { throw WireError.malformedPayload("update step without grow candidates") }
+                    var scores: UnitScores? = nil
+                    if unitScoreSum != nil {
+                        guard let flat = d.unitScores, let u = UnitScores(flat: flat, config: config.model) else {
+                            throw WireError.malformedPayload("scoring step without unit scores")
+                        }
+                        scores = u
+                    }
                     m.unpack(packed.pointer, into: scratch.pointer)
-                    s = summary
+                    s = d.summary
+                    if let scores { unitScoreSum?.add(scores, weight: Float(s.images)) }
                     if let candidates {
                         let weight = Float(s.images)
                         for (t, c) in zip(m.prunable, candidates) {
@@ -301,7 +321,7 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
                         }
                     }
                 } else {
-                    s = try Payload.decodeGrads(frame.payload, into: scratch.pointer, count: layout.count).0
+                    s = try Payload.decodeGrads(frame.payload, into: scratch.pointer, count: layout.count).summary
                 }
                 averager.add(scratch.pointer, batch: Int(s.images))
                 stepResult = stepResult + BatchResult(lossSum: s.lossSum, correct: Int(s.correct), count: Int(s.images))

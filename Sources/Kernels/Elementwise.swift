@@ -21,6 +21,20 @@ public enum VectorOps {
         return s
     }
 
+    /// Σ |p[i]| (the sign bit cleared lane-wise)
+    @inlinable
+    public static func absSum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+        let keep = SIMD8<UInt32>(repeating: 0x7FFF_FFFF)
+        @inline(__always) func abs8(_ v: Vec8) -> Vec8 { unsafeBitCast(unsafeBitCast(v, to: SIMD8<UInt32>.self) & keep, to: Vec8.self) }
+        var a0 = Vec8(), a1 = Vec8()
+        var i = 0
+        while i + 16 <= n { a0 += abs8(p.loadVec8(i)); a1 += abs8(p.loadVec8(i + 8)); i += 16 }
+        if i + 8 <= n { a0 += abs8(p.loadVec8(i)); i += 8 }
+        var s = (a0 + a1).sum()
+        while i < n { s += Swift.abs(p[i]); i += 1 }
+        return s
+    }
+
     /// Σ a[i]·b[i]
     @inlinable
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {

@@ -42,7 +42,7 @@ public struct ParameterLayout: Sendable, Equatable {
     }
 
     public init(config c: ViTConfig) {
-        let d = c.dim, h = c.hidden
+        let d = c.dim
         var t: [(String, [Int])] = [
             ("cls_token", [1, 1, d]),
             ("pos_embed", [1, c.tokens, d]),
@@ -50,11 +50,11 @@ public struct ParameterLayout: Sendable, Equatable {
             ("patch_embed.proj.bias", [d]),
         ]
         for i in 0 ..< c.depth {
-            let p = "blocks.\(i)."
+            let p = "blocks.\(i).", a = c.attentionWidth(inBlock: i), h = c.hidden(inBlock: i)
             t += [
                 (p + "norm1.weight", [d]), (p + "norm1.bias", [d]),
-                (p + "attn.qkv.weight", [3 * d, d]), (p + "attn.qkv.bias", [3 * d]),
-                (p + "attn.proj.weight", [d, d]), (p + "attn.proj.bias", [d]),
+                (p + "attn.qkv.weight", [3 * a, d]), (p + "attn.qkv.bias", [3 * a]),
+                (p + "attn.proj.weight", [d, a]), (p + "attn.proj.bias", [d]),
                 (p + "norm2.weight", [d]), (p + "norm2.bias", [d]),
                 (p + "mlp.fc1.weight", [h, d]), (p + "mlp.fc1.bias", [h]),
                 (p + "mlp.fc2.weight", [d, h]), (p + "mlp.fc2.bias", [d]),

@@ -15,18 +15,8 @@ public final class ViTModel: Sendable {
         self.offsets = ModelOffsets(layout, depth: config.depth)
     }
 
-    /// Multiply-adds ×2 of one image's forward pass: the patch embedding, the four
-    /// linear layers and the two attention products per block, and the head. The
-    /// backward pass costs twice this (input and weight gradients).
-    public var forwardFLOPsPerImage: Double {
-        let c = config
-        let n = Double(c.tokens), d = Double(c.dim), h = Double(c.hidden)
-        let embed = 2 * Double(c.numPatches) * Double(c.patchDim) * d
-        let linear = 2 * n * d * (3 * d + d + 2 * h)
-        let attention = 2 * 2 * n * n * d
-        let head = 2 * d * Double(c.numClasses)
-        return embed + Double(c.depth) * (linear + attention) + head
-    }
+    /// Multiply-adds ×2 of one image's forward pass (see `ViTConfig.forwardFLOPsPerImage`).
+    public var forwardFLOPsPerImage: Double { config.forwardFLOPsPerImage }
 }
 
 /// Loss and accuracy over one batch.
@@ -89,6 +79,8 @@ final class Lane: @unchecked Sendable {
     let store: FloatBuffer
     let grads: FloatBuffer?
     var result = BatchResult()
+    /// Per (block, head): Σ A·∂L/∂A over this lane's rows, when asked for (S2ViTE scores).
+    var saliency: [Float] = []
 
     // forward
     let patches, x0: Int
@@ -104,7 +96,7 @@ final class Lane: @unchecked Sendable {
 
     init(config c: ViTConfig, layoutCount: Int, range: Range<Int>, training: Bool, ownsGradients: Bool) {
         self.range = range
-        let b = range.count, n = c.tokens, d = c.dim, hid = c.hidden
+        let b = range.count, n = c.tokens, d = c.dim
         let rows = b * n
         var cursor = 0
         func take(_ count: Int) -> Int {
@@ -116,10 +108,11 @@ final class Lane: @unchecked Sendable {
         x0 = take(rows * d)
         var blocks: [BlockActivations] = []
         var xIn = x0
-        for _ in 0 ..< c.depth {
+        for l in 0 ..< c.depth {
+            let aw = c.attentionWidth(inBlock: l), hid = c.hidden(inBlock: l)
             let a = BlockActivations(
                 xIn: xIn, ln1: take(rows * d), ln1Mean: take(rows), ln1Rstd: take(rows),
-                qkv: take(rows * 3 * d), probs: take(b * c.heads * n * n), attn: take(rows * d),
+                qkv: take(rows * 3 * aw), probs: take(b * c.heads(inBlock: l) * n * n), attn: take(rows * aw),
                 xMid: take(rows * d), ln2: take(rows * d), ln2Mean: take(rows), ln2Rstd: take(rows),
                 fc1: take(rows * hid), gelu: take(rows * hid), xOut: take(rows * d))
             blocks.append(a)
@@ -129,7 +122,8 @@ final class Lane: @unchecked Sendable {
         clsIn = take(b * d); lnf = take(b * d); lnfMean = take(b); lnfRstd = take(b)
         logits = take(b * c.numClasses); probs = take(b * c.numClasses)
         if training {
-            dX = take(rows * d); dLn = take(rows * d); dQkv = take(rows * 3 * d); dAttn = take(rows * d)
+            let aw = c.maxAttentionWidth, hid = c.maxHidden
+            dX = take(rows * d); dLn = take(rows * d); dQkv = take(rows * 3 * aw); dAttn = take(rows * aw)
             dGelu = take(rows * hid); dH = take(rows * hid); scratch = take(n * n)
             dLogits = take(b * c.numClasses); dLnf = take(b * d); dCls = take(b * d)
             dPatches = take(c.numPatches * c.patchDim)
@@ -162,19 +156,25 @@ extension ViTModel {
 
     /// Forward and backward over a batch: `grads` is overwritten with ∂L/∂θ where L is
     /// the mean label-smoothed cross-entropy over the batch. `inputGrad` (B, C, H, W),
-    /// if given, is overwritten with ∂L/∂images.
+    /// if given, is overwritten with ∂L/∂images. `headSaliency` (depth, heads), if given,
+    /// is overwritten with each head's Σ A·∂L/∂A over the batch, A being the head's
+    /// attention output (before attn.proj): the first-order change of L when the head's
+    /// output is scaled, i.e. its Taylor importance before the absolute value.
     @discardableResult
     public func forwardBackward(params: UnsafePointer<Float>, grads: UnsafeMutablePointer<Float>,
                                 images: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
                                 smoothing: Float = 0, workspace ws: ViTWorkspace,
-                                inputGrad: UnsafeMutablePointer<Float>? = nil) -> BatchResult {
+                                inputGrad: UnsafeMutablePointer<Float>? = nil,
+                                headSaliency: UnsafeMutablePointer<Float>? = nil) -> BatchResult {
         precondition(ws.model === self, "ViTModel.forwardBackward: workspace belongs to another model")
         precondition(ws.training, "ViTModel.forwardBackward: workspace was made with training: false")
         configureBLAS(ws)
         let total = layout.count
         let lossScale = 1 / Float(ws.batch)
+        let headSlots = (0 ..< config.depth).reduce(0) { $0 + config.heads(inBlock: $1) }
         Parallel.forEach(ws.lanes.count) { i in
             let lane = ws.lanes[i]
+            lane.saliency = headSaliency == nil ? [] : [Float](repeating: 0, count: headSlots)
             let g = lane.grads?.pointer ?? grads
             VectorOps.zero(g, total)
             let start = lane.range.lowerBound
@@ -183,6 +183,10 @@ extension ViTModel {
             self.laneBackward(lane, params: params, grads: g, labels: labels + start,
                               smoothing: smoothing, lossScale: lossScale,
                               inputGrad: inputGrad.map { $0 + start * self.config.imageValues })
+        }
+        if let headSaliency {
+            headSaliency.update(repeating: 0, count: headSlots)
+            for lane in ws.lanes { for j in 0 ..< headSlots { headSaliency[j] += lane.saliency[j] } }
         }
         // Sum the other lanes' gradients into the caller's buffer, split by ranges.
         if ws.lanes.count > 1 {
@@ -214,7 +218,7 @@ extension ViTModel {
                      labels: UnsafePointer<Int32>?, smoothing: Float) -> BatchResult {
         let c = config, o = offsets
         let A = lane.store.pointer
-        let b = lane.batch, n = c.tokens, d = c.dim, hid = c.hidden
+        let b = lane.batch, n = c.tokens, d = c.dim
         let np = c.numPatches, k = c.patchDim, rows = b * n
         let eps = ViTConfig.layerNormEps
 
@@ -235,19 +239,21 @@ extension ViTModel {
 
         for (l, act) in lane.blocks.enumerated() {
             let w = o.blocks[l]
+            // a: attention width (kept heads × head width), hid: MLP width; D and 4D unless compact
+            let a = c.attentionWidth(inBlock: l), hid = c.hidden(inBlock: l)
             // ln1: (b·N, D)
             LayerNorm.forward(y: A + act.ln1, mean: A + act.ln1Mean, rstd: A + act.ln1Rstd, x: A + act.xIn,
                               weight: P + w.norm1Weight, bias: P + w.norm1Bias, rows: rows, dim: d, eps: eps)
-            // qkv: (b·N, 3D)
+            // qkv: (b·N, 3a)
             Linear.forward(y: A + act.qkv, x: A + act.ln1, weight: P + w.qkvWeight, bias: P + w.qkvBias,
-                           rows: rows, inFeatures: d, outFeatures: 3 * d)
-            // attn: (b, N, D); probs: (b, H, N, N)
+                           rows: rows, inFeatures: d, outFeatures: 3 * a)
+            // attn: (b, N, a); probs: (b, H, N, N)
             Attention.forward(out: A + act.attn, probs: A + act.probs, qkv: A + act.qkv,
-                              batch: b, tokens: n, heads: c.heads, headDim: c.headDim)
+                              batch: b, tokens: n, heads: c.heads(inBlock: l), headDim: c.headDim)
             // xMid = xIn + attn·Wpᵀ + bp
             Linear.forwardResidual(y: A + act.xMid, residual: A + act.xIn, x: A + act.attn,
                                    weight: P + w.projWeight, bias: P + w.projBias,
-                                   rows: rows, inFeatures: d, outFeatures: d)
+                                   rows: rows, inFeatures: a, outFeatures: d)
             LayerNorm.forward(y: A + act.ln2, mean: A + act.ln2Mean, rstd: A + act.ln2Rstd, x: A + act.xMid,
                               weight: P + w.norm2Weight, bias: P + w.norm2Bias, rows: rows, dim: d, eps: eps)
             // fc1: (b·N, hidden), gelu: (b·N, hidden)
@@ -282,7 +288,7 @@ extension ViTModel {
                       inputGrad: UnsafeMutablePointer<Float>?) {
         let c = config, o = offsets
         let A = lane.store.pointer
-        let b = lane.batch, n = c.tokens, d = c.dim, hid = c.hidden
+        let b = lane.batch, n = c.tokens, d = c.dim
         let np = c.numPatches, k = c.patchDim, rows = b * n
 
         // head: dlogits = (p − q)/B
@@ -303,6 +309,7 @@ extension ViTModel {
 
         for l in stride(from: c.depth - 1, through: 0, by: -1) {
             let act = lane.blocks[l], w = o.blocks[l]
+            let a = c.attentionWidth(inBlock: l), hid = c.hidden(inBlock: l)
             // MLP branch: xOut = xMid + fc2(gelu(fc1(ln2(xMid))))
             VectorOps.zero(A + lane.dGelu, rows * hid)
             Linear.backward(dx: A + lane.dGelu, dweight: G + w.fc2Weight, dbias: G + w.fc2Bias, dy: dX,
@@ -317,16 +324,26 @@ extension ViTModel {
                                x: A + act.xMid, mean: A + act.ln2Mean, rstd: A + act.ln2Rstd,
                                weight: P + w.norm2Weight, rows: rows, dim: d)
             // Attention branch: xMid = xIn + proj(attn(qkv(ln1(xIn))))
-            VectorOps.zero(A + lane.dAttn, rows * d)
+            VectorOps.zero(A + lane.dAttn, rows * a)
             Linear.backward(dx: A + lane.dAttn, dweight: G + w.projWeight, dbias: G + w.projBias, dy: dX,
-                            x: A + act.attn, weight: P + w.projWeight, rows: rows, inFeatures: d, outFeatures: d)
-            VectorOps.zero(A + lane.dQkv, rows * 3 * d)
+                            x: A + act.attn, weight: P + w.projWeight, rows: rows, inFeatures: a, outFeatures: d)
+            if !lane.saliency.isEmpty {
+                let heads = c.heads(inBlock: l), hd = c.headDim
+                let first = (0 ..< l).reduce(0) { $0 + c.heads(inBlock: $1) }
+                let at = A + act.attn, dA = A + lane.dAttn
+                for h in 0 ..< heads {
+                    var s: Float = 0
+                    for r in 0 ..< rows { s += VectorOps.dot(at + r * a + h * hd, dA + r * a + h * hd, hd) }
+                    lane.saliency[first + h] += s
+                }
+            }
+            VectorOps.zero(A + lane.dQkv, rows * 3 * a)
             Attention.backward(dqkv: A + lane.dQkv, scratch: A + lane.scratch, dout: A + lane.dAttn,
                                probs: A + act.probs, qkv: A + act.qkv, batch: b, tokens: n,
-                               heads: c.heads, headDim: c.headDim)
+                               heads: c.heads(inBlock: l), headDim: c.headDim)
             VectorOps.zero(A + lane.dLn, rows * d)
             Linear.backward(dx: A + lane.dLn, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dy: A + lane.dQkv,
-                            x: A + act.ln1, weight: P + w.qkvWeight, rows: rows, inFeatures: d, outFeatures: 3 * d)
+                            x: A + act.ln1, weight: P + w.qkvWeight, rows: rows, inFeatures: d, outFeatures: 3 * a)
             LayerNorm.backward(dx: dX, dweight: G + w.norm1Weight, dbias: G + w.norm1Bias, dy: A + lane.dLn,
                                x: A + act.xIn, mean: A + act.ln1Mean, rstd: A + act.ln1Rstd,
                                weight: P + w.norm1Weight, rows: rows, dim: d)

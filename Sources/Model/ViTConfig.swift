@@ -11,6 +11,11 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
     public var depth: Int
     public var heads: Int
     public var mlpRatio: Double
+    /// A compact (structurally pruned) model: how many attention heads each block keeps
+    /// (nil: all `heads`). The head width stays dim / heads.
+    public var blockHeads: [Int]?
+    /// A compact model: each block's MLP hidden width (nil: all `hidden`).
+    public var blockHidden: [Int]?
 
     /// timm's ViT LayerNorm epsilon.
     public static let layerNormEps: Float = 1e-6
@@ -35,8 +40,48 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
     public var patchDim: Int { inChannels * patchSize * patchSize }
     public var imageValues: Int { inChannels * imageSize * imageSize }
 
+    /// Heads block `l` computes (all of them unless the model is compact).
+    @inlinable public func heads(inBlock l: Int) -> Int { blockHeads?[l] ?? heads }
+    /// Width of block `l`'s attention output: kept heads × head width.
+    @inlinable public func attentionWidth(inBlock l: Int) -> Int { heads(inBlock: l) * headDim }
+    /// Block `l`'s MLP hidden width.
+    @inlinable public func hidden(inBlock l: Int) -> Int { blockHidden?[l] ?? hidden }
+    public var isCompact: Bool { blockHeads != nil || blockHidden != nil }
+    /// The widest attention output and MLP hidden layer over the blocks (scratch sizes).
+    public var maxAttentionWidth: Int { (0 ..< depth).map { attentionWidth(inBlock: $0) }.max() ?? 0 }
+    public var maxHidden: Int { (0 ..< depth).map { hidden(inBlock: $0) }.max() ?? 0 }
+
+    /// The same model with block `l` keeping `heads[l]` heads and `hidden[l]` neurons.
+    public func compacted(heads kept: [Int], hidden keptHidden: [Int]) -> ViTConfig {
+        var c = self
+        c.blockHeads = kept
+        c.blockHidden = keptHidden
+        return c
+    }
+
+    /// Multiply-adds ×2 of one image's forward pass: the patch embedding, the four
+    /// linear layers and the two attention products per block, and the head. The
+    /// backward pass costs twice this (input and weight gradients).
+    /// A compact model counts only the heads and neurons it keeps.
+    public var forwardFLOPsPerImage: Double {
+        let c = self
+        let n = Double(c.tokens), d = Double(c.dim)
+        let embed = 2 * Double(c.numPatches) * Double(c.patchDim) * d
+        let blocks = (0 ..< c.depth).reduce(0.0) { sum, l in
+            let a = Double(c.attentionWidth(inBlock: l)), h = Double(c.hidden(inBlock: l))
+            let linear = 2 * n * d * (3 * a + a + 2 * h)
+            let attention = 2 * 2 * n * n * a
+            return sum + linear + attention
+        }
+        let head = 2 * d * Double(c.numClasses)
+        return embed + blocks + head
+    }
+
     public var description: String {
-        "ViT(image \(imageSize), patch \(patchSize), channels \(inChannels), classes \(numClasses), dim \(dim), depth \(depth), heads \(heads), mlp ratio \(mlpRatio))"
+        var s = "ViT(image \(imageSize), patch \(patchSize), channels \(inChannels), classes \(numClasses), dim \(dim), depth \(depth), heads \(heads), mlp ratio \(mlpRatio)"
+        if let h = blockHeads { s += ", block heads \(h)" }
+        if let h = blockHidden { s += ", block hidden \(h)" }
+        return s + ")"
     }
 
     /// Every impossible combination, each named by its YAML key.
@@ -56,6 +101,13 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
         }
         if !(mlpRatio > 0) || hidden < 1 {
             throw fail("mlp_ratio", "must give a hidden width of at least 1, got \(mlpRatio)")
+        }
+        for (key, list, most) in [("block_heads", blockHeads, heads), ("block_hidden", blockHidden, hidden)] {
+            guard let list else { continue }
+            if list.count != depth { throw fail(key, "needs one entry per block (\(depth)), got \(list.count)") }
+            if let bad = list.first(where: { $0 < 1 || $0 > most }) {
+                throw fail(key, "entries must be between 1 and \(most), got \(bad)")
+            }
         }
     }
 
@@ -79,10 +131,20 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
             }
             return v
         }
-        let c = ViTConfig(imageSize: try req("image_size"), patchSize: try req("patch_size"),
+        var c = ViTConfig(imageSize: try req("image_size"), patchSize: try req("patch_size"),
                           inChannels: try req("in_channels"), numClasses: try req("num_classes"),
                           dim: try req("dim"), depth: try req("depth"), heads: try req("heads"),
                           mlpRatio: try m.double("mlp_ratio") ?? 4)
+        func ints(_ key: String) throws -> [Int]? {
+            try m.doubles(key).map { list in
+                try list.map { v in
+                    guard v == v.rounded(), abs(v) < 1e9 else { throw m.error(key, "expected whole numbers, found \(v)") }
+                    return Int(v)
+                }
+            }
+        }
+        c.blockHeads = try ints("block_heads")
+        c.blockHidden = try ints("block_hidden")
         try m.finish()
         try c.validate(file: m.file, path: m.path)
         return c
@@ -101,7 +163,6 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
           depth: \(depth)
           heads: \(heads)
           mlp_ratio: \(mlpRatio)
-
-        """
+        """ + (blockHeads.map { "\n  block_heads: \($0)" } ?? "") + (blockHidden.map { "\n  block_hidden: \($0)" } ?? "") + "\n"
     }
 }

@@ -73,4 +73,37 @@ public enum MaskPictures {
         s += "<line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(top + rowH * layers.count)\" stroke=\"black\"/>\n</svg>\n"
         return s
     }
+
+    /// Structured runs: a grid of blocks × units (heads, like the paper's Fig. A7) where
+    /// each cell says whether the unit is kept now, was kept at some time, or never was,
+    /// and whether it was in the initial topology (a dot). `current`, `explored` and
+    /// `initial` are [block][unit].
+    public static func unitGrid(current: [[Bool]], explored: [[Bool]], initial: [[Bool]], unitName: String, title: String) -> String {
+        let cell = 28, left = 70, top = 56
+        let units = current.first?.count ?? 0
+        let width = left + cell * units + 20, height = top + cell * current.count + 30
+        var s = """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(max(width, 460))" height="\(height)" font-family="sans-serif" font-size="12">
+        <text x="10" y="20" font-size="14">\(title)</text>
+        <rect x="10" y="30" width="10" height="10" fill="#1f4fa0"/><text x="24" y="39">kept now</text>
+        <rect x="90" y="30" width="10" height="10" fill="#e8b0b0"/><text x="104" y="39">kept earlier</text>
+        <rect x="190" y="30" width="10" height="10" fill="#f2f2f2" stroke="#999"/><text x="204" y="39">never kept</text>
+        <circle cx="295" cy="35" r="3" fill="white" stroke="black"/><text x="302" y="39">in the initial topology</text>
+
+        """
+        for (l, row) in current.enumerated() {
+            let y = top + l * cell
+            s += "<text x=\"\(left - 6)\" y=\"\(y + cell / 2 + 4)\" text-anchor=\"end\">block \(l)</text>\n"
+            for (u, on) in row.enumerated() {
+                let x = left + u * cell
+                let fill = on ? "#1f4fa0" : (explored[l][u] ? "#e8b0b0" : "#f2f2f2")
+                s += "<rect x=\"\(x + 1)\" y=\"\(y + 1)\" width=\"\(cell - 2)\" height=\"\(cell - 2)\" fill=\"\(fill)\" stroke=\"#999\"/>\n"
+                if initial[l][u] { s += "<circle cx=\"\(x + cell / 2)\" cy=\"\(y + cell / 2)\" r=\"3\" fill=\"white\" stroke=\"black\"/>\n" }
+            }
+        }
+        for u in 0 ..< units {
+            s += "<text x=\"\(left + u * cell + cell / 2)\" y=\"\(top + cell * current.count + 16)\" text-anchor=\"middle\">\(unitName)\(u)</text>\n"
+        }
+        return s + "</svg>\n"
+    }
 }

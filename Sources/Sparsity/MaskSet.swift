@@ -13,6 +13,8 @@ public final class MaskSet: @unchecked Sendable {
     /// 1 where a weight has been active at any time since the start (exploration rate).
     public let everActive: FloatBuffer
     public private(set) var version: Int = 0
+    /// The mask switches whole heads and neurons (S2ViTE, SSP; see `UnitSelection`).
+    public let isStructured: Bool
 
     /// Which tensors are prunable: every block's qkv, proj, fc1 and fc2 weights, and
     /// optionally the patch embedding and the head (as the official code does).
@@ -26,9 +28,10 @@ public final class MaskSet: @unchecked Sendable {
     }
 
     /// All ones (dense) over the given prunable tensors.
-    public init(layout: ParameterLayout, prunable: [TensorSpec]) {
+    public init(layout: ParameterLayout, prunable: [TensorSpec], structured: Bool = false) {
         self.layout = layout
         self.prunable = prunable
+        isStructured = structured
         mask = FloatBuffer(count: layout.count)
         everActive = FloatBuffer(count: layout.count)
         for t in layout.tensors {
@@ -59,6 +62,11 @@ public final class MaskSet: @unchecked Sendable {
             for i in order[0 ..< k] { m[i] = 1; e[i] = 1 }
         }
         version += 1
+    }
+
+    /// Sets the ever-active map to the current mask (a run's starting topology).
+    public func resetExploration() {
+        for t in prunable { (everActive.pointer + t.offset).update(from: mask.pointer + t.offset, count: t.count) }
     }
 
     /// Marks a topology change (after prune-and-grow has edited `mask`).

@@ -15,6 +15,15 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
         case gmp
         /// Taylor pruning: as OMP with importance |w·g|.
         case tp
+        /// S2ViTE: random heads and MLP neurons per block (`head_density`, `mlp_density`),
+        /// structured prune-and-grow on the SViTE schedule; steps run the compact model.
+        case s2vite
+        /// Salience-based structured pruning: dense until `prune_at`, then the heads of
+        /// lowest Taylor importance and the neurons of smallest weight norm go at once.
+        case ssp
+
+        /// Methods whose masks switch whole heads and neurons.
+        public var isStructured: Bool { self == .s2vite || self == .ssp }
     }
 
     public var method: Method = .dense
@@ -35,6 +44,12 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
     public var gmpStart: Double = 1.0 / 6
     public var gmpEnd: Double = 0.5
     public var gmpEvents: Int = 20
+    /// S2ViTE/SSP: fraction of each block's heads and MLP neurons kept (rounded up; nil:
+    /// 1 − sparsity).
+    public var headDensity: Double? = nil
+    public var mlpDensity: Double? = nil
+    public var keptHeadFraction: Double { headDensity ?? density }
+    public var keptNeuronFraction: Double { mlpDensity ?? density }
 
     /// The baselines' pruning schedule (nil for dense and SViTE).
     public var pruningPlan: PruningPlan? {
@@ -42,7 +57,9 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
         case .omp: return PruningPlan(kind: .oneShot(at: pruneAt, taylor: false), targetDensity: density)
         case .tp: return PruningPlan(kind: .oneShot(at: pruneAt, taylor: true), targetDensity: density)
         case .gmp: return PruningPlan(kind: .gradual(start: gmpStart, end: gmpEnd, events: gmpEvents), targetDensity: density)
-        case .dense, .svite: return nil
+        // SSP prunes once at `prune_at`, to the head and neuron budgets.
+        case .ssp: return PruningPlan(kind: .oneShot(at: pruneAt, taylor: true), targetDensity: density)
+        case .dense, .svite, .s2vite: return nil
         }
     }
 
@@ -77,7 +94,12 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
         c.gmpStart = try m.double("gmp_start") ?? c.gmpStart
         c.gmpEnd = try m.double("gmp_end") ?? c.gmpEnd
         c.gmpEvents = try m.int("gmp_events") ?? c.gmpEvents
+        c.headDensity = try m.double("head_density")
+        c.mlpDensity = try m.double("mlp_density")
         try m.finish()
+        for (key, v) in [("head_density", c.headDensity), ("mlp_density", c.mlpDensity)] {
+            if let v, !(v > 0 && v <= 1) { throw m.error(key, "must be in (0, 1], got \(v)") }
+        }
         guard c.pruneAt > 0 && c.pruneAt < 1 else { throw m.error("prune_at", "must be in (0, 1), got \(c.pruneAt)") }
         guard c.gmpStart >= 0 && c.gmpStart < c.gmpEnd && c.gmpEnd <= 1 else {
             throw m.error("gmp_end", "need 0 <= gmp_start < gmp_end <= 1, got \(c.gmpStart) and \(c.gmpEnd)")
@@ -109,6 +131,8 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
           gmp_start: \(gmpStart)
           gmp_end: \(gmpEnd)
           gmp_events: \(gmpEvents)
+        """ + (headDensity.map { "\n  head_density: \($0)" } ?? "") + (mlpDensity.map { "\n  mlp_density: \($0)" } ?? "") + """
+
 
         """
     }
@@ -132,34 +156,67 @@ public struct SparsityReport: Sendable, Equatable {
         ["density": density, "sparsity": 1 - density, "active_parameters": activeParameters, "parameters": totalParameters,
          "flops": sparseFLOPs, "dense_flops": denseFLOPs, "flops_saving": flopsSaving,
          "exploration_rate": explorationRate, "mask_version": maskVersion]
+            .merging(heads.map { ["heads": $0, "neurons": neurons ?? 0] } ?? [:]) { a, _ in a }
     }
 
-    /// Linear layers scale with their density; attention products, norms and the rest do
-    /// not. Per image, forward: a block linear runs on every token, the patch embedding on
-    /// every patch, the head on CLS only.
+    /// Kept heads and neurons over all blocks (structured masks only).
+    public var heads: Int? = nil
+    public var neurons: Int? = nil
+
+    /// Unstructured: linear layers scale with their density; attention products, norms
+    /// and the rest do not. Per image, forward: a block linear runs on every token, the
+    /// patch embedding on every patch, the head on CLS only. Structured: the FLOPs of the
+    /// compact model, whose attention products run only for the kept heads.
     public init(masks: MaskSet, model: ViTModel) {
         let c = model.config
         density = masks.density
         totalParameters = masks.layout.parameterCount
         activeParameters = totalParameters - masks.totalPrunable + masks.activePrunable
         denseFLOPs = model.forwardFLOPsPerImage
-        var removed = 0.0
-        for t in masks.prunable {
-            let rows: Double = t.name.hasPrefix("blocks.") ? Double(c.tokens) : (t.name == "head.weight" ? 1 : Double(c.numPatches))
-            removed += 2 * rows * Double(t.count - masks.activeCount(t))
+        if masks.isStructured {
+            let units = UnitSelection(masks: masks, model: model)
+            heads = units.headCount
+            neurons = units.neuronCount
+            sparseFLOPs = c.compacted(heads: units.keptHeads.map(\.count), hidden: units.keptNeurons.map(\.count)).forwardFLOPsPerImage
+        } else {
+            var removed = 0.0
+            for t in masks.prunable {
+                let rows: Double = t.name.hasPrefix("blocks.") ? Double(c.tokens) : (t.name == "head.weight" ? 1 : Double(c.numPatches))
+                removed += 2 * rows * Double(t.count - masks.activeCount(t))
+            }
+            sparseFLOPs = denseFLOPs - removed
         }
-        sparseFLOPs = denseFLOPs - removed
         explorationRate = masks.explorationRate
         maskVersion = masks.version
     }
 }
 
 extension MaskSet {
-    /// The starting topology of a run: the configured per-layer counts drawn at random
-    /// from `seed` (nil for dense runs). Training and the pictures draw it the same way.
-    public static func initial(_ c: SparsityConfig, layout: ParameterLayout, seed: UInt64) -> MaskSet? {
+    /// An all-ones mask over the tensors the method prunes.
+    public convenience init(for c: SparsityConfig, layout: ParameterLayout) {
+        if c.method.isStructured {
+            self.init(layout: layout, prunable: UnitSelection.prunableTensors(layout), structured: true)
+        } else {
+            self.init(layout: layout, prunable: MaskSet.prunableTensors(layout, includeEmbeddingAndHead: c.includeEmbeddingAndHead))
+        }
+    }
+
+    /// The starting topology of a run: the configured per-layer counts (or heads and
+    /// neurons) drawn at random from `seed` (nil for dense runs). Training and the
+    /// pictures draw it the same way.
+    public static func initial(_ c: SparsityConfig, model: ViTModel, seed: UInt64) -> MaskSet? {
         guard c.isSparse else { return nil }
-        let m = MaskSet(layout: layout, prunable: MaskSet.prunableTensors(layout, includeEmbeddingAndHead: c.includeEmbeddingAndHead))
+        let layout = model.layout
+        let m = MaskSet(for: c, layout: layout)
+        if c.method.isStructured {
+            // SSP starts dense; S2ViTE from random heads and neurons.
+            guard c.method == .s2vite else { return m }
+            UnitSelection.random(config: model.config, headDensity: c.keptHeadFraction, mlpDensity: c.keptNeuronFraction, seed: seed)
+                .write(to: m, model: model)
+            m.resetExploration()
+            m.bumpVersion()
+            return m
+        }
         // The pruning baselines start dense and prune later.
         guard c.method == .svite else { return m }
         m.randomize(counts: c.distribution.counts(m.prunable.map { ($0.name, $0.shape) }, density: c.density), seed: seed)

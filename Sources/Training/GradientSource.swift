@@ -1,5 +1,6 @@
 import Datasets
 import Model
+import Sparsity
 
 /// One step's work: which images of which epoch.
 public struct StepWork: Sendable {
@@ -10,10 +11,15 @@ public struct StepWork: Sendable {
     public var positions: Range<Int>
     /// Set when this step ends with a topology update: the fraction to prune and regrow.
     public var topologyFraction: Double?
+    /// Set when the step must also return per-unit scores (S2ViTE updates, SSP's prune):
+    /// the seed of the inactive units' candidate weights.
+    public var unitScoreSeed: UInt64?
 
-    public init(step: Int, epoch: Int, stepInEpoch: Int, positions: Range<Int>, topologyFraction: Double? = nil) {
+    public init(step: Int, epoch: Int, stepInEpoch: Int, positions: Range<Int>, topologyFraction: Double? = nil,
+                unitScoreSeed: UInt64? = nil) {
         self.step = step; self.epoch = epoch; self.stepInEpoch = stepInEpoch; self.positions = positions
         self.topologyFraction = topologyFraction
+        self.unitScoreSeed = unitScoreSeed
     }
 }
 
@@ -29,11 +35,14 @@ public struct StepGradient {
     /// At update steps from the cluster: grow scores built from the workers' top
     /// candidates (zero elsewhere). Nil: the dense gradient is the score.
     public var growScore: UnsafeMutablePointer<Float>?
+    /// When the work asked for them: per-unit scores, means over the step's images.
+    public var unitScores: UnitScores?
 
     public init(gradient: UnsafeMutablePointer<Float>, result: BatchResult, bytesUp: Int = 0, bytesDown: Int = 0, workers: Int = 1,
-                growScore: UnsafeMutablePointer<Float>? = nil) {
+                growScore: UnsafeMutablePointer<Float>? = nil, unitScores: UnitScores? = nil) {
         self.gradient = gradient; self.result = result; self.bytesUp = bytesUp; self.bytesDown = bytesDown; self.workers = workers
         self.growScore = growScore
+        self.unitScores = unitScores
     }
 }
 
@@ -57,6 +66,9 @@ public final class LocalGradientSource: GradientSource {
     public let replica: Replica
     public let plan: EpochPlan
     var cached: (epoch: Int, order: [Int32])?
+    var masks: MaskSet?
+
+    public func attach(server: ServerState) { masks = server.masks }
 
     public init(replica: Replica, plan: EpochPlan) {
         self.replica = replica
@@ -66,8 +78,10 @@ public final class LocalGradientSource: GradientSource {
     public func gradient(params: UnsafePointer<Float>, work: StepWork, stop: StopFlag) throws -> StepGradient? {
         if cached?.epoch != work.epoch { cached = (work.epoch, plan.permutation(epoch: work.epoch)) }
         let indices = Array(cached!.order[work.positions])
-        let result = replica.computeGradient(params: params, indices: indices, epoch: work.epoch)
-        return StepGradient(gradient: replica.grads.pointer, result: result)
+        let result = replica.computeGradient(params: params, indices: indices, epoch: work.epoch,
+                                             masks: masks, unitScoreSeed: work.unitScoreSeed)
+        return StepGradient(gradient: replica.grads.pointer, result: result,
+                            unitScores: work.unitScoreSeed == nil ? nil : replica.unitScores)
     }
 
     public func finish(reason: String) {}

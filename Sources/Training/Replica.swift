@@ -1,6 +1,7 @@
 import Datasets
 import Kernels
 import Model
+import Sparsity
 
 /// What a worker holds: the model definition, activations, a batch staging area and a
 /// gradient buffer. Given parameters and a list of image indices it assembles the batch
@@ -16,6 +17,13 @@ public final class Replica: @unchecked Sendable {
     var workspaces: [Int: ViTWorkspace] = [:]
     var images: FloatBuffer
     var labels: [Int32]
+    /// Structured runs: the compact model of the current topology (rebuilt when the mask
+    /// version changes) with its parameter and gradient buffers and workspaces.
+    var compact: (version: Int, plan: CompactPlan, params: FloatBuffer, grads: FloatBuffer, workspaces: [Int: ViTWorkspace])?
+    /// Full parameters with the inactive units' candidate weights (scoring steps).
+    var scoringParams: FloatBuffer?
+    /// The unit scores of the last scoring step.
+    public private(set) var unitScores: UnitScores?
 
     public init(model: ViTModel, assembler: BatchAssembler, threads: Int, smoothing: Float, maxBatch: Int) {
         self.model = model
@@ -36,17 +44,59 @@ public final class Replica: @unchecked Sendable {
     }
 
     /// Forward and backward on the images `indices` of epoch `epoch`; the gradient of the
-    /// batch-mean loss is left in `grads`.
+    /// batch-mean loss is left in `grads` (full layout).
+    ///
+    /// With a structured mask the step runs the compact model (only the kept heads and
+    /// neurons) and the gradient is zero on pruned units. With `unitScoreSeed` it instead
+    /// runs the full model with the inactive units given their candidate weights (which
+    /// add exactly nothing to the output, so the loss and the active units' gradients are
+    /// those of the compact model) and leaves the per-unit scores in `unitScores`.
     @discardableResult
-    public func computeGradient(params: UnsafePointer<Float>, indices: [Int32], epoch: Int) -> BatchResult {
+    public func computeGradient(params: UnsafePointer<Float>, indices: [Int32], epoch: Int,
+                                masks: MaskSet? = nil, unitScoreSeed: UInt64? = nil) -> BatchResult {
         let b = indices.count
         precondition(b >= 1 && b <= labels.count, "Replica: batch of \(b) images (staging holds \(labels.count))")
-        let ws = workspace(b)
         return labels.withUnsafeMutableBufferPointer { lab in
             assembler.fill(images: images.pointer, labels: lab.baseAddress!, indices: indices, epoch: epoch, augment: true)
-            return model.forwardBackward(params: params, grads: grads.pointer, images: images.pointer,
-                                         labels: lab.baseAddress!, smoothing: smoothing, workspace: ws)
+            guard let masks, masks.isStructured else {
+                return model.forwardBackward(params: params, grads: grads.pointer, images: images.pointer,
+                                             labels: lab.baseAddress!, smoothing: smoothing, workspace: workspace(b))
+            }
+            if let seed = unitScoreSeed {
+                let full = scoringParams ?? FloatBuffer(count: model.layout.count)
+                scoringParams = full
+                full.pointer.update(from: params, count: model.layout.count)
+                let selection = UnitSelection(masks: masks, model: model)
+                UnitCandidates.writeInactive(selection, model: model, seed: seed, into: full.pointer)
+                var scores = UnitScores(config: model.config)
+                let result = scores.headTaylor.withUnsafeMutableBufferPointer { saliency in
+                    model.forwardBackward(params: full.pointer, grads: grads.pointer, images: images.pointer,
+                                          labels: lab.baseAddress!, smoothing: smoothing, workspace: workspace(b),
+                                          headSaliency: saliency.baseAddress!)
+                }
+                scores.setGrowScores(gradient: grads.pointer, model: model)
+                unitScores = scores
+                return result
+            }
+            let c = compactModel(masks)
+            let ws = c.workspaces[b] ?? ViTWorkspace(model: c.plan.compact, batch: b, threads: threads, training: true)
+            compact?.workspaces[b] = ws
+            c.plan.gather(params, into: c.params.pointer)
+            let result = c.plan.compact.forwardBackward(params: c.params.pointer, grads: c.grads.pointer, images: images.pointer,
+                                                        labels: lab.baseAddress!, smoothing: smoothing, workspace: ws)
+            c.plan.scatter(c.grads.pointer, into: grads.pointer)
+            return result
         }
+    }
+
+    /// The compact model for the mask's current topology.
+    func compactModel(_ masks: MaskSet) -> (version: Int, plan: CompactPlan, params: FloatBuffer, grads: FloatBuffer, workspaces: [Int: ViTWorkspace]) {
+        if let c = compact, c.version == masks.version { return c }
+        let plan = UnitSelection(masks: masks, model: model).plan(full: model)
+        let c = (version: masks.version, plan: plan, params: FloatBuffer(count: plan.compact.layout.count),
+                 grads: FloatBuffer(count: plan.compact.layout.count), workspaces: [Int: ViTWorkspace]())
+        compact = c
+        return c
     }
 }
 

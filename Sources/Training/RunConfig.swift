@@ -183,3 +183,9 @@ public struct RunConfig: Sendable, Equatable {
         return (perEpoch, total)
     }
 }
+
+extension RunConfig {
+    /// The seed of the run's topology: SViTE's random initial mask, S2ViTE's initial
+    /// units and (mixed with the step) its candidate weights.
+    public var topologySeed: UInt64 { StreamSeed.mix(training.seed, StreamSeed.topology) }
+}

@@ -1,3 +1,4 @@
+import Datasets
 import Kernels
 import Model
 import Optim
@@ -20,6 +21,8 @@ public final class ServerState: @unchecked Sendable {
     public private(set) var masks: MaskSet?
     var topologySchedule: UpdateSchedule?
     var growScore: FloatBuffer?
+    /// Seeds the candidate weights of S2ViTE's inactive units (with the step).
+    var topologySeed: UInt64 = 0
     /// The changes of the last topology update (empty when the last step made none).
     public private(set) var lastChanges: [PruneAndGrow.LayerChange] = []
 
@@ -50,16 +53,36 @@ public final class ServerState: @unchecked Sendable {
     /// The sparsity settings in force (nil: dense).
     public private(set) var sparsity: SparsityConfig?
 
+    /// The next step's pruning-baseline event, if any: the density to prune to.
+    var pendingPruneDensity: Double? {
+        masks == nil ? nil : sparsity?.pruningPlan?.density(step: step + 1, total: schedule.totalSteps)
+    }
+
+    /// Structured runs: the candidate-weight seed when the next step must return unit
+    /// scores (an S2ViTE update or SSP's pruning step), nil otherwise.
+    public var pendingUnitScoreSeed: UInt64? {
+        guard let m = masks, m.isStructured, pendingTopologyFraction != nil || pendingPruneDensity != nil else { return nil }
+        return Self.unitCandidateSeed(topologySeed: topologySeed, step: step)
+    }
+
+    /// Workers draw an inactive unit's candidate weights from this seed when scoring it at
+    /// step `step`, and the coordinator draws the same ones when the unit grows there.
+    public static func unitCandidateSeed(topologySeed: UInt64, step: Int) -> UInt64 {
+        StreamSeed.mix(topologySeed, UInt64(step))
+    }
+
     @discardableResult
-    public func apply(averagedGradient g: UnsafeMutablePointer<Float>, growScore given: UnsafePointer<Float>? = nil) -> Update {
+    public func apply(averagedGradient g: UnsafeMutablePointer<Float>, growScore given: UnsafePointer<Float>? = nil,
+                      unitScores: UnitScores? = nil) -> Update {
         let lr = schedule.lr(step: step)
         var fraction: Double? = nil
-        let pruneTo = masks == nil ? nil : sparsity?.pruningPlan?.density(step: step + 1, total: schedule.totalSteps)
+        let pruneTo = pendingPruneDensity
+        let unitSeed = pendingUnitScoreSeed
         if let masks {
             fraction = pendingTopologyFraction
             // The dense gradient of an update step is the grow score (unless the workers'
             // candidates were given); keep it before masking.
-            if fraction != nil || pruneTo != nil, let score = growScore {
+            if fraction != nil || pruneTo != nil, !masks.isStructured, let score = growScore {
                 score.pointer.update(from: given ?? UnsafePointer(g), count: score.count)
             }
             for t in masks.prunable {
@@ -73,7 +96,21 @@ public final class ServerState: @unchecked Sendable {
         if let masks {
             masks.apply(to: params)
             let moments = [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? [])
-            if let f = fraction, let score = growScore {
+            if masks.isStructured, let c = sparsity {
+                // Without scores (a source that cannot give them) the topology stays.
+                if let scores = unitScores, let seed = unitSeed {
+                    if let f = fraction {
+                        lastChanges = StructuredPruneAndGrow.update(masks: masks, model: model, params: params, scores: scores,
+                                                                    fraction: f, candidateSeed: seed, moments: moments)
+                    } else if pruneTo != nil {
+                        lastChanges = StructuredPruneAndGrow.prune(masks: masks, model: model, params: params, scores: scores,
+                                                                   headDensity: c.keptHeadFraction, mlpDensity: c.keptNeuronFraction,
+                                                                   moments: moments)
+                    }
+                } else {
+                    fraction = nil
+                }
+            } else if let f = fraction, let score = growScore {
                 lastChanges = PruneAndGrow.update(masks: masks, params: params,
                                                   growScore: { UnsafePointer(score.pointer + $0.offset) },
                                                   fraction: f, moments: moments)
@@ -109,13 +146,14 @@ public final class ServerState: @unchecked Sendable {
     /// Starts sparse training: a random topology with the configured per-layer counts
     /// (ERK or uniform), applied to the weights.
     public func enableSparsity(_ c: SparsityConfig, seed: UInt64) {
-        guard let m = MaskSet.initial(c, layout: model.layout, seed: seed) else { return }
+        guard let m = MaskSet.initial(c, model: model, seed: seed) else { return }
         m.apply(to: params)
         for b in [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? []) { m.apply(to: b) }
         masks = m
         sparsity = c
-        topologySchedule = c.method == .svite ? c.schedule : nil
-        growScore = FloatBuffer(count: model.layout.count)
+        topologySeed = seed
+        topologySchedule = c.method == .svite || c.method == .s2vite ? c.schedule : nil
+        growScore = c.method.isStructured ? nil : FloatBuffer(count: model.layout.count)
     }
 
     /// Puts the state back to a checkpoint's step (parameters and moments are restored

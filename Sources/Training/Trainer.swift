@@ -130,7 +130,7 @@ public final class Trainer {
                               assembler: BatchAssembler(dataset: test, mean: d.mean, std: d.std, augmentation: .none, seed: t.seed),
                               batch: t.evalBatchSize, threads: threads)
         resumedFrom = options.resume
-        server.enableSparsity(config.sparsity, seed: StreamSeed.mix(t.seed, StreamSeed.topology))
+        server.enableSparsity(config.sparsity, seed: config.topologySeed)
         if let c = options.resume {
             try Checkpoint.restore(c, into: server)
             elapsedBefore = c.state.elapsedSeconds
@@ -186,13 +186,14 @@ public final class Trainer {
             let step = server.step
             let epoch = step / stepsPerEpoch, inEpoch = step % stepsPerEpoch
             let work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch),
-                                topologyFraction: server.pendingTopologyFraction)
+                                topologyFraction: server.pendingTopologyFraction, unitScoreSeed: server.pendingUnitScoreSeed)
             guard let g = try source.gradient(params: server.params.pointer, work: work, stop: stop) else {
                 stopped = true
                 break
             }
             let result = g.result
-            lastUpdate = server.apply(averagedGradient: g.gradient, growScore: g.growScore.map { UnsafePointer($0) })
+            lastUpdate = server.apply(averagedGradient: g.gradient, growScore: g.growScore.map { UnsafePointer($0) },
+                                      unitScores: g.unitScores)
             imagesSeen += result.count
             window.loss += result.lossSum; window.correct += result.correct
             window.images += result.count; window.steps += 1

@@ -43,8 +43,7 @@ public struct LoadedWeights {
         try st.load(into: params, layout: model.layout, strict: true, ignoringPrefixes: Checkpoint.stateTensorPrefixes)
         var masks: MaskSet? = nil
         if config.sparsity.isSparse {
-            let m = MaskSet(layout: model.layout,
-                            prunable: MaskSet.prunableTensors(model.layout, includeEmbeddingAndHead: config.sparsity.includeEmbeddingAndHead))
+            let m = MaskSet(for: config.sparsity, layout: model.layout)
             for t in m.prunable {
                 let dst = m.mask.view(t), ever = m.everActive.view(t)
                 if let saved = try? st.floats("\(Checkpoint.maskPrefix).\(t.name)"), saved.count == t.count {
@@ -80,9 +79,29 @@ public struct LoadedWeights {
     }
 
     /// Writes the weights alone (timm names) and a JSON description beside them.
-    public func export(to path: String) throws -> String {
-        let model = ViTModel(config: config.model)
-        try SafeTensors.write(params: params, layout: model.layout, to: path,
+    /// `compact`: a structured run's model with only its kept heads and neurons, as
+    /// physically smaller tensors; its config (stored in the file) is a dense model with
+    /// per-block `block_heads` and `block_hidden`, and the JSON lists which heads and
+    /// neurons of the original survive.
+    public func export(to path: String, compact: Bool = false) throws -> String {
+        var config = self.config
+        var model = ViTModel(config: config.model)
+        var values = params
+        var units: UnitSelection? = nil
+        if compact {
+            guard let masks, masks.isStructured else {
+                throw CheckpointError(path: self.path, message: "--compact needs a structured run (sparsity.method s2vite or ssp); this one is \(config.sparsity.method.rawValue)")
+            }
+            let u = UnitSelection(masks: masks, model: model)
+            let plan = u.plan(full: model)
+            values = FloatBuffer(count: plan.compact.layout.count)
+            plan.gather(params.pointer, into: values.pointer)
+            model = plan.compact
+            config.model = plan.compact.config
+            config.sparsity = SparsityConfig()
+            units = u
+        }
+        try SafeTensors.write(params: values, layout: model.layout, to: path,
                               metadata: ["format": "pt", Checkpoint.configKey: config.yaml])
         let m = config.model
         var info: [String: Any] = [
@@ -99,6 +118,11 @@ public struct LoadedWeights {
             "source": self.path,
         ]
         if let step { info["step"] = step }
+        if let units {
+            info["compact"] = ["block_heads": m.blockHeads ?? [], "block_hidden": m.blockHidden ?? [],
+                               "kept_heads": units.keptHeads, "kept_neurons": units.keptNeurons,
+                               "note": "timm's VisionTransformer has one head count and MLP width for all blocks: build each block with its own (attn.qkv rows 3·heads·head_dim, mlp.fc1 rows = block_hidden) or place these tensors back at kept_heads/kept_neurons of a full model with zeros elsewhere"]
+        }
         let json = try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys, .prettyPrinted])
         let jsonPath = (path as NSString).deletingPathExtension + ".json"
         try AtomicFile.write(jsonPath, data: json + Data("\n".utf8))

@@ -145,10 +145,13 @@ public enum Payload {
     }
 
     // grads: u32 images, f64 loss sum, u32 correct, u8 codec, u32 n, values,
-    //        u8 has candidates, [u32 layers, per layer: indices (delta varints), fp32 values]
+    //        u8 extra: 0 none
+    //                  1 grow candidates: u32 layers, per layer: indices (delta varints), fp32 values
+    //                  2 unit scores (S2ViTE): u32 n, fp32 values
 
     public static func grads(_ s: GradientSummary, codec: ValueCodec, values: UnsafePointer<Float>, count: Int,
-                             candidates: [GrowCandidates]? = nil) -> [UInt8] {
+                             candidates: [GrowCandidates]? = nil, unitScores: [Float]? = nil) -> [UInt8] {
+        precondition(candidates == nil || unitScores == nil, "Payload.grads: candidates and unit scores are exclusive")
         var w = ByteWriter(capacity: 32 + codec.bytesPerValue * count)
         w.u32(s.images); w.f64(s.lossSum); w.u32(s.correct)
         w.u8(codec.rawValue)
@@ -161,15 +164,27 @@ public enum Payload {
                 IndexCodec.encode(c.indices, into: &w)
                 c.values.withUnsafeBufferPointer { w.floats($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: c.values.count) }
             }
+        } else if let unitScores {
+            w.u8(2)
+            w.u32(UInt32(unitScores.count))
+            unitScores.withUnsafeBufferPointer { w.floats($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: unitScores.count) }
         } else {
             w.u8(0)
         }
         return w.bytes
     }
 
-    /// The summary and the candidates; `count` values (the receiver's expectation) go to `into`.
+    public struct DecodedGrads: Sendable {
+        public var summary: GradientSummary
+        public var candidates: [GrowCandidates]?
+        public var unitScores: [Float]?
+    }
+
+    /// The summary, candidates or unit scores; `count` values (the receiver's expectation)
+    /// go to `into`. `layerSizes` bounds candidate indices; `unitScoreCount` is how many
+    /// unit scores a structured run expects (0: none accepted).
     public static func decodeGrads(_ payload: [UInt8], into out: UnsafeMutablePointer<Float>, count: Int,
-                                   layerSizes: [Int] = []) throws -> (GradientSummary, [GrowCandidates]?) {
+                                   layerSizes: [Int] = [], unitScoreCount: Int = 0) throws -> DecodedGrads {
         var r = ByteReader(payload)
         let s = GradientSummary(images: try r.u32("images"), lossSum: try r.f64("loss sum"), correct: try r.u32("correct"))
         let c = try r.u8("codec")
@@ -180,7 +195,15 @@ public enum Payload {
         try codec.decode(&r, into: out, count: count)
         let has = try r.u8("has candidates")
         var candidates: [GrowCandidates]? = nil
-        if has == 1 {
+        var unitScores: [Float]? = nil
+        if has == 2 {
+            let n = Int(try r.u32("unit score count"))
+            guard n == unitScoreCount, n > 0 else { throw WireError.malformedPayload("\(n) unit scores, expected \(unitScoreCount)") }
+            var v = [Float](repeating: 0, count: n)
+            try v.withUnsafeMutableBufferPointer { try r.floats(into: $0.baseAddress!, count: n) }
+            guard v.allSatisfy(\.isFinite) else { throw WireError.malformedPayload("unit scores not finite") }
+            unitScores = v
+        } else if has == 1 {
             let layers = Int(try r.u32("candidate layers"))
             guard layers == layerSizes.count else { throw WireError.malformedPayload("candidates for \(layers) layers, expected \(layerSizes.count)") }
             candidates = try layerSizes.map { size in
@@ -193,7 +216,7 @@ public enum Payload {
             throw WireError.malformedPayload("candidates flag \(has)")
         }
         try r.expectEnd("grads")
-        return (s, candidates)
+        return DecodedGrads(summary: s, candidates: candidates, unitScores: unitScores)
     }
 
     // leave, stop, reject: a reason string

@@ -48,6 +48,8 @@ public final class WorkerNode: @unchecked Sendable {
     var loadedConfig: String?
     /// The topology of a sparse run, kept in step with the coordinator's.
     var masks: MaskSet?
+    /// Seeds S2ViTE's candidate weights (the run's, from its config).
+    var topologySeed: UInt64 = 0
     var packed: FloatBuffer?
     var candidateMultiplier = 1
 
@@ -172,8 +174,9 @@ public final class WorkerNode: @unchecked Sendable {
             packed = FloatBuffer(count: model.layout.count)
             permutation = nil
             loadedConfig = info.config
+            topologySeed = config.topologySeed
             masks = config.sparsity.isSparse
-                ? MaskSet(layout: model.layout, prunable: MaskSet.prunableTensors(model.layout, includeEmbeddingAndHead: config.sparsity.includeEmbeddingAndHead))
+                ? MaskSet(for: config.sparsity, layout: model.layout)
                 : nil
             log.info("joined run \(String(info.runID, radix: 16)) as rank \(info.rank): \(config.name), \(model.layout.parameterCount) parameters, \(train.count) training images")
         }
@@ -224,7 +227,13 @@ public final class WorkerNode: @unchecked Sendable {
         j.candidates = header.candidates
         job = j
         let p = UnsafePointer(params.pointer)
-        nonisolated(unsafe) let work = { j.finish(replica.computeGradient(params: p, indices: indices, epoch: epoch)) }
+        // A structured run's request asks for unit scores, drawn at this step's seed.
+        let m = masks
+        let scoreSeed = header.candidates != nil && m?.isStructured == true
+            ? ServerState.unitCandidateSeed(topologySeed: topologySeed, step: Int(frame.header.step)) : nil
+        nonisolated(unsafe) let work = {
+            j.finish(replica.computeGradient(params: p, indices: indices, epoch: epoch, masks: m, unitScoreSeed: scoreSeed))
+        }
         Thread.detachNewThread { work() }
     }
 
@@ -235,8 +244,13 @@ public final class WorkerNode: @unchecked Sendable {
         let payload: [UInt8]
         if let m = masks {
             m.pack(g, into: packed.pointer)
-            let candidates = request.map { Self.growCandidates(masks: m, gradient: g, request: $0) }
-            payload = Payload.grads(summary, codec: info.gradientCodec, values: packed.pointer, count: m.packedCount, candidates: candidates)
+            if m.isStructured {
+                let scores = request == nil ? nil : replica.unitScores?.flat
+                payload = Payload.grads(summary, codec: info.gradientCodec, values: packed.pointer, count: m.packedCount, unitScores: scores)
+            } else {
+                let candidates = request.map { Self.growCandidates(masks: m, gradient: g, request: $0) }
+                payload = Payload.grads(summary, codec: info.gradientCodec, values: packed.pointer, count: m.packedCount, candidates: candidates)
+            }
         } else {
             payload = Payload.grads(summary, codec: info.gradientCodec, values: g, count: layout!.count)
         }

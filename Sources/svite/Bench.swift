@@ -46,10 +46,19 @@ struct BenchModel: ParsableCommand {
     @Option(name: .long, help: "Side of the square sgemm timed as the roofline.")
     var sgemmSize: Int = 2048
 
+    @Option(name: .long, parsing: .singleValue,
+            help: "Also time an S2ViTE compact step at this structured sparsity (repeatable; e.g. 0.4 keeps ⌈0.6·count⌉ heads and neurons per block).")
+    var structured: [Double] = []
+
+    @Option(name: .long, help: "Fraction of heads kept per block in the structured rows (default: 1 − the structured sparsity).")
+    var headDensity: Double?
+
     @Flag(name: .long, help: "Print the figures as one JSON object instead of a table.")
     var json = false
 
     func validate() throws {
+        if let bad = structured.first(where: { !($0 >= 0 && $0 < 1) }) { throw ValidationError("--structured must be in [0, 1) (got \(bad))") }
+        if let h = headDensity, !(h > 0 && h <= 1) { throw ValidationError("--head-density must be in (0, 1] (got \(h))") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1 (got \(batch))") }
         guard repeats >= 5 else { throw ValidationError("--repeats must be at least 5 so the median means something (got \(repeats))") }
         guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0 (got \(warmup))") }
@@ -63,6 +72,8 @@ struct BenchModel: ParsableCommand {
         options.repeats = repeats
         options.warmup = warmup
         options.sgemmSize = sgemmSize
+        options.structuredSparsities = structured
+        options.headDensity = headDensity
         let result = ModelBenchmark(options).run { log.info("\($0)") }
         if json {
             let enc = JSONEncoder()

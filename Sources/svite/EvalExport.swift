@@ -58,6 +58,8 @@ struct Export: ParsableCommand {
         name, .json) gives the model shape, the timm keyword arguments and the input \
         normalisation.
 
+        With --compact (structured runs: s2vite, ssp) the file holds only the kept heads and         MLP neurons as physically smaller tensors; its stored config gives each block's head         count and MLP width (block_heads, block_hidden), the JSON lists which heads and neurons         survive, and `svite eval` runs it with the masked model's accuracy.
+
         Example: svite export runs/default --out fmnist-vit.safetensors
         """
     )
@@ -70,6 +72,9 @@ struct Export: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Output file (default: model.safetensors in the run directory).", valueName: "file"))
     var out: String?
 
+    @Flag(name: .long, help: "Structured runs: write the compact model (kept heads and neurons only).")
+    var compact = false
+
     func run() throws {
         _ = global.bootstrap("svite.export")
         let weights = try LoadedWeights.load(checkpoint)
@@ -81,7 +86,7 @@ struct Export: ParsableCommand {
             target = (dir.lastPathComponent == "checkpoints" ? dir.deletingLastPathComponent() : dir)
                 .appendingPathComponent("model.safetensors").path
         }
-        let json = try weights.export(to: target)
+        let json = try weights.export(to: target, compact: compact)
         print("weights: \(target)\nconfig:  \(json)")
     }
 }

@@ -8,10 +8,10 @@ struct ExperimentCommand: ParsableCommand {
         commandName: "experiment",
         abstract: "Run a list of config variants and write their results table.",
         discussion: """
-        Each variant trains into runs/experiments/NAME/VARIANT. A finished variant is \\
-        skipped, an interrupted one resumes from its last checkpoint, so the list can be \\
-        worked through over several invocations (--max-variants, --only). After every \\
-        variant, docs/results/NAME.md and NAME.json are rewritten in the paper's form: \\
+        Each variant trains into runs/experiments/NAME/VARIANT. A finished variant is \
+        skipped, an interrupted one resumes from its last checkpoint, so the list can be \
+        worked through over several invocations (--max-variants, --only). After every \
+        variant, docs/results/NAME.md and NAME.json are rewritten in the paper's form: \
         model, sparsity (#params), FLOPs saving, top-1.
 
         Example: svite experiment configs/experiments/fmnist-tiny.yaml --max-variants 2

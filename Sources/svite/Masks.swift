@@ -1,6 +1,7 @@
 import ArgumentParser
 import Datasets
 import Foundation
+import Model
 import Pictures
 import Sparsity
 import Training
@@ -10,11 +11,14 @@ struct Masks: ParsableCommand {
         commandName: "masks",
         abstract: "Draw a sparse checkpoint's masks: per-layer heatmaps and a density chart.",
         discussion: """
-        For each prunable layer, LL-NAME.png shows three panels side by side (like the \\
-        paper's Fig. A6): the initial random topology (grey), the current mask (blue) and \\
-        every weight that was ever active (red), rows = output features, columns = input \\
-        features; layers larger than --max-side are shown as the fraction active per block. \\
-        density.svg charts each layer's density and exploration.
+        For each prunable layer, LL-NAME.png shows three panels side by side (like the \
+        paper's Fig. A6): the initial random topology (grey), the current mask (blue) and \
+        every weight that was ever active (red), rows = output features, columns = input \
+        features; layers larger than --max-side are shown as the fraction active per block. \
+        density.svg charts each layer's density and exploration. Structured runs (s2vite, \
+        ssp) also get heads.svg, a blocks × heads grid of kept, once-kept and never-kept heads \
+        (like the paper's Fig. A7), and heads.png and neurons.png, the same three panels over \
+        blocks × units.
 
         Example: svite masks runs/svite-50 --out runs/svite-50/masks
         """
@@ -38,7 +42,7 @@ struct Masks: ParsableCommand {
             throw ValidationError("\(w.path) is from a dense run (sparsity.method: dense): there are no masks to draw")
         }
         let c = w.config
-        let initial = MaskSet.initial(c.sparsity, layout: masks.layout, seed: StreamSeed.mix(c.training.seed, StreamSeed.topology))!
+        let initial = MaskSet.initial(c.sparsity, model: ViTModel(config: c.model), seed: c.topologySeed)!
         let dir: String
         if let out { dir = out } else {
             let d = URL(fileURLWithPath: w.path).deletingLastPathComponent()
@@ -54,9 +58,31 @@ struct Masks: ParsableCommand {
             let file = String(format: "%@/%02d-%@.png", dir, k, t.name.replacingOccurrences(of: ".", with: "-"))
             try MaskPictures.panel(layer, maxSide: maxSide).png().write(to: URL(fileURLWithPath: file))
         }
+        if masks.isStructured {
+            try drawUnits(masks: masks, initial: initial, config: c, step: w.step ?? 0, dir: dir)
+        }
         let title = String(format: "%@, step %d: %.1f%% sparse, %.1f%% of prunable weights explored",
                            c.name, w.step ?? 0, (1 - masks.density) * 100, masks.explorationRate * 100)
         try MaskPictures.densityChart(layers, title: title).write(toFile: "\(dir)/density.svg", atomically: true, encoding: .utf8)
         print("\(layers.count) layer pictures and density.svg in \(dir)")
+    }
+
+    /// S2ViTE/SSP: the heads grid (SVG) and the heads and neurons as block × unit panels
+    /// (initial | current | explored).
+    func drawUnits(masks: MaskSet, initial: MaskSet, config c: RunConfig, step: Int, dir: String) throws {
+        let model = ViTModel(config: c.model)
+        let now = UnitSelection(masks: masks, model: model), first = UnitSelection(masks: initial, model: model)
+        let ever = UnitSelection(mask: masks.everActive.pointer, model: model)
+        let title = "\(c.name), step \(step): \(now.headCount) of \(c.model.depth * c.model.heads) heads, \(now.neuronCount) of \(c.model.depth * c.model.hidden) MLP neurons kept"
+        try MaskPictures.unitGrid(current: now.heads, explored: ever.heads, initial: first.heads, unitName: "head ", title: title)
+            .write(toFile: "\(dir)/heads.svg", atomically: true, encoding: .utf8)
+        func flat(_ s: [[Bool]]) -> [Float] { s.flatMap { $0.map { $0 ? 1 : 0 } } }
+        for (name, pick) in [("heads", { (s: UnitSelection) in s.heads }), ("neurons", { (s: UnitSelection) in s.neurons })] {
+            let cols = pick(now).first?.count ?? 0
+            let layer = MaskPictures.Layer(name: name, rows: c.model.depth, cols: cols, initial: flat(pick(first)),
+                                           current: flat(pick(now)), explored: flat(pick(ever)))
+            try MaskPictures.panel(layer, maxSide: maxSide).png().write(to: URL(fileURLWithPath: "\(dir)/\(name).png"))
+        }
+        print("heads.svg, heads.png and neurons.png (blocks × units: initial | current | explored) in \(dir)")
     }
 }

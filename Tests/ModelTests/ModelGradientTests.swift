@@ -46,10 +46,13 @@ struct ModelGradientTests {
     let atol = 2e-4
     let rtol = 2e-2
 
-    @Test func everyParameterTensorAndTheInput() {
-        let model = ViTModel(config: tinyConfig)
+    /// The full model, and a compact one (blocks keeping 1 of 2 heads and 24 or 7 of 24
+    /// neurons), whose per-block widths run through every kernel call.
+    @Test(arguments: [tinyConfig, tinyConfig.compacted(heads: [1, 2], hidden: [24, 7])])
+    func everyParameterTensorAndTheInput(config: ViTConfig) {
+        let model = ViTModel(config: config)
         let params = randomParameters(model, seed: 1)
-        let batch = TinyBatch(config: tinyConfig, batch: 3, seed: 2)
+        let batch = TinyBatch(config: config, batch: 3, seed: 2)
         let ws = ViTWorkspace(model: model, batch: 3, threads: 1)
         let grads = FloatBuffer(count: model.layout.count)
         var images = batch.images
@@ -90,7 +93,7 @@ struct ModelGradientTests {
                 let ri = GradientCheck.check(analytic: inputGrad.pointer, input: img.baseAddress!,
                                              indices: 0 ..< img.count, step: step, atol: atol, rtol: rtol, loss: loss)
                 #expect(ri.passed, "input: \(ri)")
-                print("ViT finite differences: worst relative error over parameters \(worst), input \(ri.maxRelativeError)")
+                print("ViT finite differences (\(config.isCompact ? "compact" : "full")): worst relative error over parameters \(worst), input \(ri.maxRelativeError)")
             }
         }
     }

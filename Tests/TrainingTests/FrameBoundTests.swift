@@ -17,7 +17,7 @@ struct FrameBoundTests {
         var config = SparsityConfig()
         config.method = .svite
         config.sparsity = sparsity
-        let masks = try #require(MaskSet.initial(config, layout: model.layout, seed: 7))
+        let masks = try #require(MaskSet.initial(config, model: model, seed: 7))
         let grads = FloatBuffer(count: model.layout.count)
         var rng = Xoshiro256(seed: 1)
         for i in 0 ..< grads.count { grads.pointer[i] = rng.nextUniform() - 0.5 }

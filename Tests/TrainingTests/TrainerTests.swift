@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Model
 import Optim
+import Sparsity
 import Testing
 @testable import Training
 
@@ -32,7 +33,8 @@ struct TrainerTests {
     /// Train 2 epochs straight; train again, stop after 5 steps (mid-epoch), resume from
     /// the checkpoint: parameters and both AdamW moments equal bit for bit. A third run
     /// with the same config is bit-identical to the first.
-    @Test(arguments: [[], ["sparsity.method=svite", "sparsity.update_interval=3", "sparsity.sparsity=0.6"]])
+    @Test(arguments: [[], ["sparsity.method=svite", "sparsity.update_interval=3", "sparsity.sparsity=0.6"],
+                      ["sparsity.method=s2vite", "sparsity.update_interval=3", "sparsity.sparsity=0.6"]])
     func resumeContinuesExactlyAndRunsRepeat(sparse: [String]) throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: "\(dir)", train: 120, test: 40)
@@ -65,8 +67,17 @@ struct TrainerTests {
                     }
                 }
                 let report = straight.sparsityReport!
-                #expect(abs(report.density - 0.4) < 1e-3 && report.explorationRate > report.density)
-                #expect(report.flopsSaving > 0.3 && report.flopsSaving < 0.6)
+                #expect(report.explorationRate > report.density)
+                if masks.isStructured {
+                    // 1 of 2 heads and ⌈0.4·32⌉ = 13 of 32 neurons in every block, after 5 updates.
+                    let units = UnitSelection(masks: masks, model: straight.server.model)
+                    #expect(units.heads.allSatisfy { $0.filter { $0 }.count == 1 })
+                    #expect(units.neurons.allSatisfy { $0.filter { $0 }.count == 13 })
+                    #expect(report.heads == 2 && report.neurons == 26 && report.flopsSaving > 0.3 && report.flopsSaving < 0.7)
+                } else {
+                    #expect(abs(report.density - 0.4) < 1e-3)
+                    #expect(report.flopsSaving > 0.3 && report.flopsSaving < 0.6)
+                }
             }
 
             let (again, _, _) = try run(config, dir: "\(dir)/c")
@@ -148,6 +159,39 @@ struct TrainerTests {
                 #expect(bits(started.server.params) == bits(trainer.server.params))
                 #expect(started.server.step == 0)
             }
+        }
+    }
+
+    /// S2ViTE and SSP through the trainer, then the compact export: smaller tensors, a
+    /// config with per-block widths, and the masked model's accuracy and loss.
+    @Test(arguments: ["s2vite", "ssp"])
+    func structuredRunExportsACompactModelThatEvaluatesTheSame(method: String) throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 96, test: 40)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["sparsity.method=\(method)", "sparsity.sparsity=0.5",
+                                                                 "sparsity.update_interval=2", "training.epochs=2"])
+            var heads: [Int] = []
+            let t = try Trainer(config: config, options: Trainer.Options(runDirectory: "\(dir)/run"), logger: log)
+            let summary = try t.run { event in if case .step(let r) = event { heads.append(r.sparsity!.heads!) } }
+            // SSP is dense (4 heads in 2 blocks) until it prunes at half the run; S2ViTE starts at its budget.
+            #expect(heads.last == 2 && heads.first == (method == "ssp" ? 4 : 2), "\(heads)")
+            let loaded = try LoadedWeights.load("\(dir)/run")
+            let json = try loaded.export(to: "\(dir)/compact.safetensors", compact: true)
+            let file = try SafeTensorsFile(path: "\(dir)/compact.safetensors")
+            #expect(file.entries["blocks.0.attn.qkv.weight"]?.shape == [24, 16])
+            #expect(file.entries["blocks.1.mlp.fc1.weight"]?.shape == [16, 16])
+            #expect(file.entries["blocks.1.mlp.fc2.weight"]?.shape == [16, 16])
+            let info = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as! [String: Any]
+            let compact = info["compact"] as! [String: Any]
+            #expect((compact["kept_heads"] as! [[Int]]).allSatisfy { $0.count == 1 })
+            let reloaded = try LoadedWeights.load("\(dir)/compact.safetensors")
+            #expect(reloaded.config.model.blockHeads == [1, 1] && reloaded.masks == nil)
+            let r = try reloaded.evaluate(threads: 2, batch: 7)
+            #expect(r.accuracy == summary.lastEval!.accuracy && abs(r.loss - summary.lastEval!.loss) < 1e-5)
+            // An unstructured run has nothing to compact.
+            let plain = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1"])
+            _ = try run(plain, dir: "\(dir)/dense")
+            #expect(throws: CheckpointError.self) { _ = try LoadedWeights.load("\(dir)/dense").export(to: "\(dir)/x.safetensors", compact: true) }
         }
     }
 

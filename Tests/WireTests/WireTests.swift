@@ -61,7 +61,7 @@ struct WireTests {
         #expect(back.header.type == .grads && back.header.step == 7 && back.header.maskVersion == 3)
         #expect(back.header.compressed == (compress && bytes.count < 56 + frame.payload.count))
         var out = [Float](repeating: 0, count: n)
-        #expect(try Payload.decodeGrads(back.payload, into: &out, count: n).0 == s)
+        #expect(try Payload.decodeGrads(back.payload, into: &out, count: n).summary == s)
         #expect(out == values)
         // The receiver's count is what counts.
         #expect(throws: WireError.self) { _ = try Payload.decodeGrads(back.payload, into: &out, count: n - 1) }
@@ -254,8 +254,17 @@ struct SparseWireTests {
 
         let cands = [GrowCandidates(indices: [0, 4], values: [0.5, -1]), GrowCandidates(indices: [], values: [])]
         let g = Payload.grads(GradientSummary(images: 3, lossSum: 1, correct: 2), codec: .fp32, values: values, count: 3, candidates: cands)
-        let (s, back) = try Payload.decodeGrads(g, into: &out, count: 3, layerSizes: [5, 5])
-        #expect(s.images == 3 && back == cands)
+        let d = try Payload.decodeGrads(g, into: &out, count: 3, layerSizes: [5, 5])
+        #expect(d.summary.images == 3 && d.candidates == cands && d.unitScores == nil)
+        // Unit scores (S2ViTE) travel instead of candidates; the count must be the model's.
+        let u = Payload.grads(GradientSummary(images: 3, lossSum: 1, correct: 2), codec: .fp32, values: values, count: 3,
+                              unitScores: [0.5, -2, 3])
+        #expect(try Payload.decodeGrads(u, into: &out, count: 3, unitScoreCount: 3).unitScores == [0.5, -2, 3])
+        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(u, into: &out, count: 3, unitScoreCount: 4) }
+        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(u, into: &out, count: 3) }
+        let nan = Payload.grads(GradientSummary(images: 3, lossSum: 1, correct: 2), codec: .fp32, values: values, count: 3,
+                                unitScores: [0.5, .nan, 3])
+        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(nan, into: &out, count: 3, unitScoreCount: 3) }
         #expect(throws: WireError.self) { _ = try Payload.decodeGrads(g, into: &out, count: 3, layerSizes: [4, 5]) }
         #expect(throws: WireError.self) { _ = try Payload.decodeGrads(g, into: &out, count: 3, layerSizes: [5]) }
     }

@@ -1,0 +1,184 @@
+import Kernels
+import Model
+
+/// S2ViTE's structured topology: which attention heads and MLP neurons of each block are
+/// on (the units are defined in `CompactPlan`). On the wire and in the optimizer it is an
+/// element-wise `MaskSet` over the units' tensors, so the SViTE machinery (packed active
+/// values, change lists, zero moments) carries it unchanged; this type reads and writes
+/// that mask unit by unit.
+public struct UnitSelection: Sendable, Equatable {
+    /// heads[l][h]: head h of block l is on.
+    public var heads: [[Bool]]
+    /// neurons[l][j]: MLP neuron j of block l is on.
+    public var neurons: [[Bool]]
+
+    public init(heads: [[Bool]], neurons: [[Bool]]) {
+        self.heads = heads; self.neurons = neurons
+    }
+
+    /// Every unit on.
+    public init(config c: ViTConfig) {
+        heads = Array(repeating: Array(repeating: true, count: c.heads), count: c.depth)
+        neurons = Array(repeating: Array(repeating: true, count: c.hidden), count: c.depth)
+    }
+
+    /// The tensors a structured mask covers: each block's qkv weight and bias, proj
+    /// weight, fc1 weight and bias, and fc2 weight.
+    public static func prunableTensors(_ layout: ParameterLayout) -> [TensorSpec] {
+        let suffixes = [".attn.qkv.weight", ".attn.qkv.bias", ".attn.proj.weight", ".mlp.fc1.weight", ".mlp.fc1.bias", ".mlp.fc2.weight"]
+        return layout.tensors.filter { t in t.name.hasPrefix("blocks.") && suffixes.contains { t.name.hasSuffix($0) } }
+    }
+
+    /// Units kept per layer for a density: ⌈density·count⌉ (the paper rounds up), at
+    /// least one so a block never loses its whole attention or MLP.
+    public static func budget(density: Double, of count: Int) -> Int {
+        max(1, min(count, Int((density * Double(count) - 1e-9).rounded(.up))))
+    }
+
+    /// A random selection with the budgets of `headDensity` and `mlpDensity` in every block.
+    public static func random(config c: ViTConfig, headDensity: Double, mlpDensity: Double, seed: UInt64) -> UnitSelection {
+        var rng = Xoshiro256(seed: seed)
+        func pick(_ k: Int, of n: Int) -> [Bool] {
+            var order = Array(0 ..< n)
+            for i in 0 ..< k { order.swapAt(i, i + Int(rng.next() % UInt64(n - i))) }
+            var on = [Bool](repeating: false, count: n)
+            for i in order[0 ..< k] { on[i] = true }
+            return on
+        }
+        let kh = budget(density: headDensity, of: c.heads), kn = budget(density: mlpDensity, of: c.hidden)
+        var s = UnitSelection(config: c)
+        for l in 0 ..< c.depth {
+            s.heads[l] = pick(kh, of: c.heads)
+            s.neurons[l] = pick(kn, of: c.hidden)
+        }
+        return s
+    }
+
+    public var keptHeads: [[Int]] { heads.map(Self.on) }
+    public var keptNeurons: [[Int]] { neurons.map(Self.on) }
+    static func on(_ flags: [Bool]) -> [Int] { flags.indices.filter { flags[$0] } }
+    public var headCount: Int { heads.reduce(0) { $0 + $1.filter { $0 }.count } }
+    public var neuronCount: Int { neurons.reduce(0) { $0 + $1.filter { $0 }.count } }
+
+    public func plan(full: ViTModel) -> CompactPlan {
+        CompactPlan(full: full, keptHeads: keptHeads, keptNeurons: keptNeurons)
+    }
+
+    // MARK: the element-wise mask
+
+    /// Reads the selection from a structured mask: a unit is on when its first q row
+    /// (head) or its fc1 row (neuron) is active.
+    public init(masks: MaskSet, model: ViTModel) {
+        self.init(mask: masks.mask.pointer, model: model)
+    }
+
+    /// The same from any 0/1 buffer in the layout (e.g. the ever-active map).
+    public init(mask m: UnsafePointer<Float>, model: ViTModel) {
+        let c = model.config
+        self.init(config: c)
+        for l in 0 ..< c.depth {
+            let b = model.offsets.blocks[l]
+            for h in 0 ..< c.heads { heads[l][h] = m[b.qkvWeight + h * c.headDim * c.dim] != 0 }
+            for j in 0 ..< c.hidden { neurons[l][j] = m[b.fc1Weight + j * c.dim] != 0 }
+        }
+    }
+
+    /// Writes the selection into a structured mask (every element of every unit).
+    public func write(to masks: MaskSet, model: ViTModel) {
+        let m = masks.mask.pointer
+        for l in heads.indices {
+            for h in heads[l].indices {
+                let v: Float = heads[l][h] ? 1 : 0
+                UnitElements.head(h, block: l, model: model) { o, n, _ in (m + o).update(repeating: v, count: n) }
+            }
+            for j in neurons[l].indices {
+                let v: Float = neurons[l][j] ? 1 : 0
+                UnitElements.neuron(j, block: l, model: model) { o, n, _ in (m + o).update(repeating: v, count: n) }
+            }
+        }
+    }
+}
+
+/// Where a unit's parameters sit in the full layout, as runs of (offset, count).
+public enum UnitElements {
+    public enum Part: Sendable {
+        /// qkv rows / the fc1 row: what computes the unit's activation.
+        case incomingWeight
+        /// qkv biases / the fc1 bias.
+        case incomingBias
+        /// attn.proj columns / the fc2 column: what carries the unit into the residual.
+        case outgoing
+    }
+
+    public static func head(_ h: Int, block l: Int, model: ViTModel, _ body: (_ offset: Int, _ count: Int, _ part: Part) -> Void) {
+        let c = model.config, b = model.offsets.blocks[l], d = c.dim, hd = c.headDim
+        for which in 0 ..< 3 {
+            body(b.qkvWeight + (which * d + h * hd) * d, hd * d, .incomingWeight)
+            body(b.qkvBias + which * d + h * hd, hd, .incomingBias)
+        }
+        for i in 0 ..< d { body(b.projWeight + i * d + h * hd, hd, .outgoing) }
+    }
+
+    public static func neuron(_ j: Int, block l: Int, model: ViTModel, _ body: (_ offset: Int, _ count: Int, _ part: Part) -> Void) {
+        let c = model.config, b = model.offsets.blocks[l], d = c.dim
+        body(b.fc1Weight + j * d, d, .incomingWeight)
+        body(b.fc1Bias + j, 1, .incomingBias)
+        for i in 0 ..< d { body(b.fc2Weight + i * c.hidden + j, 1, .outgoing) }
+    }
+
+    /// Σ |values| over a unit's elements.
+    public static func l1(_ values: UnsafePointer<Float>, head h: Int, block l: Int, model: ViTModel) -> Double {
+        var s = 0.0
+        head(h, block: l, model: model) { o, n, _ in s += Double(VectorOps.absSum(values + o, n)) }
+        return s
+    }
+
+    public static func l1(_ values: UnsafePointer<Float>, neuron j: Int, block l: Int, model: ViTModel) -> Double {
+        var s = 0.0
+        neuron(j, block: l, model: model) { o, n, _ in s += Double(VectorOps.absSum(values + o, n)) }
+        return s
+    }
+}
+
+/// The weights an inactive unit is given when it is scored for growth and, if chosen,
+/// when it grows: fresh incoming weights (timm's N(0, 0.02²)), zero incoming biases and
+/// zero outgoing weights. The unit then adds exactly nothing to the output (as RigL's
+/// zero-initialised connections), but, unlike a unit that is zero on both sides (a saddle
+/// where every gradient of the unit vanishes), its outgoing weights get a gradient:
+/// ∂L/∂W_out = Σ dY ⊗ A with A ≠ 0. Workers and the coordinator draw the same values from
+/// (seed, block, unit), so a grown unit starts exactly where it was scored.
+public enum UnitCandidates {
+    public static func seed(_ base: UInt64, block l: Int, unit: Int, isHead: Bool) -> UInt64 {
+        var h = base ^ 0x5DEE_CE66_D1CE_4E5B
+        for v in [UInt64(l), UInt64(unit), isHead ? 1 : 2] {
+            h = (h ^ v) &* 0x9E37_79B9_7F4A_7C15
+            h ^= h >> 29
+        }
+        return h
+    }
+
+    public static func writeHead(_ h: Int, block l: Int, model: ViTModel, seed: UInt64, into p: UnsafeMutablePointer<Float>) {
+        var rng = Xoshiro256(seed: Self.seed(seed, block: l, unit: h, isHead: true))
+        UnitElements.head(h, block: l, model: model) { o, n, part in fill(p + o, n, part, &rng) }
+    }
+
+    public static func writeNeuron(_ j: Int, block l: Int, model: ViTModel, seed: UInt64, into p: UnsafeMutablePointer<Float>) {
+        var rng = Xoshiro256(seed: Self.seed(seed, block: l, unit: j, isHead: false))
+        UnitElements.neuron(j, block: l, model: model) { o, n, part in fill(p + o, n, part, &rng) }
+    }
+
+    /// Gives every inactive unit of `selection` its candidate weights in `params`.
+    public static func writeInactive(_ selection: UnitSelection, model: ViTModel, seed: UInt64, into p: UnsafeMutablePointer<Float>) {
+        for l in selection.heads.indices {
+            for (h, on) in selection.heads[l].enumerated() where !on { writeHead(h, block: l, model: model, seed: seed, into: p) }
+            for (j, on) in selection.neurons[l].enumerated() where !on { writeNeuron(j, block: l, model: model, seed: seed, into: p) }
+        }
+    }
+
+    static func fill(_ p: UnsafeMutablePointer<Float>, _ n: Int, _ part: UnitElements.Part, _ rng: inout Xoshiro256) {
+        switch part {
+        case .incomingWeight: for i in 0 ..< n { p[i] = rng.nextTruncatedNormal(std: 0.02) }
+        case .incomingBias, .outgoing: p.update(repeating: 0, count: n)
+        }
+    }
+}
