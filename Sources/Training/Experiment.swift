@@ -81,20 +81,26 @@ public struct Experiment: Sendable {
         return row
     }
 
-    /// The paper's table (model, sparsity (#params), FLOPs saving, top-1) as Markdown.
+    /// The paper's table (model, sparsity (#params), FLOPs saving, top-1) as Markdown,
+    /// with the training time and its saving against the dense variant (the first
+    /// finished row at the dense parameter and FLOP count).
     public func table(rows: [[String: Any]], denseParameters: Int, denseFLOPs: Double) -> String {
-        var s = "| Model | Sparsity (#Para.) | FLOPs saving | Top-1 (%) | time |\n|---|---|---|---|---|\n"
+        var s = "| Model | Sparsity (#Para.) | FLOPs saving | Top-1 (%) | time | time saving |\n|---|---|---|---|---|---|\n"
+        let dense = rows.first { ($0["active_parameters"] as? Int) == denseParameters && ($0["flops"] as? Double) == denseFLOPs }
+        let denseSeconds = dense?["seconds"] as? Double
         for v in variants {
             guard let r = rows.first(where: { $0["variant"] as? String == v.name }) else {
-                s += "| \(v.name) | – | – | not run yet | |\n"
+                s += "| \(v.name) | – | – | not run yet | | |\n"
                 continue
             }
             let active = r["active_parameters"] as? Int ?? 0
             let sparsity = 1 - Double(active) / Double(denseParameters)
             let flops = r["flops"] as? Double ?? denseFLOPs
-            s += String(format: "| %@ | %.1f%% (%.2fM) | %.1f%% | %.2f | %@ |\n", v.name as NSString, max(0, sparsity) * 100,
+            let seconds = r["seconds"] as? Double ?? 0
+            let saving = denseSeconds.map { String(format: "%.1f%%", (1 - seconds / $0) * 100) } ?? "–"
+            s += String(format: "| %@ | %.1f%% (%.2fM) | %.1f%% | %.2f | %@ | %@ |\n", v.name as NSString, max(0, sparsity) * 100,
                         Double(active) / 1e6, (1 - flops / denseFLOPs) * 100, (r["top1"] as? Double ?? 0) * 100,
-                        Self.duration(r["seconds"] as? Double ?? 0) as NSString)
+                        Self.duration(seconds) as NSString, saving as NSString)
         }
         return s
     }

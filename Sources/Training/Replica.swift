@@ -119,14 +119,36 @@ public final class Evaluator: @unchecked Sendable {
         labels = [Int32](repeating: 0, count: self.batch)
     }
 
-    public func evaluate(params: UnsafePointer<Float>, progress: (Int, Int) -> Void = { _, _ in }) -> BatchResult {
+    /// Structured masks: the compact model of the mask version last evaluated.
+    var compact: (version: Int, plan: CompactPlan, params: FloatBuffer, workspaces: [Int: ViTWorkspace])?
+
+    /// `masks`: a structured run is evaluated on its compact model (same result, less work).
+    public func evaluate(params full: UnsafePointer<Float>, masks: MaskSet? = nil, progress: (Int, Int) -> Void = { _, _ in }) -> BatchResult {
+        var model = self.model
+        var params = full
+        if let masks, masks.isStructured {
+            if compact?.version != masks.version {
+                let plan = UnitSelection(masks: masks, model: model).plan(full: model)
+                compact = (masks.version, plan, FloatBuffer(count: plan.compact.layout.count), [:])
+            }
+            let c = compact!
+            c.plan.gather(full, into: c.params.pointer)
+            model = c.plan.compact
+            params = UnsafePointer(c.params.pointer)
+        }
         let n = assembler.dataset.count
         var total = BatchResult()
         var start = 0
         while start < n {
             let b = min(batch, n - start)
-            let ws = workspaces[b] ?? ViTWorkspace(model: model, batch: b, threads: threads, training: false)
-            workspaces[b] = ws
+            let ws: ViTWorkspace
+            if model === self.model {
+                ws = workspaces[b] ?? ViTWorkspace(model: model, batch: b, threads: threads, training: false)
+                workspaces[b] = ws
+            } else {
+                ws = compact!.workspaces[b] ?? ViTWorkspace(model: model, batch: b, threads: threads, training: false)
+                compact!.workspaces[b] = ws
+            }
             let indices = (Int32(start) ..< Int32(start + b)).map { $0 }
             total = total + labels.withUnsafeMutableBufferPointer { lab in
                 assembler.fill(images: images.pointer, labels: lab.baseAddress!, indices: indices, epoch: 0, augment: false)

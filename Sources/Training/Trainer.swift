@@ -262,7 +262,7 @@ public final class Trainer {
     /// Test-split accuracy and loss with the current parameters.
     public func evaluate(step: Int, epoch: Int, observe: (TrainingEvent) -> Void = { _ in }) -> EvalReport {
         let watch = MonotonicClock()
-        let r = evaluator.evaluate(params: server.params.pointer) { done, total in observe(.evaluating(done: done, total: total)) }
+        let r = evaluator.evaluate(params: server.params.pointer, masks: server.masks) { done, total in observe(.evaluating(done: done, total: total)) }
         let report = EvalReport(step: step, epoch: epoch, accuracy: r.accuracy, loss: r.meanLoss, images: r.count, seconds: watch.seconds)
         lastEval = report
         observe(.evaluated(report))

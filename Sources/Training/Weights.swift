@@ -74,7 +74,7 @@ public struct LoadedWeights {
                                                             augmentation: .none, seed: 0),
                                   batch: batch, threads: threads)
         let clock = MonotonicClock()
-        let r = evaluator.evaluate(params: params.pointer, progress: progress)
+        let r = evaluator.evaluate(params: params.pointer, masks: masks, progress: progress)
         return EvalReport(step: step ?? 0, epoch: 0, accuracy: r.accuracy, loss: r.meanLoss, images: r.count, seconds: clock.seconds)
     }
 

@@ -90,7 +90,9 @@ struct ExperimentCommand: ParsableCommand {
         let machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.hostName)"
         var md = "# \(e.name)\n\nFrom `svite experiment \(e.file)`: base config `\(e.base)` with \(e.common.joined(separator: ", ")). "
         md += "Sparsity and #Para. count every parameter of the model (the prunable linear layers and the rest); "
-        md += "FLOPs are per image, forward, with linear layers scaled by their density (attention products are not); "
+        md += "FLOPs are per image, forward, with linear layers scaled by their density (attention products are not) "
+        md += "or, for structured runs, those of the compact model (attention products only for kept heads); "
+        md += "time is the whole run (training and an evaluation per epoch), its saving against Dense; "
         md += "top-1 is on the test split after the last epoch. Machine: \(machine).\n\n"
         md += e.table(rows: rows, denseParameters: dense.layout.parameterCount, denseFLOPs: dense.forwardFLOPsPerImage)
         try md.write(toFile: "\(results)/\(e.name).md", atomically: true, encoding: .utf8)
