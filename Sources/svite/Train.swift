@@ -140,7 +140,10 @@ struct RunOptions: ParsableArguments {
         } else {
             lines.append("\(head) in \(Format.duration(summary.elapsedSeconds))")
         }
-        if let s = summary.sparsity {
+        if let s = summary.sparsity, let heads = s.heads, let neurons = s.neurons {
+            lines.append(String(format: "structure:  %d heads and %d MLP neurons kept; %.2fM of %.2fM parameters active; FLOPs saving %.1f%%",
+                                heads, neurons, Double(s.activeParameters) / 1e6, Double(s.totalParameters) / 1e6, s.flopsSaving * 100))
+        } else if let s = summary.sparsity {
             lines.append(String(format: "sparsity:   %.1f%% of prunable weights inactive; %.2fM of %.2fM parameters active; FLOPs saving %.1f%%; explored %.1f%% of prunable weights",
                                 (1 - s.density) * 100, Double(s.activeParameters) / 1e6, Double(s.totalParameters) / 1e6,
                                 s.flopsSaving * 100, s.explorationRate * 100))

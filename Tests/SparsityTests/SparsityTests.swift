@@ -227,6 +227,17 @@ struct PictureTests {
         let svg = MaskPictures.densityChart([l], title: "t")
         #expect(svg.contains("<svg") && svg.contains("12.5% / 25.0%"))
     }
+
+    @Test func headGridMarksKeptEarlierAndInitialUnits() {
+        let svg = MaskPictures.unitGrid(current: [[true, false], [false, false]], explored: [[true, true], [false, false]],
+                                        initial: [[false, true], [false, false]], unitName: "head ", title: "t")
+        // One kept (blue), one kept earlier (pink), two never kept (grey); one initial dot.
+        #expect(svg.components(separatedBy: "fill=\"#1f4fa0\" stroke").count - 1 == 1)
+        #expect(svg.components(separatedBy: "fill=\"#e8b0b0\" stroke").count - 1 == 1)
+        #expect(svg.components(separatedBy: "fill=\"#f2f2f2\" stroke=\"#999\"/>\n").count - 1 == 2)
+        #expect(svg.components(separatedBy: "<circle").count - 1 == 2)  // the legend's and one cell's
+        #expect(svg.contains(">block 1<") && svg.contains(">head 1<"))
+    }
 }
 
 @Suite("pruning baselines")
