@@ -49,6 +49,13 @@ public struct ParameterLayout: Sendable, Equatable {
             ("patch_embed.proj.weight", [d, c.inChannels, c.patchSize, c.patchSize]),
             ("patch_embed.proj.bias", [d]),
         ]
+        if c.hasTokenSelector {
+            let h = c.selectorHidden
+            t += h > 0
+                ? [("token_selector.fc1.weight", [h, d]), ("token_selector.fc1.bias", [h]),
+                   ("token_selector.fc2.weight", [1, h]), ("token_selector.fc2.bias", [1])]
+                : [("token_selector.fc.weight", [1, d]), ("token_selector.fc.bias", [1])]
+        }
         for i in 0 ..< c.depth {
             let p = "blocks.\(i).", a = c.attentionWidth(inBlock: i), h = c.hidden(inBlock: i)
             t += [
@@ -110,12 +117,21 @@ public struct BlockOffsets: Sendable {
 /// Offsets of the whole model's tensors.
 public struct ModelOffsets: Sendable {
     public var clsToken, posEmbed, patchWeight, patchBias: Int
+    /// SViTE+ token selector: (fc1 weight, fc1 bias, fc2 weight, fc2 bias) with a hidden
+    /// layer, or (fc weight, fc bias, -1, -1) when linear; nil without a selector.
+    public var selector: (w1: Int, b1: Int, w2: Int, b2: Int)?
     public var blocks: [BlockOffsets]
     public var normWeight, normBias, headWeight, headBias: Int
 
     public init(_ layout: ParameterLayout, depth: Int) {
         clsToken = layout.offset("cls_token"); posEmbed = layout.offset("pos_embed")
         patchWeight = layout.offset("patch_embed.proj.weight"); patchBias = layout.offset("patch_embed.proj.bias")
+        if let w = layout["token_selector.fc1.weight"] {
+            selector = (w.offset, layout.offset("token_selector.fc1.bias"), layout.offset("token_selector.fc2.weight"),
+                        layout.offset("token_selector.fc2.bias"))
+        } else if let w = layout["token_selector.fc.weight"] {
+            selector = (w.offset, layout.offset("token_selector.fc.bias"), -1, -1)
+        }
         blocks = (0 ..< depth).map { BlockOffsets(layout, block: $0) }
         normWeight = layout.offset("norm.weight"); normBias = layout.offset("norm.bias")
         headWeight = layout.offset("head.weight"); headBias = layout.offset("head.bias")

@@ -84,6 +84,13 @@ final class Lane: @unchecked Sendable {
 
     // forward
     let patches, x0: Int
+    /// SViTE+ selector (offsets 0 when the model has none): per patch its score and soft
+    /// weight, the hidden pre-activation and GELU output, and backward scratch.
+    let selScores, selSoft, selHidden, selGelu, selGrad, selHiddenGrad, dX0: Int
+    /// Per image, the kept patch indices, ascending (b, k), and their straight-through
+    /// weights (1 except in a frozen selection).
+    var selected: [Int32] = []
+    var selectedWeight: [Float] = []
     struct BlockActivations {
         var xIn, ln1, ln1Mean, ln1Rstd, qkv, probs, attn, xMid, ln2, ln2Mean, ln2Rstd, fc1, gelu, xOut: Int
     }
@@ -96,7 +103,7 @@ final class Lane: @unchecked Sendable {
 
     init(config c: ViTConfig, layoutCount: Int, range: Range<Int>, training: Bool, ownsGradients: Bool) {
         self.range = range
-        let b = range.count, n = c.tokens, d = c.dim
+        let b = range.count, n = c.blockTokens, d = c.dim
         let rows = b * n
         var cursor = 0
         func take(_ count: Int) -> Int {
@@ -105,9 +112,22 @@ final class Lane: @unchecked Sendable {
             return o
         }
         patches = take(b * c.numPatches * c.patchDim)
-        x0 = take(rows * d)
-        var blocks: [BlockActivations] = []
+        x0 = take(b * c.tokens * d)
         var xIn = x0
+        if c.hasTokenSelector {
+            let p = b * c.numPatches, h = c.selectorHidden
+            selScores = take(p); selSoft = take(p)
+            selHidden = take(p * h); selGelu = take(p * h)
+            selGrad = training ? take(2 * p) : 0
+            selHiddenGrad = training ? take(2 * p * h) : 0
+            dX0 = training ? take(b * c.tokens * d) : 0
+            xIn = take(rows * d)
+            selected = [Int32](repeating: 0, count: b * c.keptPatches)
+            selectedWeight = [Float](repeating: 1, count: b * c.keptPatches)
+        } else {
+            (selScores, selSoft, selHidden, selGelu, selGrad, selHiddenGrad, dX0) = (0, 0, 0, 0, 0, 0, 0)
+        }
+        var blocks: [BlockActivations] = []
         for l in 0 ..< c.depth {
             let aw = c.attentionWidth(inBlock: l), hid = c.hidden(inBlock: l)
             let a = BlockActivations(
@@ -139,17 +159,20 @@ extension ViTModel {
     /// Forward pass over a batch. images: (B, C, H, W) normalised floats; labels: (B) or
     /// nil. Returns loss (when labels are given) and accuracy; logits stay in the
     /// workspace (`copyLogits`).
+    /// `selection` (models with a token selector): Gumbel noise and temperature for
+    /// training; nil selects the top-k scores deterministically (evaluation).
     @discardableResult
     public func forward(params: UnsafePointer<Float>, images: UnsafePointer<Float>,
                         labels: UnsafePointer<Int32>?, smoothing: Float = 0,
-                        workspace ws: ViTWorkspace) -> BatchResult {
+                        workspace ws: ViTWorkspace, selection: TokenSelection? = nil) -> BatchResult {
         precondition(ws.model === self, "ViTModel.forward: workspace belongs to another model")
         configureBLAS(ws)
         Parallel.forEach(ws.lanes.count) { i in
             let lane = ws.lanes[i]
             lane.result = self.laneForward(lane, params: params,
                                            images: images + lane.range.lowerBound * self.config.imageValues,
-                                           labels: labels.map { $0 + lane.range.lowerBound }, smoothing: smoothing)
+                                           labels: labels.map { $0 + lane.range.lowerBound }, smoothing: smoothing,
+                                           selection: selection?.lane(lane.range, patches: self.config.numPatches, kept: self.config.keptPatches))
         }
         return ws.lanes.reduce(BatchResult()) { $0 + $1.result }
     }
@@ -165,7 +188,8 @@ extension ViTModel {
                                 images: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
                                 smoothing: Float = 0, workspace ws: ViTWorkspace,
                                 inputGrad: UnsafeMutablePointer<Float>? = nil,
-                                headSaliency: UnsafeMutablePointer<Float>? = nil) -> BatchResult {
+                                headSaliency: UnsafeMutablePointer<Float>? = nil,
+                                selection: TokenSelection? = nil) -> BatchResult {
         precondition(ws.model === self, "ViTModel.forwardBackward: workspace belongs to another model")
         precondition(ws.training, "ViTModel.forwardBackward: workspace was made with training: false")
         configureBLAS(ws)
@@ -178,11 +202,12 @@ extension ViTModel {
             let g = lane.grads?.pointer ?? grads
             VectorOps.zero(g, total)
             let start = lane.range.lowerBound
+            let sel = selection?.lane(lane.range, patches: self.config.numPatches, kept: self.config.keptPatches)
             lane.result = self.laneForward(lane, params: params, images: images + start * self.config.imageValues,
-                                           labels: labels + start, smoothing: smoothing)
+                                           labels: labels + start, smoothing: smoothing, selection: sel)
             self.laneBackward(lane, params: params, grads: g, labels: labels + start,
                               smoothing: smoothing, lossScale: lossScale,
-                              inputGrad: inputGrad.map { $0 + start * self.config.imageValues })
+                              inputGrad: inputGrad.map { $0 + start * self.config.imageValues }, selection: sel)
         }
         if let headSaliency {
             headSaliency.update(repeating: 0, count: headSlots)
@@ -215,10 +240,10 @@ extension ViTModel {
     // MARK: - one lane
 
     func laneForward(_ lane: Lane, params P: UnsafePointer<Float>, images: UnsafePointer<Float>,
-                     labels: UnsafePointer<Int32>?, smoothing: Float) -> BatchResult {
+                     labels: UnsafePointer<Int32>?, smoothing: Float, selection: TokenSelection? = nil) -> BatchResult {
         let c = config, o = offsets
         let A = lane.store.pointer
-        let b = lane.batch, n = c.tokens, d = c.dim
+        let b = lane.batch, nFull = c.tokens, n = c.blockTokens, d = c.dim
         let np = c.numPatches, k = c.patchDim, rows = b * n
         let eps = ViTConfig.layerNormEps
 
@@ -228,14 +253,17 @@ extension ViTModel {
         // x0: (b, N, D) = [cls; patches·Wᵀ + bias] + pos_embed
         let x0 = A + lane.x0
         for i in 0 ..< b {
-            let xi = x0 + i * n * d
-            xi.update(from: P + o.posEmbed, count: n * d)
+            let xi = x0 + i * nFull * d
+            xi.update(from: P + o.posEmbed, count: nFull * d)
             VectorOps.accumulate(xi, P + o.clsToken, d)
             Bias.forward(xi + d, bias: P + o.patchBias, rows: np, cols: d)
             BLAS.sgemm(transA: false, transB: true, m: np, n: d, k: k, alpha: 1,
                        a: A + lane.patches + i * np * k, lda: k, b: P + o.patchWeight, ldb: k,
                        beta: 1, c: xi + d, ldc: d)
         }
+
+        // SViTE+: keep CLS and the k selected patches, (b, k+1, D), for every block.
+        if c.hasTokenSelector { selectorForward(lane, params: P, selection: selection) }
 
         for (l, act) in lane.blocks.enumerated() {
             let w = o.blocks[l]
@@ -285,10 +313,10 @@ extension ViTModel {
 
     func laneBackward(_ lane: Lane, params P: UnsafePointer<Float>, grads G: UnsafeMutablePointer<Float>,
                       labels: UnsafePointer<Int32>, smoothing: Float, lossScale: Float,
-                      inputGrad: UnsafeMutablePointer<Float>?) {
+                      inputGrad: UnsafeMutablePointer<Float>?, selection: TokenSelection? = nil) {
         let c = config, o = offsets
         let A = lane.store.pointer
-        let b = lane.batch, n = c.tokens, d = c.dim
+        let b = lane.batch, n = c.blockTokens, d = c.dim
         let np = c.numPatches, k = c.patchDim, rows = b * n
 
         // head: dlogits = (p − q)/B
@@ -349,10 +377,17 @@ extension ViTModel {
                                weight: P + w.norm1Weight, rows: rows, dim: d)
         }
 
+        // The selector scatters the kept tokens' gradient back to all N and adds its own.
+        var dX0 = dX, nFull = n
+        if c.hasTokenSelector {
+            selectorBackward(lane, params: P, grads: G, selection: selection)
+            dX0 = A + lane.dX0
+            nFull = c.tokens
+        }
         // Embedding: x0[i] = [cls; patches_i·Wᵀ + bias] + pos
         for i in 0 ..< b {
-            let dxi = dX + i * n * d
-            VectorOps.accumulate(G + o.posEmbed, dxi, n * d)
+            let dxi = dX0 + i * nFull * d
+            VectorOps.accumulate(G + o.posEmbed, dxi, nFull * d)
             VectorOps.accumulate(G + o.clsToken, dxi, d)
             Bias.backward(db: G + o.patchBias, dy: dxi + d, rows: np, cols: d)
             // dW (D, C·p·p) += dEmb_iᵀ · patches_i
@@ -368,6 +403,127 @@ extension ViTModel {
                 VectorOps.zero(img, c.imageValues)
                 Patchify.backward(img, A + lane.dPatches, batch: 1, channels: c.inChannels,
                                   imageSize: c.imageSize, patchSize: c.patchSize)
+            }
+        }
+    }
+}
+
+/// SViTE+'s token selection for one pass: Gumbel noise and the softmax temperature of
+/// the straight-through weights.
+public struct TokenSelection: @unchecked Sendable {
+    /// Gumbel(0, 1) noise per (image, patch), (B, P); nil: none (the top-k of the scores).
+    public var noise: UnsafePointer<Float>?
+    /// τ: the soft weights are softmax((s + g) / τ) over an image's patches.
+    public var temperature: Float
+    /// For checking the straight-through gradient: keep these patches (B, k) whatever the
+    /// scores, and weight kept patch j by 1 − soft₀_j + soft_j with soft₀ (B, P) fixed,
+    /// a smooth function whose derivative at soft = soft₀ is the straight-through one.
+    var frozen: (kept: [Int32], soft: [Float])?
+
+    public init(noise: UnsafePointer<Float>?, temperature: Float) {
+        precondition(temperature > 0, "TokenSelection: temperature must be > 0")
+        self.noise = noise; self.temperature = temperature
+    }
+
+    func lane(_ r: Range<Int>, patches: Int, kept k: Int) -> TokenSelection {
+        var t = TokenSelection(noise: noise.map { $0 + r.lowerBound * patches }, temperature: temperature)
+        t.frozen = frozen.map { (Array($0.kept[(r.lowerBound * k) ..< (r.upperBound * k)]),
+                                 Array($0.soft[(r.lowerBound * patches) ..< (r.upperBound * patches)])) }
+        return t
+    }
+}
+
+extension ViTModel {
+    /// The last pass's selection: kept patch indices (B, k) and soft weights (B, P).
+    public func tokenSelection(from ws: ViTWorkspace) -> (kept: [Int32], soft: [Float]) {
+        precondition(config.hasTokenSelector, "tokenSelection: the model has no token selector")
+        var kept: [Int32] = [], soft: [Float] = []
+        for lane in ws.lanes {
+            kept += lane.selected
+            soft += Array(UnsafeBufferPointer(start: lane.store.pointer + lane.selSoft, count: lane.batch * config.numPatches))
+        }
+        return (kept, soft)
+    }
+}
+
+extension ViTModel {
+    /// scores: (b, P) = selector(patch tokens of x0); soft: (b, P) = softmax((s + g)/τ);
+    /// kept: the top-k of s + g per image (ascending); block 0's input: (b, k+1, D) = CLS
+    /// then the kept tokens, each times its straight-through weight
+    /// w = hard − stop_grad(soft) + soft, which is exactly 1 in the forward pass.
+    func selectorForward(_ lane: Lane, params P: UnsafePointer<Float>, selection: TokenSelection?) {
+        let c = config, o = offsets, sel = o.selector!
+        let A = lane.store.pointer
+        let b = lane.batch, np = c.numPatches, d = c.dim, k = c.keptPatches, nFull = c.tokens, n = c.blockTokens
+        let h = c.selectorHidden
+        let tau = selection?.temperature ?? 1
+        let x0 = A + lane.x0, xs = A + lane.blocks[0].xIn
+        for i in 0 ..< b {
+            let patches = x0 + i * nFull * d + d
+            let score = A + lane.selScores + i * np, soft = A + lane.selSoft + i * np
+            if h > 0 {
+                let hidden = A + lane.selHidden + i * np * h, g = A + lane.selGelu + i * np * h
+                Linear.forward(y: hidden, x: patches, weight: P + sel.w1, bias: P + sel.b1, rows: np, inFeatures: d, outFeatures: h)
+                GELU.forward(g, hidden, count: np * h)
+                Linear.forward(y: score, x: g, weight: P + sel.w2, bias: P + sel.b2, rows: np, inFeatures: h, outFeatures: 1)
+            } else {
+                Linear.forward(y: score, x: patches, weight: P + sel.w1, bias: P + sel.b1, rows: np, inFeatures: d, outFeatures: 1)
+            }
+            for j in 0 ..< np { soft[j] = score[j] + (selection?.noise?[i * np + j] ?? 0) }
+            // Top-k of the perturbed scores, ties to the lower index; kept in patch order.
+            let kept = selection?.frozen.map { f in (0 ..< k).map { Int(f.kept[i * k + $0]) } }
+                ?? (0 ..< np).sorted { soft[$0] != soft[$1] ? soft[$0] > soft[$1] : $0 < $1 }.prefix(k).sorted()
+            Softmax.forwardRow(soft, soft, cols: np, scale: 1 / tau)
+            let out = xs + i * n * d
+            out.update(from: x0 + i * nFull * d, count: d)
+            for (m, j) in kept.enumerated() {
+                lane.selected[i * k + m] = Int32(j)
+                let w: Float = selection?.frozen.map { 1 - $0.soft[i * np + j] + soft[j] } ?? 1
+                lane.selectedWeight[i * k + m] = w
+                let dst = out + (1 + m) * d
+                dst.update(from: patches + j * d, count: d)
+                if w != 1 { VectorOps.scale(dst, w, d) }
+            }
+        }
+    }
+
+    /// From ∂L/∂(block 0 input) in `dX`: ∂L/∂x0 for all N tokens into `dX0` (kept tokens
+    /// directly, every patch through the scorer) and the scorer's parameter gradients.
+    /// Straight-through: ∂L/∂soft_j = ∂L/∂w_j = x_j · ∂L/∂x'_j for kept j, 0 for removed
+    /// ones; then through the softmax: ∂L/∂s = (1/τ) soft ⊙ (∂L/∂soft − Σ soft ⊙ ∂L/∂soft).
+    func selectorBackward(_ lane: Lane, params P: UnsafePointer<Float>, grads G: UnsafeMutablePointer<Float>, selection: TokenSelection?) {
+        let c = config, o = offsets, sel = o.selector!
+        let A = lane.store.pointer
+        let b = lane.batch, np = c.numPatches, d = c.dim, k = c.keptPatches, nFull = c.tokens, n = c.blockTokens
+        let h = c.selectorHidden
+        let tau = selection?.temperature ?? 1
+        let x0 = A + lane.x0, dX = A + lane.dX, dX0 = A + lane.dX0
+        VectorOps.zero(dX0, b * nFull * d)
+        for i in 0 ..< b {
+            let dxs = dX + i * n * d, dx0 = dX0 + i * nFull * d, patches = x0 + i * nFull * d + d
+            let dw = A + lane.selGrad + i * np, ds = A + lane.selGrad + (b + i) * np
+            dx0.update(from: dxs, count: d)
+            VectorOps.zero(dw, np)
+            for m in 0 ..< k {
+                let j = Int(lane.selected[i * k + m]), w = lane.selectedWeight[i * k + m]
+                let g = dxs + (1 + m) * d, dst = dx0 + (1 + j) * d
+                if w == 1 { VectorOps.accumulate(dst, g, d) } else { for e in 0 ..< d { dst[e] += w * g[e] } }
+                dw[j] = VectorOps.dot(patches + j * d, g, d)
+            }
+            VectorOps.zero(ds, np)
+            Softmax.backward(dx: ds, dy: dw, y: A + lane.selSoft + i * np, rows: 1, cols: np, scale: 1 / tau)
+            if h > 0 {
+                let dg = A + lane.selHiddenGrad + i * np * h, dhidden = A + lane.selHiddenGrad + (b + i) * np * h
+                VectorOps.zero(dg, np * h)
+                Linear.backward(dx: dg, dweight: G + sel.w2, dbias: G + sel.b2, dy: ds, x: A + lane.selGelu + i * np * h,
+                                weight: P + sel.w2, rows: np, inFeatures: h, outFeatures: 1)
+                VectorOps.zero(dhidden, np * h)
+                GELU.backward(dx: dhidden, dy: dg, x: A + lane.selHidden + i * np * h, count: np * h)
+                Linear.backward(dx: dx0 + d, dweight: G + sel.w1, dbias: G + sel.b1, dy: dhidden, x: patches,
+                                weight: P + sel.w1, rows: np, inFeatures: d, outFeatures: h)
+            } else {
+                Linear.backward(dx: dx0 + d, dweight: G + sel.w1, dbias: G + sel.b1, dy: ds, x: patches,
+                                weight: P + sel.w1, rows: np, inFeatures: d, outFeatures: 1)
             }
         }
     }

@@ -16,6 +16,11 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
     public var blockHeads: [Int]?
     /// A compact model: each block's MLP hidden width (nil: all `hidden`).
     public var blockHidden: [Int]?
+    /// SViTE+: the fraction of patch tokens a learnable top-k selector keeps before block
+    /// 0 (nil: no selector; the blocks see every token).
+    public var tokenKeep: Double?
+    /// The selector's hidden width (0: a single linear layer, as the official code).
+    public var selectorHidden: Int = 0
 
     /// timm's ViT LayerNorm epsilon.
     public static let layerNormEps: Float = 1e-6
@@ -39,6 +44,15 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
     /// Values in one flattened patch: C·p·p.
     public var patchDim: Int { inChannels * patchSize * patchSize }
     public var imageValues: Int { inChannels * imageSize * imageSize }
+
+    public var hasTokenSelector: Bool { tokenKeep != nil }
+    /// Patch tokens the selector keeps: round(token_keep · patches), at least 1.
+    public var keptPatches: Int {
+        guard let keep = tokenKeep else { return numPatches }
+        return min(numPatches, max(1, Int((keep * Double(numPatches)).rounded())))
+    }
+    /// Sequence length inside the blocks: CLS plus the kept patches.
+    public var blockTokens: Int { 1 + keptPatches }
 
     /// Heads block `l` computes (all of them unless the model is compact).
     @inlinable public func heads(inBlock l: Int) -> Int { blockHeads?[l] ?? heads }
@@ -65,8 +79,10 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
     /// A compact model counts only the heads and neurons it keeps.
     public var forwardFLOPsPerImage: Double {
         let c = self
-        let n = Double(c.tokens), d = Double(c.dim)
+        let n = Double(c.blockTokens), d = Double(c.dim)
         let embed = 2 * Double(c.numPatches) * Double(c.patchDim) * d
+        let h = Double(c.selectorHidden)
+        let selector = c.hasTokenSelector ? 2 * Double(c.numPatches) * (h > 0 ? d * h + h : d) : 0
         let blocks = (0 ..< c.depth).reduce(0.0) { sum, l in
             let a = Double(c.attentionWidth(inBlock: l)), h = Double(c.hidden(inBlock: l))
             let linear = 2 * n * d * (3 * a + a + 2 * h)
@@ -74,13 +90,14 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
             return sum + linear + attention
         }
         let head = 2 * d * Double(c.numClasses)
-        return embed + blocks + head
+        return embed + selector + blocks + head
     }
 
     public var description: String {
         var s = "ViT(image \(imageSize), patch \(patchSize), channels \(inChannels), classes \(numClasses), dim \(dim), depth \(depth), heads \(heads), mlp ratio \(mlpRatio)"
         if let h = blockHeads { s += ", block heads \(h)" }
         if let h = blockHidden { s += ", block hidden \(h)" }
+        if let k = tokenKeep { s += ", token keep \(k) (\(keptPatches) of \(numPatches) patches), selector hidden \(selectorHidden)" }
         return s + ")"
     }
 
@@ -102,6 +119,8 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
         if !(mlpRatio > 0) || hidden < 1 {
             throw fail("mlp_ratio", "must give a hidden width of at least 1, got \(mlpRatio)")
         }
+        if let k = tokenKeep, !(k > 0 && k <= 1) { throw fail("token_keep", "must be in (0, 1], got \(k)") }
+        if selectorHidden < 0 { throw fail("selector_hidden", "must be at least 0 (0: linear), got \(selectorHidden)") }
         for (key, list, most) in [("block_heads", blockHeads, heads), ("block_hidden", blockHidden, hidden)] {
             guard let list else { continue }
             if list.count != depth { throw fail(key, "needs one entry per block (\(depth)), got \(list.count)") }
@@ -145,6 +164,8 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
         }
         c.blockHeads = try ints("block_heads")
         c.blockHidden = try ints("block_hidden")
+        c.tokenKeep = try m.double("token_keep")
+        c.selectorHidden = try m.int("selector_hidden") ?? 0
         try m.finish()
         try c.validate(file: m.file, path: m.path)
         return c
@@ -163,6 +184,7 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
           depth: \(depth)
           heads: \(heads)
           mlp_ratio: \(mlpRatio)
-        """ + (blockHeads.map { "\n  block_heads: \($0)" } ?? "") + (blockHidden.map { "\n  block_hidden: \($0)" } ?? "") + "\n"
+        """ + (blockHeads.map { "\n  block_heads: \($0)" } ?? "") + (blockHidden.map { "\n  block_hidden: \($0)" } ?? "")
+            + (tokenKeep.map { "\n  token_keep: \($0)\n  selector_hidden: \(selectorHidden)" } ?? "") + "\n"
     }
 }
