@@ -78,6 +78,8 @@ public enum StreamSeed {
     public static let augmentation: UInt64 = 2
     public static let initialization: UInt64 = 3
     public static let topology: UInt64 = 4
+    /// SViTE+'s Gumbel noise, per (epoch, image).
+    public static let tokenNoise: UInt64 = 5
 
     public static func mix(_ values: UInt64...) -> UInt64 {
         var h: UInt64 = 0x243F_6A88_85A3_08D3

@@ -181,7 +181,7 @@ public struct SparsityReport: Sendable, Equatable {
         } else {
             var removed = 0.0
             for t in masks.prunable {
-                let rows: Double = t.name.hasPrefix("blocks.") ? Double(c.tokens) : (t.name == "head.weight" ? 1 : Double(c.numPatches))
+                let rows: Double = t.name.hasPrefix("blocks.") ? Double(c.blockTokens) : (t.name == "head.weight" ? 1 : Double(c.numPatches))
                 removed += 2 * rows * Double(t.count - masks.activeCount(t))
             }
             sparseFLOPs = denseFLOPs - removed

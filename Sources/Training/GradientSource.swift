@@ -14,12 +14,15 @@ public struct StepWork: Sendable {
     /// Set when the step must also return per-unit scores (S2ViTE updates, SSP's prune):
     /// the seed of the inactive units' candidate weights.
     public var unitScoreSeed: UInt64?
+    /// SViTE+: the token selector's temperature at this step (nil: no selector).
+    public var selectorTemperature: Float?
 
     public init(step: Int, epoch: Int, stepInEpoch: Int, positions: Range<Int>, topologyFraction: Double? = nil,
-                unitScoreSeed: UInt64? = nil) {
+                unitScoreSeed: UInt64? = nil, selectorTemperature: Float? = nil) {
         self.step = step; self.epoch = epoch; self.stepInEpoch = stepInEpoch; self.positions = positions
         self.topologyFraction = topologyFraction
         self.unitScoreSeed = unitScoreSeed
+        self.selectorTemperature = selectorTemperature
     }
 }
 
@@ -79,7 +82,8 @@ public final class LocalGradientSource: GradientSource {
         if cached?.epoch != work.epoch { cached = (work.epoch, plan.permutation(epoch: work.epoch)) }
         let indices = Array(cached!.order[work.positions])
         let result = replica.computeGradient(params: params, indices: indices, epoch: work.epoch,
-                                             masks: masks, unitScoreSeed: work.unitScoreSeed)
+                                             masks: masks, unitScoreSeed: work.unitScoreSeed,
+                                             selectorTemperature: work.selectorTemperature)
         return StepGradient(gradient: replica.grads.pointer, result: result,
                             unitScores: work.unitScoreSeed == nil ? nil : replica.unitScores)
     }

@@ -1,4 +1,5 @@
 import Datasets
+import Foundation
 import Kernels
 import Model
 import Sparsity
@@ -24,6 +25,8 @@ public final class Replica: @unchecked Sendable {
     var scoringParams: FloatBuffer?
     /// The unit scores of the last scoring step.
     public private(set) var unitScores: UnitScores?
+    /// SViTE+: Gumbel noise per (image, patch) of the current batch.
+    var tokenNoise: FloatBuffer?
 
     public init(model: ViTModel, assembler: BatchAssembler, threads: Int, smoothing: Float, maxBatch: Int) {
         self.model = model
@@ -53,14 +56,19 @@ public final class Replica: @unchecked Sendable {
     /// those of the compact model) and leaves the per-unit scores in `unitScores`.
     @discardableResult
     public func computeGradient(params: UnsafePointer<Float>, indices: [Int32], epoch: Int,
-                                masks: MaskSet? = nil, unitScoreSeed: UInt64? = nil) -> BatchResult {
+                                masks: MaskSet? = nil, unitScoreSeed: UInt64? = nil,
+                                selectorTemperature: Float? = nil) -> BatchResult {
         let b = indices.count
         precondition(b >= 1 && b <= labels.count, "Replica: batch of \(b) images (staging holds \(labels.count))")
+        let tokens = selectorTemperature.map { tau in
+            TokenSelection(noise: UnsafePointer(gumbelNoise(indices: indices, epoch: epoch)), temperature: tau)
+        }
         return labels.withUnsafeMutableBufferPointer { lab in
             assembler.fill(images: images.pointer, labels: lab.baseAddress!, indices: indices, epoch: epoch, augment: true)
             guard let masks, masks.isStructured else {
                 return model.forwardBackward(params: params, grads: grads.pointer, images: images.pointer,
-                                             labels: lab.baseAddress!, smoothing: smoothing, workspace: workspace(b))
+                                             labels: lab.baseAddress!, smoothing: smoothing, workspace: workspace(b),
+                                             selection: tokens)
             }
             if let seed = unitScoreSeed {
                 let full = scoringParams ?? FloatBuffer(count: model.layout.count)
@@ -72,7 +80,7 @@ public final class Replica: @unchecked Sendable {
                 let result = scores.headTaylor.withUnsafeMutableBufferPointer { saliency in
                     model.forwardBackward(params: full.pointer, grads: grads.pointer, images: images.pointer,
                                           labels: lab.baseAddress!, smoothing: smoothing, workspace: workspace(b),
-                                          headSaliency: saliency.baseAddress!)
+                                          headSaliency: saliency.baseAddress!, selection: tokens)
                 }
                 scores.setGrowScores(gradient: grads.pointer, model: model)
                 unitScores = scores
@@ -83,10 +91,24 @@ public final class Replica: @unchecked Sendable {
             compact?.workspaces[b] = ws
             c.plan.gather(params, into: c.params.pointer)
             let result = c.plan.compact.forwardBackward(params: c.params.pointer, grads: c.grads.pointer, images: images.pointer,
-                                                        labels: lab.baseAddress!, smoothing: smoothing, workspace: ws)
+                                                        labels: lab.baseAddress!, smoothing: smoothing, workspace: ws,
+                                                        selection: tokens)
             c.plan.scatter(c.grads.pointer, into: grads.pointer)
             return result
         }
+    }
+
+    /// Gumbel(0, 1) noise for each image's patches, drawn from (seed, epoch, image), so a
+    /// worker holding part of a batch draws what one process would.
+    func gumbelNoise(indices: [Int32], epoch: Int) -> UnsafeMutablePointer<Float> {
+        let p = model.config.numPatches
+        let buffer = tokenNoise ?? FloatBuffer(count: labels.count * p)
+        tokenNoise = buffer
+        for (i, image) in indices.enumerated() {
+            var rng = Xoshiro256(seed: StreamSeed.mix(assembler.seed, StreamSeed.tokenNoise, UInt64(epoch), UInt64(image)))
+            for j in 0 ..< p { buffer.pointer[i * p + j] = Float(-Foundation.log(-Foundation.log(rng.nextOpenUniform()))) }
+        }
+        return buffer.pointer
     }
 
     /// The compact model for the mask's current topology.

@@ -24,6 +24,10 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
     public var logEverySteps: Int = 20
     /// Threads for computation (0 = all cores).
     public var threads: Int = 0
+    /// SViTE+: the token selector's softmax temperature τ, annealed linearly from the
+    /// first to the second over the run.
+    public var selectorTauStart: Double = 10
+    public var selectorTauEnd: Double = 0.1
 
     public init() {}
 
@@ -44,7 +48,12 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
         c.keepCheckpoints = try m.int("keep_checkpoints") ?? c.keepCheckpoints
         c.logEverySteps = try m.int("log_every_steps") ?? c.logEverySteps
         c.threads = try m.int("threads") ?? c.threads
+        c.selectorTauStart = try m.double("selector_tau_start") ?? c.selectorTauStart
+        c.selectorTauEnd = try m.double("selector_tau_end") ?? c.selectorTauEnd
         try m.finish()
+        for (key, v) in [("selector_tau_start", c.selectorTauStart), ("selector_tau_end", c.selectorTauEnd)] where !(v > 0) {
+            throw m.error(key, "must be > 0, got \(v)")
+        }
         if c.epochs < 0 { throw m.error("epochs", "must be >= 0, got \(c.epochs)") }
         if c.maxSteps < 0 { throw m.error("max_steps", "must be >= 0 (0 = no limit), got \(c.maxSteps)") }
         if c.epochs == 0 && c.maxSteps == 0 { throw m.error("epochs", "epochs and max_steps are both 0: nothing to train") }
@@ -73,6 +82,8 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
           keep_checkpoints: \(keepCheckpoints)
           log_every_steps: \(logEverySteps)
           threads: \(threads)
+          selector_tau_start: \(selectorTauStart)
+          selector_tau_end: \(selectorTauEnd)
 
         """
     }
@@ -185,6 +196,14 @@ public struct RunConfig: Sendable, Equatable {
 }
 
 extension RunConfig {
+    /// SViTE+: τ at `step` of `total` (linear from selector_tau_start to selector_tau_end);
+    /// nil when the model has no token selector.
+    public func selectorTemperature(step: Int, total: Int) -> Float? {
+        guard model.hasTokenSelector else { return nil }
+        let t = total > 1 ? min(1, Double(step) / Double(total - 1)) : 1
+        return Float(training.selectorTauStart + (training.selectorTauEnd - training.selectorTauStart) * t)
+    }
+
     /// The seed of the run's topology: SViTE's random initial mask, S2ViTE's initial
     /// units and (mixed with the step) its candidate weights.
     public var topologySeed: UInt64 { StreamSeed.mix(training.seed, StreamSeed.topology) }

@@ -186,7 +186,8 @@ public final class Trainer {
             let step = server.step
             let epoch = step / stepsPerEpoch, inEpoch = step % stepsPerEpoch
             let work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch),
-                                topologyFraction: server.pendingTopologyFraction, unitScoreSeed: server.pendingUnitScoreSeed)
+                                topologyFraction: server.pendingTopologyFraction, unitScoreSeed: server.pendingUnitScoreSeed,
+                                selectorTemperature: config.selectorTemperature(step: step, total: totalSteps))
             guard let g = try source.gradient(params: server.params.pointer, work: work, stop: stop) else {
                 stopped = true
                 break

@@ -50,6 +50,9 @@ public final class WorkerNode: @unchecked Sendable {
     var masks: MaskSet?
     /// Seeds S2ViTE's candidate weights (the run's, from its config).
     var topologySeed: UInt64 = 0
+    /// The run's config and step count (SViTE+'s temperature is a function of the step).
+    var runConfig: RunConfig?
+    var totalSteps = 0
     var packed: FloatBuffer?
     var candidateMultiplier = 1
 
@@ -175,6 +178,8 @@ public final class WorkerNode: @unchecked Sendable {
             permutation = nil
             loadedConfig = info.config
             topologySeed = config.topologySeed
+            runConfig = config
+            totalSteps = config.stepCounts(trainCount: train.count).total
             masks = config.sparsity.isSparse
                 ? MaskSet(for: config.sparsity, layout: model.layout)
                 : nil
@@ -231,8 +236,10 @@ public final class WorkerNode: @unchecked Sendable {
         let m = masks
         let scoreSeed = header.candidates != nil && m?.isStructured == true
             ? ServerState.unitCandidateSeed(topologySeed: topologySeed, step: Int(frame.header.step)) : nil
+        let tau = runConfig?.selectorTemperature(step: Int(frame.header.step), total: totalSteps)
         nonisolated(unsafe) let work = {
-            j.finish(replica.computeGradient(params: p, indices: indices, epoch: epoch, masks: m, unitScoreSeed: scoreSeed))
+            j.finish(replica.computeGradient(params: p, indices: indices, epoch: epoch, masks: m, unitScoreSeed: scoreSeed,
+                                             selectorTemperature: tau))
         }
         Thread.detachNewThread { work() }
     }

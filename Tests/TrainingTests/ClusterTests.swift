@@ -52,7 +52,8 @@ struct ClusterTests {
     /// Two workers with half the batch each follow the single-process run to float
     /// rounding (same data, same augmentation draws, same order).
     @Test(arguments: [[], ["sparsity.method=svite", "sparsity.update_interval=2", "sparsity.candidate_multiplier=1000"],
-                      ["sparsity.method=s2vite", "sparsity.update_interval=2", "sparsity.sparsity=0.5"]])
+                      ["sparsity.method=s2vite", "sparsity.update_interval=2", "sparsity.sparsity=0.5"],
+                      ["model.token_keep=0.75", "model.selector_hidden=4"]])
     func twoWorkersFollowTheSingleProcessRun(sparse: [String]) throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 128, test: 32)

@@ -34,7 +34,8 @@ struct TrainerTests {
     /// the checkpoint: parameters and both AdamW moments equal bit for bit. A third run
     /// with the same config is bit-identical to the first.
     @Test(arguments: [[], ["sparsity.method=svite", "sparsity.update_interval=3", "sparsity.sparsity=0.6"],
-                      ["sparsity.method=s2vite", "sparsity.update_interval=3", "sparsity.sparsity=0.6"]])
+                      ["sparsity.method=s2vite", "sparsity.update_interval=3", "sparsity.sparsity=0.6"],
+                      ["sparsity.method=svite", "sparsity.update_interval=3", "sparsity.sparsity=0.6", "model.token_keep=0.75"]])
     func resumeContinuesExactlyAndRunsRepeat(sparse: [String]) throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: "\(dir)", train: 120, test: 40)
