@@ -20,6 +20,8 @@ public struct ModelBenchmark {
         /// neurons per block: ⌈(1 − s)·count⌉, or `headDensity` for heads).
         public var structuredSparsities: [Double] = []
         public var headDensity: Double? = nil
+        /// SViTE+ rows: token keep ratios to time (the selector's scorer included).
+        public var tokenKeeps: [Double] = []
 
         public init(config: ViTConfig, configName: String, batch: Int, threads: Int) {
             self.config = config; self.configName = configName; self.batch = batch; self.threads = threads
@@ -47,7 +49,21 @@ public struct ModelBenchmark {
         public var sgemmGflops: Double
         public var workspaceMiB: Double
         public var structured: [StructuredRow] = []
+        public var tokens: [TokenRow] = []
         public var machine: MachineInfo
+    }
+
+    /// The model with a token selector keeping `keep` of the patches, against the plain
+    /// model timed above: inference (forward, deterministic top-k) and a training step
+    /// (forward+backward with Gumbel noise).
+    public struct TokenRow: Codable, Sendable {
+        public var keep: Double
+        public var tokens: Int
+        public var flopsSaving: Double
+        public var forward: Timing
+        public var forwardBackward: Timing
+        public var forwardSaving: Double
+        public var stepSaving: Double
     }
 
     /// A compact (S2ViTE) step against the dense one timed in the same run: gather the
@@ -123,12 +139,37 @@ public struct ModelBenchmark {
                                       flopsSaving: 1 - plan.compact.forwardFLOPsPerImage / model.forwardFLOPsPerImage,
                                       forwardBackward: t, timeSaving: 1 - t.medianMs / train.medianMs))
         }
+        var tokenRows: [TokenRow] = []
+        for keep in o.tokenKeeps {
+            var c = o.config
+            c.tokenKeep = keep
+            let m = ViTModel(config: c)
+            let p = FloatBuffer(count: m.layout.count), g = FloatBuffer(count: m.layout.count)
+            Initializer.initialize(p, layout: m.layout, seed: 0)
+            let tws = ViTWorkspace(model: m, batch: o.batch, threads: o.threads)
+            let noise = FloatBuffer(count: o.batch * c.numPatches)
+            for i in 0 ..< noise.count { noise.pointer[i] = Float(-log(-log(rng.nextOpenUniform()))) }
+            let selection = TokenSelection(noise: UnsafePointer(noise.pointer), temperature: 1)
+            let label = "keep \(keep) tokens"
+            let (f, t) = labels.withUnsafeBufferPointer { lab in
+                (time("\(label) forward", flops: m.forwardFLOPsPerImage * Double(o.batch)) {
+                    m.forward(params: p.pointer, images: images.pointer, labels: lab.baseAddress!, smoothing: 0.1, workspace: tws)
+                 },
+                 time("\(label) forward+backward", flops: 3 * m.forwardFLOPsPerImage * Double(o.batch)) {
+                    m.forwardBackward(params: p.pointer, grads: g.pointer, images: images.pointer, labels: lab.baseAddress!,
+                                      smoothing: 0.1, workspace: tws, selection: selection)
+                 })
+            }
+            tokenRows.append(TokenRow(keep: keep, tokens: c.blockTokens, flopsSaving: 1 - m.forwardFLOPsPerImage / model.forwardFLOPsPerImage,
+                                      forward: f, forwardBackward: t, forwardSaving: 1 - f.medianMs / fwd.medianMs,
+                                      stepSaving: 1 - t.medianMs / train.medianMs))
+        }
         progress("sgemm \(o.sgemmSize)³ on \(o.threads) OpenBLAS threads")
         let sgemm = Self.sgemmGflops(size: o.sgemmSize, threads: o.threads)
         return Result(config: o.configName, model: o.config, batch: o.batch, threads: o.threads, lanes: ws.laneCount,
                       parameters: model.layout.parameterCount, forwardGFLOPPerImage: model.forwardFLOPsPerImage / 1e9,
                       forward: fwd, forwardBackward: train, sgemmSize: o.sgemmSize, sgemmGflops: sgemm,
-                      workspaceMiB: Double(ws.bytes) / 1_048_576, structured: rows, machine: MachineInfo.current())
+                      workspaceMiB: Double(ws.bytes) / 1_048_576, structured: rows, tokens: tokenRows, machine: MachineInfo.current())
     }
 
     /// Best of 3 for an n×n×n sgemm on `threads` OpenBLAS threads.
@@ -164,7 +205,18 @@ extension ModelBenchmark.Result {
         \(row("forward", forward))
         \(row("forward+backward", forwardBackward))
         \("sgemm \(sgemmSize)³".padding(toLength: 20, withPad: " ", startingAt: 0))\(String(repeating: " ", count: 25))\(String(format: "%11.1f", sgemmGflops))  (roofline, \(threads) OpenBLAS thread\(threads == 1 ? "" : "s"))
-        """ + structuredTable
+        """ + structuredTable + tokenTable
+    }
+
+    var tokenTable: String {
+        guard !tokens.isEmpty else { return "" }
+        var lines = ["", "SViTE+ token selector (scorer included) against the plain model above (\(model.tokens) tokens):",
+                     "keep   tokens  FLOPs saving  forward ms  saving   fwd+bwd ms  saving"]
+        for r in tokens {
+            lines.append(String(format: "%4.2f  %7d  %11.1f%%  %10.1f  %5.1f%%  %11.1f  %5.1f%%", r.keep, r.tokens, r.flopsSaving * 100,
+                                r.forward.medianMs, r.forwardSaving * 100, r.forwardBackward.medianMs, r.stepSaving * 100))
+        }
+        return "\n" + lines.joined(separator: "\n")
     }
 
     var structuredTable: String {

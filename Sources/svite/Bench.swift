@@ -53,12 +53,17 @@ struct BenchModel: ParsableCommand {
     @Option(name: .long, help: "Fraction of heads kept per block in the structured rows (default: 1 − the structured sparsity).")
     var headDensity: Double?
 
+    @Option(name: .long, parsing: .singleValue,
+            help: "Also time the model with an SViTE+ token selector keeping this fraction of the patches (repeatable; e.g. 1 0.95 0.9 0.7).")
+    var tokenKeep: [Double] = []
+
     @Flag(name: .long, help: "Print the figures as one JSON object instead of a table.")
     var json = false
 
     func validate() throws {
         if let bad = structured.first(where: { !($0 >= 0 && $0 < 1) }) { throw ValidationError("--structured must be in [0, 1) (got \(bad))") }
         if let h = headDensity, !(h > 0 && h <= 1) { throw ValidationError("--head-density must be in (0, 1] (got \(h))") }
+        if let bad = tokenKeep.first(where: { !($0 > 0 && $0 <= 1) }) { throw ValidationError("--token-keep must be in (0, 1] (got \(bad))") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1 (got \(batch))") }
         guard repeats >= 5 else { throw ValidationError("--repeats must be at least 5 so the median means something (got \(repeats))") }
         guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0 (got \(warmup))") }
@@ -74,6 +79,7 @@ struct BenchModel: ParsableCommand {
         options.sgemmSize = sgemmSize
         options.structuredSparsities = structured
         options.headDensity = headDensity
+        options.tokenKeeps = tokenKeep
         let result = ModelBenchmark(options).run { log.info("\($0)") }
         if json {
             let enc = JSONEncoder()

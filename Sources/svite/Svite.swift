@@ -12,7 +12,7 @@ struct Svite: ParsableCommand {
         One binary plays every role. Configs are YAML files (see configs/) or the built-in \
         names deit-tiny, deit-small, deit-base and fmnist-tiny.
         """,
-        subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, StatusCommand.self, Eval.self, Export.self, Masks.self, ExperimentCommand.self, Bench.self]
+        subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, StatusCommand.self, Eval.self, Export.self, Masks.self, Tokens.self, ExperimentCommand.self, Bench.self]
     )
 }
 

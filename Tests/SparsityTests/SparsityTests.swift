@@ -228,6 +228,19 @@ struct PictureTests {
         #expect(svg.contains("<svg") && svg.contains("12.5% / 25.0%"))
     }
 
+    @Test func tokenPicturesGreyOutRemovedPatches() {
+        // One 4×4 grayscale image of value 10, patch 2 (4 patches), patches 0 and 3 kept.
+        let img = TokenPictures.grid(images: [[UInt8](repeating: 10, count: 16)], channels: 1, size: 4, patch: 2,
+                                     kept: [[0, 3]], scale: 2, columns: 8)
+        #expect(img.width == 8 + 8 && img.height == 8 + 8)
+        let o = 4  // the gap around the image
+        #expect(img[o + 1, o + 1] == [10, 10, 10])  // patch 0, kept
+        #expect(img[o + 5, o + 5] == [10, 10, 10])  // patch 3, kept
+        #expect(img[o + 5, o + 1] == [123, 123, 123])  // patch 1, removed: 10 + (160 − 10)·0.75 = 122.5
+        #expect(img[o + 4, o + 1] == [200, 200, 200])  // its frame
+        #expect(img[0, 0] == [255, 255, 255])
+    }
+
     @Test func headGridMarksKeptEarlierAndInitialUnits() {
         let svg = MaskPictures.unitGrid(current: [[true, false], [false, false]], explored: [[true, true], [false, false]],
                                         initial: [[false, true], [false, false]], unitName: "head ", title: "t")
