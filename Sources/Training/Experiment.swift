@@ -76,7 +76,8 @@ public struct Experiment: Sendable {
                                   "eval_loss": (evals.last?["eval_loss"] as? Double) ?? 0,
                                   "seconds": (records.last?["elapsed_seconds"] as? Double) ?? 0,
                                   "active_parameters": model.layout.parameterCount, "flops_saving": 0.0,
-                                  "flops": model.forwardFLOPsPerImage, "density": 1.0]
+                                  "flops": model.forwardFLOPsPerImage, "density": 1.0,
+                                  "tokens": w.config.model.blockTokens]
         if let s = w.sparsityReport { row.merge(s.fields) { $1 } }
         return row
     }
@@ -85,12 +86,12 @@ public struct Experiment: Sendable {
     /// with the training time and its saving against the dense variant (the first
     /// finished row at the dense parameter and FLOP count).
     public func table(rows: [[String: Any]], denseParameters: Int, denseFLOPs: Double) -> String {
-        var s = "| Model | Sparsity (#Para.) | FLOPs saving | Top-1 (%) | time | time saving |\n|---|---|---|---|---|---|\n"
+        var s = "| Model | Sparsity (#Para.) | #Tokens | FLOPs saving | Top-1 (%) | time | time saving |\n|---|---|---|---|---|---|---|\n"
         let dense = rows.first { ($0["active_parameters"] as? Int) == denseParameters && ($0["flops"] as? Double) == denseFLOPs }
         let denseSeconds = dense?["seconds"] as? Double
         for v in variants {
             guard let r = rows.first(where: { $0["variant"] as? String == v.name }) else {
-                s += "| \(v.name) | – | – | not run yet | | |\n"
+                s += "| \(v.name) | – | – | – | not run yet | | |\n"
                 continue
             }
             let active = r["active_parameters"] as? Int ?? 0
@@ -98,8 +99,8 @@ public struct Experiment: Sendable {
             let flops = r["flops"] as? Double ?? denseFLOPs
             let seconds = r["seconds"] as? Double ?? 0
             let saving = denseSeconds.map { String(format: "%.1f%%", (1 - seconds / $0) * 100) } ?? "–"
-            s += String(format: "| %@ | %.1f%% (%.2fM) | %.1f%% | %.2f | %@ | %@ |\n", v.name as NSString, max(0, sparsity) * 100,
-                        Double(active) / 1e6, (1 - flops / denseFLOPs) * 100, (r["top1"] as? Double ?? 0) * 100,
+            s += String(format: "| %@ | %.1f%% (%.2fM) | %d | %.1f%% | %.2f | %@ | %@ |\n", v.name as NSString, max(0, sparsity) * 100,
+                        Double(active) / 1e6, r["tokens"] as? Int ?? 0, (1 - flops / denseFLOPs) * 100, (r["top1"] as? Double ?? 0) * 100,
                         Self.duration(seconds) as NSString, saving as NSString)
         }
         return s
