@@ -118,6 +118,10 @@ public struct LoadedWeights {
             "source": self.path,
         ]
         if let step { info["step"] = step }
+        if let keep = m.tokenKeep {
+            info["token_selector"] = ["token_keep": keep, "kept_patches": m.keptPatches, "selector_hidden": m.selectorHidden,
+                                      "note": "timm's VisionTransformer has no token selector: load with strict=False (the token_selector.* tensors are extra) and keep the top-k patch tokens by the selector's score before the blocks"]
+        }
         if let units {
             info["compact"] = ["block_heads": m.blockHeads ?? [], "block_hidden": m.blockHidden ?? [],
                                "kept_heads": units.keptHeads, "kept_neurons": units.keptNeurons,
