@@ -62,6 +62,9 @@ public struct ModelBenchmark {
         public var flopsSaving: Double
         public var forward: Timing
         public var forwardBackward: Timing
+        /// The plain model's forward and forward+backward, timed alternately with these.
+        public var plainForward: Timing
+        public var plainForwardBackward: Timing
         public var forwardSaving: Double
         public var stepSaving: Double
     }
@@ -76,7 +79,9 @@ public struct ModelBenchmark {
         public var parameterSparsity: Double
         public var flopsSaving: Double
         public var forwardBackward: Timing
-        /// 1 − compact step time / dense forward+backward time.
+        /// The dense forward+backward timed alternately with it.
+        public var dense: Timing
+        /// 1 − the median over pairs of compact step time / dense step time.
         public var timeSaving: Double
     }
 
@@ -106,6 +111,24 @@ public struct ModelBenchmark {
                           imagesPerSecond: Double(o.batch) / med, gflops: flops / med / 1e9)
         }
 
+        /// A variant against a reference, alternating sample by sample (which runs first
+        /// alternates too), so a slow spell of this shared machine hits both alike; the
+        /// saving is 1 − the median of the per-pair time ratios.
+        func timePair(_ label: String, reference: () -> Void, refFLOPs: Double, _ body: () -> Void, flops: Double)
+            -> (reference: Timing, variant: Timing, saving: Double) {
+            progress("\(label): \(o.warmup) warm-up + \(o.repeats) timed pairs against the reference")
+            for _ in 0 ..< o.warmup { reference(); body() }
+            var r: [Double] = [], v: [Double] = []
+            for i in 0 ..< o.repeats {
+                if i % 2 == 0 { r.append(Stopwatch.seconds(reference)); v.append(Stopwatch.seconds(body)) } else { v.append(Stopwatch.seconds(body)); r.append(Stopwatch.seconds(reference)) }
+            }
+            func timing(_ s: [Double], _ f: Double) -> Timing {
+                let med = Stopwatch.median(s)
+                return Timing(medianMs: med * 1e3, samplesMs: s.map { $0 * 1e3 }, imagesPerSecond: Double(o.batch) / med, gflops: f / med / 1e9)
+            }
+            return (timing(r, refFLOPs), timing(v, flops), 1 - Stopwatch.median(zip(v, r).map { $0 / $1 }))
+        }
+
         let fwd = labels.withUnsafeBufferPointer { lab in
             time("forward", flops: flopsFwd) {
                 model.forward(params: params.pointer, images: images.pointer, labels: lab.baseAddress!,
@@ -126,18 +149,21 @@ public struct ModelBenchmark {
             let compactParams = FloatBuffer(count: plan.compact.layout.count), compactGrads = FloatBuffer(count: plan.compact.layout.count)
             let cws = ViTWorkspace(model: plan.compact, batch: o.batch, threads: o.threads)
             let t = labels.withUnsafeBufferPointer { lab in
-                time("structured \(Int((sparsity * 100).rounded()))% forward+backward", flops: 3 * plan.compact.forwardFLOPsPerImage * Double(o.batch)) {
+                timePair("structured \(Int((sparsity * 100).rounded()))% forward+backward", reference: {
+                    model.forwardBackward(params: params.pointer, grads: grads.pointer, images: images.pointer,
+                                          labels: lab.baseAddress!, smoothing: 0.1, workspace: ws)
+                }, refFLOPs: 3 * flopsFwd, {
                     plan.gather(params.pointer, into: compactParams.pointer)
                     plan.compact.forwardBackward(params: compactParams.pointer, grads: compactGrads.pointer, images: images.pointer,
                                                  labels: lab.baseAddress!, smoothing: 0.1, workspace: cws)
                     plan.scatter(compactGrads.pointer, into: grads.pointer)
-                }
+                }, flops: 3 * plan.compact.forwardFLOPsPerImage * Double(o.batch))
             }
             let kept = plan.compact.layout.parameterCount
             rows.append(StructuredRow(sparsity: sparsity, headsPerBlock: selection.keptHeads[0].count, neuronsPerBlock: selection.keptNeurons[0].count,
                                       parameters: kept, parameterSparsity: 1 - Double(kept) / Double(model.layout.parameterCount),
                                       flopsSaving: 1 - plan.compact.forwardFLOPsPerImage / model.forwardFLOPsPerImage,
-                                      forwardBackward: t, timeSaving: 1 - t.medianMs / train.medianMs))
+                                      forwardBackward: t.variant, dense: t.reference, timeSaving: t.saving))
         }
         var tokenRows: [TokenRow] = []
         for keep in o.tokenKeeps {
@@ -152,17 +178,22 @@ public struct ModelBenchmark {
             let selection = TokenSelection(noise: UnsafePointer(noise.pointer), temperature: 1)
             let label = "keep \(keep) tokens"
             let (f, t) = labels.withUnsafeBufferPointer { lab in
-                (time("\(label) forward", flops: m.forwardFLOPsPerImage * Double(o.batch)) {
+                (timePair("\(label) forward", reference: {
+                    model.forward(params: params.pointer, images: images.pointer, labels: lab.baseAddress!, smoothing: 0.1, workspace: ws)
+                 }, refFLOPs: flopsFwd, {
                     m.forward(params: p.pointer, images: images.pointer, labels: lab.baseAddress!, smoothing: 0.1, workspace: tws)
-                 },
-                 time("\(label) forward+backward", flops: 3 * m.forwardFLOPsPerImage * Double(o.batch)) {
+                 }, flops: m.forwardFLOPsPerImage * Double(o.batch)),
+                 timePair("\(label) forward+backward", reference: {
+                    model.forwardBackward(params: params.pointer, grads: grads.pointer, images: images.pointer,
+                                          labels: lab.baseAddress!, smoothing: 0.1, workspace: ws)
+                 }, refFLOPs: 3 * flopsFwd, {
                     m.forwardBackward(params: p.pointer, grads: g.pointer, images: images.pointer, labels: lab.baseAddress!,
                                       smoothing: 0.1, workspace: tws, selection: selection)
-                 })
+                 }, flops: 3 * m.forwardFLOPsPerImage * Double(o.batch)))
             }
             tokenRows.append(TokenRow(keep: keep, tokens: c.blockTokens, flopsSaving: 1 - m.forwardFLOPsPerImage / model.forwardFLOPsPerImage,
-                                      forward: f, forwardBackward: t, forwardSaving: 1 - f.medianMs / fwd.medianMs,
-                                      stepSaving: 1 - t.medianMs / train.medianMs))
+                                      forward: f.variant, forwardBackward: t.variant, plainForward: f.reference,
+                                      plainForwardBackward: t.reference, forwardSaving: f.saving, stepSaving: t.saving))
         }
         progress("sgemm \(o.sgemmSize)³ on \(o.threads) OpenBLAS threads")
         let sgemm = Self.sgemmGflops(size: o.sgemmSize, threads: o.threads)
@@ -210,11 +241,12 @@ extension ModelBenchmark.Result {
 
     var tokenTable: String {
         guard !tokens.isEmpty else { return "" }
-        var lines = ["", "SViTE+ token selector (scorer included) against the plain model above (\(model.tokens) tokens):",
-                     "keep   tokens  FLOPs saving  forward ms  saving   fwd+bwd ms  saving"]
+        var lines = ["", "SViTE+ token selector (scorer included), each timed alternately with the plain model (\(model.tokens) tokens):",
+                     "keep   tokens  FLOPs saving  forward ms (plain)  saving   fwd+bwd ms (plain)  saving"]
         for r in tokens {
-            lines.append(String(format: "%4.2f  %7d  %11.1f%%  %10.1f  %5.1f%%  %11.1f  %5.1f%%", r.keep, r.tokens, r.flopsSaving * 100,
-                                r.forward.medianMs, r.forwardSaving * 100, r.forwardBackward.medianMs, r.stepSaving * 100))
+            lines.append(String(format: "%4.2f  %7d  %11.1f%%  %6.1f (%6.1f)  %6.1f%%  %7.1f (%7.1f)  %6.1f%%", r.keep, r.tokens, r.flopsSaving * 100,
+                                r.forward.medianMs, r.plainForward.medianMs, r.forwardSaving * 100,
+                                r.forwardBackward.medianMs, r.plainForwardBackward.medianMs, r.stepSaving * 100))
         }
         return "\n" + lines.joined(separator: "\n")
     }
@@ -222,12 +254,12 @@ extension ModelBenchmark.Result {
     var structuredTable: String {
         guard !structured.isEmpty else { return "" }
         let hidden = model.hidden
-        var lines = ["", "S2ViTE compact steps (gather + forward+backward + scatter) against dense forward+backward above:",
-                     "structured  heads/block  neurons/block  params (sparsity)    FLOPs saving  median ms    img/s  time saving"]
+        var lines = ["", "S2ViTE compact steps (gather + forward+backward + scatter), each timed alternately with the dense forward+backward:",
+                     "structured  heads/block  neurons/block  params (sparsity)    FLOPs saving  median ms  dense ms    img/s  time saving"]
         for r in structured {
-            lines.append(String(format: "%9.0f%%  %6d of %d  %7d of %d  %8d (%4.1f%%)  %11.1f%%  %9.1f  %7.1f  %10.1f%%",
+            lines.append(String(format: "%9.0f%%  %6d of %d  %7d of %d  %8d (%4.1f%%)  %11.1f%%  %9.1f  %8.1f  %7.1f  %10.1f%%",
                                 r.sparsity * 100, r.headsPerBlock, model.heads, r.neuronsPerBlock, hidden, r.parameters,
-                                r.parameterSparsity * 100, r.flopsSaving * 100, r.forwardBackward.medianMs,
+                                r.parameterSparsity * 100, r.flopsSaving * 100, r.forwardBackward.medianMs, r.dense.medianMs,
                                 r.forwardBackward.imagesPerSecond, r.timeSaving * 100))
         }
         return "\n" + lines.joined(separator: "\n")
