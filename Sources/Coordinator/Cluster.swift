@@ -152,15 +152,17 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
                 }
             }
             stepsStarted += 1
-            let badBefore = badFrameTotal
+            refusedThisAttempt = 0
+            lastRefusal = nil
             if let g = try runStep(params: params, work: work, stop: stop) {
                 rejectedAttempts = 0
                 return g
             }
             // Workers that are lost come back and the step is repeated; but when every try
-            // ends with the workers' frames refused, repeating cannot help: stop and say why.
-            rejectedAttempts = badFrameTotal > badBefore ? rejectedAttempts + 1 : 0
-            if rejectedAttempts >= Self.maxRejectedAttempts, let last = lastBadFrame {
+            // ends with the step's own workers' frames refused, repeating cannot help: stop
+            // and say why.
+            rejectedAttempts = refusedThisAttempt > 0 ? rejectedAttempts + 1 : 0
+            if rejectedAttempts >= Self.maxRejectedAttempts, let last = lastRefusal {
                 throw ClusterError.stepRefused(step: work.step, attempts: rejectedAttempts, lastReason: last)
             }
             log.warning("step \(work.step): no gradient arrived (every worker left or was lost); repeating the step")
@@ -168,7 +170,9 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     }
     var stepsStarted = 0
     var rejectedAttempts = 0
-    var lastBadFrame: String?
+    /// Frames refused this try from workers the step was waiting for, and the last reason.
+    var refusedThisAttempt = 0
+    var lastRefusal: String?
     static let maxRejectedAttempts = 3
     var lastWaitLog = -Double.infinity
 
@@ -403,7 +407,10 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     func countBad(peer: [UInt8], _ error: Error) {
         let name = workers[peer]?.name ?? String(decoding: peer.prefix(64), as: UTF8.self)
         badFrameTotal += 1
-        lastBadFrame = "\(name.isEmpty ? "<anonymous>" : name): \(error)"
+        if pending.contains(peer) {
+            refusedThisAttempt += 1
+            lastRefusal = "\(name): \(error)"
+        }
         let n = badFrames[name, default: 0] + 1
         badFrames[name] = n
         if n == 1 { log.warning("bad frame from \(name.isEmpty ? "<anonymous>" : name) dropped: \(error) (further ones from this peer are counted, not logged)") }

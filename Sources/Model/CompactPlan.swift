@@ -98,6 +98,9 @@ public final class CompactPlan: Sendable {
         for r in runs { (fullValues + r.full).update(from: compactValues + r.compact, count: r.count) }
     }
 
+    /// Whether this plan is for exactly these kept heads and neurons.
+    public func keeps(_ heads: [[Int]], _ neurons: [[Int]]) -> Bool { keptHeads == heads && keptNeurons == neurons }
+
     /// Copy runs (a measure of gather/scatter cost).
     public var runCount: Int { runs.count }
 }

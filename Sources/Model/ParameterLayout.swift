@@ -49,13 +49,6 @@ public struct ParameterLayout: Sendable, Equatable {
             ("patch_embed.proj.weight", [d, c.inChannels, c.patchSize, c.patchSize]),
             ("patch_embed.proj.bias", [d]),
         ]
-        if c.hasTokenSelector {
-            let h = c.selectorHidden
-            t += h > 0
-                ? [("token_selector.fc1.weight", [h, d]), ("token_selector.fc1.bias", [h]),
-                   ("token_selector.fc2.weight", [1, h]), ("token_selector.fc2.bias", [1])]
-                : [("token_selector.fc.weight", [1, d]), ("token_selector.fc.bias", [1])]
-        }
         for i in 0 ..< c.depth {
             let p = "blocks.\(i).", a = c.attentionWidth(inBlock: i), h = c.hidden(inBlock: i)
             t += [
@@ -69,6 +62,15 @@ public struct ParameterLayout: Sendable, Equatable {
         }
         t += [("norm.weight", [d]), ("norm.bias", [d]),
               ("head.weight", [c.numClasses, d]), ("head.bias", [c.numClasses])]
+        // Last, so the initialiser's stream gives every other tensor the values it gives
+        // the same model without a selector.
+        if c.hasTokenSelector {
+            let h = c.selectorHidden
+            t += h > 0
+                ? [("token_selector.fc1.weight", [h, d]), ("token_selector.fc1.bias", [h]),
+                   ("token_selector.fc2.weight", [1, h]), ("token_selector.fc2.bias", [1])]
+                : [("token_selector.fc.weight", [1, d]), ("token_selector.fc.bias", [1])]
+        }
         self.init(tensors: t)
     }
 

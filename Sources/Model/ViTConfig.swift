@@ -121,6 +121,7 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
         }
         if let k = tokenKeep, !(k > 0 && k <= 1) { throw fail("token_keep", "must be in (0, 1], got \(k)") }
         if selectorHidden < 0 { throw fail("selector_hidden", "must be at least 0 (0: linear), got \(selectorHidden)") }
+        if selectorHidden > 0 && tokenKeep == nil { throw fail("selector_hidden", "sizes the token selector, which needs token_keep") }
         for (key, list, most) in [("block_heads", blockHeads, heads), ("block_hidden", blockHidden, hidden)] {
             guard let list else { continue }
             if list.count != depth { throw fail(key, "needs one entry per block (\(depth)), got \(list.count)") }

@@ -99,6 +99,9 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
         try m.finish()
         for (key, v) in [("head_density", c.headDensity), ("mlp_density", c.mlpDensity)] {
             if let v, !(v > 0 && v <= 1) { throw m.error(key, "must be in (0, 1], got \(v)") }
+            if v != nil && !c.method.isStructured {
+                throw m.error(key, "only s2vite and ssp keep heads and neurons; method \(c.method.rawValue) ignores it (remove it or use sparsity)")
+            }
         }
         guard c.pruneAt > 0 && c.pruneAt < 1 else { throw m.error("prune_at", "must be in (0, 1), got \(c.pruneAt)") }
         guard c.gmpStart >= 0 && c.gmpStart < c.gmpEnd && c.gmpEnd <= 1 else {

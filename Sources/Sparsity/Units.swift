@@ -18,6 +18,7 @@ public struct UnitSelection: Sendable, Equatable {
 
     /// Every unit on.
     public init(config c: ViTConfig) {
+        precondition(!c.isCompact, "UnitSelection: units are defined on a full model, not a compact one")
         heads = Array(repeating: Array(repeating: true, count: c.heads), count: c.depth)
         neurons = Array(repeating: Array(repeating: true, count: c.hidden), count: c.depth)
     }

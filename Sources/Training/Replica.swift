@@ -18,9 +18,10 @@ public final class Replica: @unchecked Sendable {
     var workspaces: [Int: ViTWorkspace] = [:]
     var images: FloatBuffer
     var labels: [Int32]
-    /// Structured runs: the compact model of the current topology (rebuilt when the mask
-    /// version changes) with its parameter and gradient buffers and workspaces.
-    var compact: (version: Int, plan: CompactPlan, params: FloatBuffer, grads: FloatBuffer, workspaces: [Int: ViTWorkspace])?
+    /// Structured runs: the compact model of the current topology (rebuilt when the kept
+    /// heads or neurons change, whatever the mask's version number says) with its
+    /// parameter and gradient buffers and workspaces.
+    var compact: (plan: CompactPlan, params: FloatBuffer, grads: FloatBuffer, workspaces: [Int: ViTWorkspace])?
     /// Full parameters with the inactive units' candidate weights (scoring steps).
     var scoringParams: FloatBuffer?
     /// The unit scores of the last scoring step.
@@ -112,10 +113,11 @@ public final class Replica: @unchecked Sendable {
     }
 
     /// The compact model for the mask's current topology.
-    func compactModel(_ masks: MaskSet) -> (version: Int, plan: CompactPlan, params: FloatBuffer, grads: FloatBuffer, workspaces: [Int: ViTWorkspace]) {
-        if let c = compact, c.version == masks.version { return c }
-        let plan = UnitSelection(masks: masks, model: model).plan(full: model)
-        let c = (version: masks.version, plan: plan, params: FloatBuffer(count: plan.compact.layout.count),
+    func compactModel(_ masks: MaskSet) -> (plan: CompactPlan, params: FloatBuffer, grads: FloatBuffer, workspaces: [Int: ViTWorkspace]) {
+        let units = UnitSelection(masks: masks, model: model)
+        if let c = compact, c.plan.keeps(units.keptHeads, units.keptNeurons) { return c }
+        let plan = units.plan(full: model)
+        let c = (plan: plan, params: FloatBuffer(count: plan.compact.layout.count),
                  grads: FloatBuffer(count: plan.compact.layout.count), workspaces: [Int: ViTWorkspace]())
         compact = c
         return c
@@ -141,17 +143,18 @@ public final class Evaluator: @unchecked Sendable {
         labels = [Int32](repeating: 0, count: self.batch)
     }
 
-    /// Structured masks: the compact model of the mask version last evaluated.
-    var compact: (version: Int, plan: CompactPlan, params: FloatBuffer, workspaces: [Int: ViTWorkspace])?
+    /// Structured masks: the compact model of the topology last evaluated.
+    var compact: (plan: CompactPlan, params: FloatBuffer, workspaces: [Int: ViTWorkspace])?
 
     /// `masks`: a structured run is evaluated on its compact model (same result, less work).
     public func evaluate(params full: UnsafePointer<Float>, masks: MaskSet? = nil, progress: (Int, Int) -> Void = { _, _ in }) -> BatchResult {
         var model = self.model
         var params = full
         if let masks, masks.isStructured {
-            if compact?.version != masks.version {
-                let plan = UnitSelection(masks: masks, model: model).plan(full: model)
-                compact = (masks.version, plan, FloatBuffer(count: plan.compact.layout.count), [:])
+            let units = UnitSelection(masks: masks, model: model)
+            if compact?.plan.keeps(units.keptHeads, units.keptNeurons) != true {
+                let plan = units.plan(full: model)
+                compact = (plan, FloatBuffer(count: plan.compact.layout.count), [:])
             }
             let c = compact!
             c.plan.gather(full, into: c.params.pointer)

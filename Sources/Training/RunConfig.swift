@@ -149,6 +149,10 @@ public struct RunConfig: Sendable, Equatable {
         let training = try TrainingConfig.parse(try root.mapping("training"))
         let sparsity = try SparsityConfig.parse(try root.mapping("sparsity"))
         try root.finish()
+        if model.isCompact && sparsity.method.isStructured {
+            throw ConfigError(file: file, key: "sparsity.method",
+                              message: "\(sparsity.method.rawValue) prunes heads and neurons of a full model, but model.block_heads/block_hidden make this one compact already; train it with dense or svite, or start from the full model")
+        }
         return RunConfig(name: name, model: model, data: data, optimizer: optimizer, schedule: schedule,
                          training: training, sparsity: sparsity, source: file)
     }

@@ -1,5 +1,6 @@
 import Datasets
 import Foundation
+import Kernels
 import Model
 import Sparsity
 
@@ -44,11 +45,13 @@ public struct LoadedWeights {
         var masks: MaskSet? = nil
         if config.sparsity.isSparse {
             let m = MaskSet(for: config.sparsity, layout: model.layout)
+            var rebuilt = false
             for t in m.prunable {
                 let dst = m.mask.view(t), ever = m.everActive.view(t)
                 if let saved = try? st.floats("\(Checkpoint.maskPrefix).\(t.name)"), saved.count == t.count {
                     for i in 0 ..< t.count { dst[i] = saved[i] }
                 } else {
+                    rebuilt = true
                     let w = params.view(t)
                     for i in 0 ..< t.count { dst[i] = w[i] != 0 ? 1 : 0 }
                 }
@@ -57,6 +60,29 @@ public struct LoadedWeights {
                 } else {
                     for i in 0 ..< t.count { ever[i] = dst[i] }
                 }
+            }
+            if rebuilt && m.isStructured {
+                // Unit by unit: a kept unit's biases or (just grown) outgoing weights may be
+                // zero, so a head is on when any of its qkv rows is, a neuron when its fc1 row is.
+                var units = UnitSelection(config: config.model)
+                for l in 0 ..< config.model.depth {
+                    for h in 0 ..< config.model.heads {
+                        var on = false
+                        UnitElements.head(h, block: l, model: model) { o, n, part in
+                            if part == .incomingWeight && VectorOps.absSum(params.pointer + o, n) > 0 { on = true }
+                        }
+                        units.heads[l][h] = on
+                    }
+                    for j in 0 ..< config.model.hidden {
+                        var on = false
+                        UnitElements.neuron(j, block: l, model: model) { o, n, part in
+                            if part == .incomingWeight && VectorOps.absSum(params.pointer + o, n) > 0 { on = true }
+                        }
+                        units.neurons[l][j] = on
+                    }
+                }
+                units.write(to: m, model: model)
+                m.resetExploration()
             }
             masks = m
         }

@@ -52,13 +52,17 @@ struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a checkpoint's weights as timm-named safetensors plus a JSON of the model config.",
         discussion: """
-        The .safetensors file holds exactly timm's VisionTransformer state-dict keys (float32), \
-        so `model.load_state_dict(safetensors.torch.load_file(F))` works on a \
+        The .safetensors file holds timm's VisionTransformer state-dict keys (float32), so \
+        `model.load_state_dict(safetensors.torch.load_file(F))` works on a \
         `timm.models.VisionTransformer(**json["timm_kwargs"])`. The JSON beside it (same \
         name, .json) gives the model shape, the timm keyword arguments and the input \
-        normalisation.
+        normalisation. An SViTE+ model adds its token_selector.* tensors, which timm does \
+        not have (load with strict=False; the JSON says how the selector works).
 
-        With --compact (structured runs: s2vite, ssp) the file holds only the kept heads and         MLP neurons as physically smaller tensors; its stored config gives each block's head         count and MLP width (block_heads, block_hidden), the JSON lists which heads and neurons         survive, and `svite eval` runs it with the masked model's accuracy.
+        With --compact (structured runs: s2vite, ssp) the file holds only the kept heads and \
+        MLP neurons as physically smaller tensors; its stored config gives each block's head \
+        count and MLP width (block_heads, block_hidden), the JSON lists which heads and neurons \
+        survive, and `svite eval` runs it with the masked model's accuracy.
 
         Example: svite export runs/default --out fmnist-vit.safetensors
         """

@@ -96,17 +96,24 @@ enum Format {
 
 /// Ctrl-C and SIGTERM ask the run to stop after the current step and checkpoint; a
 /// second signal exits at once.
+/// The signal sources are made once per process; later calls (an experiment's next
+/// variant) only point them at the new run's flag, since a second source for the same
+/// signal leaves neither delivering.
 enum StopSignals {
     nonisolated(unsafe) static var sources: [DispatchSourceSignal] = []
+    nonisolated(unsafe) static var target: (flag: StopFlag, message: @Sendable () -> Void)?
+    static let lock = NSLock()
 
     static func install(_ flag: StopFlag, message: @escaping @Sendable () -> Void) {
+        lock.withLock { target = (flag, message) }
+        guard sources.isEmpty else { return }
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
-                if flag.isRaised { exit(130) }
-                flag.raise()
-                message()
+                guard let t = lock.withLock({ target }), !t.flag.isRaised else { exit(130) }
+                t.flag.raise()
+                t.message()
             }
             source.resume()
             sources.append(source)

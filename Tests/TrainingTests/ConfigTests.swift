@@ -111,6 +111,19 @@ struct ConfigTests {
         expectError(good + "sparsity:\n  sparsity: 1\n", key: "sparsity.sparsity", containing: "[0, 1)")
         expectError(good + "sparsity:\n  update_interval: 0\n", key: "sparsity.update_interval", containing: "at least 1")
         expectError(good + "sparsity:\n  distribution: normal\n", key: "sparsity.distribution", containing: "erk, uniform")
+        // Structured settings, compact models and the token selector.
+        expectError(good + "sparsity:\n  method: svite\n  head_density: 0.5\n", key: "sparsity.head_density", containing: "only s2vite and ssp")
+        expectError(good + "sparsity:\n  method: s2vite\n  mlp_density: 0\n", key: "sparsity.mlp_density", containing: "(0, 1]")
+        expectError(good + "  block_heads: [2, 2, 2, 2, 2, 2]\nsparsity:\n  method: s2vite\n", key: "sparsity.method", containing: "compact already")
+        expectError(good + "  block_hidden: [100, 100]\n", key: "model.block_hidden", containing: "one entry per block")
+        expectError(good + "  token_keep: 1.5\n", key: "model.token_keep", containing: "(0, 1]")
+        expectError(good + "  selector_hidden: 8\n", key: "model.selector_hidden", containing: "needs token_keep")
+        expectError(good + "training:\n  selector_tau_end: 0\n", key: "training.selector_tau_end", containing: "> 0")
+        let plus = try parse(good + "  token_keep: 0.9\n  selector_hidden: 8\nsparsity:\n  method: s2vite\n  head_density: 0.67\n")
+        #expect(plus.model.blockTokens == 45 && plus.sparsity.keptHeadFraction == 0.67 && plus.sparsity.keptNeuronFraction == 0.5)
+        var back = try parse(plus.yaml)
+        back.source = plus.source
+        #expect(back == plus)
         expectError(good.replacingOccurrences(of: "in_channels: 1", with: "in_channels: 3"), key: "model.in_channels",
                     containing: "fashion-mnist images have 1 channel")
         expectError(good.replacingOccurrences(of: "num_classes: 10", with: "num_classes: 100"), key: "model.num_classes",

@@ -185,6 +185,10 @@ struct TrainerTests {
             let info = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as! [String: Any]
             let compact = info["compact"] as! [String: Any]
             #expect((compact["kept_heads"] as! [[Int]]).allSatisfy { $0.count == 1 })
+            // The full-size export carries no masks: the units come back from the weights.
+            _ = try loaded.export(to: "\(dir)/full.safetensors")
+            let full = try LoadedWeights.load("\(dir)/full.safetensors")
+            #expect(full.sparsityReport?.heads == 2 && full.sparsityReport?.activeParameters == loaded.sparsityReport?.activeParameters)
             let reloaded = try LoadedWeights.load("\(dir)/compact.safetensors")
             #expect(reloaded.config.model.blockHeads == [1, 1] && reloaded.masks == nil)
             let r = try reloaded.evaluate(threads: 2, batch: 7)
