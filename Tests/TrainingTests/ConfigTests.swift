@@ -2,6 +2,7 @@ import Datasets
 import Foundation
 import Model
 import Optim
+import Sparsity
 import Testing
 @testable import Training
 
@@ -150,7 +151,11 @@ struct ExperimentTests {
         let configs = try e.configs()
         #expect(configs[1].sparsity.method == .svite && configs[1].sparsity.sparsity == 0.5)
         #expect(configs[9].model.depth == 3 && configs.allSatisfy { $0.training.epochs == 7 })
-        #expect(configs[11].sparsity.method == .s2vite && configs[11].sparsity.headDensity == 0.67)
+        #expect(configs[11].sparsity.method == .s2vite && configs[11].sparsity.headDensity == 0.6)
+        // The S2ViTE rows keep 2 of 3 heads (⌈0.6·3⌉; 0.67 would round up to all 3).
+        for i in [10, 11, 12, 16, 17, 18] {
+            #expect(UnitSelection.budget(density: configs[i].sparsity.keptHeadFraction, of: 3) == 2, "\(e.variants[i].name)")
+        }
         #expect(configs[12].sparsity.method == .ssp && configs[12].sparsity.keptNeuronFraction == 0.6)
         #expect(configs[14].model.tokenKeep == 0.9 && configs[14].model.blockTokens == 45 && configs[18].sparsity.method == .s2vite)
         #expect(Set(configs.map(\.name)).count == 19)
