@@ -92,7 +92,8 @@ struct ExperimentCommand: ParsableCommand {
         md += "Sparsity and #Para. count every parameter of the model (the prunable linear layers and the rest); "
         md += "FLOPs are per image, forward, with linear layers scaled by their density (attention products are not) "
         md += "or, for structured runs, those of the compact model (attention products only for kept heads); "
-        md += "time is the whole run (training and an evaluation per epoch), its saving against Dense; "
+        md += "time is the whole run (training and an evaluation per epoch), its saving against Dense, fair only between runs "
+        md += "made on an otherwise idle machine (`svite bench model` times step against step alternately); "
         md += "top-1 is on the test split after the last epoch. Machine: \(machine).\n\n"
         md += e.table(rows: rows, denseParameters: dense.layout.parameterCount, denseFLOPs: dense.forwardFLOPsPerImage)
         try md.write(toFile: "\(results)/\(e.name).md", atomically: true, encoding: .utf8)

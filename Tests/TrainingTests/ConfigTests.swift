@@ -147,7 +147,7 @@ struct ConfigTests {
 struct ExperimentTests {
     @Test func theRepositoryExperimentParsesIntoValidConfigs() throws {
         let e = try Experiment.load("\(repoRoot)/configs/experiments/fmnist-tiny.yaml")
-        #expect(e.variants.count == 19 && e.variants[1].slug == "svite-50" && e.variants[11].slug == "s2vite-40")
+        #expect(e.variants.count == 20 && e.variants[1].slug == "svite-50" && e.variants[11].slug == "s2vite-40")
         let configs = try e.configs()
         #expect(configs[1].sparsity.method == .svite && configs[1].sparsity.sparsity == 0.5)
         #expect(configs[9].model.depth == 3 && configs.allSatisfy { $0.training.epochs == 7 })
@@ -158,7 +158,7 @@ struct ExperimentTests {
         }
         #expect(configs[12].sparsity.method == .ssp && configs[12].sparsity.keptNeuronFraction == 0.6)
         #expect(configs[14].model.tokenKeep == 0.9 && configs[14].model.blockTokens == 45 && configs[18].sparsity.method == .s2vite)
-        #expect(Set(configs.map(\.name)).count == 19)
+        #expect(Set(configs.map(\.name)).count == 20)
     }
 
     @Test func badExperimentsAreNamed() throws {
