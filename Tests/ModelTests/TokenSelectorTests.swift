@@ -87,7 +87,7 @@ struct TokenSelectorTests {
         let model = ViTModel(config: c), plain = ViTModel(config: plainConfig)
         let params = randomParameters(model, seed: 41)
         let plainParams = FloatBuffer(count: plain.layout.count)
-        for t in plain.layout.tensors { plainParams.view(t).update(fromContentsOf: params.view(model.layout.spec(t.name))) }
+        for t in plain.layout.tensors { _ = plainParams.view(t).update(fromContentsOf: params.view(model.layout.spec(t.name))) }
         let batch = TinyBatch(config: c, batch: 4, seed: 42)
         let g = FloatBuffer(count: model.layout.count), gp = FloatBuffer(count: plain.layout.count)
         var a = [Float](repeating: 0, count: 16), b = a
