@@ -174,7 +174,7 @@ public struct ModelBenchmark {
             Initializer.initialize(p, layout: m.layout, seed: 0)
             let tws = ViTWorkspace(model: m, batch: o.batch, threads: o.threads)
             let noise = FloatBuffer(count: o.batch * c.numPatches)
-            for i in 0 ..< noise.count { noise.pointer[i] = Float(-log(-log(rng.nextOpenUniform()))) }
+            for i in 0 ..< noise.count { noise.pointer[i] = rng.nextGumbel() }
             let selection = TokenSelection(noise: UnsafePointer(noise.pointer), temperature: 1)
             let label = "keep \(keep) tokens"
             let (f, t) = labels.withUnsafeBufferPointer { lab in

@@ -49,6 +49,12 @@ public struct Xoshiro256: RandomNumberGenerator, Sendable, Equatable, Codable {
         return Float((-2 * _log(u1)).squareRoot() * _cos(2 * Double.pi * u2))
     }
 
+    /// Standard Gumbel, −log(−log u) with u strictly inside (0, 1), so always finite.
+    public mutating func nextGumbel() -> Float {
+        let u = (Double(next() >> 11) + 0.5) * (1.0 / 9_007_199_254_740_992.0)
+        return Float(-_log(-_log(u)))
+    }
+
     /// Normal(0, std²) truncated to ±2·std by rejection.
     public mutating func nextTruncatedNormal(std: Float) -> Float {
         while true {

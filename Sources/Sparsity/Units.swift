@@ -84,6 +84,22 @@ public struct UnitSelection: Sendable, Equatable {
         }
     }
 
+    /// From weights alone (an export without masks): a kept unit's biases or, just grown,
+    /// its outgoing weights may be zero, so a unit is on when any incoming weight is.
+    public init(weights w: UnsafePointer<Float>, model: ViTModel) {
+        let c = model.config
+        self.init(config: c)
+        func on(_ visit: ((Int, Int, UnitElements.Part) -> Void) -> Void) -> Bool {
+            var any = false
+            visit { o, n, part in if part == .incomingWeight && VectorOps.absSum(w + o, n) > 0 { any = true } }
+            return any
+        }
+        for l in 0 ..< c.depth {
+            for h in 0 ..< c.heads { heads[l][h] = on { UnitElements.head(h, block: l, model: model, $0) } }
+            for j in 0 ..< c.hidden { neurons[l][j] = on { UnitElements.neuron(j, block: l, model: model, $0) } }
+        }
+    }
+
     /// Writes the selection into a structured mask (every element of every unit).
     public func write(to masks: MaskSet, model: ViTModel) {
         let m = masks.mask.pointer

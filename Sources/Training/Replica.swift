@@ -107,7 +107,7 @@ public final class Replica: @unchecked Sendable {
         tokenNoise = buffer
         for (i, image) in indices.enumerated() {
             var rng = Xoshiro256(seed: StreamSeed.mix(assembler.seed, StreamSeed.tokenNoise, UInt64(epoch), UInt64(image)))
-            for j in 0 ..< p { buffer.pointer[i * p + j] = Float(-Foundation.log(-Foundation.log(rng.nextOpenUniform()))) }
+            for j in 0 ..< p { buffer.pointer[i * p + j] = rng.nextGumbel() }
         }
         return buffer.pointer
     }

@@ -1,6 +1,5 @@
 import Datasets
 import Foundation
-import Kernels
 import Model
 import Sparsity
 
@@ -62,26 +61,7 @@ public struct LoadedWeights {
                 }
             }
             if rebuilt && m.isStructured {
-                // Unit by unit: a kept unit's biases or (just grown) outgoing weights may be
-                // zero, so a head is on when any of its qkv rows is, a neuron when its fc1 row is.
-                var units = UnitSelection(config: config.model)
-                for l in 0 ..< config.model.depth {
-                    for h in 0 ..< config.model.heads {
-                        var on = false
-                        UnitElements.head(h, block: l, model: model) { o, n, part in
-                            if part == .incomingWeight && VectorOps.absSum(params.pointer + o, n) > 0 { on = true }
-                        }
-                        units.heads[l][h] = on
-                    }
-                    for j in 0 ..< config.model.hidden {
-                        var on = false
-                        UnitElements.neuron(j, block: l, model: model) { o, n, part in
-                            if part == .incomingWeight && VectorOps.absSum(params.pointer + o, n) > 0 { on = true }
-                        }
-                        units.neurons[l][j] = on
-                    }
-                }
-                units.write(to: m, model: model)
+                UnitSelection(weights: params.pointer, model: model).write(to: m, model: model)
                 m.resetExploration()
             }
             masks = m

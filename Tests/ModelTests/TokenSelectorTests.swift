@@ -13,7 +13,7 @@ private func selectorConfig(keep: Double, hidden: Int) -> ViTConfig {
 
 private func gumbel(_ n: Int, seed: UInt64) -> [Float] {
     var rng = Xoshiro256(seed: seed)
-    return (0 ..< n).map { _ in Float(-Foundation.log(-Foundation.log(rng.nextOpenUniform()))) }
+    return (0 ..< n).map { _ in rng.nextGumbel() }
 }
 
 @Suite("SViTE+ token selector", .serialized)
