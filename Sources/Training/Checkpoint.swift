@@ -180,6 +180,13 @@ public enum Checkpoint {
         }.sorted { $0.0 < $1.0 }
     }
 
+    /// The run directory a checkpoint file belongs to (RUN/checkpoints/step-N.safetensors
+    /// → RUN), or the directory holding any other file: where outputs about it go.
+    public static func runDirectory(of file: String) -> String {
+        let dir = URL(fileURLWithPath: file).deletingLastPathComponent()
+        return (dir.lastPathComponent == "checkpoints" ? dir.deletingLastPathComponent() : dir).path
+    }
+
     /// A checkpoint file, or the newest checkpoint of a run directory (or of its
     /// `checkpoints/` folder).
     public static func locate(_ path: String) throws -> String {

@@ -82,14 +82,7 @@ struct Export: ParsableCommand {
     func run() throws {
         _ = global.bootstrap("svite.export")
         let weights = try LoadedWeights.load(checkpoint)
-        let target: String
-        if let out {
-            target = out
-        } else {
-            let dir = URL(fileURLWithPath: weights.path).deletingLastPathComponent()
-            target = (dir.lastPathComponent == "checkpoints" ? dir.deletingLastPathComponent() : dir)
-                .appendingPathComponent("model.safetensors").path
-        }
+        let target = out ?? "\(Checkpoint.runDirectory(of: weights.path))/model.safetensors"
         let json = try weights.export(to: target, compact: compact)
         print("weights: \(target)\nconfig:  \(json)")
     }

@@ -43,11 +43,7 @@ struct Masks: ParsableCommand {
         }
         let c = w.config
         let initial = MaskSet.initial(c.sparsity, model: ViTModel(config: c.model), seed: c.topologySeed)!
-        let dir: String
-        if let out { dir = out } else {
-            let d = URL(fileURLWithPath: w.path).deletingLastPathComponent()
-            dir = (d.lastPathComponent == "checkpoints" ? d.deletingLastPathComponent() : d).appendingPathComponent("masks").path
-        }
+        let dir = out ?? "\(Checkpoint.runDirectory(of: w.path))/masks"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var layers: [MaskPictures.Layer] = []
         for (k, t) in masks.prunable.enumerated() {

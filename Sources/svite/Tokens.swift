@@ -66,11 +66,7 @@ struct Tokens: ParsableCommand {
         let kept = (0 ..< n).map { Array(flat[($0 * k) ..< (($0 + 1) * k)]) }
         let bytes = data.imageBytes
         let raw = (0 ..< n).map { Array(data.pixels[($0 * bytes) ..< (($0 + 1) * bytes)]) }
-        let dir: String
-        if let out { dir = out } else {
-            let d = URL(fileURLWithPath: w.path).deletingLastPathComponent()
-            dir = (d.lastPathComponent == "checkpoints" ? d.deletingLastPathComponent() : d).appendingPathComponent("tokens").path
-        }
+        let dir = out ?? "\(Checkpoint.runDirectory(of: w.path))/tokens"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let picture = TokenPictures.grid(images: raw, channels: data.channels, size: c.model.imageSize, patch: c.model.patchSize,
                                          kept: kept, scale: scale, columns: columns)

@@ -74,9 +74,7 @@ struct RunOptions: ParsableArguments {
             let path = try Checkpoint.locate(resume)
             let contents = try Checkpoint.read(path, overrides: configOptions.overrides)
             config = contents.config
-            let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
-            let runDir = dir.lastPathComponent == "checkpoints" ? dir.deletingLastPathComponent().path : dir.path
-            options = Trainer.Options(runDirectory: out ?? runDir)
+            options = Trainer.Options(runDirectory: out ?? Checkpoint.runDirectory(of: path))
             options.resume = contents
         } else {
             config = try configOptions.load(default: environment["SVITE_CONFIG"] ?? "default")
