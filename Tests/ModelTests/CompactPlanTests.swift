@@ -13,6 +13,17 @@ struct CompactPlanTests {
         CompactPlan(full: full, keptHeads: [[0, 2], [1]], keptNeurons: [[1, 2, 3, 9, 10, 23], Array(0 ..< 24).filter { $0 % 3 != 1 }])
     }
 
+    /// Random full parameters, their compact gather, and the full parameters with the
+    /// pruned units zeroed (the scatter of that gather).
+    func parameters(_ p: CompactPlan, seed: UInt64) -> (full: FloatBuffer, compact: FloatBuffer, masked: FloatBuffer) {
+        let params = randomParameters(full, seed: seed)
+        let compact = FloatBuffer(count: p.compact.layout.count)
+        p.gather(params.pointer, into: compact.pointer)
+        let masked = FloatBuffer(count: full.layout.count)
+        p.scatter(compact.pointer, into: masked.pointer)
+        return (params, compact, masked)
+    }
+
     @Test func compactLayoutHasTheSmallerShapes() {
         let c = plan.compact
         #expect(c.config.blockHeads == [2, 1] && c.config.blockHidden == [6, 16])
@@ -64,11 +75,7 @@ struct CompactPlanTests {
     /// gradient, scattered, is the full model's gradient (zero on pruned units).
     @Test func compactForwardBackwardEqualsTheMaskedFullModel() {
         let p = plan
-        let params = randomParameters(full, seed: 11)
-        let compact = FloatBuffer(count: p.compact.layout.count)
-        p.gather(params.pointer, into: compact.pointer)
-        let masked = FloatBuffer(count: full.layout.count)
-        p.scatter(compact.pointer, into: masked.pointer)
+        let (params, compact, masked) = parameters(p, seed: 11)
         let batch = TinyBatch(config: threeHeadConfig, batch: 5, seed: 12)
         let gFull = FloatBuffer(count: full.layout.count), gCompact = FloatBuffer(count: p.compact.layout.count)
         let gScattered = FloatBuffer(count: full.layout.count)
@@ -101,11 +108,7 @@ struct CompactPlanTests {
     /// a "pruned" head still feeds its bias through attn.proj into the residual stream.
     @Test func aHeadsBiasesArePartOfTheUnit() {
         let p = plan
-        let params = randomParameters(full, seed: 13)
-        let compact = FloatBuffer(count: p.compact.layout.count)
-        p.gather(params.pointer, into: compact.pointer)
-        let masked = FloatBuffer(count: full.layout.count)
-        p.scatter(compact.pointer, into: masked.pointer)
+        let (params, _, masked) = parameters(p, seed: 13)
         let leaky = FloatBuffer(count: full.layout.count)
         leaky.pointer.update(from: masked.pointer, count: masked.count)
         // Head 1 of block 0 stays pruned except for its v bias; its proj columns come back.

@@ -28,6 +28,14 @@ private struct Batch {
     }
 }
 
+private func structured(_ method: SparsityConfig.Method, heads: Double, mlp: Double) -> SparsityConfig {
+    var c = SparsityConfig()
+    c.method = method
+    c.headDensity = heads
+    c.mlpDensity = mlp
+    return c
+}
+
 @Suite("S2ViTE units and structured updates")
 struct StructuredTests {
     let model = ViTModel(config: config)
@@ -43,10 +51,7 @@ struct StructuredTests {
     }
 
     @Test func theMaskHoldsExactlyTheUnitsElements() {
-        var c = SparsityConfig()
-        c.method = .s2vite
-        c.headDensity = 0.6
-        c.mlpDensity = 0.5
+        let c = structured(.s2vite, heads: 0.6, mlp: 0.5)
         let masks = MaskSet.initial(c, model: model, seed: 9)!
         #expect(masks.isStructured && masks.version == 1)
         let s = UnitSelection(masks: masks, model: model)
@@ -108,7 +113,7 @@ struct StructuredTests {
         selection.heads[1][1] = false
         selection.neurons[0][7] = false
         // The pruned units are zero in the parameters the server holds.
-        let masks = MaskSet(for: { var c = SparsityConfig(); c.method = .s2vite; return c }(), layout: model.layout)
+        let masks = MaskSet(for: structured(.s2vite, heads: 1, mlp: 1), layout: model.layout)
         selection.write(to: masks, model: model)
         masks.apply(to: params)
         let batch = Batch(3, seed: 6)
@@ -155,10 +160,7 @@ struct StructuredTests {
     /// units, the grown the highest-scoring inactive ones; pruned units are zero with zero
     /// moments; grown units hold their candidate weights with zero moments.
     @Test func updateSwapsTheRightUnits() {
-        var c = SparsityConfig()
-        c.method = .s2vite
-        c.headDensity = 0.34   // 2 of 3 heads
-        c.mlpDensity = 0.5
+        let c = structured(.s2vite, heads: 0.34, mlp: 0.5)  // 2 of 3 heads
         let masks = MaskSet.initial(c, model: model, seed: 21)!
         let params = randomParams(model, seed: 22)
         masks.apply(to: params)
@@ -213,10 +215,7 @@ struct StructuredTests {
     }
 
     @Test func sspKeepsTheBudgetByScore() {
-        var c = SparsityConfig()
-        c.method = .ssp
-        c.headDensity = 0.34
-        c.mlpDensity = 0.25
+        let c = structured(.ssp, heads: 0.34, mlp: 0.25)
         let masks = MaskSet.initial(c, model: model, seed: 1)!
         #expect(masks.density == 1)
         let params = randomParams(model, seed: 2)
