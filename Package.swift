@@ -4,7 +4,7 @@ import PackageDescription
 // Swift code is compiled for a CPU level that every x86-64 box of the last decade has
 // (AVX2 + FMA: "haswell"), so SIMD8<Float> maps onto one ymm register. Override with
 // SVITE_TARGET_CPU=native (fastest, not portable) or SVITE_TARGET_CPU=generic.
-// OpenBLAS picks its own kernels at run time either way.
+// oneDNN and OpenBLAS pick their own kernels at run time either way (Kernels/Engine.swift).
 import Foundation
 let targetCPU: String? = {
     let requested = ProcessInfo.processInfo.environment["SVITE_TARGET_CPU"]
@@ -34,11 +34,12 @@ let package = Package(
         // C libraries from Debian, each a module map plus a one-line shim header.
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CZeroMQ", providers: [.apt(["libzmq3-dev"])]),
         .systemLibrary(name: "CLZ4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
 
-        .target(name: "Kernels", dependencies: ["CBLAS"], swiftSettings: numericFlags),
+        .target(name: "Kernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: numericFlags),
         .target(name: "Model", dependencies: [
             "Kernels",
             .product(name: "Yams", package: "Yams"),

@@ -1,6 +1,7 @@
 import Foundation
 import Kernels
 import Model
+import Optim
 import Sparsity
 
 /// `svite bench model`: times the dense ViT's forward and forward+backward on random
@@ -22,6 +23,9 @@ public struct ModelBenchmark {
         public var headDensity: Double? = nil
         /// SViTE+ rows: token keep ratios to time (the selector's scorer included).
         public var tokenKeeps: [Double] = []
+        /// The precision of the matrix products, and the engine's one-line report.
+        public var precision: Precision = .fp32
+        public var engine = ""
 
         public init(config: ViTConfig, configName: String, batch: Int, threads: Int) {
             self.config = config; self.configName = configName; self.batch = batch; self.threads = threads
@@ -45,9 +49,13 @@ public struct ModelBenchmark {
         public var forwardGFLOPPerImage: Double
         public var forward: Timing
         public var forwardBackward: Timing
+        /// forward + loss + backward + AdamW step: what PyTorch's reference step times.
+        public var trainStep: Timing
         public var sgemmSize: Int
         public var sgemmGflops: Double
         public var workspaceMiB: Double
+        public var precision: Precision
+        public var engine: String
         public var structured: [StructuredRow] = []
         public var tokens: [TokenRow] = []
         public var machine: MachineInfo
@@ -99,7 +107,7 @@ public struct ModelBenchmark {
         let images = FloatBuffer(count: o.batch * o.config.imageValues)
         for i in 0 ..< images.count { images.pointer[i] = rng.nextNormal() }
         let labels = (0 ..< o.batch).map { _ in Int32(rng.next() % UInt64(o.config.numClasses)) }
-        let ws = ViTWorkspace(model: model, batch: o.batch, threads: o.threads)
+        let ws = ViTWorkspace(model: model, batch: o.batch, threads: o.threads, precision: o.precision)
         let flopsFwd = model.forwardFLOPsPerImage * Double(o.batch)
 
         func time(_ label: String, flops: Double, _ body: () -> Void) -> Timing {
@@ -141,13 +149,21 @@ public struct ModelBenchmark {
                                       labels: lab.baseAddress!, smoothing: 0.1, workspace: ws)
             }
         }
+        let optimizer = Optimizer(config: OptimizerConfig(), layout: model.layout)
+        let step = labels.withUnsafeBufferPointer { lab in
+            time("train step (forward+backward+AdamW)", flops: 3 * flopsFwd) {
+                model.forwardBackward(params: params.pointer, grads: grads.pointer, images: images.pointer,
+                                      labels: lab.baseAddress!, smoothing: 0.1, workspace: ws)
+                optimizer.step(params: params.pointer, grads: grads.pointer, lr: 1e-4)
+            }
+        }
         var rows: [StructuredRow] = []
         for sparsity in o.structuredSparsities {
             let selection = UnitSelection.random(config: o.config, headDensity: o.headDensity ?? 1 - sparsity,
                                                  mlpDensity: 1 - sparsity, seed: 3)
             let plan = selection.plan(full: model)
             let compactParams = FloatBuffer(count: plan.compact.layout.count), compactGrads = FloatBuffer(count: plan.compact.layout.count)
-            let cws = ViTWorkspace(model: plan.compact, batch: o.batch, threads: o.threads)
+            let cws = ViTWorkspace(model: plan.compact, batch: o.batch, threads: o.threads, precision: o.precision)
             let t = labels.withUnsafeBufferPointer { lab in
                 timePair("structured \(Int((sparsity * 100).rounded()))% forward+backward", reference: {
                     model.forwardBackward(params: params.pointer, grads: grads.pointer, images: images.pointer,
@@ -172,7 +188,7 @@ public struct ModelBenchmark {
             let m = ViTModel(config: c)
             let p = FloatBuffer(count: m.layout.count), g = FloatBuffer(count: m.layout.count)
             Initializer.initialize(p, layout: m.layout, seed: 0)
-            let tws = ViTWorkspace(model: m, batch: o.batch, threads: o.threads)
+            let tws = ViTWorkspace(model: m, batch: o.batch, threads: o.threads, precision: o.precision)
             let noise = FloatBuffer(count: o.batch * c.numPatches)
             for i in 0 ..< noise.count { noise.pointer[i] = rng.nextGumbel() }
             let selection = TokenSelection(noise: UnsafePointer(noise.pointer), temperature: 1)
@@ -199,8 +215,8 @@ public struct ModelBenchmark {
         let sgemm = Self.sgemmGflops(size: o.sgemmSize, threads: o.threads)
         return Result(config: o.configName, model: o.config, batch: o.batch, threads: o.threads, lanes: ws.laneCount,
                       parameters: model.layout.parameterCount, forwardGFLOPPerImage: model.forwardFLOPsPerImage / 1e9,
-                      forward: fwd, forwardBackward: train, sgemmSize: o.sgemmSize, sgemmGflops: sgemm,
-                      workspaceMiB: Double(ws.bytes) / 1_048_576, structured: rows, tokens: tokenRows, machine: MachineInfo.current())
+                      forward: fwd, forwardBackward: train, trainStep: step, sgemmSize: o.sgemmSize, sgemmGflops: sgemm,
+                      workspaceMiB: Double(ws.bytes) / 1_048_576, precision: o.precision, engine: o.engine, structured: rows, tokens: tokenRows, machine: MachineInfo.current())
     }
 
     /// Best of 3 for an n×n×n sgemm on `threads` OpenBLAS threads.
@@ -228,13 +244,15 @@ extension ModelBenchmark.Result {
                 + String(format: "%12.1f %12.1f %10.1f", t.medianMs, t.imagesPerSecond, t.gflops)
         }
         return """
-        svite bench model: \(config), batch \(batch), \(threads) thread\(threads == 1 ? "" : "s") (\(lanes) lane\(lanes == 1 ? "" : "s"))
+        svite bench model: \(config), batch \(batch), \(threads) thread\(threads == 1 ? "" : "s") (\(lanes) lane\(lanes == 1 ? "" : "s")), \(precision.rawValue)
         model: \(model) — \(parameters) parameters, \(String(format: "%.3f", forwardGFLOPPerImage)) GFLOP/image forward, workspace \(String(format: "%.0f", workspaceMiB)) MiB
         machine: \(machine.summary)
+        \(engine)
 
         pass                   median ms        img/s    GFLOP/s
         \(row("forward", forward))
         \(row("forward+backward", forwardBackward))
+        \(row("train step", trainStep))
         \("sgemm \(sgemmSize)³".padding(toLength: 20, withPad: " ", startingAt: 0))\(String(repeating: " ", count: 25))\(String(format: "%11.1f", sgemmGflops))  (roofline, \(threads) OpenBLAS thread\(threads == 1 ? "" : "s"))
         """ + structuredTable + tokenTable
     }

@@ -4,11 +4,11 @@ public enum Linear {
     @inlinable
     public static func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
                                weight w: UnsafePointer<Float>, bias b: UnsafePointer<Float>?,
-                               rows: Int, inFeatures i: Int, outFeatures o: Int) {
+                               rows: Int, inFeatures i: Int, outFeatures o: Int, mode: MatMulMode = .fp32) {
         var beta: Float = 0
         if let b { Bias.fill(y, bias: b, rows: rows, cols: o); beta = 1 }
-        BLAS.sgemm(transA: false, transB: true, m: rows, n: o, k: i, alpha: 1,
-                   a: x, lda: i, b: w, ldb: i, beta: beta, c: y, ldc: o)
+        MatMul.gemm(transA: false, transB: true, m: rows, n: o, k: i, alpha: 1,
+                    a: x, lda: i, b: w, ldb: i, beta: beta, c: y, ldc: o, mode: mode)
     }
 
     /// dx: (R, I) += dy·w (skipped when nil); dweight: (O, I) += dyᵀ·x; dbias: (O) += Σ dy
@@ -16,85 +16,99 @@ public enum Linear {
     public static func backward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
                                 dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                                 x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
-                                rows: Int, inFeatures i: Int, outFeatures o: Int) {
+                                rows: Int, inFeatures i: Int, outFeatures o: Int, mode: MatMulMode = .fp32) {
         if let dx {
-            BLAS.sgemm(transA: false, transB: false, m: rows, n: i, k: o, alpha: 1,
-                       a: dy, lda: o, b: w, ldb: i, beta: 1, c: dx, ldc: i)
+            MatMul.gemm(transA: false, transB: false, m: rows, n: i, k: o, alpha: 1,
+                        a: dy, lda: o, b: w, ldb: i, beta: 1, c: dx, ldc: i, mode: mode)
         }
-        BLAS.sgemm(transA: true, transB: false, m: o, n: i, k: rows, alpha: 1,
-                   a: dy, lda: o, b: x, ldb: i, beta: 1, c: dweight, ldc: i)
+        MatMul.gemm(transA: true, transB: false, m: o, n: i, k: rows, alpha: 1,
+                    a: dy, lda: o, b: x, ldb: i, beta: 1, c: dweight, ldc: i, mode: mode)
         if let dbias { Bias.backward(db: dbias, dy: dy, rows: rows, cols: o) }
     }
 }
 
 /// Multi-head self-attention core on a fused qkv tensor laid out as timm's
 /// `qkv.reshape(B, N, 3, H, hd)`: channel o of a token is (which = o / D, head =
-/// (o % D) / hd, dim = o % hd). Per (batch, head) the products run through sgemm with
-/// strides straight into the fused tensor, so nothing is copied or transposed.
+/// (o % D) / hd, dim = o % hd). Each product runs once for every (image, head) pair as
+/// one batched call with strides straight into the fused tensor, so nothing is copied
+/// or transposed (on oneDNN one primitive call; on OpenBLAS one sgemm per head).
 public enum Attention {
+    /// The (B, H) grid of one head's q, k or v: (N, hd) at column offset `which`·D + h·hd.
+    @inlinable
+    static func head(_ b: Int, _ heads: Int, _ n: Int, _ hd: Int, transposed: Bool = false) -> StridedOperand {
+        let ld = 3 * heads * hd
+        return transposed
+            ? StridedOperand(batch: b, heads: heads, rows: hd, cols: n, batchStride: n * ld, headStride: hd, rowStride: 1, colStride: ld)
+            : StridedOperand(batch: b, heads: heads, rows: n, cols: hd, batchStride: n * ld, headStride: hd, rowStride: ld)
+    }
+
+    /// (B, H) of (N, N) matrices stored densely, (B, H, N, N); transposed reads each as its transpose.
+    @inlinable
+    static func square(_ b: Int, _ heads: Int, _ n: Int, transposed: Bool = false) -> StridedOperand {
+        StridedOperand(batch: b, heads: heads, rows: n, cols: n, batchStride: heads * n * n, headStride: n * n,
+                       rowStride: transposed ? 1 : n, colStride: transposed ? n : 1)
+    }
+
+    /// (B, H) of (N, hd) head slices of a (B, N, D) tensor.
+    @inlinable
+    static func output(_ b: Int, _ heads: Int, _ n: Int, _ hd: Int) -> StridedOperand {
+        StridedOperand(batch: b, heads: heads, rows: n, cols: hd, batchStride: n * heads * hd, headStride: hd, rowStride: heads * hd)
+    }
+
     /// out: (B, N, D) ← per head softmax(q·kᵀ / √hd)·v
     /// probs: (B, H, N, N) cached for backward
     /// qkv: (B, N, 3D)
     @inlinable
     public static func forward(out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
                                qkv: UnsafePointer<Float>, batch: Int, tokens n: Int,
-                               heads: Int, headDim hd: Int) {
-        let d = heads * hd, ld = 3 * d
+                               heads: Int, headDim hd: Int, mode: MatMulMode = .fp32) {
+        let d = heads * hd
         let scale = 1 / Float(hd).squareRoot()
-        for b in 0 ..< batch {
-            let base = qkv + b * n * ld
-            for h in 0 ..< heads {
-                let q = base + h * hd, k = base + d + h * hd, v = base + 2 * d + h * hd
-                let p = probs + (b * heads + h) * n * n
-                // scores (N, N) = q · kᵀ (the 1/√hd scale is folded into the softmax)
-                BLAS.sgemm(transA: false, transB: true, m: n, n: n, k: hd, alpha: 1,
-                           a: q, lda: ld, b: k, ldb: ld, beta: 0, c: p, ldc: n)
-                Softmax.forward(p, p, rows: n, cols: n, scale: scale)
-                // out[:, h·hd ..< (h+1)·hd] (N, hd) = p · v
-                BLAS.sgemm(transA: false, transB: false, m: n, n: hd, k: n, alpha: 1,
-                           a: p, lda: n, b: v, ldb: ld, beta: 0, c: out + b * n * d + h * hd, ldc: d)
-            }
-        }
+        // In bf16, qkv is converted once for its three uses.
+        let t = MatMul.operand(qkv, count: batch * n * 3 * d, mode: mode, slot: 0)
+        // scores (B, H, N, N) = q · kᵀ (the 1/√hd scale is folded into the softmax)
+        MatMul.batched(a: t, head(batch, heads, n, hd), b: t.advanced(by: d), head(batch, heads, n, hd, transposed: true),
+                       c: probs, square(batch, heads, n), alpha: 1, beta: 0, mode: mode)
+        Softmax.forward(probs, probs, rows: batch * heads * n, cols: n, scale: scale)
+        // out[b, :, h·hd ..< (h+1)·hd] (N, hd) = p · v
+        MatMul.batched(a: .fp32(probs), square(batch, heads, n), b: t.advanced(by: 2 * d), head(batch, heads, n, hd),
+                       c: out, output(batch, heads, n, hd), alpha: 1, beta: 0, mode: mode)
     }
 
     /// dqkv: (B, N, 3D) += ∂L/∂qkv
-    /// scratch: (N, N) per call (holds ∂L/∂probs, then ∂L/∂scores of one head)
+    /// scratch: (B, H, N, N) (holds ∂L/∂probs, then ∂L/∂scores)
     /// dout: (B, N, D), probs: (B, H, N, N), qkv: (B, N, 3D)
     @inlinable
     public static func backward(dqkv: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
                                 dout: UnsafePointer<Float>, probs: UnsafePointer<Float>,
                                 qkv: UnsafePointer<Float>, batch: Int, tokens n: Int,
-                                heads: Int, headDim hd: Int) {
-        let d = heads * hd, ld = 3 * d
+                                heads: Int, headDim hd: Int, mode: MatMulMode = .fp32) {
+        let d = heads * hd
         let scale = 1 / Float(hd).squareRoot()
-        for b in 0 ..< batch {
-            let base = qkv + b * n * ld, dbase = dqkv + b * n * ld
-            for h in 0 ..< heads {
-                let q = base + h * hd, k = base + d + h * hd, v = base + 2 * d + h * hd
-                let dq = dbase + h * hd, dk = dbase + d + h * hd, dv = dbase + 2 * d + h * hd
-                let p = probs + (b * heads + h) * n * n
-                let dO = dout + b * n * d + h * hd
-                // dP (N, N) = dO · vᵀ
-                BLAS.sgemm(transA: false, transB: true, m: n, n: n, k: hd, alpha: 1,
-                           a: dO, lda: d, b: v, ldb: ld, beta: 0, c: scratch, ldc: n)
-                // dv (N, hd) += pᵀ · dO
-                BLAS.sgemm(transA: true, transB: false, m: n, n: hd, k: n, alpha: 1,
-                           a: p, lda: n, b: dO, ldb: d, beta: 1, c: dv, ldc: ld)
-                // dS = p ⊙ (dP − rowsum(dP ⊙ p)), in place, without the scale
-                for r in 0 ..< n {
-                    let pr = p + r * n, sr = scratch + r * n
-                    let dotv = VectorOps.dot(sr, pr, n)
-                    var i = 0
-                    while i + 8 <= n { sr.storeVec8(pr.loadVec8(i) * (sr.loadVec8(i) - dotv), i); i += 8 }
-                    while i < n { sr[i] = pr[i] * (sr[i] - dotv); i += 1 }
-                }
-                // dq (N, hd) += scale · dS · k ; dk (N, hd) += scale · dSᵀ · q
-                BLAS.sgemm(transA: false, transB: false, m: n, n: hd, k: n, alpha: scale,
-                           a: scratch, lda: n, b: k, ldb: ld, beta: 1, c: dq, ldc: ld)
-                BLAS.sgemm(transA: true, transB: false, m: n, n: hd, k: n, alpha: scale,
-                           a: scratch, lda: n, b: q, ldb: ld, beta: 1, c: dk, ldc: ld)
-            }
+        let dO = output(batch, heads, n, hd)
+        // In bf16, qkv, dout and dS are each converted once for their two or three uses.
+        let t = MatMul.operand(qkv, count: batch * n * 3 * d, mode: mode, slot: 0)
+        let g = MatMul.operand(dout, count: batch * n * d, mode: mode, slot: 1)
+        // dP (B, H, N, N) = dO · vᵀ
+        MatMul.batched(a: g, dO, b: t.advanced(by: 2 * d), head(batch, heads, n, hd, transposed: true),
+                       c: scratch, square(batch, heads, n), alpha: 1, beta: 0, mode: mode)
+        // dv (N, hd) += pᵀ · dO
+        MatMul.batched(a: .fp32(probs), square(batch, heads, n, transposed: true), b: g, dO,
+                       c: dqkv + 2 * d, head(batch, heads, n, hd), alpha: 1, beta: 1, mode: mode)
+        // dS = p ⊙ (dP − rowsum(dP ⊙ p)), in place, without the scale
+        for r in 0 ..< batch * heads * n {
+            let pr = probs + r * n, sr = scratch + r * n
+            let dotv = VectorOps.dot(sr, pr, n)
+            var i = 0
+            while i + 8 <= n { sr.storeVec8(pr.loadVec8(i) * (sr.loadVec8(i) - dotv), i); i += 8 }
+            while i < n { sr[i] = pr[i] * (sr[i] - dotv); i += 1 }
         }
+        // dq (N, hd) += scale · dS · k ; dk (N, hd) += scale · dSᵀ · q
+        let s = MatMul.operand(scratch, count: batch * heads * n * n, mode: mode, slot: 2)
+        MatMul.batched(a: s, square(batch, heads, n), b: t.advanced(by: d), head(batch, heads, n, hd),
+                       c: dqkv, head(batch, heads, n, hd), alpha: scale, beta: 1, mode: mode)
+        MatMul.batched(a: s, square(batch, heads, n, transposed: true), b: t, head(batch, heads, n, hd),
+                       c: dqkv + d, head(batch, heads, n, hd), alpha: scale, beta: 1, mode: mode)
     }
 }
 
@@ -104,11 +118,12 @@ extension Linear {
     @inlinable
     public static func forwardResidual(y: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>,
                                        x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
-                                       bias b: UnsafePointer<Float>?, rows: Int, inFeatures i: Int, outFeatures o: Int) {
+                                       bias b: UnsafePointer<Float>?, rows: Int, inFeatures i: Int, outFeatures o: Int,
+                                       mode: MatMulMode = .fp32) {
         for r in 0 ..< rows {
             if let b { VectorOps.add(y + r * o, residual + r * o, b, o) } else { (y + r * o).update(from: residual + r * o, count: o) }
         }
-        BLAS.sgemm(transA: false, transB: true, m: rows, n: o, k: i, alpha: 1,
-                   a: x, lda: i, b: w, ldb: i, beta: 1, c: y, ldc: o)
+        MatMul.gemm(transA: false, transB: true, m: rows, n: o, k: i, alpha: 1,
+                    a: x, lda: i, b: w, ldb: i, beta: 1, c: y, ldc: o, mode: mode)
     }
 }

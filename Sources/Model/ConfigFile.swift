@@ -95,6 +95,15 @@ public final class ConfigMapping {
 
     public func string(_ key: String) throws -> String? { try scalar(key) }
 
+    /// One of an enumeration's raw values; an unknown one is an error listing the known.
+    public func choice<T: RawRepresentable & CaseIterable>(_ key: String, as _: T.Type = T.self) throws -> T? where T.RawValue == String {
+        guard let s = try string(key) else { return nil }
+        guard let v = T(rawValue: s) else {
+            throw error(key, "unknown value '\(s)'; known: \(T.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return v
+    }
+
     /// A list of numbers (`[0.5, 0.5]`), or one number standing for a list of one.
     public func doubles(_ key: String) throws -> [Double]? {
         used.insert(key)

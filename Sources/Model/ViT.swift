@@ -46,20 +46,29 @@ public final class ViTWorkspace: @unchecked Sendable {
     public let batch: Int
     public let threads: Int
     public let training: Bool
+    /// How the blocks' matrix products (linear layers and attention) run.
+    public let mode: MatMulMode
+    public var precision: Precision { mode.precision }
     let lanes: [Lane]
     let model: ViTModel
 
     public var laneCount: Int { lanes.count }
 
     /// threads: how many threads the model may use. Lanes = min(threads, batch); when a
-    /// single lane remains (batch 1), OpenBLAS gets the threads instead.
-    public init(model: ViTModel, batch: Int, threads: Int, training: Bool = true) {
+    /// single lane remains (batch 1), the matrix products get the threads instead.
+    /// precision: bf16 rounds the operands of the blocks' linear layers and attention
+    /// products to bfloat16 (fp32 accumulation); the patch embedding, the token scorer and
+    /// the head stay fp32, as do every norm, softmax, activation and gradient buffer.
+    /// backend: the fp32 products' backend for this workspace (nil: the process's choice).
+    public init(model: ViTModel, batch: Int, threads: Int, training: Bool = true, precision: Precision = .fp32,
+                backend: GEMMBackend? = nil) {
         precondition(batch >= 1, "ViTWorkspace: batch must be >= 1")
         precondition(threads >= 1, "ViTWorkspace: threads must be >= 1")
         self.model = model
         self.batch = batch
         self.threads = threads
         self.training = training
+        self.mode = MatMulMode(precision, backend: backend)
         let laneCount = min(threads, batch)
         lanes = (0 ..< laneCount).map { i in
             let r = Parallel.slice(i, of: laneCount, total: batch)
@@ -144,7 +153,8 @@ final class Lane: @unchecked Sendable {
         if training {
             let aw = c.maxAttentionWidth, hid = c.maxHidden
             dX = take(rows * d); dLn = take(rows * d); dQkv = take(rows * 3 * aw); dAttn = take(rows * aw)
-            dGelu = take(rows * hid); dH = take(rows * hid); scratch = take(n * n)
+            dGelu = take(rows * hid); dH = take(rows * hid)
+            scratch = take(b * (0 ..< c.depth).map { c.heads(inBlock: $0) }.max()! * n * n)
             dLogits = take(b * c.numClasses); dLnf = take(b * d); dCls = take(b * d)
             dPatches = take(c.numPatches * c.patchDim)
         } else {
@@ -166,10 +176,11 @@ extension ViTModel {
                         labels: UnsafePointer<Int32>?, smoothing: Float = 0,
                         workspace ws: ViTWorkspace, selection: TokenSelection? = nil) -> BatchResult {
         precondition(ws.model === self, "ViTModel.forward: workspace belongs to another model")
-        configureBLAS(ws)
+        let perLane = ws.lanes.count > 1 ? 1 : ws.threads
         Parallel.forEach(ws.lanes.count) { i in
+            MatMul.setThreadsForCallingThread(perLane, backend: ws.mode.backend)
             let lane = ws.lanes[i]
-            lane.result = self.laneForward(lane, params: params,
+            lane.result = self.laneForward(lane, params: params, mode: ws.mode,
                                            images: images + lane.range.lowerBound * self.config.imageValues,
                                            labels: labels.map { $0 + lane.range.lowerBound }, smoothing: smoothing,
                                            selection: selection?.lane(lane.range, patches: self.config.numPatches, kept: self.config.keptPatches))
@@ -192,20 +203,21 @@ extension ViTModel {
                                 selection: TokenSelection? = nil) -> BatchResult {
         precondition(ws.model === self, "ViTModel.forwardBackward: workspace belongs to another model")
         precondition(ws.training, "ViTModel.forwardBackward: workspace was made with training: false")
-        configureBLAS(ws)
+        let perLane = ws.lanes.count > 1 ? 1 : ws.threads
         let total = layout.count
         let lossScale = 1 / Float(ws.batch)
         let headSlots = (0 ..< config.depth).reduce(0) { $0 + config.heads(inBlock: $1) }
         Parallel.forEach(ws.lanes.count) { i in
+            MatMul.setThreadsForCallingThread(perLane, backend: ws.mode.backend)
             let lane = ws.lanes[i]
             lane.saliency = headSaliency == nil ? [] : [Float](repeating: 0, count: headSlots)
             let g = lane.grads?.pointer ?? grads
             VectorOps.zero(g, total)
             let start = lane.range.lowerBound
             let sel = selection?.lane(lane.range, patches: self.config.numPatches, kept: self.config.keptPatches)
-            lane.result = self.laneForward(lane, params: params, images: images + start * self.config.imageValues,
+            lane.result = self.laneForward(lane, params: params, mode: ws.mode, images: images + start * self.config.imageValues,
                                            labels: labels + start, smoothing: smoothing, selection: sel)
-            self.laneBackward(lane, params: params, grads: g, labels: labels + start,
+            self.laneBackward(lane, params: params, mode: ws.mode, grads: g, labels: labels + start,
                               smoothing: smoothing, lossScale: lossScale,
                               inputGrad: inputGrad.map { $0 + start * self.config.imageValues }, selection: sel)
         }
@@ -232,14 +244,9 @@ extension ViTModel {
         }
     }
 
-    private func configureBLAS(_ ws: ViTWorkspace) {
-        let want = ws.lanes.count > 1 ? 1 : ws.threads
-        if BLAS.threads != want { BLAS.setThreads(want) }
-    }
-
     // MARK: - one lane
 
-    func laneForward(_ lane: Lane, params P: UnsafePointer<Float>, images: UnsafePointer<Float>,
+    func laneForward(_ lane: Lane, params P: UnsafePointer<Float>, mode pr: MatMulMode, images: UnsafePointer<Float>,
                      labels: UnsafePointer<Int32>?, smoothing: Float, selection: TokenSelection? = nil) -> BatchResult {
         let c = config, o = offsets
         let A = lane.store.pointer
@@ -257,13 +264,13 @@ extension ViTModel {
             xi.update(from: P + o.posEmbed, count: nFull * d)
             VectorOps.accumulate(xi, P + o.clsToken, d)
             Bias.forward(xi + d, bias: P + o.patchBias, rows: np, cols: d)
-            BLAS.sgemm(transA: false, transB: true, m: np, n: d, k: k, alpha: 1,
+            MatMul.gemm(transA: false, transB: true, m: np, n: d, k: k, alpha: 1,
                        a: A + lane.patches + i * np * k, lda: k, b: P + o.patchWeight, ldb: k,
-                       beta: 1, c: xi + d, ldc: d)
+                       beta: 1, c: xi + d, ldc: d, mode: pr.fp32)
         }
 
         // SViTE+: keep CLS and the k selected patches, (b, k+1, D), for every block.
-        if c.hasTokenSelector { selectorForward(lane, params: P, selection: selection) }
+        if c.hasTokenSelector { selectorForward(lane, params: P, selection: selection, mode: pr.fp32) }
 
         for (l, act) in lane.blocks.enumerated() {
             let w = o.blocks[l]
@@ -274,24 +281,24 @@ extension ViTModel {
                               weight: P + w.norm1Weight, bias: P + w.norm1Bias, rows: rows, dim: d, eps: eps)
             // qkv: (b·N, 3a)
             Linear.forward(y: A + act.qkv, x: A + act.ln1, weight: P + w.qkvWeight, bias: P + w.qkvBias,
-                           rows: rows, inFeatures: d, outFeatures: 3 * a)
+                           rows: rows, inFeatures: d, outFeatures: 3 * a, mode: pr)
             // attn: (b, N, a); probs: (b, H, N, N)
             Attention.forward(out: A + act.attn, probs: A + act.probs, qkv: A + act.qkv,
-                              batch: b, tokens: n, heads: c.heads(inBlock: l), headDim: c.headDim)
+                              batch: b, tokens: n, heads: c.heads(inBlock: l), headDim: c.headDim, mode: pr)
             // xMid = xIn + attn·Wpᵀ + bp
             Linear.forwardResidual(y: A + act.xMid, residual: A + act.xIn, x: A + act.attn,
                                    weight: P + w.projWeight, bias: P + w.projBias,
-                                   rows: rows, inFeatures: a, outFeatures: d)
+                                   rows: rows, inFeatures: a, outFeatures: d, mode: pr)
             LayerNorm.forward(y: A + act.ln2, mean: A + act.ln2Mean, rstd: A + act.ln2Rstd, x: A + act.xMid,
                               weight: P + w.norm2Weight, bias: P + w.norm2Bias, rows: rows, dim: d, eps: eps)
             // fc1: (b·N, hidden), gelu: (b·N, hidden)
             Linear.forward(y: A + act.fc1, x: A + act.ln2, weight: P + w.fc1Weight, bias: P + w.fc1Bias,
-                           rows: rows, inFeatures: d, outFeatures: hid)
+                           rows: rows, inFeatures: d, outFeatures: hid, mode: pr)
             GELU.forward(A + act.gelu, A + act.fc1, count: rows * hid)
             // xOut = xMid + gelu·W2ᵀ + b2
             Linear.forwardResidual(y: A + act.xOut, residual: A + act.xMid, x: A + act.gelu,
                                    weight: P + w.fc2Weight, bias: P + w.fc2Bias,
-                                   rows: rows, inFeatures: hid, outFeatures: d)
+                                   rows: rows, inFeatures: hid, outFeatures: d, mode: pr)
         }
 
         // Only the CLS token reaches the head, so the final norm runs on it alone.
@@ -300,7 +307,7 @@ extension ViTModel {
         LayerNorm.forward(y: A + lane.lnf, mean: A + lane.lnfMean, rstd: A + lane.lnfRstd, x: A + lane.clsIn,
                           weight: P + o.normWeight, bias: P + o.normBias, rows: b, dim: d, eps: eps)
         Linear.forward(y: A + lane.logits, x: A + lane.lnf, weight: P + o.headWeight, bias: P + o.headBias,
-                       rows: b, inFeatures: d, outFeatures: c.numClasses)
+                       rows: b, inFeatures: d, outFeatures: c.numClasses, mode: pr.fp32)
 
         var result = BatchResult(count: b)
         if let labels {
@@ -311,7 +318,7 @@ extension ViTModel {
         return result
     }
 
-    func laneBackward(_ lane: Lane, params P: UnsafePointer<Float>, grads G: UnsafeMutablePointer<Float>,
+    func laneBackward(_ lane: Lane, params P: UnsafePointer<Float>, mode pr: MatMulMode, grads G: UnsafeMutablePointer<Float>,
                       labels: UnsafePointer<Int32>, smoothing: Float, lossScale: Float,
                       inputGrad: UnsafeMutablePointer<Float>?, selection: TokenSelection? = nil) {
         let c = config, o = offsets
@@ -325,7 +332,7 @@ extension ViTModel {
                               classes: c.numClasses, smoothing: smoothing, scale: lossScale)
         VectorOps.zero(A + lane.dLnf, b * d)
         Linear.backward(dx: A + lane.dLnf, dweight: G + o.headWeight, dbias: G + o.headBias, dy: A + lane.dLogits,
-                        x: A + lane.lnf, weight: P + o.headWeight, rows: b, inFeatures: d, outFeatures: c.numClasses)
+                        x: A + lane.lnf, weight: P + o.headWeight, rows: b, inFeatures: d, outFeatures: c.numClasses, mode: pr.fp32)
         VectorOps.zero(A + lane.dCls, b * d)
         LayerNorm.backward(dx: A + lane.dCls, dweight: G + o.normWeight, dbias: G + o.normBias, dy: A + lane.dLnf,
                            x: A + lane.clsIn, mean: A + lane.lnfMean, rstd: A + lane.lnfRstd,
@@ -341,12 +348,12 @@ extension ViTModel {
             // MLP branch: xOut = xMid + fc2(gelu(fc1(ln2(xMid))))
             VectorOps.zero(A + lane.dGelu, rows * hid)
             Linear.backward(dx: A + lane.dGelu, dweight: G + w.fc2Weight, dbias: G + w.fc2Bias, dy: dX,
-                            x: A + act.gelu, weight: P + w.fc2Weight, rows: rows, inFeatures: hid, outFeatures: d)
+                            x: A + act.gelu, weight: P + w.fc2Weight, rows: rows, inFeatures: hid, outFeatures: d, mode: pr)
             VectorOps.zero(A + lane.dH, rows * hid)
             GELU.backward(dx: A + lane.dH, dy: A + lane.dGelu, x: A + act.fc1, count: rows * hid)
             VectorOps.zero(A + lane.dLn, rows * d)
             Linear.backward(dx: A + lane.dLn, dweight: G + w.fc1Weight, dbias: G + w.fc1Bias, dy: A + lane.dH,
-                            x: A + act.ln2, weight: P + w.fc1Weight, rows: rows, inFeatures: d, outFeatures: hid)
+                            x: A + act.ln2, weight: P + w.fc1Weight, rows: rows, inFeatures: d, outFeatures: hid, mode: pr)
             // dX now becomes ∂L/∂xMid: the residual path plus the norm's contribution
             LayerNorm.backward(dx: dX, dweight: G + w.norm2Weight, dbias: G + w.norm2Bias, dy: A + lane.dLn,
                                x: A + act.xMid, mean: A + act.ln2Mean, rstd: A + act.ln2Rstd,
@@ -354,7 +361,7 @@ extension ViTModel {
             // Attention branch: xMid = xIn + proj(attn(qkv(ln1(xIn))))
             VectorOps.zero(A + lane.dAttn, rows * a)
             Linear.backward(dx: A + lane.dAttn, dweight: G + w.projWeight, dbias: G + w.projBias, dy: dX,
-                            x: A + act.attn, weight: P + w.projWeight, rows: rows, inFeatures: a, outFeatures: d)
+                            x: A + act.attn, weight: P + w.projWeight, rows: rows, inFeatures: a, outFeatures: d, mode: pr)
             if !lane.saliency.isEmpty {
                 let heads = c.heads(inBlock: l), hd = c.headDim
                 let first = (0 ..< l).reduce(0) { $0 + c.heads(inBlock: $1) }
@@ -368,10 +375,10 @@ extension ViTModel {
             VectorOps.zero(A + lane.dQkv, rows * 3 * a)
             Attention.backward(dqkv: A + lane.dQkv, scratch: A + lane.scratch, dout: A + lane.dAttn,
                                probs: A + act.probs, qkv: A + act.qkv, batch: b, tokens: n,
-                               heads: c.heads(inBlock: l), headDim: c.headDim)
+                               heads: c.heads(inBlock: l), headDim: c.headDim, mode: pr)
             VectorOps.zero(A + lane.dLn, rows * d)
             Linear.backward(dx: A + lane.dLn, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dy: A + lane.dQkv,
-                            x: A + act.ln1, weight: P + w.qkvWeight, rows: rows, inFeatures: d, outFeatures: 3 * a)
+                            x: A + act.ln1, weight: P + w.qkvWeight, rows: rows, inFeatures: d, outFeatures: 3 * a, mode: pr)
             LayerNorm.backward(dx: dX, dweight: G + w.norm1Weight, dbias: G + w.norm1Bias, dy: A + lane.dLn,
                                x: A + act.xIn, mean: A + act.ln1Mean, rstd: A + act.ln1Rstd,
                                weight: P + w.norm1Weight, rows: rows, dim: d)
@@ -380,7 +387,7 @@ extension ViTModel {
         // The selector scatters the kept tokens' gradient back to all N and adds its own.
         var dX0 = dX, nFull = n
         if c.hasTokenSelector {
-            selectorBackward(lane, params: P, grads: G, selection: selection)
+            selectorBackward(lane, params: P, grads: G, selection: selection, mode: pr.fp32)
             dX0 = A + lane.dX0
             nFull = c.tokens
         }
@@ -391,14 +398,14 @@ extension ViTModel {
             VectorOps.accumulate(G + o.clsToken, dxi, d)
             Bias.backward(db: G + o.patchBias, dy: dxi + d, rows: np, cols: d)
             // dW (D, C·p·p) += dEmb_iᵀ · patches_i
-            BLAS.sgemm(transA: true, transB: false, m: d, n: k, k: np, alpha: 1,
+            MatMul.gemm(transA: true, transB: false, m: d, n: k, k: np, alpha: 1,
                        a: dxi + d, lda: d, b: A + lane.patches + i * np * k, ldb: k,
-                       beta: 1, c: G + o.patchWeight, ldc: k)
+                       beta: 1, c: G + o.patchWeight, ldc: k, mode: pr.fp32)
             if let inputGrad {
                 // dpatches (P, C·p·p) = dEmb_i · W, folded back onto the image
-                BLAS.sgemm(transA: false, transB: false, m: np, n: k, k: d, alpha: 1,
+                MatMul.gemm(transA: false, transB: false, m: np, n: k, k: d, alpha: 1,
                            a: dxi + d, lda: d, b: P + o.patchWeight, ldb: k,
-                           beta: 0, c: A + lane.dPatches, ldc: k)
+                           beta: 0, c: A + lane.dPatches, ldc: k, mode: pr.fp32)
                 let img = inputGrad + i * c.imageValues
                 VectorOps.zero(img, c.imageValues)
                 Patchify.backward(img, A + lane.dPatches, batch: 1, channels: c.inChannels,
@@ -451,7 +458,7 @@ extension ViTModel {
     /// kept: the top-k of s + g per image (ascending); block 0's input: (b, k+1, D) = CLS
     /// then the kept tokens, each times its straight-through weight
     /// w = hard − stop_grad(soft) + soft, which is exactly 1 in the forward pass.
-    func selectorForward(_ lane: Lane, params P: UnsafePointer<Float>, selection: TokenSelection?) {
+    func selectorForward(_ lane: Lane, params P: UnsafePointer<Float>, selection: TokenSelection?, mode: MatMulMode) {
         let c = config, o = offsets, sel = o.selector!
         let A = lane.store.pointer
         let b = lane.batch, np = c.numPatches, d = c.dim, k = c.keptPatches, nFull = c.tokens, n = c.blockTokens
@@ -463,11 +470,11 @@ extension ViTModel {
             let score = A + lane.selScores + i * np, soft = A + lane.selSoft + i * np
             if h > 0 {
                 let hidden = A + lane.selHidden + i * np * h, g = A + lane.selGelu + i * np * h
-                Linear.forward(y: hidden, x: patches, weight: P + sel.w1, bias: P + sel.b1, rows: np, inFeatures: d, outFeatures: h)
+                Linear.forward(y: hidden, x: patches, weight: P + sel.w1, bias: P + sel.b1, rows: np, inFeatures: d, outFeatures: h, mode: mode)
                 GELU.forward(g, hidden, count: np * h)
-                Linear.forward(y: score, x: g, weight: P + sel.w2, bias: P + sel.b2, rows: np, inFeatures: h, outFeatures: 1)
+                Linear.forward(y: score, x: g, weight: P + sel.w2, bias: P + sel.b2, rows: np, inFeatures: h, outFeatures: 1, mode: mode)
             } else {
-                Linear.forward(y: score, x: patches, weight: P + sel.w1, bias: P + sel.b1, rows: np, inFeatures: d, outFeatures: 1)
+                Linear.forward(y: score, x: patches, weight: P + sel.w1, bias: P + sel.b1, rows: np, inFeatures: d, outFeatures: 1, mode: mode)
             }
             for j in 0 ..< np { soft[j] = score[j] + (selection?.noise?[i * np + j] ?? 0) }
             // Top-k of the perturbed scores, ties to the lower index; kept in patch order.
@@ -491,7 +498,7 @@ extension ViTModel {
     /// directly, every patch through the scorer) and the scorer's parameter gradients.
     /// Straight-through: ∂L/∂soft_j = ∂L/∂w_j = x_j · ∂L/∂x'_j for kept j, 0 for removed
     /// ones; then through the softmax: ∂L/∂s = (1/τ) soft ⊙ (∂L/∂soft − Σ soft ⊙ ∂L/∂soft).
-    func selectorBackward(_ lane: Lane, params P: UnsafePointer<Float>, grads G: UnsafeMutablePointer<Float>, selection: TokenSelection?) {
+    func selectorBackward(_ lane: Lane, params P: UnsafePointer<Float>, grads G: UnsafeMutablePointer<Float>, selection: TokenSelection?, mode: MatMulMode) {
         let c = config, o = offsets, sel = o.selector!
         let A = lane.store.pointer
         let b = lane.batch, np = c.numPatches, d = c.dim, k = c.keptPatches, nFull = c.tokens, n = c.blockTokens
@@ -516,14 +523,14 @@ extension ViTModel {
                 let dg = A + lane.selHiddenGrad + i * np * h, dhidden = A + lane.selHiddenGrad + (b + i) * np * h
                 VectorOps.zero(dg, np * h)
                 Linear.backward(dx: dg, dweight: G + sel.w2, dbias: G + sel.b2, dy: ds, x: A + lane.selGelu + i * np * h,
-                                weight: P + sel.w2, rows: np, inFeatures: h, outFeatures: 1)
+                                weight: P + sel.w2, rows: np, inFeatures: h, outFeatures: 1, mode: mode)
                 VectorOps.zero(dhidden, np * h)
                 GELU.backward(dx: dhidden, dy: dg, x: A + lane.selHidden + i * np * h, count: np * h)
                 Linear.backward(dx: dx0 + d, dweight: G + sel.w1, dbias: G + sel.b1, dy: dhidden, x: patches,
-                                weight: P + sel.w1, rows: np, inFeatures: d, outFeatures: h)
+                                weight: P + sel.w1, rows: np, inFeatures: d, outFeatures: h, mode: mode)
             } else {
                 Linear.backward(dx: dx0 + d, dweight: G + sel.w1, dbias: G + sel.b1, dy: ds, x: patches,
-                                weight: P + sel.w1, rows: np, inFeatures: d, outFeatures: 1)
+                                weight: P + sel.w1, rows: np, inFeatures: d, outFeatures: 1, mode: mode)
             }
         }
     }

@@ -74,20 +74,13 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
     public static func parse(_ m: ConfigMapping?) throws -> SparsityConfig {
         var c = SparsityConfig()
         guard let m else { return c }
-        func pick<T: RawRepresentable & CaseIterable>(_ key: String, _: T.Type) throws -> T? where T.RawValue == String {
-            guard let s = try m.string(key) else { return nil }
-            guard let v = T(rawValue: s) else {
-                throw m.error(key, "unknown value '\(s)'; known: \(T.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            return v
-        }
-        c.method = try pick("method", Method.self) ?? c.method
+        c.method = try m.choice("method", as: Method.self) ?? c.method
         c.sparsity = try m.double("sparsity") ?? c.sparsity
-        c.distribution = try pick("distribution", SparsityDistribution.self) ?? c.distribution
+        c.distribution = try m.choice("distribution", as: SparsityDistribution.self) ?? c.distribution
         c.updateInterval = try m.int("update_interval") ?? c.updateInterval
         c.endFraction = try m.double("end_fraction") ?? c.endFraction
         c.initialFraction = try m.double("initial_fraction") ?? c.initialFraction
-        c.decay = try pick("decay", UpdateSchedule.Decay.self) ?? c.decay
+        c.decay = try m.choice("decay", as: UpdateSchedule.Decay.self) ?? c.decay
         c.includeEmbeddingAndHead = try m.bool("include_embedding_and_head") ?? c.includeEmbeddingAndHead
         c.candidateMultiplier = try m.int("candidate_multiplier") ?? c.candidateMultiplier
         c.pruneAt = try m.double("prune_at") ?? c.pruneAt

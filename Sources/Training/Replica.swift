@@ -11,6 +11,7 @@ import Sparsity
 public final class Replica: @unchecked Sendable {
     public let model: ViTModel
     public let threads: Int
+    public let precision: Precision
     public let assembler: BatchAssembler
     public let smoothing: Float
     /// ∂L/∂θ of the last `computeGradient`, in the parameter layout.
@@ -29,10 +30,12 @@ public final class Replica: @unchecked Sendable {
     /// SViTE+: Gumbel noise per (image, patch) of the current batch.
     var tokenNoise: FloatBuffer?
 
-    public init(model: ViTModel, assembler: BatchAssembler, threads: Int, smoothing: Float, maxBatch: Int) {
+    public init(model: ViTModel, assembler: BatchAssembler, threads: Int, smoothing: Float, maxBatch: Int,
+                precision: Precision = .fp32) {
         self.model = model
         self.assembler = assembler
         self.threads = threads
+        self.precision = precision
         self.smoothing = smoothing
         grads = FloatBuffer(count: model.layout.count)
         images = FloatBuffer(count: maxBatch * model.config.imageValues)
@@ -42,7 +45,7 @@ public final class Replica: @unchecked Sendable {
     /// One workspace per batch size (a full batch and an epoch's short last batch).
     func workspace(_ batch: Int) -> ViTWorkspace {
         if let ws = workspaces[batch] { return ws }
-        let ws = ViTWorkspace(model: model, batch: batch, threads: threads, training: true)
+        let ws = ViTWorkspace(model: model, batch: batch, threads: threads, training: true, precision: precision)
         workspaces[batch] = ws
         return ws
     }
@@ -88,7 +91,7 @@ public final class Replica: @unchecked Sendable {
                 return result
             }
             let c = compactModel(masks)
-            let ws = c.workspaces[b] ?? ViTWorkspace(model: c.plan.compact, batch: b, threads: threads, training: true)
+            let ws = c.workspaces[b] ?? ViTWorkspace(model: c.plan.compact, batch: b, threads: threads, training: true, precision: precision)
             compact?.workspaces[b] = ws
             c.plan.gather(params, into: c.params.pointer)
             let result = c.plan.compact.forwardBackward(params: c.params.pointer, grads: c.grads.pointer, images: images.pointer,
@@ -130,15 +133,17 @@ public final class Evaluator: @unchecked Sendable {
     public let assembler: BatchAssembler
     public let batch: Int
     public let threads: Int
+    public let precision: Precision
     var workspaces: [Int: ViTWorkspace] = [:]
     let images: FloatBuffer
     var labels: [Int32]
 
-    public init(model: ViTModel, assembler: BatchAssembler, batch: Int, threads: Int) {
+    public init(model: ViTModel, assembler: BatchAssembler, batch: Int, threads: Int, precision: Precision = .fp32) {
         self.model = model
         self.assembler = assembler
         self.batch = min(batch, assembler.dataset.count)
         self.threads = threads
+        self.precision = precision
         images = FloatBuffer(count: self.batch * model.config.imageValues)
         labels = [Int32](repeating: 0, count: self.batch)
     }
@@ -168,10 +173,10 @@ public final class Evaluator: @unchecked Sendable {
             let b = min(batch, n - start)
             let ws: ViTWorkspace
             if model === self.model {
-                ws = workspaces[b] ?? ViTWorkspace(model: model, batch: b, threads: threads, training: false)
+                ws = workspaces[b] ?? ViTWorkspace(model: model, batch: b, threads: threads, training: false, precision: precision)
                 workspaces[b] = ws
             } else {
-                ws = compact!.workspaces[b] ?? ViTWorkspace(model: model, batch: b, threads: threads, training: false)
+                ws = compact!.workspaces[b] ?? ViTWorkspace(model: model, batch: b, threads: threads, training: false, precision: precision)
                 compact!.workspaces[b] = ws
             }
             let indices = (Int32(start) ..< Int32(start + b)).map { $0 }

@@ -1,5 +1,6 @@
 import Datasets
 import Foundation
+import Kernels
 import Model
 import Optim
 import Sparsity
@@ -28,6 +29,10 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
     /// first to the second over the run.
     public var selectorTauStart: Double = 10
     public var selectorTauEnd: Double = 0.1
+    /// The operand type of the matrix products: fp32, or bf16 (fp32 accumulation, fp32
+    /// master weights, gradients and optimizer). A CPU without native bf16 products
+    /// (AVX512-BF16 or AMX) runs fp32 and says so.
+    public var precision: Precision = .fp32
 
     public init() {}
 
@@ -50,6 +55,7 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
         c.threads = try m.int("threads") ?? c.threads
         c.selectorTauStart = try m.double("selector_tau_start") ?? c.selectorTauStart
         c.selectorTauEnd = try m.double("selector_tau_end") ?? c.selectorTauEnd
+        c.precision = try m.choice("precision") ?? c.precision
         try m.finish()
         for (key, v) in [("selector_tau_start", c.selectorTauStart), ("selector_tau_end", c.selectorTauEnd)] where !(v > 0) {
             throw m.error(key, "must be > 0, got \(v)")
@@ -84,12 +90,39 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
           threads: \(threads)
           selector_tau_start: \(selectorTauStart)
           selector_tau_end: \(selectorTauEnd)
+          precision: \(precision.rawValue)
 
         """
     }
 
     /// The thread count to use: the config's, or every core when it says 0.
     public var resolvedThreads: Int { threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount }
+}
+
+/// The `compute:` section: how this machine computes. Each process decides for itself
+/// (a worker may run another backend than the coordinator); only `training.precision`
+/// must agree across the cluster.
+public struct ComputeConfig: Sendable, Equatable, Codable {
+    /// auto: oneDNN on x86-64, OpenBLAS elsewhere.
+    public var backend: BackendChoice = .auto
+
+    public init() {}
+
+    public static func parse(_ m: ConfigMapping?) throws -> ComputeConfig {
+        var c = ComputeConfig()
+        guard let m else { return c }
+        c.backend = try m.choice("backend") ?? c.backend
+        try m.finish()
+        return c
+    }
+
+    public var yaml: String {
+        """
+        compute:
+          backend: \(backend.rawValue)
+
+        """
+    }
 }
 
 /// A whole run config: every section validated, every unknown key an error naming the
@@ -103,16 +136,17 @@ public struct RunConfig: Sendable, Equatable {
     public var schedule: ScheduleConfig
     public var training: TrainingConfig
     public var sparsity: SparsityConfig
+    public var compute: ComputeConfig
     /// Where the config came from (a path, a built-in name, or a checkpoint).
     public var source: String
 
-    public static let sections = ["name", "model", "data", "optimizer", "schedule", "training", "sparsity"]
+    public static let sections = ["name", "model", "data", "optimizer", "schedule", "training", "sparsity", "compute"]
 
     public init(name: String, model: ViTConfig, data: DataConfig = DataConfig(), optimizer: OptimizerConfig = OptimizerConfig(),
                 schedule: ScheduleConfig = ScheduleConfig(), training: TrainingConfig = TrainingConfig(),
-                sparsity: SparsityConfig = SparsityConfig(), source: String = "<code>") {
+                sparsity: SparsityConfig = SparsityConfig(), compute: ComputeConfig = ComputeConfig(), source: String = "<code>") {
         self.name = name; self.model = model; self.data = data; self.optimizer = optimizer
-        self.schedule = schedule; self.training = training; self.sparsity = sparsity; self.source = source
+        self.schedule = schedule; self.training = training; self.sparsity = sparsity; self.compute = compute; self.source = source
     }
 
     /// Parses YAML text with `--set` overrides applied first. A key that came from an
@@ -148,13 +182,14 @@ public struct RunConfig: Sendable, Equatable {
         let schedule = try ScheduleConfig.parse(try root.mapping("schedule"))
         let training = try TrainingConfig.parse(try root.mapping("training"))
         let sparsity = try SparsityConfig.parse(try root.mapping("sparsity"))
+        let compute = try ComputeConfig.parse(try root.mapping("compute"))
         try root.finish()
         if model.isCompact && sparsity.method.isStructured {
             throw ConfigError(file: file, key: "sparsity.method",
                               message: "\(sparsity.method.rawValue) prunes heads and neurons of a full model, but model.block_heads/block_hidden make this one compact already; train it with dense or svite, or start from the full model")
         }
         return RunConfig(name: name, model: model, data: data, optimizer: optimizer, schedule: schedule,
-                         training: training, sparsity: sparsity, source: file)
+                         training: training, sparsity: sparsity, compute: compute, source: file)
     }
 
     public static func load(path: String, overrides: [String] = []) throws -> RunConfig {
@@ -187,7 +222,7 @@ public struct RunConfig: Sendable, Equatable {
 
     /// The effective config, every default written out; parses back to an equal value.
     public var yaml: String {
-        "name: \(name)\n" + model.yaml + data.yaml + optimizer.yaml + schedule.yaml + training.yaml + sparsity.yaml
+        "name: \(name)\n" + model.yaml + data.yaml + optimizer.yaml + schedule.yaml + training.yaml + sparsity.yaml + compute.yaml
     }
 
     /// Steps per epoch and in the whole run for a training set of `trainCount` images.

@@ -79,6 +79,8 @@ public final class Trainer {
     public let config: RunConfig
     public let runDirectory: String
     public let threads: Int
+    /// What runs the matrix products here (decided from the config and the CPU).
+    public let engine: EngineReport
     let log: Logger
     let train: ImageDataset
     let test: ImageDataset
@@ -114,6 +116,8 @@ public final class Trainer {
         let t = config.training
         plan = EpochPlan(datasetSize: train.count, batchSize: t.batchSize, seed: t.seed)
         (stepsPerEpoch, totalSteps) = config.stepCounts(trainCount: train.count)
+        engine = Engine.configure(backend: config.compute.backend, precision: config.training.precision)
+        Engine.log(engine, to: logger)
         let model = ViTModel(config: config.model)
         let schedule = LRSchedule(config.schedule, base: config.optimizer.lr, totalSteps: totalSteps, stepsPerEpoch: stepsPerEpoch)
         server = ServerState(model: model, optimizer: config.optimizer, schedule: schedule)
@@ -123,12 +127,13 @@ public final class Trainer {
         } else {
             let replica = Replica(model: model,
                                   assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed),
-                                  threads: threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize)
+                                  threads: threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize,
+                                  precision: engine.precision)
             source = LocalGradientSource(replica: replica, plan: plan)
         }
         evaluator = Evaluator(model: model,
                               assembler: BatchAssembler(dataset: test, mean: d.mean, std: d.std, augmentation: .none, seed: t.seed),
-                              batch: t.evalBatchSize, threads: threads)
+                              batch: t.evalBatchSize, threads: threads, precision: engine.precision)
         resumedFrom = options.resume
         server.enableSparsity(config.sparsity, seed: config.topologySeed)
         if let c = options.resume {

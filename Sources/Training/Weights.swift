@@ -1,5 +1,6 @@
 import Datasets
 import Foundation
+import Kernels
 import Model
 import Sparsity
 
@@ -70,7 +71,7 @@ public struct LoadedWeights {
     }
 
     /// Accuracy and mean cross-entropy on a split of the config's data set.
-    public func evaluate(split: Split = .test, threads: Int, batch: Int,
+    public func evaluate(split: Split = .test, threads: Int, batch: Int, precision: Precision = .fp32,
                          progress: (Int, Int) -> Void = { _, _ in }) throws -> EvalReport {
         try config.checkData()
         let data = try config.data.load(split)
@@ -78,7 +79,7 @@ public struct LoadedWeights {
         let evaluator = Evaluator(model: model,
                                   assembler: BatchAssembler(dataset: data, mean: config.data.mean, std: config.data.std,
                                                             augmentation: .none, seed: 0),
-                                  batch: batch, threads: threads)
+                                  batch: batch, threads: threads, precision: precision)
         let clock = MonotonicClock()
         let r = evaluator.evaluate(params: params.pointer, masks: masks, progress: progress)
         return EvalReport(step: step ?? 0, epoch: 0, accuracy: r.accuracy, loss: r.meanLoss, images: r.count, seconds: clock.seconds)

@@ -17,8 +17,10 @@ public struct WorkerOptions: Sendable {
     /// With no word from the coordinator for this long, ask to join again (it may have
     /// restarted).
     public var rejoinAfter: Double = 20
-    public init(coordinator: String, name: String, threads: Int) {
-        self.coordinator = coordinator; self.name = name; self.threads = threads
+    /// The matrix-product backend, overriding the run config's compute.backend.
+    public var backend: BackendChoice?
+    public init(coordinator: String, name: String, threads: Int, backend: BackendChoice? = nil) {
+        self.coordinator = coordinator; self.name = name; self.threads = threads; self.backend = backend
     }
 }
 
@@ -168,9 +170,14 @@ public final class WorkerNode: @unchecked Sendable {
             let train = try config.data.load(.train)
             let model = ViTModel(config: config.model)
             let d = config.data, t = config.training
+            // The precision is the run's (every worker computes alike); the backend is this
+            // machine's own choice unless --backend says otherwise.
+            let engine = Engine.configure(backend: options.backend ?? config.compute.backend, precision: t.precision)
+            Engine.log(engine, to: log)
             replica = Replica(model: model,
                               assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed),
-                              threads: options.threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize)
+                              threads: options.threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize,
+                              precision: engine.precision)
             plan = EpochPlan(datasetSize: train.count, batchSize: t.batchSize, seed: t.seed)
             layout = model.layout
             params = FloatBuffer(count: model.layout.count)

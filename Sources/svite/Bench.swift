@@ -9,7 +9,7 @@ import Wire
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure speed: prints a table (or JSON) of what was timed and on what machine.",
-        subcommands: [BenchModel.self, BenchComm.self]
+        subcommands: [BenchModel.self, BenchGemm.self, BenchComm.self]
     )
 }
 
@@ -30,6 +30,7 @@ struct BenchModel: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var threading: ThreadOptions
+    @OptionGroup var compute: ComputeOptions
 
     @Option(name: .long, help: "Config file or built-in name (deit-tiny, deit-small, deit-base, fmnist-tiny).")
     var config: String = "fmnist-tiny"
@@ -57,10 +58,14 @@ struct BenchModel: ParsableCommand {
             help: "Also time the model with an SViTE+ token selector keeping this fraction of the patches (repeatable; e.g. 1 0.95 0.9 0.7).")
     var tokenKeep: [Double] = []
 
+    @Flag(name: .long, help: "Also run the PyTorch/timm reference (benchmarks/reference.py) in this command and print both with their ratio; svite runs in fp32 and, where the CPU has native bf16, in bf16. Needs torch and timm (SVITE_REFERENCE_PYTHON, default /opt/ref/bin/python3).")
+    var reference = false
+
     @Flag(name: .long, help: "Print the figures as one JSON object instead of a table.")
     var json = false
 
     func validate() throws {
+        if reference && (!structured.isEmpty || !tokenKeep.isEmpty) { throw ValidationError("--reference compares the plain model; drop --structured and --token-keep") }
         if let bad = structured.first(where: { !($0 >= 0 && $0 < 1) }) { throw ValidationError("--structured must be in [0, 1) (got \(bad))") }
         if let h = headDensity, !(h > 0 && h <= 1) { throw ValidationError("--head-density must be in (0, 1] (got \(h))") }
         if let bad = tokenKeep.first(where: { !($0 > 0 && $0 <= 1) }) { throw ValidationError("--token-keep must be in (0, 1] (got \(bad))") }
@@ -72,15 +77,91 @@ struct BenchModel: ParsableCommand {
 
     func run() throws {
         let log = global.bootstrap("svite.bench")
+        let file = try RunConfig.resolve(config, overrides: compute.overrides)
+        func measure(_ precision: Precision) -> ModelBenchmark.Result {
+            let engine = Engine.configure(backend: file.compute.backend, precision: precision)
+            Engine.log(engine, to: log)
+            var options = ModelBenchmark.Options(config: file.model, configName: file.name, batch: batch, threads: threading.threads)
+            options.precision = engine.precision
+            options.engine = engine.summary
+            options.repeats = repeats
+            options.warmup = warmup
+            options.sgemmSize = sgemmSize
+            options.structuredSparsities = structured
+            options.headDensity = headDensity
+            options.tokenKeeps = tokenKeep
+            return ModelBenchmark(options).run { log.info("\($0)") }
+        }
+        if reference {
+            let precisions: [Precision] = compute.precision.map { [$0] }
+                ?? (CPUFeatures.current.level.hasNativeBF16 ? [.fp32, .bf16] : [.fp32])
+            let mine = precisions.map(measure)
+            log.info("PyTorch reference: \(PyTorchReference.python()) \(PyTorchReference.script() ?? "benchmarks/reference.py")")
+            var ref = PyTorchReference(config: file.model, batch: batch, threads: threading.threads)
+            ref.warmup = warmup
+            ref.repeats = repeats
+            let comparison = ReferenceComparison(svite: mine, reference: try ref.run())
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.sortedKeys]
+                enc.keyEncodingStrategy = .convertToSnakeCase
+                print(String(decoding: try enc.encode(comparison), as: UTF8.self))
+            } else {
+                print(mine.map(\.table).joined(separator: "\n\n"))
+                print(comparison.table)
+            }
+            return
+        }
+        let result = measure(file.training.precision)
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            enc.keyEncodingStrategy = .convertToSnakeCase
+            print(String(decoding: try enc.encode(result), as: UTF8.self))
+        } else {
+            print(result.table)
+        }
+    }
+}
+
+struct BenchGemm: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gemm",
+        abstract: "Time one lane's matrix products on every backend and precision this CPU runs.",
+        discussion: """
+        The products of one block's forward and backward (qkv, proj, fc1, fc2: forward, dx, \
+        dW) for the images of one lane, single-threaded as a lane runs them, on OpenBLAS fp32, \
+        oneDNN fp32 and (where the CPU has native bf16 products) oneDNN bf16; and the \
+        attention scores per head against one batched call. Prints GFLOP/s and which oneDNN \
+        implementation runs.
+
+        Example: svite bench gemm --config deit-tiny --lane-batch 32
+        """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .long, help: "Config file or built-in name.")
+    var config: String = "fmnist-tiny"
+
+    @Option(name: .long, help: "Images in one lane (a batch of B on T threads runs lanes of B/T).")
+    var laneBatch: Int = 64
+
+    @Option(name: .long, help: "Timed runs per product (the best is reported).")
+    var repeats: Int = 5
+
+    @Flag(name: .long, help: "Print JSON instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard laneBatch >= 1 && laneBatch <= 4096 else { throw ValidationError("--lane-batch must be 1 to 4096 (got \(laneBatch))") }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1 (got \(repeats))") }
+    }
+
+    func run() throws {
+        let log = global.bootstrap("svite.bench")
         let file = try RunConfig.resolve(config)
-        var options = ModelBenchmark.Options(config: file.model, configName: file.name, batch: batch, threads: threading.threads)
-        options.repeats = repeats
-        options.warmup = warmup
-        options.sgemmSize = sgemmSize
-        options.structuredSparsities = structured
-        options.headDensity = headDensity
-        options.tokenKeeps = tokenKeep
-        let result = ModelBenchmark(options).run { log.info("\($0)") }
+        let result = GemmBenchmark(config: file.model, configName: file.name, laneBatch: laneBatch, repeats: repeats).run { log.info("\($0)") }
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]

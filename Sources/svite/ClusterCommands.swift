@@ -1,6 +1,7 @@
 import ArgumentParser
 import Coordinator
 import Foundation
+import Kernels
 import Logging
 import Training
 import Transport
@@ -98,6 +99,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(name: .long, help: "Threads for computation (default: all cores).")
     var threads: Int = Int(environment["SVITE_THREADS"] ?? "") ?? ProcessInfo.processInfo.activeProcessorCount
 
+    @Option(name: .long, help: "Matrix-product backend on this machine: auto, onednn or openblas (default: the run config's compute.backend). The precision is the run's.")
+    var backend: BackendChoice?
+
     @Option(name: .long, help: "Worker id (default: HOST-PID).")
     var name: String = environment["SVITE_WORKER_NAME"] ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
 
@@ -108,7 +112,7 @@ struct WorkerCommand: ParsableCommand {
 
     func run() throws {
         let log = global.bootstrap("svite.worker")
-        let node = try WorkerNode(options: WorkerOptions(coordinator: coordinator, name: name, threads: threads), logger: log)
+        let node = try WorkerNode(options: WorkerOptions(coordinator: coordinator, name: name, threads: threads, backend: backend), logger: log)
         let stop = StopFlag()
         StopSignals.install(stop) {}
         let reason = try node.run(stop: stop)

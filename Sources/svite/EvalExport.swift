@@ -1,6 +1,7 @@
 import ArgumentParser
 import Datasets
 import Foundation
+import Kernels
 import Training
 
 struct Eval: ParsableCommand {
@@ -25,6 +26,12 @@ struct Eval: ParsableCommand {
     @Option(name: .long, help: "Images per forward pass.")
     var batch: Int = 500
 
+    @Option(name: .long, help: "Matrix-product backend: auto, onednn or openblas.")
+    var backend: BackendChoice = .auto
+
+    @Option(name: .long, help: "Matrix-product precision (fp32 gives the model's exact accuracy; bf16 what a bf16 run sees).")
+    var precision: Precision = .fp32
+
     @Option(name: .long, help: "Split to evaluate: test or train.")
     var split: String = "test"
 
@@ -34,10 +41,12 @@ struct Eval: ParsableCommand {
     }
 
     func run() throws {
-        _ = global.bootstrap("svite.eval")
+        let log = global.bootstrap("svite.eval")
+        let engine = Engine.configure(backend: backend, precision: precision)
+        Engine.log(engine, to: log)
         let explicit = try configOptions.config.map { try RunConfig.resolve($0, overrides: configOptions.overrides) }
         let weights = try LoadedWeights.load(path, config: explicit, overrides: configOptions.overrides)
-        let r = try weights.evaluate(split: Split(rawValue: split)!, threads: threading.threads, batch: batch)
+        let r = try weights.evaluate(split: Split(rawValue: split)!, threads: threading.threads, batch: batch, precision: engine.precision)
         var out: [String: Any] = ["path": weights.path, "config": weights.config.name, "split": split,
                                   "images": r.images, "accuracy": r.accuracy, "loss": r.loss, "seconds": r.seconds,
                                   "dataset": weights.config.data.kind.rawValue]

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Kernels
 import Logging
 
 
@@ -14,6 +15,50 @@ struct Svite: ParsableCommand {
         """,
         subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, StatusCommand.self, Eval.self, Export.self, Masks.self, Tokens.self, ExperimentCommand.self, Bench.self]
     )
+
+    static func main() {
+        Relaunch.withFittingOpenBLASKernels()
+        main(nil)
+    }
+}
+
+/// OpenBLAS chooses its kernels from a table of CPU models when it loads, and reads
+/// OPENBLAS_CORETYPE only then. On a CPU newer than its table it falls back to generic
+/// kernels (Emerald Rapids ran SSE3 kernels at a sixth of the speed). When the user has
+/// not set the variable and the kernels OpenBLAS picked are below what the CPU's
+/// features allow, svite sets it to the family that fits and starts itself again, once,
+/// before doing anything else (same process id, arguments and descriptors).
+enum Relaunch {
+    static func withFittingOpenBLASKernels() {
+        let env = ProcessInfo.processInfo.environment
+        guard let core = Engine.openBLASCoreToSet(environment: env, runningCore: BLAS.coreName, cpu: .current) else { return }
+        setenv("OPENBLAS_CORETYPE", core, 1)
+        setenv("SVITE_OPENBLAS_RELAUNCHED", "1", 1)
+        let args = CommandLine.arguments.map { strdup($0) } + [nil]
+        execv("/proc/self/exe", args)
+        // execv returns only on failure: go on with the kernels OpenBLAS chose (the engine
+        // report warns about them if OpenBLAS is used).
+        unsetenv("OPENBLAS_CORETYPE")
+        FileHandle.standardError.write(Data("svite: could not restart with OPENBLAS_CORETYPE=\(core) (errno \(errno)); OpenBLAS keeps its \(BLAS.coreName) kernels\n".utf8))
+    }
+}
+
+extension BackendChoice: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
+
+/// How this process computes: flags that override the config's compute.backend and
+/// training.precision.
+struct ComputeOptions: ParsableArguments {
+    @Option(name: .long, help: "Matrix-product backend: auto (oneDNN on x86-64), onednn or openblas. Overrides compute.backend.")
+    var backend: BackendChoice?
+
+    @Option(name: .long, help: "Matrix-product precision: fp32, or bf16 (bf16 operands, fp32 accumulation and master weights; needs AVX512-BF16 or AMX, else fp32 runs). Overrides training.precision.")
+    var precision: Precision?
+
+    /// The flags as config overrides (`--set` form).
+    var overrides: [String] {
+        (backend.map { ["compute.backend=\($0.rawValue)"] } ?? []) + (precision.map { ["training.precision=\($0.rawValue)"] } ?? [])
+    }
 }
 
 /// Options every command shares.

@@ -28,6 +28,7 @@ struct ConfigOptions: ParsableArguments {
 /// the run directory, threads and the display.
 struct RunOptions: ParsableArguments {
     @OptionGroup var configOptions: ConfigOptions
+    @OptionGroup var compute: ComputeOptions
 
     @Option(name: .long, help: ArgumentHelp("Continue a run: its directory or a checkpoint file. The stored config is used (--set still applies).", valueName: "dir-or-checkpoint"))
     var resume: String?
@@ -72,12 +73,13 @@ struct RunOptions: ParsableArguments {
         }
         if let resume {
             let path = try Checkpoint.locate(resume)
-            let contents = try Checkpoint.read(path, overrides: configOptions.overrides)
+            let contents = try Checkpoint.read(path, overrides: configOptions.overrides + compute.overrides)
             config = contents.config
             options = Trainer.Options(runDirectory: out ?? Checkpoint.runDirectory(of: path))
             options.resume = contents
         } else {
-            config = try configOptions.load(default: environment["SVITE_CONFIG"] ?? "default")
+            config = try RunConfig.resolve(configOptions.config ?? environment["SVITE_CONFIG"] ?? "default",
+                                           overrides: configOptions.overrides + compute.overrides)
             options = Trainer.Options(runDirectory: try out.map(Train.checkFresh) ?? Train.freshRunDirectory(config.name))
             options.initWeights = initWeights
         }

@@ -280,7 +280,7 @@ struct MatrixKernelTests {
         #expect(maxAbsDiff(probs, probsR) < 1e-6)
 
         let dout = Buf(random: batch * n * d, rng: &rng)
-        let dqkv = Buf(batch * n * 3 * d), dqkvR = Buf(batch * n * 3 * d), scratch = Buf(n * n)
+        let dqkv = Buf(batch * n * 3 * d), dqkvR = Buf(batch * n * 3 * d), scratch = Buf(batch * heads * n * n)
         Attention.backward(dqkv: dqkv.p, scratch: scratch.p, dout: dout.p, probs: probs.p, qkv: qkv.p, batch: batch, tokens: n, heads: heads, headDim: hd)
         Reference.attentionBackward(dqkv: dqkvR.p, dout: dout.p, probs: probsR.p, qkv: qkv.p, batch: batch, tokens: n, heads: heads, headDim: hd)
         #expect(maxAbsDiff(dqkv, dqkvR) < 1e-4)
