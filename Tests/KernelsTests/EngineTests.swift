@@ -126,6 +126,22 @@ struct MatMulTests {
         #expect(relDiff(g32, g16) < 3e-2)
     }
 
+    /// A linear layer's three products in bf16 are the fp32 products of rounded operands.
+    @Test func linearInBF16() {
+        var rng = Xoshiro256(seed: 17)
+        let rows = 40, i = 24, o = 36
+        let x = Buf(random: rows * i, rng: &rng), w = Buf(random: o * i, rng: &rng), dy = Buf(random: rows * o, rng: &rng)
+        for t in [x, w, dy] { for j in 0 ..< t.count { t.p[j] = BF16.round(t.p[j]) } }
+        let y = Buf(rows * o), yr = Buf(rows * o)
+        Linear.forward(y: y.p, x: x.p, weight: w.p, bias: nil, rows: rows, inFeatures: i, outFeatures: o, mode: .bf16)
+        Reference.linearForward(y: yr.p, x: x.p, weight: w.p, bias: nil, rows: rows, inFeatures: i, outFeatures: o)
+        #expect(maxAbsDiff(y, yr) < 1e-4)
+        let dx = Buf(rows * i), dw = Buf(o * i), dxr = Buf(rows * i), dwr = Buf(o * i)
+        Linear.backward(dx: dx.p, dweight: dw.p, dbias: nil, dy: dy.p, x: x.p, weight: w.p, rows: rows, inFeatures: i, outFeatures: o, mode: .bf16)
+        Reference.linearBackward(dx: dxr.p, dweight: dwr.p, dbias: nil, dy: dy.p, x: x.p, weight: w.p, rows: rows, inFeatures: i, outFeatures: o)
+        #expect(maxAbsDiff(dx, dxr) < 1e-4 && maxAbsDiff(dw, dwr) < 1e-4)
+    }
+
     @Test func zeroInnerDimensionScalesByBeta() {
         let c = Buf(6)
         for i in 0 ..< 6 { c.p[i] = Float(i) }
