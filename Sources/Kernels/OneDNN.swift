@@ -1,4 +1,5 @@
 import CDNNL
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -125,10 +126,12 @@ struct MatMulKey: Hashable {
     var alpha: UInt32, beta: UInt32
 }
 
-/// A made primitive with its memory objects (handles set per call) and what it needs.
-final class MatMulPrimitive {
+/// A made primitive and what it needs. Immutable once made, and run with a user
+/// scratchpad, so any thread may execute it (oneDNN allows concurrent execution then);
+/// the memory objects, whose handles change per call, belong to each thread.
+final class MatMulPrimitive: @unchecked Sendable {
     let primitive: OpaquePointer
-    let src: OpaquePointer, weights: OpaquePointer, dst: OpaquePointer
+    let srcDesc: dnnl_memory_desc_t, weightsDesc: dnnl_memory_desc_t, dstDesc: dnnl_memory_desc_t
     let scratchpadBytes: Int
     let implementation: String
 
@@ -180,25 +183,47 @@ final class MatMulPrimitive {
         var p: OpaquePointer?
         try OneDNN.check(dnnl_primitive_create(&p, pd), "dnnl_primitive_create(matmul, \(shape))")
         primitive = p!
-        var ms: OpaquePointer?, mw: OpaquePointer?, mdst: OpaquePointer?
-        try OneDNN.check(dnnl_memory_create(&ms, &s, engine, nil), "dnnl_memory_create(src)")
-        try OneDNN.check(dnnl_memory_create(&mw, &w, engine, nil), "dnnl_memory_create(weights)")
-        try OneDNN.check(dnnl_memory_create(&mdst, &d, engine, nil), "dnnl_memory_create(dst)")
-        src = ms!; weights = mw!; dst = mdst!
+        srcDesc = s; weightsDesc = w; dstDesc = d
     }
 
-    deinit {
-        dnnl_memory_destroy(src); dnnl_memory_destroy(weights); dnnl_memory_destroy(dst)
-        dnnl_primitive_destroy(primitive)
+    deinit { dnnl_primitive_destroy(primitive) }
+
+    /// Primitives of the whole process, made once per key. Worker compute threads come and
+    /// go (one per step), so a per-thread cache would make every primitive again each step.
+    nonisolated(unsafe) private static var made: [MatMulKey: MatMulPrimitive] = [:]
+    private static let lock = NSLock()
+
+    static func shared(_ key: MatMulKey) throws(DNNLError) -> MatMulPrimitive {
+        lock.lock()
+        defer { lock.unlock() }
+        if let p = made[key] { return p }
+        let p = try MatMulPrimitive(key, engine: OneDNN.engine())
+        made[key] = p
+        return p
     }
 }
 
-/// Per calling thread: a stream, the primitives made on it, the scratchpad and the bf16
-/// copies of operands. Primitives run with a user scratchpad, so two threads never share
-/// one; each lane thread gets its own of all of this.
+/// One thread's memory objects for one primitive: src, weights, dst.
+struct MatMulMemories {
+    let src: OpaquePointer, weights: OpaquePointer, dst: OpaquePointer
+
+    init(_ p: MatMulPrimitive, engine: OpaquePointer) throws(DNNLError) {
+        var s = p.srcDesc, w = p.weightsDesc, d = p.dstDesc
+        var ms: OpaquePointer?, mw: OpaquePointer?, md: OpaquePointer?
+        try OneDNN.check(dnnl_memory_create(&ms, &s, engine, nil), "dnnl_memory_create(src)")
+        try OneDNN.check(dnnl_memory_create(&mw, &w, engine, nil), "dnnl_memory_create(weights)")
+        try OneDNN.check(dnnl_memory_create(&md, &d, engine, nil), "dnnl_memory_create(dst)")
+        src = ms!; weights = mw!; dst = md!
+    }
+
+    func destroy() { dnnl_memory_destroy(src); dnnl_memory_destroy(weights); dnnl_memory_destroy(dst) }
+}
+
+/// Per calling thread: a stream, memory objects for the primitives it ran, the scratchpad
+/// and the bf16 copies of operands (all cheap to make; the primitives are shared).
 final class OneDNNThreadContext {
     let stream: OpaquePointer
-    var primitives: [MatMulKey: MatMulPrimitive] = [:]
+    var memories: [MatMulKey: (MatMulPrimitive, MatMulMemories)] = [:]
     var scratchpad = GrowableBuffer<UInt8>()
     var scratchpadMemories: [Int: OpaquePointer] = [:]
     var bf16A = GrowableBuffer<UInt16>(), bf16B = GrowableBuffer<UInt16>()
@@ -213,28 +238,43 @@ final class OneDNNThreadContext {
 
     deinit {
         for (_, m) in scratchpadMemories { dnnl_memory_destroy(m) }
-        primitives.removeAll()
+        for (_, (_, m)) in memories { m.destroy() }
         dnnl_stream_destroy(stream)
     }
 
+    /// Contexts of threads that ended, kept for the next thread: a worker starts a compute
+    /// thread per step, and its buffers stay mapped and warm this way.
+    nonisolated(unsafe) static var idle: [OneDNNThreadContext] = []
+    static let idleLock = NSLock()
+
     nonisolated(unsafe) static var key: pthread_key_t = {
         var k = pthread_key_t()
-        pthread_key_create(&k) { raw in Unmanaged<OneDNNThreadContext>.fromOpaque(raw!).release() }
+        pthread_key_create(&k) { raw in
+            let c = Unmanaged<OneDNNThreadContext>.fromOpaque(raw!).takeRetainedValue()
+            OneDNNThreadContext.idleLock.lock()
+            OneDNNThreadContext.idle.append(c)
+            OneDNNThreadContext.idleLock.unlock()
+        }
         return k
     }()
 
     static func current() throws(DNNLError) -> OneDNNThreadContext {
         if let raw = pthread_getspecific(key) { return Unmanaged<OneDNNThreadContext>.fromOpaque(raw).takeUnretainedValue() }
-        let c = try OneDNNThreadContext(engine: OneDNN.engine())
+        idleLock.lock()
+        let reused = idle.popLast()
+        idleLock.unlock()
+        let c: OneDNNThreadContext
+        if let reused { c = reused } else { c = try OneDNNThreadContext(engine: OneDNN.engine()) }
         pthread_setspecific(key, Unmanaged.passRetained(c).toOpaque())
         return c
     }
 
-    func primitive(for key: MatMulKey) throws(DNNLError) -> MatMulPrimitive {
-        if let p = primitives[key] { return p }
-        let p = try MatMulPrimitive(key, engine: OneDNN.engine())
-        primitives[key] = p
-        return p
+    func primitive(for key: MatMulKey) throws(DNNLError) -> (MatMulPrimitive, MatMulMemories) {
+        if let e = memories[key] { return e }
+        let p = try MatMulPrimitive.shared(key)
+        let e = (p, try MatMulMemories(p, engine: OneDNN.engine()))
+        memories[key] = e
+        return e
     }
 
     /// A scratchpad memory object over this thread's buffer of at least `bytes`.
@@ -289,13 +329,13 @@ extension OneDNN {
                        dst: UnsafeMutablePointer<Float>, _ d: StridedOperand, bf16: Bool,
                        alpha: Float, beta: Float, context ctx: OneDNNThreadContext) throws(DNNLError) {
         let key = MatMulKey(src: s, weights: w, dst: d, bf16: bf16, alpha: alpha.bitPattern, beta: beta.bitPattern)
-        let p = try ctx.primitive(for: key)
-        try check(dnnl_memory_set_data_handle(p.src, UnsafeMutableRawPointer(mutating: src)), "dnnl_memory_set_data_handle(src)")
-        try check(dnnl_memory_set_data_handle(p.weights, UnsafeMutableRawPointer(mutating: weights)), "dnnl_memory_set_data_handle(weights)")
-        try check(dnnl_memory_set_data_handle(p.dst, dst), "dnnl_memory_set_data_handle(dst)")
-        var args = [dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: p.src),
-                    dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: p.weights),
-                    dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: p.dst)]
+        let (p, m) = try ctx.primitive(for: key)
+        try check(dnnl_memory_set_data_handle(m.src, UnsafeMutableRawPointer(mutating: src)), "dnnl_memory_set_data_handle(src)")
+        try check(dnnl_memory_set_data_handle(m.weights, UnsafeMutableRawPointer(mutating: weights)), "dnnl_memory_set_data_handle(weights)")
+        try check(dnnl_memory_set_data_handle(m.dst, dst), "dnnl_memory_set_data_handle(dst)")
+        var args = [dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: m.src),
+                    dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: m.weights),
+                    dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: m.dst)]
         if let sp = try ctx.scratchpadMemory(bytes: p.scratchpadBytes) { args.append(dnnl_exec_arg_t(arg: DNNL_ARG_SCRATCHPAD, memory: sp)) }
         try check(dnnl_primitive_execute(p.primitive, ctx.stream, Int32(args.count), &args), "dnnl_primitive_execute(matmul \(p.implementation))")
         try check(dnnl_stream_wait(ctx.stream), "dnnl_stream_wait")

@@ -172,6 +172,15 @@ struct MaskTransportTests {
         masks.apply(to: w)
         #expect(back.array == w.array, "unpack(pack(w)) is the masked w")
         #expect(masks.packedCount == layout.parameterCount - masks.totalPrunable + masks.activePrunable)
+        // The branch-free pack writes nothing past packedCount values, even when the last
+        // prunable entries are inactive; unpack reads nothing past them.
+        let exact = FloatBuffer(count: masks.packedCount + 1)
+        exact[masks.packedCount] = 12345
+        masks.pack(w.pointer, into: exact.pointer)
+        #expect(exact[masks.packedCount] == 12345)
+        let again = FloatBuffer(count: layout.count)
+        masks.unpack(exact.pointer, into: again.pointer)
+        #expect(again.array == w.array)
 
         let other = MaskSet(layout: layout, prunable: masks.prunable)
         #expect(other.setBitmap(masks.bitmap, version: 7))
