@@ -5,8 +5,8 @@ import Optim
 import Sparsity
 
 /// `svite bench model`: times the dense ViT's forward and forward+backward on random
-/// data after warm-up, medians of several runs, and in the same run a large sgemm on
-/// the same thread count as the roofline.
+/// data after warm-up, medians of several runs, and in the same run one large product on
+/// the same threads, backend and precision as the roofline.
 public struct ModelBenchmark {
     public struct Options: Sendable {
         public var config: ViTConfig
@@ -211,25 +211,25 @@ public struct ModelBenchmark {
                                       forward: f.variant, forwardBackward: t.variant, plainForward: f.reference,
                                       plainForwardBackward: t.reference, forwardSaving: f.saving, stepSaving: t.saving))
         }
-        progress("sgemm \(o.sgemmSize)³ on \(o.threads) OpenBLAS threads")
-        let sgemm = Self.sgemmGflops(size: o.sgemmSize, threads: o.threads)
+        progress("gemm \(o.sgemmSize)³ on \(o.threads) threads, \(MatMul.backend.rawValue) \(o.precision.rawValue)")
+        let sgemm = Self.sgemmGflops(size: o.sgemmSize, threads: o.threads, precision: o.precision)
         return Result(config: o.configName, model: o.config, batch: o.batch, threads: o.threads, lanes: ws.laneCount,
                       parameters: model.layout.parameterCount, forwardGFLOPPerImage: model.forwardFLOPsPerImage / 1e9,
                       forward: fwd, forwardBackward: train, trainStep: step, sgemmSize: o.sgemmSize, sgemmGflops: sgemm,
                       workspaceMiB: Double(ws.bytes) / 1_048_576, precision: o.precision, engine: o.engine, structured: rows, tokens: tokenRows, machine: MachineInfo.current())
     }
 
-    /// Best of 3 for an n×n×n sgemm on `threads` OpenBLAS threads.
-    public static func sgemmGflops(size n: Int, threads: Int) -> Double {
-        let before = BLAS.threads
-        BLAS.setThreads(threads)
-        defer { BLAS.setThreads(before) }
+    /// Best of 3 for an n×n×n product on `threads` threads, on the process's backend and
+    /// in the run's precision: the roofline the model's products are held to.
+    public static func sgemmGflops(size n: Int, threads: Int, precision: Precision = .fp32) -> Double {
         let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n)
         var rng = Xoshiro256(seed: 2)
         for i in 0 ..< n * n { a.pointer[i] = rng.nextUniform(); b.pointer[i] = rng.nextUniform() }
+        MatMul.setThreadsForCallingThread(threads)
+        defer { MatMul.setThreadsForCallingThread(1) }
         let run = {
-            BLAS.sgemm(transA: false, transB: true, m: n, n: n, k: n, alpha: 1, a: a.pointer, lda: n,
-                       b: b.pointer, ldb: n, beta: 0, c: c.pointer, ldc: n)
+            MatMul.gemm(transA: false, transB: true, m: n, n: n, k: n, alpha: 1, a: a.pointer, lda: n,
+                        b: b.pointer, ldb: n, beta: 0, c: c.pointer, ldc: n, mode: MatMulMode(precision))
         }
         run()
         let best = (0 ..< 3).map { _ in Stopwatch.seconds(run) }.min()!
@@ -253,7 +253,7 @@ extension ModelBenchmark.Result {
         \(row("forward", forward))
         \(row("forward+backward", forwardBackward))
         \(row("train step", trainStep))
-        \("sgemm \(sgemmSize)³".padding(toLength: 20, withPad: " ", startingAt: 0))\(String(repeating: " ", count: 25))\(String(format: "%11.1f", sgemmGflops))  (roofline, \(threads) OpenBLAS thread\(threads == 1 ? "" : "s"))
+        \("gemm \(sgemmSize)³".padding(toLength: 20, withPad: " ", startingAt: 0))\(String(repeating: " ", count: 25))\(String(format: "%11.1f", sgemmGflops))  (roofline: one product, \(threads) thread\(threads == 1 ? "" : "s"), \(precision.rawValue))
         """ + structuredTable + tokenTable
     }
 

@@ -30,6 +30,10 @@ public enum BuiltinConfigs {
           epochs: 5
           batch_size: 128
           label_smoothing: 0.1
+          # bf16 products (fp32 accumulation and master weights): measured on 2 cores of an
+          # AVX512-BF16 CPU, 86.17% in 8:30 against fp32's 86.46% in 10:38. A CPU without native
+          # bf16 products runs fp32 and says so.
+          precision: bf16
         sparsity:
           method: svite
           sparsity: 0.5

@@ -21,10 +21,17 @@ struct BenchModel: ParsableCommand {
         After warm-up, each pass runs --repeats times and the median is reported as \
         milliseconds per batch, images per second and analytic GFLOP/s (2 × multiply-adds \
         of the linear layers, attention products, patch embedding and head; backward \
-        counted as twice the forward). In the same run a square sgemm on the same number \
-        of OpenBLAS threads gives the machine's practical roofline.
+        counted as twice the forward), and a train step (forward, backward and AdamW, what \
+        PyTorch's reference times). In the same run one square product on the same threads, \
+        backend and precision gives the machine's practical roofline. The first lines say \
+        which backend, instruction set and precision ran (--backend, --precision).
 
-        Example: svite bench model --config deit-tiny --batch 64 --threads 2
+        --reference also runs benchmarks/reference.py (timm's VisionTransformer in PyTorch, \
+        fp32 and bf16 autocast) in this command and prints the ratios.
+
+        Examples:
+          svite bench model --config deit-tiny --batch 64 --threads 2 --precision bf16
+          svite bench model --config fmnist-tiny --batch 128 --threads 2 --reference
         """
     )
 
@@ -44,7 +51,7 @@ struct BenchModel: ParsableCommand {
     @Option(name: .long, help: "Untimed warm-up runs per pass.")
     var warmup: Int = 2
 
-    @Option(name: .long, help: "Side of the square sgemm timed as the roofline.")
+    @Option(name: .long, help: "Side of the square product timed as the roofline.")
     var sgemmSize: Int = 2048
 
     @Option(name: .long, parsing: .singleValue,
