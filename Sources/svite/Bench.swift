@@ -13,6 +13,18 @@ struct Bench: ParsableCommand {
     )
 }
 
+/// A benchmark's figures: one JSON object (snake_case keys, sorted) or its table.
+func printResult<T: Encodable>(_ value: T, json: Bool, table: () -> String) throws {
+    if json {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        enc.keyEncodingStrategy = .convertToSnakeCase
+        print(String(decoding: try enc.encode(value), as: UTF8.self))
+    } else {
+        print(table())
+    }
+}
+
 struct BenchModel: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model",
@@ -108,26 +120,11 @@ struct BenchModel: ParsableCommand {
             ref.warmup = warmup
             ref.repeats = repeats
             let comparison = ReferenceComparison(svite: mine, reference: try ref.run())
-            if json {
-                let enc = JSONEncoder()
-                enc.outputFormatting = [.sortedKeys]
-                enc.keyEncodingStrategy = .convertToSnakeCase
-                print(String(decoding: try enc.encode(comparison), as: UTF8.self))
-            } else {
-                print(mine.map(\.table).joined(separator: "\n\n"))
-                print(comparison.table)
-            }
+            try printResult(comparison, json: json) { mine.map(\.table).joined(separator: "\n\n") + "\n" + comparison.table }
             return
         }
         let result = measure(file.training.precision)
-        if json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys]
-            enc.keyEncodingStrategy = .convertToSnakeCase
-            print(String(decoding: try enc.encode(result), as: UTF8.self))
-        } else {
-            print(result.table)
-        }
+        try printResult(result, json: json) { result.table }
     }
 }
 
@@ -169,14 +166,7 @@ struct BenchGemm: ParsableCommand {
         let log = global.bootstrap("svite.bench")
         let file = try RunConfig.resolve(config)
         let result = GemmBenchmark(config: file.model, configName: file.name, laneBatch: laneBatch, repeats: repeats).run { log.info("\($0)") }
-        if json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys]
-            enc.keyEncodingStrategy = .convertToSnakeCase
-            print(String(decoding: try enc.encode(result), as: UTF8.self))
-        } else {
-            print(result.table)
-        }
+        try printResult(result, json: json) { result.table }
     }
 }
 
@@ -226,13 +216,6 @@ struct BenchComm: ParsableCommand {
                 rows.append(try CommBenchmark(o).run())
             }
         }
-        if json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys]
-            enc.keyEncodingStrategy = .convertToSnakeCase
-            print(String(decoding: try enc.encode(rows), as: UTF8.self))
-        } else {
-            print(CommBenchmark.table(rows))
-        }
+        try printResult(rows, json: json) { CommBenchmark.table(rows) }
     }
 }
