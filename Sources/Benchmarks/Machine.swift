@@ -12,19 +12,12 @@ public struct MachineInfo: Codable, Sendable {
     public var os: String
 
     public static func current() -> MachineInfo {
-        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        func field(_ name: String) -> String? {
-            cpuinfo.split(separator: "\n").first { $0.hasPrefix(name) }
-                .flatMap { $0.split(separator: ":", maxSplits: 1).last }
-                .map { $0.trimmingCharacters(in: .whitespaces) }
-        }
-        let flags = Set((field("flags") ?? "").split(separator: " ").map(String.init))
-        let simd = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "asimd", "sve"].filter { flags.contains($0) }
+        let cpu = CPUFeatures.current
         let osRelease = (try? String(contentsOfFile: "/etc/os-release", encoding: .utf8)) ?? ""
         let pretty = osRelease.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
             .map { String($0.dropFirst(12)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) } ?? "unknown"
-        return MachineInfo(cpu: field("model name") ?? "unknown", cores: ProcessInfo.processInfo.activeProcessorCount,
-                           simd: simd, memoryGibibytes: Double(ProcessInfo.processInfo.physicalMemory) / 1_073_741_824,
+        return MachineInfo(cpu: cpu.modelName, cores: ProcessInfo.processInfo.activeProcessorCount,
+                           simd: cpu.summaryFlags, memoryGibibytes: Double(ProcessInfo.processInfo.physicalMemory) / 1_073_741_824,
                            openBLAS: BLAS.configDescription.trimmingCharacters(in: .whitespaces),
                            openBLASCore: BLAS.coreName, os: pretty)
     }
