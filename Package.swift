@@ -77,7 +77,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: numericFlags),
         .testTarget(name: "SparsityTests", dependencies: ["Sparsity", "Model", "Kernels", "Pictures", "CZlib"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity",
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity", "Pictures",
                                                     "Coordinator", "Worker", "Transport", "Wire",
                                                     .product(name: "Logging", package: "swift-log")],
                     swiftSettings: numericFlags),

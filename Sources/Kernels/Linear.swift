@@ -66,13 +66,15 @@ public enum Attention {
         StridedOperand(batch: b, heads: heads, rows: n, cols: hd, batchStride: n * heads * hd, headStride: hd, rowStride: heads * hd)
     }
 
-    /// out: (B, N, D) ← per head softmax(q·kᵀ / √hd)·v
+    /// out: (B, N, D) ← per head softmax(q·kᵀ / √hd + keyBias)·v
     /// probs: (B, H, N, N) cached for backward
-    /// qkv: (B, N, 3D)
+    /// qkv: (B, N, 3D); keyBias: (B, N) added to every query's logit for key j, or nil.
+    /// (Its gradient is the column sum of the ∂L/∂logits that backward leaves in scratch.)
     @inlinable
     public static func forward(out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
                                qkv: UnsafePointer<Float>, batch: Int, tokens n: Int,
-                               heads: Int, headDim hd: Int, mode: MatMulMode = .fp32) {
+                               heads: Int, headDim hd: Int, mode: MatMulMode = .fp32,
+                               keyBias: UnsafePointer<Float>? = nil) {
         let d = heads * hd
         let scale = 1 / Float(hd).squareRoot()
         // In bf16, qkv is converted once for its three uses.
@@ -80,6 +82,15 @@ public enum Attention {
         // scores (B, H, N, N) = q · kᵀ (the 1/√hd scale is folded into the softmax)
         MatMul.batched(a: t, head(batch, heads, n, hd), b: t.advanced(by: d), head(batch, heads, n, hd, transposed: true),
                        c: probs, square(batch, heads, n), alpha: 1, beta: 0, mode: mode)
+        if let keyBias {
+            // The softmax scales its input by 1/√hd, so the bias goes in divided by it.
+            for b in 0 ..< batch {
+                for r in 0 ..< heads * n {
+                    let row = probs + (b * heads * n + r) * n
+                    for j in 0 ..< n { row[j] += keyBias[b * n + j] / scale }
+                }
+            }
+        }
         Softmax.forward(probs, probs, rows: batch * heads * n, cols: n, scale: scale)
         // out[b, :, h·hd ..< (h+1)·hd] (N, hd) = p · v
         MatMul.batched(a: .fp32(probs), square(batch, heads, n), b: t.advanced(by: 2 * d), head(batch, heads, n, hd),

@@ -5,7 +5,10 @@ import Kernels
 ///   normal(0, 0.02²) truncated at ±2σ (timm's `trunc_normal_(std=.02)` with its default
 ///   bounds ±2 is effectively untruncated at this σ; ±2σ is what the recipe means);
 /// - Linear biases zero; LayerNorm weight 1, bias 0;
-/// - patch embedding: PyTorch's Conv2d default, uniform(±1/√fan_in) for weight and bias.
+/// - patch embedding: PyTorch's Conv2d default, uniform(±1/√fan_in) for weight and bias;
+/// - SViTE+'s token scorer: its last layer zero, so every patch scores alike at the start
+///   and the first selections are the Gumbel noise's alone. (A random scorer tilts the
+///   start toward background or object, and the selection then runs away with the tilt.)
 public enum Initializer {
     public static func initialize(_ params: FloatBuffer, layout: ParameterLayout, seed: UInt64) {
         precondition(params.count == layout.count, "Initializer: buffer size \(params.count) ≠ layout \(layout.count)")
@@ -20,6 +23,8 @@ public enum Initializer {
                 let fanIn = Float(layout.spec("patch_embed.proj.weight").shape.dropFirst().reduce(1, *))
                 let bound = 1 / fanIn.squareRoot()
                 for i in v.indices { v[i] = (rng.nextUniform() * 2 - 1) * bound }
+            } else if name == "token_selector.fc.weight" || name == "token_selector.fc2.weight" {
+                continue
             } else if name.hasSuffix(".weight") || name == "pos_embed" || name == "cls_token" {
                 for i in v.indices { v[i] = rng.nextTruncatedNormal(std: 0.02) }
             }

@@ -14,15 +14,15 @@ public struct StepWork: Sendable {
     /// Set when the step must also return per-unit scores (S2ViTE updates, SSP's prune):
     /// the seed of the inactive units' candidate weights.
     public var unitScoreSeed: UInt64?
-    /// SViTE+: the token selector's temperature at this step (nil: no selector).
-    public var selectorTemperature: Float?
+    /// SViTE+: the token selector's temperature and noise at this step (nil: no selector).
+    public var selector: SelectorSchedule?
 
     public init(step: Int, epoch: Int, stepInEpoch: Int, positions: Range<Int>, topologyFraction: Double? = nil,
-                unitScoreSeed: UInt64? = nil, selectorTemperature: Float? = nil) {
+                unitScoreSeed: UInt64? = nil, selector: SelectorSchedule? = nil) {
         self.step = step; self.epoch = epoch; self.stepInEpoch = stepInEpoch; self.positions = positions
         self.topologyFraction = topologyFraction
         self.unitScoreSeed = unitScoreSeed
-        self.selectorTemperature = selectorTemperature
+        self.selector = selector
     }
 }
 
@@ -83,7 +83,7 @@ public final class LocalGradientSource: GradientSource {
         let indices = Array(cached!.order[work.positions])
         let result = replica.computeGradient(params: params, indices: indices, epoch: work.epoch,
                                              masks: masks, unitScoreSeed: work.unitScoreSeed,
-                                             selectorTemperature: work.selectorTemperature)
+                                             selector: work.selector)
         return StepGradient(gradient: replica.grads.pointer, result: result,
                             unitScores: work.unitScoreSeed == nil ? nil : replica.unitScores)
     }

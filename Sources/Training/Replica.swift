@@ -14,6 +14,10 @@ public final class Replica: @unchecked Sendable {
     public let precision: Precision
     public let assembler: BatchAssembler
     public let smoothing: Float
+    /// SViTE+: where the straight-through weights act (training.selector_relaxation).
+    public let selectorRelaxation: SelectorRelaxation
+    /// SViTE+: what the scores learn from (training.selector_objective).
+    public let selectorObjective: SelectorObjective
     /// ∂L/∂θ of the last `computeGradient`, in the parameter layout.
     public let grads: FloatBuffer
     var workspaces: [Int: ViTWorkspace] = [:]
@@ -31,8 +35,11 @@ public final class Replica: @unchecked Sendable {
     var tokenNoise: FloatBuffer?
 
     public init(model: ViTModel, assembler: BatchAssembler, threads: Int, smoothing: Float, maxBatch: Int,
-                precision: Precision = .fp32) {
+                precision: Precision = .fp32, selectorRelaxation: SelectorRelaxation = .attention,
+                selectorObjective: SelectorObjective = .taylor) {
         self.model = model
+        self.selectorRelaxation = selectorRelaxation
+        self.selectorObjective = selectorObjective
         self.assembler = assembler
         self.threads = threads
         self.precision = precision
@@ -61,11 +68,12 @@ public final class Replica: @unchecked Sendable {
     @discardableResult
     public func computeGradient(params: UnsafePointer<Float>, indices: [Int32], epoch: Int,
                                 masks: MaskSet? = nil, unitScoreSeed: UInt64? = nil,
-                                selectorTemperature: Float? = nil) -> BatchResult {
+                                selector: SelectorSchedule? = nil) -> BatchResult {
         let b = indices.count
         precondition(b >= 1 && b <= labels.count, "Replica: batch of \(b) images (staging holds \(labels.count))")
-        let tokens = selectorTemperature.map { tau in
-            TokenSelection(noise: UnsafePointer(gumbelNoise(indices: indices, epoch: epoch)), temperature: tau)
+        let tokens = selector.map { sel in
+            TokenSelection(noise: UnsafePointer(gumbelNoise(indices: indices, epoch: epoch)), temperature: sel.temperature,
+                           noiseScale: sel.noiseScale, relaxation: selectorRelaxation, objective: selectorObjective)
         }
         return labels.withUnsafeMutableBufferPointer { lab in
             assembler.fill(images: images.pointer, labels: lab.baseAddress!, indices: indices, epoch: epoch, augment: true)
@@ -190,3 +198,4 @@ public final class Evaluator: @unchecked Sendable {
         return total
     }
 }
+

@@ -29,6 +29,18 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
     /// first to the second over the run.
     public var selectorTauStart: Double = 10
     public var selectorTauEnd: Double = 0.1
+    /// SViTE+: what the straight-through weights scale: each kept token's attention weight
+    /// as a key (`attention`, the default) or its embedding (`token_scale`, the paper's
+    /// Algorithm 2, which on Fashion-MNIST learns to remove the garment).
+    public var selectorRelaxation: SelectorRelaxation = .attention
+    /// SViTE+: what the scores learn from: `taylor` (the absolute first-order importance
+    /// |∂L/∂w| of each kept token, the default) or `straight_through` (the paper's signed
+    /// gradient).
+    public var selectorObjective: SelectorObjective = .taylor
+    /// SViTE+: the fraction of the run over which the Gumbel noise of the training
+    /// selection decays linearly to zero (0: full noise to the end, as the paper), so the
+    /// last steps train on the deterministic selection that evaluation uses.
+    public var selectorNoiseDecay: Double = 0.5
     /// The operand type of the matrix products: fp32, or bf16 (fp32 accumulation, fp32
     /// master weights, gradients and optimizer). A CPU without native bf16 products
     /// (AVX512-BF16 or AMX) runs fp32 and says so.
@@ -56,9 +68,15 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
         c.selectorTauStart = try m.double("selector_tau_start") ?? c.selectorTauStart
         c.selectorTauEnd = try m.double("selector_tau_end") ?? c.selectorTauEnd
         c.precision = try m.choice("precision") ?? c.precision
+        c.selectorRelaxation = try m.choice("selector_relaxation") ?? c.selectorRelaxation
+        c.selectorObjective = try m.choice("selector_objective") ?? c.selectorObjective
+        c.selectorNoiseDecay = try m.double("selector_noise_decay") ?? c.selectorNoiseDecay
         try m.finish()
         for (key, v) in [("selector_tau_start", c.selectorTauStart), ("selector_tau_end", c.selectorTauEnd)] where !(v > 0) {
             throw m.error(key, "must be > 0, got \(v)")
+        }
+        if !(0 ... 1).contains(c.selectorNoiseDecay) {
+            throw m.error("selector_noise_decay", "must be in [0, 1] (a fraction of the run; 0 = no decay), got \(c.selectorNoiseDecay)")
         }
         if c.epochs < 0 { throw m.error("epochs", "must be >= 0, got \(c.epochs)") }
         if c.maxSteps < 0 { throw m.error("max_steps", "must be >= 0 (0 = no limit), got \(c.maxSteps)") }
@@ -90,6 +108,9 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
           threads: \(threads)
           selector_tau_start: \(selectorTauStart)
           selector_tau_end: \(selectorTauEnd)
+          selector_relaxation: \(selectorRelaxation.rawValue)
+          selector_objective: \(selectorObjective.rawValue)
+          selector_noise_decay: \(selectorNoiseDecay)
           precision: \(precision.rawValue)
 
         """
@@ -238,12 +259,32 @@ extension RunConfig {
     /// SViTE+: τ at `step` of `total` (linear from selector_tau_start to selector_tau_end);
     /// nil when the model has no token selector.
     public func selectorTemperature(step: Int, total: Int) -> Float? {
+        selectorSchedule(step: step, total: total)?.temperature
+    }
+
+    /// SViTE+: the selector's temperature and Gumbel-noise scale at `step` of `total`
+    /// (nil when the model has no token selector).
+    public func selectorSchedule(step: Int, total: Int) -> SelectorSchedule? {
         guard model.hasTokenSelector else { return nil }
         let t = total > 1 ? min(1, Double(step) / Double(total - 1)) : 1
-        return Float(training.selectorTauStart + (training.selectorTauEnd - training.selectorTauStart) * t)
+        let decay = training.selectorNoiseDecay
+        return SelectorSchedule(temperature: Float(training.selectorTauStart + (training.selectorTauEnd - training.selectorTauStart) * t),
+                                noiseScale: decay > 0 ? Float(max(0, 1 - t / decay)) : 1)
     }
 
     /// The seed of the run's topology: SViTE's random initial mask, S2ViTE's initial
     /// units and (mixed with the step) its candidate weights.
     public var topologySeed: UInt64 { StreamSeed.mix(training.seed, StreamSeed.topology) }
+}
+
+/// SViTE+: the token selector's settings for one step.
+public struct SelectorSchedule: Sendable, Equatable {
+    /// τ of the straight-through soft weights.
+    public var temperature: Float
+    /// How much of the Gumbel noise the training selection adds to the scores (1 … 0).
+    public var noiseScale: Float
+
+    public init(temperature: Float, noiseScale: Float = 1) {
+        self.temperature = temperature; self.noiseScale = noiseScale
+    }
 }

@@ -128,7 +128,8 @@ public final class Trainer {
             let replica = Replica(model: model,
                                   assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed),
                                   threads: threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize,
-                                  precision: engine.precision)
+                                  precision: engine.precision, selectorRelaxation: t.selectorRelaxation,
+                                  selectorObjective: t.selectorObjective)
             source = LocalGradientSource(replica: replica, plan: plan)
         }
         evaluator = Evaluator(model: model,
@@ -192,7 +193,7 @@ public final class Trainer {
             let epoch = step / stepsPerEpoch, inEpoch = step % stepsPerEpoch
             let work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch),
                                 topologyFraction: server.pendingTopologyFraction, unitScoreSeed: server.pendingUnitScoreSeed,
-                                selectorTemperature: config.selectorTemperature(step: step, total: totalSteps))
+                                selector: config.selectorSchedule(step: step, total: totalSteps))
             guard let g = try source.gradient(params: server.params.pointer, work: work, stop: stop) else {
                 stopped = true
                 break

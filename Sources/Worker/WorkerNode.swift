@@ -177,7 +177,8 @@ public final class WorkerNode: @unchecked Sendable {
             replica = Replica(model: model,
                               assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed),
                               threads: options.threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize,
-                              precision: engine.precision)
+                              precision: engine.precision, selectorRelaxation: t.selectorRelaxation,
+                              selectorObjective: t.selectorObjective)
             plan = EpochPlan(datasetSize: train.count, batchSize: t.batchSize, seed: t.seed)
             layout = model.layout
             params = FloatBuffer(count: model.layout.count)
@@ -243,10 +244,10 @@ public final class WorkerNode: @unchecked Sendable {
         let m = masks
         let scoreSeed = header.candidates != nil && m?.isStructured == true
             ? ServerState.unitCandidateSeed(topologySeed: topologySeed, step: Int(frame.header.step)) : nil
-        let tau = runConfig?.selectorTemperature(step: Int(frame.header.step), total: totalSteps)
+        let selector = runConfig?.selectorSchedule(step: Int(frame.header.step), total: totalSteps)
         nonisolated(unsafe) let work = {
             j.finish(replica.computeGradient(params: p, indices: indices, epoch: epoch, masks: m, unitScoreSeed: scoreSeed,
-                                             selectorTemperature: tau))
+                                             selector: selector))
         }
         Thread.detachNewThread { work() }
     }

@@ -13,7 +13,11 @@ struct Tokens: ParsableCommand {
         Runs the first --count test images through the model (evaluation mode: the \
         deterministic top-k of the selector's scores) and writes tokens.png, a grid of the \
         images enlarged --scale times with every removed patch washed out to grey and \
-        framed (like the paper's Fig. 5), and tokens.json with the kept patch indices.
+        framed (like the paper's Fig. 5), and tokens.json with the kept patch indices. It \
+        also prints how the removed patches differ from the kept ones: their mean pixel \
+        intensity and the share of background (near-black) patches among each; tokens.json \
+        carries the same numbers under "statistics". The statistics are measured over the \
+        first --statistics test images (default 1000), the picture shows the first --count.
 
         Example: svite tokens runs/svite-plus --out runs/svite-plus/tokens
         """
@@ -30,6 +34,9 @@ struct Tokens: ParsableCommand {
     @Option(name: .long, help: "Test images to draw.")
     var count: Int = 32
 
+    @Option(name: .long, help: "Test images the removed/kept statistics are measured over (at least --count).")
+    var statistics: Int = 1000
+
     @Option(name: .long, help: "Pixels per image pixel.")
     var scale: Int = 4
 
@@ -38,6 +45,7 @@ struct Tokens: ParsableCommand {
 
     func validate() throws {
         guard (1 ... 1024).contains(count) else { throw ValidationError("--count must be between 1 and 1024 (got \(count))") }
+        guard statistics >= 1 else { throw ValidationError("--statistics must be at least 1 (got \(statistics))") }
         guard (1 ... 32).contains(scale) else { throw ValidationError("--scale must be between 1 and 32 (got \(scale))") }
         guard columns >= 1 else { throw ValidationError("--columns must be at least 1 (got \(columns))") }
     }
@@ -51,29 +59,50 @@ struct Tokens: ParsableCommand {
         }
         try c.checkData()
         let data = try c.data.load(.test)
-        let n = min(count, data.count)
+        let drawn = min(count, data.count), measured = min(max(statistics, drawn), data.count)
         let model = ViTModel(config: c.model)
         let assembler = BatchAssembler(dataset: data, mean: c.data.mean, std: c.data.std, augmentation: .none, seed: 0)
-        let images = FloatBuffer(count: n * c.model.imageValues)
-        var labels = [Int32](repeating: 0, count: n)
-        labels.withUnsafeMutableBufferPointer { lab in
-            assembler.fill(images: images.pointer, labels: lab.baseAddress!, indices: (0 ..< Int32(n)).map { $0 }, epoch: 0, augment: false)
+        // Evaluation-mode selection (the deterministic top-k), in chunks so that a large
+        // --statistics does not need one huge workspace.
+        let chunk = min(measured, 256), k = c.model.keptPatches
+        let ws = ViTWorkspace(model: model, batch: chunk, threads: ProcessInfo.processInfo.activeProcessorCount, training: false)
+        let images = FloatBuffer(count: chunk * c.model.imageValues)
+        var labels = [Int32](repeating: 0, count: chunk)
+        var kept: [[Int]] = [], correct = 0.0
+        for start in stride(from: 0, to: measured, by: chunk) {
+            let indices = (start ..< start + chunk).map { Int32($0 % measured) }
+            labels.withUnsafeMutableBufferPointer { lab in
+                assembler.fill(images: images.pointer, labels: lab.baseAddress!, indices: indices, epoch: 0, augment: false)
+            }
+            let result = labels.withUnsafeBufferPointer {
+                model.forward(params: w.params.pointer, images: images.pointer, labels: $0.baseAddress!, workspace: ws)
+            }
+            let flat = model.tokenSelection(from: ws).kept.map(Int.init)
+            let valid = min(chunk, measured - start)
+            kept += (0 ..< valid).map { Array(flat[($0 * k) ..< (($0 + 1) * k)]) }
+            // The last chunk wraps round to fill the batch; only its first `valid` rows count.
+            if valid == chunk { correct += result.accuracy * Double(chunk) } else {
+                let logits = FloatBuffer(count: chunk * c.model.numClasses)
+                model.copyLogits(from: ws, into: logits.pointer)
+                correct += Double(labels.withUnsafeBufferPointer {
+                    Metrics.correct(logits: logits.pointer, labels: $0.baseAddress!, rows: valid, classes: c.model.numClasses)
+                })
+            }
         }
-        let ws = ViTWorkspace(model: model, batch: n, threads: ProcessInfo.processInfo.activeProcessorCount, training: false)
-        let result = labels.withUnsafeBufferPointer { model.forward(params: w.params.pointer, images: images.pointer, labels: $0.baseAddress!, workspace: ws) }
-        let k = c.model.keptPatches
-        let flat = model.tokenSelection(from: ws).kept.map(Int.init)
-        let kept = (0 ..< n).map { Array(flat[($0 * k) ..< (($0 + 1) * k)]) }
         let bytes = data.imageBytes
-        let raw = (0 ..< n).map { Array(data.pixels[($0 * bytes) ..< (($0 + 1) * bytes)]) }
+        let raw = (0 ..< measured).map { Array(data.pixels[($0 * bytes) ..< (($0 + 1) * bytes)]) }
         let dir = out ?? "\(Checkpoint.runDirectory(of: w.path))/tokens"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let picture = TokenPictures.grid(images: raw, channels: data.channels, size: c.model.imageSize, patch: c.model.patchSize,
-                                         kept: kept, scale: scale, columns: columns)
+        let picture = TokenPictures.grid(images: Array(raw.prefix(drawn)), channels: data.channels, size: c.model.imageSize,
+                                         patch: c.model.patchSize, kept: Array(kept.prefix(drawn)), scale: scale, columns: columns)
         try picture.png().write(to: URL(fileURLWithPath: "\(dir)/tokens.png"))
-        let info: [String: Any] = ["kept_patches": kept, "patches": c.model.numPatches, "keep": k, "images": n,
-                                   "accuracy_on_these": result.accuracy, "source": w.path]
+        let stats = TokenStatistics(images: raw, channels: data.channels, size: c.model.imageSize, patch: c.model.patchSize, kept: kept)
+        let statsObject = try JSONSerialization.jsonObject(with: JSONEncoder().encode(stats))
+        let info: [String: Any] = ["kept_patches": Array(kept.prefix(drawn)), "patches": c.model.numPatches, "keep": k, "images": drawn,
+                                   "accuracy_on_measured": correct / Double(measured), "source": w.path, "statistics": statsObject]
         try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys]).write(to: URL(fileURLWithPath: "\(dir)/tokens.json"))
-        print("\(n) images, \(k) of \(c.model.numPatches) patches kept each: \(dir)/tokens.png and tokens.json")
+        print("\(drawn) images drawn, \(k) of \(c.model.numPatches) patches kept each: \(dir)/tokens.png and tokens.json")
+        print(String(format: "over the first %d test images (top-1 %.2f%% with this selection):", measured, 100 * correct / Double(measured)))
+        print(stats.summary)
     }
 }

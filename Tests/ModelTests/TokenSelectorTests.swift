@@ -37,9 +37,11 @@ struct TokenSelectorTests {
     /// The straight-through gradient is the derivative of the soft path: with the kept
     /// set and soft₀ frozen, kept token j is scaled by 1 − soft₀_j + soft_j(θ), smooth in
     /// θ, equal to the real forward at θ₀, and its central differences must match the
-    /// analytic gradient of every tensor, the selector's included.
-    @Test(arguments: [0, 3])
-    func straightThroughGradientMatchesTheSoftPath(hidden: Int) {
+    /// analytic gradient of every tensor, the selector's included. Under the attention
+    /// relaxation w enters every block's attention as log w on the token's key logits;
+    /// under token_scale it multiplies the token.
+    @Test(arguments: [0, 3], SelectorRelaxation.allCases)
+    func straightThroughGradientMatchesTheSoftPath(hidden: Int, relaxation: SelectorRelaxation) {
         let c = selectorConfig(keep: 0.5, hidden: hidden)
         let model = ViTModel(config: c)
         let params = randomParameters(model, seed: 31)
@@ -50,7 +52,7 @@ struct TokenSelectorTests {
         noise.withUnsafeBufferPointer { nz in
             batch.images.withUnsafeBufferPointer { img in
                 batch.labels.withUnsafeBufferPointer { lab in
-                    let live = TokenSelection(noise: nz.baseAddress, temperature: 0.7)
+                    let live = TokenSelection(noise: nz.baseAddress, temperature: 0.7, relaxation: relaxation)
                     let r0 = model.forwardBackward(params: params.pointer, grads: grads.pointer, images: img.baseAddress!,
                                                    labels: lab.baseAddress!, smoothing: 0.1, workspace: ws, selection: live)
                     var frozen = live
@@ -72,7 +74,7 @@ struct TokenSelectorTests {
                             #expect(grads.view(t).contains { $0 != 0 }, "\(t.name) has no gradient")
                         }
                     }
-                    print("token selector (hidden \(hidden)) soft-path differences: worst relative error \(worst)")
+                    print("token selector (hidden \(hidden), \(relaxation)) soft-path differences: worst relative error \(worst)")
                 }
             }
         }
@@ -147,5 +149,35 @@ struct TokenSelectorTests {
         let once = model.tokenSelection(from: ws).kept
         _ = logits(nil)
         #expect(model.tokenSelection(from: ws).kept == once)
+    }
+
+    /// With the noise scaled to 0 (the end of the noise decay) training selects exactly the
+    /// patches evaluation does; at full scale the noise changes the selection.
+    @Test func noiseScaleZeroTrainsOnTheEvaluationSelection() {
+        let c = selectorConfig(keep: 0.5, hidden: 0)
+        let model = ViTModel(config: c)
+        let params = randomParameters(model, seed: 61)
+        let batch = TinyBatch(config: c, batch: 4, seed: 62)
+        let noise = gumbel(4 * c.numPatches, seed: 63)
+        let grads = FloatBuffer(count: model.layout.count)
+        let ws = ViTWorkspace(model: model, batch: 4, threads: 1)
+        func kept(_ sel: TokenSelection?) -> [Int32] {
+            batch.images.withUnsafeBufferPointer { img in
+                batch.labels.withUnsafeBufferPointer { lab in
+                    if let sel {
+                        _ = model.forwardBackward(params: params.pointer, grads: grads.pointer, images: img.baseAddress!,
+                                                  labels: lab.baseAddress!, workspace: ws, selection: sel)
+                    } else {
+                        _ = model.forward(params: params.pointer, images: img.baseAddress!, labels: lab.baseAddress!, workspace: ws)
+                    }
+                }
+            }
+            return model.tokenSelection(from: ws).kept
+        }
+        let evaluation = kept(nil)
+        noise.withUnsafeBufferPointer { nz in
+            #expect(kept(TokenSelection(noise: nz.baseAddress, temperature: 1, noiseScale: 0)) == evaluation)
+            #expect(kept(TokenSelection(noise: nz.baseAddress, temperature: 1, noiseScale: 1)) != evaluation)
+        }
     }
 }

@@ -100,7 +100,10 @@ struct ClusterTests {
                 // Only active values travel: about 2 · 4 · packedCount bytes an ordinary step.
                 #expect(up.min()! < dense * 8 / 10 && up.min()! >= 2 * 4 * m.packedCount, "sparse pushes: \(up) vs dense \(dense)")
             } else {
-                #expect(up.allSatisfy { $0 >= dense }, "fp32 gradients from two workers: \(up)")
+                // The token scorer's last layer starts at zero, so its first layer's gradient
+                // is exactly zero at first and compresses away; everything else is fp32 noise.
+                let scorer = distributed.server.model.layout.tensors.filter { $0.name.hasPrefix("token_selector") }.reduce(0) { $0 + $1.count }
+                #expect(up.allSatisfy { $0 >= dense - 2 * 4 * scorer }, "fp32 gradients from two workers: \(up)")
             }
             for t in threads { while t.isExecuting { Thread.sleep(forTimeInterval: 0.01) } }
         }
