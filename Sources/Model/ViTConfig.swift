@@ -139,6 +139,7 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
         "deit-small": ViTConfig(imageSize: 224, patchSize: 16, inChannels: 3, numClasses: 1000, dim: 384, depth: 12, heads: 6),
         "deit-base": ViTConfig(imageSize: 224, patchSize: 16, inChannels: 3, numClasses: 1000, dim: 768, depth: 12, heads: 12),
         "fmnist-tiny": ViTConfig(imageSize: 28, patchSize: 4, inChannels: 1, numClasses: 10, dim: 96, depth: 6, heads: 3),
+        "fmnist-6head": ViTConfig(imageSize: 28, patchSize: 4, inChannels: 1, numClasses: 10, dim: 96, depth: 6, heads: 6),
     ]
 
     // MARK: YAML

@@ -48,6 +48,9 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
     /// 1 − sparsity).
     public var headDensity: Double? = nil
     public var mlpDensity: Double? = nil
+    /// S2ViTE: how many kept heads (and neurons) an update exchanges, from the update's
+    /// fraction ζ and the k kept units of a block.
+    public var unitExchange: UnitExchange = .floor
     public var keptHeadFraction: Double { headDensity ?? density }
     public var keptNeuronFraction: Double { mlpDensity ?? density }
 
@@ -89,6 +92,7 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
         c.gmpEvents = try m.int("gmp_events") ?? c.gmpEvents
         c.headDensity = try m.double("head_density")
         c.mlpDensity = try m.double("mlp_density")
+        c.unitExchange = try m.choice("unit_exchange") ?? c.unitExchange
         try m.finish()
         for (key, v) in [("head_density", c.headDensity), ("mlp_density", c.mlpDensity)] {
             if let v, !(v > 0 && v <= 1) { throw m.error(key, "must be in (0, 1], got \(v)") }
@@ -127,6 +131,7 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
           gmp_start: \(gmpStart)
           gmp_end: \(gmpEnd)
           gmp_events: \(gmpEvents)
+          unit_exchange: \(unitExchange.rawValue)
         """ + (headDensity.map { "\n  head_density: \($0)" } ?? "") + (mlpDensity.map { "\n  mlp_density: \($0)" } ?? "") + """
 
 
@@ -217,5 +222,21 @@ extension MaskSet {
         guard c.method == .svite else { return m }
         m.randomize(counts: c.distribution.counts(m.prunable.map { ($0.name, $0.shape) }, density: c.density), seed: seed)
         return m
+    }
+}
+
+/// S2ViTE: the number of units an update exchanges in a block of k kept units at
+/// fraction ζ.
+public enum UnitExchange: String, Sendable, Codable, CaseIterable {
+    /// ⌊ζ·k⌋ (the default): with few heads an update exchanges a head only while
+    /// ζ·k ≥ 1, and none once the decaying ζ falls below 1/k.
+    case floor
+    /// ⌈ζ·k⌉, the paper's rule (as for weights): at least one unit every update while
+    /// ζ > 0, which with 2 of 3 heads kept replaces half of them every update to the end.
+    case ceil
+
+    public func count(kept: Int, inactive: Int, fraction: Double) -> Int {
+        let x = fraction * Double(kept)
+        return min(Int(self == .floor ? x.rounded(.down) : x.rounded(.up)), kept, inactive)
     }
 }

@@ -72,18 +72,18 @@ public enum StructuredPruneAndGrow {
     /// per prunable tensor (for the wire's change lists).
     @discardableResult
     public static func update(masks: MaskSet, model: ViTModel, params: FloatBuffer, scores: UnitScores, fraction: Double,
-                              candidateSeed: UInt64, moments: [FloatBuffer]) -> [PruneAndGrow.LayerChange] {
+                              candidateSeed: UInt64, moments: [FloatBuffer], rule: UnitExchange = .floor) -> [PruneAndGrow.LayerChange] {
         let c = model.config
         let before = UnitSelection(masks: masks, model: model)
         var after = before
         var grownHeads: [(Int, Int)] = [], grownNeurons: [(Int, Int)] = []
         for l in 0 ..< c.depth {
-            let (offH, onH) = exchange(on: before.heads[l], fraction: fraction,
+            let (offH, onH) = exchange(on: before.heads[l], fraction: fraction, rule: rule,
                                        prune: { abs(scores.headTaylor[l * c.heads + $0]) },
                                        grow: { scores.headGrow[l * c.heads + $0] })
             for h in offH { after.heads[l][h] = false }
             for h in onH { after.heads[l][h] = true; grownHeads.append((l, h)) }
-            let (offN, onN) = exchange(on: before.neurons[l], fraction: fraction,
+            let (offN, onN) = exchange(on: before.neurons[l], fraction: fraction, rule: rule,
                                        prune: { neuronMagnitude(params.pointer, neuron: $0, block: l, model: model) },
                                        grow: { scores.neuronGrow[l * c.hidden + $0] })
             for j in offN { after.neurons[l][j] = false }
@@ -113,10 +113,11 @@ public enum StructuredPruneAndGrow {
     }
 
     /// Which active units go (the k of lowest prune score) and which inactive ones come
-    /// (the k of highest grow score); k = ⌈f·active⌉ capped by the inactive count.
-    static func exchange(on: [Bool], fraction: Double, prune: (Int) -> Float, grow: (Int) -> Float) -> (off: [Int], on: [Int]) {
+    /// (the k of highest grow score); k = ⌊f·active⌋ or ⌈f·active⌉ (`rule`) capped by the
+    /// inactive count.
+    static func exchange(on: [Bool], fraction: Double, rule: UnitExchange, prune: (Int) -> Float, grow: (Int) -> Float) -> (off: [Int], on: [Int]) {
         let active = on.indices.filter { on[$0] }, inactive = on.indices.filter { !on[$0] }
-        let k = PruneAndGrow.exchangeCount(active: active.count, inactive: inactive.count, fraction: fraction)
+        let k = rule.count(kept: active.count, inactive: inactive.count, fraction: fraction)
         guard k > 0 else { return ([], []) }
         let off = ranked(active, by: prune, descending: false).prefix(k)
         let grown = ranked(inactive, by: grow, descending: true).prefix(k)

@@ -15,11 +15,26 @@ public struct Experiment: Sendable {
         }
     }
 
+    /// One training run: a variant at one seed (nil: the config's own seed, no seed level).
+    public struct Run: Sendable {
+        public var variant: Variant
+        public var seed: UInt64?
+    }
+
     public var name: String
     public var base: String
     public var common: [String]
     public var variants: [Variant]
+    /// `seeds:` every variant runs once per seed (training.seed), seed by seed, so the
+    /// first seed of every variant finishes before the second starts.
+    public var seeds: [UInt64] = []
     public var file: String
+
+    /// Every run, seed-major.
+    public var runs: [Run] {
+        seeds.isEmpty ? variants.map { Run(variant: $0, seed: nil) }
+            : seeds.flatMap { s in variants.map { Run(variant: $0, seed: s) } }
+    }
 
     public static func load(_ path: String) throws -> Experiment {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
@@ -29,6 +44,12 @@ public struct Experiment: Sendable {
         let name = try root.string("name") ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         guard let base = try root.string("base") else { throw root.error("base", "missing (required): the config the variants start from") }
         let common = try strings(root, "set")
+        var seeds: [UInt64] = []
+        for s in try strings(root, "seeds") {
+            guard let v = UInt64(s) else { throw root.error("seeds", "expected whole numbers >= 0, got '\(s)'") }
+            seeds.append(v)
+        }
+        if Set(seeds).count != seeds.count { throw root.error("seeds", "a seed is listed twice") }
         guard let list = try root.mappings("variants"), !list.isEmpty else { throw root.error("variants", "missing or empty") }
         var variants: [Variant] = []
         for v in list {
@@ -39,7 +60,7 @@ public struct Experiment: Sendable {
         try root.finish()
         let slugs = variants.map(\.slug)
         if Set(slugs).count != slugs.count { throw root.error("variants", "two variants have the same name") }
-        return Experiment(name: name, base: base, common: common, variants: variants, file: path)
+        return Experiment(name: name, base: base, common: common, variants: variants, seeds: seeds, file: path)
     }
 
     static func strings(_ m: ConfigMapping, _ key: String) throws -> [String] {
@@ -58,6 +79,17 @@ public struct Experiment: Sendable {
     }
 
     public func runDirectory(_ v: Variant, root: String = "runs/experiments") -> String { "\(root)/\(name)/\(v.slug)" }
+
+    public func runDirectory(_ r: Run, root: String = "runs/experiments") -> String {
+        runDirectory(r.variant, root: root) + (r.seed.map { "/seed-\($0)" } ?? "")
+    }
+
+    /// A run's config: its variant's, at the run's seed.
+    public func config(_ r: Run, variantConfig: RunConfig) -> RunConfig {
+        var c = variantConfig
+        if let s = r.seed { c.training.seed = s }
+        return c
+    }
 
     /// Finished: the run's metrics end with an `end` record.
     public static func isFinished(_ dir: String) -> Bool {
@@ -82,28 +114,49 @@ public struct Experiment: Sendable {
         return row
     }
 
-    /// The paper's table (model, sparsity (#params), FLOPs saving, top-1) as Markdown,
-    /// with the training time and its saving against the dense variant (the first
-    /// finished row at the dense parameter and FLOP count).
+    /// The paper's table (model, sparsity (#params), FLOPs saving, top-1) as Markdown, with
+    /// top-1 as mean ± standard deviation over the finished seeds, the mean training time
+    /// and its saving against the dense variant (the first variant at the dense parameter
+    /// and FLOP count).
     public func table(rows: [[String: Any]], denseParameters: Int, denseFLOPs: Double) -> String {
-        var s = "| Model | Sparsity (#Para.) | #Tokens | FLOPs saving | Top-1 (%) | time | time saving |\n|---|---|---|---|---|---|---|\n"
-        let dense = rows.first { ($0["active_parameters"] as? Int) == denseParameters && ($0["flops"] as? Double) == denseFLOPs }
-        let denseSeconds = dense?["seconds"] as? Double
+        var s = "| Model | Sparsity (#Para.) | #Tokens | FLOPs saving | Top-1 (%) | seeds | time | time saving |\n|---|---|---|---|---|---|---|---|\n"
+        func rowsOf(_ v: Variant) -> [[String: Any]] { rows.filter { $0["variant"] as? String == v.name } }
+        func meanSeconds(_ rs: [[String: Any]]) -> Double? {
+            rs.isEmpty ? nil : rs.map { $0["seconds"] as? Double ?? 0 }.reduce(0, +) / Double(rs.count)
+        }
+        let denseVariant = variants.first { v in
+            rowsOf(v).first.map { ($0["active_parameters"] as? Int) == denseParameters && ($0["flops"] as? Double) == denseFLOPs } ?? false
+        }
+        let denseSeconds = denseVariant.flatMap { meanSeconds(rowsOf($0)) }
+        let planned = max(seeds.count, 1)
         for v in variants {
-            guard let r = rows.first(where: { $0["variant"] as? String == v.name }) else {
-                s += "| \(v.name) | – | – | – | not run yet | | |\n"
+            let rs = rowsOf(v)
+            guard let r = rs.first else {
+                s += "| \(v.name) | – | – | – | not run yet | 0/\(planned) | | |\n"
                 continue
             }
             let active = r["active_parameters"] as? Int ?? 0
             let sparsity = 1 - Double(active) / Double(denseParameters)
             let flops = r["flops"] as? Double ?? denseFLOPs
-            let seconds = r["seconds"] as? Double ?? 0
+            let top1 = rs.map { ($0["top1"] as? Double ?? 0) * 100 }
+            let (mean, sd) = Self.meanAndDeviation(top1)
+            let seconds = meanSeconds(rs) ?? 0
             let saving = denseSeconds.map { String(format: "%.1f%%", (1 - seconds / $0) * 100) } ?? "–"
-            s += String(format: "| %@ | %.1f%% (%.2fM) | %d | %.1f%% | %.2f | %@ | %@ |\n", v.name as NSString, max(0, sparsity) * 100,
-                        Double(active) / 1e6, r["tokens"] as? Int ?? 0, (1 - flops / denseFLOPs) * 100, (r["top1"] as? Double ?? 0) * 100,
-                        Self.duration(seconds) as NSString, saving as NSString)
+            let accuracy = top1.count > 1 ? String(format: "%.2f ± %.2f", mean, sd) : String(format: "%.2f", mean)
+            s += String(format: "| %@ | %.1f%% (%.2fM) | %d | %.1f%% | %@ | %d/%d | %@ | %@ |\n", v.name as NSString, max(0, sparsity) * 100,
+                        Double(active) / 1e6, r["tokens"] as? Int ?? 0, (1 - flops / denseFLOPs) * 100, accuracy as NSString,
+                        rs.count, planned, Self.duration(seconds) as NSString, saving as NSString)
         }
         return s
+    }
+
+    /// Mean and sample standard deviation (0 for a single value).
+    public static func meanAndDeviation(_ xs: [Double]) -> (mean: Double, deviation: Double) {
+        guard !xs.isEmpty else { return (0, 0) }
+        let mean = xs.reduce(0, +) / Double(xs.count)
+        guard xs.count > 1 else { return (mean, 0) }
+        let v = xs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(xs.count - 1)
+        return (mean, v.squareRoot())
     }
 
     static func duration(_ s: Double) -> String {

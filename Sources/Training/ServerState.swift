@@ -101,7 +101,8 @@ public final class ServerState: @unchecked Sendable {
                 if let scores = unitScores, let seed = unitSeed {
                     if let f = fraction {
                         lastChanges = StructuredPruneAndGrow.update(masks: masks, model: model, params: params, scores: scores,
-                                                                    fraction: f, candidateSeed: seed, moments: moments)
+                                                                    fraction: f, candidateSeed: seed, moments: moments,
+                                                                    rule: c.unitExchange)
                     } else if pruneTo != nil {
                         lastChanges = StructuredPruneAndGrow.prune(masks: masks, model: model, params: params, scores: scores,
                                                                    headDensity: c.keptHeadFraction, mlpDensity: c.keptNeuronFraction,

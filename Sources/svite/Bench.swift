@@ -51,7 +51,7 @@ struct BenchModel: ParsableCommand {
     @OptionGroup var threading: ThreadOptions
     @OptionGroup var compute: ComputeOptions
 
-    @Option(name: .long, help: "Config file or built-in name (deit-tiny, deit-small, deit-base, fmnist-tiny).")
+    @Option(name: .long, help: "Config file or built-in name (deit-tiny, deit-small, deit-base, fmnist-tiny, fmnist-6head).")
     var config: String = "fmnist-tiny"
 
     @Option(name: .long, help: "Images per batch.")

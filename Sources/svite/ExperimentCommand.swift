@@ -8,11 +8,13 @@ struct ExperimentCommand: ParsableCommand {
         commandName: "experiment",
         abstract: "Run a list of config variants and write their results table.",
         discussion: """
-        Each variant trains into runs/experiments/NAME/VARIANT. A finished variant is \
-        skipped, an interrupted one resumes from its last checkpoint, so the list can be \
-        worked through over several invocations (--max-variants, --only). After every \
-        variant, docs/results/NAME.md and NAME.json are rewritten in the paper's form: \
-        model, sparsity (#params), FLOPs saving, top-1.
+        Each variant trains into runs/experiments/NAME/VARIANT (with `seeds:` in the file, \
+        once per seed into VARIANT/seed-N, the first seed of every variant first). A \
+        finished run is skipped, an interrupted one resumes from its last checkpoint, so \
+        the list can be worked through over several invocations (--max-variants, --only). \
+        After every run, docs/results/NAME.md and NAME.json are rewritten in the paper's \
+        form: model, sparsity (#params), FLOPs saving, top-1 (mean ± std over seeds), \
+        time and time saving.
 
         Example: svite experiment configs/experiments/fmnist-tiny.yaml --max-variants 2
         """
@@ -26,7 +28,7 @@ struct ExperimentCommand: ParsableCommand {
     @Option(name: .long, help: "Run only the variant with this name.")
     var only: String?
 
-    @Option(name: .long, help: "Run at most this many variants in this invocation.")
+    @Option(name: .long, help: "Run at most this many runs (variant × seed) in this invocation.")
     var maxVariants: Int = 1000
 
     @Flag(name: .long, help: "Run nothing; rewrite the results table from finished runs.")
@@ -49,22 +51,25 @@ struct ExperimentCommand: ParsableCommand {
             throw ValidationError("no variant named '\(only)' in \(file) (variants: \(e.variants.map(\.name).joined(separator: ", ")))")
         }
         var ran = 0
-        for (v, config) in zip(e.variants, configs) where !reportOnly && ran < maxVariants {
+        let byVariant = Dictionary(uniqueKeysWithValues: zip(e.variants.map(\.name), configs))
+        for r in e.runs where !reportOnly && ran < maxVariants {
+            let v = r.variant
             if let only, v.name != only && v.slug != only { continue }
-            let dir = e.runDirectory(v)
+            let dir = e.runDirectory(r)
+            let label = v.name + (r.seed.map { " (seed \($0))" } ?? "")
             if Experiment.isFinished(dir) {
-                FileHandle.standardError.write(Data("\(v.name): finished, skipped\n".utf8))
+                FileHandle.standardError.write(Data("\(label): finished, skipped\n".utf8))
                 continue
             }
             var options = Trainer.Options(runDirectory: dir)
             options.threads = threads
-            var runConfig = config
+            var runConfig = e.config(r, variantConfig: byVariant[v.name]!)
             if !Checkpoint.list(in: "\(dir)/checkpoints").isEmpty {
                 let contents = try Checkpoint.read(try Checkpoint.locate(dir))
                 options.resume = contents
                 runConfig = contents.config
             }
-            FileHandle.standardError.write(Data("== \(v.name) → \(dir)\n".utf8))
+            FileHandle.standardError.write(Data("== \(label) → \(dir)\n".utf8))
             let display = ProgressDisplay(interactive: plain ? false : nil)
             let stop = StopFlag()
             StopSignals.install(stop) {
@@ -81,8 +86,10 @@ struct ExperimentCommand: ParsableCommand {
 
     func report(_ e: Experiment) throws {
         var rows: [[String: Any]] = []
-        for v in e.variants where Experiment.isFinished(e.runDirectory(v)) {
-            rows.append(try Experiment.result(variant: v, dir: e.runDirectory(v)))
+        for r in e.runs where Experiment.isFinished(e.runDirectory(r)) {
+            var row = try Experiment.result(variant: r.variant, dir: e.runDirectory(r))
+            if let s = r.seed { row["seed"] = Int(s) }
+            rows.append(row)
         }
         let base = try RunConfig.resolve(e.base, overrides: e.common)
         let dense = ViTModel(config: base.model)
@@ -99,6 +106,6 @@ struct ExperimentCommand: ParsableCommand {
         try md.write(toFile: "\(results)/\(e.name).md", atomically: true, encoding: .utf8)
         let json = try JSONSerialization.data(withJSONObject: ["name": e.name, "base": e.base, "rows": rows], options: [.sortedKeys, .prettyPrinted])
         try json.write(to: URL(fileURLWithPath: "\(results)/\(e.name).json"))
-        print("results: \(results)/\(e.name).md (\(rows.count) of \(e.variants.count) variants finished)")
+        print("results: \(results)/\(e.name).md (\(rows.count) of \(e.runs.count) runs finished)")
     }
 }

@@ -11,7 +11,7 @@ struct Svite: ParsableCommand {
         abstract: "Sparse vision transformers (SViTE, S2ViTE, SViTE+) trained on CPU machines.",
         discussion: """
         One binary plays every role. Configs are YAML files (see configs/) or the built-in \
-        names deit-tiny, deit-small, deit-base and fmnist-tiny.
+        names default, fmnist-tiny, fmnist-6head, deit-tiny, deit-small and deit-base.
         """,
         subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, StatusCommand.self, Eval.self, Export.self, Masks.self, Tokens.self, ExperimentCommand.self, Bench.self]
     )

@@ -174,7 +174,7 @@ struct StructuredTests {
         let magnitude = { (l: Int, j: Int) in StructuredPruneAndGrow.neuronMagnitude(params.pointer, neuron: j, block: l, model: model) }
         let oldMagnitudes = (0 ..< 2).map { l in (0 ..< 24).map { magnitude(l, $0) } }
         let changes = StructuredPruneAndGrow.update(masks: masks, model: model, params: params, scores: scores, fraction: 0.5,
-                                                    candidateSeed: 99, moments: moments)
+                                                    candidateSeed: 99, moments: moments, rule: .ceil)
         let after = UnitSelection(masks: masks, model: model)
         #expect(masks.version == 2)
         for l in 0 ..< 2 {
@@ -226,5 +226,17 @@ struct StructuredTests {
         let s = UnitSelection(masks: masks, model: model)
         #expect(s.heads == [[true, false, true], [true, false, true]])
         #expect(s.neurons.allSatisfy { $0.filter { $0 }.count == 6 })
+    }
+
+    /// ⌊ζ·k⌋ lets a block of few heads settle once ζ is small; ⌈ζ·k⌉ (the paper's) swaps
+    /// one of two kept heads at every update while ζ > 0. Both are capped by the inactive units.
+    @Test func unitExchangeCounts() {
+        #expect(UnitExchange.ceil.count(kept: 2, inactive: 1, fraction: 0.01) == 1)
+        #expect(UnitExchange.floor.count(kept: 2, inactive: 1, fraction: 0.49) == 0)
+        #expect(UnitExchange.floor.count(kept: 4, inactive: 2, fraction: 0.3) == 1)
+        #expect(UnitExchange.floor.count(kept: 4, inactive: 2, fraction: 0.2) == 0)
+        #expect(UnitExchange.ceil.count(kept: 4, inactive: 2, fraction: 0.2) == 1)
+        #expect(UnitExchange.floor.count(kept: 4, inactive: 1, fraction: 0.5) == 1)
+        #expect(UnitExchange.floor.count(kept: 300, inactive: 200, fraction: 0.1) == 30)
     }
 }

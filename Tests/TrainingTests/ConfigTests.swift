@@ -10,7 +10,7 @@ import Testing
 struct ConfigTests {
     static let repoConfigs = "\(repoRoot)/configs"
 
-    @Test(arguments: ["deit-tiny", "deit-small", "deit-base", "fmnist-tiny"])
+    @Test(arguments: ["deit-tiny", "deit-small", "deit-base", "fmnist-tiny", "fmnist-6head"])
     func presetFilesMatchBuiltInShapes(name: String) throws {
         let c = try RunConfig.load(path: "\(Self.repoConfigs)/\(name).yaml")
         #expect(c.model == ViTConfig.presets[name])
@@ -161,6 +161,35 @@ struct ExperimentTests {
         #expect(Set(configs.map(\.name)).count == 20)
     }
 
+    /// The claims experiment: 19 variants of the 6-head model, three seeds each, run
+    /// seed-major into VARIANT/seed-N; its Small-Dense rows have about the active
+    /// parameters of the SViTE rows they face; S2ViTE keeps 4 of 6 heads.
+    @Test func theClaimsExperimentRunsEveryVariantPerSeed() throws {
+        let e = try Experiment.load("\(repoRoot)/configs/experiments/fmnist-claims.yaml")
+        #expect(e.variants.count == 19 && e.seeds == [0, 1, 2] && e.runs.count == 57)
+        #expect(e.runs[0].seed == 0 && e.runs[19].seed == 1 && e.runs[19].variant.name == "Dense")
+        #expect(e.runDirectory(e.runs[20]) == "runs/experiments/fmnist-claims/svite-50/seed-1")
+        let configs = try e.configs()
+        #expect(configs.allSatisfy { $0.model.heads == 6 && $0.training.epochs == 10 })
+        #expect(e.config(e.runs[20], variantConfig: configs[1]).training.seed == 1)
+        func active(_ i: Int) -> Double {
+            let c = configs[i], m = ViTModel(config: c.model)
+            let prunable = MaskSet.prunableTensors(m.layout).reduce(0) { $0 + $1.count }
+            return Double(m.layout.parameterCount) - (c.sparsity.method == .dense ? 0 : c.sparsity.sparsity * Double(prunable))
+        }
+        let smallDense3 = e.variants.firstIndex { $0.name.hasPrefix("Small-Dense (3") }!, smallDense2 = smallDense3 + 1
+        #expect(abs(active(smallDense3) / active(1) - 1) < 0.1 && abs(active(smallDense2) / active(2) - 1) < 0.15)
+        let s2 = e.variants.firstIndex { $0.name == "S2ViTE 40%" }!
+        #expect(UnitSelection.budget(density: configs[s2].sparsity.keptHeadFraction, of: 6) == 4)
+        #expect(configs[s2].sparsity.unitExchange == .floor)
+    }
+
+    @Test func experimentTablesGiveMeanAndSpread() {
+        let (m, sd) = Experiment.meanAndDeviation([85, 86, 87])
+        #expect(m == 86 && abs(sd - 1) < 1e-12)
+        #expect(Experiment.meanAndDeviation([3]) == (3, 0))
+    }
+
     @Test func badExperimentsAreNamed() throws {
         try withTemporaryDirectory { dir in
             func load(_ text: String) throws -> Experiment {
@@ -170,6 +199,8 @@ struct ExperimentTests {
             #expect(throws: ConfigError.self) { _ = try load("name: x\nvariants:\n  - name: a\n") }  // no base
             #expect(throws: ConfigError.self) { _ = try load("base: default\nvariants:\n  - nmae: a\n") }
             #expect(throws: ConfigError.self) { _ = try load("base: default\nvariants:\n  - name: a\n  - name: A\n") }
+            #expect(throws: ConfigError.self) { _ = try load("base: default\nseeds: [0, -1]\nvariants:\n  - name: a\n") }
+            #expect(throws: ConfigError.self) { _ = try load("base: default\nseeds: [1, 1]\nvariants:\n  - name: a\n") }
             do {
                 _ = try load("base: default\nvariants:\n  - name: a\n    set: [training.epohcs=1]\n").configs()
                 Issue.record("a bad override should fail")
