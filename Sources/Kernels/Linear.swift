@@ -84,10 +84,11 @@ public enum Attention {
                        c: probs, square(batch, heads, n), alpha: 1, beta: 0, mode: mode)
         if let keyBias {
             // The softmax scales its input by 1/√hd, so the bias goes in divided by it.
+            let unscaled = (0 ..< batch * n).map { keyBias[$0] / scale }
             for b in 0 ..< batch {
                 for r in 0 ..< heads * n {
                     let row = probs + (b * heads * n + r) * n
-                    for j in 0 ..< n { row[j] += keyBias[b * n + j] / scale }
+                    for j in 0 ..< n { row[j] += unscaled[b * n + j] }
                 }
             }
         }

@@ -16,7 +16,7 @@ public enum PruneAndGrow {
     /// candidates, so every layer keeps its active count (a dense-ish ERK layer can have
     /// fewer inactive weights than f·active).
     public static func exchangeCount(active: Int, inactive: Int, fraction: Double) -> Int {
-        min(Int((fraction * Double(active)).rounded(.up)), active, inactive)
+        UnitExchange.ceil.count(kept: active, inactive: inactive, fraction: fraction)
     }
 
     /// Chooses and applies one update. `gradient` holds dense-gradient magnitudes (or

@@ -256,14 +256,9 @@ public struct RunConfig: Sendable, Equatable {
 }
 
 extension RunConfig {
-    /// SViTE+: τ at `step` of `total` (linear from selector_tau_start to selector_tau_end);
-    /// nil when the model has no token selector.
-    public func selectorTemperature(step: Int, total: Int) -> Float? {
-        selectorSchedule(step: step, total: total)?.temperature
-    }
-
-    /// SViTE+: the selector's temperature and Gumbel-noise scale at `step` of `total`
-    /// (nil when the model has no token selector).
+    /// SViTE+: the selector's temperature τ (linear from selector_tau_start to
+    /// selector_tau_end) and Gumbel-noise scale (linear from 1 to 0 over the first
+    /// selector_noise_decay of the run) at `step` of `total`; nil without a selector.
     public func selectorSchedule(step: Int, total: Int) -> SelectorSchedule? {
         guard model.hasTokenSelector else { return nil }
         let t = total > 1 ? min(1, Double(step) / Double(total - 1)) : 1

@@ -60,35 +60,10 @@ struct Tokens: ParsableCommand {
         try c.checkData()
         let data = try c.data.load(.test)
         let drawn = min(count, data.count), measured = min(max(statistics, drawn), data.count)
-        let model = ViTModel(config: c.model)
-        let assembler = BatchAssembler(dataset: data, mean: c.data.mean, std: c.data.std, augmentation: .none, seed: 0)
-        // Evaluation-mode selection (the deterministic top-k), in chunks so that a large
-        // --statistics does not need one huge workspace.
-        let chunk = min(measured, 256), k = c.model.keptPatches
-        let ws = ViTWorkspace(model: model, batch: chunk, threads: ProcessInfo.processInfo.activeProcessorCount, training: false)
-        let images = FloatBuffer(count: chunk * c.model.imageValues)
-        var labels = [Int32](repeating: 0, count: chunk)
-        var kept: [[Int]] = [], correct = 0.0
-        for start in stride(from: 0, to: measured, by: chunk) {
-            let indices = (start ..< start + chunk).map { Int32($0 % measured) }
-            labels.withUnsafeMutableBufferPointer { lab in
-                assembler.fill(images: images.pointer, labels: lab.baseAddress!, indices: indices, epoch: 0, augment: false)
-            }
-            let result = labels.withUnsafeBufferPointer {
-                model.forward(params: w.params.pointer, images: images.pointer, labels: $0.baseAddress!, workspace: ws)
-            }
-            let flat = model.tokenSelection(from: ws).kept.map(Int.init)
-            let valid = min(chunk, measured - start)
-            kept += (0 ..< valid).map { Array(flat[($0 * k) ..< (($0 + 1) * k)]) }
-            // The last chunk wraps round to fill the batch; only its first `valid` rows count.
-            if valid == chunk { correct += result.accuracy * Double(chunk) } else {
-                let logits = FloatBuffer(count: chunk * c.model.numClasses)
-                model.copyLogits(from: ws, into: logits.pointer)
-                correct += Double(labels.withUnsafeBufferPointer {
-                    Metrics.correct(logits: logits.pointer, labels: $0.baseAddress!, rows: valid, classes: c.model.numClasses)
-                })
-            }
-        }
+        let survey = TokenSurvey(model: ViTModel(config: c.model), params: w.params.pointer, dataset: data,
+                                 mean: c.data.mean, std: c.data.std, count: measured,
+                                 threads: ProcessInfo.processInfo.activeProcessorCount)
+        let kept = survey.kept, k = c.model.keptPatches
         let bytes = data.imageBytes
         let raw = (0 ..< measured).map { Array(data.pixels[($0 * bytes) ..< (($0 + 1) * bytes)]) }
         let dir = out ?? "\(Checkpoint.runDirectory(of: w.path))/tokens"
@@ -99,10 +74,10 @@ struct Tokens: ParsableCommand {
         let stats = TokenStatistics(images: raw, channels: data.channels, size: c.model.imageSize, patch: c.model.patchSize, kept: kept)
         let statsObject = try JSONSerialization.jsonObject(with: JSONEncoder().encode(stats))
         let info: [String: Any] = ["kept_patches": Array(kept.prefix(drawn)), "patches": c.model.numPatches, "keep": k, "images": drawn,
-                                   "accuracy_on_measured": correct / Double(measured), "source": w.path, "statistics": statsObject]
+                                   "accuracy_on_measured": survey.accuracy, "source": w.path, "statistics": statsObject]
         try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys]).write(to: URL(fileURLWithPath: "\(dir)/tokens.json"))
         print("\(drawn) images drawn, \(k) of \(c.model.numPatches) patches kept each: \(dir)/tokens.png and tokens.json")
-        print(String(format: "over the first %d test images (top-1 %.2f%% with this selection):", measured, 100 * correct / Double(measured)))
+        print(String(format: "over the first %d test images (top-1 %.2f%% with this selection):", measured, 100 * survey.accuracy))
         print(stats.summary)
     }
 }

@@ -17,7 +17,12 @@ let repoRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent
 
 /// A small MNIST-format data set in `dir`: `count` 28×28 images whose label is drawn as a
 /// bright horizontal bar at row 2·label + 4, plus noise, so a model can learn it quickly.
-func writeSyntheticIDX(dir: String, train: Int, test: Int, seed: UInt64 = 7) throws {
+/// `draw` replaces the picture: it gets the zeroed 784 pixels, the label and the stream.
+func writeSyntheticIDX(dir: String, train: Int, test: Int, seed: UInt64 = 7,
+                       draw: (inout [UInt8], Int, inout SplitMix) -> Void = { image, label, rng in
+                           for p in image.indices { image[p] = UInt8(rng.next() % 60) }
+                           for x in 4 ..< 24 { image[(2 * label + 4) * 28 + x] = 255 }
+                       }) throws {
     var rng = SplitMix(seed)
     for (prefix, count) in [("train", train), ("t10k", test)] {
         var pixels = [UInt8](repeating: 0, count: count * 784)
@@ -25,9 +30,9 @@ func writeSyntheticIDX(dir: String, train: Int, test: Int, seed: UInt64 = 7) thr
         for i in 0 ..< count {
             let label = Int(rng.next() % 10)
             labels[i] = UInt8(label)
-            for p in 0 ..< 784 { pixels[i * 784 + p] = UInt8(rng.next() % 60) }
-            let row = 2 * label + 4
-            for x in 4 ..< 24 { pixels[i * 784 + row * 28 + x] = 255 }
+            var image = [UInt8](repeating: 0, count: 784)
+            draw(&image, label, &rng)
+            pixels.replaceSubrange((i * 784) ..< ((i + 1) * 784), with: image)
         }
         try Gzip.write("\(dir)/\(prefix)-images-idx3-ubyte.gz", IDXArray(dimensions: [count, 28, 28], bytes: pixels).encoded())
         try Gzip.write("\(dir)/\(prefix)-labels-idx1-ubyte.gz", IDXArray(dimensions: [count], bytes: labels).encoded())

@@ -9,19 +9,10 @@ import Testing
 /// 28×28 images whose outer ring of 4×4 patches (24 of the 49) is constant black and
 /// carries nothing; the inner 5×5 patches hold noise and, as a bright bar at row
 /// 2·label + 4, the label.
-private func writeBorderIDX(dir: String, train: Int, test: Int, seed: UInt64 = 11) throws {
-    var rng = SplitMix(seed)
-    for (prefix, count) in [("train", train), ("t10k", test)] {
-        var pixels = [UInt8](repeating: 0, count: count * 784)
-        var labels = [UInt8](repeating: 0, count: count)
-        for i in 0 ..< count {
-            let label = Int(rng.next() % 10)
-            labels[i] = UInt8(label)
-            for y in 4 ..< 24 { for x in 4 ..< 24 { pixels[i * 784 + y * 28 + x] = UInt8(20 + rng.next() % 60) } }
-            for x in 4 ..< 24 { pixels[i * 784 + (2 * label + 4) * 28 + x] = 255 }
-        }
-        try Gzip.write("\(dir)/\(prefix)-images-idx3-ubyte.gz", IDXArray(dimensions: [count, 28, 28], bytes: pixels).encoded())
-        try Gzip.write("\(dir)/\(prefix)-labels-idx1-ubyte.gz", IDXArray(dimensions: [count], bytes: labels).encoded())
+private func writeBorderIDX(dir: String, train: Int, test: Int) throws {
+    try writeSyntheticIDX(dir: dir, train: train, test: test, seed: 11) { image, label, rng in
+        for y in 4 ..< 24 { for x in 4 ..< 24 { image[y * 28 + x] = UInt8(20 + rng.next() % 60) } }
+        for x in 4 ..< 24 { image[(2 * label + 4) * 28 + x] = 255 }
     }
 }
 
@@ -61,20 +52,9 @@ struct TokenSelectionTrainingTests {
             let trainer = try Trainer(config: config, options: Trainer.Options(runDirectory: "\(dir)/run"), logger: Logger(label: "test"))
             let summary = try trainer.run(stop: StopFlag()) { _ in }
             let test = try config.data.load(.test)
-            let model = trainer.server.model
-            let n = test.count, k = config.model.keptPatches
-            let assembler = BatchAssembler(dataset: test, mean: config.data.mean, std: config.data.std, augmentation: .none, seed: 0)
-            let images = FloatBuffer(count: n * config.model.imageValues)
-            var labels = [Int32](repeating: 0, count: n)
-            labels.withUnsafeMutableBufferPointer {
-                assembler.fill(images: images.pointer, labels: $0.baseAddress!, indices: (0 ..< Int32(n)).map { $0 }, epoch: 0, augment: false)
-            }
-            let ws = ViTWorkspace(model: model, batch: n, threads: 2, training: false)
-            labels.withUnsafeBufferPointer {
-                _ = model.forward(params: trainer.server.params.pointer, images: images.pointer, labels: $0.baseAddress!, workspace: ws)
-            }
-            let flat = model.tokenSelection(from: ws).kept.map(Int.init)
-            let kept = (0 ..< n).map { Array(flat[($0 * k) ..< (($0 + 1) * k)]) }
+            let kept = TokenSurvey(model: trainer.server.model, params: trainer.server.params.pointer, dataset: test,
+                                   mean: config.data.mean, std: config.data.std, count: test.count, batch: 64, threads: 2).kept
+            let n = test.count
             let raw = (0 ..< n).map { Array(test.pixels[($0 * 784) ..< (($0 + 1) * 784)]) }
             let stats = TokenStatistics(images: raw, channels: 1, size: 28, patch: 4, kept: kept)
             print("border test: accuracy \(summary.lastEval?.accuracy ?? -1); \(stats.summary)")
