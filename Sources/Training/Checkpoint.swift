@@ -23,6 +23,8 @@ public struct CheckpointState: Codable, Sendable, Equatable {
     public var imagesSeen: Int
     /// Training time so far, for ETA and throughput across restarts.
     public var elapsedSeconds: Double
+    /// CPU seconds of this process so far (absent in checkpoints written before it was kept).
+    public var cpuSeconds: Double?
     public var lastEvalAccuracy: Double?
     public var lastEvalLoss: Double?
     public var createdAt: String

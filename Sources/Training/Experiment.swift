@@ -91,6 +91,35 @@ public struct Experiment: Sendable {
         return c
     }
 
+    /// A run's identity in the results file: FNV-1a over its effective config (every
+    /// default written out), so a recorded row stands for this run only while the config
+    /// that made it is the one the experiment would run now.
+    public static func fingerprint(_ c: RunConfig) -> String {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for b in c.yaml.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+        return String(h, radix: 16)
+    }
+
+    /// The rows of an earlier results file (NAME.json), which outlive the run directories:
+    /// a run whose row is recorded there with its current fingerprint counts as finished
+    /// even when runs/ is gone (a new machine, a cleaned disk). A missing file is no rows;
+    /// an unreadable one is an error that names it, since rewriting it would lose them.
+    public static func recordedRows(_ path: String) throws -> [[String: Any]] {
+        guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        guard let doc = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let rows = doc["rows"] as? [[String: Any]] else {
+            throw ConfigError(file: path, key: "rows", message: "not a results file of `svite experiment` (move it away to start the table afresh)")
+        }
+        return rows
+    }
+
+    /// The recorded row of a run, if its fingerprint matches.
+    public func recorded(_ r: Run, fingerprint: String, in rows: [[String: Any]]) -> [String: Any]? {
+        rows.first { row in
+            row["variant"] as? String == r.variant.name && (row["seed"] as? Int).map(UInt64.init) == r.seed
+                && row["config_hash"] as? String == fingerprint
+        }
+    }
+
     /// Finished: the run's metrics end with an `end` record.
     public static func isFinished(_ dir: String) -> Bool {
         MetricsLog.read("\(dir)/metrics.jsonl").last?["kind"] as? String == "end"
@@ -110,6 +139,8 @@ public struct Experiment: Sendable {
                                   "active_parameters": model.layout.parameterCount, "flops_saving": 0.0,
                                   "flops": model.forwardFLOPsPerImage, "density": 1.0,
                                   "tokens": w.config.model.blockTokens]
+        if let cpu = records.last?["cpu_seconds"] as? Double { row["cpu_seconds"] = cpu }
+        row["config_hash"] = fingerprint(w.config)
         if let s = w.sparsityReport { row.merge(s.fields) { $1 } }
         return row
     }
@@ -117,17 +148,19 @@ public struct Experiment: Sendable {
     /// The paper's table (model, sparsity (#params), FLOPs saving, top-1) as Markdown, with
     /// top-1 as mean ± standard deviation over the finished seeds, the mean training time
     /// and its saving against the dense variant (the first variant at the dense parameter
-    /// and FLOP count).
+    /// and FLOP count) in CPU seconds where the rows record them.
     public func table(rows: [[String: Any]], denseParameters: Int, denseFLOPs: Double) -> String {
         var s = "| Model | Sparsity (#Para.) | #Tokens | FLOPs saving | Top-1 (%) | seeds | time | time saving |\n|---|---|---|---|---|---|---|---|\n"
         func rowsOf(_ v: Variant) -> [[String: Any]] { rows.filter { $0["variant"] as? String == v.name } }
-        func meanSeconds(_ rs: [[String: Any]]) -> Double? {
-            rs.isEmpty ? nil : rs.map { $0["seconds"] as? Double ?? 0 }.reduce(0, +) / Double(rs.count)
+        func meanSeconds(_ rs: [[String: Any]], _ key: String = "seconds") -> Double? {
+            let xs = rs.compactMap { $0[key] as? Double }
+            return xs.isEmpty ? nil : xs.reduce(0, +) / Double(xs.count)
         }
         let denseVariant = variants.first { v in
             rowsOf(v).first.map { ($0["active_parameters"] as? Int) == denseParameters && ($0["flops"] as? Double) == denseFLOPs } ?? false
         }
         let denseSeconds = denseVariant.flatMap { meanSeconds(rowsOf($0)) }
+        let denseCPU = denseVariant.flatMap { meanSeconds(rowsOf($0), "cpu_seconds") }
         let planned = max(seeds.count, 1)
         for v in variants {
             let rs = rowsOf(v)
@@ -141,7 +174,16 @@ public struct Experiment: Sendable {
             let top1 = rs.map { ($0["top1"] as? Double ?? 0) * 100 }
             let (mean, sd) = Self.meanAndDeviation(top1)
             let seconds = meanSeconds(rs) ?? 0
-            let saving = denseSeconds.map { String(format: "%.1f%%", (1 - seconds / $0) * 100) } ?? "–"
+            // CPU time where both sides have it (it does not move when the cores are shared),
+            // else wall time, marked.
+            let saving: String
+            if let cpu = meanSeconds(rs, "cpu_seconds"), let d = denseCPU {
+                saving = String(format: "%.1f%%", (1 - cpu / d) * 100)
+            } else if let d = denseSeconds {
+                saving = String(format: "%.1f%% (wall)", (1 - seconds / d) * 100)
+            } else {
+                saving = "–"
+            }
             let accuracy = top1.count > 1 ? String(format: "%.2f ± %.2f", mean, sd) : String(format: "%.2f", mean)
             s += String(format: "| %@ | %.1f%% (%.2fM) | %d | %.1f%% | %@ | %d/%d | %@ | %@ |\n", v.name as NSString, max(0, sparsity) * 100,
                         Double(active) / 1e6, r["tokens"] as? Int ?? 0, (1 - flops / denseFLOPs) * 100, accuracy as NSString,

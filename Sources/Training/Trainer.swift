@@ -91,6 +91,8 @@ public final class Trainer {
     public let totalSteps: Int
     let stepsPerEpoch: Int
     var elapsedBefore: Double = 0
+    /// CPU seconds of earlier sessions; nil when a resumed checkpoint did not record them.
+    var cpuBefore: Double? = 0
     var imagesSeen = 0
     var lastEval: EvalReport?
     let resumedFrom: Checkpoint.Contents?
@@ -140,6 +142,7 @@ public final class Trainer {
         if let c = options.resume {
             try Checkpoint.restore(c, into: server)
             elapsedBefore = c.state.elapsedSeconds
+            cpuBefore = c.state.cpuSeconds
             imagesSeen = c.state.imagesSeen
             if let acc = c.state.lastEvalAccuracy, let loss = c.state.lastEvalLoss {
                 lastEval = EvalReport(step: c.state.step, epoch: c.state.epoch, accuracy: acc, loss: loss, images: test.count, seconds: 0)
@@ -182,6 +185,7 @@ public final class Trainer {
         }
 
         let session = MonotonicClock()
+        let cpu = ProcessCPUClock()
         var window = (loss: 0.0, correct: 0, images: 0, steps: 0, start: 0.0, up: 0, down: 0)
         var lastCheckpoint: String? = nil
         var secondsPerStep: Double? = nil
@@ -243,19 +247,21 @@ public final class Trainer {
             }
             let checkpointNow = last || stopped || (t.checkpointEverySteps > 0 ? done % t.checkpointEverySteps == 0 : epochEnd)
             if checkpointNow {
-                lastCheckpoint = try writeCheckpoint(elapsed: elapsedBefore + session.seconds)
+                lastCheckpoint = try writeCheckpoint(elapsed: elapsedBefore + session.seconds, cpu: cpuBefore.map { $0 + cpu.seconds })
                 observe(.checkpointed(path: lastCheckpoint!, step: done))
                 window.start = session.seconds
             }
             if stopped { break }
         }
         if stopped && lastCheckpoint.map({ !$0.hasSuffix(Checkpoint.fileName(step: server.step)) }) ?? true && server.step > 0 {
-            lastCheckpoint = try writeCheckpoint(elapsed: elapsedBefore + session.seconds)
+            lastCheckpoint = try writeCheckpoint(elapsed: elapsedBefore + session.seconds, cpu: cpuBefore.map { $0 + cpu.seconds })
             observe(.checkpointed(path: lastCheckpoint!, step: server.step))
         }
         source.finish(reason: stopped ? "stopped" : "done")
         let total = elapsedBefore + session.seconds
-        metrics.write(["kind": stopped ? "stopped" : "end", "step": server.step, "elapsed_seconds": total])
+        var last: [String: Any] = ["kind": stopped ? "stopped" : "end", "step": server.step, "elapsed_seconds": total]
+        if let before = cpuBefore { last["cpu_seconds"] = before + cpu.seconds }
+        metrics.write(last)
         return TrainingSummary(runDirectory: runDirectory, checkpoint: lastCheckpoint ?? (try? Checkpoint.locate(runDirectory)),
                                metrics: metricsPath, steps: server.step, stopped: stopped, lastEval: lastEval, elapsedSeconds: total,
                                sparsity: sparsityReport)
@@ -276,13 +282,14 @@ public final class Trainer {
         return report
     }
 
-    func writeCheckpoint(elapsed: Double) throws -> String {
+    func writeCheckpoint(elapsed: Double, cpu: Double?) throws -> String {
         let step = server.step
-        let state = CheckpointState(runName: config.name, step: step, epoch: step / stepsPerEpoch,
+        var state = CheckpointState(runName: config.name, step: step, epoch: step / stepsPerEpoch,
                                     stepInEpoch: step % stepsPerEpoch, seed: config.training.seed,
                                     layoutHash: server.model.layout.hash, optimizer: config.optimizer.kind.rawValue,
                                     optimizerUpdates: server.optimizer.updates, imagesSeen: imagesSeen,
                                     elapsedSeconds: elapsed, lastEvalAccuracy: lastEval?.accuracy, lastEvalLoss: lastEval?.loss)
+        state.cpuSeconds = cpu
         let path = "\(checkpointDirectory)/\(Checkpoint.fileName(step: step))"
         try Checkpoint.write(to: path, state: state, config: config, server: server)
         Checkpoint.prune(in: checkpointDirectory, keep: config.training.keepCheckpoints)

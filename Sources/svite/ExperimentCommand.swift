@@ -14,7 +14,10 @@ struct ExperimentCommand: ParsableCommand {
         the list can be worked through over several invocations (--max-variants, --only). \
         After every run, docs/results/NAME.md and NAME.json are rewritten in the paper's \
         form: model, sparsity (#params), FLOPs saving, top-1 (mean ± std over seeds), \
-        time and time saving.
+        time and time saving (in CPU seconds, which sharing the cores hardly moves). \
+        NAME.json is also the experiment's record: a run whose row it holds, made with the \
+        config the file asks for now, is not run again even when its run directory is gone \
+        (commit the results and continue on another machine); --list shows each run's state.
 
         Example: svite experiment configs/experiments/fmnist-tiny.yaml --max-variants 2
         """
@@ -43,6 +46,9 @@ struct ExperimentCommand: ParsableCommand {
     @Flag(name: .long, help: "Plain periodic lines instead of a live progress bar.")
     var plain = false
 
+    @Flag(name: .long, help: "Run nothing; list every run with its state (finished, recorded, partial, to run).")
+    var list = false
+
     func run() throws {
         let log = global.bootstrap("svite.experiment")
         let e = try Experiment.load(file)
@@ -52,18 +58,34 @@ struct ExperimentCommand: ParsableCommand {
         }
         var ran = 0
         let byVariant = Dictionary(uniqueKeysWithValues: zip(e.variants.map(\.name), configs))
+        let recorded = try Experiment.recordedRows(resultsFile(e))
+        if list {
+            for r in e.runs {
+                let dir = e.runDirectory(r)
+                let c = e.config(r, variantConfig: byVariant[r.variant.name]!)
+                let state = Experiment.isFinished(dir) ? "finished"
+                    : e.recorded(r, fingerprint: Experiment.fingerprint(c), in: recorded) != nil ? "recorded in \(resultsFile(e))"
+                    : !Checkpoint.list(in: "\(dir)/checkpoints").isEmpty ? "partial (resumes)" : "to run"
+                print("\(label(r))\t\(Experiment.fingerprint(c))\t\(state)")
+            }
+            return
+        }
         for r in e.runs where !reportOnly && ran < maxVariants {
             let v = r.variant
             if let only, v.name != only && v.slug != only { continue }
             let dir = e.runDirectory(r)
-            let label = v.name + (r.seed.map { " (seed \($0))" } ?? "")
+            let label = label(r)
+            var runConfig = e.config(r, variantConfig: byVariant[v.name]!)
             if Experiment.isFinished(dir) {
                 FileHandle.standardError.write(Data("\(label): finished, skipped\n".utf8))
                 continue
             }
+            if e.recorded(r, fingerprint: Experiment.fingerprint(runConfig), in: recorded) != nil {
+                FileHandle.standardError.write(Data("\(label): recorded in \(resultsFile(e)), skipped\n".utf8))
+                continue
+            }
             var options = Trainer.Options(runDirectory: dir)
             options.threads = threads
-            var runConfig = e.config(r, variantConfig: byVariant[v.name]!)
             if !Checkpoint.list(in: "\(dir)/checkpoints").isEmpty {
                 let contents = try Checkpoint.read(try Checkpoint.locate(dir))
                 options.resume = contents
@@ -78,18 +100,28 @@ struct ExperimentCommand: ParsableCommand {
             let summary = try Trainer(config: runConfig, options: options, logger: log).run(stop: stop, observe: display.handle)
             display.finish()
             ran += 1
-            try report(e)
+            try report(e, configs: byVariant, recorded: recorded)
             if summary.stopped { return }
         }
-        try report(e)
+        try report(e, configs: byVariant, recorded: recorded)
     }
 
-    func report(_ e: Experiment) throws {
+    func label(_ r: Experiment.Run) -> String { r.variant.name + (r.seed.map { " (seed \($0))" } ?? "") }
+
+    func resultsFile(_ e: Experiment) -> String { "\(results)/\(e.name).json" }
+
+    /// Rows of the runs finished on disk, and for the others the rows recorded earlier
+    /// with their current fingerprint (rows of configs the file no longer asks for drop out).
+    func report(_ e: Experiment, configs: [String: RunConfig], recorded: [[String: Any]]) throws {
         var rows: [[String: Any]] = []
-        for r in e.runs where Experiment.isFinished(e.runDirectory(r)) {
-            var row = try Experiment.result(variant: r.variant, dir: e.runDirectory(r))
-            if let s = r.seed { row["seed"] = Int(s) }
-            rows.append(row)
+        for r in e.runs {
+            if Experiment.isFinished(e.runDirectory(r)) {
+                var row = try Experiment.result(variant: r.variant, dir: e.runDirectory(r))
+                if let s = r.seed { row["seed"] = Int(s) }
+                rows.append(row)
+            } else if let row = e.recorded(r, fingerprint: Experiment.fingerprint(e.config(r, variantConfig: configs[r.variant.name]!)), in: recorded) {
+                rows.append(row)
+            }
         }
         let base = try RunConfig.resolve(e.base, overrides: e.common)
         let dense = ViTModel(config: base.model)
@@ -105,7 +137,7 @@ struct ExperimentCommand: ParsableCommand {
         md += e.table(rows: rows, denseParameters: dense.layout.parameterCount, denseFLOPs: dense.forwardFLOPsPerImage)
         try md.write(toFile: "\(results)/\(e.name).md", atomically: true, encoding: .utf8)
         let json = try JSONSerialization.data(withJSONObject: ["name": e.name, "base": e.base, "rows": rows], options: [.sortedKeys, .prettyPrinted])
-        try json.write(to: URL(fileURLWithPath: "\(results)/\(e.name).json"))
+        try AtomicFile.write(resultsFile(e), data: json)
         print("results: \(results)/\(e.name).md (\(rows.count) of \(e.runs.count) runs finished)")
     }
 }

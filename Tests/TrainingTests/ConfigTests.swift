@@ -190,6 +190,50 @@ struct ExperimentTests {
         #expect(Experiment.meanAndDeviation([3]) == (3, 0))
     }
 
+    /// The results file is the experiment's record: a run whose row it holds with the
+    /// fingerprint of the config it would run now counts as done without its directory;
+    /// a changed config, another seed or another variant does not match; a results file
+    /// that cannot be read is an error, not an empty table (rewriting it would lose rows).
+    @Test func recordedRowsStandForRunsOnlyWithTheirConfig() throws {
+        try withTemporaryDirectory { dir in
+            let text = "name: rec\nbase: fmnist-tiny\nseeds: [0, 1]\nset: [training.epochs=1]\nvariants:\n  - name: Dense\n  - name: SViTE 50%\n    set: [sparsity.method=svite, sparsity.sparsity=0.5]\n"
+            try text.write(toFile: "\(dir)/e.yaml", atomically: true, encoding: .utf8)
+            let e = try Experiment.load("\(dir)/e.yaml")
+            let configs = try e.configs()
+            let run = e.runs[1]  // SViTE 50%, seed 0
+            let print = Experiment.fingerprint(e.config(run, variantConfig: configs[1]))
+            #expect(print != Experiment.fingerprint(e.config(e.runs[3], variantConfig: configs[1])))  // seed 1
+            #expect(print != Experiment.fingerprint(configs[0]))
+            let rows: [[String: Any]] = [["variant": "SViTE 50%", "seed": 0, "config_hash": print, "top1": 0.8]]
+            let json = try JSONSerialization.data(withJSONObject: ["name": "rec", "rows": rows])
+            try json.write(to: URL(fileURLWithPath: "\(dir)/rec.json"))
+            let recorded = try Experiment.recordedRows("\(dir)/rec.json")
+            #expect(e.recorded(run, fingerprint: print, in: recorded)?["top1"] as? Double == 0.8)
+            #expect(e.recorded(e.runs[3], fingerprint: print, in: recorded) == nil)  // seed 1 is not recorded
+            var changed = configs[1]
+            changed.sparsity.updateInterval += 1
+            #expect(e.recorded(run, fingerprint: Experiment.fingerprint(e.config(run, variantConfig: changed)), in: recorded) == nil)
+            #expect(try Experiment.recordedRows("\(dir)/missing.json").isEmpty)
+            try "{ not json".write(toFile: "\(dir)/bad.json", atomically: true, encoding: .utf8)
+            #expect(throws: ConfigError.self) { _ = try Experiment.recordedRows("\(dir)/bad.json") }
+        }
+    }
+
+    /// Time saving is in CPU seconds where the rows have them, in wall time (marked) where not.
+    @Test func timeSavingPrefersCPUSeconds() throws {
+        let e = Experiment(name: "t", base: "fmnist-tiny", common: [], variants: [.init(name: "Dense", overrides: []), .init(name: "Half", overrides: [])],
+                           file: "t.yaml")
+        func row(_ v: String, _ wall: Double, _ cpu: Double?, params: Int) -> [String: Any] {
+            var r: [String: Any] = ["variant": v, "seconds": wall, "top1": 0.5, "active_parameters": params, "flops": 100.0, "tokens": 50]
+            if let cpu { r["cpu_seconds"] = cpu }
+            return r
+        }
+        let withCPU = e.table(rows: [row("Dense", 100, 200, params: 10), row("Half", 100, 150, params: 5)], denseParameters: 10, denseFLOPs: 100)
+        #expect(withCPU.contains("| 25.0% |"), "\(withCPU)")
+        let wallOnly = e.table(rows: [row("Dense", 100, nil, params: 10), row("Half", 80, 150, params: 5)], denseParameters: 10, denseFLOPs: 100)
+        #expect(wallOnly.contains("| 20.0% (wall) |"), "\(wallOnly)")
+    }
+
     @Test func badExperimentsAreNamed() throws {
         try withTemporaryDirectory { dir in
             func load(_ text: String) throws -> Experiment {

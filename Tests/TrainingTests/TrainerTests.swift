@@ -49,6 +49,8 @@ struct TrainerTests {
             #expect(path.hasSuffix("step-00000005.safetensors"))
             let contents = try Checkpoint.read(path)
             #expect(contents.state.epoch == 0 && contents.state.stepInEpoch == 5 && contents.state.optimizerUpdates == 5)
+            let cpuAtCheckpoint = try #require(contents.state.cpuSeconds)
+            #expect(cpuAtCheckpoint > 0)
             let (resumed, s3, _) = try run(contents.config, dir: "\(dir)/b", resume: contents)
             #expect(s3.steps == 16 && !s3.stopped)
             #expect(bits(resumed.server.params) == bits(straight.server.params))
@@ -87,6 +89,9 @@ struct TrainerTests {
             // The resumed run's metrics log has each step once.
             let steps = MetricsLog.read("\(dir)/b/metrics.jsonl").filter { $0["kind"] as? String == "train" }.compactMap { $0["step"] as? Int }
             #expect(steps == Array(1 ... 16), "\(steps)")
+            // CPU time carries across the resume into the end record.
+            let end = try #require(MetricsLog.read("\(dir)/b/metrics.jsonl").last)
+            #expect(end["kind"] as? String == "end" && (end["cpu_seconds"] as? Double ?? 0) > cpuAtCheckpoint)
             // A different seed gives a different run.
             let (other, _, _) = try run(try tinyRunConfig(dataDir: dir, extra: ["training.seed=6"]), dir: "\(dir)/d")
             #expect(bits(other.server.params) != bits(straight.server.params))
