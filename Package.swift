@@ -53,7 +53,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: numericFlags),
-        .target(name: "Wire", dependencies: ["CLZ4", "CZlib"], swiftSettings: numericFlags),
+        .target(name: "Wire", dependencies: ["Model", "Sparsity", "CLZ4", "CZlib"], swiftSettings: numericFlags),
         .target(name: "Transport", dependencies: ["CZeroMQ"]),
         .target(name: "Coordinator", dependencies: [
             "Kernels", "Model", "Datasets", "Training", "Transport", "Wire",
@@ -74,7 +74,7 @@ let package = Package(
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CZeroMQ", "CLZ4", "CZlib"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Benchmarks"],
                     swiftSettings: numericFlags),
-        .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: numericFlags),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "Sparsity", "Model"], swiftSettings: numericFlags),
         .testTarget(name: "SparsityTests", dependencies: ["Sparsity", "Model", "Kernels", "Pictures", "CZlib"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity", "Pictures",

@@ -77,11 +77,15 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     let packed: FloatBuffer
     /// Σ images·gradient of the workers' grow candidates, then their mean (update steps).
     let candidateScore: FloatBuffer
-    var wantCandidates = false
-    /// Structured runs at scoring steps: Σ images·scores of the workers so far.
+    /// What the step being gathered asked of the workers, and the reply each must send.
+    var request = StepRequest.none
+    var expectedReply = Payload.ExpectedReply.none
+    /// Unit-score steps: Σ images·scores of the workers so far.
     var unitScoreSum: UnitScores?
     var server: ServerState?
     var masks: MaskSet? { server?.masks }
+    /// The topology version frames carry (0: dense).
+    var currentMaskVersion: UInt32 { UInt32(clamping: masks?.version ?? 0) }
     var maxLayerSize: Int { masks?.prunable.map(\.count).max() ?? 0 }
     /// The parameters of the step being gathered (for welcoming late joiners).
     var currentParams: UnsafePointer<Float>?
@@ -190,27 +194,24 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
             values = UnsafePointer(packed.pointer)
             count = m.packedCount
         }
-        var request: CandidateRequest? = nil
+        // What the method asks of this step travels as a generic request; the replies
+        // merge by its kind.
+        request = work.request
         unitScoreSum = nil
-        if let m = masks, m.isStructured {
-            // Unit scores are asked for with an empty candidate request.
-            if work.unitScoreSeed != nil {
-                request = CandidateRequest(multiplier: 0, perLayer: [])
-                unitScoreSum = UnitScores(config: config.model)
-            }
-        } else if let f = work.topologyFraction, let m = masks {
-            request = CandidateRequest(multiplier: UInt32(server?.sparsity?.candidateMultiplier ?? 1),
-                                       perLayer: m.prunable.map { t in
-                                           let a = m.activeCount(t)
-                                           return UInt32(PruneAndGrow.exchangeCount(active: a, inactive: t.count - a, fraction: f))
-                                       })
+        switch request {
+        case .none:
+            expectedReply = .none
+        case .growCandidates:
+            expectedReply = .growCandidates(layerSizes: masks?.prunable.map(\.count) ?? [])
             candidateScore.zero()
+        case .unitScores:
+            expectedReply = .unitScores(count: UnitScores.count(config: config.model))
+            unitScoreSum = UnitScores(config: config.model)
         }
-        wantCandidates = request != nil && unitScoreSum == nil
         for (w, range) in zip(members, shares) where !range.isEmpty {
             let a = Assignment(epoch: UInt32(work.epoch), start: UInt32(range.lowerBound), count: UInt32(range.count))
             let fresh = w.version == work.step && w.maskVersion == (masks?.version ?? -1)
-            let payload = Payload.params(a, mask: maskUpdate(for: w.maskVersion), candidates: request,
+            let payload = Payload.params(a, mask: maskUpdate(for: w.maskVersion), request: request, selector: work.selector,
                                          values: fresh ? nil : values, count: count)
             if send(.params, payload, to: w, step: work.step) {
                 w.version = work.step
@@ -227,7 +228,7 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
         averager.finish()
         runStatus?.recordBytes(up: stepUp, down: stepDown, workers: members.count)
         var score: UnsafeMutablePointer<Float>? = nil
-        if wantCandidates {
+        if case .growCandidates = request {
             VectorOps.scale(candidateScore.pointer, 1 / Float(images), candidateScore.count)
             score = candidateScore.pointer
         }
@@ -247,7 +248,8 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
 
     @discardableResult
     func send(_ type: MessageType, _ payload: [UInt8], to w: WorkerRecord, step: Int) -> Bool {
-        let frame = Frame(header: FrameHeader(type: type, runID: runID, step: UInt64(step), layoutHash: layout.hash), payload: payload)
+        let header = FrameHeader(type: type, runID: runID, step: UInt64(step), maskVersion: currentMaskVersion, layoutHash: layout.hash)
+        let frame = Frame(header: header, payload: payload)
         let bytes = frame.encoded(compress: options.compress)
         do {
             try router.send([w.identity, bytes])
@@ -299,33 +301,32 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
                 log.debug("worker \(w.name): stale gradient for step \(frame.header.step) dropped (now \(currentStep))")
                 return
             }
+            // A gradient computed on another topology would land on the wrong weights.
+            guard frame.header.maskVersion == currentMaskVersion else {
+                return countBad(peer: identity, WireError.malformedPayload(
+                    "gradient computed on mask version \(frame.header.maskVersion), the run is at \(currentMaskVersion)"))
+            }
             do {
-                let s: GradientSummary
+                let d: Payload.DecodedGrads
                 if let m = masks {
-                    let d = try Payload.decodeGrads(frame.payload, into: packed.pointer, count: m.packedCount,
-                                                    layerSizes: wantCandidates ? m.prunable.map(\.count) : [],
-                                                    unitScoreCount: unitScoreSum == nil ? 0 : UnitScores.count(config: config.model))
-                    let candidates = d.candidates
-                    guard !wantCandidates || candidates != nil else { throw WireError.malformedPayload("update step without grow candidates") }
-                    var scores: UnitScores? = nil
-                    if unitScoreSum != nil {
-                        guard let flat = d.unitScores, let u = UnitScores(flat: flat, config: config.model) else {
-                            throw WireError.malformedPayload("scoring step without unit scores")
-                        }
-                        scores = u
-                    }
+                    d = try Payload.decodeGrads(frame.payload, into: packed.pointer, count: m.packedCount, expecting: expectedReply)
                     m.unpack(packed.pointer, into: scratch.pointer)
-                    s = d.summary
-                    if let scores { unitScoreSum?.add(scores, weight: Float(s.images)) }
-                    if let candidates {
-                        let weight = Float(s.images)
-                        for (t, c) in zip(m.prunable, candidates) {
-                            let dst = candidateScore.pointer + t.offset
-                            for (i, v) in zip(c.indices, c.values) { dst[Int(i)] += weight * v }
-                        }
-                    }
                 } else {
-                    s = try Payload.decodeGrads(frame.payload, into: scratch.pointer, count: layout.count).summary
+                    d = try Payload.decodeGrads(frame.payload, into: scratch.pointer, count: layout.count, expecting: expectedReply)
+                }
+                let s = d.summary
+                let weight = Float(s.images)
+                switch d.reply {
+                case .none:
+                    break
+                case let .unitScores(flat):
+                    guard let u = UnitScores(flat: flat, config: config.model) else { throw WireError.malformedPayload("unit scores do not fit the model") }
+                    unitScoreSum?.add(u, weight: weight)
+                case let .growCandidates(candidates):
+                    for (t, c) in zip(masks?.prunable ?? [], candidates) {
+                        let dst = candidateScore.pointer + t.offset
+                        for (i, v) in zip(c.indices, c.values) { dst[Int(i)] += weight * v }
+                    }
                 }
                 averager.add(scratch.pointer, batch: Int(s.images))
                 stepResult = stepResult + BatchResult(lossSum: s.lossSum, correct: Int(s.correct), count: Int(s.images))
@@ -361,6 +362,7 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
         }
         let now = clock.seconds
         let record: WorkerRecord
+        let isNew = workers[identity] == nil
         if let old = workers[identity] {
             // A restarted worker reusing its id (ROUTER_HANDOVER): same rank, fresh state.
             old.state = .ready; old.host = join.host; old.pid = join.pid; old.threads = join.threads
@@ -374,7 +376,8 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
             workers[identity] = record
             log.info("worker \(join.name) joined from \(join.host) (pid \(join.pid), \(join.threads) threads) as rank \(record.rank)")
         }
-        record.bytesUp += FrameHeader.size + frame.payload.count
+        // handle() counted the bytes of a known worker's join; a new one's are counted here.
+        if isNew { record.bytesUp += FrameHeader.size + frame.payload.count }
         let info = WelcomeInfo(rank: record.rank, runID: runID, config: config.yaml,
                                heartbeatSeconds: options.heartbeatSeconds, gradientCodec: options.gradientCodec)
         // Weights of the step being gathered, so the worker can join the next step, and

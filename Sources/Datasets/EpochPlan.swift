@@ -69,26 +69,3 @@ public struct EpochPlan: Sendable, Equatable {
         return Array(order[range])
     }
 }
-
-/// Seeds for independent random streams derived from the run seed: every random choice
-/// (shuffle, augmentation of one image in one epoch, initialisation) has its own stream,
-/// so results do not depend on how work is split across threads, ranks or restarts.
-public enum StreamSeed {
-    public static let shuffle: UInt64 = 1
-    public static let augmentation: UInt64 = 2
-    public static let initialization: UInt64 = 3
-    public static let topology: UInt64 = 4
-    /// SViTE+'s Gumbel noise, per (epoch, image).
-    public static let tokenNoise: UInt64 = 5
-
-    public static func mix(_ values: UInt64...) -> UInt64 {
-        var h: UInt64 = 0x243F_6A88_85A3_08D3
-        for v in values {
-            h ^= v &+ 0x9E37_79B9_7F4A_7C15 &+ (h << 6) &+ (h >> 2)
-            h = (h ^ (h >> 33)) &* 0xFF51_AFD7_ED55_8CCD
-            h = (h ^ (h >> 33)) &* 0xC4CE_B9FE_1A85_EC53
-            h ^= h >> 33
-        }
-        return h
-    }
-}

@@ -457,6 +457,18 @@ public enum SelectorObjective: String, Sendable, CaseIterable, Codable {
     case taylor
 }
 
+/// SViTE+: the token selector's settings for one step.
+public struct SelectorSchedule: Sendable, Equatable {
+    /// τ of the straight-through soft weights.
+    public var temperature: Float
+    /// How much of the Gumbel noise the training selection adds to the scores (1 … 0).
+    public var noiseScale: Float
+
+    public init(temperature: Float, noiseScale: Float = 1) {
+        self.temperature = temperature; self.noiseScale = noiseScale
+    }
+}
+
 /// SViTE+'s token selection for one pass: Gumbel noise and the softmax temperature of
 /// the straight-through weights.
 public struct TokenSelection: @unchecked Sendable {

@@ -206,22 +206,7 @@ extension MaskSet {
     /// neurons) drawn at random from `seed` (nil for dense runs). Training and the
     /// pictures draw it the same way.
     public static func initial(_ c: SparsityConfig, model: ViTModel, seed: UInt64) -> MaskSet? {
-        guard c.isSparse else { return nil }
-        let layout = model.layout
-        let m = MaskSet(for: c, layout: layout)
-        if c.method.isStructured {
-            // SSP starts dense; S2ViTE from random heads and neurons.
-            guard c.method == .s2vite else { return m }
-            UnitSelection.random(config: model.config, headDensity: c.keptHeadFraction, mlpDensity: c.keptNeuronFraction, seed: seed)
-                .write(to: m, model: model)
-            m.resetExploration()
-            m.bumpVersion()
-            return m
-        }
-        // The pruning baselines start dense and prune later.
-        guard c.method == .svite else { return m }
-        m.randomize(counts: c.distribution.counts(m.prunable.map { ($0.name, $0.shape) }, density: c.density), seed: seed)
-        return m
+        c.makeMethod().initialMasks(model: model, seed: seed)
     }
 }
 

@@ -9,19 +9,16 @@ public struct StepWork: Sendable {
     public var stepInEpoch: Int
     /// Positions in the epoch's permutation (see EpochPlan).
     public var positions: Range<Int>
-    /// Set when this step ends with a topology update: the fraction to prune and regrow.
-    public var topologyFraction: Double?
-    /// Set when the step must also return per-unit scores (S2ViTE updates, SSP's prune):
-    /// the seed of the inactive units' candidate weights.
-    public var unitScoreSeed: UInt64?
+    /// What the sparsity method asks of the step besides the gradient (grow candidates,
+    /// or unit scores with their candidate-weight seed).
+    public var request: StepRequest
     /// SViTE+: the token selector's temperature and noise at this step (nil: no selector).
     public var selector: SelectorSchedule?
 
-    public init(step: Int, epoch: Int, stepInEpoch: Int, positions: Range<Int>, topologyFraction: Double? = nil,
-                unitScoreSeed: UInt64? = nil, selector: SelectorSchedule? = nil) {
+    public init(step: Int, epoch: Int, stepInEpoch: Int, positions: Range<Int>, request: StepRequest = .none,
+                selector: SelectorSchedule? = nil) {
         self.step = step; self.epoch = epoch; self.stepInEpoch = stepInEpoch; self.positions = positions
-        self.topologyFraction = topologyFraction
-        self.unitScoreSeed = unitScoreSeed
+        self.request = request
         self.selector = selector
     }
 }
@@ -82,10 +79,10 @@ public final class LocalGradientSource: GradientSource {
         if cached?.epoch != work.epoch { cached = (work.epoch, plan.permutation(epoch: work.epoch)) }
         let indices = Array(cached!.order[work.positions])
         let result = replica.computeGradient(params: params, indices: indices, epoch: work.epoch,
-                                             masks: masks, unitScoreSeed: work.unitScoreSeed,
-                                             selector: work.selector)
+                                             masks: masks, request: work.request, selector: work.selector)
+        // Grow candidates are not needed here: the whole gradient is the grow score.
         return StepGradient(gradient: replica.grads.pointer, result: result,
-                            unitScores: work.unitScoreSeed == nil ? nil : replica.unitScores)
+                            unitScores: work.request.unitScoreSeed == nil ? nil : replica.unitScores)
     }
 
     public func finish(reason: String) {}

@@ -61,13 +61,13 @@ public final class Replica: @unchecked Sendable {
     /// batch-mean loss is left in `grads` (full layout).
     ///
     /// With a structured mask the step runs the compact model (only the kept heads and
-    /// neurons) and the gradient is zero on pruned units. With `unitScoreSeed` it instead
+    /// neurons) and the gradient is zero on pruned units. With a unit-score request it instead
     /// runs the full model with the inactive units given their candidate weights (which
     /// add exactly nothing to the output, so the loss and the active units' gradients are
     /// those of the compact model) and leaves the per-unit scores in `unitScores`.
     @discardableResult
     public func computeGradient(params: UnsafePointer<Float>, indices: [Int32], epoch: Int,
-                                masks: MaskSet? = nil, unitScoreSeed: UInt64? = nil,
+                                masks: MaskSet? = nil, request: StepRequest = .none,
                                 selector: SelectorSchedule? = nil) -> BatchResult {
         let b = indices.count
         precondition(b >= 1 && b <= labels.count, "Replica: batch of \(b) images (staging holds \(labels.count))")
@@ -82,7 +82,7 @@ public final class Replica: @unchecked Sendable {
                                              labels: lab.baseAddress!, smoothing: smoothing, workspace: workspace(b),
                                              selection: tokens)
             }
-            if let seed = unitScoreSeed {
+            if let seed = request.unitScoreSeed {
                 let full = scoringParams ?? FloatBuffer(count: model.layout.count)
                 scoringParams = full
                 full.pointer.update(from: params, count: model.layout.count)

@@ -271,15 +271,3 @@ extension RunConfig {
     /// units and (mixed with the step) its candidate weights.
     public var topologySeed: UInt64 { StreamSeed.mix(training.seed, StreamSeed.topology) }
 }
-
-/// SViTE+: the token selector's settings for one step.
-public struct SelectorSchedule: Sendable, Equatable {
-    /// τ of the straight-through soft weights.
-    public var temperature: Float
-    /// How much of the Gumbel noise the training selection adds to the scores (1 … 0).
-    public var noiseScale: Float
-
-    public init(temperature: Float, noiseScale: Float = 1) {
-        self.temperature = temperature; self.noiseScale = noiseScale
-    }
-}

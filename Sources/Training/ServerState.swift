@@ -1,4 +1,3 @@
-import Datasets
 import Kernels
 import Model
 import Optim
@@ -19,9 +18,11 @@ public final class ServerState: @unchecked Sendable {
     /// The sparse topology (nil: dense). Inactive weights and their moments stay zero and
     /// their gradients never reach the optimizer.
     public private(set) var masks: MaskSet?
-    var topologySchedule: UpdateSchedule?
-    var growScore: FloatBuffer?
-    /// Seeds the candidate weights of S2ViTE's inactive units (with the step).
+    /// The sparsity method in force (nil: dense).
+    public private(set) var method: (any SparsityMethod)?
+    /// The mean gradient kept before masking for updates that score by it.
+    var gradientScore: FloatBuffer?
+    /// Seeds what the method draws (S2ViTE's candidate weights, with the step).
     var topologySeed: UInt64 = 0
     /// The changes of the last topology update (empty when the last step made none).
     public private(set) var lastChanges: [PruneAndGrow.LayerChange] = []
@@ -43,46 +44,29 @@ public final class ServerState: @unchecked Sendable {
         clipGradNorm = optimizer.clipGradNorm
     }
 
-    /// Applies the batch-size-weighted mean gradient (clipped in place when clipping is
-    /// on) and advances the step.
-    /// The prune-and-grow fraction if the next update ends with a topology change.
-    public var pendingTopologyFraction: Double? {
-        masks == nil ? nil : topologySchedule?.fraction(step: step + 1, total: schedule.totalSteps)
-    }
-
     /// The sparsity settings in force (nil: dense).
-    public private(set) var sparsity: SparsityConfig?
+    public var sparsity: SparsityConfig? { method?.config }
 
-    /// The next step's pruning-baseline event, if any: the density to prune to.
-    var pendingPruneDensity: Double? {
-        masks == nil ? nil : sparsity?.pruningPlan?.density(step: step + 1, total: schedule.totalSteps)
+    /// What the update after the next step does and asks of the workers.
+    public var pendingPlan: SparsityPlan {
+        guard let masks, let method else { return .idle }
+        return method.plan(step: step, total: schedule.totalSteps, masks: masks, topologySeed: topologySeed)
     }
 
-    /// Structured runs: the candidate-weight seed when the next step must return unit
-    /// scores (an S2ViTE update or SSP's pruning step), nil otherwise.
-    public var pendingUnitScoreSeed: UInt64? {
-        guard let m = masks, m.isStructured, pendingTopologyFraction != nil || pendingPruneDensity != nil else { return nil }
-        return Self.unitCandidateSeed(topologySeed: topologySeed, step: step)
-    }
-
-    /// Workers draw an inactive unit's candidate weights from this seed when scoring it at
-    /// step `step`, and the coordinator draws the same ones when the unit grows there.
-    public static func unitCandidateSeed(topologySeed: UInt64, step: Int) -> UInt64 {
-        StreamSeed.mix(topologySeed, UInt64(step))
-    }
-
+    /// Applies the batch-size-weighted mean gradient (clipped in place when clipping is
+    /// on), then the method's topology update if the step has one, and advances the step.
+    /// `growScore`: the workers' merged grow candidates (else the gradient is the score);
+    /// `unitScores`: their merged unit scores when the plan asked for them.
     @discardableResult
     public func apply(averagedGradient g: UnsafeMutablePointer<Float>, growScore given: UnsafePointer<Float>? = nil,
                       unitScores: UnitScores? = nil) -> Update {
         let lr = schedule.lr(step: step)
-        var fraction: Double? = nil
-        let pruneTo = pendingPruneDensity
-        let unitSeed = pendingUnitScoreSeed
+        let plan = pendingPlan
         if let masks {
-            fraction = pendingTopologyFraction
-            // The dense gradient of an update step is the grow score (unless the workers'
-            // candidates were given); keep it before masking.
-            if fraction != nil || pruneTo != nil, !masks.isStructured, let score = growScore {
+            // The gradient an update scores by is kept before masking.
+            if plan.event != nil && plan.usesGradient {
+                let score = gradientScore ?? FloatBuffer(count: model.layout.count)
+                gradientScore = score
                 score.pointer.update(from: given ?? UnsafePointer(g), count: score.count)
             }
             for t in masks.prunable {
@@ -93,68 +77,32 @@ public final class ServerState: @unchecked Sendable {
         let norm = GradientClipping.clip(g, count: model.layout.count, maxNorm: clipGradNorm)
         optimizer.step(params: params.pointer, grads: g, lr: lr)
         lastChanges = []
-        if let masks {
+        var fraction: Double? = nil
+        if let masks, let method {
             masks.apply(to: params)
-            let moments = [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? [])
-            if masks.isStructured, let c = sparsity {
-                // Without scores (a source that cannot give them) the topology stays.
-                if let scores = unitScores, let seed = unitSeed {
-                    if let f = fraction {
-                        lastChanges = StructuredPruneAndGrow.update(masks: masks, model: model, params: params, scores: scores,
-                                                                    fraction: f, candidateSeed: seed, moments: moments,
-                                                                    rule: c.unitExchange)
-                    } else if pruneTo != nil {
-                        lastChanges = StructuredPruneAndGrow.prune(masks: masks, model: model, params: params, scores: scores,
-                                                                   headDensity: c.keptHeadFraction, mlpDensity: c.keptNeuronFraction,
-                                                                   moments: moments)
-                    }
-                } else {
-                    fraction = nil
+            if plan.event != nil {
+                let moments = [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? [])
+                let evidence = StepEvidence(gradient: plan.usesGradient ? gradientScore : nil, unitScores: unitScores)
+                // Without the evidence it needs (a source that cannot give it) the topology stays.
+                if let changes = method.update(plan, masks: masks, model: model, params: params, moments: moments, evidence: evidence) {
+                    lastChanges = changes
+                    fraction = plan.fraction
                 }
-            } else if let f = fraction, let score = growScore {
-                lastChanges = PruneAndGrow.update(masks: masks, params: params,
-                                                  growScore: { UnsafePointer(score.pointer + $0.offset) },
-                                                  fraction: f, moments: moments)
-            } else if let d = pruneTo, let plan = sparsity?.pruningPlan, let score = growScore {
-                lastChanges = prune(masks, plan: plan, density: d, gradient: score, moments: moments)
             }
         }
         step += 1
         return Update(step: step, lr: lr, gradNorm: norm, topologyFraction: fraction)
     }
 
-    /// A baseline's pruning event: to density `d` by |w| (OMP, GMP) or |w·g| (TP).
-    func prune(_ masks: MaskSet, plan: PruningPlan, density d: Double, gradient g: FloatBuffer, moments: [FloatBuffer]) -> [PruneAndGrow.LayerChange] {
-        let c = sparsity!
-        switch plan.kind {
-        case let .oneShot(_, taylor):
-            if taylor {
-                for t in masks.prunable {
-                    let gp = g.pointer + t.offset, w = params.pointer + t.offset
-                    for i in 0 ..< t.count { gp[i] *= w[i] }
-                }
-            }
-            let source = taylor ? g : params
-            return MagnitudePruning.pruneGlobal(masks: masks, params: params, score: { UnsafePointer(source.pointer + $0.offset) },
-                                                keep: Int((d * Double(masks.totalPrunable)).rounded()), moments: moments)
-        case .gradual:
-            let counts = c.distribution.counts(masks.prunable.map { ($0.name, $0.shape) }, density: d)
-            return MagnitudePruning.pruneLayers(masks: masks, params: params, score: { UnsafePointer(self.params.pointer + $0.offset) },
-                                                counts: counts, moments: moments)
-        }
-    }
-
-    /// Starts sparse training: a random topology with the configured per-layer counts
-    /// (ERK or uniform), applied to the weights.
+    /// Starts sparse training: the method's starting topology, applied to the weights.
     public func enableSparsity(_ c: SparsityConfig, seed: UInt64) {
-        guard let m = MaskSet.initial(c, model: model, seed: seed) else { return }
+        let method = c.makeMethod()
+        guard let m = method.initialMasks(model: model, seed: seed) else { return }
         m.apply(to: params)
         for b in [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? []) { m.apply(to: b) }
         masks = m
-        sparsity = c
+        self.method = method
         topologySeed = seed
-        topologySchedule = c.method == .svite || c.method == .s2vite ? c.schedule : nil
-        growScore = c.method.isStructured ? nil : FloatBuffer(count: model.layout.count)
     }
 
     /// Puts the state back to a checkpoint's step (parameters and moments are restored

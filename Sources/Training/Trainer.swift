@@ -196,7 +196,7 @@ public final class Trainer {
             let step = server.step
             let epoch = step / stepsPerEpoch, inEpoch = step % stepsPerEpoch
             let work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch),
-                                topologyFraction: server.pendingTopologyFraction, unitScoreSeed: server.pendingUnitScoreSeed,
+                                request: server.pendingPlan.request,
                                 selector: config.selectorSchedule(step: step, total: totalSteps))
             guard let g = try source.gradient(params: server.params.pointer, work: work, stop: stop) else {
                 stopped = true

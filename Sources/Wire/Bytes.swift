@@ -11,6 +11,7 @@ public struct ByteWriter {
     public mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
     public mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
     public mutating func f64(_ v: Double) { u64(v.bitPattern) }
+    public mutating func f32(_ v: Float) { u32(v.bitPattern) }
     public mutating func raw(_ b: some Collection<UInt8>) { bytes.append(contentsOf: b) }
 
     /// A length-prefixed (u32) byte string.
@@ -66,6 +67,7 @@ public struct ByteReader {
     public mutating func u32(_ what: String = "u32") throws -> UInt32 { try fixed(UInt32.self, what) }
     public mutating func u64(_ what: String = "u64") throws -> UInt64 { try fixed(UInt64.self, what) }
     public mutating func f64(_ what: String = "f64") throws -> Double { Double(bitPattern: try u64(what)) }
+    public mutating func f32(_ what: String = "f32") throws -> Float { Float(bitPattern: try u32(what)) }
 
     public mutating func raw(_ n: Int, _ what: String = "bytes") throws -> ArraySlice<UInt8> {
         bytes[try take(n, what)]

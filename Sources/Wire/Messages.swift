@@ -1,4 +1,6 @@
 import Foundation
+import Model
+import Sparsity
 
 /// worker → coordinator: who is asking to join.
 public struct JoinMessage: Codable, Sendable, Equatable {
@@ -91,19 +93,28 @@ public enum Payload {
     }
 
     // params: u32 epoch, u32 start, u32 count, u8 flags (1 values, 2 mask update,
-    // 4 candidate request), [mask update], [candidate request], [u32 n, fp32 values]
+    // 4 request, 8 selector), [mask update], [request: u8 kind, 1 grow candidates: u32 c,
+    // u32 layers, u32 k per layer; 2 unit scores: u64 seed], [selector: f32 τ, f32 noise
+    // scale], [u32 n, fp32 values]
 
-    public static func params(_ a: Assignment, mask: MaskUpdate? = nil, candidates: CandidateRequest? = nil,
+    public static func params(_ a: Assignment, mask: MaskUpdate? = nil, request: StepRequest = .none, selector: SelectorSchedule? = nil,
                               values: UnsafePointer<Float>?, count: Int) -> [UInt8] {
         var w = ByteWriter(capacity: 64 + (values == nil ? 0 : 4 * count))
         w.u32(a.epoch); w.u32(a.start); w.u32(a.count)
-        w.u8((values != nil ? 1 : 0) | (mask != nil ? 2 : 0) | (candidates != nil ? 4 : 0))
+        w.u8((values != nil ? 1 : 0) | (mask != nil ? 2 : 0) | (request != .none ? 4 : 0) | (selector != nil ? 8 : 0))
         if let mask { mask.encode(into: &w) }
-        if let c = candidates {
-            w.u32(c.multiplier)
-            w.u32(UInt32(c.perLayer.count))
-            for k in c.perLayer { w.u32(k) }
+        switch request {
+        case .none: break
+        case let .growCandidates(multiplier, perLayer):
+            w.u8(1)
+            w.u32(UInt32(clamping: multiplier))
+            w.u32(UInt32(perLayer.count))
+            for k in perLayer { w.u32(UInt32(clamping: k)) }
+        case let .unitScores(seed):
+            w.u8(2)
+            w.u64(seed)
         }
+        if let selector { w.f32(selector.temperature); w.f32(selector.noiseScale) }
         if let values {
             w.u32(UInt32(count))
             w.floats(values, count: count)
@@ -114,7 +125,8 @@ public enum Payload {
     public struct ParamsHeader: Sendable, Equatable {
         public var assignment: Assignment
         public var mask: MaskUpdate?
-        public var candidates: CandidateRequest?
+        public var request: StepRequest
+        public var selector: SelectorSchedule?
         public var hasValues: Bool
     }
 
@@ -124,17 +136,33 @@ public enum Payload {
         var r = ByteReader(payload)
         let a = Assignment(epoch: try r.u32("epoch"), start: try r.u32("start"), count: try r.u32("count"))
         let flags = try r.u8("params flags")
-        guard flags & ~7 == 0 else { throw WireError.malformedPayload("params flags \(flags)") }
+        guard flags & ~15 == 0 else { throw WireError.malformedPayload("params flags \(flags)") }
         let mask = flags & 2 != 0 ? try MaskUpdate.decode(&r, maxLayers: maxLayers, maxIndices: maxIndices) : nil
-        var cand: CandidateRequest? = nil
+        var request = StepRequest.none
         if flags & 4 != 0 {
-            let c = try r.u32("candidate multiplier")
-            let n = Int(try r.u32("candidate layers"))
-            guard n <= maxLayers else { throw WireError.malformedPayload("\(n) candidate layers, at most \(maxLayers)") }
-            cand = CandidateRequest(multiplier: c, perLayer: try (0 ..< n).map { _ in try r.u32("candidate k") })
+            let kind = try r.u8("request kind")
+            switch kind {
+            case 1:
+                let c = Int(try r.u32("candidate multiplier"))
+                let n = Int(try r.u32("candidate layers"))
+                guard n <= maxLayers else { throw WireError.malformedPayload("\(n) candidate layers, at most \(maxLayers)") }
+                request = .growCandidates(multiplier: c, perLayer: try (0 ..< n).map { _ in Int(try r.u32("candidate k")) })
+            case 2:
+                request = .unitScores(seed: try r.u64("unit score seed"))
+            default:
+                throw WireError.malformedPayload("request kind \(kind)")
+            }
+        }
+        var selector: SelectorSchedule? = nil
+        if flags & 8 != 0 {
+            let tau = try r.f32("selector temperature"), noise = try r.f32("selector noise scale")
+            guard tau.isFinite && tau > 0 && noise.isFinite && noise >= 0 else {
+                throw WireError.malformedPayload("selector temperature \(tau), noise scale \(noise)")
+            }
+            selector = SelectorSchedule(temperature: tau, noiseScale: noise)
         }
         if flags & 1 == 0 { try r.expectEnd("params") }
-        return (ParamsHeader(assignment: a, mask: mask, candidates: cand, hasValues: flags & 1 != 0), r)
+        return (ParamsHeader(assignment: a, mask: mask, request: request, selector: selector, hasValues: flags & 1 != 0), r)
     }
 
     /// Dense parameters: the assignment; the values (if any) are written into `into`.
@@ -145,46 +173,53 @@ public enum Payload {
     }
 
     // grads: u32 images, f64 loss sum, u32 correct, u8 codec, u32 n, values,
-    //        u8 extra: 0 none
+    //        u8 reply: 0 none
     //                  1 grow candidates: u32 layers, per layer: indices (delta varints), fp32 values
-    //                  2 unit scores (S2ViTE): u32 n, fp32 values
+    //                  2 unit scores (S2ViTE, SSP): u32 n, fp32 values
 
     public static func grads(_ s: GradientSummary, codec: ValueCodec, values: UnsafePointer<Float>, count: Int,
-                             candidates: [GrowCandidates]? = nil, unitScores: [Float]? = nil) -> [UInt8] {
-        precondition(candidates == nil || unitScores == nil, "Payload.grads: candidates and unit scores are exclusive")
+                             reply: StepReply = .none) -> [UInt8] {
         var w = ByteWriter(capacity: 32 + codec.bytesPerValue * count)
         w.u32(s.images); w.f64(s.lossSum); w.u32(s.correct)
         w.u8(codec.rawValue)
         w.u32(UInt32(count))
         codec.encode(values, count: count, into: &w)
-        if let candidates {
+        switch reply {
+        case .none:
+            w.u8(0)
+        case let .growCandidates(candidates):
             w.u8(1)
             w.u32(UInt32(candidates.count))
             for c in candidates {
                 IndexCodec.encode(c.indices, into: &w)
                 c.values.withUnsafeBufferPointer { w.floats($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: c.values.count) }
             }
-        } else if let unitScores {
+        case let .unitScores(scores):
             w.u8(2)
-            w.u32(UInt32(unitScores.count))
-            unitScores.withUnsafeBufferPointer { w.floats($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: unitScores.count) }
-        } else {
-            w.u8(0)
+            w.u32(UInt32(scores.count))
+            scores.withUnsafeBufferPointer { w.floats($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: scores.count) }
         }
         return w.bytes
     }
 
-    public struct DecodedGrads: Sendable {
-        public var summary: GradientSummary
-        public var candidates: [GrowCandidates]?
-        public var unitScores: [Float]?
+    /// The reply a receiver accepts: what it asked for, with the shapes it knows.
+    public enum ExpectedReply: Sendable, Equatable {
+        case none
+        /// Grow candidates for layers of these sizes (indices are bounded by them).
+        case growCandidates(layerSizes: [Int])
+        /// This many unit scores.
+        case unitScores(count: Int)
     }
 
-    /// The summary, candidates or unit scores; `count` values (the receiver's expectation)
-    /// go to `into`. `layerSizes` bounds candidate indices; `unitScoreCount` is how many
-    /// unit scores a structured run expects (0: none accepted).
+    public struct DecodedGrads: Sendable {
+        public var summary: GradientSummary
+        public var reply: StepReply
+    }
+
+    /// The summary and the reply, which must be the one `expecting` names; `count`
+    /// values (the receiver's expectation) go to `into`.
     public static func decodeGrads(_ payload: [UInt8], into out: UnsafeMutablePointer<Float>, count: Int,
-                                   layerSizes: [Int] = [], unitScoreCount: Int = 0) throws -> DecodedGrads {
+                                   expecting: ExpectedReply = .none) throws -> DecodedGrads {
         var r = ByteReader(payload)
         let s = GradientSummary(images: try r.u32("images"), lossSum: try r.f64("loss sum"), correct: try r.u32("correct"))
         let c = try r.u8("codec")
@@ -193,30 +228,32 @@ public enum Payload {
         let n = Int(try r.u32("value count"))
         guard n == count else { throw WireError.malformedPayload("\(n) values, expected \(count)") }
         try codec.decode(&r, into: out, count: count)
-        let has = try r.u8("has candidates")
-        var candidates: [GrowCandidates]? = nil
-        var unitScores: [Float]? = nil
-        if has == 2 {
+        let kind = try r.u8("reply kind")
+        let reply: StepReply
+        switch (kind, expecting) {
+        case (0, .none):
+            reply = .none
+        case let (2, .unitScores(expected)):
             let n = Int(try r.u32("unit score count"))
-            guard n == unitScoreCount, n > 0 else { throw WireError.malformedPayload("\(n) unit scores, expected \(unitScoreCount)") }
+            guard n == expected, n > 0 else { throw WireError.malformedPayload("\(n) unit scores, expected \(expected)") }
             var v = [Float](repeating: 0, count: n)
             try v.withUnsafeMutableBufferPointer { try r.floats(into: $0.baseAddress!, count: n) }
             guard v.allSatisfy(\.isFinite) else { throw WireError.malformedPayload("unit scores not finite") }
-            unitScores = v
-        } else if has == 1 {
+            reply = .unitScores(v)
+        case let (1, .growCandidates(layerSizes)):
             let layers = Int(try r.u32("candidate layers"))
             guard layers == layerSizes.count else { throw WireError.malformedPayload("candidates for \(layers) layers, expected \(layerSizes.count)") }
-            candidates = try layerSizes.map { size in
+            reply = .growCandidates(try layerSizes.map { size in
                 let idx = try IndexCodec.decode(&r, bound: UInt32(size), maxCount: size)
                 var v = [Float](repeating: 0, count: idx.count)
                 try v.withUnsafeMutableBufferPointer { try r.floats(into: $0.baseAddress ?? UnsafeMutablePointer(bitPattern: 4)!, count: idx.count) }
                 return GrowCandidates(indices: idx, values: v)
-            }
-        } else if has != 0 {
-            throw WireError.malformedPayload("candidates flag \(has)")
+            })
+        default:
+            throw WireError.malformedPayload("reply kind \(kind) where \(expecting) was asked for")
         }
         try r.expectEnd("grads")
-        return DecodedGrads(summary: s, candidates: candidates, unitScores: unitScores)
+        return DecodedGrads(summary: s, reply: reply)
     }
 
     // leave, stop, reject: a reason string
@@ -284,19 +321,4 @@ public enum MaskUpdate: Sendable, Equatable {
             throw WireError.malformedPayload("mask update kind \(kind)")
         }
     }
-}
-
-/// At an update step: the multiplier c and, per prunable layer, k (the number of weights
-/// that will grow); each worker answers with its top c·k inactive gradients per layer.
-public struct CandidateRequest: Sendable, Equatable {
-    public var multiplier: UInt32
-    public var perLayer: [UInt32]
-    public init(multiplier: UInt32, perLayer: [UInt32]) { self.multiplier = multiplier; self.perLayer = perLayer }
-}
-
-/// One layer's grow candidates: sorted indices into the layer and their gradient values.
-public struct GrowCandidates: Sendable, Equatable {
-    public var indices: [UInt32]
-    public var values: [Float]
-    public init(indices: [UInt32], values: [Float]) { self.indices = indices; self.values = values }
 }

@@ -50,13 +50,7 @@ public final class WorkerNode: @unchecked Sendable {
     var loadedConfig: String?
     /// The topology of a sparse run, kept in step with the coordinator's.
     var masks: MaskSet?
-    /// Seeds S2ViTE's candidate weights (the run's, from its config).
-    var topologySeed: UInt64 = 0
-    /// The run's config and step count (SViTE+'s temperature is a function of the step).
-    var runConfig: RunConfig?
-    var totalSteps = 0
     var packed: FloatBuffer?
-    var candidateMultiplier = 1
 
     var lastSent = -Double.infinity
     var lastReceived: Double = 0
@@ -67,7 +61,8 @@ public final class WorkerNode: @unchecked Sendable {
 
     final class ComputeJob: @unchecked Sendable {
         let step: UInt64
-        var candidates: CandidateRequest?
+        /// What the coordinator asked of this step besides the gradient.
+        var request = StepRequest.none
         let lock = NSLock()
         /// Signalled when the gradient is ready, so the socket thread sends it at once.
         let done = DispatchSemaphore(value: 0)
@@ -117,7 +112,7 @@ public final class WorkerNode: @unchecked Sendable {
             }
             if let j = job, let result = j.finished {
                 job = nil
-                try sendGradient(step: j.step, result: result, candidates: j.candidates)
+                try sendGradient(step: j.step, result: result, request: j.request)
                 if let f = queued { queued = nil; try start(f) }
             }
             if info != nil && clock.seconds - lastSent > (info?.heartbeatSeconds ?? 1) {
@@ -185,9 +180,6 @@ public final class WorkerNode: @unchecked Sendable {
             packed = FloatBuffer(count: model.layout.count)
             permutation = nil
             loadedConfig = info.config
-            topologySeed = config.topologySeed
-            runConfig = config
-            totalSteps = config.stepCounts(trainCount: train.count).total
             masks = config.sparsity.isSparse
                 ? MaskSet(for: config.sparsity, layout: model.layout)
                 : nil
@@ -220,6 +212,10 @@ public final class WorkerNode: @unchecked Sendable {
             }
             guard ok else { throw WorkerError(message: "mask update to version \(update.version) does not fit this worker's mask (version \(m.version))") }
         }
+        // The step's frame names the topology its values are packed for.
+        if let m = masks, UInt32(clamping: m.version) != frame.header.maskVersion {
+            throw WorkerError(message: "step \(frame.header.step) is for mask version \(frame.header.maskVersion), this worker holds \(m.version)")
+        }
         if header.hasValues {
             if let m = masks {
                 try Payload.values(&reader, into: packed.pointer, count: m.packedCount)
@@ -237,54 +233,31 @@ public final class WorkerNode: @unchecked Sendable {
         }
         let indices = Array(permutation!.order[lo ..< hi])
         let j = ComputeJob(step: frame.header.step)
-        j.candidates = header.candidates
+        j.request = header.request
         job = j
         let p = UnsafePointer(params.pointer)
-        // A structured run's request asks for unit scores, drawn at this step's seed.
-        let m = masks
-        let scoreSeed = header.candidates != nil && m?.isStructured == true
-            ? ServerState.unitCandidateSeed(topologySeed: topologySeed, step: Int(frame.header.step)) : nil
-        let selector = runConfig?.selectorSchedule(step: Int(frame.header.step), total: totalSteps)
+        // The request (with its seed) and the selector's τ and noise come with the step.
+        let m = masks, request = header.request, selector = header.selector
         nonisolated(unsafe) let work = {
-            j.finish(replica.computeGradient(params: p, indices: indices, epoch: epoch, masks: m, unitScoreSeed: scoreSeed,
-                                             selector: selector))
+            j.finish(replica.computeGradient(params: p, indices: indices, epoch: epoch, masks: m, request: request, selector: selector))
         }
         Thread.detachNewThread { work() }
     }
 
-    func sendGradient(step: UInt64, result: BatchResult, candidates request: CandidateRequest?) throws {
+    func sendGradient(step: UInt64, result: BatchResult, request: StepRequest) throws {
         guard let replica, let info, let packed else { return }
         let summary = GradientSummary(images: UInt32(result.count), lossSum: result.lossSum, correct: UInt32(result.correct))
         let g = replica.grads.pointer
+        let reply = StepReply.make(request, gradient: g, masks: masks, unitScores: replica.unitScores)
         let payload: [UInt8]
         if let m = masks {
             m.pack(g, into: packed.pointer)
-            if m.isStructured {
-                let scores = request == nil ? nil : replica.unitScores?.flat
-                payload = Payload.grads(summary, codec: info.gradientCodec, values: packed.pointer, count: m.packedCount, unitScores: scores)
-            } else {
-                let candidates = request.map { Self.growCandidates(masks: m, gradient: g, request: $0) }
-                payload = Payload.grads(summary, codec: info.gradientCodec, values: packed.pointer, count: m.packedCount, candidates: candidates)
-            }
+            payload = Payload.grads(summary, codec: info.gradientCodec, values: packed.pointer, count: m.packedCount, reply: reply)
         } else {
-            payload = Payload.grads(summary, codec: info.gradientCodec, values: g, count: layout!.count)
+            payload = Payload.grads(summary, codec: info.gradientCodec, values: g, count: layout!.count, reply: reply)
         }
         try send(.grads, payload, step: step)
         stepsDone += 1
-    }
-
-    /// Per prunable layer, the c·k inactive weights with the largest |gradient|, by index.
-    static func growCandidates(masks m: MaskSet, gradient g: UnsafePointer<Float>, request: CandidateRequest) -> [GrowCandidates] {
-        zip(m.prunable, request.perLayer + [UInt32](repeating: 0, count: max(0, m.prunable.count - request.perLayer.count))).map { t, k in
-            let gp = g + t.offset, mp = m.mask.pointer + t.offset
-            let want = min(Int(k) * Int(request.multiplier), t.count)
-            let inactive = (0 ..< t.count).filter { mp[$0] == 0 }
-            let top = inactive.sorted { a, b in
-                let x = abs(gp[a]), y = abs(gp[b])
-                return x != y ? x > y : a < b
-            }.prefix(want).sorted()
-            return GrowCandidates(indices: top.map { UInt32($0) }, values: top.map { gp[$0] })
-        }
     }
 
     func sendJoin() throws {
@@ -295,7 +268,9 @@ public final class WorkerNode: @unchecked Sendable {
     }
 
     func send(_ type: MessageType, _ payload: [UInt8], step: UInt64) throws {
-        let header = FrameHeader(type: type, runID: info?.runID ?? 0, step: step, layoutHash: layout?.hash ?? 0)
+        // Gradients say which topology they were computed on (0: dense, or none yet).
+        let header = FrameHeader(type: type, runID: info?.runID ?? 0, step: step, maskVersion: UInt32(clamping: masks?.version ?? 0),
+                                 layoutHash: layout?.hash ?? 0)
         try socket.send([Frame(header: header, payload: payload).encoded()])
         lastSent = clock.seconds
     }

@@ -2,6 +2,7 @@ import Datasets
 import Foundation
 import Logging
 import Model
+import Optim
 import Sparsity
 import Testing
 import Transport
@@ -208,6 +209,74 @@ struct ClusterTests {
                 while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
                 if p.isRunning { p.terminate(); Issue.record("worker did not exit after stop") }
             }
+        }
+    }
+}
+
+extension ClusterTests {
+    /// A gradient computed on another topology than the step's is refused (its values
+    /// would land on the wrong weights), the worker is named, and the step takes the
+    /// gradient made on the current mask; a worker's rejoin counts its bytes once.
+    @Test func staleMaskGradientIsRefused() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 64, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "sparsity.method=svite", "sparsity.update_interval=1000"])
+            let model = ViTModel(config: config.model)
+            let server = ServerState(model: model, optimizer: config.optimizer,
+                                     schedule: LRSchedule(config.schedule, base: config.optimizer.lr, totalSteps: 4, stepsPerEpoch: 4))
+            server.enableSparsity(config.sparsity, seed: config.topologySeed)
+            let masks = try #require(server.masks)
+            let source = try cluster(config, workers: 1)
+            source.attach(server: server)
+            let endpoint = source.endpoint, runID = source.runID, layoutHash = model.layout.hash, packed = masks.packedCount
+            let joinBytes = ResultBox()
+            let fake = Thread {
+                do {
+                    let ctx = try ZMQContext()
+                    let s = try ZMQSocket.workerDealer(ctx, identity: "stale", maxMessageBytes: -1, heartbeatMs: 500)
+                    try s.connect(endpoint)
+                    let join = Frame(header: FrameHeader(type: .join, runID: 0, layoutHash: layoutHash),
+                                     payload: Payload.encodeJSON(JoinMessage(name: "stale", host: "test", pid: 1, threads: 1))).encoded(compress: false)
+                    joinBytes.value = ["bytes": join.count]
+                    _ = try s.send([join])
+                    _ = try s.send([join])  // a rejoin before the first step
+                    let deadline = Date().addingTimeInterval(20)
+                    while Date() < deadline {
+                        guard try Poller.readable([s], timeoutMs: 100)[0], let parts = try s.receive() else { continue }
+                        let frame = try Frame.decode(parts[0], limits: FrameLimits(maxRawBytes: 1 << 26))
+                        guard frame.header.type == .params else { continue }
+                        func grads(_ value: Float, maskVersion: UInt32) -> [UInt8] {
+                            let values = [Float](repeating: value, count: packed)
+                            let payload = values.withUnsafeBufferPointer {
+                                Payload.grads(GradientSummary(images: 16, lossSum: 30, correct: 2), codec: .fp32, values: $0.baseAddress!, count: packed)
+                            }
+                            return Frame(header: FrameHeader(type: .grads, runID: runID, step: frame.header.step, maskVersion: maskVersion,
+                                                             layoutHash: layoutHash), payload: payload).encoded(compress: false)
+                        }
+                        _ = try s.send([grads(1, maskVersion: frame.header.maskVersion &- 1)])
+                        _ = try s.send([grads(2, maskVersion: frame.header.maskVersion)])
+                        Thread.sleep(forTimeInterval: 0.5)
+                        return
+                    }
+                    Issue.record("no params frame arrived")
+                } catch {
+                    Issue.record("fake worker: \(error)")
+                }
+            }
+            fake.start()
+            let g = try #require(try source.gradient(params: server.params.pointer,
+                                                     work: StepWork(step: 0, epoch: 0, stepInEpoch: 0, positions: 0 ..< 16), stop: StopFlag()))
+            #expect(source.badFrameTotal == 1 && source.badFrames["stale"] == 1)
+            #expect(source.lastRefusal?.contains("mask version") == true, "\(source.lastRefusal ?? "no refusal")")
+            // Every active weight got the current-mask gradient (2), none the stale one (1).
+            for t in masks.prunable {
+                for i in 0 ..< t.count { #expect(g.gradient[t.offset + i] == (masks.mask[t.offset + i] != 0 ? 2 : 0)) }
+            }
+            // Two join frames and two grads frames (of one size) arrived, each counted once.
+            let w = try #require(source.workers.values.first)
+            #expect(w.bytesUp == 2 * (joinBytes.value?["bytes"] as? Int ?? -1) + 2 * g.bytesUp, "bytes up \(w.bytesUp), step \(g.bytesUp)")
+            while fake.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+            source.finish(reason: "test")
         }
     }
 }

@@ -3,7 +3,6 @@ import Model
 import Sparsity
 import Testing
 import Wire
-@testable import Worker
 
 /// The frame bound both sides enforce must admit the largest frame a correct peer sends:
 /// at an SViTE update step that is every active value plus up to every inactive weight as
@@ -24,13 +23,12 @@ struct FrameBoundTests {
         let packed = FloatBuffer(count: masks.packedCount)
         masks.pack(grads.pointer, into: packed.pointer)
         // A request larger than any layer: every inactive weight becomes a candidate.
-        let request = CandidateRequest(multiplier: 2, perLayer: masks.prunable.map { UInt32($0.count) })
-        let candidates = WorkerNode.growCandidates(masks: masks, gradient: grads.pointer, request: request)
+        let candidates = GrowCandidates.top(masks: masks, gradient: grads.pointer, multiplier: 2, perLayer: masks.prunable.map(\.count))
         let inactive = masks.totalPrunable - masks.activePrunable
         #expect(candidates.reduce(0) { $0 + $1.indices.count } == inactive)
 
         let payload = Payload.grads(GradientSummary(images: 64, lossSum: 1, correct: 3), codec: .fp32,
-                                    values: packed.pointer, count: masks.packedCount, candidates: candidates)
+                                    values: packed.pointer, count: masks.packedCount, reply: .growCandidates(candidates))
         // Larger than a dense push, which is why the dense bound failed.
         #expect(payload.count > 4 * model.layout.count)
         let limits = FrameLimits(maxRawBytes: FrameLimits.payloadBound(parameters: model.layout.count),

@@ -1,4 +1,6 @@
 import Foundation
+import Model
+import Sparsity
 import Testing
 @testable import Wire
 
@@ -237,11 +239,12 @@ struct WireTests {
 struct SparseWireTests {
     @Test func maskUpdatesCandidatesAndPackedValuesRoundTrip() throws {
         let change = MaskUpdate.change(version: 5, layers: [.init(off: [1, 7], on: [3, 9]), .init(off: [], on: [])])
-        let request = CandidateRequest(multiplier: 2, perLayer: [2, 0])
+        let request = StepRequest.growCandidates(multiplier: 2, perLayer: [2, 0])
+        let selector = SelectorSchedule(temperature: 0.5, noiseScale: 0.25)
         let values: [Float] = [1, 2, 3]
-        let p = Payload.params(Assignment(epoch: 1, start: 2, count: 3), mask: change, candidates: request, values: values, count: 3)
+        let p = Payload.params(Assignment(epoch: 1, start: 2, count: 3), mask: change, request: request, selector: selector, values: values, count: 3)
         var (h, r) = try Payload.decodeParamsHeader(p, maxLayers: 2, maxIndices: 10)
-        #expect(h.mask == change && h.candidates == request && h.hasValues)
+        #expect(h.mask == change && h.request == request && h.selector == selector && h.hasValues)
         var out = [Float](repeating: 0, count: 3)
         try Payload.values(&r, into: &out, count: 3)
         #expect(out == values)
@@ -250,22 +253,38 @@ struct SparseWireTests {
         #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(p, maxLayers: 2, maxIndices: 8) }
         let bitmap = MaskUpdate.bitmap(version: 2, bits: [0xFF, 0x01])
         let q = Payload.params(Assignment(epoch: 0, start: 0, count: 1), mask: bitmap, values: nil, count: 0)
-        #expect(try Payload.decodeParamsHeader(q, maxLayers: 2, maxIndices: 8).0.mask == bitmap)
+        let plain = try Payload.decodeParamsHeader(q, maxLayers: 2, maxIndices: 8).0
+        #expect(plain.mask == bitmap && plain.request == .none && plain.selector == nil)
+        // A unit-score request carries its seed; a selector with τ ≤ 0 or NaN is refused
+        // (the worker would trap on it).
+        let scoring = Payload.params(Assignment(epoch: 0, start: 0, count: 1), request: .unitScores(seed: 0xDEAD_BEEF_0123), values: nil, count: 0)
+        #expect(try Payload.decodeParamsHeader(scoring, maxLayers: 0, maxIndices: 0).0.request == .unitScores(seed: 0xDEAD_BEEF_0123))
+        for tau in [Float(0), -1, .nan, .infinity] {
+            let bad = Payload.params(Assignment(epoch: 0, start: 0, count: 1), selector: SelectorSchedule(temperature: 1), values: nil, count: 0)
+            var b = bad
+            withUnsafeBytes(of: tau.bitPattern.littleEndian) { b.replaceSubrange(13 ..< 17, with: $0) }
+            #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(b, maxLayers: 0, maxIndices: 0) }
+        }
 
         let cands = [GrowCandidates(indices: [0, 4], values: [0.5, -1]), GrowCandidates(indices: [], values: [])]
-        let g = Payload.grads(GradientSummary(images: 3, lossSum: 1, correct: 2), codec: .fp32, values: values, count: 3, candidates: cands)
-        let d = try Payload.decodeGrads(g, into: &out, count: 3, layerSizes: [5, 5])
-        #expect(d.summary.images == 3 && d.candidates == cands && d.unitScores == nil)
-        // Unit scores (S2ViTE) travel instead of candidates; the count must be the model's.
+        let g = Payload.grads(GradientSummary(images: 3, lossSum: 1, correct: 2), codec: .fp32, values: values, count: 3, reply: .growCandidates(cands))
+        let d = try Payload.decodeGrads(g, into: &out, count: 3, expecting: .growCandidates(layerSizes: [5, 5]))
+        #expect(d.summary.images == 3 && d.reply == .growCandidates(cands))
+        // Unit scores (S2ViTE, SSP) travel instead of candidates; the count must be the model's.
         let u = Payload.grads(GradientSummary(images: 3, lossSum: 1, correct: 2), codec: .fp32, values: values, count: 3,
-                              unitScores: [0.5, -2, 3])
-        #expect(try Payload.decodeGrads(u, into: &out, count: 3, unitScoreCount: 3).unitScores == [0.5, -2, 3])
-        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(u, into: &out, count: 3, unitScoreCount: 4) }
+                              reply: .unitScores([0.5, -2, 3]))
+        #expect(try Payload.decodeGrads(u, into: &out, count: 3, expecting: .unitScores(count: 3)).reply == .unitScores([0.5, -2, 3]))
+        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(u, into: &out, count: 3, expecting: .unitScores(count: 4)) }
+        // A reply that was not asked for, or not the one asked for, is refused.
         #expect(throws: WireError.self) { _ = try Payload.decodeGrads(u, into: &out, count: 3) }
+        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(g, into: &out, count: 3, expecting: .unitScores(count: 3)) }
+        let none = Payload.grads(GradientSummary(images: 3, lossSum: 1, correct: 2), codec: .fp32, values: values, count: 3)
+        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(none, into: &out, count: 3, expecting: .growCandidates(layerSizes: [5, 5])) }
+        #expect(try Payload.decodeGrads(none, into: &out, count: 3).reply == StepReply.none)
         let nan = Payload.grads(GradientSummary(images: 3, lossSum: 1, correct: 2), codec: .fp32, values: values, count: 3,
-                                unitScores: [0.5, .nan, 3])
-        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(nan, into: &out, count: 3, unitScoreCount: 3) }
-        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(g, into: &out, count: 3, layerSizes: [4, 5]) }
-        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(g, into: &out, count: 3, layerSizes: [5]) }
+                                reply: .unitScores([0.5, .nan, 3]))
+        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(nan, into: &out, count: 3, expecting: .unitScores(count: 3)) }
+        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(g, into: &out, count: 3, expecting: .growCandidates(layerSizes: [4, 5])) }
+        #expect(throws: WireError.self) { _ = try Payload.decodeGrads(g, into: &out, count: 3, expecting: .growCandidates(layerSizes: [5])) }
     }
 }
