@@ -56,7 +56,7 @@ let package = Package(
         .target(name: "Wire", dependencies: ["Model", "Sparsity", "CLZ4", "CZlib"], swiftSettings: numericFlags),
         .target(name: "Transport", dependencies: ["CZeroMQ"]),
         .target(name: "Coordinator", dependencies: [
-            "Kernels", "Model", "Datasets", "Training", "Transport", "Wire",
+            "Kernels", "Model", "Datasets", "Sparsity", "Training", "Transport", "Wire",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
         .target(name: "Worker", dependencies: [

@@ -37,8 +37,11 @@ public final class ZMQContext: @unchecked Sendable {
 public final class ZMQSocket: @unchecked Sendable {
     public enum Kind: Sendable {
         case router, dealer, rep, req
+        /// One end of an in-process pipe between two threads (e.g. a wake-up signal).
+        case pair
         var code: Int32 {
             switch self {
+            case .pair: ZMQ_PAIR
             case .router: ZMQ_ROUTER
             case .dealer: ZMQ_DEALER
             case .rep: ZMQ_REP
@@ -67,6 +70,10 @@ public final class ZMQSocket: @unchecked Sendable {
     public func close() {
         if !closed { zmq_close(handle); closed = true }
     }
+
+    /// How long messages still queued at close are kept for delivery (0: dropped, the
+    /// default here; the context's end waits at most this long).
+    public func setLinger(milliseconds: Int32) throws { try set(ZMQ_LINGER, milliseconds, name: "LINGER") }
 
     public func set(_ option: Int32, _ value: Int32, name: String = "") throws {
         var v = value

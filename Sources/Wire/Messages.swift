@@ -68,13 +68,23 @@ public enum Payload {
 
     /// welcome: blob(JSON info), u32 n, fp32 weights, then for sparse runs u32 mask
     /// version and blob(mask bits).
-    public static func welcome(_ info: WelcomeInfo, params: UnsafePointer<Float>, count: Int,
-                               mask: (version: UInt32, bits: [UInt8])? = nil) -> [UInt8] {
+    /// The mask version of a sparse run's welcome that carries no mask yet.
+    public static let noMaskVersion = UInt32.max
+
+    // welcome: blob info JSON, u32 n, fp32 weights, [sparse runs: u32 mask version
+    // (noMaskVersion: none), blob mask bits]
+
+    public static func welcome(_ info: WelcomeInfo, params: UnsafePointer<Float>?, count: Int,
+                               mask: (version: UInt32, bits: [UInt8])? = nil, sparse: Bool = false) -> [UInt8] {
         var w = ByteWriter(capacity: 4 * count + 1024)
         w.blob(encodeJSON(info))
         w.u32(UInt32(count))
-        w.floats(params, count: count)
-        if let mask { w.u32(mask.version); w.blob(mask.bits) }
+        if let params { w.floats(params, count: count) }
+        if let mask {
+            w.u32(mask.version); w.blob(mask.bits)
+        } else if sparse {
+            w.u32(noMaskVersion); w.blob([])
+        }
         return w.bytes
     }
 

@@ -149,6 +149,8 @@ public final class WorkerNode: @unchecked Sendable {
             let why = (try? Payload.decodeReason(frame.payload)) ?? "stop"
             log.info("coordinator says stop (\(why)) after \(stepsDone) steps")
             return why
+        case .heartbeat:
+            break  // the coordinator is alive (it sends these between steps, e.g. while it evaluates)
         case .reject:
             throw WorkerError(message: "the coordinator refused this worker: \((try? Payload.decodeReason(frame.payload)) ?? "?")")
         default:
@@ -191,9 +193,13 @@ public final class WorkerNode: @unchecked Sendable {
             try reader.floats(into: params!.pointer, count: count)
         }
         if let m = masks {
+            // A welcome sent between steps has no mask (nor weights); the first params
+            // frame brings both.
             let version = try reader.u32("mask version")
             let bits = try reader.blob("mask bits")
-            guard m.setBitmap(bits, version: Int(version)) else { throw WorkerError(message: "the welcome's mask does not fit the model") }
+            if version != Payload.noMaskVersion {
+                guard m.setBitmap(bits, version: Int(version)) else { throw WorkerError(message: "the welcome's mask does not fit the model") }
+            }
         }
         try reader.expectEnd("welcome")
         self.info = info

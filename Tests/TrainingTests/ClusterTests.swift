@@ -288,11 +288,11 @@ final class ResultBox: @unchecked Sendable {
 
 nonisolated(unsafe) var pendingStatus: ResultBox?
 
-func queryStatus(_ endpoint: String) throws -> [String: Any]? {
+func queryStatus(_ endpoint: String, timeoutMs: Int = 5000) throws -> [String: Any]? {
     let ctx = try ZMQContext()
     let s = try ZMQSocket(ctx, .req)
     try s.connect(endpoint)
     try s.send([Array("status".utf8)])
-    guard try Poller.readable([s], timeoutMs: 5000)[0], let reply = try s.receive()?.first else { return nil }
+    guard try Poller.readable([s], timeoutMs: timeoutMs)[0], let reply = try s.receive()?.first else { return nil }
     return try JSONSerialization.jsonObject(with: Data(reply)) as? [String: Any]
 }

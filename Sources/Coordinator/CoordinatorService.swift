@@ -1,0 +1,419 @@
+import Datasets
+import Foundation
+import Kernels
+import Logging
+import Model
+import Sparsity
+import Training
+import Transport
+import Wire
+
+/// The coordinator's socket thread (ps-lite's Van) and the step round it runs (ps-lite's
+/// Customer: assignment, pending replies, refusals). The thread owns the sockets and
+/// services them all the time, so the status socket answers and workers hear heartbeats
+/// while the trainer evaluates or writes a checkpoint. The trainer's thread talks to it
+/// through `cond`: it opens a window (its parameters and masks are readable and do not
+/// change), posts a round and waits for its gradient.
+final class CoordinatorService: @unchecked Sendable {
+    let options: ClusterOptions
+    let config: RunConfig
+    let layout: ParameterLayout
+    let log: Logger
+    let runID: UInt64
+    let limits: FrameLimits
+    let endpoint: String
+    let statusEndpoint: String?
+    let clock = MonotonicClock()
+
+    // The router, status and wake receiver belong to the service thread; the wake sender
+    // to whoever holds `wakeLock`.
+    private let context: ZMQContext
+    private let router: ZMQSocket
+    private let status: ZMQSocket?
+    private let wakeIn: ZMQSocket
+    private let wakeOut: ZMQSocket
+    private let wakeLock = NSLock()
+
+    // Everything below is guarded by `cond`.
+    let cond = NSCondition()
+    let membership = Membership()
+    private let aggregator: GradientAggregator
+    private let packedParams: FloatBuffer
+    var server: ServerState?
+    var runStatus: RunStatus?
+    /// The trainer's parameters while it waits in `gradient` (nil otherwise), and its step.
+    private var window: UnsafePointer<Float>?
+    private var windowStep = 0
+    /// The topology version frames carry (0: dense), as of the last window.
+    private var maskVersion: UInt32 = 0
+    private var masks: MaskSet? { server?.masks }
+
+    private var postedRound: StepWork?
+    private var roundActive = false
+    private var roundDone = false
+    private var roundResult: StepGradient?
+    private var roundStep = 0
+    private var roundWorkers = 0
+    private(set) var pending: Set<[UInt8]> = []
+    private var roundUp = 0, roundDown = 0
+    /// Frames refused this round from workers the round waits for, and the last reason.
+    private(set) var refusedThisRound = 0
+    private(set) var lastRefusal: String?
+    private(set) var badFrames: [String: Int] = [:]
+    private(set) var badFrameTotal = 0
+
+    private var stopReason: String?
+    private var quitting = false
+    private var exited = false
+    private var failure: Error?
+
+    init(config: RunConfig, options: ClusterOptions, logger: Logger) throws {
+        self.config = config
+        self.options = options
+        log = logger
+        layout = ParameterLayout(config: config.model)
+        var seed = Xoshiro256(seed: UInt64(ProcessInfo.processInfo.processIdentifier) ^ UInt64(Date().timeIntervalSince1970 * 1e6))
+        runID = seed.next()
+        context = try ZMQContext()
+        let maxBytes = FrameLimits.payloadBound(parameters: layout.count)
+        limits = FrameLimits(maxRawBytes: maxBytes, runID: runID, layoutHash: layout.hash)
+        router = try ZMQSocket.coordinatorRouter(context, maxMessageBytes: Int64(maxBytes + 1 << 20), heartbeatMs: Int32(options.heartbeatSeconds * 1000))
+        endpoint = try router.bind(options.bind)
+        if let s = options.statusBind {
+            let rep = try ZMQSocket(context, .rep)
+            statusEndpoint = try rep.bind(s)
+            status = rep
+        } else {
+            statusEndpoint = nil
+            status = nil
+        }
+        let wake = "inproc://svite-coordinator-wake-\(String(runID, radix: 16))"
+        wakeIn = try ZMQSocket(context, .pair)
+        _ = try wakeIn.bind(wake)
+        wakeOut = try ZMQSocket(context, .pair)
+        try wakeOut.connect(wake)
+        aggregator = GradientAggregator(layout: layout, model: config.model)
+        packedParams = FloatBuffer(count: layout.count)
+        log.info("coordinator listening on \(endpoint)\(statusEndpoint.map { ", status on \($0)" } ?? "") (run \(String(runID, radix: 16)))")
+        let thread = Thread { [self] in serviceLoop() }
+        thread.name = "svite-coordinator"
+        thread.start()
+    }
+
+    // MARK: the trainer's side
+
+    func attach(server: ServerState) {
+        cond.lock(); self.server = server; cond.unlock()
+    }
+
+    /// The trainer waits in `gradient` with these parameters: late joiners may be sent them.
+    func openWindow(params: UnsafePointer<Float>, step: Int) {
+        cond.lock()
+        window = params
+        windowStep = step
+        maskVersion = UInt32(clamping: masks?.version ?? 0)
+        cond.unlock()
+    }
+
+    func closeWindow() {
+        cond.lock(); window = nil; cond.unlock()
+    }
+
+    /// Waits until `need` workers are live; false when `stop` was raised first.
+    func waitForWorkers(_ need: Int, stop: StopFlag) throws -> Bool {
+        cond.lock(); defer { cond.unlock() }
+        var lastLog = clock.seconds
+        while membership.live.count < need {
+            if let failure { throw failure }
+            if stop.isRaised { return false }
+            _ = cond.wait(until: Date().addingTimeInterval(0.2))
+            if membership.live.count < need && clock.seconds - lastLog > 10 {
+                lastLog = clock.seconds
+                log.info("waiting for workers: \(membership.live.count) of \(need) connected")
+            }
+        }
+        return true
+    }
+
+    /// Sends the step to the live workers and waits until every one has answered or is
+    /// gone: the merged gradient, or nil when no images arrived.
+    func runRound(_ work: StepWork) throws -> StepGradient? {
+        cond.lock()
+        postedRound = work
+        roundDone = false
+        cond.unlock()
+        wake()
+        cond.lock(); defer { cond.unlock() }
+        while !roundDone {
+            if let failure { throw failure }
+            _ = cond.wait(until: Date().addingTimeInterval(0.5))
+        }
+        return roundResult
+    }
+
+    /// Tells the workers to stop (when `reason` is given), then ends the thread.
+    func shutdown(reason: String?) {
+        cond.lock()
+        if exited || quitting { cond.unlock(); return }
+        stopReason = reason
+        quitting = true
+        cond.unlock()
+        wake()
+        cond.lock()
+        while !exited { _ = cond.wait(until: Date().addingTimeInterval(0.1)) }
+        cond.unlock()
+    }
+
+    private func wake() {
+        wakeLock.lock(); defer { wakeLock.unlock() }
+        _ = try? wakeOut.send([[1]], dontWait: true)
+    }
+
+    // MARK: the service thread
+
+    private func serviceLoop() {
+        let sockets = [router, wakeIn] + (status.map { [$0] } ?? [])
+        var timeout = 0
+        while true {
+            do {
+                let ready = try Poller.readable(sockets, timeoutMs: timeout)
+                cond.lock()
+                let done = try tick(ready)
+                cond.broadcast()
+                cond.unlock()
+                if done { break }
+                // Short waits while a round is out (to notice a lost worker soon), longer between.
+                timeout = roundActive ? 20 : 100
+            } catch {
+                cond.lock()
+                failure = error
+                log.error("coordinator socket thread stops: \(error)")
+                cond.broadcast()
+                cond.unlock()
+                break
+            }
+        }
+        try? router.setLinger(milliseconds: 1000)  // let the stop frames out
+        router.close(); status?.close(); wakeIn.close(); wakeOut.close()
+        cond.lock(); exited = true; cond.broadcast(); cond.unlock()
+    }
+
+    /// One pass over everything that is due. Returns true when the thread should end.
+    private func tick(_ ready: [Bool]) throws -> Bool {
+        if ready[1] { while try wakeIn.receive() != nil {} }
+        if quitting {
+            if let reason = stopReason {
+                let live = membership.live
+                for w in live { _ = send(.stop, Payload.reason(reason), to: w, step: windowStep) }
+                log.info("sent stop (\(reason)) to \(live.count) worker(s)")
+            }
+            return true
+        }
+        if let work = postedRound {
+            postedRound = nil
+            startRound(work)
+        }
+        var more = ready
+        while more[0] || (more.count > 2 && more[2]) {
+            if more[0] { while let parts = try router.receive() { handle(parts) } }
+            if more.count > 2 && more[2], let s = status, try s.receive() != nil {
+                let doc = StatusServer.document(run: runStatus, runID: runID, endpoint: endpoint, badFrames: badFrameTotal,
+                                                workers: membership.all, now: clock.seconds)
+                do { try StatusServer.answer(s, with: doc) } catch { log.warning("status reply failed: \(error)") }
+            }
+            more = try Poller.readable([router, wakeIn] + (status.map { [$0] } ?? []), timeoutMs: 0)
+        }
+        let now = clock.seconds
+        for w in membership.silent(now: now, timeout: options.workerTimeout) {
+            markLost(w, why: String(format: "silent for %.1f s", now - w.lastHeard))
+        }
+        // Workers waiting for the next step hear that the coordinator is alive.
+        for w in membership.quiet(now: now, interval: options.heartbeatSeconds) where !pending.contains(w.identity) {
+            _ = send(.heartbeat, [], to: w, step: windowStep)
+        }
+        if roundActive && pending.isEmpty { completeRound() }
+        return false
+    }
+
+    // MARK: the step round
+
+    /// What a worker holding mask version `have` needs to reach the current one.
+    private func maskUpdate(for have: Int) -> MaskUpdate? {
+        guard let m = masks, have != m.version else { return nil }
+        if have >= 0, have == m.version - 1, let changes = server?.lastChanges, changes.count == m.prunable.count {
+            return .change(version: UInt32(m.version), layers: changes.map {
+                MaskUpdate.LayerChange(off: $0.pruned.map(UInt32.init), on: $0.grown.map(UInt32.init))
+            })
+        }
+        return .bitmap(version: UInt32(m.version), bits: m.bitmap)
+    }
+
+    /// Each live worker gets its share of the step's images and what it lacks of the
+    /// parameters and the mask. Runs while the trainer waits (its window is open).
+    private func startRound(_ work: StepWork) {
+        let params = window!
+        let members = membership.live
+        let shares = EpochPlan.split(work.positions, shares: members.map { _ in 1 })
+        let m = masks
+        aggregator.begin(request: work.request, masks: m)
+        roundStep = work.step
+        roundWorkers = members.count
+        roundUp = 0; roundDown = 0
+        refusedThisRound = 0; lastRefusal = nil
+        pending = []
+        // Sparse runs send only the active values; both sides know the mask.
+        var values = params, count = layout.count
+        if let m {
+            m.pack(params, into: packedParams.pointer)
+            values = UnsafePointer(packedParams.pointer)
+            count = m.packedCount
+        }
+        for (w, range) in zip(members, shares) where !range.isEmpty {
+            let a = Assignment(epoch: UInt32(work.epoch), start: UInt32(range.lowerBound), count: UInt32(range.count))
+            let fresh = w.version == work.step && w.maskVersion == (m?.version ?? -1)
+            let payload = Payload.params(a, mask: maskUpdate(for: w.maskVersion), request: work.request, selector: work.selector,
+                                         values: fresh ? nil : values, count: count)
+            if send(.params, payload, to: w, step: work.step) {
+                w.version = work.step
+                w.maskVersion = m?.version ?? -1
+                pending.insert(w.identity)
+            }
+        }
+        roundActive = true
+    }
+
+    private func completeRound() {
+        roundActive = false
+        roundResult = aggregator.finish(bytesUp: roundUp, bytesDown: roundDown, workers: roundWorkers)
+        if roundResult != nil { runStatus?.recordBytes(up: roundUp, down: roundDown, workers: roundWorkers) }
+        roundDone = true
+    }
+
+    // MARK: messages
+
+    @discardableResult
+    private func send(_ type: MessageType, _ payload: [UInt8], to w: WorkerRecord, step: Int) -> Bool {
+        let header = FrameHeader(type: type, runID: runID, step: UInt64(step), maskVersion: maskVersion, layoutHash: layout.hash)
+        let bytes = Frame(header: header, payload: payload).encoded(compress: options.compress)
+        do {
+            _ = try router.send([w.identity, bytes])
+            w.bytesDown += bytes.count
+            w.lastSent = clock.seconds
+            if type == .params { roundDown += bytes.count }
+            return true
+        } catch {
+            log.warning("worker \(w.name): cannot send \(type): \(error); marking it lost")
+            markLost(w, why: "unreachable")
+            return false
+        }
+    }
+
+    private func handle(_ parts: [[UInt8]]) {
+        guard parts.count == 2 else { return countBad(peer: parts.first ?? [], WireError.malformedPayload("\(parts.count) message parts")) }
+        let identity = parts[0], bytes = parts[1]
+        let frame: Frame
+        do {
+            // A join comes before the worker knows the run, so it is checked without the run id.
+            frame = try Frame.decode(bytes, limits: limits)
+            if membership[identity] == nil && frame.header.type != .join {
+                throw WireError.malformedPayload("\(frame.header.type) from a peer that has not joined")
+            }
+        } catch {
+            return countBad(peer: identity, error)
+        }
+        if let w = membership[identity] {
+            w.lastHeard = clock.seconds
+            w.bytesUp += bytes.count
+        }
+        switch frame.header.type {
+        case .join:
+            admit(identity, frame)
+        case .grads:
+            guard let w = membership[identity], w.state == .ready else { return countBad(peer: identity, WireError.malformedPayload("grads from a worker not in the run")) }
+            guard roundActive, Int(frame.header.step) == roundStep, pending.contains(identity) else {
+                log.debug("worker \(w.name): stale gradient for step \(frame.header.step) dropped (now \(roundStep))")
+                return
+            }
+            // A gradient computed on another topology would land on the wrong weights.
+            guard frame.header.maskVersion == maskVersion else {
+                return countBad(peer: identity, WireError.malformedPayload(
+                    "gradient computed on mask version \(frame.header.maskVersion), the run is at \(maskVersion)"))
+            }
+            do {
+                try aggregator.add(payload: frame.payload)
+                roundUp += bytes.count
+                w.stepsDone += 1
+                pending.remove(identity)
+            } catch {
+                countBad(peer: identity, error)
+            }
+        case .heartbeat:
+            break
+        case .leave:
+            if let w = membership[identity] {
+                let why = (try? Payload.decodeReason(frame.payload)) ?? "?"
+                log.info("worker \(w.name) left (\(why))")
+                w.state = .left
+                pending.remove(identity)
+            }
+        default:
+            countBad(peer: identity, WireError.malformedPayload("\(frame.header.type) is not a worker message"))
+        }
+    }
+
+    private func admit(_ identity: [UInt8], _ frame: Frame) {
+        let join: JoinMessage
+        do {
+            join = try Payload.decodeJSON(JoinMessage.self, frame.payload)
+        } catch {
+            return countBad(peer: identity, error)
+        }
+        guard frame.header.layoutHash == layout.hash || frame.header.layoutHash == 0 else {
+            return countBad(peer: identity, WireError.wrongLayout(expected: layout.hash, found: frame.header.layoutHash))
+        }
+        let (record, isNew) = membership.admit(identity, join: join, now: clock.seconds)
+        pending.remove(identity)
+        if isNew {
+            // handle() counts the bytes of known workers' frames; a new one's join is counted here.
+            record.bytesUp += FrameHeader.size + frame.payload.count
+            log.info("worker \(join.name) joined from \(join.host) (pid \(join.pid), \(join.threads) threads) as rank \(record.rank)")
+        } else {
+            log.info("worker \(join.name) rejoined from \(join.host) (pid \(join.pid))")
+        }
+        let info = WelcomeInfo(rank: record.rank, runID: runID, config: config.yaml,
+                               heartbeatSeconds: options.heartbeatSeconds, gradientCodec: options.gradientCodec)
+        // While the trainer waits, a joiner gets the weights of the step being gathered and
+        // the whole mask, and takes part from the next step; between steps, neither (the
+        // next params frame brings both).
+        let welcome: [UInt8]
+        if let p = window {
+            welcome = Payload.welcome(info, params: p, count: layout.count, mask: masks.map { (UInt32($0.version), $0.bitmap) })
+            record.version = windowStep
+            record.maskVersion = masks?.version ?? -1
+        } else {
+            welcome = Payload.welcome(info, params: nil, count: 0, mask: nil, sparse: config.sparsity.isSparse)
+            record.version = -1
+            record.maskVersion = -1
+        }
+        _ = send(.welcome, welcome, to: record, step: windowStep)
+    }
+
+    private func markLost(_ w: WorkerRecord, why: String) {
+        guard w.state == .ready else { return }
+        w.state = .lost
+        pending.remove(w.identity)
+        log.warning("worker \(w.name) (rank \(w.rank), \(w.host)) lost: \(why); continuing with \(membership.live.count) worker(s)")
+    }
+
+    private func countBad(peer: [UInt8], _ error: Error) {
+        let name = membership[peer]?.name ?? String(decoding: peer.prefix(64), as: UTF8.self)
+        badFrameTotal += 1
+        if pending.contains(peer) {
+            refusedThisRound += 1
+            lastRefusal = "\(name): \(error)"
+        }
+        let n = badFrames[name, default: 0] + 1
+        badFrames[name] = n
+        if n == 1 { log.warning("bad frame from \(name.isEmpty ? "<anonymous>" : name) dropped: \(error) (further ones from this peer are counted, not logged)") }
+    }
+}

@@ -1,0 +1,109 @@
+import Kernels
+import Model
+import Sparsity
+import Training
+import Wire
+
+/// Merges the workers' gradient frames of one step: the image-weighted mean gradient, and
+/// whatever the step's request asked for besides (grow candidates, unit scores), merged by
+/// the reply's kind. Sparse runs are summed in packed space (active values only) and
+/// unpacked once at the end. It holds no socket: it takes payload bytes and is tested alone.
+final class GradientAggregator {
+    let layout: ParameterLayout
+    let model: ViTConfig
+    /// Σ images·gradient of the workers so far, packed when the run is sparse; then the mean.
+    private let sum: FloatBuffer
+    /// One worker's decoded values.
+    private let incoming: FloatBuffer
+    /// The mean gradient in layout order (sparse runs: unpacked from `sum`).
+    private let unpacked: FloatBuffer
+    /// Σ images·value of the workers' grow candidates, in layout order.
+    private let candidateScore: FloatBuffer
+    private var unitScoreSum: UnitScores?
+    private var masks: MaskSet?
+    private(set) var request = StepRequest.none
+    private(set) var expectedReply = Payload.ExpectedReply.none
+    private(set) var images = 0
+    private(set) var result = BatchResult()
+
+    init(layout: ParameterLayout, model: ViTConfig) {
+        self.layout = layout
+        self.model = model
+        sum = FloatBuffer(count: layout.count)
+        incoming = FloatBuffer(count: layout.count)
+        unpacked = FloatBuffer(count: layout.count)
+        candidateScore = FloatBuffer(count: layout.count)
+    }
+
+    /// Values a worker sends: the active ones of a sparse run, else all.
+    var valueCount: Int { masks?.packedCount ?? layout.count }
+
+    /// Starts a step that asked `request` of workers holding `masks`.
+    func begin(request: StepRequest, masks: MaskSet?) {
+        self.request = request
+        self.masks = masks
+        images = 0
+        result = BatchResult()
+        sum.zero()
+        unitScoreSum = nil
+        switch request {
+        case .none:
+            expectedReply = .none
+        case .growCandidates:
+            expectedReply = .growCandidates(layerSizes: masks?.prunable.map(\.count) ?? [])
+            candidateScore.zero()
+        case .unitScores:
+            expectedReply = .unitScores(count: UnitScores.count(config: model))
+            unitScoreSum = UnitScores(config: model)
+        }
+    }
+
+    /// Decodes one worker's grads payload and adds it, weighted by its images. A bad
+    /// payload throws and adds nothing.
+    @discardableResult
+    func add(payload: [UInt8]) throws -> GradientSummary {
+        let n = valueCount
+        let d = try Payload.decodeGrads(payload, into: incoming.pointer, count: n, expecting: expectedReply)
+        let s = d.summary
+        let weight = Float(s.images)
+        var units: UnitScores?
+        if case let .unitScores(flat) = d.reply {
+            guard let u = UnitScores(flat: flat, config: model) else { throw WireError.malformedPayload("unit scores do not fit the model") }
+            units = u
+        }
+        // Everything is checked: accumulate.
+        if let u = units { unitScoreSum?.add(u, weight: weight) }
+        if case let .growCandidates(candidates) = d.reply {
+            for (t, c) in zip(masks?.prunable ?? [], candidates) {
+                let dst = candidateScore.pointer + t.offset
+                for (i, v) in zip(c.indices, c.values) { dst[Int(i)] += weight * v }
+            }
+        }
+        let acc = sum.pointer, g = UnsafePointer(incoming.pointer)
+        for i in 0 ..< n { acc[i] += weight * g[i] }
+        images += Int(s.images)
+        result = result + BatchResult(lossSum: s.lossSum, correct: Int(s.correct), count: Int(s.images))
+        return s
+    }
+
+    /// The step's mean gradient and merged replies (nil when no images arrived). The
+    /// pointers stay valid until the next `begin`.
+    func finish(bytesUp: Int, bytesDown: Int, workers: Int) -> StepGradient? {
+        guard images > 0 else { return nil }
+        let inverse = 1 / Float(images)
+        VectorOps.scale(sum.pointer, inverse, valueCount)
+        var gradient = sum.pointer
+        if let m = masks {
+            m.unpack(sum.pointer, into: unpacked.pointer)
+            gradient = unpacked.pointer
+        }
+        var score: UnsafeMutablePointer<Float>? = nil
+        if case .growCandidates = request {
+            VectorOps.scale(candidateScore.pointer, inverse, candidateScore.count)
+            score = candidateScore.pointer
+        }
+        unitScoreSum?.scale(inverse)
+        return StepGradient(gradient: gradient, result: result, bytesUp: bytesUp, bytesDown: bytesDown,
+                            workers: workers, growScore: score, unitScores: unitScoreSum)
+    }
+}
