@@ -20,6 +20,8 @@ public struct ClusterOptions: Sendable {
     /// How often workers send heartbeats while computing.
     public var heartbeatSeconds: Double = 1
     public var gradientCodec: ValueCodec = .fp32
+    /// How the global batch is divided among the workers.
+    public var balance: BatchBalance = .throughput
     public var compress: Bool = true
     public init() {}
 }

@@ -39,6 +39,7 @@ final class CoordinatorService: @unchecked Sendable {
     let membership = Membership()
     private let aggregator: GradientAggregator
     private let packedParams: FloatBuffer
+    private var balancer: BatchBalancer
     var server: ServerState?
     var runStatus: RunStatus?
     /// The trainer's parameters while it waits in `gradient` (nil otherwise), and its step.
@@ -56,6 +57,8 @@ final class CoordinatorService: @unchecked Sendable {
     private var roundWorkers = 0
     private(set) var pending: Set<[UInt8]> = []
     private var roundUp = 0, roundDown = 0
+    /// Images per member of the round, in rank order.
+    private var roundShares: [Int] = []
     /// Frames refused this round from workers the round waits for, and the last reason.
     private(set) var refusedThisRound = 0
     private(set) var lastRefusal: String?
@@ -94,6 +97,7 @@ final class CoordinatorService: @unchecked Sendable {
         try wakeOut.connect(wake)
         aggregator = GradientAggregator(layout: layout, model: config.model)
         packedParams = FloatBuffer(count: layout.count)
+        balancer = BatchBalancer(mode: options.balance)
         log.info("coordinator listening on \(endpoint)\(statusEndpoint.map { ", status on \($0)" } ?? "") (run \(String(runID, radix: 16)))")
         let thread = Thread { [self] in serviceLoop() }
         thread.name = "svite-coordinator"
@@ -253,7 +257,9 @@ final class CoordinatorService: @unchecked Sendable {
     private func startRound(_ work: StepWork) {
         let params = window!
         let members = membership.live
-        let shares = EpochPlan.split(work.positions, shares: members.map { _ in 1 })
+        let weights = balancer.shares(step: work.step, members: members.map { ($0.rank, $0.throughput) })
+        let shares = EpochPlan.split(work.positions, shares: weights)
+        roundShares = shares.map(\.count)
         let m = masks
         aggregator.begin(request: work.request, masks: m)
         roundStep = work.step
@@ -273,7 +279,9 @@ final class CoordinatorService: @unchecked Sendable {
             let fresh = w.version == work.step && w.maskVersion == (m?.version ?? -1)
             let payload = Payload.params(a, mask: maskUpdate(for: w.maskVersion), request: work.request, selector: work.selector,
                                          values: fresh ? nil : values, count: count)
+            w.share = range.count
             if send(.params, payload, to: w, step: work.step) {
+                w.sentAt = clock.seconds
                 w.version = work.step
                 w.maskVersion = m?.version ?? -1
                 pending.insert(w.identity)
@@ -285,6 +293,7 @@ final class CoordinatorService: @unchecked Sendable {
     private func completeRound() {
         roundActive = false
         roundResult = aggregator.finish(bytesUp: roundUp, bytesDown: roundDown, workers: roundWorkers)
+        roundResult?.workerImages = roundShares
         if roundResult != nil { runStatus?.recordBytes(up: roundUp, down: roundDown, workers: roundWorkers) }
         roundDone = true
     }
@@ -340,7 +349,8 @@ final class CoordinatorService: @unchecked Sendable {
                     "gradient computed on mask version \(frame.header.maskVersion), the run is at \(maskVersion)"))
             }
             do {
-                try aggregator.add(payload: frame.payload)
+                let summary = try aggregator.add(payload: frame.payload)
+                w.measured(images: Int(summary.images), seconds: clock.seconds - w.sentAt)
                 roundUp += bytes.count
                 w.stepsDone += 1
                 pending.remove(identity)

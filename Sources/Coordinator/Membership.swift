@@ -22,6 +22,18 @@ final class WorkerRecord {
     var version = -1
     /// The mask version the worker holds (−1: none yet).
     var maskVersion = -1
+    /// Images of its last share, when its params frame left, and its measured speed
+    /// (images per second from params sent to gradient back, smoothed; nil: not yet).
+    var share = 0
+    var sentAt = 0.0
+    var throughput: Double?
+
+    /// Folds in one step's speed.
+    func measured(images: Int, seconds: Double) {
+        guard images > 0, seconds > 0 else { return }
+        let rate = Double(images) / seconds
+        throughput = throughput.map { 0.7 * $0 + 0.3 * rate } ?? rate
+    }
 
     init(identity: [UInt8], join: JoinMessage, rank: Int, now: Double) {
         self.identity = identity

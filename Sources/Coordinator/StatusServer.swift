@@ -12,7 +12,8 @@ enum StatusServer {
         doc["bad_frames"] = badFrames
         doc["workers"] = workers.map { w in
             ["id": w.name, "rank": w.rank, "host": w.host, "pid": Int(w.pid), "threads": w.threads, "state": w.state.rawValue,
-             "seconds_since_heard": (now - w.lastHeard).rounded(toPlaces: 2), "steps_done": w.stepsDone, "joins": w.joins,
+             "seconds_since_heard": (now - w.lastHeard).rounded(toPlaces: 2), "steps_done": w.stepsDone, "joins": w.joins, "share": w.share,
+             "images_per_second": (w.throughput ?? 0).rounded(toPlaces: 1),
              "bytes_up": w.bytesUp, "bytes_down": w.bytesDown] as [String: Any]
         }
         return doc

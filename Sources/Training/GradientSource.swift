@@ -37,6 +37,8 @@ public struct StepGradient {
     public var growScore: UnsafeMutablePointer<Float>?
     /// When the work asked for them: per-unit scores, means over the step's images.
     public var unitScores: UnitScores?
+    /// From the cluster: the images each worker was given, in rank order.
+    public var workerImages: [Int]?
 
     public init(gradient: UnsafeMutablePointer<Float>, result: BatchResult, bytesUp: Int = 0, bytesDown: Int = 0, workers: Int = 1,
                 growScore: UnsafeMutablePointer<Float>? = nil, unitScores: UnitScores? = nil) {

@@ -191,6 +191,7 @@ public final class Trainer {
         var secondsPerStep: Double? = nil
         var lastUpdate = ServerState.Update(step: startStep, lr: 0, gradNorm: 0)
         var stopped = false
+        var lastWorkerImages: [Int]?
 
         while server.step < totalSteps {
             let step = server.step
@@ -209,6 +210,7 @@ public final class Trainer {
             window.loss += result.lossSum; window.correct += result.correct
             window.images += result.count; window.steps += 1
             window.up += g.bytesUp; window.down += g.bytesDown
+            lastWorkerImages = g.workerImages
 
             let done = server.step
             let epochEnd = inEpoch == stepsPerEpoch - 1
@@ -232,6 +234,7 @@ public final class Trainer {
                                "images_per_second": report.imagesPerSecond, "elapsed_seconds": report.elapsedSeconds,
                                "bytes_up_per_step": window.up / window.steps, "bytes_down_per_step": window.down / window.steps]
                 if let s = report.sparsity { record.merge(s.fields) { $1 } }
+                if let shares = lastWorkerImages { record["images_per_worker"] = shares }
                 metrics.write(record)
                 observe(.step(report))
                 window = (0, 0, 0, 0, session.seconds, 0, 0)

@@ -18,6 +18,9 @@ struct ClusterCLIOptions: ParsableArguments {
     @Option(name: .long, help: "How gradients travel: fp32 (exact) or bf16 (half the bytes).")
     var gradientCodec: String = environment["SVITE_GRADIENT_CODEC"] ?? "fp32"
 
+    @Option(name: .long, help: ArgumentHelp("How the batch is divided: throughput (in proportion to each worker's measured images/s, re-balanced every 10 steps) or equal.", valueName: "mode"))
+    var balance: BatchBalance = BatchBalance(rawValue: environment["SVITE_BALANCE"] ?? "") ?? .throughput
+
     func validate() throws {
         guard workerTimeout >= 0.5 && workerTimeout <= 3600 else { throw ValidationError("--worker-timeout must be 0.5 to 3600 seconds (got \(workerTimeout))") }
         guard codec != nil else { throw ValidationError("--gradient-codec must be fp32 or bf16 (got '\(gradientCodec)')") }
@@ -32,6 +35,7 @@ struct ClusterCLIOptions: ParsableArguments {
         o.expectedWorkers = workers
         o.workerTimeout = workerTimeout
         o.gradientCodec = codec ?? .fp32
+        o.balance = balance
         return o
     }
 }
@@ -47,7 +51,7 @@ struct CoordinatorCommand: ParsableCommand {
         metrics, checkpoints, --resume).
 
         Environment (flags win): SVITE_BIND, SVITE_STATUS, SVITE_WORKERS, SVITE_CONFIG, \
-        SVITE_WORKER_TIMEOUT, SVITE_GRADIENT_CODEC.
+        SVITE_WORKER_TIMEOUT, SVITE_GRADIENT_CODEC, SVITE_BALANCE.
 
         Example: svite coordinator --config fmnist-tiny --bind 'tcp://*:5555' --status 'tcp://*:5556' --workers 4
         """
@@ -249,3 +253,5 @@ final class LocalWorkers {
         for p in processes where p.isRunning { p.terminate() }
     }
 }
+
+extension BatchBalance: ExpressibleByArgument {}

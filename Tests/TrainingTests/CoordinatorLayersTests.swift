@@ -145,6 +145,92 @@ struct CoordinatorLayersTests {
     }
 }
 
+extension CoordinatorLayersTests {
+    /// Equal shares stay equal for equal speeds and within the hysteresis; a 3× faster
+    /// worker gets about three quarters at the next re-balance step and not before; a
+    /// newcomer starts at the mean weight; equal mode ignores speeds.
+    @Test func balancerSharesFollowThroughput() {
+        var b = BatchBalancer(mode: .throughput)
+        #expect(b.shares(step: 0, members: [(0, nil), (1, nil)]) == [500, 500])
+        #expect(b.shares(step: 10, members: [(0, 100), (1, 95)]) == [500, 500], "within the hysteresis")
+        #expect(b.shares(step: 11, members: [(0, 300), (1, 100)]) == [500, 500], "not a re-balance step")
+        #expect(b.shares(step: 20, members: [(0, 300), (1, 100)]) == [750, 250])
+        #expect(b.shares(step: 21, members: [(0, 300), (1, 100), (2, nil)]) == [750, 250, 500])
+        #expect(b.shares(step: 30, members: [(0, 300), (2, nil)]) == [500, 500], "the unmeasured one counts as the mean")
+        var e = BatchBalancer(mode: .equal)
+        #expect(e.shares(step: 10, members: [(0, 300), (1, 100)]) == [500, 500])
+        #expect(BatchBalancer.proportional([nil, nil]) == nil)
+        #expect(BatchBalancer.proportional([.nan, 2]) == [500, 500])
+    }
+
+    /// A worker that takes 0.2 s a step beside a fast one gets a smaller share from the
+    /// first re-balance on; every step is applied once and the shares go to the metrics.
+    @Test func slowWorkerGetsASmallerShare() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 32 * 24, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=24", "training.batch_size=32"])
+            var o = ClusterOptions()
+            o.bind = "tcp://127.0.0.1:*"
+            o.statusBind = nil
+            o.expectedWorkers = 2
+            o.heartbeatSeconds = 0.5
+            let source = try ClusterGradientSource(config: config, options: o, logger: log)
+            let endpoint = source.endpoint, count = source.layout.count, layoutHash = source.layout.hash
+            let assigned = StateLog()
+            let slow = Thread {
+                do {
+                    let ctx = try ZMQContext()
+                    let s = try ZMQSocket.workerDealer(ctx, identity: "slow", maxMessageBytes: -1, heartbeatMs: 500)
+                    try s.connect(endpoint)
+                    _ = try s.send([Frame(header: FrameHeader(type: .join, runID: 0, layoutHash: layoutHash),
+                                          payload: Payload.encodeJSON(JoinMessage(name: "slow", host: "test", pid: 1, threads: 1))).encoded()])
+                    let zeros = [Float](repeating: 0, count: count)
+                    while true {
+                        guard try Poller.readable([s], timeoutMs: 100)[0], let parts = try s.receive() else { continue }
+                        let frame = try Frame.decode(parts[0], limits: FrameLimits(maxRawBytes: 1 << 26))
+                        if frame.header.type == .stop { return }
+                        guard frame.header.type == .params else { continue }
+                        var r = ByteReader(frame.payload)
+                        _ = try r.u32(); _ = try r.u32()
+                        let images = try r.u32()
+                        assigned.add("\(frame.header.step):\(images)")
+                        Thread.sleep(forTimeInterval: 0.2)
+                        let payload = zeros.withUnsafeBufferPointer {
+                            Payload.grads(GradientSummary(images: images, lossSum: Double(images) * 2.3, correct: 0), codec: .fp32,
+                                          values: $0.baseAddress!, count: count)
+                        }
+                        _ = try s.send([Frame(header: FrameHeader(type: .grads, runID: frame.header.runID, step: frame.header.step,
+                                                                  maskVersion: frame.header.maskVersion, layoutHash: layoutHash),
+                                              payload: payload).encoded()])
+                    }
+                } catch {
+                    Issue.record("slow worker: \(error)")
+                }
+            }
+            slow.start()
+            let fast = Thread {
+                do { _ = try WorkerNode(options: WorkerOptions(coordinator: endpoint, name: "fast", threads: 1), logger: Logger(label: "w")).run() } catch { Issue.record("fast worker: \(error)") }
+            }
+            fast.start()
+            var options = Trainer.Options(runDirectory: "\(dir)/run")
+            options.source = { _, _, _ in source }
+            let trainer = try Trainer(config: config, options: options, logger: log)
+            let summary = try trainer.run()
+            while slow.isExecuting || fast.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(summary.steps == 24 && trainer.server.optimizer.updates == 24)
+            let byStep = Dictionary(assigned.states.map { s -> (Int, Int) in
+                let p = s.split(separator: ":").map { Int($0)! }
+                return (p[0], p[1])
+            }, uniquingKeysWith: { a, _ in a })
+            #expect(byStep[0] == 16 && byStep[9] == 16, "equal shares before the first re-balance: \(byStep)")
+            #expect((byStep[10] ?? 16) < 12 && (byStep[23] ?? 16) < 12, "the slow worker's share after it: \(byStep)")
+            let shares = MetricsLog.read(summary.metrics).compactMap { $0["images_per_worker"] as? [Int] }
+            #expect(shares.count == 24 && shares.allSatisfy { $0.reduce(0, +) == 32 }, "\(shares)")
+            #expect(shares.first == [16, 16] && shares.last.map { $0[0] < 12 || $0[1] < 12 } == true)
+        }
+    }
+}
+
 final class StateLog: @unchecked Sendable {
     private let lock = NSLock()
     private var _states: [String] = []
