@@ -41,45 +41,6 @@ public struct DataConfig: Sendable, Equatable, Codable {
         self.testLimit = testLimit
     }
 
-    /// Reads the section; every key is optional and every unknown key is an error.
-    public static func parse(_ m: ConfigMapping?) throws -> DataConfig {
-        guard let m else { return DataConfig() }
-        let kindText = try m.string("dataset") ?? Kind.fashionMNIST.rawValue
-        guard let kind = Kind(rawValue: kindText) else {
-            throw ConfigError(file: m.file, key: m.qualified("dataset"),
-                              message: "unknown data set '\(kindText)'; known: \(Kind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        var c = DataConfig(kind: kind, directory: try m.string("dir"),
-                           mean: try m.doubles("mean"), std: try m.doubles("std"),
-                           trainLimit: try m.int("train_limit") ?? 0, testLimit: try m.int("test_limit") ?? 0)
-        if m.isMapping("augmentation") {
-            let a = try m.mapping("augmentation")!
-            c.augmentation = Augmentation(cropPadding: try a.int("random_crop_padding") ?? 0,
-                                          horizontalFlip: try a.bool("horizontal_flip") ?? false)
-            try a.finish()
-            if c.augmentation.cropPadding < 0 {
-                throw a.error("random_crop_padding", "must be >= 0, got \(c.augmentation.cropPadding)")
-            }
-        } else if let text = try m.string("augmentation") {
-            guard text == "none" else {
-                throw ConfigError(file: m.file, key: m.qualified("augmentation"),
-                                  message: "expected 'none' or a mapping with random_crop_padding and horizontal_flip, found '\(text)'")
-            }
-        }
-        try m.finish()
-        let channels = kind.channels
-        for (key, list) in [("mean", c.mean), ("std", c.std)] where list.count != channels {
-            throw ConfigError(file: m.file, key: m.qualified(key), message: "\(kind.rawValue) has \(channels) channel(s), found \(list.count) value(s)")
-        }
-        if let bad = c.std.first(where: { !($0 > 0) }) {
-            throw m.error("std", "every value must be positive, found \(bad)")
-        }
-        for (key, v) in [("train_limit", c.trainLimit), ("test_limit", c.testLimit)] where v < 0 {
-            throw ConfigError(file: m.file, key: m.qualified(key), message: "must be >= 0 (0 means all), got \(v)")
-        }
-        return c
-    }
-
     /// Checks the data set fits the model, naming the model key that disagrees.
     public func check(against model: ViTConfig, file: String) throws {
         let k = kind
@@ -92,13 +53,6 @@ public struct DataConfig: Sendable, Equatable, Codable {
         if model.numClasses != k.classes {
             throw ConfigError(file: file, key: "model.num_classes", message: "is \(model.numClasses) but \(k.rawValue) has \(k.classes) classes")
         }
-    }
-
-    public var yaml: String {
-        let aug = augmentation.isNone ? "  augmentation: none\n"
-            : "  augmentation:\n    random_crop_padding: \(augmentation.cropPadding)\n    horizontal_flip: \(augmentation.horizontalFlip)\n"
-        return "data:\n  dataset: \(kind.rawValue)\n  dir: \(directory)\n  mean: \(mean)\n  std: \(std)\n" + aug
-            + "  train_limit: \(trainLimit)\n  test_limit: \(testLimit)\n"
     }
 
     /// Loads one split, with the limit applied.
@@ -128,6 +82,54 @@ public struct DataConfig: Sendable, Equatable, Codable {
             return candidate
         }
         throw DataError(file: "\(dir)/\(name)[.gz]", problem: "no such file", remedy: kind.howToGet(directory: dir))
+    }
+}
+
+extension DataConfig: ConfigSection {
+    public static let sectionName = "data"
+    public static var defaults: DataConfig { DataConfig() }
+
+    public static var keys: [ConfigKey<DataConfig>] {
+        [
+            // The data set comes first: it sets the defaults of dir, mean and std.
+            ConfigKey("dataset", read: { m, c in
+                guard let text = try m.string("dataset") else { return }
+                guard let kind = Kind(rawValue: text) else {
+                    throw m.error("dataset", "unknown data set '\(text)'; known: \(Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                c = DataConfig(kind: kind)
+            }, write: { $0.kind.rawValue }),
+            .value("dir", \.directory),
+            .value("mean", \.mean),
+            .value("std", \.std, check: { list in list.first(where: { !($0 > 0) }).map { "every value must be positive, found \($0)" } }),
+            ConfigKey("augmentation", read: { m, c in
+                if m.isMapping("augmentation") {
+                    let a = try m.mapping("augmentation")!
+                    c.augmentation = Augmentation(cropPadding: try a.int("random_crop_padding") ?? 0,
+                                                  horizontalFlip: try a.bool("horizontal_flip") ?? false)
+                    try a.finish()
+                    if c.augmentation.cropPadding < 0 {
+                        throw a.error("random_crop_padding", "must be >= 0, got \(c.augmentation.cropPadding)")
+                    }
+                } else if let text = try m.string("augmentation") {
+                    guard text == "none" else {
+                        throw m.error("augmentation", "expected 'none' or a mapping with random_crop_padding and horizontal_flip, found '\(text)'")
+                    }
+                    c.augmentation = .none
+                }
+            }, write: { c in
+                c.augmentation.isNone ? "none"
+                    : "\n    random_crop_padding: \(c.augmentation.cropPadding)\n    horizontal_flip: \(c.augmentation.horizontalFlip)"
+            }),
+            .value("train_limit", \.trainLimit, check: { $0 >= 0 ? nil : "must be >= 0 (0 means all), got \($0)" }),
+            .value("test_limit", \.testLimit, check: { $0 >= 0 ? nil : "must be >= 0 (0 means all), got \($0)" }),
+        ]
+    }
+
+    public func check(_ m: ConfigMapping) throws {
+        for (key, list) in [("mean", mean), ("std", std)] where list.count != kind.channels {
+            throw m.error(key, "\(kind.rawValue) has \(kind.channels) channel(s), found \(list.count) value(s)")
+        }
     }
 }
 

@@ -235,3 +235,119 @@ public enum ConfigOverrides {
         return .mapping(mapping)
     }
 }
+
+// MARK: sections declared once
+
+/// One key of a config section, declared once: its name, how it is read into the section
+/// (with its own checks) and how it is written back as YAML (nil: left out, e.g. an unset
+/// option). A section's table of keys is its parser, its YAML writer and its documentation
+/// check (a test holds the README's config block to it).
+public struct ConfigKey<Section>: Sendable {
+    public let name: String
+    /// A missing required key is an error.
+    public let required: Bool
+    let read: @Sendable (ConfigMapping, inout Section) throws -> Void
+    let write: @Sendable (Section) -> String?
+
+    /// A key with its own reader and writer (lists, nested mappings, keys that set several fields).
+    public init(_ name: String, required: Bool = false,
+                read: @escaping @Sendable (ConfigMapping, inout Section) throws -> Void,
+                write: @escaping @Sendable (Section) -> String?) {
+        self.name = name; self.required = required; self.read = read; self.write = write
+    }
+
+    /// A plain value; `check` returns what is wrong with a value read from the file (nil: fine).
+    public static func value<T: ConfigValue>(_ name: String, _ field: WritableKeyPath<Section, T> & Sendable, required: Bool = false,
+                                             check: (@Sendable (T) -> String?)? = nil) -> ConfigKey {
+        ConfigKey(name, required: required, read: { m, s in
+            guard let v = try T.read(m, name) else {
+                if required { throw m.error(name, "missing (required)") }
+                return
+            }
+            if let problem = check?(v) { throw m.error(name, problem) }
+            s[keyPath: field] = v
+        }, write: { s in s[keyPath: field].yamlText })
+    }
+
+    /// An optional value: written only when set.
+    public static func optional<T: ConfigValue>(_ name: String, _ field: WritableKeyPath<Section, T?> & Sendable,
+                                                check: (@Sendable (T) -> String?)? = nil) -> ConfigKey {
+        ConfigKey(name, read: { m, s in
+            guard let v = try T.read(m, name) else { return }
+            if let problem = check?(v) { throw m.error(name, problem) }
+            s[keyPath: field] = v
+        }, write: { s in s[keyPath: field]?.yamlText })
+    }
+}
+
+/// A value a config key can hold, read strictly from a mapping and written as YAML.
+public protocol ConfigValue: Sendable {
+    static func read(_ m: ConfigMapping, _ key: String) throws -> Self?
+    var yamlText: String { get }
+}
+
+extension Int: ConfigValue {
+    public static func read(_ m: ConfigMapping, _ key: String) throws -> Int? { try m.int(key) }
+    public var yamlText: String { "\(self)" }
+}
+extension Double: ConfigValue {
+    public static func read(_ m: ConfigMapping, _ key: String) throws -> Double? { try m.double(key) }
+    public var yamlText: String { "\(self)" }
+}
+extension Bool: ConfigValue {
+    public static func read(_ m: ConfigMapping, _ key: String) throws -> Bool? { try m.bool(key) }
+    public var yamlText: String { "\(self)" }
+}
+extension String: ConfigValue {
+    public static func read(_ m: ConfigMapping, _ key: String) throws -> String? { try m.string(key) }
+    public var yamlText: String { self }
+}
+extension Array: ConfigValue where Element == Double {
+    public static func read(_ m: ConfigMapping, _ key: String) throws -> [Double]? { try m.doubles(key) }
+    public var yamlText: String { "\(self)" }
+}
+
+/// An enumeration whose raw values are the YAML spellings; an unknown one is an error
+/// listing the known ones.
+public protocol ConfigChoice: ConfigValue, RawRepresentable, CaseIterable where RawValue == String {}
+extension ConfigChoice {
+    public static func read(_ m: ConfigMapping, _ key: String) throws -> Self? { try m.choice(key, as: Self.self) }
+    public var yamlText: String { rawValue }
+}
+
+/// A config section: a table of keys and the checks that span several of them.
+public protocol ConfigSection: Sendable {
+    /// The section's key in the config file.
+    static var sectionName: String { get }
+    static var keys: [ConfigKey<Self>] { get }
+    /// The defaults (every key of the table not in the file keeps its value here).
+    static var defaults: Self { get }
+    /// Checks across keys, after every key was read; errors name the key to change.
+    func check(_ m: ConfigMapping) throws
+}
+
+extension ConfigSection {
+    public func check(_ m: ConfigMapping) throws {}
+
+    /// Reads the section (nil: absent, the defaults); every unknown key is an error.
+    public static func parse(_ m: ConfigMapping?) throws -> Self {
+        var c = defaults
+        guard let m else { return c }
+        for key in keys { try key.read(m, &c) }
+        try m.finish()
+        try c.check(m)
+        return c
+    }
+
+    /// The section as YAML lines, every key written out (unset options left out).
+    public var yaml: String {
+        var s = "\(Self.sectionName):\n"
+        for key in Self.keys {
+            // A nested mapping's text starts with its own line break.
+            if let text = key.write(self) { s += "  \(key.name):\(text.hasPrefix("\n") ? "" : " ")\(text)\n" }
+        }
+        return s
+    }
+
+    public static var keyNames: [String] { keys.map(\.name) }
+}

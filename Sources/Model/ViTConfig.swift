@@ -144,19 +144,16 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
 
     // MARK: YAML
 
-    /// Reads the `model:` section; every key is required to be known.
-    public static func parse(_ m: ConfigMapping) throws -> ViTConfig {
-        func req(_ key: String) throws -> Int {
-            guard let v = try m.int(key) else {
-                throw ConfigError(file: m.file, key: m.qualified(key), message: "missing (required)")
-            }
-            return v
-        }
-        var c = ViTConfig(imageSize: try req("image_size"), patchSize: try req("patch_size"),
-                          inChannels: try req("in_channels"), numClasses: try req("num_classes"),
-                          dim: try req("dim"), depth: try req("depth"), heads: try req("heads"),
-                          mlpRatio: try m.double("mlp_ratio") ?? 4)
-        func ints(_ key: String) throws -> [Int]? {
+}
+
+extension ViTConfig: ConfigSection {
+    public static let sectionName = "model"
+    /// Every shape key is required; these zeros are never a model.
+    public static var defaults: ViTConfig { ViTConfig(imageSize: 0, patchSize: 0, inChannels: 0, numClasses: 0, dim: 0, depth: 0, heads: 0) }
+
+    /// Whole numbers in a list (`[2, 3, 3]`).
+    static func wholeNumbers(_ key: String) -> @Sendable (ConfigMapping) throws -> [Int]? {
+        { m in
             try m.doubles(key).map { list in
                 try list.map { v in
                     guard v == v.rounded(), abs(v) < 1e9 else { throw m.error(key, "expected whole numbers, found \(v)") }
@@ -164,29 +161,28 @@ public struct ViTConfig: Codable, Hashable, Sendable, CustomStringConvertible {
                 }
             }
         }
-        c.blockHeads = try ints("block_heads")
-        c.blockHidden = try ints("block_hidden")
-        c.tokenKeep = try m.double("token_keep")
-        c.selectorHidden = try m.int("selector_hidden") ?? 0
-        try m.finish()
-        try c.validate(file: m.file, path: m.path)
-        return c
     }
 
-    /// The `model:` section as YAML lines (two-space indented), for config files and
-    /// the JSON/YAML written beside exported weights.
-    public var yaml: String {
-        """
-        model:
-          image_size: \(imageSize)
-          patch_size: \(patchSize)
-          in_channels: \(inChannels)
-          num_classes: \(numClasses)
-          dim: \(dim)
-          depth: \(depth)
-          heads: \(heads)
-          mlp_ratio: \(mlpRatio)
-        """ + (blockHeads.map { "\n  block_heads: \($0)" } ?? "") + (blockHidden.map { "\n  block_hidden: \($0)" } ?? "")
-            + (tokenKeep.map { "\n  token_keep: \($0)\n  selector_hidden: \(selectorHidden)" } ?? "") + "\n"
+    public static var keys: [ConfigKey<ViTConfig>] {
+        [
+            .value("image_size", \.imageSize, required: true),
+            .value("patch_size", \.patchSize, required: true),
+            .value("in_channels", \.inChannels, required: true),
+            .value("num_classes", \.numClasses, required: true),
+            .value("dim", \.dim, required: true),
+            .value("depth", \.depth, required: true),
+            .value("heads", \.heads, required: true),
+            .value("mlp_ratio", \.mlpRatio),
+            ConfigKey("block_heads", read: { m, c in c.blockHeads = try wholeNumbers("block_heads")(m) },
+                      write: { $0.blockHeads.map { "\($0)" } }),
+            ConfigKey("block_hidden", read: { m, c in c.blockHidden = try wholeNumbers("block_hidden")(m) },
+                      write: { $0.blockHidden.map { "\($0)" } }),
+            .optional("token_keep", \.tokenKeep),
+            // The selector's width means something only with a selector.
+            ConfigKey("selector_hidden", read: { m, c in c.selectorHidden = try m.int("selector_hidden") ?? c.selectorHidden },
+                      write: { $0.tokenKeep == nil ? nil : "\($0.selectorHidden)" }),
+        ]
     }
+
+    public func check(_ m: ConfigMapping) throws { try validate(file: m.file, path: m.path) }
 }

@@ -18,49 +18,48 @@ public struct OptimizerConfig: Sendable, Equatable, Codable {
 
     public init() {}
 
-    public static func parse(_ m: ConfigMapping?) throws -> OptimizerConfig {
-        var c = OptimizerConfig()
-        guard let m else { return c }
-        if let name = try m.string("name") {
-            guard let k = Kind(rawValue: name.lowercased()) else {
-                throw m.error("name", "unknown optimizer '\(name)'; known: adamw, sgd")
-            }
-            c.kind = k
-        }
-        c.lr = try m.double("lr") ?? c.lr
-        c.weightDecay = try m.double("weight_decay") ?? c.weightDecay
-        if let betas = try m.doubles("betas") {
-            guard betas.count == 2 else {
-                throw m.error("betas", "expected two numbers [beta1, beta2], found \(betas.count)")
-            }
-            c.beta1 = betas[0]; c.beta2 = betas[1]
-        }
-        c.eps = try m.double("eps") ?? c.eps
-        c.momentum = try m.double("momentum") ?? c.momentum
-        c.nesterov = try m.bool("nesterov") ?? c.nesterov
-        c.clipGradNorm = try m.double("clip_grad_norm") ?? c.clipGradNorm
-        try m.finish()
-        guard c.lr > 0 else { throw m.error("lr", "must be positive, got \(c.lr)") }
-        guard c.weightDecay >= 0 else { throw m.error("weight_decay", "must be >= 0, got \(c.weightDecay)") }
-        guard (0 ..< 1).contains(c.beta1), (0 ..< 1).contains(c.beta2) else {
-            throw m.error("betas", "each must be in [0, 1), got [\(c.beta1), \(c.beta2)]")
-        }
-        guard c.eps > 0 else { throw m.error("eps", "must be positive, got \(c.eps)") }
-        guard (0 ..< 1).contains(c.momentum) else { throw m.error("momentum", "must be in [0, 1), got \(c.momentum)") }
-        guard c.clipGradNorm >= 0 else { throw m.error("clip_grad_norm", "must be >= 0 (0 = off), got \(c.clipGradNorm)") }
-        if c.nesterov && (c.kind != .sgd || c.momentum == 0) {
-            throw m.error("nesterov", "needs name: sgd and a momentum above 0")
-        }
-        return c
+}
+
+extension OptimizerConfig: ConfigSection {
+    public static let sectionName = "optimizer"
+    public static var defaults: OptimizerConfig { OptimizerConfig() }
+
+    public static var keys: [ConfigKey<OptimizerConfig>] {
+        [
+            ConfigKey("name", read: { m, c in
+                guard let name = try m.string("name") else { return }
+                guard let k = Kind(rawValue: name.lowercased()) else { throw m.error("name", "unknown optimizer '\(name)'; known: adamw, sgd") }
+                c.kind = k
+            }, write: { $0.kind.rawValue }),
+            .value("lr", \.lr, check: { $0 > 0 ? nil : "must be positive, got \($0)" }),
+            .value("weight_decay", \.weightDecay, check: { $0 >= 0 ? nil : "must be >= 0, got \($0)" }),
+            // AdamW's keys are written for AdamW only, SGD's for SGD (both are read).
+            ConfigKey("betas", read: { m, c in
+                guard let betas = try m.doubles("betas") else { return }
+                guard betas.count == 2 else { throw m.error("betas", "expected two numbers [beta1, beta2], found \(betas.count)") }
+                guard (0 ..< 1).contains(betas[0]), (0 ..< 1).contains(betas[1]) else {
+                    throw m.error("betas", "each must be in [0, 1), got [\(betas[0]), \(betas[1])]")
+                }
+                c.beta1 = betas[0]; c.beta2 = betas[1]
+            }, write: { $0.kind == .adamw ? "[\($0.beta1), \($0.beta2)]" : nil }),
+            ConfigKey("eps", read: { m, c in
+                guard let v = try m.double("eps") else { return }
+                guard v > 0 else { throw m.error("eps", "must be positive, got \(v)") }
+                c.eps = v
+            }, write: { $0.kind == .adamw ? "\($0.eps)" : nil }),
+            ConfigKey("momentum", read: { m, c in
+                guard let v = try m.double("momentum") else { return }
+                guard (0 ..< 1).contains(v) else { throw m.error("momentum", "must be in [0, 1), got \(v)") }
+                c.momentum = v
+            }, write: { $0.kind == .sgd ? "\($0.momentum)" : nil }),
+            ConfigKey("nesterov", read: { m, c in c.nesterov = try m.bool("nesterov") ?? c.nesterov },
+                      write: { $0.kind == .sgd ? "\($0.nesterov)" : nil }),
+            .value("clip_grad_norm", \.clipGradNorm, check: { $0 >= 0 ? nil : "must be >= 0 (0 = off), got \($0)" }),
+        ]
     }
 
-    public var yaml: String {
-        var s = "optimizer:\n  name: \(kind.rawValue)\n  lr: \(lr)\n  weight_decay: \(weightDecay)\n"
-        switch kind {
-        case .adamw: s += "  betas: [\(beta1), \(beta2)]\n  eps: \(eps)\n"
-        case .sgd: s += "  momentum: \(momentum)\n  nesterov: \(nesterov)\n"
-        }
-        return s + "  clip_grad_norm: \(clipGradNorm)\n"
+    public func check(_ m: ConfigMapping) throws {
+        if nesterov && (kind != .sgd || momentum == 0) { throw m.error("nesterov", "needs name: sgd and a momentum above 0") }
     }
 }
 
@@ -77,31 +76,29 @@ public struct ScheduleConfig: Sendable, Equatable, Codable {
 
     public init() {}
 
-    public static func parse(_ m: ConfigMapping?) throws -> ScheduleConfig {
-        var c = ScheduleConfig()
-        guard let m else { return c }
-        if let name = try m.string("name") {
-            guard let k = Kind(rawValue: name) else {
-                throw m.error("name", "unknown schedule '\(name)'; known: cosine, constant")
-            }
-            c.kind = k
-        }
-        c.warmupEpochs = try m.double("warmup_epochs") ?? c.warmupEpochs
-        c.warmupSteps = try m.int("warmup_steps")
-        c.warmupLR = try m.double("warmup_lr") ?? c.warmupLR
-        c.minLR = try m.double("min_lr") ?? c.minLR
-        try m.finish()
-        guard c.warmupEpochs >= 0 else { throw m.error("warmup_epochs", "must be >= 0, got \(c.warmupEpochs)") }
-        if let s = c.warmupSteps, s < 0 { throw m.error("warmup_steps", "must be >= 0, got \(s)") }
-        guard c.warmupLR >= 0 else { throw m.error("warmup_lr", "must be >= 0, got \(c.warmupLR)") }
-        guard c.minLR >= 0 else { throw m.error("min_lr", "must be >= 0, got \(c.minLR)") }
-        return c
-    }
+}
 
-    public var yaml: String {
-        var s = "schedule:\n  name: \(kind.rawValue)\n"
-        if let w = warmupSteps { s += "  warmup_steps: \(w)\n" } else { s += "  warmup_epochs: \(warmupEpochs)\n" }
-        return s + "  warmup_lr: \(warmupLR)\n  min_lr: \(minLR)\n"
+extension ScheduleConfig: ConfigSection {
+    public static let sectionName = "schedule"
+    public static var defaults: ScheduleConfig { ScheduleConfig() }
+
+    public static var keys: [ConfigKey<ScheduleConfig>] {
+        [
+            ConfigKey("name", read: { m, c in
+                guard let name = try m.string("name") else { return }
+                guard let k = Kind(rawValue: name) else { throw m.error("name", "unknown schedule '\(name)'; known: cosine, constant") }
+                c.kind = k
+            }, write: { $0.kind.rawValue }),
+            // warmup_steps, when set, wins; the effective config writes the one in force.
+            ConfigKey("warmup_epochs", read: { m, c in
+                guard let v = try m.double("warmup_epochs") else { return }
+                guard v >= 0 else { throw m.error("warmup_epochs", "must be >= 0, got \(v)") }
+                c.warmupEpochs = v
+            }, write: { $0.warmupSteps == nil ? "\($0.warmupEpochs)" : nil }),
+            .optional("warmup_steps", \.warmupSteps, check: { $0 >= 0 ? nil : "must be >= 0, got \($0)" }),
+            .value("warmup_lr", \.warmupLR, check: { $0 >= 0 ? nil : "must be >= 0, got \($0)" }),
+            .value("min_lr", \.minLR, check: { $0 >= 0 ? nil : "must be >= 0, got \($0)" }),
+        ]
     }
 }
 

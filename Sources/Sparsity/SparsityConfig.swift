@@ -74,70 +74,48 @@ public struct SparsityConfig: Sendable, Equatable, Codable {
         UpdateSchedule(interval: updateInterval, endFraction: endFraction, initialFraction: initialFraction, decay: decay)
     }
 
-    public static func parse(_ m: ConfigMapping?) throws -> SparsityConfig {
-        var c = SparsityConfig()
-        guard let m else { return c }
-        c.method = try m.choice("method", as: Method.self) ?? c.method
-        c.sparsity = try m.double("sparsity") ?? c.sparsity
-        c.distribution = try m.choice("distribution", as: SparsityDistribution.self) ?? c.distribution
-        c.updateInterval = try m.int("update_interval") ?? c.updateInterval
-        c.endFraction = try m.double("end_fraction") ?? c.endFraction
-        c.initialFraction = try m.double("initial_fraction") ?? c.initialFraction
-        c.decay = try m.choice("decay", as: UpdateSchedule.Decay.self) ?? c.decay
-        c.includeEmbeddingAndHead = try m.bool("include_embedding_and_head") ?? c.includeEmbeddingAndHead
-        c.candidateMultiplier = try m.int("candidate_multiplier") ?? c.candidateMultiplier
-        c.pruneAt = try m.double("prune_at") ?? c.pruneAt
-        c.gmpStart = try m.double("gmp_start") ?? c.gmpStart
-        c.gmpEnd = try m.double("gmp_end") ?? c.gmpEnd
-        c.gmpEvents = try m.int("gmp_events") ?? c.gmpEvents
-        c.headDensity = try m.double("head_density")
-        c.mlpDensity = try m.double("mlp_density")
-        c.unitExchange = try m.choice("unit_exchange") ?? c.unitExchange
-        try m.finish()
-        for (key, v) in [("head_density", c.headDensity), ("mlp_density", c.mlpDensity)] {
-            if let v, !(v > 0 && v <= 1) { throw m.error(key, "must be in (0, 1], got \(v)") }
-            if v != nil && !c.method.isStructured {
-                throw m.error(key, "only s2vite and ssp keep heads and neurons; method \(c.method.rawValue) ignores it (remove it or use sparsity)")
-            }
-        }
-        guard c.pruneAt > 0 && c.pruneAt < 1 else { throw m.error("prune_at", "must be in (0, 1), got \(c.pruneAt)") }
-        guard c.gmpStart >= 0 && c.gmpStart < c.gmpEnd && c.gmpEnd <= 1 else {
-            throw m.error("gmp_end", "need 0 <= gmp_start < gmp_end <= 1, got \(c.gmpStart) and \(c.gmpEnd)")
-        }
-        guard c.gmpEvents >= 1 else { throw m.error("gmp_events", "must be at least 1, got \(c.gmpEvents)") }
-        guard c.candidateMultiplier >= 1 && c.candidateMultiplier <= 1_000_000 else {
-            throw m.error("candidate_multiplier", "must be at least 1, got \(c.candidateMultiplier)")
-        }
-        guard c.sparsity >= 0 && c.sparsity < 1 else { throw m.error("sparsity", "must be in [0, 1), got \(c.sparsity)") }
-        guard c.updateInterval >= 1 else { throw m.error("update_interval", "must be at least 1, got \(c.updateInterval)") }
-        guard c.endFraction > 0 && c.endFraction <= 1 else { throw m.error("end_fraction", "must be in (0, 1], got \(c.endFraction)") }
-        guard c.initialFraction >= 0 && c.initialFraction <= 1 else { throw m.error("initial_fraction", "must be in [0, 1], got \(c.initialFraction)") }
-        return c
+}
+
+extension SparsityConfig: ConfigSection {
+    public static let sectionName = "sparsity"
+    public static var defaults: SparsityConfig { SparsityConfig() }
+
+    public static var keys: [ConfigKey<SparsityConfig>] {
+        [
+            .value("method", \.method),
+            .value("sparsity", \.sparsity, check: { (0 ..< 1).contains($0) ? nil : "must be in [0, 1), got \($0)" }),
+            .value("distribution", \.distribution),
+            .value("update_interval", \.updateInterval, check: { $0 >= 1 ? nil : "must be at least 1, got \($0)" }),
+            .value("end_fraction", \.endFraction, check: { $0 > 0 && $0 <= 1 ? nil : "must be in (0, 1], got \($0)" }),
+            .value("initial_fraction", \.initialFraction, check: { (0 ... 1).contains($0) ? nil : "must be in [0, 1], got \($0)" }),
+            .value("decay", \.decay),
+            .value("include_embedding_and_head", \.includeEmbeddingAndHead),
+            .value("candidate_multiplier", \.candidateMultiplier,
+                   check: { (1 ... 1_000_000).contains($0) ? nil : "must be at least 1, got \($0)" }),
+            .value("prune_at", \.pruneAt, check: { $0 > 0 && $0 < 1 ? nil : "must be in (0, 1), got \($0)" }),
+            .value("gmp_start", \.gmpStart),
+            .value("gmp_end", \.gmpEnd),
+            .value("gmp_events", \.gmpEvents, check: { $0 >= 1 ? nil : "must be at least 1, got \($0)" }),
+            .value("unit_exchange", \.unitExchange),
+            .optional("head_density", \.headDensity, check: { $0 > 0 && $0 <= 1 ? nil : "must be in (0, 1], got \($0)" }),
+            .optional("mlp_density", \.mlpDensity, check: { $0 > 0 && $0 <= 1 ? nil : "must be in (0, 1], got \($0)" }),
+        ]
     }
 
-    public var yaml: String {
-        """
-        sparsity:
-          method: \(method.rawValue)
-          sparsity: \(sparsity)
-          distribution: \(distribution.rawValue)
-          update_interval: \(updateInterval)
-          end_fraction: \(endFraction)
-          initial_fraction: \(initialFraction)
-          decay: \(decay.rawValue)
-          include_embedding_and_head: \(includeEmbeddingAndHead)
-          candidate_multiplier: \(candidateMultiplier)
-          prune_at: \(pruneAt)
-          gmp_start: \(gmpStart)
-          gmp_end: \(gmpEnd)
-          gmp_events: \(gmpEvents)
-          unit_exchange: \(unitExchange.rawValue)
-        """ + (headDensity.map { "\n  head_density: \($0)" } ?? "") + (mlpDensity.map { "\n  mlp_density: \($0)" } ?? "") + """
-
-
-        """
+    public func check(_ m: ConfigMapping) throws {
+        for (key, v) in [("head_density", headDensity), ("mlp_density", mlpDensity)] where v != nil && !method.isStructured {
+            throw m.error(key, "only s2vite and ssp keep heads and neurons; method \(method.rawValue) ignores it (remove it or use sparsity)")
+        }
+        guard gmpStart >= 0 && gmpStart < gmpEnd && gmpEnd <= 1 else {
+            throw m.error("gmp_end", "need 0 <= gmp_start < gmp_end <= 1, got \(gmpStart) and \(gmpEnd)")
+        }
     }
 }
+
+extension SparsityConfig.Method: ConfigChoice {}
+extension SparsityDistribution: ConfigChoice {}
+extension UpdateSchedule.Decay: ConfigChoice {}
+extension UnitExchange: ConfigChoice {}
 
 /// Parameters and FLOPs of a masked model, in the paper's terms.
 public struct SparsityReport: Sendable, Equatable {

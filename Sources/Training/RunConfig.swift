@@ -48,77 +48,50 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
 
     public init() {}
 
-    public static func parse(_ m: ConfigMapping?) throws -> TrainingConfig {
-        var c = TrainingConfig()
-        guard let m else { return c }
-        c.epochs = try m.int("epochs") ?? c.epochs
-        c.maxSteps = try m.int("max_steps") ?? c.maxSteps
-        c.batchSize = try m.int("batch_size") ?? c.batchSize
-        c.labelSmoothing = try m.double("label_smoothing") ?? c.labelSmoothing
-        if let s = try m.int("seed") {
-            guard s >= 0 else { throw m.error("seed", "must be >= 0, got \(s)") }
-            c.seed = UInt64(s)
-        }
-        c.evalEveryEpochs = try m.int("eval_every_epochs") ?? c.evalEveryEpochs
-        c.evalBatchSize = try m.int("eval_batch_size") ?? c.evalBatchSize
-        c.checkpointEverySteps = try m.int("checkpoint_every_steps") ?? c.checkpointEverySteps
-        c.keepCheckpoints = try m.int("keep_checkpoints") ?? c.keepCheckpoints
-        c.logEverySteps = try m.int("log_every_steps") ?? c.logEverySteps
-        c.threads = try m.int("threads") ?? c.threads
-        c.selectorTauStart = try m.double("selector_tau_start") ?? c.selectorTauStart
-        c.selectorTauEnd = try m.double("selector_tau_end") ?? c.selectorTauEnd
-        c.precision = try m.choice("precision") ?? c.precision
-        c.selectorRelaxation = try m.choice("selector_relaxation") ?? c.selectorRelaxation
-        c.selectorObjective = try m.choice("selector_objective") ?? c.selectorObjective
-        c.selectorNoiseDecay = try m.double("selector_noise_decay") ?? c.selectorNoiseDecay
-        try m.finish()
-        for (key, v) in [("selector_tau_start", c.selectorTauStart), ("selector_tau_end", c.selectorTauEnd)] where !(v > 0) {
-            throw m.error(key, "must be > 0, got \(v)")
-        }
-        if !(0 ... 1).contains(c.selectorNoiseDecay) {
-            throw m.error("selector_noise_decay", "must be in [0, 1] (a fraction of the run; 0 = no decay), got \(c.selectorNoiseDecay)")
-        }
-        if c.epochs < 0 { throw m.error("epochs", "must be >= 0, got \(c.epochs)") }
-        if c.maxSteps < 0 { throw m.error("max_steps", "must be >= 0 (0 = no limit), got \(c.maxSteps)") }
-        if c.epochs == 0 && c.maxSteps == 0 { throw m.error("epochs", "epochs and max_steps are both 0: nothing to train") }
-        if c.batchSize < 1 { throw m.error("batch_size", "must be at least 1, got \(c.batchSize)") }
-        if !(0 ..< 1).contains(c.labelSmoothing) { throw m.error("label_smoothing", "must be in [0, 1), got \(c.labelSmoothing)") }
-        if c.evalEveryEpochs < 0 { throw m.error("eval_every_epochs", "must be >= 0, got \(c.evalEveryEpochs)") }
-        if c.evalBatchSize < 1 { throw m.error("eval_batch_size", "must be at least 1, got \(c.evalBatchSize)") }
-        if c.checkpointEverySteps < 0 { throw m.error("checkpoint_every_steps", "must be >= 0, got \(c.checkpointEverySteps)") }
-        if c.keepCheckpoints < 1 { throw m.error("keep_checkpoints", "must be at least 1, got \(c.keepCheckpoints)") }
-        if c.logEverySteps < 1 { throw m.error("log_every_steps", "must be at least 1, got \(c.logEverySteps)") }
-        if c.threads < 0 || c.threads > 1024 { throw m.error("threads", "must be 0 (all cores) to 1024, got \(c.threads)") }
-        return c
-    }
-
-    public var yaml: String {
-        """
-        training:
-          epochs: \(epochs)
-          max_steps: \(maxSteps)
-          batch_size: \(batchSize)
-          label_smoothing: \(labelSmoothing)
-          seed: \(seed)
-          eval_every_epochs: \(evalEveryEpochs)
-          eval_batch_size: \(evalBatchSize)
-          checkpoint_every_steps: \(checkpointEverySteps)
-          keep_checkpoints: \(keepCheckpoints)
-          log_every_steps: \(logEverySteps)
-          threads: \(threads)
-          selector_tau_start: \(selectorTauStart)
-          selector_tau_end: \(selectorTauEnd)
-          selector_relaxation: \(selectorRelaxation.rawValue)
-          selector_objective: \(selectorObjective.rawValue)
-          selector_noise_decay: \(selectorNoiseDecay)
-          precision: \(precision.rawValue)
-
-        """
-    }
-
     /// The thread count to use: the config's, or every core when it says 0.
     public var resolvedThreads: Int { threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount }
 }
+
+extension TrainingConfig: ConfigSection {
+    public static let sectionName = "training"
+    public static var defaults: TrainingConfig { TrainingConfig() }
+
+    public static var keys: [ConfigKey<TrainingConfig>] {
+        [
+            .value("epochs", \.epochs, check: { $0 >= 0 ? nil : "must be >= 0, got \($0)" }),
+            .value("max_steps", \.maxSteps, check: { $0 >= 0 ? nil : "must be >= 0 (0 = no limit), got \($0)" }),
+            .value("batch_size", \.batchSize, check: { $0 >= 1 ? nil : "must be at least 1, got \($0)" }),
+            .value("label_smoothing", \.labelSmoothing, check: { (0 ..< 1).contains($0) ? nil : "must be in [0, 1), got \($0)" }),
+            ConfigKey("seed", read: { m, c in
+                guard let s = try m.int("seed") else { return }
+                guard s >= 0 else { throw m.error("seed", "must be >= 0, got \(s)") }
+                c.seed = UInt64(s)
+            }, write: { "\($0.seed)" }),
+            .value("eval_every_epochs", \.evalEveryEpochs, check: { $0 >= 0 ? nil : "must be >= 0, got \($0)" }),
+            .value("eval_batch_size", \.evalBatchSize, check: { $0 >= 1 ? nil : "must be at least 1, got \($0)" }),
+            .value("checkpoint_every_steps", \.checkpointEverySteps, check: { $0 >= 0 ? nil : "must be >= 0, got \($0)" }),
+            .value("keep_checkpoints", \.keepCheckpoints, check: { $0 >= 1 ? nil : "must be at least 1, got \($0)" }),
+            .value("log_every_steps", \.logEverySteps, check: { $0 >= 1 ? nil : "must be at least 1, got \($0)" }),
+            .value("threads", \.threads, check: { (0 ... 1024).contains($0) ? nil : "must be 0 (all cores) to 1024, got \($0)" }),
+            .value("selector_tau_start", \.selectorTauStart, check: { $0 > 0 ? nil : "must be > 0, got \($0)" }),
+            .value("selector_tau_end", \.selectorTauEnd, check: { $0 > 0 ? nil : "must be > 0, got \($0)" }),
+            .value("selector_relaxation", \.selectorRelaxation),
+            .value("selector_objective", \.selectorObjective),
+            .value("selector_noise_decay", \.selectorNoiseDecay,
+                   check: { (0 ... 1).contains($0) ? nil : "must be in [0, 1] (a fraction of the run; 0 = no decay), got \($0)" }),
+            .value("precision", \.precision),
+        ]
+    }
+
+    public func check(_ m: ConfigMapping) throws {
+        if epochs == 0 && maxSteps == 0 { throw m.error("epochs", "epochs and max_steps are both 0: nothing to train") }
+    }
+}
+
+extension SelectorRelaxation: ConfigChoice {}
+extension SelectorObjective: ConfigChoice {}
+extension Precision: ConfigChoice {}
+extension BackendChoice: ConfigChoice {}
 
 /// The `compute:` section: how this machine computes. Each process decides for itself
 /// (a worker may run another backend than the coordinator); only `training.precision`
@@ -129,21 +102,12 @@ public struct ComputeConfig: Sendable, Equatable, Codable {
 
     public init() {}
 
-    public static func parse(_ m: ConfigMapping?) throws -> ComputeConfig {
-        var c = ComputeConfig()
-        guard let m else { return c }
-        c.backend = try m.choice("backend") ?? c.backend
-        try m.finish()
-        return c
-    }
+}
 
-    public var yaml: String {
-        """
-        compute:
-          backend: \(backend.rawValue)
-
-        """
-    }
+extension ComputeConfig: ConfigSection {
+    public static let sectionName = "compute"
+    public static var defaults: ComputeConfig { ComputeConfig() }
+    public static var keys: [ConfigKey<ComputeConfig>] { [.value("backend", \.backend)] }
 }
 
 /// A whole run config: every section validated, every unknown key an error naming the

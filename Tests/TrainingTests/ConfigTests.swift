@@ -254,3 +254,67 @@ struct ExperimentTests {
         }
     }
 }
+
+/// The README's config block is held to the sections' key tables: every declared key is
+/// there (as a key, or commented out when it is an option), nothing else is, and the
+/// block parses to the defaults it claims to show.
+@Suite("config documentation")
+struct ConfigDocumentationTests {
+    @Test func readmeConfigBlockMatchesTheDeclaredKeys() throws {
+        let readme = try String(contentsOfFile: "\(repoRoot)/README.md", encoding: .utf8)
+        let anchor = try #require(readme.range(of: "the defaults are shown:"))
+        let open = try #require(readme.range(of: "```yaml\n", range: anchor.upperBound ..< readme.endIndex))
+        let close = try #require(readme.range(of: "```", range: open.upperBound ..< readme.endIndex))
+        let block = String(readme[open.upperBound ..< close.lowerBound])
+
+        let sectionLine = try Regex("^([a-z_]+):"), keyLine = try Regex("^  (?:# )?([a-z_]+):")
+        var documented: [String: Set<String>] = [:]
+        var current: String?
+        for line in block.split(separator: "\n") {
+            if let m = try sectionLine.firstMatch(in: String(line)), let name = m.output[1].substring {
+                current = String(name)
+                documented[String(name), default: []] = []
+            } else if let m = try keyLine.firstMatch(in: String(line)), let key = m.output[1].substring, let c = current {
+                documented[c, default: []].insert(String(key))
+            }
+        }
+        let declared: [String: [String]] = [
+            ViTConfig.sectionName: ViTConfig.keyNames, DataConfig.sectionName: DataConfig.keyNames,
+            OptimizerConfig.sectionName: OptimizerConfig.keyNames, ScheduleConfig.sectionName: ScheduleConfig.keyNames,
+            TrainingConfig.sectionName: TrainingConfig.keyNames, SparsityConfig.sectionName: SparsityConfig.keyNames,
+            ComputeConfig.sectionName: ComputeConfig.keyNames,
+        ]
+        #expect(Set(documented.keys) == Set(RunConfig.sections), "README sections: \(documented.keys.sorted())")
+        for (section, keys) in declared {
+            let doc = documented[section] ?? []
+            let missing = Set(keys).subtracting(doc), extra = doc.subtracting(keys)
+            #expect(missing.isEmpty && extra.isEmpty, "README's \(section): missing \(missing.sorted()), not keys \(extra.sorted())")
+        }
+        let parsed = try RunConfig.parse(yaml: block, file: "README.md")
+        let defaults = RunConfig(name: "fmnist-tiny", model: try #require(ViTConfig.presets["fmnist-tiny"]))
+        let shown = parsed.yaml.split(separator: "\n"), actual = defaults.yaml.split(separator: "\n")
+        #expect(shown == actual, "README shows \(shown.filter { !actual.contains($0) }), the defaults are \(actual.filter { !shown.contains($0) })")
+    }
+
+    /// Each section's YAML parses back to an equal section (the table is both ways).
+    @Test func everySectionRoundTrips() throws {
+        let yaml = """
+        name: x
+        model: {image_size: 28, patch_size: 7, in_channels: 1, num_classes: 10, dim: 16, depth: 2, heads: 2, token_keep: 0.75, selector_hidden: 4, block_heads: [2, 1]}
+        data: {dataset: mnist, augmentation: {random_crop_padding: 2, horizontal_flip: true}, train_limit: 5}
+        optimizer: {name: SGD, lr: 0.1, momentum: 0.5, nesterov: true}
+        schedule: {name: constant, warmup_steps: 7}
+        training: {epochs: 2, seed: 9, precision: bf16, selector_relaxation: token_scale}
+        sparsity: {method: svite, unit_exchange: ceil, candidate_multiplier: 3}
+        compute: {backend: openblas}
+        """
+        let c = try RunConfig.parse(yaml: yaml, file: "x.yaml")
+        #expect(c.optimizer.kind == .sgd && c.optimizer.nesterov && c.schedule.warmupSteps == 7 && c.training.seed == 9)
+        #expect(c.data.kind == .mnist && c.data.mean == [0.1307] && c.data.augmentation.cropPadding == 2)
+        #expect(c.model.blockHeads == [2, 1] && c.model.selectorHidden == 4 && c.sparsity.unitExchange == .ceil)
+        let back = try RunConfig.parse(yaml: c.yaml, file: "back.yaml")
+        #expect(back.yaml == c.yaml)
+        #expect(back.model == c.model && back.data == c.data && back.optimizer == c.optimizer && back.schedule == c.schedule
+            && back.training == c.training && back.sparsity == c.sparsity && back.compute == c.compute)
+    }
+}
