@@ -39,45 +39,58 @@ let package = Package(
         .systemLibrary(name: "CLZ4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
 
+        // Flat buffers, seeds, clocks, atomic files and strict config reading: what every
+        // layer above shares.
+        .target(name: "Core", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "Kernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: numericFlags),
-        .target(name: "Model", dependencies: [
-            "Kernels",
+        .target(name: "Model", dependencies: ["Core", "Kernels"], swiftSettings: numericFlags),
+        .target(name: "Datasets", dependencies: ["Core", "Kernels", "Model", "CZlib"], swiftSettings: numericFlags),
+        .target(name: "Optim", dependencies: ["Core", "Kernels", "Model", "Config"], swiftSettings: numericFlags),
+        .target(name: "Sparsity", dependencies: ["Core", "Kernels", "Model"], swiftSettings: numericFlags),
+        .target(name: "Pictures", dependencies: ["CZlib"]),
+        // The run config: every section, the built-in configs.
+        .target(name: "Config", dependencies: [
+            "Core", "Kernels", "Model", "Datasets", "Sparsity",
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: numericFlags),
-        .target(name: "Datasets", dependencies: ["Kernels", "Model", "CZlib"], swiftSettings: numericFlags),
-        .target(name: "Optim", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
-        .target(name: "Sparsity", dependencies: ["Kernels", "Model"], swiftSettings: numericFlags),
-        .target(name: "Pictures", dependencies: ["CZlib"]),
+        // What computes a gradient or an evaluation: the replica and the evaluator, used by
+        // the trainer and by workers (which link neither the optimizer nor the trainer).
+        .target(name: "Compute", dependencies: [
+            "Core", "Kernels", "Model", "Datasets", "Sparsity",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: numericFlags),
         .target(name: "Training", dependencies: [
-            "Kernels", "Model", "Datasets", "Optim", "Sparsity",
+            "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Compute",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: numericFlags),
         .target(name: "Wire", dependencies: ["Model", "Sparsity", "CLZ4", "CZlib"], swiftSettings: numericFlags),
         .target(name: "Transport", dependencies: ["CZeroMQ"]),
         .target(name: "Coordinator", dependencies: [
-            "Kernels", "Model", "Datasets", "Sparsity", "Training", "Transport", "Wire",
+            "Core", "Kernels", "Model", "Datasets", "Sparsity", "Config", "Training", "Transport", "Wire",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
         .target(name: "Worker", dependencies: [
-            "Kernels", "Model", "Datasets", "Training", "Transport", "Wire",
+            "Core", "Kernels", "Model", "Datasets", "Sparsity", "Config", "Compute", "Transport", "Wire",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
-        .target(name: "Benchmarks", dependencies: ["Kernels", "Model", "Optim", "Sparsity", "Training", "Wire"], swiftSettings: numericFlags),
+        .target(name: "Benchmarks", dependencies: ["Core", "Config", "Kernels", "Model", "Optim", "Sparsity", "Training", "Wire"], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
-            "Model", "Kernels", "Benchmarks", "Datasets", "Optim", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures",
+            "Core", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
 
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: numericFlags),
+        // Code only tests use (writers of data files the libraries only read).
+        .target(name: "TestSupport", dependencies: ["Datasets", "CZlib"], path: "Tests/TestSupport"),
+        .testTarget(name: "KernelsTests", dependencies: ["Core", "Kernels"], swiftSettings: numericFlags),
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CZeroMQ", "CLZ4", "CZlib"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Benchmarks"],
+        .testTarget(name: "ModelTests", dependencies: ["Core", "Model", "Kernels"],
                     swiftSettings: numericFlags),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Sparsity", "Model"], swiftSettings: numericFlags),
-        .testTarget(name: "SparsityTests", dependencies: ["Sparsity", "Model", "Kernels", "Pictures", "CZlib"], swiftSettings: numericFlags),
+        .testTarget(name: "SparsityTests", dependencies: ["Core", "Sparsity", "Model", "Kernels", "Pictures", "CZlib"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity", "Pictures",
+        .testTarget(name: "TrainingTests", dependencies: ["Core", "Config", "TestSupport", "Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity", "Pictures",
                                                     "Coordinator", "Worker", "Transport", "Wire",
                                                     .product(name: "Logging", package: "swift-log")],
                     swiftSettings: numericFlags),

@@ -15,9 +15,10 @@ public enum BatchBalance: String, Sendable, CaseIterable {
 struct BatchBalancer {
     let mode: BatchBalance
     /// Steps between re-balances.
-    var interval = 10
-    /// The smallest change of a weight (per mille) that is acted on.
-    var hysteresis = 50
+    var interval = 20
+    /// The smallest change of a weight (per mille) that is acted on: 10% of the batch, so
+    /// the ±20% noise of shared VMs does not move shares back and forth (seen with 5%).
+    var hysteresis = 100
     /// Per rank: the current weight.
     private(set) var weights: [Int: Int] = [:]
 

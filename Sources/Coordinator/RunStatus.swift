@@ -1,44 +1,51 @@
+import Config
 import Foundation
 import Training
 
 /// The run as the status socket describes it, kept up to date from the training events.
 public final class RunStatus: @unchecked Sendable {
     let lock = NSLock()
-    var doc: [String: Any] = [:]
+    var doc = StatusDocument()
     let denseBytesPerWorker: Int
 
     public init(config: RunConfig, parameters: Int) {
         denseBytesPerWorker = 4 * parameters
-        doc = ["config": config.name, "model": config.model.description, "state": "starting",
-               "parameters": parameters, "step": 0]
+        doc.config = config.name
+        doc.model = config.model.description
+        doc.state = "starting"
+        doc.parameters = parameters
+        doc.step = 0
     }
 
     public func observe(_ event: TrainingEvent) {
         lock.lock(); defer { lock.unlock() }
         switch event {
         case .started(let p):
-            doc["state"] = "training"
-            doc["total_steps"] = p.totalSteps
-            doc["steps_per_epoch"] = p.stepsPerEpoch
-            doc["run_directory"] = p.runDirectory
+            doc.state = "training"
+            doc.totalSteps = p.totalSteps
+            doc.stepsPerEpoch = p.stepsPerEpoch
+            doc.runDirectory = p.runDirectory
         case .step(let r):
-            doc["step"] = r.step
-            doc["epoch"] = r.epoch
-            doc["loss"] = r.loss
-            doc["lr"] = r.lr
-            doc["images_per_second"] = r.imagesPerSecond
-            doc["eta_seconds"] = r.etaSeconds
-            doc["elapsed_seconds"] = r.elapsedSeconds
-            if let sp = r.sparsity { doc.merge(sp.fields) { $1 } }
+            doc.step = r.step
+            doc.epoch = r.epoch
+            doc.loss = r.loss
+            doc.lr = r.lr
+            doc.imagesPerSecond = r.imagesPerSecond
+            doc.etaSeconds = r.etaSeconds
+            doc.elapsedSeconds = r.elapsedSeconds
+            if let sp = r.sparsity {
+                doc.sparsity = .init(density: sp.density, activeParameters: sp.activeParameters, flopsSaving: sp.flopsSaving,
+                                     explorationRate: sp.explorationRate, maskVersion: sp.maskVersion, heads: sp.heads, neurons: sp.neurons)
+            }
         case .evaluating:
-            doc["state"] = "evaluating"
+            doc.state = "evaluating"
         case .evaluated(let e):
-            doc["state"] = "training"
-            doc["eval_accuracy"] = e.accuracy
-            doc["eval_loss"] = e.loss
-            doc["eval_step"] = e.step
+            doc.state = "training"
+            doc.evalAccuracy = e.accuracy
+            doc.evalLoss = e.loss
+            doc.evalStep = e.step
         case .checkpointed(let path, _):
-            doc["last_checkpoint"] = path
+            doc.lastCheckpoint = path
         }
     }
 
@@ -46,14 +53,12 @@ public final class RunStatus: @unchecked Sendable {
     /// down and every gradient up, per worker).
     public func recordBytes(up: Int, down: Int, workers: Int) {
         lock.lock(); defer { lock.unlock() }
-        doc["bytes_up_per_step"] = up
-        doc["bytes_down_per_step"] = down
+        doc.bytesUpPerStep = up
+        doc.bytesDownPerStep = down
         let dense = max(1, denseBytesPerWorker * max(workers, 1))
-        doc["bytes_up_ratio_to_dense_fp32"] = Double(up) / Double(dense)
-        doc["bytes_down_ratio_to_dense_fp32"] = Double(down) / Double(dense)
+        doc.bytesUpRatioToDenseFp32 = Double(up) / Double(dense)
+        doc.bytesDownRatioToDenseFp32 = Double(down) / Double(dense)
     }
 
-    public func set(_ key: String, _ value: Any) { lock.lock(); doc[key] = value; lock.unlock() }
-
-    public var document: [String: Any] { lock.lock(); defer { lock.unlock() }; return doc }
+    public var document: StatusDocument { lock.lock(); defer { lock.unlock() }; return doc }
 }

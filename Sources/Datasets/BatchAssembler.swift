@@ -1,3 +1,4 @@
+import Core
 import Kernels
 
 /// Turns image indices into a normalised float batch (B, C, H, W) and labels, applying

@@ -1,3 +1,4 @@
+import Core
 import Kernels
 
 /// Which images every step of every epoch uses. Each epoch is a seeded permutation of

@@ -39,17 +39,3 @@ public enum Gzip {
         return out
     }
 }
-
-extension Gzip {
-    /// Writes bytes gzip-compressed (for tests and tools that make data files).
-    public static func write(_ path: String, _ bytes: [UInt8]) throws {
-        guard let gz = gzopen(path, "wb") else {
-            throw DataError(file: path, problem: "gzopen for writing failed: \(String(cString: strerror(errno)))")
-        }
-        let n = bytes.withUnsafeBytes { gzwrite(gz, $0.baseAddress, UInt32($0.count)) }
-        let closed = gzclose(gz)
-        guard Int(n) == bytes.count, closed == Z_OK else {
-            throw DataError(file: path, problem: "gzwrite failed (wrote \(n) of \(bytes.count) bytes, close \(closed))")
-        }
-    }
-}

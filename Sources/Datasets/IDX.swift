@@ -41,13 +41,4 @@ public struct IDXArray: Sendable, Equatable {
         }
         return IDXArray(dimensions: dims, bytes: Array(data[headerBytes...]))
     }
-
-    /// Encodes unsigned-byte data (for tests and tools that write IDX files).
-    public func encoded() -> [UInt8] {
-        var out: [UInt8] = [0, 0, 0x08, UInt8(dimensions.count)]
-        for d in dimensions {
-            out += [UInt8(d >> 24 & 0xFF), UInt8(d >> 16 & 0xFF), UInt8(d >> 8 & 0xFF), UInt8(d & 0xFF)]
-        }
-        return out + bytes
-    }
 }

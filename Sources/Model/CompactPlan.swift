@@ -4,12 +4,7 @@
 /// compact buffer, runs forward and backward on the smaller shapes (sgemm on fewer rows
 /// and columns, attention only for kept heads), and scatters the gradient back.
 ///
-/// Unit definitions (full model, D = dim, hd = head width, H = MLP width):
-/// - head h of block l: rows {which·D + h·hd ..< +hd | which ∈ q, k, v} of `attn.qkv`
-///   (weight and bias) and columns h·hd ..< (h+1)·hd of `attn.proj.weight`;
-/// - neuron j of block l: row j of `mlp.fc1` (weight and bias) and column j of
-///   `mlp.fc2.weight`.
-/// `attn.proj.bias` and `mlp.fc2.bias` belong to the block, not to a unit.
+/// Which floats make up a unit is `UnitSlices`.
 public final class CompactPlan: Sendable {
     public let full: ViTModel
     public let compact: ViTModel
@@ -39,7 +34,6 @@ public final class CompactPlan: Sendable {
         self.keptNeurons = keptNeurons
         compact = ViTModel(config: c.compacted(heads: keptHeads.map(\.count), hidden: keptNeurons.map(\.count)))
 
-        let d = c.dim, hd = c.headDim, hidden = c.hidden
         var runs: [Run] = []
         func add(_ f: Int, _ k: Int, _ n: Int) {
             if let last = runs.last, last.full + last.count == f, last.compact + last.count == k {
@@ -52,35 +46,15 @@ public final class CompactPlan: Sendable {
         for t in full.layout.tensors {
             let ct = compactLayout.spec(t.name)
             let (f, k) = (t.offset, ct.offset)
-            guard t.name.hasPrefix("blocks."), let l = Int(t.name.split(separator: ".")[1]) else {
+            guard t.name.hasPrefix("blocks."), let l = Int(t.name.split(separator: ".")[1]),
+                  let slices = UnitSlices.of(t.name.dropFirst("blocks.\(l).".count), config: c) else {
                 add(f, k, t.count); continue
             }
-            let heads = keptHeads[l], neurons = keptNeurons[l]
-            let a = heads.count * hd, h = neurons.count
-            switch t.name.dropFirst("blocks.\(l).".count) {
-            case "attn.qkv.weight", "attn.qkv.bias":
-                let width = t.shape.count == 2 ? d : 1   // floats per qkv row
-                var row = 0
-                for which in 0 ..< 3 {
-                    for head in heads {
-                        add(f + (which * d + head * hd) * width, k + row * width, hd * width)
-                        row += hd
-                    }
+            let kept = slices.kind == .head ? keptHeads[l] : keptNeurons[l]
+            for o in 0 ..< slices.outer {
+                for (p, unit) in kept.enumerated() {
+                    add(f + slices.offset(outer: o, unit: unit), k + slices.compactOffset(outer: o, position: p, kept: kept.count), slices.inner)
                 }
-            case "attn.proj.weight":
-                for i in 0 ..< d {
-                    for (p, head) in heads.enumerated() { add(f + i * d + head * hd, k + i * a + p * hd, hd) }
-                }
-            case "mlp.fc1.weight":
-                for (p, j) in neurons.enumerated() { add(f + j * d, k + p * d, d) }
-            case "mlp.fc1.bias":
-                for (p, j) in neurons.enumerated() { add(f + j, k + p, 1) }
-            case "mlp.fc2.weight":
-                for i in 0 ..< d {
-                    for (p, j) in neurons.enumerated() { add(f + i * hidden + j, k + i * h + p, 1) }
-                }
-            default:
-                add(f, k, t.count)
             }
         }
         self.runs = runs

@@ -1,3 +1,4 @@
+import Core
 import Kernels
 
 /// timm-like initialisation of a fresh ViT:

@@ -1,3 +1,5 @@
+import Core
+
 /// One named tensor inside the flat parameter buffer.
 public struct TensorSpec: Sendable, Hashable, CustomStringConvertible {
     public var name: String
@@ -137,5 +139,13 @@ public struct ModelOffsets: Sendable {
         blocks = (0 ..< depth).map { BlockOffsets(layout, block: $0) }
         normWeight = layout.offset("norm.weight"); normBias = layout.offset("norm.bias")
         headWeight = layout.offset("head.weight"); headBias = layout.offset("head.bias")
+    }
+}
+
+extension FloatBuffer {
+    /// The floats of one named tensor.
+    public func view(_ spec: TensorSpec) -> UnsafeMutableBufferPointer<Float> {
+        precondition(spec.offset + spec.count <= count, "FloatBuffer: tensor \(spec.name) lies outside the buffer")
+        return UnsafeMutableBufferPointer(start: pointer + spec.offset, count: spec.count)
     }
 }

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// What can go wrong reading or writing a safetensors file; every case names the file

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// The shape of a Vision Transformer (timm's `VisionTransformer` with class token,

@@ -1,3 +1,4 @@
+import Core
 import Model
 
 /// The baselines' pruning: keep the weights with the highest score (|w| for magnitude

@@ -1,3 +1,4 @@
+import Core
 import Model
 
 /// SViTE's unstructured topology update, layer by layer: drop the ⌈f·active⌉ active

@@ -1,3 +1,4 @@
+import Core
 import Model
 
 /// The `sparsity:` section of a run config.

@@ -1,3 +1,4 @@
+import Core
 import Kernels
 import Model
 
@@ -79,8 +80,9 @@ public struct UnitSelection: Sendable, Equatable {
         self.init(config: c)
         for l in 0 ..< c.depth {
             let b = model.offsets.blocks[l]
-            for h in 0 ..< c.heads { heads[l][h] = m[b.qkvWeight + h * c.headDim * c.dim] != 0 }
-            for j in 0 ..< c.hidden { neurons[l][j] = m[b.fc1Weight + j * c.dim] != 0 }
+            let q = UnitElements.slices("attn.qkv.weight", c), fc1 = UnitElements.slices("mlp.fc1.weight", c)
+            for h in 0 ..< c.heads { heads[l][h] = m[b.qkvWeight + q.offset(outer: 0, unit: h)] != 0 }
+            for j in 0 ..< c.hidden { neurons[l][j] = m[b.fc1Weight + fc1.offset(outer: 0, unit: j)] != 0 }
         }
     }
 
@@ -116,31 +118,29 @@ public struct UnitSelection: Sendable, Equatable {
     }
 }
 
-/// Where a unit's parameters sit in the full layout, as runs of (offset, count).
+/// Where a unit's parameters sit in the full layout, as runs of (offset, count), from the
+/// model's one definition of the units (`UnitSlices`).
 public enum UnitElements {
-    public enum Part: Sendable {
-        /// qkv rows / the fc1 row: what computes the unit's activation.
-        case incomingWeight
-        /// qkv biases / the fc1 bias.
-        case incomingBias
-        /// attn.proj columns / the fc2 column: what carries the unit into the residual.
-        case outgoing
-    }
+    public typealias Part = UnitSlices.Part
+
+    static func slices(_ suffix: Substring, _ c: ViTConfig) -> UnitSlices { UnitSlices.of(suffix, config: c)! }
 
     public static func head(_ h: Int, block l: Int, model: ViTModel, _ body: (_ offset: Int, _ count: Int, _ part: Part) -> Void) {
-        let c = model.config, b = model.offsets.blocks[l], d = c.dim, hd = c.headDim
-        for which in 0 ..< 3 {
-            body(b.qkvWeight + (which * d + h * hd) * d, hd * d, .incomingWeight)
-            body(b.qkvBias + which * d + h * hd, hd, .incomingBias)
+        let c = model.config, b = model.offsets.blocks[l]
+        let qkvW = slices("attn.qkv.weight", c), qkvB = slices("attn.qkv.bias", c), proj = slices("attn.proj.weight", c)
+        for which in 0 ..< qkvW.outer {
+            body(b.qkvWeight + qkvW.offset(outer: which, unit: h), qkvW.inner, qkvW.part)
+            body(b.qkvBias + qkvB.offset(outer: which, unit: h), qkvB.inner, qkvB.part)
         }
-        for i in 0 ..< d { body(b.projWeight + i * d + h * hd, hd, .outgoing) }
+        for i in 0 ..< proj.outer { body(b.projWeight + proj.offset(outer: i, unit: h), proj.inner, proj.part) }
     }
 
     public static func neuron(_ j: Int, block l: Int, model: ViTModel, _ body: (_ offset: Int, _ count: Int, _ part: Part) -> Void) {
-        let c = model.config, b = model.offsets.blocks[l], d = c.dim
-        body(b.fc1Weight + j * d, d, .incomingWeight)
-        body(b.fc1Bias + j, 1, .incomingBias)
-        for i in 0 ..< d { body(b.fc2Weight + i * c.hidden + j, 1, .outgoing) }
+        let c = model.config, b = model.offsets.blocks[l]
+        let fc1W = slices("mlp.fc1.weight", c), fc1B = slices("mlp.fc1.bias", c), fc2 = slices("mlp.fc2.weight", c)
+        body(b.fc1Weight + fc1W.offset(outer: 0, unit: j), fc1W.inner, fc1W.part)
+        body(b.fc1Bias + fc1B.offset(outer: 0, unit: j), fc1B.inner, fc1B.part)
+        for i in 0 ..< fc2.outer { body(b.fc2Weight + fc2.offset(outer: i, unit: j), fc2.inner, fc2.part) }
     }
 
     /// Σ |values| over a unit's elements.

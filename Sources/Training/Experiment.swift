@@ -1,3 +1,5 @@
+import Config
+import Core
 import Foundation
 import Model
 import Yams

@@ -1,3 +1,5 @@
+import Compute
+import Core
 import Datasets
 import Model
 import Sparsity

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// Metrics as JSON lines, one object per line, appended and flushed as they happen so a
@@ -48,25 +49,3 @@ public final class MetricsLog: @unchecked Sendable {
 
 import Model
 
-/// Seconds since creation on the monotonic clock.
-public struct MonotonicClock: Sendable {
-    let start = DispatchTime.now().uptimeNanoseconds
-    public init() {}
-    public var seconds: Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
-}
-
-/// CPU seconds (user + system, every thread) this process has used since creation. Unlike
-/// wall time it hardly moves when other work shares the cores, so an experiment's time
-/// savings stay comparable between runs made on a busy and an idle machine.
-public struct ProcessCPUClock: Sendable {
-    let start = ProcessCPUClock.now()
-    public init() {}
-    public var seconds: Double { ProcessCPUClock.now() - start }
-
-    static func now() -> Double {
-        var u = rusage()
-        guard getrusage(RUSAGE_SELF.rawValue, &u) == 0 else { return 0 }
-        func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
-        return s(u.ru_utime) + s(u.ru_stime)
-    }
-}

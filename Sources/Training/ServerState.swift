@@ -1,3 +1,6 @@
+import Compute
+import Config
+import Core
 import Kernels
 import Model
 import Optim

@@ -1,3 +1,4 @@
+import Core
 import Datasets
 import Foundation
 import Model

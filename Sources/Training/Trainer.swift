@@ -1,3 +1,6 @@
+import Compute
+import Config
+import Core
 import Datasets
 import Foundation
 import Kernels
@@ -63,15 +66,6 @@ public struct TrainingSummary: Sendable {
     public var sparsity: SparsityReport?
 }
 
-/// Set from a signal handler or another thread; the run checkpoints and returns at the
-/// end of the current step.
-public final class StopFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var raised = false
-    public init() {}
-    public func raise() { lock.lock(); raised = true; lock.unlock() }
-    public var isRaised: Bool { lock.lock(); defer { lock.unlock() }; return raised }
-}
 
 /// A training run in one process: a `ServerState` and a `Replica` joined directly. The
 /// parameter server puts a wire between the same two pieces.

@@ -1,3 +1,6 @@
+import Compute
+import Config
+import Core
 import Datasets
 import Foundation
 import Kernels

@@ -1,10 +1,12 @@
+import Compute
+import Config
+import Core
 import Datasets
 import Foundation
 import Kernels
 import Logging
 import Model
 import Sparsity
-import Training
 import Transport
 import Wire
 

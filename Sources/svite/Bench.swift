@@ -1,5 +1,7 @@
 import ArgumentParser
 import Benchmarks
+import Compute
+import Config
 import Foundation
 import Model
 import Kernels

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Coordinator
+import Core
 import Foundation
 import Kernels
 import Logging
@@ -18,7 +19,7 @@ struct ClusterCLIOptions: ParsableArguments {
     @Option(name: .long, help: "How gradients travel: fp32 (exact) or bf16 (half the bytes).")
     var gradientCodec: String = environment["SVITE_GRADIENT_CODEC"] ?? "fp32"
 
-    @Option(name: .long, help: ArgumentHelp("How the batch is divided: throughput (in proportion to each worker's measured images/s, re-balanced every 10 steps) or equal.", valueName: "mode"))
+    @Option(name: .long, help: ArgumentHelp("How the batch is divided: throughput (in proportion to each worker's measured images/s, re-balanced every 20 steps when a share would move by more than 10% of the batch) or equal.", valueName: "mode"))
     var balance: BatchBalance = BatchBalance(rawValue: environment["SVITE_BALANCE"] ?? "") ?? .throughput
 
     func validate() throws {
@@ -157,7 +158,7 @@ struct StatusCommand: ParsableCommand {
         repeat {
             let doc = try Self.query(connect, timeout: timeout)
             if json {
-                print(String(decoding: try JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys]), as: UTF8.self))
+                print(String(decoding: doc.encoded(), as: UTF8.self))
             } else {
                 if watch { print("\u{1B}[H\u{1B}[2J", terminator: "") }
                 print(StatusTable.render(doc))
@@ -166,7 +167,7 @@ struct StatusCommand: ParsableCommand {
         } while watch
     }
 
-    static func query(_ endpoint: String, timeout: Double) throws -> [String: Any] {
+    static func query(_ endpoint: String, timeout: Double) throws -> StatusDocument {
         let ctx = try ZMQContext()
         let s = try ZMQSocket(ctx, .req)
         defer { s.close() }
@@ -175,44 +176,42 @@ struct StatusCommand: ParsableCommand {
         guard try Poller.readable([s], timeoutMs: Int(timeout * 1000))[0], let reply = try s.receive(), let body = reply.first else {
             throw ValidationError("no answer from \(endpoint) within \(timeout) s: is the coordinator running, and is this its --status endpoint?")
         }
-        guard let doc = try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
-            throw ValidationError("\(endpoint) answered with something that is not a JSON object")
+        do {
+            return try StatusDocument.decode(Data(body))
+        } catch {
+            throw ValidationError("\(endpoint) answered with something that is not a status document: \(error)")
         }
-        return doc
     }
 }
 
 enum StatusTable {
-    static func render(_ d: [String: Any]) -> String {
-        func num(_ k: String) -> Double? { (d[k] as? NSNumber)?.doubleValue }
+    static func render(_ d: StatusDocument) -> String {
         var lines: [String] = []
-        let step = Int(num("step") ?? 0), total = Int(num("total_steps") ?? 0)
-        lines.append("run \(d["run_id"] ?? "?")  config \(d["config"] ?? "?")  state \(d["state"] ?? "?")")
+        lines.append("run \(d.runId ?? "?")  config \(d.config ?? "?")  state \(d.state ?? "?")")
         lines.append(String(format: "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f img/s  ETA %@",
-                            step, total, num("epoch") ?? 0, num("loss") ?? .nan, num("lr") ?? 0,
-                            num("images_per_second") ?? 0, Format.duration(num("eta_seconds") ?? .nan)))
-        if let acc = num("eval_accuracy") {
-            lines.append(String(format: "last eval: top-1 %.2f%%, loss %.4f (step %d)", acc * 100, num("eval_loss") ?? .nan, Int(num("eval_step") ?? 0)))
+                            d.step ?? 0, d.totalSteps ?? 0, d.epoch ?? 0, d.loss ?? .nan, d.lr ?? 0,
+                            d.imagesPerSecond ?? 0, Format.duration(d.etaSeconds ?? .nan)))
+        if let acc = d.evalAccuracy {
+            lines.append(String(format: "last eval: top-1 %.2f%%, loss %.4f (step %d)", acc * 100, d.evalLoss ?? .nan, d.evalStep ?? 0))
         }
-        if let density = num("density") {
+        if let sp = d.sparsity {
             lines.append(String(format: "sparsity %.1f%%: %.2fM parameters active, FLOPs saving %.1f%%, explored %.1f%%, mask version %d",
-                                (1 - density) * 100, (num("active_parameters") ?? 0) / 1e6, (num("flops_saving") ?? 0) * 100,
-                                (num("exploration_rate") ?? 0) * 100, Int(num("mask_version") ?? 0)))
+                                (1 - sp.density) * 100, Double(sp.activeParameters) / 1e6, sp.flopsSaving * 100,
+                                sp.explorationRate * 100, sp.maskVersion))
         }
-        if let up = num("bytes_up_per_step"), let down = num("bytes_down_per_step") {
+        if let up = d.bytesUpPerStep, let down = d.bytesDownPerStep {
             lines.append(String(format: "bytes per step: up %@ (%.2f× dense fp32), down %@ (%.2f×)",
-                                bytes(up), num("bytes_up_ratio_to_dense_fp32") ?? 0, bytes(down), num("bytes_down_ratio_to_dense_fp32") ?? 0))
+                                bytes(Double(up)), d.bytesUpRatioToDenseFp32 ?? 0, bytes(Double(down)), d.bytesDownRatioToDenseFp32 ?? 0))
         }
         lines.append("")
-        lines.append("rank  id                        host              state   heard   steps   up          down")
-        for w in (d["workers"] as? [[String: Any]]) ?? [] {
-            func n(_ k: String) -> Double { (w[k] as? NSNumber)?.doubleValue ?? 0 }
-            func pad(_ v: Any?, _ n: Int) -> String { String("\(v ?? "?")".prefix(n)).padding(toLength: n, withPad: " ", startingAt: 0) }
-            lines.append(String(format: "%4d  ", Int(n("rank"))) + pad(w["id"], 24) + "  " + pad(w["host"], 16) + "  " + pad(w["state"], 6)
-                + String(format: "  %5.1fs  %6d  ", n("seconds_since_heard"), Int(n("steps_done")))
-                + pad(bytes(n("bytes_up")), 10) + "  " + bytes(n("bytes_down")))
+        lines.append("rank  id                        host              state   heard   steps  share    img/s  up          down")
+        for w in d.workers ?? [] {
+            func pad(_ v: String, _ n: Int) -> String { String(v.prefix(n)).padding(toLength: n, withPad: " ", startingAt: 0) }
+            lines.append(String(format: "%4d  ", w.rank) + pad(w.id, 24) + "  " + pad(w.host, 16) + "  " + pad(w.state, 6)
+                + String(format: "  %5.1fs  %6d  %5d  %7.0f  ", w.secondsSinceHeard, w.stepsDone, w.share, w.imagesPerSecond)
+                + pad(bytes(Double(w.bytesUp)), 10) + "  " + bytes(Double(w.bytesDown)))
         }
-        if let bad = num("bad_frames"), bad > 0 { lines.append("bad frames dropped: \(Int(bad))") }
+        if let bad = d.badFrames, bad > 0 { lines.append("bad frames dropped: \(bad)") }
         return lines.joined(separator: "\n")
     }
 

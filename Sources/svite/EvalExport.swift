@@ -1,4 +1,6 @@
 import ArgumentParser
+import Compute
+import Config
 import Datasets
 import Foundation
 import Kernels

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Config
 import Datasets
 import Foundation
 import Model

@@ -1,3 +1,4 @@
+import Core
 import Kernels
 
 /// A heap array of floats with a stable address for the lifetime of the test.

@@ -1,3 +1,4 @@
+import Core
 import Testing
 import Kernels
 @testable import Model

@@ -1,3 +1,4 @@
+import Core
 import Kernels
 import Model
 import Testing

@@ -1,3 +1,5 @@
+import Config
+import Core
 import Datasets
 import Foundation
 import Logging
@@ -153,8 +155,9 @@ struct ClusterTests {
             if let box = pendingStatus {
                 while box.thread?.isExecuting == true { Thread.sleep(forTimeInterval: 0.01) }
                 let doc = box.value
-                #expect((doc?["workers"] as? [[String: Any]])?.first?["id"] as? String == "good", "\(String(describing: doc))")
-                #expect(doc?["run_id"] as? String == String(source.runID, radix: 16))
+                #expect(doc?.workers?.first?.id == "good", "\(String(describing: doc))")
+                #expect(doc?.runId == String(source.runID, radix: 16))
+                #expect(doc?.config == config.name, "\(String(describing: doc))")
             } else {
                 Issue.record("no status query was made")
             }
@@ -229,7 +232,7 @@ extension ClusterTests {
             let source = try cluster(config, workers: 1)
             source.attach(server: server)
             let endpoint = source.endpoint, runID = source.runID, layoutHash = model.layout.hash, packed = masks.packedCount
-            let joinBytes = ResultBox()
+            let joinBytes = CountBox()
             let fake = Thread {
                 do {
                     let ctx = try ZMQContext()
@@ -237,7 +240,7 @@ extension ClusterTests {
                     try s.connect(endpoint)
                     let join = Frame(header: FrameHeader(type: .join, runID: 0, layoutHash: layoutHash),
                                      payload: Payload.encodeJSON(JoinMessage(name: "stale", host: "test", pid: 1, threads: 1))).encoded(compress: false)
-                    joinBytes.value = ["bytes": join.count]
+                    joinBytes.value = join.count
                     _ = try s.send([join])
                     _ = try s.send([join])  // a rejoin before the first step
                     let deadline = Date().addingTimeInterval(20)
@@ -274,25 +277,29 @@ extension ClusterTests {
             }
             // Two join frames and two grads frames (of one size) arrived, each counted once.
             let w = try #require(source.workers.values.first)
-            #expect(w.bytesUp == 2 * (joinBytes.value?["bytes"] as? Int ?? -1) + 2 * g.bytesUp, "bytes up \(w.bytesUp), step \(g.bytesUp)")
+            #expect(w.bytesUp == 2 * (joinBytes.value ?? -1) + 2 * g.bytesUp, "bytes up \(w.bytesUp), step \(g.bytesUp)")
             while fake.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
             source.finish(reason: "test")
         }
     }
 }
 
+final class CountBox: @unchecked Sendable {
+    var value: Int?
+}
+
 final class ResultBox: @unchecked Sendable {
-    var value: [String: Any]?
+    var value: StatusDocument?
     var thread: Thread?
 }
 
 nonisolated(unsafe) var pendingStatus: ResultBox?
 
-func queryStatus(_ endpoint: String, timeoutMs: Int = 5000) throws -> [String: Any]? {
+func queryStatus(_ endpoint: String, timeoutMs: Int = 5000) throws -> StatusDocument? {
     let ctx = try ZMQContext()
     let s = try ZMQSocket(ctx, .req)
     try s.connect(endpoint)
     try s.send([Array("status".utf8)])
     guard try Poller.readable([s], timeoutMs: timeoutMs)[0], let reply = try s.receive()?.first else { return nil }
-    return try JSONSerialization.jsonObject(with: Data(reply)) as? [String: Any]
+    return try StatusDocument.decode(Data(reply))
 }

@@ -1,3 +1,5 @@
+import Config
+import Core
 import Datasets
 import Foundation
 import Model
@@ -316,5 +318,49 @@ struct ConfigDocumentationTests {
         #expect(back.yaml == c.yaml)
         #expect(back.model == c.model && back.data == c.data && back.optimizer == c.optimizer && back.schedule == c.schedule
             && back.training == c.training && back.sparsity == c.sparsity && back.compute == c.compute)
+    }
+}
+
+/// The module graph as declared: every module a target's files import is a dependency it
+/// names in Package.swift (none compiles only through another's dependencies), and the
+/// worker links neither the optimizer nor the trainer.
+@Suite("package")
+struct PackageTests {
+    @Test func everyImportIsDeclared() throws {
+        let package = try String(contentsOfFile: "\(repoRoot)/Package.swift", encoding: .utf8)
+        let targetStart = try Regex(#"\.(?:target|executableTarget|testTarget|systemLibrary)\(name: "(\w+)""#)
+        let quoted = try Regex(#""(\w+)""#), packageName = try Regex(#"package: "[^"]*""#)
+        let starts = package.matches(of: targetStart)
+        var declared: [String: Set<String>] = [:]
+        for (i, m) in starts.enumerated() {
+            let name = String(m.output[1].substring!)
+            let end = i + 1 < starts.count ? starts[i + 1].range.lowerBound : package.endIndex
+            var chunk = String(package[m.range.upperBound ..< end])
+            guard let deps = chunk.range(of: "dependencies:") else { declared[name] = []; continue }
+            chunk = String(chunk[deps.upperBound...]).components(separatedBy: "swiftSettings")[0].replacing(packageName, with: "")
+            declared[name] = Set(chunk.matches(of: quoted).map { String($0.output[1].substring!) })
+        }
+        let platform: Set<String> = ["Foundation", "Glibc", "Darwin", "Dispatch", "Testing", "XCTest", "Synchronization"]
+        let importLine = try Regex(#"^(?:@testable )?import (\w+)"#)
+        let fm = FileManager.default
+        var checked = 0
+        for root in ["Sources", "Tests"] {
+            for target in try fm.contentsOfDirectory(atPath: "\(repoRoot)/\(root)").sorted() {
+                guard let files = fm.enumerator(atPath: "\(repoRoot)/\(root)/\(target)") else { continue }
+                var imports = Set<String>()
+                for case let file as String in files where file.hasSuffix(".swift") {
+                    let text = try String(contentsOfFile: "\(repoRoot)/\(root)/\(target)/\(file)", encoding: .utf8)
+                    for line in text.split(separator: "\n") {
+                        if let m = try importLine.firstMatch(in: String(line)) { imports.insert(String(m.output[1].substring!)) }
+                    }
+                }
+                let undeclared = imports.subtracting(platform).subtracting(declared[target] ?? []).subtracting([target])
+                #expect(undeclared.isEmpty, "\(root)/\(target) imports \(undeclared.sorted()) without naming them in Package.swift")
+                checked += 1
+            }
+        }
+        #expect(checked >= 20)
+        let worker = try #require(declared["Worker"])
+        #expect(!worker.contains("Training") && !worker.contains("Optim"), "the worker links \(worker.sorted())")
     }
 }

@@ -1,6 +1,8 @@
+import Core
 import Datasets
 import Foundation
 import Kernels
+import TestSupport
 import Testing
 
 @Suite("data")

@@ -1,6 +1,9 @@
+import Config
+import Core
 import Datasets
 import Foundation
 import Model
+import TestSupport
 import Testing
 @testable import Training
 

@@ -1,3 +1,5 @@
+import Config
+import Core
 import Datasets
 import Foundation
 import Logging

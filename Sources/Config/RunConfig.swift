@@ -1,8 +1,8 @@
+import Core
 import Datasets
 import Foundation
 import Kernels
 import Model
-import Optim
 import Sparsity
 import Yams
 

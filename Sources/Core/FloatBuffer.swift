@@ -52,9 +52,4 @@ public final class FloatBuffer: @unchecked Sendable {
 
     public var array: [Float] { Array(buffer) }
 
-    /// The floats of one named tensor.
-    public func view(_ spec: TensorSpec) -> UnsafeMutableBufferPointer<Float> {
-        precondition(spec.offset + spec.count <= count, "FloatBuffer: tensor \(spec.name) lies outside the buffer")
-        return UnsafeMutableBufferPointer(start: pointer + spec.offset, count: spec.count)
-    }
 }

@@ -1,0 +1,88 @@
+import Foundation
+
+/// What the status socket answers: one typed record shared by the coordinator (writer),
+/// `svite status` (reader) and the tests. JSON keys are the fields in snake_case; values a
+/// run has not reached yet are absent, and non-finite numbers travel as "nan"/"inf".
+public struct StatusDocument: Codable, Sendable, Equatable {
+    /// The run id in hex (named so that its snake_case key, run_id, maps back).
+    public var runId: String?
+    public var endpoint: String?
+    public var config: String?
+    public var model: String?
+    /// starting, training, evaluating.
+    public var state: String?
+    public var parameters: Int?
+    public var runDirectory: String?
+    public var step: Int?
+    public var totalSteps: Int?
+    public var stepsPerEpoch: Int?
+    public var epoch: Double?
+    public var loss: Double?
+    public var lr: Double?
+    public var imagesPerSecond: Double?
+    public var etaSeconds: Double?
+    public var elapsedSeconds: Double?
+    public var evalAccuracy: Double?
+    public var evalLoss: Double?
+    public var evalStep: Int?
+    public var lastCheckpoint: String?
+    /// Bytes of the last step, and their ratio to a dense fp32 exchange.
+    public var bytesUpPerStep: Int?
+    public var bytesDownPerStep: Int?
+    public var bytesUpRatioToDenseFp32: Double?
+    public var bytesDownRatioToDenseFp32: Double?
+    public var sparsity: SparsityStatus?
+    public var badFrames: Int?
+    public var workers: [WorkerStatus]?
+
+    public init() {}
+
+    /// Sparse runs: the masks' figures as of the last logged step.
+    public struct SparsityStatus: Codable, Sendable, Equatable {
+        public var density: Double
+        public var activeParameters: Int
+        public var flopsSaving: Double
+        public var explorationRate: Double
+        public var maskVersion: Int
+        public var heads: Int?
+        public var neurons: Int?
+    }
+
+    /// One worker as membership knows it.
+    public struct WorkerStatus: Codable, Sendable, Equatable {
+        public var id: String
+        public var rank: Int
+        public var host: String
+        public var pid: Int
+        public var threads: Int
+        /// ready, lost, left.
+        public var state: String
+        public var secondsSinceHeard: Double
+        public var stepsDone: Int
+        public var joins: Int
+        /// Images of its last share, and its measured speed.
+        public var share: Int
+        public var imagesPerSecond: Double
+        public var bytesUp: Int
+        public var bytesDown: Int
+    }
+
+    public static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys]
+        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return e
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return d
+    }
+
+    public func encoded() -> Data { (try? Self.encoder().encode(self)) ?? Data("{}".utf8) }
+
+    public static func decode(_ data: Data) throws -> StatusDocument { try decoder().decode(StatusDocument.self, from: data) }
+}

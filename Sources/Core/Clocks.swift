@@ -1,0 +1,38 @@
+import Dispatch
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Seconds since creation on the monotonic clock.
+public struct MonotonicClock: Sendable {
+    let start = DispatchTime.now().uptimeNanoseconds
+    public init() {}
+    public var seconds: Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+}
+
+/// CPU seconds (user + system, every thread) this process has used since creation. Unlike
+/// wall time it hardly moves when other work shares the cores, so an experiment's time
+/// savings stay comparable between runs made on a busy and an idle machine.
+public struct ProcessCPUClock: Sendable {
+    let start = ProcessCPUClock.now()
+    public init() {}
+    public var seconds: Double { ProcessCPUClock.now() - start }
+
+    static func now() -> Double {
+        var u = rusage()
+        guard getrusage(RUSAGE_SELF.rawValue, &u) == 0 else { return 0 }
+        func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return s(u.ru_utime) + s(u.ru_stime)
+    }
+}
+
+/// Set from a signal handler or another thread; the run checkpoints and returns at the
+/// end of the current step.
+public final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var raised = false
+    public init() {}
+    public func raise() { lock.lock(); raised = true; lock.unlock() }
+    public var isRaised: Bool { lock.lock(); defer { lock.unlock() }; return raised }
+}
