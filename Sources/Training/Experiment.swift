@@ -124,24 +124,24 @@ public struct Experiment: Sendable {
 
     /// Finished: the run's metrics end with an `end` record.
     public static func isFinished(_ dir: String) -> Bool {
-        MetricsLog.read("\(dir)/metrics.jsonl").last?["kind"] as? String == "end"
+        MetricsLog.read("\(dir)/metrics.jsonl").last?.kind == .end
     }
 
     /// The result row of a finished run.
     public static func result(variant: Variant, dir: String) throws -> [String: Any] {
         let w = try LoadedWeights.load(dir)
         let records = MetricsLog.read("\(dir)/metrics.jsonl")
-        let evals = records.filter { $0["kind"] as? String == "eval" }
+        let evals = records.filter { $0.kind == .eval }
         let model = ViTModel(config: w.config.model)
         var row: [String: Any] = ["variant": variant.name, "directory": dir, "steps": w.step ?? 0,
                                   "parameters": model.layout.parameterCount,
-                                  "top1": (evals.last?["eval_accuracy"] as? Double) ?? 0,
-                                  "eval_loss": (evals.last?["eval_loss"] as? Double) ?? 0,
-                                  "seconds": (records.last?["elapsed_seconds"] as? Double) ?? 0,
+                                  "top1": evals.last?.evalAccuracy ?? 0,
+                                  "eval_loss": evals.last?.evalLoss ?? 0,
+                                  "seconds": records.last?.elapsedSeconds ?? 0,
                                   "active_parameters": model.layout.parameterCount, "flops_saving": 0.0,
                                   "flops": model.forwardFLOPsPerImage, "density": 1.0,
                                   "tokens": w.config.model.blockTokens]
-        if let cpu = records.last?["cpu_seconds"] as? Double { row["cpu_seconds"] = cpu }
+        if let cpu = records.last?.cpuSeconds { row["cpu_seconds"] = cpu }
         row["config_hash"] = fingerprint(w.config)
         if let s = w.sparsityReport { row.merge(s.fields) { $1 } }
         return row

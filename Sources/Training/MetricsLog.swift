@@ -1,5 +1,6 @@
 import Core
 import Foundation
+import Sparsity
 
 /// Metrics as JSON lines, one object per line, appended and flushed as they happen so a
 /// crash loses at most the line being written.
@@ -32,19 +33,102 @@ public final class MetricsLog: @unchecked Sendable {
 
     deinit { try? handle.close() }
 
-    /// Writes one record; keys sorted so lines diff cleanly.
-    public func write(_ record: [String: Any]) {
-        guard let data = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) else { return }
-        handle.write(data + Data("\n".utf8))
+    /// Writes one record, stamped with the time; keys sorted so lines diff cleanly.
+    public func write(_ record: MetricsRecord) {
+        var r = record
+        if r.time == nil { r.time = (Date().timeIntervalSince1970 * 1000).rounded() / 1000 }
+        handle.write(r.encoded() + Data("\n".utf8))
     }
 
-    /// Reads every record of a log (for tools and tests).
-    public static func read(_ path: String) -> [[String: Any]] {
+    /// Reads every record of a log (lines that are not records are skipped).
+    public static func read(_ path: String) -> [MetricsRecord] {
         guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        let decoder = MetricsRecord.decoder()
         return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap {
-            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            try? decoder.decode(MetricsRecord.self, from: Data($0.utf8))
         }
     }
+}
+
+/// One line of metrics.jsonl: written by the trainer, read by experiments, tools and the
+/// tests. JSON keys are the fields in snake_case; fields a kind of record does not have
+/// are absent; a non-finite number is written as "nan"/"inf" rather than losing the line.
+public struct MetricsRecord: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable {
+        case start, resume, train, eval, stopped, end
+    }
+
+    public var kind: Kind
+    /// Steps done when the record was written.
+    public var step: Int
+    /// Unix time of writing (seconds).
+    public var time: Double?
+
+    // start
+    public var run: String?
+    public var totalSteps: Int?
+    public var stepsPerEpoch: Int?
+    public var parameters: Int?
+    public var threads: Int?
+    public var trainImages: Int?
+    public var testImages: Int?
+
+    // train (means over the window since the last train record) and eval
+    public var epoch: Double?
+    public var loss: Double?
+    public var trainAccuracy: Double?
+    public var lr: Double?
+    public var gradNorm: Double?
+    public var imagesPerSecond: Double?
+    public var elapsedSeconds: Double?
+    public var bytesUpPerStep: Int?
+    public var bytesDownPerStep: Int?
+    /// The cluster's split of the window's last step, images per worker in rank order.
+    public var imagesPerWorker: [Int]?
+    public var evalAccuracy: Double?
+    public var evalLoss: Double?
+    public var evalSeconds: Double?
+
+    // sparse runs, as of the record (SparsityReport's figures)
+    public var density: Double?
+    public var sparsity: Double?
+    public var activeParameters: Int?
+    public var flops: Double?
+    public var denseFlops: Double?
+    public var flopsSaving: Double?
+    public var explorationRate: Double?
+    public var maskVersion: Int?
+    public var heads: Int?
+    public var neurons: Int?
+
+    // end, stopped
+    public var cpuSeconds: Double?
+
+    public init(kind: Kind, step: Int) { self.kind = kind; self.step = step }
+
+    /// Adds a sparse run's figures.
+    public mutating func add(_ s: SparsityReport) {
+        density = s.density; sparsity = 1 - s.density; activeParameters = s.activeParameters; parameters = s.totalParameters
+        flops = s.sparseFLOPs; denseFlops = s.denseFLOPs; flopsSaving = s.flopsSaving; explorationRate = s.explorationRate
+        maskVersion = s.maskVersion; heads = s.heads; neurons = s.neurons
+    }
+
+    public static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys]
+        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return e
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return d
+    }
+
+    public func encoded() -> Data { (try? Self.encoder().encode(self)) ?? Data("{}".utf8) }
 }
 
 import Model

@@ -171,11 +171,13 @@ public final class Trainer {
                                       stepsPerEpoch: stepsPerEpoch, trainImages: train.count, testImages: test.count,
                                       parameters: server.model.layout.parameterCount, threads: threads)))
         if startStep == 0 {
-            metrics.write(["kind": "start", "step": 0, "run": config.name, "total_steps": totalSteps,
-                           "steps_per_epoch": stepsPerEpoch, "parameters": server.model.layout.parameterCount,
-                           "threads": threads, "train_images": train.count, "test_images": test.count])
+            var r = MetricsRecord(kind: .start, step: 0)
+            r.run = config.name; r.totalSteps = totalSteps; r.stepsPerEpoch = stepsPerEpoch
+            r.parameters = server.model.layout.parameterCount; r.threads = threads
+            r.trainImages = train.count; r.testImages = test.count
+            metrics.write(r)
         } else {
-            metrics.write(["kind": "resume", "step": startStep])
+            metrics.write(MetricsRecord(kind: .resume, step: startStep))
         }
 
         let session = MonotonicClock()
@@ -223,12 +225,13 @@ public final class Trainer {
                                         elapsedSeconds: elapsedBefore + now,
                                         etaSeconds: Double(totalSteps - done) * (secondsPerStep ?? 0),
                                         sparsity: sparsityReport)
-                var record: [String: Any] = ["kind": "train", "step": report.step, "epoch": report.epoch, "loss": report.loss,
-                               "train_accuracy": report.trainAccuracy, "lr": report.lr, "grad_norm": report.gradNorm,
-                               "images_per_second": report.imagesPerSecond, "elapsed_seconds": report.elapsedSeconds,
-                               "bytes_up_per_step": window.up / window.steps, "bytes_down_per_step": window.down / window.steps]
-                if let s = report.sparsity { record.merge(s.fields) { $1 } }
-                if let shares = lastWorkerImages { record["images_per_worker"] = shares }
+                var record = MetricsRecord(kind: .train, step: report.step)
+                record.epoch = report.epoch; record.loss = report.loss; record.trainAccuracy = report.trainAccuracy
+                record.lr = report.lr; record.gradNorm = report.gradNorm; record.imagesPerSecond = report.imagesPerSecond
+                record.elapsedSeconds = report.elapsedSeconds
+                record.bytesUpPerStep = window.up / window.steps; record.bytesDownPerStep = window.down / window.steps
+                if let s = report.sparsity { record.add(s) }
+                record.imagesPerWorker = lastWorkerImages
                 metrics.write(record)
                 observe(.step(report))
                 window = (0, 0, 0, 0, session.seconds, 0, 0)
@@ -238,8 +241,10 @@ public final class Trainer {
             let evalNow = (epochEnd && t.evalEveryEpochs > 0 && (epoch + 1) % t.evalEveryEpochs == 0) || last
             if evalNow && !stopped {
                 let report = evaluate(step: done, epoch: epochEnd ? epoch + 1 : epoch, observe: observe)
-                metrics.write(["kind": "eval", "step": report.step, "epoch": report.epoch, "eval_accuracy": report.accuracy,
-                               "eval_loss": report.loss, "eval_seconds": report.seconds])
+                var record = MetricsRecord(kind: .eval, step: report.step)
+                record.epoch = Double(report.epoch); record.evalAccuracy = report.accuracy
+                record.evalLoss = report.loss; record.evalSeconds = report.seconds
+                metrics.write(record)
                 window.start = session.seconds
             }
             let checkpointNow = last || stopped || (t.checkpointEverySteps > 0 ? done % t.checkpointEverySteps == 0 : epochEnd)
@@ -256,8 +261,9 @@ public final class Trainer {
         }
         source.finish(reason: stopped ? "stopped" : "done")
         let total = elapsedBefore + session.seconds
-        var last: [String: Any] = ["kind": stopped ? "stopped" : "end", "step": server.step, "elapsed_seconds": total]
-        if let before = cpuBefore { last["cpu_seconds"] = before + cpu.seconds }
+        var last = MetricsRecord(kind: stopped ? .stopped : .end, step: server.step)
+        last.elapsedSeconds = total
+        last.cpuSeconds = cpuBefore.map { $0 + cpu.seconds }
         metrics.write(last)
         return TrainingSummary(runDirectory: runDirectory, checkpoint: lastCheckpoint ?? (try? Checkpoint.locate(runDirectory)),
                                metrics: metricsPath, steps: server.step, stopped: stopped, lastEval: lastEval, elapsedSeconds: total,

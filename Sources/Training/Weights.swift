@@ -114,32 +114,79 @@ public struct LoadedWeights {
         try SafeTensors.write(params: values, layout: model.layout, to: path,
                               metadata: ["format": "pt", Checkpoint.configKey: config.yaml])
         let m = config.model
-        var info: [String: Any] = [
-            "name": config.name,
-            "weights": (path as NSString).lastPathComponent,
-            "parameters": model.layout.parameterCount,
-            "model": ["image_size": m.imageSize, "patch_size": m.patchSize, "in_channels": m.inChannels,
-                      "num_classes": m.numClasses, "dim": m.dim, "depth": m.depth, "heads": m.heads, "mlp_ratio": m.mlpRatio],
-            // Keyword arguments of timm.models.vision_transformer.VisionTransformer.
-            "timm_kwargs": ["img_size": m.imageSize, "patch_size": m.patchSize, "in_chans": m.inChannels,
-                            "num_classes": m.numClasses, "embed_dim": m.dim, "depth": m.depth, "num_heads": m.heads,
-                            "mlp_ratio": m.mlpRatio, "class_token": true, "global_pool": "token"],
-            "normalization": ["mean": config.data.mean, "std": config.data.std],
-            "source": self.path,
-        ]
-        if let step { info["step"] = step }
+        var info = ExportInfo(
+            name: config.name, weights: (path as NSString).lastPathComponent, parameters: model.layout.parameterCount,
+            model: .init(imageSize: m.imageSize, patchSize: m.patchSize, inChannels: m.inChannels, numClasses: m.numClasses,
+                         dim: m.dim, depth: m.depth, heads: m.heads, mlpRatio: m.mlpRatio),
+            timmKwargs: .init(imgSize: m.imageSize, patchSize: m.patchSize, inChans: m.inChannels, numClasses: m.numClasses,
+                              embedDim: m.dim, depth: m.depth, numHeads: m.heads, mlpRatio: m.mlpRatio, classToken: true, globalPool: "token"),
+            normalization: .init(mean: config.data.mean, std: config.data.std), source: self.path, step: step)
         if let keep = m.tokenKeep {
-            info["token_selector"] = ["token_keep": keep, "kept_patches": m.keptPatches, "selector_hidden": m.selectorHidden,
-                                      "note": "timm's VisionTransformer has no token selector: load with strict=False (the token_selector.* tensors are extra) and keep the top-k patch tokens by the selector's score before the blocks"]
+            info.tokenSelector = .init(tokenKeep: keep, keptPatches: m.keptPatches, selectorHidden: m.selectorHidden,
+                                       note: "timm's VisionTransformer has no token selector: load with strict=False (the token_selector.* tensors are extra) and keep the top-k patch tokens by the selector's score before the blocks")
         }
         if let units {
-            info["compact"] = ["block_heads": m.blockHeads ?? [], "block_hidden": m.blockHidden ?? [],
-                               "kept_heads": units.keptHeads, "kept_neurons": units.keptNeurons,
-                               "note": "timm's VisionTransformer has one head count and MLP width for all blocks: build each block with its own (attn.qkv rows 3·heads·head_dim, mlp.fc1 rows = block_hidden) or place these tensors back at kept_heads/kept_neurons of a full model with zeros elsewhere"]
+            info.compact = .init(blockHeads: m.blockHeads ?? [], blockHidden: m.blockHidden ?? [],
+                                 keptHeads: units.keptHeads, keptNeurons: units.keptNeurons,
+                                 note: "timm's VisionTransformer has one head count and MLP width for all blocks: build each block with its own (attn.qkv rows 3·heads·head_dim, mlp.fc1 rows = block_hidden) or place these tensors back at kept_heads/kept_neurons of a full model with zeros elsewhere")
         }
-        let json = try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys, .prettyPrinted])
+        let json = try ExportInfo.encoder().encode(info)
         let jsonPath = (path as NSString).deletingPathExtension + ".json"
         try AtomicFile.write(jsonPath, data: json + Data("\n".utf8))
         return jsonPath
+    }
+}
+
+/// The JSON written beside exported weights: the model's shape, timm's keyword arguments,
+/// the input normalisation, and what timm cannot express (a token selector, per-block
+/// head counts). Keys are the fields in snake_case (timm's own names in `timm_kwargs`).
+public struct ExportInfo: Codable, Sendable, Equatable {
+    public struct Shape: Codable, Sendable, Equatable {
+        public var imageSize, patchSize, inChannels, numClasses, dim, depth, heads: Int
+        public var mlpRatio: Double
+    }
+    /// Keyword arguments of timm.models.vision_transformer.VisionTransformer.
+    public struct TimmKwargs: Codable, Sendable, Equatable {
+        public var imgSize, patchSize, inChans, numClasses, embedDim, depth, numHeads: Int
+        public var mlpRatio: Double
+        public var classToken: Bool
+        public var globalPool: String
+    }
+    public struct Normalization: Codable, Sendable, Equatable {
+        public var mean, std: [Double]
+    }
+    public struct TokenSelector: Codable, Sendable, Equatable {
+        public var tokenKeep: Double
+        public var keptPatches, selectorHidden: Int
+        public var note: String
+    }
+    public struct Compact: Codable, Sendable, Equatable {
+        public var blockHeads, blockHidden: [Int]
+        public var keptHeads, keptNeurons: [[Int]]
+        public var note: String
+    }
+
+    public var name: String
+    public var weights: String
+    public var parameters: Int
+    public var model: Shape
+    public var timmKwargs: TimmKwargs
+    public var normalization: Normalization
+    public var source: String
+    public var step: Int?
+    public var tokenSelector: TokenSelector?
+    public var compact: Compact?
+
+    public static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys, .prettyPrinted]
+        return e
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        return d
     }
 }

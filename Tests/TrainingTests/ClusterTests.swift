@@ -91,7 +91,7 @@ struct ClusterTests {
                 }
             }
             #expect(source.live.count == 2 && source.live.allSatisfy { $0.stepsDone == 8 })
-            let up = MetricsLog.read(summary.metrics).compactMap { $0["bytes_up_per_step"] as? Int }
+            let up = MetricsLog.read(summary.metrics).compactMap(\.bytesUpPerStep)
             let dense = 2 * 4 * distributed.server.model.layout.parameterCount
             if let m = distributed.server.masks, m.isStructured {
                 // Active values only, plus 4 bytes per unit score at scoring steps. Right after

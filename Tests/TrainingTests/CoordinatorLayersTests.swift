@@ -229,7 +229,7 @@ extension CoordinatorLayersTests {
             }, uniquingKeysWith: { a, _ in a })
             #expect(byStep[0] == 16 && byStep[19] == 16, "equal shares before the first re-balance: \(byStep)")
             #expect((byStep[20] ?? 0) < 12 && (byStep[25] ?? 0) < 12, "the slow worker's share after it (absent: none): \(byStep)")
-            let shares = MetricsLog.read(summary.metrics).compactMap { $0["images_per_worker"] as? [Int] }
+            let shares = MetricsLog.read(summary.metrics).compactMap(\.imagesPerWorker)
             #expect(shares.count == 26 && shares.allSatisfy { $0.reduce(0, +) == 32 }, "\(shares)")
             #expect(shares.first == [16, 16] && shares.last.map { $0[0] < 12 || $0[1] < 12 } == true, "\(shares)")
         }

@@ -89,11 +89,11 @@ struct TrainerTests {
             #expect(bits(again.server.params) == bits(straight.server.params))
 
             // The resumed run's metrics log has each step once.
-            let steps = MetricsLog.read("\(dir)/b/metrics.jsonl").filter { $0["kind"] as? String == "train" }.compactMap { $0["step"] as? Int }
+            let steps = MetricsLog.read("\(dir)/b/metrics.jsonl").filter { $0.kind == .train }.map(\.step)
             #expect(steps == Array(1 ... 16), "\(steps)")
             // CPU time carries across the resume into the end record.
             let end = try #require(MetricsLog.read("\(dir)/b/metrics.jsonl").last)
-            #expect(end["kind"] as? String == "end" && (end["cpu_seconds"] as? Double ?? 0) > cpuAtCheckpoint)
+            #expect(end.kind == .end && (end.cpuSeconds ?? 0) > cpuAtCheckpoint && (end.time ?? 0) > 1.7e9)
             // A different seed gives a different run.
             let (other, _, _) = try run(try tinyRunConfig(dataDir: dir, extra: ["training.seed=6"]), dir: "\(dir)/d")
             #expect(bits(other.server.params) != bits(straight.server.params))
@@ -112,7 +112,7 @@ struct TrainerTests {
             #expect(last < 0.7 * first, "loss \(first) → \(last)")
             #expect((summary.lastEval?.accuracy ?? 0) > 0.5, "\(String(describing: summary.lastEval))")
             let records = MetricsLog.read(summary.metrics)
-            #expect(records.filter { $0["kind"] as? String == "eval" }.count == 6)
+            #expect(records.filter { $0.kind == .eval }.count == 6)
             #expect(Checkpoint.list(in: "\(dir)/run/checkpoints").count == 3)  // keep_checkpoints
         }
     }
@@ -152,8 +152,13 @@ struct TrainerTests {
             let json = try fromCheckpoint.export(to: "\(dir)/model.safetensors")
             let exported = try SafeTensorsFile(path: "\(dir)/model.safetensors")
             #expect(Set(exported.entries.keys) == Set(trainer.server.model.layout.tensors.map(\.name)))
-            let info = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as! [String: Any]
-            #expect((info["timm_kwargs"] as? [String: Any])?["embed_dim"] as? Int == 16)
+            let text = try Data(contentsOf: URL(fileURLWithPath: json))
+            let info = try ExportInfo.decoder().decode(ExportInfo.self, from: text)
+            #expect(info.timmKwargs.embedDim == 16 && info.timmKwargs.numHeads == 2 && info.step == 4 && info.tokenSelector == nil)
+            // timm's keyword names as timm spells them.
+            let raw = try #require(try JSONSerialization.jsonObject(with: text) as? [String: Any])
+            #expect(Set((raw["timm_kwargs"] as? [String: Any])?.keys.map { $0 } ?? [])
+                == ["img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads", "mlp_ratio", "class_token", "global_pool"])
             let reloaded = try LoadedWeights.load("\(dir)/model.safetensors")
             let r = try reloaded.evaluate(threads: 2, batch: 7)
             #expect(r.accuracy == summary.lastEval!.accuracy && r.images == 40)
@@ -237,6 +242,34 @@ struct TrainerTests {
             _ = try LoadedWeights.load(path).export(to: "\(dir)/w.safetensors")
             #expect(throws: CheckpointError.self) { _ = try Checkpoint.read("\(dir)/w.safetensors") }
             #expect(throws: CheckpointError.self) { _ = try Checkpoint.locate("\(dir)/nothing-here") }
+        }
+    }
+}
+
+/// metrics.jsonl lines are typed records: snake_case keys, a time stamp, and a NaN loss
+/// kept as "nan" instead of the line being lost; a line that is not a record is skipped.
+@Suite("metrics log")
+struct MetricsLogTests {
+    @Test func recordsRoundTripWithTimeAndNaN() throws {
+        try withTemporaryDirectory { dir in
+            let path = "\(dir)/metrics.jsonl"
+            let log = try MetricsLog(path: path)
+            var train = MetricsRecord(kind: .train, step: 20)
+            train.loss = .nan; train.lr = 1e-3; train.imagesPerWorker = [64, 64]; train.bytesUpPerStep = 10
+            log.write(train)
+            var end = MetricsRecord(kind: .end, step: 20)
+            end.cpuSeconds = 3.5
+            log.write(end)
+            let handle = try #require(FileHandle(forWritingAtPath: path))
+            handle.seekToEndOfFile()
+            handle.write(Data("not json\n".utf8))
+            try handle.close()
+            let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+            #expect(lines.count == 3 && lines[0].contains("\"loss\":\"nan\"") && lines[0].contains("\"images_per_worker\":[64,64]"))
+            #expect(lines[0].contains("\"bytes_up_per_step\":10") && lines[1].contains("\"cpu_seconds\":3.5"))
+            let back = MetricsLog.read(path)
+            #expect(back.count == 2 && back[0].kind == .train && back[0].loss?.isNaN == true && back[1].kind == .end)
+            #expect(back.allSatisfy { ($0.time ?? 0) > 1.7e9 } && back[0].imagesPerWorker == [64, 64] && back[1].cpuSeconds == 3.5)
         }
     }
 }
