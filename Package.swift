@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "Core", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "Kernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: numericFlags),
         .target(name: "Model", dependencies: ["Core", "Kernels"], swiftSettings: numericFlags),
-        .target(name: "Datasets", dependencies: ["Core", "Kernels", "Model", "CZlib"], swiftSettings: numericFlags),
+        .target(name: "Datasets", dependencies: ["Core", "Kernels", "CZlib"], swiftSettings: numericFlags),
         .target(name: "Optim", dependencies: ["Core", "Kernels", "Model", "Config"], swiftSettings: numericFlags),
         .target(name: "Sparsity", dependencies: ["Core", "Kernels", "Model"], swiftSettings: numericFlags),
         .target(name: "Pictures", dependencies: ["CZlib"]),

@@ -235,3 +235,19 @@ extension RunConfig {
     /// units and (mixed with the step) its candidate weights.
     public var topologySeed: UInt64 { StreamSeed.mix(training.seed, StreamSeed.topology) }
 }
+
+extension DataConfig {
+    /// Checks the data set fits the model, naming the model key that disagrees.
+    public func check(against model: ViTConfig, file: String) throws {
+        let k = kind
+        if model.inChannels != k.channels {
+            throw ConfigError(file: file, key: "model.in_channels", message: "is \(model.inChannels) but \(k.rawValue) images have \(k.channels) channel(s)")
+        }
+        if model.imageSize != k.imageSize {
+            throw ConfigError(file: file, key: "model.image_size", message: "is \(model.imageSize) but \(k.rawValue) images are \(k.imageSize)×\(k.imageSize)")
+        }
+        if model.numClasses != k.classes {
+            throw ConfigError(file: file, key: "model.num_classes", message: "is \(model.numClasses) but \(k.rawValue) has \(k.classes) classes")
+        }
+    }
+}

@@ -1,6 +1,5 @@
 import Core
 import Foundation
-import Model
 
 /// The `data:` section of a run config.
 public struct DataConfig: Sendable, Equatable, Codable {
@@ -40,20 +39,6 @@ public struct DataConfig: Sendable, Equatable, Codable {
         self.augmentation = augmentation
         self.trainLimit = trainLimit
         self.testLimit = testLimit
-    }
-
-    /// Checks the data set fits the model, naming the model key that disagrees.
-    public func check(against model: ViTConfig, file: String) throws {
-        let k = kind
-        if model.inChannels != k.channels {
-            throw ConfigError(file: file, key: "model.in_channels", message: "is \(model.inChannels) but \(k.rawValue) images have \(k.channels) channel(s)")
-        }
-        if model.imageSize != k.imageSize {
-            throw ConfigError(file: file, key: "model.image_size", message: "is \(model.imageSize) but \(k.rawValue) images are \(k.imageSize)×\(k.imageSize)")
-        }
-        if model.numClasses != k.classes {
-            throw ConfigError(file: file, key: "model.num_classes", message: "is \(model.numClasses) but \(k.rawValue) has \(k.classes) classes")
-        }
     }
 
     /// Loads one split, with the limit applied.
