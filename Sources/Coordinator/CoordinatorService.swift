@@ -61,7 +61,7 @@ final class CoordinatorService: @unchecked Sendable {
     private var roundUp = 0, roundDown = 0
     /// Images per member of the round, in rank order.
     private var roundShares: [Int] = []
-    /// Frames refused this round from workers the round waits for, and the last reason.
+    /// Frames refused this round from workers the round waited for, and the last such refusal.
     private(set) var refusedThisRound = 0
     private(set) var lastRefusal: String?
     private(set) var badFrames: [String: Int] = [:]
@@ -267,7 +267,7 @@ final class CoordinatorService: @unchecked Sendable {
         roundStep = work.step
         roundWorkers = members.count
         roundUp = 0; roundDown = 0
-        refusedThisRound = 0; lastRefusal = nil
+        refusedThisRound = 0
         pending = []
         // Sparse runs send only the active values; both sides know the mask.
         var values = params, count = layout.count
@@ -421,8 +421,13 @@ final class CoordinatorService: @unchecked Sendable {
         let name = membership[peer]?.name ?? String(decoding: peer.prefix(64), as: UTF8.self)
         badFrameTotal += 1
         if pending.contains(peer) {
+            // The step's own worker answered with something unusable: it will not send
+            // another, so the step goes on without its share instead of waiting for it.
             refusedThisRound += 1
             lastRefusal = "\(name): \(error)"
+            pending.remove(peer)
+            membership[peer]?.refused += 1
+            log.warning("worker \(name): its answer to step \(roundStep) was refused (\(error)); the step goes on with the other workers")
         }
         let n = badFrames[name, default: 0] + 1
         badFrames[name] = n

@@ -67,10 +67,18 @@ final class GradientAggregator {
         let d = try Payload.decodeGrads(payload, into: incoming.pointer, count: n, expecting: expectedReply)
         let s = d.summary
         let weight = Float(s.images)
+        // A NaN or infinite value would poison the mean, the moments and every weight after.
+        guard VectorOps.allFinite(incoming.pointer, n), s.lossSum.isFinite else {
+            throw WireError.nonFinite(s.lossSum.isFinite ? "gradient values" : "loss")
+        }
         var units: UnitScores?
         if case let .unitScores(flat) = d.reply {
+            guard flat.allSatisfy(\.isFinite) else { throw WireError.nonFinite("unit scores") }
             guard let u = UnitScores(flat: flat, config: model) else { throw WireError.malformedPayload("unit scores do not fit the model") }
             units = u
+        }
+        if case let .growCandidates(candidates) = d.reply, !candidates.allSatisfy({ $0.values.allSatisfy(\.isFinite) }) {
+            throw WireError.nonFinite("grow candidates")
         }
         // Everything is checked: accumulate.
         if let u = units { unitScoreSum?.add(u, weight: weight) }

@@ -14,6 +14,8 @@ final class WorkerRecord {
     var lastHeard: Double
     var lastSent = -Double.infinity
     var stepsDone = 0
+    /// Answers to a step refused (bad frame, NaN values, another mask version).
+    var refused = 0
     /// Join frames accepted from this id (more than one: it restarted or lost the coordinator).
     var joins = 1
     var bytesUp = 0

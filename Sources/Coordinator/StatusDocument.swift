@@ -59,6 +59,8 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         public var state: String
         public var secondsSinceHeard: Double
         public var stepsDone: Int
+        /// Answers to a step refused (bad frame, NaN values, another mask version).
+        public var refused: Int
         public var joins: Int
         /// Images of its last share, and its measured speed.
         public var share: Int

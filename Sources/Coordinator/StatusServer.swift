@@ -12,7 +12,7 @@ enum StatusServer {
         doc.badFrames = badFrames
         doc.workers = workers.map { w in
             .init(id: w.name, rank: w.rank, host: w.host, pid: Int(w.pid), threads: w.threads, state: w.state.rawValue,
-                  secondsSinceHeard: (now - w.lastHeard).rounded(toPlaces: 2), stepsDone: w.stepsDone, joins: w.joins,
+                  secondsSinceHeard: (now - w.lastHeard).rounded(toPlaces: 2), stepsDone: w.stepsDone, refused: w.refused, joins: w.joins,
                   share: w.share, imagesPerSecond: (w.throughput ?? 0).rounded(toPlaces: 1), bytesUp: w.bytesUp, bytesDown: w.bytesDown)
         }
         return doc

@@ -35,6 +35,22 @@ public enum VectorOps {
         return s
     }
 
+    /// Whether every p[i] is finite (no NaN, no infinity): the exponent bits of eight lanes
+    /// at a time are all ones exactly for the non-finite values.
+    @inlinable
+    public static func allFinite(_ p: UnsafePointer<Float>, _ n: Int) -> Bool {
+        let exponent = SIMD8<UInt32>(repeating: 0x7F80_0000)
+        var bad = SIMDMask<SIMD8<Int32>>(repeating: false)
+        var i = 0
+        while i + 8 <= n {
+            bad .|= (unsafeBitCast(p.loadVec8(i), to: SIMD8<UInt32>.self) & exponent) .== exponent
+            i += 8
+        }
+        if any(bad) { return false }
+        while i < n { if !p[i].isFinite { return false }; i += 1 }
+        return true
+    }
+
     /// Σ a[i]·b[i]
     @inlinable
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {

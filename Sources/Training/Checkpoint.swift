@@ -50,6 +50,13 @@ public struct CheckpointError: Error, CustomStringConvertible {
     public var description: String { "\(path): \(message)" }
 }
 
+/// The run cannot go on: what went wrong, at which step, and what is kept.
+public struct TrainingError: Error, CustomStringConvertible {
+    public var step: Int
+    public var message: String
+    public var description: String { "step \(step): \(message)" }
+}
+
 /// A checkpoint is a safetensors file: the weights under their timm names (so a
 /// checkpoint also loads where weights do), the optimizer moments under
 /// `optimizer.<moment>.<name>`, and in the metadata the state (JSON) and the effective
@@ -87,6 +94,8 @@ public enum Checkpoint {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
         enc.keyEncodingStrategy = .convertToSnakeCase
+        // A NaN evaluation loss must not make the checkpoint unwritable.
+        enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         let metadata = [
             formatKey: "svite-checkpoint",
             stateKey: String(decoding: try enc.encode(state), as: UTF8.self),
@@ -110,6 +119,7 @@ public enum Checkpoint {
         }
         let dec = JSONDecoder()
         dec.keyDecodingStrategy = .convertFromSnakeCase
+        dec.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         let state: CheckpointState
         do {
             state = try dec.decode(CheckpointState.self, from: Data(stateText.utf8))

@@ -1,12 +1,26 @@
 import Core
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Sparsity
 
 /// Metrics as JSON lines, one object per line, appended and flushed as they happen so a
-/// crash loses at most the line being written.
+/// crash loses at most the line being written. When the disk refuses a line (full, gone),
+/// training goes on: the lines are kept in memory (up to `maxUnwritten`) and written as
+/// soon as a write succeeds again.
 public final class MetricsLog: @unchecked Sendable {
     public let path: String
     let handle: FileHandle
+    private var unwritten: [Data] = []
+    /// Whether the last write failed part-way (the retry then starts on a new line).
+    private var broken = false
+    /// Why the last write failed (nil: everything is on disk).
+    public private(set) var lastError: String?
+    /// Lines dropped because more than `maxUnwritten` were waiting.
+    public private(set) var dropped = 0
+    public var unwrittenCount: Int { unwritten.count }
+    static let maxUnwritten = 100_000
 
     /// Opens (creating) the log. `keepThroughStep`: when resuming, lines of steps after
     /// the checkpoint are dropped first, since those steps will run again.
@@ -20,24 +34,41 @@ public final class MetricsLog: @unchecked Sendable {
                 return step <= last
             }
             try AtomicFile.write(path, data: Data((kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).utf8))
-        } else if keepThroughStep == nil {
-            _ = fm.createFile(atPath: path, contents: nil)
         }
-        if !fm.fileExists(atPath: path) { _ = fm.createFile(atPath: path, contents: nil) }
-        guard let h = FileHandle(forWritingAtPath: path) else {
-            throw CheckpointError(path: path, message: "cannot open the metrics log for writing")
+        // A new run starts the file afresh; a resumed one appends.
+        let flags = O_WRONLY | O_CREAT | O_APPEND | (keepThroughStep == nil ? O_TRUNC : 0)
+        let fd = open(path, flags, 0o644)
+        guard fd >= 0 else {
+            throw CheckpointError(path: path, message: "cannot open the metrics log for writing: \(String(cString: strerror(errno)))")
         }
-        h.seekToEndOfFile()
-        handle = h
+        handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
     }
-
-    deinit { try? handle.close() }
 
     /// Writes one record, stamped with the time; keys sorted so lines diff cleanly.
     public func write(_ record: MetricsRecord) {
         var r = record
         if r.time == nil { r.time = (Date().timeIntervalSince1970 * 1000).rounded() / 1000 }
-        handle.write(r.encoded() + Data("\n".utf8))
+        unwritten.append(r.encoded() + Data("\n".utf8))
+        if unwritten.count > Self.maxUnwritten { unwritten.removeFirst(); dropped += 1 }
+        flush()
+    }
+
+    /// Writes the waiting lines; false when the disk refused (they stay waiting).
+    @discardableResult
+    public func flush() -> Bool {
+        while let line = unwritten.first {
+            do {
+                try handle.write(contentsOf: broken ? Data("\n".utf8) + line : line)
+            } catch {
+                lastError = "\(error)"
+                broken = true
+                return false
+            }
+            broken = false
+            unwritten.removeFirst()
+        }
+        lastError = nil
+        return true
     }
 
     /// Reads every record of a log (lines that are not records are skipped).
@@ -103,6 +134,8 @@ public struct MetricsRecord: Codable, Sendable, Equatable {
 
     // end, stopped
     public var cpuSeconds: Double?
+    /// Why a run stopped early (a `stopped` record).
+    public var reason: String?
 
     public init(kind: Kind, step: Int) { self.kind = kind; self.step = step }
 

@@ -76,6 +76,7 @@ public final class Trainer {
     /// What runs the matrix products here (decided from the config and the CPU).
     public let engine: EngineReport
     let log: Logger
+    var metricsWarned = false
     let train: ImageDataset
     let test: ImageDataset
     public let server: ServerState
@@ -164,6 +165,7 @@ public final class Trainer {
         try fm.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
         try AtomicFile.write("\(runDirectory)/config.yaml", data: Data(config.yaml.utf8))
         let metrics = try MetricsLog(path: metricsPath, keepThroughStep: resumedFrom?.state.step)
+        defer { warnIfUnwritten(metrics) }
         source.attach(server: server)
         let t = config.training
         let startStep = server.step
@@ -200,8 +202,18 @@ public final class Trainer {
                 break
             }
             let result = g.result
+            // A NaN or infinite loss or gradient (a diverged run) must not reach the weights
+            // or a checkpoint: stop here, the last checkpoint on disk is a good one.
+            if !result.lossSum.isFinite || !VectorOps.allFinite(g.gradient, server.params.count) {
+                throw stopNonFinite(metrics, step: step, what: result.lossSum.isFinite ? "the averaged gradient" : "the training loss",
+                                    lastCheckpoint: lastCheckpoint, elapsed: elapsedBefore + session.seconds)
+            }
             lastUpdate = server.apply(averagedGradient: g.gradient, growScore: g.growScore.map { UnsafePointer($0) },
                                       unitScores: g.unitScores)
+            if !VectorOps.allFinite(server.params.pointer, server.params.count) {
+                throw stopNonFinite(metrics, step: step, what: "the weights after the update", lastCheckpoint: lastCheckpoint,
+                                    elapsed: elapsedBefore + session.seconds)
+            }
             imagesSeen += result.count
             window.loss += result.lossSum; window.correct += result.correct
             window.images += result.count; window.steps += 1
@@ -237,6 +249,7 @@ public final class Trainer {
                 window = (0, 0, 0, 0, session.seconds, 0, 0)
             }
 
+            warnIfUnwritten(metrics)
             if stop.isRaised && !last { stopped = true }
             let evalNow = (epochEnd && t.evalEveryEpochs > 0 && (epoch + 1) % t.evalEveryEpochs == 0) || last
             if evalNow && !stopped {
@@ -268,6 +281,31 @@ public final class Trainer {
         return TrainingSummary(runDirectory: runDirectory, checkpoint: lastCheckpoint ?? (try? Checkpoint.locate(runDirectory)),
                                metrics: metricsPath, steps: server.step, stopped: stopped, lastEval: lastEval, elapsedSeconds: total,
                                sparsity: sparsityReport)
+    }
+
+    /// Says once per episode that metrics.jsonl cannot be written (and when it can again).
+    func warnIfUnwritten(_ metrics: MetricsLog) {
+        if let e = metrics.lastError, !metricsWarned {
+            metricsWarned = true
+            log.warning("\(metrics.path): cannot write (\(e)); training goes on and the \(metrics.unwrittenCount) line(s) wait in memory until a write succeeds")
+        } else if metrics.lastError == nil && metricsWarned {
+            metricsWarned = false
+            log.info("\(metrics.path): writable again; the waiting lines are written")
+        }
+    }
+
+    /// The error that stops a diverged run, after a `stopped` metrics record saying why.
+    func stopNonFinite(_ metrics: MetricsLog, step: Int, what: String, lastCheckpoint: String?, elapsed: Double) -> TrainingError {
+        let kept = lastCheckpoint ?? (try? Checkpoint.locate(runDirectory))
+        let message = "\(what) is not finite (NaN or infinity): the run diverged, and stops without applying or saving it. "
+            + (kept.map { "The last good checkpoint is \($0); resume from it with a lower optimizer.lr or with optimizer.clip_grad_norm set." }
+                ?? "No checkpoint was written yet; start again with a lower optimizer.lr or with optimizer.clip_grad_norm set.")
+        var record = MetricsRecord(kind: .stopped, step: step)
+        record.elapsedSeconds = elapsed
+        record.reason = message
+        metrics.write(record)
+        source.finish(reason: "error: step \(step): \(what) is not finite")
+        return TrainingError(step: step, message: message)
     }
 
     /// Density, active parameters, FLOPs saving and exploration of a sparse run.

@@ -13,6 +13,8 @@ public enum WireError: Error, Equatable, CustomStringConvertible {
     case wrongRun(expected: UInt64, found: UInt64)
     case wrongLayout(expected: UInt64, found: UInt64)
     case malformedPayload(String)
+    /// NaN or infinity where numbers must be finite (a diverged or broken worker).
+    case nonFinite(String)
 
     public var description: String {
         switch self {
@@ -28,6 +30,7 @@ public enum WireError: Error, Equatable, CustomStringConvertible {
         case let .wrongRun(e, f): return "frame of run \(String(f, radix: 16)), this is run \(String(e, radix: 16))"
         case let .wrongLayout(e, f): return "layout hash \(String(f, radix: 16)) differs from \(String(e, radix: 16)) (another model config)"
         case let .malformedPayload(why): return "malformed payload: \(why)"
+        case let .nonFinite(what): return "\(what) not finite (NaN or infinity): refused, so it cannot reach the weights"
         }
     }
 }

@@ -209,7 +209,8 @@ enum StatusTable {
             func pad(_ v: String, _ n: Int) -> String { String(v.prefix(n)).padding(toLength: n, withPad: " ", startingAt: 0) }
             lines.append(String(format: "%4d  ", w.rank) + pad(w.id, 24) + "  " + pad(w.host, 16) + "  " + pad(w.state, 6)
                 + String(format: "  %5.1fs  %6d  %5d  %7.0f  ", w.secondsSinceHeard, w.stepsDone, w.share, w.imagesPerSecond)
-                + pad(bytes(Double(w.bytesUp)), 10) + "  " + bytes(Double(w.bytesDown)))
+                + pad(bytes(Double(w.bytesUp)), 10) + "  " + bytes(Double(w.bytesDown))
+                + (w.refused > 0 ? "  \(w.refused) answer(s) refused" : ""))
         }
         if let bad = d.badFrames, bad > 0 { lines.append("bad frames dropped: \(bad)") }
         return lines.joined(separator: "\n")

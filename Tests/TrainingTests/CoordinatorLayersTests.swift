@@ -180,41 +180,10 @@ extension CoordinatorLayersTests {
             // Two workers that answer with zero gradients, one at once and one after 0.15 s, so
             // their speeds differ by far more than any load on the machine could.
             let assigned = StateLog()
-            func fake(_ name: String, delay: Double) -> Thread {
-                Thread {
-                    do {
-                        let ctx = try ZMQContext()
-                        let s = try ZMQSocket.workerDealer(ctx, identity: name, maxMessageBytes: -1, heartbeatMs: 500)
-                        try s.connect(endpoint)
-                        _ = try s.send([Frame(header: FrameHeader(type: .join, runID: 0, layoutHash: layoutHash),
-                                              payload: Payload.encodeJSON(JoinMessage(name: name, host: "test", pid: 1, threads: 1))).encoded()])
-                        let zeros = [Float](repeating: 0, count: count)
-                        while true {
-                            guard try Poller.readable([s], timeoutMs: 100)[0], let parts = try s.receive() else { continue }
-                            let frame = try Frame.decode(parts[0], limits: FrameLimits(maxRawBytes: 1 << 26))
-                            if frame.header.type == .stop { return }
-                            guard frame.header.type == .params else { continue }
-                            var r = ByteReader(frame.payload)
-                            _ = try r.u32(); _ = try r.u32()
-                            let images = try r.u32()
-                            if delay > 0 {
-                                assigned.add("\(frame.header.step):\(images)")
-                                Thread.sleep(forTimeInterval: delay)
-                            }
-                            let payload = zeros.withUnsafeBufferPointer {
-                                Payload.grads(GradientSummary(images: images, lossSum: Double(images) * 2.3, correct: 0), codec: .fp32,
-                                              values: $0.baseAddress!, count: count)
-                            }
-                            _ = try s.send([Frame(header: FrameHeader(type: .grads, runID: frame.header.runID, step: frame.header.step,
-                                                                      maskVersion: frame.header.maskVersion, layoutHash: layoutHash),
-                                                  payload: payload).encoded()])
-                        }
-                    } catch {
-                        Issue.record("worker \(name): \(error)")
-                    }
-                }
+            let slow = fakeWorker("slow", endpoint: endpoint, count: count, layoutHash: layoutHash, delay: 0.15) { step, images in
+                assigned.add("\(step):\(images)")
             }
-            let slow = fake("slow", delay: 0.15), fast = fake("fast", delay: 0)
+            let fast = fakeWorker("fast", endpoint: endpoint, count: count, layoutHash: layoutHash, delay: 0)
             slow.start()
             fast.start()
             var options = Trainer.Options(runDirectory: "\(dir)/run")
@@ -244,7 +213,7 @@ extension CoordinatorLayersTests {
         d.runId = "ab12"; d.state = "training"; d.loss = .nan; d.bytesUpRatioToDenseFp32 = 0.25; d.totalSteps = 9
         d.sparsity = .init(density: 0.5, activeParameters: 10, flopsSaving: 0.4, explorationRate: 0.1, maskVersion: 3, heads: 4, neurons: nil)
         d.workers = [.init(id: "w", rank: 0, host: "h", pid: 7, threads: 2, state: "ready", secondsSinceHeard: 0.5, stepsDone: 3,
-                           joins: 1, share: 64, imagesPerSecond: 120, bytesUp: 100, bytesDown: 200)]
+                           refused: 0, joins: 1, share: 64, imagesPerSecond: 120, bytesUp: 100, bytesDown: 200)]
         let json = try #require(try JSONSerialization.jsonObject(with: d.encoded()) as? [String: Any])
         #expect(json["run_id"] as? String == "ab12" && json["loss"] as? String == "nan" && json["total_steps"] as? Int == 9)
         #expect(json["bytes_up_ratio_to_dense_fp32"] as? Double == 0.25 && json["eval_accuracy"] == nil)
@@ -252,6 +221,105 @@ extension CoordinatorLayersTests {
         #expect((json["sparsity"] as? [String: Any])?["mask_version"] as? Int == 3)
         let back = try StatusDocument.decode(d.encoded())
         #expect(back.loss?.isNaN == true && back.runId == "ab12" && back.workers == d.workers && back.sparsity == d.sparsity)
+    }
+}
+
+/// A worker that speaks the protocol but computes nothing: it answers each params frame
+/// with `value` in every gradient entry (0: a harmless zero gradient; NaN: a broken one),
+/// after `delay` seconds, telling `seen` the step and its share.
+func fakeWorker(_ name: String, endpoint: String, count: Int, layoutHash: UInt64, delay: Double, value: Float = 0,
+                seen: (@Sendable (UInt64, UInt32) -> Void)? = nil) -> Thread {
+    Thread {
+        do {
+            let ctx = try ZMQContext()
+            let s = try ZMQSocket.workerDealer(ctx, identity: name, maxMessageBytes: -1, heartbeatMs: 500)
+            try s.connect(endpoint)
+            _ = try s.send([Frame(header: FrameHeader(type: .join, runID: 0, layoutHash: layoutHash),
+                                  payload: Payload.encodeJSON(JoinMessage(name: name, host: "test", pid: 1, threads: 1))).encoded()])
+            let values = [Float](repeating: value, count: count)
+            while true {
+                guard try Poller.readable([s], timeoutMs: 100)[0], let parts = try s.receive() else { continue }
+                let frame = try Frame.decode(parts[0], limits: FrameLimits(maxRawBytes: 1 << 26))
+                if frame.header.type == .stop { return }
+                guard frame.header.type == .params else { continue }
+                var r = ByteReader(frame.payload)
+                _ = try r.u32(); _ = try r.u32()
+                let images = try r.u32()
+                seen?(frame.header.step, images)
+                if delay > 0 { Thread.sleep(forTimeInterval: delay) }
+                let payload = values.withUnsafeBufferPointer {
+                    Payload.grads(GradientSummary(images: images, lossSum: Double(images) * 2.3, correct: 0), codec: .fp32,
+                                  values: $0.baseAddress!, count: count)
+                }
+                _ = try s.send([Frame(header: FrameHeader(type: .grads, runID: frame.header.runID, step: frame.header.step,
+                                                          maskVersion: frame.header.maskVersion, layoutHash: layoutHash),
+                                      payload: payload).encoded()])
+            }
+        } catch {
+            Issue.record("worker \(name): \(error)")
+        }
+    }
+}
+
+extension CoordinatorLayersTests {
+    /// A worker whose gradients are NaN is refused every step, named in the status with
+    /// its refusals, and the honest worker's gradients carry the run to the end with
+    /// finite weights (before: the NaN was averaged in and every later frame refused).
+    @Test func nanGradientsAreRefusedAndTheRunGoesOn() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 32 * 6, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=6", "training.batch_size=32"])
+            var o = ClusterOptions()
+            o.bind = "tcp://127.0.0.1:*"
+            o.statusBind = "tcp://127.0.0.1:*"
+            o.expectedWorkers = 2
+            o.heartbeatSeconds = 0.5
+            o.balance = .equal
+            let source = try ClusterGradientSource(config: config, options: o, logger: log)
+            let endpoint = source.endpoint, statusEndpoint = source.statusEndpoint!
+            let broken = fakeWorker("broken", endpoint: endpoint, count: source.layout.count, layoutHash: source.layout.hash,
+                                    delay: 0, value: .nan)
+            broken.start()
+            let honest = Thread {
+                do { _ = try WorkerNode(options: WorkerOptions(coordinator: endpoint, name: "honest", threads: 1), logger: Logger(label: "w")).run() } catch { Issue.record("honest worker: \(error)") }
+            }
+            honest.start()
+            let status = RunStatus(config: config, parameters: 1)
+            source.runStatus = status
+            var options = Trainer.Options(runDirectory: "\(dir)/run")
+            options.source = { _, _, _ in source }
+            let trainer = try Trainer(config: config, options: options, logger: log)
+            var doc: StatusDocument?
+            let summary = try trainer.run { event in
+                status.observe(event)
+                if case .step(let r) = event, r.step == 5 { doc = try? queryStatus(statusEndpoint) }
+            }
+            while broken.isExecuting || honest.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(summary.steps == 6 && trainer.server.optimizer.updates == 6)
+            #expect(VectorOps.allFinite(trainer.server.params.pointer, trainer.server.params.count))
+            #expect(summary.lastEval.map { $0.loss.isFinite } == true)
+            let records = Dictionary(uniqueKeysWithValues: source.workers.values.map { ($0.name, $0) })
+            #expect(records["broken"]?.refused == 6 && records["broken"]?.stepsDone == 0 && records["honest"]?.stepsDone == 6)
+            #expect(source.lastRefusal?.contains("not finite") == true, "\(source.lastRefusal ?? "no refusal")")
+            let shown = doc?.workers?.first { $0.id == "broken" }
+            #expect((shown?.refused ?? 0) >= 4, "status: \(String(describing: doc?.workers))")
+        }
+    }
+
+    /// The finite check itself, on every lane position and the scalar tail.
+    @Test func allFiniteFindsEveryNonFiniteValue() {
+        for n in [0, 1, 7, 8, 9, 16, 23] {
+            var v = [Float](repeating: 1.5, count: n)
+            #expect(VectorOps.allFinite(v, n))
+            for i in 0 ..< n {
+                for bad in [Float.nan, .infinity, -.infinity] {
+                    v[i] = bad
+                    #expect(!VectorOps.allFinite(v, n), "n \(n), index \(i), \(bad)")
+                    v[i] = i % 2 == 0 ? Float.greatestFiniteMagnitude : -0.0
+                }
+            }
+            #expect(VectorOps.allFinite(v, n))
+        }
     }
 }
 

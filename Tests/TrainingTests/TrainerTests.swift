@@ -2,6 +2,7 @@ import Config
 import Core
 import Datasets
 import Foundation
+import Kernels
 import Logging
 import Model
 import Optim
@@ -271,5 +272,43 @@ struct MetricsLogTests {
             #expect(back.count == 2 && back[0].kind == .train && back[0].loss?.isNaN == true && back[1].kind == .end)
             #expect(back.allSatisfy { ($0.time ?? 0) > 1.7e9 } && back[0].imagesPerWorker == [64, 64] && back[1].cpuSeconds == 3.5)
         }
+    }
+}
+
+extension MetricsLogTests {
+    /// A diverging run (lr 1e30: the weights overflow within a few steps) stops with an
+    /// error that names the step and says it diverged; no checkpoint holds non-finite
+    /// weights, and metrics.jsonl ends with a `stopped` record giving the reason (before,
+    /// the NaN went into the weights, the checkpoint state failed to encode, and the NaN
+    /// lines were silently left out of the metrics).
+    @Test func divergedRunStopsAndKeepsGoodCheckpoints() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 128, test: 32)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "optimizer.lr=1.0e30", "schedule.warmup_steps=0",
+                                                                 "training.checkpoint_every_steps=1"])
+            let trainer = try Trainer(config: config, options: Trainer.Options(runDirectory: "\(dir)/run"), logger: Logger(label: "test"))
+            var caught: TrainingError?
+            do { _ = try trainer.run() } catch let e as TrainingError { caught = e }
+            let error = try #require(caught, "the run did not stop")
+            #expect(error.step < 8 && error.description.contains("not finite") && error.description.contains("diverged"), "\(error)")
+            for (_, path) in Checkpoint.list(in: "\(dir)/run/checkpoints") {
+                let w = try LoadedWeights.load(path)
+                #expect(VectorOps.allFinite(w.params.pointer, w.params.count), "\(path) holds non-finite weights")
+            }
+            let last = try #require(MetricsLog.read("\(dir)/run/metrics.jsonl").last)
+            #expect(last.kind == .stopped && last.step == error.step && last.reason?.contains("not finite") == true)
+        }
+    }
+}
+
+extension MetricsLogTests {
+    /// A disk that refuses every write (/dev/full: "No space left on device") does not crash
+    /// the writer (before: a fatal error in MetricsLog.write, rc 132): the lines wait in
+    /// memory and the error is there to report.
+    @Test func aFullDiskDoesNotCrashTheMetricsLog() throws {
+        guard FileManager.default.fileExists(atPath: "/dev/full") else { return }
+        let log = try MetricsLog(path: "/dev/full")
+        for step in 1 ... 3 { log.write(MetricsRecord(kind: .train, step: step)) }
+        #expect(log.unwrittenCount == 3 && log.lastError != nil && !log.flush())
     }
 }
