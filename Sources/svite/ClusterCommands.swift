@@ -174,12 +174,12 @@ struct StatusCommand: ParsableCommand {
         try s.connect(endpoint)
         try s.send([Array("status".utf8)])
         guard try Poller.readable([s], timeoutMs: Int(timeout * 1000))[0], let reply = try s.receive(), let body = reply.first else {
-            throw ValidationError("no answer from \(endpoint) within \(timeout) s: is the coordinator running, and is this its --status endpoint?")
+            throw CommandFailure("no answer from \(endpoint) within \(timeout) s: is the coordinator running, and is this its --status endpoint?")
         }
         do {
             return try StatusDocument.decode(Data(body))
         } catch {
-            throw ValidationError("\(endpoint) answered with something that is not a status document: \(error)")
+            throw CommandFailure("\(endpoint) answered with something that is not a status document: \(error)")
         }
     }
 }

@@ -40,7 +40,7 @@ struct Masks: ParsableCommand {
         _ = global.bootstrap("svite.masks")
         let w = try LoadedWeights.load(checkpoint)
         guard let masks = w.masks else {
-            throw ValidationError("\(w.path) is from a dense run (sparsity.method: dense): there are no masks to draw")
+            throw CommandFailure("\(w.path) is from a dense run (sparsity.method: dense): there are no masks to draw")
         }
         let c = w.config
         let initial = MaskSet.initial(c.sparsity, model: ViTModel(config: c.model), seed: c.topologySeed)!

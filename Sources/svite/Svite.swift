@@ -43,6 +43,14 @@ enum Relaunch {
     }
 }
 
+/// A command that was called correctly but cannot do its work (no coordinator answering,
+/// a run without masks): printed as "Error: ..." with exit status 1 and no usage text,
+/// which ArgumentParser keeps for wrong arguments (ValidationError, exit 64).
+struct CommandFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ message: String) { description = message }
+}
+
 extension BackendChoice: ExpressibleByArgument {}
 extension Precision: ExpressibleByArgument {}
 

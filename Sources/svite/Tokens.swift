@@ -55,7 +55,7 @@ struct Tokens: ParsableCommand {
         let w = try LoadedWeights.load(checkpoint)
         let c = w.config
         guard c.model.hasTokenSelector else {
-            throw ValidationError("\(w.path) has no token selector (model.token_keep is not set): every patch reaches the blocks")
+            throw CommandFailure("\(w.path) has no token selector (model.token_keep is not set): every patch reaches the blocks")
         }
         try c.checkData()
         let data = try c.data.load(.test)

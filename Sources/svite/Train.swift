@@ -215,7 +215,7 @@ struct Train: ParsableCommand {
 
     static func checkFresh(_ dir: String) throws -> String {
         if !Checkpoint.list(in: "\(dir)/checkpoints").isEmpty {
-            throw ValidationError("\(dir) already holds a run; continue it with --resume \(dir), or choose another --out")
+            throw CommandFailure("\(dir) already holds a run; continue it with --resume \(dir), or choose another --out")
         }
         return dir
     }

@@ -311,3 +311,46 @@ func queryStatus(_ endpoint: String, timeoutMs: Int = 5000) throws -> StatusDocu
     guard try Poller.readable([s], timeoutMs: timeoutMs)[0], let reply = try s.receive()?.first else { return nil }
     return try StatusDocument.decode(Data(reply))
 }
+
+extension ClusterTests {
+    /// A command called correctly that cannot do its work says why and exits 1, without
+    /// the usage text (before: usage and exit 64, as for a wrong argument); a wrong
+    /// argument still gets the usage and 64.
+    @Test func runtimeErrorsAreNotUsageErrors() throws {
+        let exe = "\(repoRoot)/.build/debug/svite"
+        guard FileManager.default.isExecutableFile(atPath: exe) else {
+            Issue.record("\(exe) not built (swift build first)")
+            return
+        }
+        func svite(_ args: [String]) throws -> (status: Int32, stderr: String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: exe)
+            p.arguments = args
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            let data = err.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        }
+        // A status socket that never answers (bound here on loopback, so nothing else can).
+        let ctx = try ZMQContext()
+        let silent = try ZMQSocket(ctx, .rep)
+        let endpoint = try silent.bind("tcp://127.0.0.1:*")
+        let status = try svite(["status", "--connect", endpoint, "--timeout", "0.3"])
+        #expect(status.status == 1 && status.stderr.contains("no answer") && !status.stderr.lowercased().contains("usage:"), "\(status)")
+
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 32, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1"])
+            _ = try trainer(config, dir: "\(dir)/run", source: nil).run()
+            for (command, says) in [("tokens", "no token selector"), ("masks", "dense run")] {
+                let r = try svite([command, "\(dir)/run", "--out", "\(dir)/out-\(command)"])
+                #expect(r.status == 1 && r.stderr.contains(says) && !r.stderr.lowercased().contains("usage:"), "\(command): \(r)")
+            }
+        }
+        let usage = try svite(["status", "--timeout", "soon"])
+        #expect(usage.status == 64 && usage.stderr.lowercased().contains("usage:"), "\(usage)")
+    }
+}
