@@ -3,6 +3,9 @@ import Config
 import Core
 import Datasets
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Kernels
 import Logging
 import Model
@@ -21,6 +24,8 @@ public struct WorkerOptions: Sendable {
     public var rejoinAfter: Double = 20
     /// The matrix-product backend, overriding the run config's compute.backend.
     public var backend: BackendChoice?
+    /// A local worker's parent (`svite train`): when it is gone, the worker leaves.
+    public var parentPID: Int32?
     public init(coordinator: String, name: String, threads: Int, backend: BackendChoice? = nil) {
         self.coordinator = coordinator; self.name = name; self.threads = threads; self.backend = backend
     }
@@ -87,6 +92,11 @@ public final class WorkerNode: @unchecked Sendable {
     public func run(stop: StopFlag = StopFlag()) throws -> String {
         log.info("worker \(options.name) connecting to \(options.coordinator) with \(options.threads) thread(s)")
         while true {
+            if let parent = options.parentPID, getppid() != parent {
+                if info != nil { try send(.leave, Payload.reason("its parent process exited"), step: 0) }
+                log.warning("worker \(options.name): the svite process that started it (pid \(parent)) is gone; leaving after \(stepsDone) steps")
+                return "parent exited"
+            }
             if stop.isRaised {
                 if info != nil { try send(.leave, Payload.reason("interrupted"), step: 0) }
                 log.info("worker \(options.name) leaving after \(stepsDone) steps")

@@ -110,6 +110,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(name: .long, help: "Worker id (default: HOST-PID).")
     var name: String = environment["SVITE_WORKER_NAME"] ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
 
+    @Option(name: .long, help: .hidden)
+    var parentPid: Int32?
+
     func validate() throws {
         guard threads >= 1 && threads <= 1024 else { throw ValidationError("--threads must be 1 to 1024 (got \(threads))") }
         guard !name.isEmpty && name.utf8.count <= 200 else { throw ValidationError("--name must be 1 to 200 bytes") }
@@ -117,7 +120,16 @@ struct WorkerCommand: ParsableCommand {
 
     func run() throws {
         let log = global.bootstrap("svite.worker")
-        let node = try WorkerNode(options: WorkerOptions(coordinator: coordinator, name: name, threads: threads, backend: backend), logger: log)
+        var options = WorkerOptions(coordinator: coordinator, name: name, threads: threads, backend: backend)
+        if let parent = parentPid {
+            // A local worker of `svite train` ends with it, however it ends (SIGKILL, OOM,
+            // a second Ctrl-C): the worker's loop sees its parent change and leaves.
+            // (PR_SET_PDEATHSIG would need a C shim, prctl being variadic; the check also
+            // covers a parent that died before this line.)
+            guard getppid() == parent else { throw CommandFailure("the svite process that started this worker (pid \(parent)) is gone") }
+            options.parentPID = parent
+        }
+        let node = try WorkerNode(options: options, logger: log)
         let stop = StopFlag()
         StopSignals.install(stop) {}
         let reason = try node.run(stop: stop)
@@ -234,7 +246,8 @@ final class LocalWorkers {
         for k in 0 ..< count {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: exe)
-            p.arguments = ["worker", "--coordinator", endpoint, "--threads", "\(threads)", "--name", "local-\(k)", "--log-level", logLevel]
+            p.arguments = ["worker", "--coordinator", endpoint, "--threads", "\(threads)", "--name", "local-\(k)", "--log-level", logLevel,
+                           "--parent-pid", "\(getpid())"]
             let logPath = "\(runDirectory)/worker-\(k).log"
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))

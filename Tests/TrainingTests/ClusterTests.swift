@@ -354,3 +354,52 @@ extension ClusterTests {
         #expect(usage.status == 64 && usage.stderr.lowercased().contains("usage:"), "\(usage)")
     }
 }
+
+extension ClusterTests {
+    /// `svite train` killed with SIGKILL (no chance to stop its workers) leaves no local
+    /// worker behind: each sees its parent gone and leaves within about a second (before:
+    /// they lived on and asked to join forever).
+    @Test func localWorkersDieWithTheirParent() throws {
+        let exe = "\(repoRoot)/.build/debug/svite"
+        guard FileManager.default.isExecutableFile(atPath: exe) else {
+            Issue.record("\(exe) not built (swift build first)")
+            return
+        }
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 256, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=1000000"])
+            try config.yaml.write(toFile: "\(dir)/tiny.yaml", atomically: true, encoding: .utf8)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: exe)
+            p.arguments = ["train", "--plain", "--config", "\(dir)/tiny.yaml", "--out", "\(dir)/run", "--workers", "2",
+                           "--status", "none"]
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            // The coordinator names each worker's pid as it joins.
+            var text = "", pids: [Int32] = []
+            let pidPattern = try Regex(#"joined from \S+ \(pid (\d+)"#)
+            let deadline = Date().addingTimeInterval(60)
+            while pids.count < 2 && Date() < deadline && p.isRunning {
+                let chunk = err.fileHandleForReading.availableData
+                if chunk.isEmpty { Thread.sleep(forTimeInterval: 0.05); continue }
+                text += String(decoding: chunk, as: UTF8.self)
+                pids = text.matches(of: pidPattern).compactMap { Int32(String($0.output[1].substring!)) }
+            }
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            #expect(pids.count == 2, "workers never joined: \(text.suffix(2000))")
+            func alive(_ pid: Int32) -> Bool {
+                guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+                // A zombie (state Z) has exited already.
+                return !(stat.split(separator: ")").last?.trimmingCharacters(in: .whitespaces).hasPrefix("Z") ?? true)
+            }
+            let gone = Date().addingTimeInterval(10)
+            while pids.contains(where: alive) && Date() < gone { Thread.sleep(forTimeInterval: 0.05) }
+            let left = pids.filter(alive)
+            #expect(left.isEmpty, "workers \(left) outlived their parent")
+            for pid in left { kill(pid, SIGKILL) }
+        }
+    }
+}
