@@ -82,8 +82,10 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
         defer { service.closeWindow() }
         while true {
             if stop.isRaised { return nil }
-            // Wait for the expected workers before the first step; afterwards for any one.
-            let need = work.step == 0 && stepsStarted == 0 ? options.expectedWorkers : 1
+            // Wait for the expected workers before this process's first step (also when it
+            // resumes a run, so the workers that come back a few seconds apart all take
+            // part); afterwards for any one.
+            let need = stepsStarted == 0 ? options.expectedWorkers : 1
             guard try service.waitForWorkers(need, stop: stop) else { return nil }
             stepsStarted += 1
             if let g = try service.runRound(work) {

@@ -32,6 +32,9 @@ public struct CheckpointState: Codable, Sendable, Equatable {
     public var createdAt: String
     /// The topology's version (sparse runs only).
     public var maskVersion: Int?
+    /// Where the gradients came from: 0 in the training process, N a coordinator that
+    /// waits for N workers (absent in older checkpoints); a resume without --workers uses it.
+    public var workers: Int?
 
     public init(runName: String, step: Int, epoch: Int, stepInEpoch: Int, seed: UInt64, layoutHash: UInt64,
                 optimizer: String, optimizerUpdates: Int, imagesSeen: Int, elapsedSeconds: Double,

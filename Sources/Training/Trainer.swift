@@ -77,6 +77,7 @@ public final class Trainer {
     public let engine: EngineReport
     let log: Logger
     var metricsWarned = false
+    let workers: Int?
     let train: ImageDataset
     let test: ImageDataset
     public let server: ServerState
@@ -97,6 +98,8 @@ public final class Trainer {
         public var threads: Int? = nil
         public var resume: Checkpoint.Contents? = nil
         public var initWeights: String? = nil
+        /// Workers the run's gradients come from (0: this process), kept in checkpoints.
+        public var workers: Int? = nil
         /// Where gradients come from (default: a replica in this process).
         public var source: ((_ plan: EpochPlan, _ train: ImageDataset, _ threads: Int) throws -> GradientSource)? = nil
         public init(runDirectory: String) { self.runDirectory = runDirectory }
@@ -107,6 +110,7 @@ public final class Trainer {
         self.config = config
         self.log = logger
         runDirectory = options.runDirectory
+        workers = options.workers
         threads = options.threads ?? config.training.resolvedThreads
         train = try config.data.load(.train)
         test = try config.data.load(.test)
@@ -331,6 +335,7 @@ public final class Trainer {
                                     optimizerUpdates: server.optimizer.updates, imagesSeen: imagesSeen,
                                     elapsedSeconds: elapsed, lastEvalAccuracy: lastEval?.accuracy, lastEvalLoss: lastEval?.loss)
         state.cpuSeconds = cpu
+        state.workers = workers
         let path = "\(checkpointDirectory)/\(Checkpoint.fileName(step: step))"
         try Checkpoint.write(to: path, state: state, config: config, server: server)
         Checkpoint.prune(in: checkpointDirectory, keep: config.training.keepCheckpoints)

@@ -93,11 +93,13 @@ public final class WorkerNode: @unchecked Sendable {
         log.info("worker \(options.name) connecting to \(options.coordinator) with \(options.threads) thread(s)")
         while true {
             if let parent = options.parentPID, getppid() != parent {
+                finishComputing()
                 if info != nil { try send(.leave, Payload.reason("its parent process exited"), step: 0) }
                 log.warning("worker \(options.name): the svite process that started it (pid \(parent)) is gone; leaving after \(stepsDone) steps")
                 return "parent exited"
             }
             if stop.isRaised {
+                finishComputing()
                 if info != nil { try send(.leave, Payload.reason("interrupted"), step: 0) }
                 log.info("worker \(options.name) leaving after \(stepsDone) steps")
                 return "interrupted"
@@ -131,6 +133,17 @@ public final class WorkerNode: @unchecked Sendable {
                 try send(.heartbeat, [], step: 0)
             }
         }
+    }
+
+    /// Waits for a gradient being computed to finish: the process must not exit while the
+    /// compute thread is inside OpenBLAS or oneDNN (a SIGTERM a few seconds into a run
+    /// crashed in 4 of 16 tries with "BLAS : Bad memory unallocation!").
+    func finishComputing() {
+        guard let j = job else { return }
+        if j.finished == nil, j.done.wait(timeout: .now() + 120) == .timedOut {
+            log.warning("worker \(options.name): the step being computed did not finish within 120 s; leaving anyway")
+        }
+        job = nil
     }
 
     func limits() -> FrameLimits {

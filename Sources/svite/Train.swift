@@ -65,6 +65,15 @@ struct RunOptions: ParsableArguments {
         }
     }
 
+    /// The workers recorded in the checkpoint this invocation resumes from (nil: not a
+    /// resume, or a checkpoint from before they were recorded).
+    func resumedWorkers() -> Int? {
+        var resume = self.resume
+        if autoResume, let out, !Checkpoint.list(in: "\(out)/checkpoints").isEmpty { resume = out }
+        guard let resume, let path = try? Checkpoint.locate(resume) else { return nil }
+        return (try? Checkpoint.read(path))?.state.workers
+    }
+
     /// The config and trainer options this invocation asks for.
     func prepare() throws -> (RunConfig, Trainer.Options) {
         var options: Trainer.Options
@@ -93,6 +102,7 @@ struct RunOptions: ParsableArguments {
     /// here (`localWorkers` > 0) or elsewhere.
     func execute(log: Logger, cluster: ClusterOptions?, localWorkers: Int = 0, workerThreads: Int = 1, logLevel: String = "info") throws {
         var (config, options) = try prepare()
+        options.workers = cluster?.expectedWorkers ?? 0
         var clusterSource: ClusterGradientSource?
         let status = RunStatus(config: config, parameters: ViTModel(config: config.model).layout.parameterCount)
         if let cluster {
@@ -203,7 +213,13 @@ struct Train: ParsableCommand {
         let log = global.bootstrap("svite.train")
         let cores = ProcessInfo.processInfo.activeProcessorCount
         let total = runOptions.threads ?? cores
-        let n = workers ?? Int(environment["SVITE_WORKERS"] ?? "") ?? min(2, max(1, total))
+        var n = workers ?? Int(environment["SVITE_WORKERS"] ?? "") ?? min(2, max(1, total))
+        // A resumed run keeps the workers it had (a different split is a different run),
+        // unless --workers or SVITE_WORKERS says otherwise.
+        if workers == nil, environment["SVITE_WORKERS"] == nil, let had = runOptions.resumedWorkers() {
+            if had != n { log.info("resuming with \(had == 0 ? "no workers (in this process)" : "\(had) local worker(s)") as the run had; --workers changes it") }
+            n = had
+        }
         if n == 0 {
             try runOptions.execute(log: log, cluster: nil)
         } else {

@@ -292,6 +292,11 @@ extension ClusterTests {
     }
 }
 
+final class TrainerBox: @unchecked Sendable {
+    let trainer: Trainer
+    init(_ t: Trainer) { trainer = t }
+}
+
 final class CountBox: @unchecked Sendable {
     var value: Int?
 }
@@ -401,5 +406,124 @@ extension ClusterTests {
             #expect(left.isEmpty, "workers \(left) outlived their parent")
             for pid in left { kill(pid, SIGKILL) }
         }
+    }
+}
+
+extension ClusterTests {
+    /// SIGTERM to a worker process (2 compute threads) mid-run: it lets the gradient being
+    /// computed finish, says leave and exits 0, eight times at different moments (before:
+    /// 3 of 8 such exits segfaulted inside oneDNN or OpenBLAS, the compute thread still
+    /// running; SVITE_TEST_WORKER_EXE runs another binary as the worker).
+    @Test func terminatedWorkerExitsCleanly() throws {
+        let exe = ProcessInfo.processInfo.environment["SVITE_TEST_WORKER_EXE"] ?? "\(repoRoot)/.build/debug/svite"
+        guard FileManager.default.isExecutableFile(atPath: exe) else {
+            Issue.record("\(exe) not built (swift build first)")
+            return
+        }
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 3200, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=100000", "training.batch_size=64"])
+            let source = try cluster(config, workers: 1, timeout: 3)
+            let endpoint = source.endpoint
+            let stay = workerThread(endpoint, name: "stays")
+            let stop = StopFlag()
+            let box = TrainerBox(try trainer(config, dir: "\(dir)/run", source: source))
+            let runner = Thread { _ = try? box.trainer.run(stop: stop) }
+            runner.start()
+            var statuses: [String] = []
+            for k in 0 ..< 8 {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: exe)
+                p.arguments = ["worker", "--coordinator", endpoint, "--threads", "2", "--name", "term-\(k)", "--log-level", "warning"]
+                p.standardOutput = FileHandle.nullDevice
+                p.standardError = FileHandle.nullDevice
+                try p.run()
+                // From joining to several steps in (when the crash was seen: 1.1, 2.9, 3.5 s).
+                Thread.sleep(forTimeInterval: 0.4 + Double(k) * 0.45)
+                kill(p.processIdentifier, SIGTERM)
+                p.waitUntilExit()
+                statuses.append("\(p.terminationReason == .exit ? "exit" : "signal") \(p.terminationStatus)")
+            }
+            stop.raise()
+            while runner.isExecuting || stay.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(statuses.allSatisfy { $0 == "exit 0" }, "\(statuses)")
+        }
+    }
+}
+
+extension ClusterTests {
+    /// A coordinator that resumes a run (its first step is not step 0) waits for all the
+    /// workers it expects, so workers that come back seconds apart all take part in the
+    /// first resumed step (before: it started with the first one, and the run was another).
+    @Test func resumedCoordinatorWaitsForItsWorkers() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 64, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1"])
+            let source = try cluster(config, workers: 2)
+            let model = ViTModel(config: config.model)
+            let server = ServerState(model: model, optimizer: config.optimizer,
+                                     schedule: LRSchedule(config.schedule, base: config.optimizer.lr, totalSteps: 8, stepsPerEpoch: 4))
+            source.attach(server: server)
+            let endpoint = source.endpoint, count = model.layout.count, hash = model.layout.hash
+            let first = fakeWorker("first", endpoint: endpoint, count: count, layoutHash: hash, delay: 0)
+            first.start()
+            let result = CountBox()
+            let params = TrainerBox.Params(server.params)
+            let stepper = Thread {
+                let g = try? source.gradient(params: params.buffer.pointer, work: StepWork(step: 5, epoch: 1, stepInEpoch: 1, positions: 16 ..< 32),
+                                             stop: StopFlag())
+                result.value = g?.workers ?? -1
+            }
+            stepper.start()
+            Thread.sleep(forTimeInterval: 1.5)
+            #expect(result.value == nil, "the resumed step ran with \(result.value ?? 0) worker(s) before the second came back")
+            let second = fakeWorker("second", endpoint: endpoint, count: count, layoutHash: hash, delay: 0)
+            second.start()
+            let deadline = Date().addingTimeInterval(10)
+            while stepper.isExecuting && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(result.value == 2)
+            source.finish(reason: "test")
+            while first.isExecuting || second.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+        }
+    }
+
+    /// `svite train --resume` without --workers keeps the run's own choice: a run trained in
+    /// one process resumes in one process (before: with 2 local workers, another run).
+    @Test func resumeKeepsTheRunsWorkers() throws {
+        let exe = "\(repoRoot)/.build/debug/svite"
+        guard FileManager.default.isExecutableFile(atPath: exe) else {
+            Issue.record("\(exe) not built (swift build first)")
+            return
+        }
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 64, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=2"])
+            try config.yaml.write(toFile: "\(dir)/tiny.yaml", atomically: true, encoding: .utf8)
+            func svite(_ args: [String]) throws -> String {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: exe)
+                p.arguments = args
+                let out = Pipe()
+                p.standardError = out
+                p.standardOutput = out
+                try p.run()
+                let data = out.fileHandleForReading.readDataToEndOfFile()
+                p.waitUntilExit()
+                #expect(p.terminationStatus == 0, "\(args): \(String(decoding: data, as: UTF8.self).suffix(1500))")
+                return String(decoding: data, as: UTF8.self)
+            }
+            let first = try svite(["train", "--plain", "--config", "\(dir)/tiny.yaml", "--out", "\(dir)/run", "--workers", "0"])
+            #expect(!first.contains("local worker(s)"))
+            let resumed = try svite(["train", "--plain", "--resume", "\(dir)/run", "--set", "training.max_steps=4"])
+            #expect(resumed.contains("resuming with no workers") && !resumed.contains("started 2 local worker(s)"), "\(resumed.suffix(1500))")
+            #expect(try Checkpoint.read(Checkpoint.locate("\(dir)/run")).state.workers == 0)
+        }
+    }
+}
+
+extension TrainerBox {
+    final class Params: @unchecked Sendable {
+        let buffer: FloatBuffer
+        init(_ b: FloatBuffer) { buffer = b }
     }
 }
