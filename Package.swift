@@ -41,7 +41,7 @@ let package = Package(
 
         // Flat buffers, seeds, clocks, atomic files and strict config reading: what every
         // layer above shares.
-        .target(name: "Core", dependencies: [.product(name: "Yams", package: "Yams")]),
+        .target(name: "Core", dependencies: ["CZlib", .product(name: "Yams", package: "Yams")]),
         .target(name: "Kernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: numericFlags),
         .target(name: "Model", dependencies: ["Core", "Kernels"], swiftSettings: numericFlags),
         .target(name: "Datasets", dependencies: ["Core", "Kernels", "CZlib"], swiftSettings: numericFlags),
@@ -64,7 +64,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: numericFlags),
-        .target(name: "Wire", dependencies: ["Model", "Sparsity", "CLZ4", "CZlib"], swiftSettings: numericFlags),
+        .target(name: "Wire", dependencies: ["Core", "Model", "Sparsity", "CLZ4", "CZlib"], swiftSettings: numericFlags),
         .target(name: "Transport", dependencies: ["CZeroMQ"]),
         .target(name: "Coordinator", dependencies: [
             "Core", "Kernels", "Model", "Datasets", "Sparsity", "Config", "Training", "Transport", "Wire",
@@ -87,7 +87,7 @@ let package = Package(
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CZeroMQ", "CLZ4", "CZlib"]),
         .testTarget(name: "ModelTests", dependencies: ["Core", "Model", "Kernels"],
                     swiftSettings: numericFlags),
-        .testTarget(name: "WireTests", dependencies: ["Wire", "Sparsity", "Model"], swiftSettings: numericFlags),
+        .testTarget(name: "WireTests", dependencies: ["Core", "Wire", "Sparsity", "Model"], swiftSettings: numericFlags),
         .testTarget(name: "SparsityTests", dependencies: ["Core", "Sparsity", "Model", "Kernels", "Pictures", "CZlib"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Core", "Config", "TestSupport", "Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity", "Pictures",

@@ -47,6 +47,11 @@ public struct SafeTensorsFile {
     let data: Data
     let dataStart: Int
 
+    /// CRC-32 of the tensor bytes (everything after the header).
+    public var dataChecksum: UInt32 {
+        data.withUnsafeBytes { raw in Checksum.crc32(UnsafeRawBufferPointer(rebasing: raw[dataStart...])) }
+    }
+
     /// Header lengths above this are rejected before allocating (the format's own limit).
     public static let maxHeaderBytes = 100 * 1024 * 1024
 

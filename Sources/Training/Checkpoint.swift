@@ -68,6 +68,15 @@ public enum Checkpoint {
     public static let stateKey = "svite.state"
     public static let configKey = "svite.config"
     public static let formatKey = "format"
+    /// CRC-32 of the state, the config and every tensor byte (hex), so one flipped bit is
+    /// found before a run resumes from it.
+    public static let checksumKey = "svite.checksum"
+
+    static func checksum(state: String, config: String, tensors: UInt32) -> String {
+        var bytes = Array(state.utf8) + [0] + Array(config.utf8) + [0]
+        withUnsafeBytes(of: tensors.littleEndian) { bytes += $0 }
+        return String(Checksum.crc32(bytes[...]), radix: 16)
+    }
     public static let maskPrefix = "sparsity.mask"
     public static let everActivePrefix = "sparsity.ever_active"
     /// Tensors in a checkpoint that are not weights.
@@ -99,10 +108,15 @@ public enum Checkpoint {
         enc.keyEncodingStrategy = .convertToSnakeCase
         // A NaN evaluation loss must not make the checkpoint unwritable.
         enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        let stateText = String(decoding: try enc.encode(state), as: UTF8.self)
+        // The tensor bytes in the order they are written (the file's data section).
+        var tensorCRC = RunningCRC()
+        for t in tensors { tensorCRC.add(UnsafeRawBufferPointer(t.values)) }
         let metadata = [
             formatKey: "svite-checkpoint",
-            stateKey: String(decoding: try enc.encode(state), as: UTF8.self),
+            stateKey: stateText,
             configKey: config.yaml,
+            checksumKey: checksum(state: stateText, config: config.yaml, tensors: tensorCRC.value),
         ]
         try AtomicFile.write(path, data: try SafeTensors.encode(tensors: tensors, metadata: metadata))
     }
@@ -119,6 +133,11 @@ public enum Checkpoint {
         guard file.metadata[formatKey] == "svite-checkpoint", let stateText = file.metadata[stateKey],
               let configText = file.metadata[configKey] else {
             throw CheckpointError(path: path, message: "not an svite checkpoint (no svite.state/svite.config metadata); plain weights go to --init or `svite eval`")
+        }
+        // Checkpoints written before checksums were kept have none and are taken as they are.
+        if let stored = file.metadata[checksumKey],
+           stored != checksum(state: stateText, config: configText, tensors: file.dataChecksum) {
+            throw CheckpointError(path: path, message: "checksum mismatch: the file is damaged (a flipped bit, a cut copy)")
         }
         let dec = JSONDecoder()
         dec.keyDecodingStrategy = .convertFromSnakeCase
@@ -218,9 +237,47 @@ public enum Checkpoint {
         throw CheckpointError(path: path, message: "no checkpoints (step-*.safetensors) in this directory or its checkpoints/ folder")
     }
 
-    /// Deletes all but the newest `keep` checkpoints in `dir`.
-    public static func prune(in dir: String, keep: Int) {
-        let all = list(in: dir)
+    /// Deletes all but the newest `keep` checkpoints in `dir` up to step `upTo`: a file of a
+    /// later step is not this run's (it resumed from before it), so it neither counts nor goes.
+    public static func prune(in dir: String, keep: Int, upTo: Int = .max) {
+        let all = list(in: dir).filter { $0.step <= upTo }
         for old in all.dropLast(keep) { try? FileManager.default.removeItem(atPath: old.path) }
     }
+
+    /// The newest checkpoint of a run directory (or the file given) that reads back whole
+    /// and, when the run has a config.yaml, is of the run's model; the ones passed over,
+    /// newest first, with why.
+    public static func newestValid(_ path: String, overrides: [String] = []) throws -> (contents: Contents, skipped: [(path: String, reason: String)]) {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw CheckpointError(path: path, message: "no such file or directory")
+        }
+        if !isDir.boolValue { return (try read(path, overrides: overrides), []) }
+        let runLayout = (try? RunConfig.load(path: "\(path)/config.yaml")).map { String(ParameterLayout(config: $0.model).hash, radix: 16) }
+        var skipped: [(path: String, reason: String)] = []
+        for dir in ["\(path)/checkpoints", path] {
+            for candidate in list(in: dir).reversed() {
+                do {
+                    let c = try read(candidate.path, overrides: overrides)
+                    if let runLayout, c.state.layoutHash != runLayout {
+                        skipped.append((candidate.path, "another model's checkpoint (layout \(c.state.layoutHash), the run's config.yaml has \(runLayout))"))
+                        continue
+                    }
+                    return (c, skipped)
+                } catch {
+                    skipped.append((candidate.path, "\(error)"))
+                }
+            }
+            if !skipped.isEmpty { break }
+        }
+        let why = skipped.isEmpty ? "no checkpoints (step-*.safetensors) in this directory or its checkpoints/ folder"
+            : "no usable checkpoint: " + skipped.map { "\(($0.path as NSString).lastPathComponent): \($0.reason)" }.joined(separator: "; ")
+        throw CheckpointError(path: path, message: why)
+    }
+}
+
+/// zlib's CRC-32 over several buffers in turn.
+struct RunningCRC {
+    private(set) var value: UInt32 = 0
+    mutating func add(_ raw: UnsafeRawBufferPointer) { value = Checksum.crc32(continuing: value, raw) }
 }

@@ -338,7 +338,7 @@ public final class Trainer {
         state.workers = workers
         let path = "\(checkpointDirectory)/\(Checkpoint.fileName(step: step))"
         try Checkpoint.write(to: path, state: state, config: config, server: server)
-        Checkpoint.prune(in: checkpointDirectory, keep: config.training.keepCheckpoints)
+        Checkpoint.prune(in: checkpointDirectory, keep: config.training.keepCheckpoints, upTo: step)
         log.debug("checkpoint \(path)")
         return path
     }

@@ -41,22 +41,3 @@ public enum LZ4 {
         return out
     }
 }
-
-/// CRC-32 (zlib's) over bytes.
-public enum Checksum {
-    public static func crc32(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
-        var crc = CZlib.crc32(0, nil, 0)
-        var offset = 0
-        while offset < bytes.count {
-            let n = min(bytes.count - offset, Int(UInt32.max >> 1))
-            crc = CZlib.crc32(crc, base.assumingMemoryBound(to: UInt8.self) + offset, UInt32(n))
-            offset += n
-        }
-        return UInt32(truncatingIfNeeded: crc)
-    }
-
-    public static func crc32(_ bytes: ArraySlice<UInt8>) -> UInt32 {
-        bytes.withUnsafeBytes { crc32($0) }
-    }
-}

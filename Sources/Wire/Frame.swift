@@ -1,3 +1,5 @@
+import Core
+
 /// The kinds of message the coordinator and workers exchange.
 public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case join = 1, welcome = 2, params = 3, grads = 4, heartbeat = 5, leave = 6, stop = 7, reject = 8

@@ -70,12 +70,12 @@ struct RunOptions: ParsableArguments {
     func resumedWorkers() -> Int? {
         var resume = self.resume
         if autoResume, let out, !Checkpoint.list(in: "\(out)/checkpoints").isEmpty { resume = out }
-        guard let resume, let path = try? Checkpoint.locate(resume) else { return nil }
-        return (try? Checkpoint.read(path))?.state.workers
+        guard let resume else { return nil }
+        return (try? Checkpoint.newestValid(resume))?.contents.state.workers
     }
 
     /// The config and trainer options this invocation asks for.
-    func prepare() throws -> (RunConfig, Trainer.Options) {
+    func prepare(log: Logger? = nil) throws -> (RunConfig, Trainer.Options) {
         var options: Trainer.Options
         let config: RunConfig
         var resume = self.resume
@@ -83,8 +83,12 @@ struct RunOptions: ParsableArguments {
             resume = out
         }
         if let resume {
-            let path = try Checkpoint.locate(resume)
-            let contents = try Checkpoint.read(path, overrides: configOptions.overrides + compute.overrides)
+            // The newest checkpoint that reads back whole and is of this run's model; the
+            // ones passed over are named with why.
+            let (contents, skipped) = try Checkpoint.newestValid(resume, overrides: configOptions.overrides + compute.overrides)
+            for s in skipped { log?.warning("not resuming from \(s.path): \(s.reason)") }
+            let path = contents.file.path
+            if !skipped.isEmpty { log?.warning("resuming from \(path) (step \(contents.state.step)) instead") }
             config = contents.config
             options = Trainer.Options(runDirectory: out ?? Checkpoint.runDirectory(of: path))
             options.resume = contents
@@ -101,7 +105,7 @@ struct RunOptions: ParsableArguments {
     /// Trains: in this process (cluster nil) or as the coordinator of workers, started
     /// here (`localWorkers` > 0) or elsewhere.
     func execute(log: Logger, cluster: ClusterOptions?, localWorkers: Int = 0, workerThreads: Int = 1, logLevel: String = "info") throws {
-        var (config, options) = try prepare()
+        var (config, options) = try prepare(log: log)
         options.workers = cluster?.expectedWorkers ?? 0
         var clusterSource: ClusterGradientSource?
         let status = RunStatus(config: config, parameters: ViTModel(config: config.model).layout.parameterCount)

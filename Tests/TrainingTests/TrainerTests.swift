@@ -312,3 +312,50 @@ extension MetricsLogTests {
         #expect(log.unwrittenCount == 3 && log.lastError != nil && !log.flush())
     }
 }
+
+/// Checkpoints carry a checksum of their state, config and tensors: one flipped bit in the
+/// newest is found, and resuming falls back to the newest good one, saying which it passed
+/// over and why; a checkpoint of another model in the run directory is passed over too,
+/// and does not make the run's own checkpoints be pruned (before: all three unnoticed).
+@Suite("checkpoint integrity")
+struct CheckpointIntegrityTests {
+    @Test func damagedAndForeignCheckpointsArePassedOver() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 64, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.checkpoint_every_steps=1"])
+            _ = try Trainer(config: config, options: Trainer.Options(runDirectory: "\(dir)/run"), logger: Logger(label: "test")).run()
+            let checkpoints = Checkpoint.list(in: "\(dir)/run/checkpoints")
+            #expect(checkpoints.map(\.step) == [2, 3, 4])
+            #expect(try Checkpoint.newestValid("\(dir)/run").contents.state.step == 4)
+
+            // One bit of a weight in the newest.
+            let newest = checkpoints.last!.path
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: newest))
+            bytes[bytes.count - 100] ^= 0x04
+            try bytes.write(to: URL(fileURLWithPath: newest))
+            #expect(throws: CheckpointError.self) { _ = try Checkpoint.read(newest) }
+            var (c, skipped) = try Checkpoint.newestValid("\(dir)/run")
+            #expect(c.state.step == 3 && skipped.count == 1 && skipped[0].reason.contains("checksum"), "\(skipped)")
+
+            // One character of the stored config in the next (same length, still valid YAML).
+            let next = checkpoints[1].path
+            var text = try Data(contentsOf: URL(fileURLWithPath: next))
+            let needle = Data("keep_checkpoints: 3".utf8), changed = Data("keep_checkpoints: 4".utf8)
+            let at = try #require(text.range(of: needle))
+            text.replaceSubrange(at, with: changed)
+            try text.write(to: URL(fileURLWithPath: next))
+            (c, skipped) = try Checkpoint.newestValid("\(dir)/run")
+            #expect(c.state.step == 2 && skipped.count == 2, "\(skipped)")
+
+            // Another model's checkpoint with a later step.
+            let other = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "model.depth=1"])
+            let foreign = try Trainer(config: other, options: Trainer.Options(runDirectory: "\(dir)/other"), logger: Logger(label: "test"))
+            _ = try foreign.run()
+            try FileManager.default.copyItem(atPath: try Checkpoint.locate("\(dir)/other"), toPath: "\(dir)/run/checkpoints/\(Checkpoint.fileName(step: 99))")
+            (c, skipped) = try Checkpoint.newestValid("\(dir)/run")
+            #expect(c.state.step == 2 && skipped.first?.reason.contains("another model") == true, "\(skipped)")
+            Checkpoint.prune(in: "\(dir)/run/checkpoints", keep: 1, upTo: 4)
+            #expect(Checkpoint.list(in: "\(dir)/run/checkpoints").map(\.step) == [4, 99])
+        }
+    }
+}
