@@ -233,8 +233,9 @@ final class CoordinatorService: @unchecked Sendable {
         for w in membership.silent(now: now, timeout: options.workerTimeout) {
             markLost(w, why: String(format: "silent for %.1f s", now - w.lastHeard))
         }
-        // Workers waiting for the next step hear that the coordinator is alive.
-        for w in membership.quiet(now: now, interval: options.heartbeatSeconds) where !pending.contains(w.identity) {
+        // Every worker hears that the coordinator is alive at least once an interval, also
+        // while it computes a long step, so a silence of a few intervals means it is gone.
+        for w in membership.quiet(now: now, interval: options.heartbeatSeconds) {
             _ = send(.heartbeat, [], to: w, step: windowStep)
         }
         if roundActive && pending.isEmpty { completeRound() }
@@ -383,6 +384,12 @@ final class CoordinatorService: @unchecked Sendable {
         guard frame.header.layoutHash == layout.hash || frame.header.layoutHash == 0 else {
             return countBad(peer: identity, WireError.wrongLayout(expected: layout.hash, found: frame.header.layoutHash))
         }
+        if let problem = join.problem {
+            countBad(peer: identity, WireError.malformedPayload("join refused: \(problem)"))
+            let header = FrameHeader(type: .reject, runID: runID, step: UInt64(windowStep), maskVersion: maskVersion, layoutHash: layout.hash)
+            _ = try? router.send([identity, Frame(header: header, payload: Payload.reason(problem)).encoded(compress: false)])
+            return
+        }
         let (record, isNew) = membership.admit(identity, join: join, now: clock.seconds)
         pending.remove(identity)
         if isNew {
@@ -418,7 +425,8 @@ final class CoordinatorService: @unchecked Sendable {
     }
 
     private func countBad(peer: [UInt8], _ error: Error) {
-        let name = membership[peer]?.name ?? String(decoding: peer.prefix(64), as: UTF8.self)
+        // A peer that has not joined is named by its routing id, which it chose: escaped.
+        let name = membership[peer]?.name ?? String(decoding: peer.prefix(64), as: UTF8.self).escapedForLog
         badFrameTotal += 1
         if pending.contains(peer) {
             // The step's own worker answered with something unusable: it will not send

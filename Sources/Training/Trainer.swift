@@ -3,6 +3,9 @@ import Config
 import Core
 import Datasets
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Kernels
 import Logging
 import Model
@@ -167,6 +170,8 @@ public final class Trainer {
     public func run(stop: StopFlag = StopFlag(), observe: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
         let fm = FileManager.default
         try fm.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
+        let lock = try RunDirectoryLock(runDirectory)
+        defer { lock.release() }
         try AtomicFile.write("\(runDirectory)/config.yaml", data: Data(config.yaml.utf8))
         let metrics = try MetricsLog(path: metricsPath, keepThroughStep: resumedFrom?.state.step)
         defer { warnIfUnwritten(metrics) }
@@ -342,4 +347,35 @@ public final class Trainer {
         log.debug("checkpoint \(path)")
         return path
     }
+}
+
+/// One training process per run directory: an exclusive flock on RUN/.lock (held until the
+/// run returns, released by the kernel if the process dies) with the holder's pid inside.
+final class RunDirectoryLock {
+    private var fd: Int32
+
+    init(_ runDirectory: String) throws {
+        let path = "\(runDirectory)/.lock"
+        fd = open(path, O_RDWR | O_CREAT, 0o644)
+        guard fd >= 0 else { throw TrainingError(step: 0, message: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            var buffer = [UInt8](repeating: 0, count: 32)
+            let n = pread(fd, &buffer, 31, 0)
+            let holder = n > 0 ? String(decoding: buffer.prefix(n), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
+            close(fd)
+            throw TrainingError(step: 0, message: "another svite process (pid \(holder)) is training in \(runDirectory); stop it first, or use another --out")
+        }
+        let pid = "\(getpid())\n"
+        _ = ftruncate(fd, 0)
+        _ = pid.withCString { pwrite(fd, $0, strlen($0), 0) }
+    }
+
+    func release() {
+        guard fd >= 0 else { return }
+        _ = flock(fd, LOCK_UN)
+        close(fd)
+        fd = -1
+    }
+
+    deinit { release() }
 }

@@ -11,6 +11,32 @@ public struct JoinMessage: Codable, Sendable, Equatable {
     public init(name: String, host: String, pid: Int32, threads: Int) {
         self.name = name; self.host = host; self.pid = pid; self.threads = threads
     }
+
+    /// What is wrong with a join (nil: nothing): a name of 1 to 200 bytes with no control
+    /// or bidirectional-override characters (it goes to logs and the status), a host of at
+    /// most 255, a positive pid and 1 to 4096 threads.
+    public var problem: String? {
+        func bad(_ s: String) -> Bool { s.unicodeScalars.contains { $0.properties.generalCategory == .control || $0.properties.generalCategory == .format } }
+        if name.isEmpty || name.utf8.count > 200 { return "a worker name must be 1 to 200 bytes (got \(name.utf8.count))" }
+        if bad(name) { return "the worker name \(name.escapedForLog) holds control or formatting characters" }
+        if host.utf8.count > 255 || bad(host) { return "the host \(String(host.prefix(64)).escapedForLog) is not a host name" }
+        if pid <= 0 { return "pid \(pid) is not a process id" }
+        if !(1 ... 4096).contains(threads) { return "\(threads) threads (1 to 4096)" }
+        return nil
+    }
+}
+
+extension String {
+    /// The text with control and formatting characters (newlines, escapes, U+202E) written
+    /// as \u{…}, so what a peer sends cannot forge log lines or reorder them on screen.
+    public var escapedForLog: String {
+        var out = ""
+        for u in unicodeScalars {
+            let c = u.properties.generalCategory
+            if c == .control || c == .format { out += "\\u{\(String(u.value, radix: 16))}" } else { out.unicodeScalars.append(u) }
+        }
+        return out
+    }
 }
 
 /// coordinator → worker: the run it joined, its rank and the config; the weights follow.

@@ -20,8 +20,9 @@ public struct WorkerOptions: Sendable {
     public var name: String
     public var threads: Int
     /// With no word from the coordinator for this long, ask to join again (it may have
-    /// restarted).
-    public var rejoinAfter: Double = 20
+    /// restarted). nil: three of the coordinator's heartbeat intervals (it sends one at
+    /// least that often, during steps too), but at least 2 s.
+    public var rejoinAfter: Double? = nil
     /// The matrix-product backend, overriding the run config's compute.backend.
     public var backend: BackendChoice?
     /// A local worker's parent (`svite train`): when it is gone, the worker leaves.
@@ -107,8 +108,8 @@ public final class WorkerNode: @unchecked Sendable {
             let now = clock.seconds
             if info == nil && now - lastJoin > 2 {
                 try sendJoin()
-            } else if info != nil && now - lastReceived > options.rejoinAfter && job == nil {
-                log.warning("no word from the coordinator for \(Int(options.rejoinAfter)) s; asking to join again")
+            } else if let i = info, job == nil, now - lastReceived > options.rejoinAfter ?? max(2, 3 * i.heartbeatSeconds) {
+                log.warning("no word from the coordinator for \(String(format: "%.1f", now - lastReceived)) s; asking to join again")
                 info = nil
                 try sendJoin()
             }

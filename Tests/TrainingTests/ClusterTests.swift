@@ -527,3 +527,45 @@ extension TrainerBox {
         init(_ b: FloatBuffer) { buffer = b }
     }
 }
+
+extension ClusterTests {
+    /// A coordinator that dies (no stop sent) and comes back on the same endpoint has its
+    /// worker back within a few heartbeat intervals (before: 20 s of silence first).
+    @Test func workerRejoinsARestartedCoordinatorSoon() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 64, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1"])
+            let model = ViTModel(config: config.model)
+            let server = ServerState(model: model, optimizer: config.optimizer,
+                                     schedule: LRSchedule(config.schedule, base: config.optimizer.lr, totalSteps: 8, stepsPerEpoch: 4))
+            let first = try cluster(config, workers: 1)
+            first.attach(server: server)
+            let endpoint = first.endpoint
+            let worker = workerThread(endpoint, name: "w")
+            let work = StepWork(step: 0, epoch: 0, stepInEpoch: 0, positions: 0 ..< 16)
+            #expect(try first.gradient(params: server.params.pointer, work: work, stop: StopFlag())?.workers == 1)
+            first.service.shutdown(reason: nil)  // gone without a word, as after SIGKILL
+
+            var options = ClusterOptions()
+            options.bind = endpoint
+            options.statusBind = nil
+            options.expectedWorkers = 1
+            options.heartbeatSeconds = 0.5
+            var second: ClusterGradientSource?
+            let bindBy = Date().addingTimeInterval(5)
+            while second == nil && Date() < bindBy {
+                second = try? ClusterGradientSource(config: config, options: options, logger: log)
+                if second == nil { Thread.sleep(forTimeInterval: 0.1) }
+            }
+            let back = try #require(second, "could not bind \(endpoint) again")
+            back.attach(server: server)
+            let start = Date()
+            let g = try back.gradient(params: server.params.pointer, work: StepWork(step: 1, epoch: 0, stepInEpoch: 1, positions: 16 ..< 32), stop: StopFlag())
+            let waited = Date().timeIntervalSince(start)
+            #expect(g?.workers == 1)
+            #expect(waited < 6, "the worker came back after \(waited) s")
+            back.finish(reason: "test")
+            while worker.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+        }
+    }
+}

@@ -334,3 +334,38 @@ final class StateLog: @unchecked Sendable {
     }
     func add(_ s: String) { lock.lock(); _states.append(s); lock.unlock() }
 }
+
+extension CoordinatorLayersTests {
+    /// Joins with a 100,000-character, empty or control-character name, pid -1 or -5
+    /// threads are refused with a reason the peer receives, and nobody is admitted (before:
+    /// all were, and the names went to the log raw); log text from peers is escaped.
+    @Test func badJoinsAreRefused() throws {
+        let config = try tinyRunConfig(dataDir: "/nonexistent", extra: [])
+        var o = ClusterOptions()
+        o.bind = "tcp://127.0.0.1:*"
+        o.statusBind = nil
+        let source = try ClusterGradientSource(config: config, options: o, logger: log)
+        let joins = [JoinMessage(name: String(repeating: "x", count: 100_000), host: "h", pid: 1, threads: 1),
+                     JoinMessage(name: "", host: "h", pid: 1, threads: 1),
+                     JoinMessage(name: "evil\nworker a joined", host: "h", pid: 1, threads: 1),
+                     JoinMessage(name: "a\u{202E}b", host: "h", pid: 1, threads: 1),
+                     JoinMessage(name: "w", host: "h", pid: -1, threads: 1),
+                     JoinMessage(name: "w", host: "h", pid: 1, threads: -5)]
+        let ctx = try ZMQContext()
+        for (k, join) in joins.enumerated() {
+            let s = try ZMQSocket.workerDealer(ctx, identity: "peer-\(k)", maxMessageBytes: -1, heartbeatMs: 500)
+            try s.connect(source.endpoint)
+            _ = try s.send([Frame(header: FrameHeader(type: .join, runID: 0, layoutHash: source.layout.hash),
+                                  payload: Payload.encodeJSON(join)).encoded()])
+            guard try Poller.readable([s], timeoutMs: 5000)[0], let parts = try s.receive() else {
+                Issue.record("join \(k): no answer"); continue
+            }
+            let frame = try Frame.decode(parts[0], limits: FrameLimits(maxRawBytes: 1 << 26))
+            #expect(frame.header.type == .reject, "join \(k) got \(frame.header.type)")
+            s.close()
+        }
+        #expect(source.workers.isEmpty && source.badFrameTotal == joins.count)
+        #expect("a\nb\u{202E}c\u{1B}[2J".escapedForLog == "a\\u{a}b\\u{202e}c\\u{1b}[2J")
+        source.finish(reason: "test")
+    }
+}

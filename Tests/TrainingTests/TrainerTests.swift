@@ -359,3 +359,24 @@ struct CheckpointIntegrityTests {
         }
     }
 }
+
+extension CheckpointIntegrityTests {
+    /// Two trainings of one run directory at once: the second is refused, naming the
+    /// first's pid (before: both ran and wrote the same checkpoints); once the first is
+    /// done, the directory is free again.
+    @Test func oneTrainingPerRunDirectory() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 32, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1"])
+            try FileManager.default.createDirectory(atPath: "\(dir)/run", withIntermediateDirectories: true)
+            let held = try RunDirectoryLock("\(dir)/run")
+            let second = try Trainer(config: config, options: Trainer.Options(runDirectory: "\(dir)/run"), logger: Logger(label: "test"))
+            #expect { _ = try second.run() } throws: { error in
+                "\(error)".contains("another svite process (pid \(getpid()))")
+            }
+            held.release()
+            let summary = try second.run()
+            #expect(summary.steps == 2)
+        }
+    }
+}
