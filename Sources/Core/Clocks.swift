@@ -11,9 +11,10 @@ public struct MonotonicClock: Sendable {
     public var seconds: Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
 }
 
-/// CPU seconds (user + system, every thread) this process has used since creation. Unlike
-/// wall time it hardly moves when other work shares the cores, so an experiment's time
-/// savings stay comparable between runs made on a busy and an idle machine.
+/// CPU seconds (user + system, every thread) this process has used since creation. It is
+/// less sensitive to a busy machine than wall time, but not immune: oneDNN's and OpenMP's
+/// threads spin while they wait for a core, so a starved run burns more (one run used 2.8x
+/// its idle CPU seconds beside a build). Step-time comparisons belong in `svite bench`.
 public struct ProcessCPUClock: Sendable {
     let start = ProcessCPUClock.now()
     public init() {}

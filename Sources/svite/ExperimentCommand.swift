@@ -16,7 +16,8 @@ struct ExperimentCommand: ParsableCommand {
         the list can be worked through over several invocations (--max-variants, --only). \
         After every run, docs/results/NAME.md and NAME.json are rewritten in the paper's \
         form: model, sparsity (#params), FLOPs saving, top-1 (mean ± std over seeds), \
-        time and time saving (in CPU seconds, which sharing the cores hardly moves). \
+        time and time saving (in CPU seconds; fair only between runs on an otherwise idle \
+        machine, since spinning compute threads burn more of them when starved). \
         NAME.json is also the experiment's record: a run whose row it holds, made with the \
         config the file asks for now, is not run again even when its run directory is gone \
         (commit the results and continue on another machine); --list shows each run's state.
