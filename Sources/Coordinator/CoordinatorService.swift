@@ -390,7 +390,16 @@ final class CoordinatorService: @unchecked Sendable {
             _ = try? router.send([identity, Frame(header: header, payload: Payload.reason(problem)).encoded(compress: false)])
             return
         }
-        let (record, isNew) = membership.admit(identity, join: join, now: clock.seconds)
+        let record: WorkerRecord, isNew: Bool
+        switch membership.admit(identity, join: join, now: clock.seconds, aliveWithin: max(2 * options.heartbeatSeconds, 1)) {
+        case let .admitted(r, fresh):
+            (record, isNew) = (r, fresh)
+        case let .refused(why):
+            countBad(peer: identity, WireError.malformedPayload("join refused: \(why)"))
+            let header = FrameHeader(type: .reject, runID: runID, step: UInt64(windowStep), maskVersion: maskVersion, layoutHash: layout.hash)
+            _ = try? router.send([identity, Frame(header: header, payload: Payload.reason(why)).encoded(compress: false)])
+            return
+        }
         pending.remove(identity)
         if isNew {
             // handle() counts the bytes of known workers' frames; a new one's join is counted here.

@@ -57,19 +57,40 @@ final class Membership {
     /// The workers that take part in the next step, by rank.
     var live: [WorkerRecord] { all.filter { $0.state == .ready } }
 
-    /// A join: a new worker gets the next rank; a known id (a restarted worker, ROUTER_HANDOVER)
-    /// keeps its rank and starts afresh, holding no parameters or mask.
-    func admit(_ identity: [UInt8], join: JoinMessage, now: Double) -> (record: WorkerRecord, isNew: Bool) {
+    enum Admission {
+        case admitted(WorkerRecord, isNew: Bool)
+        case refused(String)
+    }
+
+    /// A join. The same connection again (a worker that lost the coordinator) keeps its
+    /// record and starts afresh, holding no parameters or mask. A new connection under a
+    /// name in use is refused while that worker was heard within `aliveWithin` seconds (two
+    /// live workers must not share a name); otherwise it replaces the old one (a restarted
+    /// worker) and takes over its rank. Anything else gets the next rank.
+    func admit(_ identity: [UInt8], join: JoinMessage, now: Double, aliveWithin: Double) -> Admission {
         if let old = records[identity] {
             old.state = .ready; old.host = join.host; old.pid = join.pid; old.threads = join.threads
             old.lastHeard = now; old.version = -1; old.maskVersion = -1
             old.joins += 1
-            return (old, false)
+            return .admitted(old, isNew: false)
         }
-        let record = WorkerRecord(identity: identity, join: join, rank: nextRank, now: now)
-        nextRank += 1
+        let sameName = records.values.filter { $0.name == join.name }
+        if let live = sameName.first(where: { $0.state == .ready && now - $0.lastHeard < aliveWithin }) {
+            return .refused("the name \(join.name) is in use by a live worker on \(live.host) (pid \(live.pid)); give this one another --name")
+        }
+        let previous = sameName.max { $0.lastHeard < $1.lastHeard }
+        let rank: Int
+        if let previous {
+            previous.state = .left   // replaced by its restart
+            rank = previous.rank
+        } else {
+            rank = nextRank
+            nextRank += 1
+        }
+        let record = WorkerRecord(identity: identity, join: join, rank: rank, now: now)
+        record.joins = (previous?.joins ?? 0) + 1
         records[identity] = record
-        return (record, true)
+        return .admitted(record, isNew: true)
     }
 
     /// Ready workers not heard from for longer than `timeout` seconds.

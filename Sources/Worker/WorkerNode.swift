@@ -84,7 +84,12 @@ public final class WorkerNode: @unchecked Sendable {
         self.options = options
         log = logger
         context = try ZMQContext()
-        socket = try ZMQSocket.workerDealer(context, identity: options.name, maxMessageBytes: -1, heartbeatMs: 1000)
+        // The routing id is this process's own (name, pid, a random part), so two processes
+        // given one --name do not take each other's connection; the coordinator knows the
+        // worker by the name in its join and refuses a second live one.
+        var rng = SystemRandomNumberGenerator()
+        let identity = "\(options.name)#\(getpid())#\(String(rng.next() as UInt32, radix: 16))"
+        socket = try ZMQSocket.workerDealer(context, identity: identity, maxMessageBytes: -1, heartbeatMs: 1000)
         try socket.connect(options.coordinator)
     }
 

@@ -68,20 +68,31 @@ struct CoordinatorLayersTests {
         #expect(score[first + 1] == 0)
     }
 
-    /// A join gets the next rank; the same id again keeps it and starts afresh; silence
-    /// beyond the timeout is noticed.
-    @Test func membershipRanksAndLiveness() {
+    /// A join gets the next rank; the same connection again keeps it and starts afresh;
+    /// another connection under a live worker's name is refused, under a silent or gone
+    /// one's it takes over the rank; silence beyond the timeout is noticed.
+    @Test func membershipRanksAndLiveness() throws {
         let m = Membership()
-        let join = JoinMessage(name: "a", host: "h", pid: 1, threads: 2)
-        let (a, newA) = m.admit([1], join: join, now: 0)
-        let (b, newB) = m.admit([2], join: JoinMessage(name: "b", host: "h", pid: 2, threads: 1), now: 1)
-        #expect(newA && newB && a.rank == 0 && b.rank == 1)
-        a.version = 5; a.maskVersion = 3; a.state = .lost
+        func admit(_ id: UInt8, _ name: String, pid: Int32, at now: Double) -> (WorkerRecord?, Bool, String?) {
+            switch m.admit([id], join: JoinMessage(name: name, host: "h", pid: pid, threads: 1), now: now, aliveWithin: 1) {
+            case let .admitted(r, fresh): return (r, fresh, nil)
+            case let .refused(why): return (nil, false, why)
+            }
+        }
+        let (a, newA, _) = admit(1, "a", pid: 1, at: 0), (b, newB, _) = admit(2, "b", pid: 2, at: 1)
+        #expect(newA && newB && a?.rank == 0 && b?.rank == 1)
+        a?.version = 5; a?.maskVersion = 3; a?.state = .lost
         #expect(m.live.map(\.name) == ["b"])
-        let (again, newAgain) = m.admit([1], join: join, now: 2)
-        #expect(!newAgain && again === a && a.joins == 2 && a.rank == 0 && a.state == .ready && a.version == -1 && a.maskVersion == -1)
+        let (again, newAgain, _) = admit(1, "a", pid: 1, at: 2)
+        #expect(!newAgain && again === a && a?.joins == 2 && a?.rank == 0 && a?.state == .ready && a?.version == -1 && a?.maskVersion == -1)
         #expect(m.live.map(\.name) == ["a", "b"])
-        #expect(m.silent(now: 6.5, timeout: 5).map(\.name) == ["b"])
+        // A second process named "b" while b is alive (heard 0.5 s ago): refused.
+        let (dup, _, why) = admit(3, "b", pid: 3, at: 1.5)
+        #expect(dup == nil && why?.contains("in use by a live worker") == true)
+        // b restarted (silent for 3 s): the new process takes b's rank, the old record is left.
+        let (restarted, fresh, _) = admit(4, "b", pid: 4, at: 4)
+        #expect(fresh && restarted?.rank == 1 && b?.state == .left && m.live.map(\.rank) == [0, 1])
+        #expect(m.silent(now: 8, timeout: 5).map(\.name) == ["a"])
     }
 
     /// While the trainer evaluates 10,000 test images the socket thread keeps serving:
@@ -319,6 +330,44 @@ extension CoordinatorLayersTests {
                 }
             }
             #expect(VectorOps.allFinite(v, n))
+        }
+    }
+}
+
+extension CoordinatorLayersTests {
+    /// Two live worker processes given one --name: the second is refused with a reason
+    /// and ends, the first keeps its place and does every step (before: they took the
+    /// connection from each other every ~24 s, without a warning).
+    @Test func aSecondLiveWorkerWithTheSameNameIsRefused() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 16 * 6, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=6"])
+            var o = ClusterOptions()
+            o.bind = "tcp://127.0.0.1:*"
+            o.statusBind = nil
+            o.heartbeatSeconds = 0.5
+            let source = try ClusterGradientSource(config: config, options: o, logger: log)
+            let endpoint = source.endpoint
+            let refusal = StateLog()
+            func worker() -> Thread {
+                Thread {
+                    do { _ = try WorkerNode(options: WorkerOptions(coordinator: endpoint, name: "dup", threads: 1), logger: Logger(label: "w")).run() } catch { refusal.add("\(error)") }
+                }
+            }
+            let first = worker()
+            first.start()
+            let deadline = Date().addingTimeInterval(10)
+            while source.live.isEmpty && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            let second = worker()
+            second.start()
+            while second.isExecuting && Date() < deadline.addingTimeInterval(10) { Thread.sleep(forTimeInterval: 0.01) }
+            var options = Trainer.Options(runDirectory: "\(dir)/run")
+            options.source = { _, _, _ in source }
+            let summary = try Trainer(config: config, options: options, logger: log).run()
+            while first.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(summary.steps == 6)
+            #expect(refusal.states.count == 1 && refusal.states.first?.contains("in use by a live worker") == true, "\(refusal.states)")
+            #expect(source.workers.count == 1 && source.workers.values.first?.stepsDone == 6)
         }
     }
 }
