@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Core", "Wire", "Sparsity", "Model"], swiftSettings: numericFlags),
         .testTarget(name: "SparsityTests", dependencies: ["Core", "Sparsity", "Model", "Kernels", "Pictures", "CZlib"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Core", "Config", "TestSupport", "Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity", "Pictures",
+        .testTarget(name: "TrainingTests", dependencies: ["Core", "Config", "Compute", "TestSupport", "Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity", "Pictures",
                                                     "Coordinator", "Worker", "Transport", "Wire",
                                                     .product(name: "Logging", package: "swift-log")],
                     swiftSettings: numericFlags),
