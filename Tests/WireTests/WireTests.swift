@@ -178,52 +178,12 @@ struct WireTests {
     }
 
     /// Random and mutated frames never crash the decoder; whatever it accepts decodes as
-    /// a payload or is refused with an error.
+    /// a payload or is refused with a WireError (the short version of `svite fuzz`).
     @Test func fuzzedFramesAreRefusedNotFatal() {
-        var rng = Rand(s: 99)
-        let n = 64
-        var values = [Float](repeating: 0, count: n)
-        for i in 0 ..< n { values[i] = i % 5 == 0 ? rng.float() : 0 }
-        let seeds: [[UInt8]] = MessageType.allCases.map { t in
-            let payload: [UInt8]
-            switch t {
-            case .grads: payload = Payload.grads(GradientSummary(images: 2, lossSum: 1, correct: 1), codec: .bf16, values: values, count: n)
-            case .params: payload = Payload.params(Assignment(epoch: 0, start: 0, count: 2), values: values, count: n)
-            case .welcome: payload = Payload.welcome(WelcomeInfo(rank: 0, runID: 42, config: "x", heartbeatSeconds: 1, gradientCodec: .fp32), params: values, count: n)
-            case .join: payload = Payload.encodeJSON(JoinMessage(name: "a", host: "b", pid: 1, threads: 1))
-            default: payload = Payload.reason("why")
-            }
-            return Frame(header: header(t), payload: payload).encoded()
-        }
-        var accepted = 0, refused = 0
-        var out = [Float](repeating: 0, count: n)
-        for iteration in 0 ..< 20_000 {
-            var b = seeds[rng.below(seeds.count)]
-            switch iteration % 5 {
-            case 0: for _ in 0 ..< 1 + rng.below(4) { b[rng.below(b.count)] ^= UInt8(1 << rng.below(8)) }
-            case 1: b = Array(b.prefix(rng.below(b.count + 1)))
-            case 2: b = (0 ..< rng.below(200)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-            case 3: for _ in 0 ..< 1 + rng.below(4) { b[56 + rng.below(b.count - 56)] = UInt8(truncatingIfNeeded: rng.next()) }
-                b = resignPayload(b)
-            default: b[rng.below(52)] = UInt8(truncatingIfNeeded: rng.next()); b = resign(b)
-            }
-            do {
-                let f = try Frame.decode(b, limits: FrameLimits(maxRawBytes: 1 << 16))
-                accepted += 1
-                switch f.header.type {
-                case .grads: _ = try Payload.decodeGrads(f.payload, into: &out, count: n)
-                case .params: _ = try Payload.decodeParams(f.payload, into: &out, count: n)
-                case .welcome: var (_, r) = try Payload.welcomeInfo(f.payload); try Payload.values(&r, into: &out, count: n)
-                case .join: _ = try Payload.decodeJSON(JoinMessage.self, f.payload)
-                default: _ = try Payload.decodeReason(f.payload)
-                }
-            } catch is WireError {
-                refused += 1
-            } catch {
-                Issue.record("non-wire error \(error)")
-            }
-        }
-        #expect(refused > 15_000, "refused \(refused), accepted \(accepted)")
+        let report = FrameFuzzer.run(frames: 20_000, seed: 99)
+        #expect(report.otherErrors.isEmpty, "\(report.otherErrors)")
+        #expect(report.frames == 20_000 && report.accepted + report.refused == 20_000)
+        #expect(report.refused > 15_000 && report.accepted > 0, "refused \(report.refused), accepted \(report.accepted)")
     }
 
     @Test func lz4GainsOnZerosNotOnFloats() {
