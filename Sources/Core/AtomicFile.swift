@@ -47,6 +47,16 @@ public enum AtomicFile {
         if dfd >= 0 { fsync(dfd); close(dfd) }
     }
 
+    /// Deletes temporaries a killed writer left in `dir` (`.NAME.tmp-PID`); call it only
+    /// while no other process writes there (e.g. under the run directory's lock).
+    @discardableResult
+    public static func removeLeftovers(in dir: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        let stale = names.filter { $0.hasPrefix(".") && $0.range(of: ".tmp-") != nil }
+        for name in stale { unlink("\(dir)/\(name)") }
+        return stale
+    }
+
     public static func write(_ path: String, data: Data) throws {
         try write(path) { w in try data.withUnsafeBytes { try w($0) } }
     }

@@ -172,6 +172,10 @@ public final class Trainer {
         try fm.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
         let lock = try RunDirectoryLock(runDirectory)
         defer { lock.release() }
+        // Half-written files of a process that was killed mid-write (the lock says none runs).
+        for dir in [runDirectory, checkpointDirectory] {
+            for name in AtomicFile.removeLeftovers(in: dir) { log.info("removed \(dir)/\(name), left by a process killed while writing it") }
+        }
         try AtomicFile.write("\(runDirectory)/config.yaml", data: Data(config.yaml.utf8))
         let metrics = try MetricsLog(path: metricsPath, keepThroughStep: resumedFrom?.state.step)
         defer { warnIfUnwritten(metrics) }

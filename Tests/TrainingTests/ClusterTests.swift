@@ -569,3 +569,58 @@ extension ClusterTests {
         }
     }
 }
+
+extension ClusterTests {
+    /// `svite train` killed with SIGKILL again and again while it writes a checkpoint every
+    /// step, each time resumed with --auto-resume: every checkpoint left reads back whole,
+    /// the run goes on from the newest, and no half-written temporary is left behind.
+    @Test func killsDuringCheckpointWritesLoseNothing() throws {
+        let exe = "\(repoRoot)/.build/debug/svite"
+        guard FileManager.default.isExecutableFile(atPath: exe) else {
+            Issue.record("\(exe) not built (swift build first)")
+            return
+        }
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 512, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=100000",
+                                                                 "training.checkpoint_every_steps=1", "training.keep_checkpoints=2"])
+            try config.yaml.write(toFile: "\(dir)/tiny.yaml", atomically: true, encoding: .utf8)
+            var steps: [Int] = []
+            for k in 0 ..< 6 {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: exe)
+                p.arguments = ["train", "--plain", "--workers", "0", "--config", "\(dir)/tiny.yaml", "--out", "\(dir)/run", "--auto-resume",
+                               "--log-level", "warning"]
+                p.standardOutput = FileHandle.nullDevice
+                p.standardError = FileHandle.nullDevice
+                try p.run()
+                // Wait for this process's first new checkpoint, then kill it a moment later.
+                let before = Checkpoint.list(in: "\(dir)/run/checkpoints").last?.step ?? 0
+                let deadline = Date().addingTimeInterval(30)
+                while (Checkpoint.list(in: "\(dir)/run/checkpoints").last?.step ?? 0) <= before && Date() < deadline && p.isRunning {
+                    Thread.sleep(forTimeInterval: 0.005)
+                }
+                Thread.sleep(forTimeInterval: 0.003 * Double(k))
+                kill(p.processIdentifier, SIGKILL)
+                p.waitUntilExit()
+                for c in Checkpoint.list(in: "\(dir)/run/checkpoints") {
+                    #expect((try? Checkpoint.read(c.path)) != nil, "kill \(k): \(c.path) does not read back")
+                }
+                steps.append(try Checkpoint.newestValid("\(dir)/run").contents.state.step)
+            }
+            #expect(steps == steps.sorted() && steps.last! > steps.first!, "newest good step after each kill: \(steps)")
+            // One more resume cleans up what the kills left half-written.
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: exe)
+            p.arguments = ["train", "--plain", "--workers", "0", "--out", "\(dir)/run", "--auto-resume", "--log-level", "warning",
+                           "--set", "training.max_steps=\(steps.last! + 1)"]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0)
+            let left = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/run/checkpoints").filter { $0.contains(".tmp-") }
+            #expect(left.isEmpty, "temporaries left: \(left)")
+        }
+    }
+}
