@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// What the status socket answers: one typed record shared by the coordinator (writer),
@@ -69,20 +70,8 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         public var bytesDown: Int
     }
 
-    public static func encoder() -> JSONEncoder {
-        let e = JSONEncoder()
-        e.keyEncodingStrategy = .convertToSnakeCase
-        e.outputFormatting = [.sortedKeys]
-        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return e
-    }
-
-    public static func decoder() -> JSONDecoder {
-        let d = JSONDecoder()
-        d.keyDecodingStrategy = .convertFromSnakeCase
-        d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return d
-    }
+    public static func encoder() -> JSONEncoder { RecordCoding.encoder() }
+    public static func decoder() -> JSONDecoder { RecordCoding.decoder() }
 
     public func encoded() -> Data { (try? Self.encoder().encode(self)) ?? Data("{}".utf8) }
 

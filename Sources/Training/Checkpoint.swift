@@ -103,11 +103,8 @@ public enum Checkpoint {
             }
             state.maskVersion = masks.version
         }
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        enc.keyEncodingStrategy = .convertToSnakeCase
-        // A NaN evaluation loss must not make the checkpoint unwritable.
-        enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        // (A NaN evaluation loss must not make the checkpoint unwritable.)
+        let enc = RecordCoding.encoder()
         let stateText = String(decoding: try enc.encode(state), as: UTF8.self)
         // The tensor bytes in the order they are written (the file's data section).
         var tensorCRC = RunningCRC()
@@ -139,9 +136,7 @@ public enum Checkpoint {
            stored != checksum(state: stateText, config: configText, tensors: file.dataChecksum) {
             throw CheckpointError(path: path, message: "checksum mismatch: the file is damaged (a flipped bit, a cut copy)")
         }
-        let dec = JSONDecoder()
-        dec.keyDecodingStrategy = .convertFromSnakeCase
-        dec.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        let dec = RecordCoding.decoder()
         let state: CheckpointState
         do {
             state = try dec.decode(CheckpointState.self, from: Data(stateText.utf8))

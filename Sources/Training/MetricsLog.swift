@@ -146,20 +146,8 @@ public struct MetricsRecord: Codable, Sendable, Equatable {
         maskVersion = s.maskVersion; heads = s.heads; neurons = s.neurons
     }
 
-    public static func encoder() -> JSONEncoder {
-        let e = JSONEncoder()
-        e.keyEncodingStrategy = .convertToSnakeCase
-        e.outputFormatting = [.sortedKeys]
-        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return e
-    }
-
-    public static func decoder() -> JSONDecoder {
-        let d = JSONDecoder()
-        d.keyDecodingStrategy = .convertFromSnakeCase
-        d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return d
-    }
+    public static func encoder() -> JSONEncoder { RecordCoding.encoder() }
+    public static func decoder() -> JSONDecoder { RecordCoding.decoder() }
 
     public func encoded() -> Data { (try? Self.encoder().encode(self)) ?? Data("{}".utf8) }
 }

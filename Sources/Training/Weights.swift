@@ -177,16 +177,6 @@ public struct ExportInfo: Codable, Sendable, Equatable {
     public var tokenSelector: TokenSelector?
     public var compact: Compact?
 
-    public static func encoder() -> JSONEncoder {
-        let e = JSONEncoder()
-        e.keyEncodingStrategy = .convertToSnakeCase
-        e.outputFormatting = [.sortedKeys, .prettyPrinted]
-        return e
-    }
-
-    public static func decoder() -> JSONDecoder {
-        let d = JSONDecoder()
-        d.keyDecodingStrategy = .convertFromSnakeCase
-        return d
-    }
+    public static func encoder() -> JSONEncoder { RecordCoding.encoder(pretty: true) }
+    public static func decoder() -> JSONDecoder { RecordCoding.decoder() }
 }
