@@ -168,23 +168,13 @@ struct ClusterTests {
     /// another starts late; the run finishes with the survivors, the late one takes part,
     /// no step is applied twice, and the loss falls.
     @Test func killedWorkerIsDroppedAndLateWorkerJoins() throws {
-        let exe = "\(repoRoot)/.build/debug/svite"
-        guard FileManager.default.isExecutableFile(atPath: exe) else {
-            Issue.record("\(exe) not built (swift build first)")
-            return
-        }
+        guard let exe = sviteBinary() else { return }
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 3200, test: 32)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.batch_size=16"])
             let source = try cluster(config, workers: 2, timeout: 2)
             func spawn(_ name: String) throws -> Process {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: exe)
-                p.arguments = ["worker", "--coordinator", source.endpoint, "--threads", "1", "--name", name, "--log-level", "warning"]
-                p.standardOutput = FileHandle.nullDevice
-                p.standardError = FileHandle.nullDevice
-                try p.run()
-                return p
+                try startSvite(exe, ["worker", "--coordinator", source.endpoint, "--threads", "1", "--name", name, "--log-level", "warning"])
             }
             let a = try spawn("a"), b = try spawn("b")
             var late: Process?
@@ -322,11 +312,7 @@ extension ClusterTests {
     /// the usage text (before: usage and exit 64, as for a wrong argument); a wrong
     /// argument still gets the usage and 64.
     @Test func runtimeErrorsAreNotUsageErrors() throws {
-        let exe = "\(repoRoot)/.build/debug/svite"
-        guard FileManager.default.isExecutableFile(atPath: exe) else {
-            Issue.record("\(exe) not built (swift build first)")
-            return
-        }
+        guard let exe = sviteBinary() else { return }
         func svite(_ args: [String]) throws -> (status: Int32, stderr: String) {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: exe)
@@ -365,23 +351,14 @@ extension ClusterTests {
     /// worker behind: each sees its parent gone and leaves within about a second (before:
     /// they lived on and asked to join forever).
     @Test func localWorkersDieWithTheirParent() throws {
-        let exe = "\(repoRoot)/.build/debug/svite"
-        guard FileManager.default.isExecutableFile(atPath: exe) else {
-            Issue.record("\(exe) not built (swift build first)")
-            return
-        }
+        guard let exe = sviteBinary() else { return }
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 256, test: 16)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=1000000"])
             try config.yaml.write(toFile: "\(dir)/tiny.yaml", atomically: true, encoding: .utf8)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: exe)
-            p.arguments = ["train", "--plain", "--config", "\(dir)/tiny.yaml", "--out", "\(dir)/run", "--workers", "2",
-                           "--status", "none"]
             let err = Pipe()
-            p.standardError = err
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
+            let p = try startSvite(exe, ["train", "--plain", "--config", "\(dir)/tiny.yaml", "--out", "\(dir)/run", "--workers", "2",
+                                         "--status", "none"], output: err)
             // The coordinator names each worker's pid as it joins.
             var text = "", pids: [Int32] = []
             let pidPattern = try Regex(#"joined from \S+ \(pid (\d+)"#)
@@ -415,11 +392,7 @@ extension ClusterTests {
     /// 3 of 8 such exits segfaulted inside oneDNN or OpenBLAS, the compute thread still
     /// running; SVITE_TEST_WORKER_EXE runs another binary as the worker).
     @Test func terminatedWorkerExitsCleanly() throws {
-        let exe = ProcessInfo.processInfo.environment["SVITE_TEST_WORKER_EXE"] ?? "\(repoRoot)/.build/debug/svite"
-        guard FileManager.default.isExecutableFile(atPath: exe) else {
-            Issue.record("\(exe) not built (swift build first)")
-            return
-        }
+        guard let exe = sviteBinary(environment: "SVITE_TEST_WORKER_EXE") else { return }
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 3200, test: 16)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=100000", "training.batch_size=64"])
@@ -432,12 +405,7 @@ extension ClusterTests {
             runner.start()
             var statuses: [String] = []
             for k in 0 ..< 8 {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: exe)
-                p.arguments = ["worker", "--coordinator", endpoint, "--threads", "2", "--name", "term-\(k)", "--log-level", "warning"]
-                p.standardOutput = FileHandle.nullDevice
-                p.standardError = FileHandle.nullDevice
-                try p.run()
+                let p = try startSvite(exe, ["worker", "--coordinator", endpoint, "--threads", "2", "--name", "term-\(k)", "--log-level", "warning"])
                 // From joining to several steps in (when the crash was seen: 1.1, 2.9, 3.5 s).
                 Thread.sleep(forTimeInterval: 0.4 + Double(k) * 0.45)
                 kill(p.processIdentifier, SIGTERM)
@@ -490,23 +458,14 @@ extension ClusterTests {
     /// `svite train --resume` without --workers keeps the run's own choice: a run trained in
     /// one process resumes in one process (before: with 2 local workers, another run).
     @Test func resumeKeepsTheRunsWorkers() throws {
-        let exe = "\(repoRoot)/.build/debug/svite"
-        guard FileManager.default.isExecutableFile(atPath: exe) else {
-            Issue.record("\(exe) not built (swift build first)")
-            return
-        }
+        guard let exe = sviteBinary() else { return }
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 64, test: 16)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=2"])
             try config.yaml.write(toFile: "\(dir)/tiny.yaml", atomically: true, encoding: .utf8)
             func svite(_ args: [String]) throws -> String {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: exe)
-                p.arguments = args
                 let out = Pipe()
-                p.standardError = out
-                p.standardOutput = out
-                try p.run()
+                let p = try startSvite(exe, args, output: out)
                 let data = out.fileHandleForReading.readDataToEndOfFile()
                 p.waitUntilExit()
                 #expect(p.terminationStatus == 0, "\(args): \(String(decoding: data, as: UTF8.self).suffix(1500))")
@@ -575,11 +534,7 @@ extension ClusterTests {
     /// step, each time resumed with --auto-resume: every checkpoint left reads back whole,
     /// the run goes on from the newest, and no half-written temporary is left behind.
     @Test func killsDuringCheckpointWritesLoseNothing() throws {
-        let exe = "\(repoRoot)/.build/debug/svite"
-        guard FileManager.default.isExecutableFile(atPath: exe) else {
-            Issue.record("\(exe) not built (swift build first)")
-            return
-        }
+        guard let exe = sviteBinary() else { return }
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 512, test: 16)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=100000",
@@ -587,13 +542,8 @@ extension ClusterTests {
             try config.yaml.write(toFile: "\(dir)/tiny.yaml", atomically: true, encoding: .utf8)
             var steps: [Int] = []
             for k in 0 ..< 6 {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: exe)
-                p.arguments = ["train", "--plain", "--workers", "0", "--config", "\(dir)/tiny.yaml", "--out", "\(dir)/run", "--auto-resume",
-                               "--log-level", "warning"]
-                p.standardOutput = FileHandle.nullDevice
-                p.standardError = FileHandle.nullDevice
-                try p.run()
+                let p = try startSvite(exe, ["train", "--plain", "--workers", "0", "--config", "\(dir)/tiny.yaml", "--out", "\(dir)/run",
+                                             "--auto-resume", "--log-level", "warning"])
                 // Wait for this process's first new checkpoint, then kill it a moment later.
                 let before = Checkpoint.list(in: "\(dir)/run/checkpoints").last?.step ?? 0
                 let deadline = Date().addingTimeInterval(30)
@@ -610,13 +560,8 @@ extension ClusterTests {
             }
             #expect(steps == steps.sorted() && steps.last! > steps.first!, "newest good step after each kill: \(steps)")
             // One more resume cleans up what the kills left half-written.
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: exe)
-            p.arguments = ["train", "--plain", "--workers", "0", "--out", "\(dir)/run", "--auto-resume", "--log-level", "warning",
-                           "--set", "training.max_steps=\(steps.last! + 1)"]
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
+            let p = try startSvite(exe, ["train", "--plain", "--workers", "0", "--out", "\(dir)/run", "--auto-resume", "--log-level", "warning",
+                                         "--set", "training.max_steps=\(steps.last! + 1)"])
             p.waitUntilExit()
             #expect(p.terminationStatus == 0)
             let left = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/run/checkpoints").filter { $0.contains(".tmp-") }

@@ -18,6 +18,28 @@ func withTemporaryDirectory<T>(_ body: (String) throws -> T) throws -> T {
 let repoRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().path
 
+/// The debug svite binary the process tests run (`environment` may name another one), or
+/// nil after recording that it is not built.
+func sviteBinary(environment key: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) -> String? {
+    let exe = key.flatMap { ProcessInfo.processInfo.environment[$0] } ?? "\(repoRoot)/.build/debug/svite"
+    guard FileManager.default.isExecutableFile(atPath: exe) else {
+        Issue.record("\(exe) not built (swift build first)", sourceLocation: sourceLocation)
+        return nil
+    }
+    return exe
+}
+
+/// A started svite process, its output discarded unless `output` is given.
+func startSvite(_ exe: String, _ args: [String], output: Pipe? = nil) throws -> Process {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    p.standardOutput = output ?? FileHandle.nullDevice
+    p.standardError = output ?? FileHandle.nullDevice
+    try p.run()
+    return p
+}
+
 /// A small MNIST-format data set in `dir`: `count` 28×28 images whose label is drawn as a
 /// bright horizontal bar at row 2·label + 4, plus noise, so a model can learn it quickly.
 /// `draw` replaces the picture: it gets the zeroed 784 pixels, the label and the stream.
