@@ -65,7 +65,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: numericFlags),
         .target(name: "Wire", dependencies: ["Core", "Model", "Sparsity", "CLZ4", "CZlib"], swiftSettings: numericFlags),
-        .target(name: "Transport", dependencies: ["CZeroMQ"]),
+        .target(name: "Transport", dependencies: ["Core", "CZeroMQ"]),
         .target(name: "Coordinator", dependencies: [
             "Core", "Kernels", "Model", "Datasets", "Sparsity", "Config", "Training", "Transport", "Wire",
             .product(name: "Logging", package: "swift-log"),

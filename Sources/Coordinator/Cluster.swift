@@ -25,6 +25,12 @@ public struct ClusterOptions: Sendable {
     /// How the global batch is divided among the workers.
     public var balance: BatchBalance = .throughput
     public var compress: Bool = true
+    /// CURVE: the coordinator's secret key and the directory of worker keys it admits
+    /// (nil: plaintext, anyone who reaches the port can join).
+    public var curve: CurveServerKeys?
+    /// Whether the status socket takes CURVE too (nil: when the coordinator has keys and
+    /// the status socket is not bound to loopback).
+    public var statusCurve: Bool?
     public init() {}
 }
 

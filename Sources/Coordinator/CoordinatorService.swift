@@ -35,6 +35,9 @@ final class CoordinatorService: @unchecked Sendable {
     private let wakeIn: ZMQSocket
     private let wakeOut: ZMQSocket
     private let wakeLock = NSLock()
+    /// The CURVE gatekeeper (ZAP handler and handshake monitors), when the run has keys.
+    private let curveGuard: CurveGuard?
+    private let statusCurve: Bool
 
     // Everything below is guarded by `cond`.
     let cond = NSCondition()
@@ -82,16 +85,33 @@ final class CoordinatorService: @unchecked Sendable {
         context = try ZMQContext()
         let maxBytes = FrameLimits.payloadBound(parameters: layout.count)
         limits = FrameLimits(maxRawBytes: maxBytes, runID: runID, layoutHash: layout.hash)
+        // The ZAP handler is bound before any CURVE socket binds: a CURVE server with no
+        // handler admits every client that knows its public key.
+        let logger = logger, ctx = context
+        curveGuard = try options.curve.map { keys in try CurveGuard(ctx, keys: keys) { logger.warning("\($0)") } }
         router = try ZMQSocket.coordinatorRouter(context, maxMessageBytes: Int64(maxBytes + 1 << 20), heartbeatMs: Int32(options.heartbeatSeconds * 1000))
+        if let keys = options.curve, let guardian = curveGuard {
+            try router.makeCurveServer(secretKey: keys.secretKey)
+            try guardian.watch(router, label: "workers")
+        }
         endpoint = try router.bind(options.bind)
         if let s = options.statusBind {
             let rep = try ZMQSocket(context, .rep)
+            // Status is read-only; on loopback it stays plaintext so `svite status` on the
+            // head node needs no keys. Anywhere else it takes the same keys as the workers.
+            statusCurve = options.curve != nil && (options.statusCurve ?? !Endpoint.isLoopback(s))
+            if statusCurve, let keys = options.curve, let guardian = curveGuard {
+                try rep.makeCurveServer(secretKey: keys.secretKey)
+                try guardian.watch(rep, label: "status")
+            }
             statusEndpoint = try rep.bind(s)
             status = rep
         } else {
             statusEndpoint = nil
             status = nil
+            statusCurve = false
         }
+        curveGuard?.start()
         let wake = "inproc://svite-coordinator-wake-\(String(runID, radix: 16))"
         wakeIn = try ZMQSocket(context, .pair)
         _ = try wakeIn.bind(wake)
@@ -101,6 +121,11 @@ final class CoordinatorService: @unchecked Sendable {
         packedParams = FloatBuffer(count: layout.count)
         balancer = BatchBalancer(mode: options.balance)
         log.info("coordinator listening on \(endpoint)\(statusEndpoint.map { ", status on \($0)" } ?? "") (run \(String(runID, radix: 16)))")
+        if let guardian = curveGuard {
+            log.info("CURVE on: admitting \(guardian.allowedNames.count) key(s) from \(options.curve?.authorizedDirectory ?? "?") (\(guardian.allowedNames.joined(separator: ", ")))\(statusCurve ? "; the status socket too" : "")")
+        } else if !Endpoint.isLoopback(options.bind) {
+            log.warning("no CURVE keys: anyone who reaches \(endpoint) can join the run and send gradients (see `svite keygen --help`)")
+        }
         let thread = Thread { [self] in serviceLoop() }
         thread.name = "svite-coordinator"
         thread.start()
@@ -175,6 +200,14 @@ final class CoordinatorService: @unchecked Sendable {
         _ = try? wakeOut.send([[1]], dontWait: true)
     }
 
+    var curveStatus: StatusDocument.CurveStatus? {
+        curveGuard.map {
+            let c = $0.snapshot
+            return .init(authorizedKeys: $0.allowedNames, admitted: c.admitted, refusedKeys: c.refusedKeys,
+                         refusedHandshakes: c.refusedHandshakes, lastRefusal: c.lastRefusal, statusSocketCurve: statusCurve)
+        }
+    }
+
     // MARK: the service thread
 
     private func serviceLoop() {
@@ -201,6 +234,7 @@ final class CoordinatorService: @unchecked Sendable {
         }
         try? router.setLinger(milliseconds: 1000)  // let the stop frames out
         router.close(); status?.close(); wakeIn.close(); wakeOut.close()
+        curveGuard?.stop()
         cond.lock(); exited = true; cond.broadcast(); cond.unlock()
     }
 
@@ -224,7 +258,7 @@ final class CoordinatorService: @unchecked Sendable {
             if more[0] { while let parts = try router.receive() { handle(parts) } }
             if more.count > 2 && more[2], let s = status, try s.receive() != nil {
                 let doc = StatusServer.document(run: runStatus, runID: runID, endpoint: endpoint, badFrames: badFrameTotal,
-                                                workers: membership.all, now: clock.seconds)
+                                                workers: membership.all, curve: curveStatus, now: clock.seconds)
                 do { try StatusServer.answer(s, with: doc) } catch { log.warning("status reply failed: \(error)") }
             }
             more = try Poller.readable([router, wakeIn] + (status.map { [$0] } ?? []), timeoutMs: 0)

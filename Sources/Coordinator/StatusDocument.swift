@@ -34,6 +34,8 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     public var bytesDownRatioToDenseFp32: Double?
     public var sparsity: SparsityStatus?
     public var badFrames: Int?
+    /// Present when the coordinator runs CURVE.
+    public var curve: CurveStatus?
     public var workers: [WorkerStatus]?
 
     public init() {}
@@ -47,6 +49,20 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         public var maskVersion: Int
         public var heads: Int?
         public var neurons: Int?
+    }
+
+    /// The CURVE gatekeeper's counts: who was let in and who was refused.
+    public struct CurveStatus: Codable, Sendable, Equatable {
+        /// Names of the admitted public keys (files in the allow-list directory).
+        public var authorizedKeys: [String]
+        public var admitted: Int
+        /// CURVE handshakes with a key not in the allow-list.
+        public var refusedKeys: Int
+        /// Handshakes refused before the key was looked at: plaintext, wrong coordinator key.
+        public var refusedHandshakes: Int
+        public var lastRefusal: String?
+        /// Whether the status socket also requires CURVE (it does unless bound to loopback).
+        public var statusSocketCurve: Bool
     }
 
     /// One worker as membership knows it.

@@ -5,11 +5,12 @@ import Transport
 /// the trainer's events) and each worker as membership knows it.
 enum StatusServer {
     static func document(run: RunStatus?, runID: UInt64, endpoint: String, badFrames: Int,
-                         workers: [WorkerRecord], now: Double) -> StatusDocument {
+                         workers: [WorkerRecord], curve: StatusDocument.CurveStatus? = nil, now: Double) -> StatusDocument {
         var doc = run?.document ?? StatusDocument()
         doc.runId = String(runID, radix: 16)
         doc.endpoint = endpoint
         doc.badFrames = badFrames
+        doc.curve = curve
         doc.workers = workers.map { w in
             .init(id: w.name, rank: w.rank, host: w.host, pid: Int(w.pid), threads: w.threads, state: w.state.rawValue,
                   secondsSinceHeard: (now - w.lastHeard).rounded(toPlaces: 2), stepsDone: w.stepsDone, refused: w.refused, joins: w.joins,

@@ -15,10 +15,11 @@ public struct FileError: Error, CustomStringConvertible {
 /// the bytes go to a temporary file in the same directory, are fsynced, and the
 /// temporary is renamed over the target (then the directory is fsynced).
 public enum AtomicFile {
-    public static func write(_ path: String, _ body: (_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
+    /// `mode` is the file's from its creation (0600 for a secret: never readable by others).
+    public static func write(_ path: String, mode: mode_t = 0o644, _ body: (_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
         let dir = (path as NSString).deletingLastPathComponent
         let tmp = (dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw FileError(call: "open", path: tmp, code: errno) }
         var ok = false
         defer {
@@ -57,7 +58,7 @@ public enum AtomicFile {
         return stale
     }
 
-    public static func write(_ path: String, data: Data) throws {
-        try write(path) { w in try data.withUnsafeBytes { try w($0) } }
+    public static func write(_ path: String, data: Data, mode: mode_t = 0o644) throws {
+        try write(path, mode: mode) { w in try data.withUnsafeBytes { try w($0) } }
     }
 }

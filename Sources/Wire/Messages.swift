@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import Model
 import Sparsity
@@ -23,19 +24,6 @@ public struct JoinMessage: Codable, Sendable, Equatable {
         if pid <= 0 { return "pid \(pid) is not a process id" }
         if !(1 ... 4096).contains(threads) { return "\(threads) threads (1 to 4096)" }
         return nil
-    }
-}
-
-extension String {
-    /// The text with control and formatting characters (newlines, escapes, U+202E) written
-    /// as \u{…}, so what a peer sends cannot forge log lines or reorder them on screen.
-    public var escapedForLog: String {
-        var out = ""
-        for u in unicodeScalars {
-            let c = u.properties.generalCategory
-            if c == .control || c == .format { out += "\\u{\(String(u.value, radix: 16))}" } else { out.unicodeScalars.append(u) }
-        }
-        return out
     }
 }
 

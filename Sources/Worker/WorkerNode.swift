@@ -27,6 +27,8 @@ public struct WorkerOptions: Sendable {
     public var backend: BackendChoice?
     /// A local worker's parent (`svite train`): when it is gone, the worker leaves.
     public var parentPID: Int32?
+    /// CURVE: this worker's key pair and the coordinator's public key (nil: plaintext).
+    public var curve: CurveClientKeys?
     public init(coordinator: String, name: String, threads: Int, backend: BackendChoice? = nil) {
         self.coordinator = coordinator; self.name = name; self.threads = threads; self.backend = backend
     }
@@ -46,6 +48,10 @@ public final class WorkerNode: @unchecked Sendable {
     let log: Logger
     let context: ZMQContext
     let socket: ZMQSocket
+    /// With CURVE: the handshakes the coordinator refused, to say why no welcome comes.
+    let handshakes: HandshakeMonitor?
+    var lastRefusalLog = -Double.infinity
+    var unwelcomedWarned = false
     let clock = MonotonicClock()
 
     // Set by the welcome.
@@ -90,6 +96,12 @@ public final class WorkerNode: @unchecked Sendable {
         var rng = SystemRandomNumberGenerator()
         let identity = "\(options.name)#\(getpid())#\(String(rng.next() as UInt32, radix: 16))"
         socket = try ZMQSocket.workerDealer(context, identity: identity, maxMessageBytes: -1, heartbeatMs: 1000)
+        if let keys = options.curve {
+            try socket.makeCurveClient(keys)
+            handshakes = try HandshakeMonitor(context, watching: socket, label: "worker")
+        } else {
+            handshakes = nil
+        }
         try socket.connect(options.coordinator)
     }
 
@@ -111,6 +123,7 @@ public final class WorkerNode: @unchecked Sendable {
                 return "interrupted"
             }
             let now = clock.seconds
+            if info == nil { try explainMissingWelcome(now: now) }
             if info == nil && now - lastJoin > 2 {
                 try sendJoin()
             } else if let i = info, job == nil, now - lastReceived > options.rejoinAfter ?? max(2, 3 * i.heartbeatSeconds) {
@@ -138,6 +151,24 @@ public final class WorkerNode: @unchecked Sendable {
             if info != nil && clock.seconds - lastSent > (info?.heartbeatSeconds ?? 1) {
                 try send(.heartbeat, [], step: 0)
             }
+        }
+    }
+
+    /// With CURVE a refused worker hears nothing at all: say what the handshake monitor saw
+    /// (every 10 s at most), and once, after 10 s without a welcome, what to check.
+    func explainMissingWelcome(now: Double) throws {
+        guard let monitor = handshakes, let keys = options.curve else { return }
+        let failures = try monitor.drain()
+        if let f = failures.last, now - lastRefusalLog >= 10 {
+            lastRefusalLog = now
+            let hint = f.kind == .authentication
+                ? "copy this worker's public key (\(keys.pair.publicKey.z85), its NAME.key file) into the coordinator's --authorized-keys directory"
+                : "check that --coordinator-key is the coordinator's public key"
+            log.error("worker \(options.name): \(f); \(hint). Trying again.")
+        }
+        if !unwelcomedWarned && now > 10 {
+            unwelcomedWarned = true
+            log.warning("worker \(options.name): no welcome from \(options.coordinator) after 10 s; with CURVE, check that --coordinator-key is the coordinator's public key and that this worker's public key \(keys.pair.publicKey.z85) is in its --authorized-keys directory")
         }
     }
 
@@ -300,15 +331,17 @@ public final class WorkerNode: @unchecked Sendable {
     func sendJoin() throws {
         let join = JoinMessage(name: options.name, host: ProcessInfo.processInfo.hostName,
                                pid: ProcessInfo.processInfo.processIdentifier, threads: options.threads)
-        try send(.join, Payload.encodeJSON(join), step: 0)
+        // Without a connection (a refused CURVE handshake tears it down) a blocking send
+        // would wait forever, deaf to SIGTERM; a join that cannot go now is retried in 2 s.
+        try send(.join, Payload.encodeJSON(join), step: 0, dontWait: true)
         lastJoin = clock.seconds
     }
 
-    func send(_ type: MessageType, _ payload: [UInt8], step: UInt64) throws {
+    func send(_ type: MessageType, _ payload: [UInt8], step: UInt64, dontWait: Bool = false) throws {
         // Gradients say which topology they were computed on (0: dense, or none yet).
         let header = FrameHeader(type: type, runID: info?.runID ?? 0, step: step, maskVersion: UInt32(clamping: masks?.version ?? 0),
                                  layoutHash: layout?.hash ?? 0)
-        try socket.send([Frame(header: header, payload: payload).encoded()])
+        guard try socket.send([Frame(header: header, payload: payload).encoded()], dontWait: dontWait) else { return }
         lastSent = clock.seconds
     }
 }

@@ -41,6 +41,81 @@ struct ClusterCLIOptions: ParsableArguments {
     }
 }
 
+/// A CURVE client's key files, shared by `worker` and `status`.
+struct CurveClientCLIOptions: ParsableArguments {
+    @Option(name: .customLong("secret-key"), help: ArgumentHelp("CURVE: this machine's secret key file (from `svite keygen`; mode 0600). With --coordinator-key.", valueName: "file"))
+    var secretKeyFlag: String?
+    var secretKey: String? { secretKeyFlag ?? environment["SVITE_SECRET_KEY"] }
+
+    @Option(name: .customLong("coordinator-key"), help: ArgumentHelp("CURVE: the coordinator's public key file (its NAME.key).", valueName: "file"))
+    var coordinatorKeyFlag: String?
+    var coordinatorKey: String? { coordinatorKeyFlag ?? environment["SVITE_COORDINATOR_KEY"] }
+
+    func validate() throws {
+        guard (secretKey == nil) == (coordinatorKey == nil) else {
+            throw ValidationError("--secret-key and --coordinator-key go together (CURVE needs both)")
+        }
+    }
+
+    /// The keys, read and checked (a runtime error when a file is wrong).
+    func load() throws -> CurveClientKeys? {
+        guard let secretKey, let coordinatorKey else { return nil }
+        do { return try CurveClientKeys.load(secretKeyFile: secretKey, serverKeyFile: coordinatorKey) } catch {
+            throw CommandFailure("\(error)")
+        }
+    }
+}
+
+struct KeygenCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keygen",
+        abstract: "Make a CURVE key pair for a coordinator or a worker.",
+        discussion: """
+        Writes DIR/NAME.key (the public key, to share) and DIR/NAME.key_secret (the secret \
+        key, mode 0600, to keep on its machine), each a line of Z85 text.
+
+        A cluster with CURVE: make a pair for the coordinator and one per worker; put every \
+        worker's NAME.key into one directory on the coordinator's machine and start it with \
+        --secret-key coordinator.key_secret --authorized-keys that directory; start each \
+        worker with --secret-key its NAME.key_secret --coordinator-key coordinator.key. \
+        Keys not in the directory, and clients without CURVE, get no message through; each \
+        refusal is counted in `svite status` and logged. Adding or removing a file in the \
+        directory takes effect at the next connection, without a restart.
+
+        Examples:
+          svite keygen coordinator --out keys
+          svite keygen worker-1 --out keys && cp keys/worker-1.key authorized/
+        """
+    )
+
+    @Argument(help: "Name of the key pair (letters, digits, '.', '_', '-').")
+    var name: String
+
+    @Option(name: .long, help: ArgumentHelp("Directory to write the two files into.", valueName: "dir"))
+    var out: String = "."
+
+    @Flag(name: .long, help: "Replace existing files of that name.")
+    var force = false
+
+    func validate() throws {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        guard !name.isEmpty, name.count <= 100, name.allSatisfy(allowed.contains), !name.hasPrefix(".") else {
+            throw ValidationError("the key name must be 1 to 100 letters, digits, '.', '_' or '-', not starting with '.' (got '\(name)')")
+        }
+    }
+
+    func run() throws {
+        do {
+            let pair = try CurveKeyPair.generate()
+            let paths = try CurveKeyFile.write(pair, name: name, directory: out, force: force)
+            print("public key \(pair.publicKey.z85)")
+            print("wrote \(paths.publicPath) (share it) and \(paths.secretPath) (mode 0600, keep it here)")
+        } catch let e as CurveError {
+            throw CommandFailure("\(e)")
+        }
+    }
+}
+
 struct CoordinatorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coordinator",
@@ -51,10 +126,18 @@ struct CoordinatorCommand: ParsableCommand {
         --worker-timeout seconds. Everything else is as in `svite train` (run directory, \
         metrics, checkpoints, --resume).
 
-        Environment (flags win): SVITE_BIND, SVITE_STATUS, SVITE_WORKERS, SVITE_CONFIG, \
-        SVITE_WORKER_TIMEOUT, SVITE_GRADIENT_CODEC, SVITE_BALANCE.
+        With --secret-key and --authorized-keys the workers' socket takes CURVE and admits \
+        only the public keys in that directory (see `svite keygen --help`); the status \
+        socket takes the same keys unless it is bound to loopback (the default). Without \
+        keys, anyone who reaches --bind can join and send gradients.
 
-        Example: svite coordinator --config fmnist-tiny --bind 'tcp://*:5555' --status 'tcp://*:5556' --workers 4
+        Environment (flags win): SVITE_BIND, SVITE_STATUS, SVITE_WORKERS, SVITE_CONFIG, \
+        SVITE_WORKER_TIMEOUT, SVITE_GRADIENT_CODEC, SVITE_BALANCE, SVITE_SECRET_KEY, \
+        SVITE_AUTHORIZED_KEYS.
+
+        Examples:
+          svite coordinator --config fmnist-tiny --bind 'tcp://*:5555' --workers 4
+          svite coordinator --config fmnist-tiny --workers 4 --secret-key keys/coordinator.key_secret --authorized-keys keys/workers
         """
     )
 
@@ -65,19 +148,36 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Endpoint the workers connect to.", valueName: "endpoint"))
     var bind: String = environment["SVITE_BIND"] ?? "tcp://*:5555"
 
-    @Option(name: .long, help: ArgumentHelp("Endpoint of the status socket ('none' for none).", valueName: "endpoint"))
-    var status: String = environment["SVITE_STATUS"] ?? "tcp://*:5556"
+    @Option(name: .long, help: ArgumentHelp("Endpoint of the status socket ('none' for none; 'tcp://*:5556' to serve other machines, with CURVE when the coordinator has keys).", valueName: "endpoint"))
+    var status: String = environment["SVITE_STATUS"] ?? "tcp://127.0.0.1:5556"
 
     @Option(name: .long, help: "Workers to wait for before the first step.")
     var workers: Int = Int(environment["SVITE_WORKERS"] ?? "") ?? 1
 
+    @Option(name: .customLong("secret-key"), help: ArgumentHelp("CURVE: the coordinator's secret key file (from `svite keygen`; mode 0600). With --authorized-keys.", valueName: "file"))
+    var secretKeyFlag: String?
+    var secretKey: String? { secretKeyFlag ?? environment["SVITE_SECRET_KEY"] }
+
+    @Option(name: .customLong("authorized-keys"), help: ArgumentHelp("CURVE: directory of the workers' public key files (*.key) to admit; re-read when it changes.", valueName: "dir"))
+    var authorizedKeysFlag: String?
+    var authorizedKeys: String? { authorizedKeysFlag ?? environment["SVITE_AUTHORIZED_KEYS"] }
+
     func validate() throws {
         guard workers >= 1 && workers <= 4096 else { throw ValidationError("--workers must be 1 to 4096 (got \(workers))") }
+        guard (secretKey == nil) == (authorizedKeys == nil) else {
+            throw ValidationError("--secret-key and --authorized-keys go together (CURVE needs both)")
+        }
     }
 
     func run() throws {
         let log = global.bootstrap("svite.coordinator")
-        try runOptions.execute(log: log, cluster: cluster.options(bind: bind, status: status == "none" ? nil : status, workers: workers))
+        var options = cluster.options(bind: bind, status: status == "none" ? nil : status, workers: workers)
+        if let secretKey, let authorizedKeys {
+            do { options.curve = try CurveServerKeys.load(secretKeyFile: secretKey, authorizedDirectory: authorizedKeys) } catch {
+                throw CommandFailure("\(error)")
+            }
+        }
+        try runOptions.execute(log: log, cluster: options)
     }
 }
 
@@ -90,13 +190,21 @@ struct WorkerCommand: ParsableCommand {
         set from its own disk (the config's data.dir). It runs until the coordinator says \
         stop. A worker restarted with the same --name takes over its old place.
 
-        Environment (flags win): SVITE_COORDINATOR, SVITE_THREADS, SVITE_WORKER_NAME.
+        With --secret-key and --coordinator-key the worker talks CURVE (see `svite keygen \
+        --help`); a coordinator that does not admit its key sends nothing, and the worker \
+        logs what the handshake said and keeps trying.
 
-        Example: svite worker --coordinator tcp://head-node:5555 --threads 8
+        Environment (flags win): SVITE_COORDINATOR, SVITE_THREADS, SVITE_WORKER_NAME, \
+        SVITE_SECRET_KEY, SVITE_COORDINATOR_KEY.
+
+        Examples:
+          svite worker --coordinator tcp://head-node:5555 --threads 8
+          svite worker --coordinator tcp://head-node:5555 --secret-key keys/worker-1.key_secret --coordinator-key keys/coordinator.key
         """
     )
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var keys: CurveClientCLIOptions
 
     @Option(name: .long, help: ArgumentHelp("The coordinator's endpoint.", valueName: "endpoint"))
     var coordinator: String = environment["SVITE_COORDINATOR"] ?? "tcp://127.0.0.1:5555"
@@ -121,6 +229,7 @@ struct WorkerCommand: ParsableCommand {
     func run() throws {
         let log = global.bootstrap("svite.worker")
         var options = WorkerOptions(coordinator: coordinator, name: name, threads: threads, backend: backend)
+        options.curve = try keys.load()
         if let parent = parentPid {
             // A local worker of `svite train` ends with it, however it ends (SIGKILL, OOM,
             // a second Ctrl-C): the worker's loop sees its parent change and leaves.
@@ -148,8 +257,11 @@ struct StatusCommand: ParsableCommand {
           svite status --connect tcp://head-node:5556
           svite status --connect tcp://127.0.0.1:5556 --watch
           svite status --json | jq .workers
+          svite status --connect tcp://head-node:5556 --secret-key keys/me.key_secret --coordinator-key keys/coordinator.key
         """
     )
+
+    @OptionGroup var keys: CurveClientCLIOptions
 
     @Option(name: .long, help: ArgumentHelp("The coordinator's status endpoint.", valueName: "endpoint"))
     var connect: String = environment["SVITE_STATUS"].map { $0.replacingOccurrences(of: "*", with: "127.0.0.1") } ?? "tcp://127.0.0.1:5556"
@@ -168,7 +280,7 @@ struct StatusCommand: ParsableCommand {
 
     func run() throws {
         repeat {
-            let doc = try Self.query(connect, timeout: timeout)
+            let doc = try Self.query(connect, timeout: timeout, curve: try keys.load())
             if json {
                 print(String(decoding: doc.encoded(), as: UTF8.self))
             } else {
@@ -179,14 +291,18 @@ struct StatusCommand: ParsableCommand {
         } while watch
     }
 
-    static func query(_ endpoint: String, timeout: Double) throws -> StatusDocument {
+    static func query(_ endpoint: String, timeout: Double, curve: CurveClientKeys? = nil) throws -> StatusDocument {
         let ctx = try ZMQContext()
         let s = try ZMQSocket(ctx, .req)
         defer { s.close() }
+        if let curve { try s.makeCurveClient(curve) }
         try s.connect(endpoint)
         try s.send([Array("status".utf8)])
         guard try Poller.readable([s], timeoutMs: Int(timeout * 1000))[0], let reply = try s.receive(), let body = reply.first else {
-            throw CommandFailure("no answer from \(endpoint) within \(timeout) s: is the coordinator running, and is this its --status endpoint?")
+            let keyHint = curve == nil
+                ? " A coordinator with CURVE keys answers other machines only through CURVE: pass --secret-key and --coordinator-key."
+                : " With CURVE: is --coordinator-key its public key, and is this key (\(curve!.pair.publicKey.z85)) in its --authorized-keys?"
+            throw CommandFailure("no answer from \(endpoint) within \(timeout) s: is the coordinator running, and is this its --status endpoint?\(keyHint)")
         }
         do {
             return try StatusDocument.decode(Data(body))
@@ -225,6 +341,10 @@ enum StatusTable {
                 + (w.refused > 0 ? "  \(w.refused) answer(s) refused" : ""))
         }
         if let bad = d.badFrames, bad > 0 { lines.append("bad frames dropped: \(bad)") }
+        if let c = d.curve {
+            lines.append("CURVE: \(c.authorizedKeys.count) key(s) admitted by the allow-list, \(c.admitted) handshake(s) let in, \(c.refusedKeys) refused for their key, \(c.refusedHandshakes) refused before (plaintext, wrong coordinator key)"
+                + (c.lastRefusal.map { "; last: \($0)" } ?? ""))
+        }
         return lines.joined(separator: "\n")
     }
 

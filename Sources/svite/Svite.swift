@@ -13,7 +13,7 @@ struct Svite: ParsableCommand {
         One binary plays every role. Configs are YAML files (see configs/) or the built-in \
         names default, fmnist-tiny, fmnist-6head, deit-tiny, deit-small and deit-base.
         """,
-        subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, StatusCommand.self, Eval.self, Export.self, Masks.self, Tokens.self, ExperimentCommand.self, Bench.self, Fuzz.self]
+        subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, StatusCommand.self, KeygenCommand.self, Eval.self, Export.self, Masks.self, Tokens.self, ExperimentCommand.self, Bench.self, Fuzz.self]
     )
 
     static func main() {

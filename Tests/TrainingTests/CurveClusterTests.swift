@@ -1,0 +1,103 @@
+import Foundation
+import Testing
+import Transport
+@testable import Coordinator
+@testable import Training
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension ClusterTests {
+    /// A coordinator with CURVE keys trains with the worker whose key it lists; a worker
+    /// with an unlisted key and a plaintext worker never join, are counted as refused,
+    /// and the refused worker says what to do. The status socket (CURVE here although on
+    /// loopback) answers `svite status` with keys and nothing without.
+    @Test func curveAdmitsOnlyListedWorkers() throws {
+        guard let exe = sviteBinary() else { return }
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 640, test: 32)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.batch_size=32"])
+            func keygen(_ name: String, into sub: String) throws {
+                let p = try startSvite(exe, ["keygen", name, "--out", "\(dir)/\(sub)"])
+                p.waitUntilExit()
+                #expect(p.terminationStatus == 0)
+            }
+            for (name, sub) in [("coordinator", "keys"), ("listed", "keys"), ("stranger", "keys"), ("watcher", "keys")] { try keygen(name, into: sub) }
+            try FileManager.default.createDirectory(atPath: "\(dir)/auth", withIntermediateDirectories: true)
+            for name in ["listed", "watcher"] { try FileManager.default.copyItem(atPath: "\(dir)/keys/\(name).key", toPath: "\(dir)/auth/\(name).key") }
+
+            var o = ClusterOptions()
+            o.bind = "tcp://127.0.0.1:*"
+            o.statusBind = "tcp://127.0.0.1:*"
+            o.statusCurve = true
+            o.expectedWorkers = 1
+            o.workerTimeout = 3
+            o.heartbeatSeconds = 0.5
+            o.curve = try CurveServerKeys.load(secretKeyFile: "\(dir)/keys/coordinator.key_secret", authorizedDirectory: "\(dir)/auth")
+            let source = try ClusterGradientSource(config: config, options: o, logger: log)
+            let statusEndpoint = try #require(source.statusEndpoint)
+
+            func worker(_ name: String, keyed: Bool) throws -> (Process, Pipe) {
+                let out = Pipe()
+                var args = ["worker", "--coordinator", source.endpoint, "--threads", "1", "--name", name, "--log-level", "info"]
+                if keyed { args += ["--secret-key", "\(dir)/keys/\(name).key_secret", "--coordinator-key", "\(dir)/keys/coordinator.key"] }
+                return (try startSvite(exe, args, output: out), out)
+            }
+            let (stranger, strangerOut) = try worker("stranger", keyed: true)
+            let (plain, _) = try worker("plain", keyed: false)
+            // Both are refused before the listed one exists (waited for: a loaded machine
+            // may take seconds to start a debug binary).
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline {
+                let c = locked(source) { $0.service.curveStatus }
+                if (c?.refusedKeys ?? 0) >= 1 && (c?.refusedHandshakes ?? 0) >= 1 { break }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            let (listed, _) = try worker("listed", keyed: true)
+            defer { for p in [stranger, plain, listed] where p.isRunning { p.terminate() } }
+
+            var statusWithKeys: String?
+            var statusWithout: Int32?
+            let t = try trainer(config, dir: "\(dir)/run", source: source)
+            let summary = try t.run { event in
+                guard case .step(let r) = event, r.step == 10 else { return }
+                func status(_ extra: [String]) -> (Int32, String) {
+                    let out = Pipe()
+                    guard let p = try? startSvite(exe, ["status", "--connect", statusEndpoint, "--timeout", "2"] + extra, output: out) else { return (-1, "") }
+                    let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                    p.waitUntilExit()
+                    return (p.terminationStatus, text)
+                }
+                let (rc, text) = status(["--json", "--secret-key", "\(dir)/keys/watcher.key_secret", "--coordinator-key", "\(dir)/keys/coordinator.key"])
+                if rc == 0 { statusWithKeys = text }
+                statusWithout = status([]).0
+            }
+            #expect(summary.steps == 20)
+            let names = Set(source.workers.values.map(\.name))
+            #expect(names == ["listed"], "\(names)")
+            let curve = try #require(locked(source) { $0.service.curveStatus })
+            #expect(curve.refusedKeys >= 1, "\(curve)")
+            #expect(curve.refusedHandshakes >= 1, "the plaintext worker: \(curve)")
+            #expect(curve.authorizedKeys == ["listed", "watcher"])
+            let doc = try statusWithKeys.map { try StatusDocument.decode(Data($0.utf8)) }
+            #expect(doc?.curve?.statusSocketCurve == true, "\(String(describing: statusWithKeys))")
+            #expect(doc?.workers?.map(\.id) == ["listed"])
+            #expect(statusWithout == 1, "a status query without keys gets no answer")
+
+            for p in [listed] {
+                let deadline = Date().addingTimeInterval(5)
+                while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+            }
+            #expect(!listed.isRunning && listed.terminationStatus == 0)
+            stranger.terminate(); plain.terminate()
+            stranger.waitUntilExit(); plain.waitUntilExit()
+            let said = String(decoding: strangerOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(said.contains("refused the key") && said.contains("--authorized-keys"), "\(said)")
+        }
+    }
+}
+
+func locked<T>(_ source: ClusterGradientSource, _ body: (ClusterGradientSource) -> T) -> T {
+    source.service.cond.lock(); defer { source.service.cond.unlock() }
+    return body(source)
+}
