@@ -60,9 +60,17 @@ final class CoordinatorService: @unchecked Sendable {
     private var roundResult: StepGradient?
     private var roundStep = 0
     private var roundWorkers = 0
+    /// The round's workers whose gradient has not been added yet (arrived or not).
     private(set) var pending: Set<[UInt8]> = []
+    /// The round's workers in the order their gradients are added: by name, so the sum's
+    /// float rounding, and with it the run, does not depend on who answered first or who
+    /// joined first (a run resumed after a crash repeats the uninterrupted one bit for bit).
+    private var roundOrder: [[UInt8]] = []
+    private var roundNext = 0
+    /// Gradients that arrived before their turn in `roundOrder`.
+    private var early: [[UInt8]: (payload: [UInt8], bytes: Int, at: Double)] = [:]
     private var roundUp = 0, roundDown = 0
-    /// Images per member of the round, in rank order.
+    /// Images per member of the round, in name order.
     private var roundShares: [Int] = []
     /// Frames refused this round from workers the round waited for, and the last such refusal.
     private(set) var refusedThisRound = 0
@@ -272,6 +280,7 @@ final class CoordinatorService: @unchecked Sendable {
         for w in membership.quiet(now: now, interval: options.heartbeatSeconds) {
             _ = send(.heartbeat, [], to: w, step: windowStep)
         }
+        addInOrder()
         if roundActive && pending.isEmpty { completeRound() }
         return false
     }
@@ -293,7 +302,7 @@ final class CoordinatorService: @unchecked Sendable {
     /// parameters and the mask. Runs while the trainer waits (its window is open).
     private func startRound(_ work: StepWork) {
         let params = window!
-        let members = membership.live
+        let members = membership.live.sorted { ($0.name, $0.rank) < ($1.name, $1.rank) }
         let weights = balancer.shares(step: work.step, members: members.map { ($0.rank, $0.throughput) })
         let shares = EpochPlan.split(work.positions, shares: weights)
         roundShares = shares.map(\.count)
@@ -304,6 +313,7 @@ final class CoordinatorService: @unchecked Sendable {
         roundUp = 0; roundDown = 0
         refusedThisRound = 0
         pending = []
+        roundOrder = []; roundNext = 0; early = [:]
         // Sparse runs send only the active values; both sides know the mask.
         var values = params, count = layout.count
         if let m {
@@ -322,6 +332,7 @@ final class CoordinatorService: @unchecked Sendable {
                 w.version = work.step
                 w.maskVersion = m?.version ?? -1
                 pending.insert(w.identity)
+                roundOrder.append(w.identity)
             }
         }
         roundActive = true
@@ -376,7 +387,7 @@ final class CoordinatorService: @unchecked Sendable {
             admit(identity, frame)
         case .grads:
             guard let w = membership[identity], w.state == .ready else { return countBad(peer: identity, WireError.malformedPayload("grads from a worker not in the run")) }
-            guard roundActive, Int(frame.header.step) == roundStep, pending.contains(identity) else {
+            guard roundActive, Int(frame.header.step) == roundStep, pending.contains(identity), early[identity] == nil else {
                 log.debug("worker \(w.name): stale gradient for step \(frame.header.step) dropped (now \(roundStep))")
                 return
             }
@@ -385,15 +396,8 @@ final class CoordinatorService: @unchecked Sendable {
                 return countBad(peer: identity, WireError.malformedPayload(
                     "gradient computed on mask version \(frame.header.maskVersion), the run is at \(maskVersion)"))
             }
-            do {
-                let summary = try aggregator.add(payload: frame.payload)
-                w.measured(images: Int(summary.images), seconds: clock.seconds - w.sentAt)
-                roundUp += bytes.count
-                w.stepsDone += 1
-                pending.remove(identity)
-            } catch {
-                countBad(peer: identity, error)
-            }
+            early[identity] = (frame.payload, bytes.count, clock.seconds)
+            addInOrder()
         case .heartbeat:
             break
         case .leave:
@@ -401,11 +405,43 @@ final class CoordinatorService: @unchecked Sendable {
                 let why = (try? Payload.decodeReason(frame.payload)) ?? "?"
                 log.info("worker \(w.name) left (\(why))")
                 w.state = .left
-                pending.remove(identity)
+                stopWaiting(for: identity)
             }
         default:
             countBad(peer: identity, WireError.malformedPayload("\(frame.header.type) is not a worker message"))
         }
+    }
+
+    /// Adds the gradients whose turn has come: the next worker of `roundOrder` whose frame
+    /// is here; a worker the round no longer waits for (lost, left, refused) is skipped.
+    private func addInOrder() {
+        guard roundActive else { return }
+        while roundNext < roundOrder.count {
+            let identity = roundOrder[roundNext]
+            if let e = early.removeValue(forKey: identity) {
+                roundNext += 1
+                guard let w = membership[identity], pending.contains(identity) else { continue }
+                do {
+                    let summary = try aggregator.add(payload: e.payload)
+                    w.measured(images: Int(summary.images), seconds: e.at - w.sentAt)
+                    roundUp += e.bytes
+                    w.stepsDone += 1
+                    pending.remove(identity)
+                } catch {
+                    countBad(peer: identity, error)
+                }
+            } else if pending.contains(identity) {
+                return  // its turn, not here yet
+            } else {
+                roundNext += 1
+            }
+        }
+    }
+
+    /// The round stops waiting for a worker (lost, left, rejoined, refused), except for a
+    /// gradient of it that is already here: that one is still added in its turn.
+    private func stopWaiting(for identity: [UInt8]) {
+        if early[identity] == nil { pending.remove(identity) }
     }
 
     private func admit(_ identity: [UInt8], _ frame: Frame) {
@@ -434,7 +470,7 @@ final class CoordinatorService: @unchecked Sendable {
             _ = try? router.send([identity, Frame(header: header, payload: Payload.reason(why)).encoded(compress: false)])
             return
         }
-        pending.remove(identity)
+        stopWaiting(for: identity)
         if isNew {
             // handle() counts the bytes of known workers' frames; a new one's join is counted here.
             record.bytesUp += FrameHeader.size + frame.payload.count
@@ -463,7 +499,7 @@ final class CoordinatorService: @unchecked Sendable {
     private func markLost(_ w: WorkerRecord, why: String) {
         guard w.state == .ready else { return }
         w.state = .lost
-        pending.remove(w.identity)
+        stopWaiting(for: w.identity)
         log.warning("worker \(w.name) (rank \(w.rank), \(w.host)) lost: \(why); continuing with \(membership.live.count) worker(s)")
     }
 
@@ -476,7 +512,7 @@ final class CoordinatorService: @unchecked Sendable {
             // another, so the step goes on without its share instead of waiting for it.
             refusedThisRound += 1
             lastRefusal = "\(name): \(error)"
-            pending.remove(peer)
+            stopWaiting(for: peer)
             membership[peer]?.refused += 1
             log.warning("worker \(name): its answer to step \(roundStep) was refused (\(error)); the step goes on with the other workers")
         }

@@ -1,0 +1,178 @@
+import Config
+import Foundation
+import Model
+import Testing
+@testable import Training
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Faults injected into a real cluster of svite processes on 127.0.0.1, as Horovod
+/// Elastic's and TF's parameter-server tests inject them: at given steps, by signals.
+extension ClusterTests {
+    /// A free TCP port on 127.0.0.1 (bound and released; the coordinator binds it next).
+    func freeLoopbackPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        a.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &a) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard ok else { throw CheckpointError(path: "127.0.0.1:0", message: "no free port: \(String(cString: strerror(errno)))") }
+        return Int(UInt16(bigEndian: a.sin_port))
+    }
+
+    /// The last step the run's metrics log reports (0 before the first).
+    func stepReached(_ run: String) -> Int {
+        MetricsLog.read("\(run)/metrics.jsonl").filter { $0.kind == .train }.map(\.step).max() ?? 0
+    }
+
+    func waitFor(_ what: String, seconds: Double, _ condition: () -> Bool) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !condition() && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if !condition() { Issue.record("timed out after \(seconds) s waiting for \(what)") }
+    }
+
+    func finish(_ p: Process, within seconds: Double, _ what: String) {
+        waitFor("\(what) to exit", seconds: seconds) { !p.isRunning }
+        if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+    }
+
+    /// Every tensor of two checkpoints (weights, AdamW moments, masks and ever-active
+    /// bits) compared bit for bit; returns the names that differ.
+    func differingTensors(_ a: String, _ b: String) throws -> [String] {
+        let x = try Checkpoint.read(a).file, y = try Checkpoint.read(b).file
+        #expect(Set(x.entries.keys) == Set(y.entries.keys))
+        return try x.entries.keys.sorted().filter { name in
+            try x.floats(name).map(\.bitPattern) != y.floats(name).map(\.bitPattern)
+        }
+    }
+
+    /// The coordinator is SIGKILLed at a random step, started again with --auto-resume on
+    /// the same endpoint, and its three workers (never restarted) come back by themselves:
+    /// the final weights, moments and masks are bit-identical to those of an uninterrupted
+    /// run with the same workers, and the run took every step exactly once after the
+    /// checkpoint it resumed from.
+    @Test func coordinatorKilledAndAutoResumedRepeatsTheRunBitForBit() throws {
+        guard let exe = sviteBinary() else { return }
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 512, test: 32)
+            let steps = 24
+            let config = try tinyRunConfig(dataDir: dir, extra: [
+                "training.epochs=0", "training.max_steps=\(steps)", "training.batch_size=33", "training.checkpoint_every_steps=3",
+                "training.keep_checkpoints=20", "sparsity.method=svite", "sparsity.sparsity=0.5", "sparsity.update_interval=4",
+            ])
+            try config.yaml.write(toFile: "\(dir)/tiny.yaml", atomically: true, encoding: .utf8)
+
+            func coordinator(_ run: String, port: Int) throws -> Process {
+                try startSvite(exe, ["coordinator", "--plain", "--config", "\(dir)/tiny.yaml", "--out", run, "--auto-resume",
+                                     "--bind", "tcp://127.0.0.1:\(port)", "--status", "none", "--workers", "3",
+                                     "--balance", "equal", "--worker-timeout", "20", "--log-level", "warning"])
+            }
+            // Started a moment apart, in another order for each run: which worker joins
+            // (and answers) first must not change the run.
+            func workers(port: Int, _ names: [String]) throws -> [Process] {
+                try names.map {
+                    Thread.sleep(forTimeInterval: 0.3)
+                    return try startSvite(exe, ["worker", "--coordinator", "tcp://127.0.0.1:\(port)", "--name", $0, "--threads", "1", "--log-level", "warning"])
+                }
+            }
+
+            // The uninterrupted run.
+            let refPort = try freeLoopbackPort()
+            let ref = try coordinator("\(dir)/ref", port: refPort)
+            let refWorkers = try workers(port: refPort, ["a", "b", "c"])
+            finish(ref, within: 240, "the uninterrupted coordinator")
+            #expect(ref.terminationStatus == 0)
+            refWorkers.forEach { finish($0, within: 20, "a worker of the uninterrupted run") }
+
+            // The same run, its coordinator killed once between two checkpoints.
+            let port = try freeLoopbackPort()
+            var c = try coordinator("\(dir)/faulted", port: port)
+            let ws = try workers(port: port, ["c", "b", "a"])
+            var rng = SystemRandomNumberGenerator()
+            let killAfter = Int.random(in: 4 ... 16, using: &rng)
+            waitFor("step \(killAfter)", seconds: 180) { stepReached("\(dir)/faulted") >= killAfter || !c.isRunning }
+            Thread.sleep(forTimeInterval: Double.random(in: 0 ... 0.3, using: &rng))
+            let killedAt = stepReached("\(dir)/faulted")
+            kill(c.processIdentifier, SIGKILL)
+            c.waitUntilExit()
+            let resumeFrom = try Checkpoint.newestValid("\(dir)/faulted").contents.state.step
+            #expect(resumeFrom < steps, "killed after step \(killedAt), the newest checkpoint is at \(resumeFrom)")
+            c = try coordinator("\(dir)/faulted", port: port)
+            finish(c, within: 240, "the resumed coordinator")
+            #expect(c.terminationStatus == 0)
+            ws.forEach { finish($0, within: 20, "a worker of the faulted run") }
+            for w in ws + refWorkers { #expect(w.terminationStatus == 0, "a worker exited with \(w.terminationStatus)") }
+
+            let refFinal = try Checkpoint.locate("\(dir)/ref"), faultedFinal = try Checkpoint.locate("\(dir)/faulted")
+            #expect(try Checkpoint.read(refFinal).state.step == steps && Checkpoint.read(faultedFinal).state.step == steps)
+            #expect(try Checkpoint.read(faultedFinal).state.optimizerUpdates == steps)
+            let differ = try differingTensors(refFinal, faultedFinal)
+            #expect(differ.isEmpty, "killed after step \(killedAt), resumed from \(resumeFrom): \(differ.count) tensors differ, e.g. \(differ.prefix(4))")
+            // The resumed coordinator's log takes over at the checkpoint: each later step once.
+            let after = MetricsLog.read("\(dir)/faulted/metrics.jsonl").filter { $0.kind == .train && $0.step > resumeFrom }.map(\.step)
+            #expect(after == Array(resumeFrom + 1 ... steps), "steps logged after the checkpoint at \(resumeFrom): \(after)")
+        }
+    }
+
+    /// An exit schedule (Horovod Elastic's style): with three workers, one is SIGKILLed at
+    /// one step, another SIGSTOPped at a later one and SIGCONTed after it was dropped, and
+    /// a new worker joins at a third; the run finishes, every step is applied exactly once
+    /// (steps 1…N logged once each, as many optimizer updates as steps), the stopped
+    /// worker comes back, and the killed one is the only one that does not finish.
+    @Test func exitScheduleKillsAndStopsWorkersAndTheRunFinishes() throws {
+        guard let exe = sviteBinary() else { return }
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 512, test: 32)
+            let steps = 40
+            let config = try tinyRunConfig(dataDir: dir, extra: [
+                "training.epochs=0", "training.max_steps=\(steps)", "training.batch_size=48", "training.checkpoint_every_steps=10",
+            ])
+            try config.yaml.write(toFile: "\(dir)/tiny.yaml", atomically: true, encoding: .utf8)
+            let port = try freeLoopbackPort()
+            let run = "\(dir)/run"
+            let coordinator = try startSvite(exe, ["coordinator", "--plain", "--config", "\(dir)/tiny.yaml", "--out", run,
+                                                   "--bind", "tcp://127.0.0.1:\(port)", "--status", "none", "--workers", "3",
+                                                   "--worker-timeout", "1.5", "--log-level", "warning"])
+            func worker(_ name: String) throws -> Process {
+                try startSvite(exe, ["worker", "--coordinator", "tcp://127.0.0.1:\(port)", "--name", name, "--threads", "1", "--log-level", "warning"])
+            }
+            var ws = try ["a", "b", "c"].map(worker)
+
+            // The schedule: at step 6 kill a; at step 12 stop b; once b has been dropped and
+            // three more steps went by, continue it; at step 26 a new worker d joins.
+            waitFor("step 6", seconds: 120) { stepReached(run) >= 6 }
+            kill(ws[0].processIdentifier, SIGKILL)
+            waitFor("step 12", seconds: 120) { stepReached(run) >= 12 }
+            kill(ws[1].processIdentifier, SIGSTOP)
+            let stoppedAt = stepReached(run)
+            waitFor("steps without the stopped worker", seconds: 60) { stepReached(run) >= stoppedAt + 4 }
+            kill(ws[1].processIdentifier, SIGCONT)
+            waitFor("step 26", seconds: 120) { stepReached(run) >= 26 || !coordinator.isRunning }
+            ws.append(try worker("d"))
+
+            finish(coordinator, within: 240, "the coordinator")
+            #expect(coordinator.terminationStatus == 0)
+            for w in ws.dropFirst() { finish(w, within: 20, "a worker") }
+            #expect(ws[0].terminationReason == .uncaughtSignal)
+            for w in ws.dropFirst() { #expect(w.terminationStatus == 0 && w.terminationReason == .exit) }
+
+            let records = MetricsLog.read("\(run)/metrics.jsonl").filter { $0.kind == .train }
+            #expect(records.map(\.step) == Array(1 ... steps), "steps logged: \(records.map(\.step))")
+            let final = try Checkpoint.read(Checkpoint.locate(run)).state
+            #expect(final.step == steps && final.optimizerUpdates == steps)
+            // Who took part: all three at first, two after the kill, one while b was
+            // stopped, b back after SIGCONT, and d at the end.
+            let counts = records.map { $0.imagesPerWorker?.filter { $0 > 0 }.count ?? 0 }
+            #expect(counts.prefix(5).allSatisfy { $0 == 3 }, "\(counts)")
+            #expect(counts.contains(1), "no step ran with the one worker left: \(counts)")
+            #expect(counts.suffix(5).allSatisfy { $0 == 3 }, "b and d did not take part at the end: \(counts)")
+            #expect(records.allSatisfy { ($0.imagesPerWorker ?? []).reduce(0, +) > 0 })
+        }
+    }
+}
