@@ -74,7 +74,7 @@ let package = Package(
             "Core", "Kernels", "Model", "Datasets", "Sparsity", "Config", "Compute", "Transport", "Wire",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
-        .target(name: "Benchmarks", dependencies: ["Core", "Config", "Kernels", "Model", "Optim", "Sparsity", "Training", "Wire"], swiftSettings: numericFlags),
+        .target(name: "Benchmarks", dependencies: ["Core", "Config", "Kernels", "Model", "Optim", "Sparsity", "Training", "Transport", "Wire"], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
             "Core", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -42,6 +42,15 @@ public struct CommBenchmark {
     public let options: Options
     public init(_ options: Options) { self.options = options }
 
+    /// The size of a dense fp32 gradient frame of `config` as it goes on the wire (LZ4
+    /// finds nothing to take out of float noise, so the frame stays raw).
+    public static func gradientFrameBytes(config: ViTConfig) -> Int {
+        let layout = ParameterLayout(config: config)
+        let zeros = FloatBuffer(count: layout.count)
+        let payload = Payload.grads(GradientSummary(images: 32, lossSum: 70, correct: 10), codec: .fp32, values: zeros.pointer, count: layout.count)
+        return Frame(header: FrameHeader(type: .grads, runID: 1, step: 0, layoutHash: layout.hash), payload: payload).encoded(compress: false).count
+    }
+
     public func run() throws -> Result {
         let o = options
         let layout = ParameterLayout(config: o.config)

@@ -183,6 +183,11 @@ struct BenchComm: ParsableCommand {
         every worker. Prints frames decoded per second, uplink payload GB/s and steps per \
         second for each config, fp32 and bf16 gradients.
 
+        Then the socket itself (--no-sockets to skip): a worker's DEALER and a coordinator's \
+        ROUTER on loopback, each with its own ZeroMQ I/O thread, stream gradient-sized frames \
+        and do push/reply round trips, plaintext and with CURVE (the encryption every frame \
+        pays once --secret-key is set), and the ratio of the two.
+
         Example: svite bench comm --config fmnist-tiny --config deit-tiny --workers 4
         """
     )
@@ -198,11 +203,26 @@ struct BenchComm: ParsableCommand {
     @Option(name: .long, help: "Timed steps per config.")
     var steps: Int = 10
 
+    @Flag(name: .long, inversion: .prefixedNo, help: "Also time the loopback socket, plaintext and CURVE.")
+    var sockets = true
+
+    @Flag(name: .long, help: "Time only the loopback socket (frames of each config's fp32 gradient size).")
+    var socketsOnly = false
+
+    @Option(name: .long, help: ArgumentHelp("Megabytes each socket measurement streams (at least 10 frames).", valueName: "MB"))
+    var socketMegabytes: Int = 500
+
     @Flag(name: .long, help: "Print JSON instead of a table.")
     var json = false
 
+    struct Report: Encodable {
+        var steps: [CommBenchmark.Result]
+        var sockets: [SocketBenchmark.Result]
+    }
+
     func validate() throws {
         guard workers >= 1 && workers <= 256 else { throw ValidationError("--workers must be 1 to 256 (got \(workers))") }
+        guard socketMegabytes >= 1 && socketMegabytes <= 100_000 else { throw ValidationError("--socket-megabytes must be 1 to 100000 (got \(socketMegabytes))") }
         guard steps >= 3 else { throw ValidationError("--steps must be at least 3 (got \(steps))") }
     }
 
@@ -210,14 +230,33 @@ struct BenchComm: ParsableCommand {
         _ = global.bootstrap("svite.bench")
         BLAS.setThreads(1)
         var rows: [CommBenchmark.Result] = []
+        var frameSizes: [(config: String, bytes: Int)] = []
         for name in config {
             let file = try RunConfig.resolve(name)
+            if socketsOnly {
+                frameSizes.append((file.name, CommBenchmark.gradientFrameBytes(config: file.model)))
+                continue
+            }
             for codec in [ValueCodec.fp32, .bf16] {
                 var o = CommBenchmark.Options(config: file.model, configName: file.name)
                 o.workers = workers; o.steps = steps; o.codec = codec
                 rows.append(try CommBenchmark(o).run())
             }
         }
-        try printResult(rows, json: json) { CommBenchmark.table(rows) }
+        frameSizes += rows.filter { $0.codec == "fp32" }.map { ($0.config, $0.gradientFrameBytes) }
+        var socketRows: [SocketBenchmark.Result] = []
+        if sockets || socketsOnly {
+            for (label, bytes) in frameSizes {
+                for security in [SocketBenchmark.Security.plain, .curve] {
+                    var o = SocketBenchmark.Options(frameBytes: bytes, label: label)
+                    o.security = security
+                    o.frames = max(10, min(1000, socketMegabytes * 1_000_000 / max(bytes, 1)))
+                    socketRows.append(try SocketBenchmark(o).run())
+                }
+            }
+        }
+        try printResult(Report(steps: rows, sockets: socketRows), json: json) {
+            (rows.isEmpty ? "" : CommBenchmark.table(rows) + "\n\n") + SocketBenchmark.table(socketRows)
+        }
     }
 }

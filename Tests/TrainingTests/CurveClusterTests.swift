@@ -95,6 +95,28 @@ extension ClusterTests {
             #expect(said.contains("refused the key") && said.contains("--authorized-keys"), "\(said)")
         }
     }
+
+    /// `svite bench comm` measures the socket with and without CURVE: both handshakes
+    /// complete and both directions carry every frame (the numbers themselves are not
+    /// asserted; they go to docs/benchmarks.md).
+    @Test func benchCommTimesPlainAndCurveSockets() throws {
+        guard let exe = sviteBinary() else { return }
+        let out = Pipe()
+        let p = try startSvite(exe, ["bench", "comm", "--config", "fmnist-tiny", "--workers", "1", "--steps", "3", "--sockets-only", "--socket-megabytes", "20", "--json"], output: out)
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0, "\(String(decoding: data, as: UTF8.self))")
+        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").filter { $0.hasPrefix("{") }
+        let last = try #require(lines.last)
+        let parsed = try JSONSerialization.jsonObject(with: Data(last.utf8))
+        let report = try #require(parsed as? [String: Any])
+        let sockets = try #require(report["sockets"] as? [[String: Any]])
+        #expect(Set(sockets.compactMap { $0["security"] as? String }) == ["plain", "curve"])
+        for row in sockets {
+            #expect((row["stream_mb_per_second"] as? Double ?? 0) > 0 && (row["round_trip_ms"] as? Double ?? 0) > 0, "\(row)")
+            #expect((row["frame_bytes"] as? Int ?? 0) >= 4 * 678_730, "a dense fp32 gradient frame of fmnist-tiny (678,730 parameters): \(row)")
+        }
+    }
 }
 
 func locked<T>(_ source: ClusterGradientSource, _ body: (ClusterGradientSource) -> T) -> T {
