@@ -212,9 +212,11 @@ extension ZMQSocket {
         try set(ZMQ_CURVE_SECRETKEY, bytes: Array(keys.pair.secretKey.z85.utf8), name: "CURVE_SECRETKEY")
     }
 
-    /// Sends this socket's handshake failures to a PAIR socket at `endpoint` (inproc).
-    public func monitorHandshakeFailures(_ endpoint: String) throws {
-        let events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+    /// Sends this socket's handshake failures (and, with `connections`, its completed
+    /// handshakes and lost connections) to a PAIR socket at `endpoint` (inproc).
+    public func monitorHandshakes(_ endpoint: String, connections: Bool = false) throws {
+        var events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+        if connections { events |= ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED }
         try zmqCheck(zmq_socket_monitor(handle, endpoint, Int32(events)), "zmq_socket_monitor(\(endpoint))")
     }
 }

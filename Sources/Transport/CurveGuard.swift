@@ -24,35 +24,51 @@ public struct HandshakeFailure: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// Reads the handshake failures of one socket (zmq_socket_monitor to an inproc PAIR).
+/// What a socket monitor reports: a handshake that failed, one that completed (a
+/// connection is up, e.g. to a coordinator that came back), a connection that dropped.
+public enum SocketEvent: Sendable, Equatable {
+    case handshakeFailed(HandshakeFailure)
+    case connected(endpoint: String)
+    case disconnected(endpoint: String)
+}
+
+/// Reads the handshake events of one socket (zmq_socket_monitor to an inproc PAIR).
 /// Belongs to the thread that drains it, like any socket.
 public final class HandshakeMonitor: @unchecked Sendable {
     public let socket: ZMQSocket
     let label: String
 
-    /// Call on the thread that owns `watched`, before it binds or connects.
-    public init(_ context: ZMQContext, watching watched: ZMQSocket, label: String) throws {
+    /// Call on the thread that owns `watched`, before it binds or connects. With
+    /// `connections`, completed handshakes and dropped connections are reported too.
+    public init(_ context: ZMQContext, watching watched: ZMQSocket, label: String, connections: Bool = false) throws {
         var rng = SystemRandomNumberGenerator()
         let endpoint = "inproc://svite-monitor-\(label)-\(String(rng.next() as UInt64, radix: 16))"
-        try watched.monitorHandshakeFailures(endpoint)
+        try watched.monitorHandshakes(endpoint, connections: connections)
         socket = try ZMQSocket(context, .pair)
         try socket.connect(endpoint)
         self.label = label
     }
 
-    /// The failures reported since the last call.
+    /// The failed handshakes reported since the last call.
     public func drain() throws -> [HandshakeFailure] {
-        var out: [HandshakeFailure] = []
+        try drainEvents().compactMap { if case let .handshakeFailed(f) = $0 { f } else { nil } }
+    }
+
+    /// Every event reported since the last call, oldest first.
+    public func drainEvents() throws -> [SocketEvent] {
+        var out: [SocketEvent] = []
         while let parts = try socket.receive(dontWait: true) {
             guard parts.count >= 2, parts[0].count >= 6 else { continue }
             let event = Int32(UInt16(parts[0][0]) | UInt16(parts[0][1]) << 8)
             let value = parts[0][2 ..< 6].enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
-            let kind: HandshakeFailure.Kind = switch event {
-            case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH: .authentication
-            case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL: .protocolError
-            default: .unknown
+            let endpoint = String(decoding: parts[1], as: UTF8.self)
+            switch event {
+            case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: out.append(.connected(endpoint: endpoint))
+            case ZMQ_EVENT_DISCONNECTED: out.append(.disconnected(endpoint: endpoint))
+            case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH: out.append(.handshakeFailed(HandshakeFailure(kind: .authentication, value: value, endpoint: endpoint)))
+            case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL: out.append(.handshakeFailed(HandshakeFailure(kind: .protocolError, value: value, endpoint: endpoint)))
+            default: out.append(.handshakeFailed(HandshakeFailure(kind: .unknown, value: value, endpoint: endpoint)))
             }
-            out.append(HandshakeFailure(kind: kind, value: value, endpoint: String(decoding: parts[1], as: UTF8.self)))
         }
         return out
     }

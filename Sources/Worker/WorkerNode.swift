@@ -48,8 +48,15 @@ public final class WorkerNode: @unchecked Sendable {
     let log: Logger
     let context: ZMQContext
     let socket: ZMQSocket
-    /// With CURVE: the handshakes the coordinator refused, to say why no welcome comes.
-    let handshakes: HandshakeMonitor?
+    /// The connection's handshakes: one that completes after the worker was welcomed means
+    /// a coordinator came back (restarted, or the network did), so the worker joins again
+    /// at once instead of after seconds of silence; with CURVE, the refused ones say why
+    /// no welcome comes.
+    let handshakes: HandshakeMonitor
+    /// The connection dropped after the welcome (the coordinator died, or the network).
+    var disconnected = false
+    /// ... and a new one came up: join again when no step is computing.
+    var reconnected = false
     var lastRefusalLog = -Double.infinity
     var unwelcomedWarned = false
     let clock = MonotonicClock()
@@ -96,12 +103,8 @@ public final class WorkerNode: @unchecked Sendable {
         var rng = SystemRandomNumberGenerator()
         let identity = "\(options.name)#\(getpid())#\(String(rng.next() as UInt32, radix: 16))"
         socket = try ZMQSocket.workerDealer(context, identity: identity, maxMessageBytes: -1, heartbeatMs: 1000)
-        if let keys = options.curve {
-            try socket.makeCurveClient(keys)
-            handshakes = try HandshakeMonitor(context, watching: socket, label: "worker")
-        } else {
-            handshakes = nil
-        }
+        if let keys = options.curve { try socket.makeCurveClient(keys) }
+        handshakes = try HandshakeMonitor(context, watching: socket, label: "worker", connections: true)
         try socket.connect(options.coordinator)
     }
 
@@ -123,12 +126,30 @@ public final class WorkerNode: @unchecked Sendable {
                 return "interrupted"
             }
             let now = clock.seconds
-            if info == nil { try explainMissingWelcome(now: now) }
-            if info == nil && now - lastJoin > 2 {
+            var failures: [HandshakeFailure] = []
+            var connectedNow = false
+            for event in try handshakes.drainEvents() {
+                switch event {
+                // (The first connection's event may be read after the welcome: only a
+                // connection after a drop is a reconnection.)
+                case .connected: if info != nil && disconnected { reconnected = true } else { connectedNow = true }
+                case .disconnected: if info != nil { disconnected = true }
+                case let .handshakeFailed(f): failures.append(f)
+                }
+            }
+            if info == nil { explainMissingWelcome(now: now, failures: failures) }
+            // Joins go out every 2 s until welcomed, and the moment a connection comes up
+            // (a join sent before there was one could not go).
+            if info == nil && (now - lastJoin > 2 || connectedNow) {
+                try sendJoin()
+            } else if info != nil, reconnected, job == nil {
+                log.info("worker \(options.name): the connection to \(options.coordinator) came up again; joining again")
+                reconnected = false; disconnected = false
+                info = nil
                 try sendJoin()
             } else if let i = info, job == nil, now - lastReceived > options.rejoinAfter ?? max(2, 3 * i.heartbeatSeconds) {
                 log.warning("no word from the coordinator for \(String(format: "%.1f", now - lastReceived)) s; asking to join again")
-                info = nil
+                info = nil; reconnected = false; disconnected = false
                 try sendJoin()
             }
             // While a gradient is being computed, wake the moment it is ready (and look at
@@ -145,6 +166,9 @@ public final class WorkerNode: @unchecked Sendable {
             }
             if let j = job, let result = j.finished {
                 job = nil
+                // Computed for the coordinator before the reconnection: the one there now
+                // (or the same one, which has let the step go on without it) has no use for it.
+                if reconnected { queued = nil; continue }
                 try sendGradient(step: j.step, result: result, request: j.request)
                 if let f = queued { queued = nil; try start(f) }
             }
@@ -156,9 +180,8 @@ public final class WorkerNode: @unchecked Sendable {
 
     /// With CURVE a refused worker hears nothing at all: say what the handshake monitor saw
     /// (every 10 s at most), and once, after 10 s without a welcome, what to check.
-    func explainMissingWelcome(now: Double) throws {
-        guard let monitor = handshakes, let keys = options.curve else { return }
-        let failures = try monitor.drain()
+    func explainMissingWelcome(now: Double, failures: [HandshakeFailure]) {
+        guard let keys = options.curve else { return }
         if let f = failures.last, now - lastRefusalLog >= 10 {
             lastRefusalLog = now
             let hint = f.kind == .authentication

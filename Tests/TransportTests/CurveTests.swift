@@ -36,7 +36,7 @@ struct CurveTests {
         #expect(throws: CurveError.exposedSecret(path: paths.secretPath, mode: 0o644)) { try CurveKeyFile.read(paths.secretPath, secret: true) }
         // Not a key.
         let junk = "\(dir)/junk.key"
-        FileManager.default.createFile(atPath: junk, contents: Data("# nothing\nhello\n".utf8))
+        _ = FileManager.default.createFile(atPath: junk, contents: Data("# nothing\nhello\n".utf8))
         #expect(throws: CurveError.self) { try CurveKeyFile.read(junk, secret: false) }
         #expect(throws: CurveError.self) { try CurveKeyFile.read("\(dir)/missing.key", secret: false) }
     }
