@@ -45,6 +45,12 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
     /// master weights, gradients and optimizer). A CPU without native bf16 products
     /// (AVX512-BF16 or AMX) runs fp32 and says so.
     public var precision: Precision = .fp32
+    /// What a step whose loss or averaged gradient is NaN or infinite does: `stop` the run
+    /// (the default; the last checkpoint is a good one) or `skip` the step (no update, as
+    /// mixed-precision loss scaling does) and go on, stopping after `max_skipped_steps`
+    /// skips in a row, since by then the run has diverged rather than hit one bad batch.
+    public var onNonFinite: NonFiniteAction = .stop
+    public var maxSkippedSteps: Int = 10
 
     public init() {}
 
@@ -80,6 +86,8 @@ extension TrainingConfig: ConfigSection {
             .value("selector_noise_decay", \.selectorNoiseDecay,
                    check: { (0 ... 1).contains($0) ? nil : "must be in [0, 1] (a fraction of the run; 0 = no decay), got \($0)" }),
             .value("precision", \.precision),
+            .value("on_nonfinite", \.onNonFinite),
+            .value("max_skipped_steps", \.maxSkippedSteps, check: { $0 >= 1 ? nil : "must be at least 1 (skips in a row before the run stops), got \($0)" }),
         ]
     }
 
@@ -91,6 +99,15 @@ extension TrainingConfig: ConfigSection {
 extension SelectorRelaxation: ConfigChoice {}
 extension SelectorObjective: ConfigChoice {}
 extension Precision: ConfigChoice {}
+extension NonFiniteAction: ConfigChoice {}
+
+/// `training.on_nonfinite`: what a step with a NaN or infinite loss or gradient does.
+public enum NonFiniteAction: String, Sendable, CaseIterable, Codable {
+    /// Stop the run without applying it; the last checkpoint is a good one.
+    case stop
+    /// Leave the weights, moments and masks as they are, count the step and go on.
+    case skip
+}
 extension BackendChoice: ConfigChoice {}
 
 /// The `compute:` section: how this machine computes. Each process decides for itself

@@ -87,6 +87,8 @@ public final class MetricsLog: @unchecked Sendable {
 public struct MetricsRecord: Codable, Sendable, Equatable {
     public enum Kind: String, Codable, Sendable {
         case start, resume, train, eval, stopped, end
+        /// A step counted without an update (`training.on_nonfinite: skip`); `reason` says why.
+        case skipped
     }
 
     public var kind: Kind

@@ -97,6 +97,18 @@ public final class ServerState: @unchecked Sendable {
         return Update(step: step, lr: lr, gradNorm: norm, topologyFraction: fraction)
     }
 
+    /// Counts a step without an update (a skipped non-finite step): the weights, moments
+    /// and masks stay, the optimizer's update count stays (so its bias correction is that
+    /// of the updates made), and a topology update due at this step does not happen.
+    /// Returns whether one was due.
+    @discardableResult
+    public func skip() -> Bool {
+        let due = pendingPlan.event != nil
+        lastChanges = []
+        step += 1
+        return due
+    }
+
     /// Starts sparse training: the method's starting topology, applied to the weights.
     public func enableSparsity(_ c: SparsityConfig, seed: UInt64) {
         let method = c.makeMethod()

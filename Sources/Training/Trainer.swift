@@ -203,6 +203,7 @@ public final class Trainer {
         var lastUpdate = ServerState.Update(step: startStep, lr: 0, gradNorm: 0)
         var stopped = false
         var lastWorkerImages: [Int]?
+        var skippedInARow = 0, skippedSteps = 0
 
         while server.step < totalSteps {
             let step = server.step
@@ -216,27 +217,46 @@ public final class Trainer {
             }
             let result = g.result
             // A NaN or infinite loss or gradient (a diverged run) must not reach the weights
-            // or a checkpoint: stop here, the last checkpoint on disk is a good one.
+            // or a checkpoint: stop here, the last checkpoint on disk is a good one; or, when
+            // the config says skip, count the step without an update, a few times in a row.
             if !result.lossSum.isFinite || !VectorOps.allFinite(g.gradient, server.params.count) {
-                throw stopNonFinite(metrics, step: step, what: result.lossSum.isFinite ? "the averaged gradient" : "the training loss",
-                                    lastCheckpoint: lastCheckpoint, elapsed: elapsedBefore + session.seconds)
+                let what = result.lossSum.isFinite ? "the averaged gradient" : "the training loss"
+                guard t.onNonFinite == .skip else {
+                    throw stopNonFinite(metrics, step: step, what: what, lastCheckpoint: lastCheckpoint, elapsed: elapsedBefore + session.seconds)
+                }
+                guard skippedInARow < t.maxSkippedSteps else {
+                    throw stopNonFinite(metrics, step: step, what: "\(what) (after \(skippedInARow) skipped steps in a row, training.max_skipped_steps)",
+                                        lastCheckpoint: lastCheckpoint, elapsed: elapsedBefore + session.seconds)
+                }
+                skippedInARow += 1
+                skippedSteps += 1
+                let topologyDue = server.skip()
+                let reason = "\(what) is not finite (NaN or infinity): step \(step + 1) skipped, no update "
+                    + "(\(skippedInARow) in a row of at most \(t.maxSkippedSteps), \(skippedSteps) in this session)"
+                    + (topologyDue ? "; the topology update due at this step is left out" : "")
+                log.warning("\(reason)")
+                var record = MetricsRecord(kind: .skipped, step: server.step)
+                record.reason = reason
+                metrics.write(record)
+            } else {
+                skippedInARow = 0
+                lastUpdate = server.apply(averagedGradient: g.gradient, growScore: g.growScore.map { UnsafePointer($0) },
+                                          unitScores: g.unitScores)
+                if !VectorOps.allFinite(server.params.pointer, server.params.count) {
+                    throw stopNonFinite(metrics, step: step, what: "the weights after the update", lastCheckpoint: lastCheckpoint,
+                                        elapsed: elapsedBefore + session.seconds)
+                }
+                imagesSeen += result.count
+                window.loss += result.lossSum; window.correct += result.correct
+                window.images += result.count; window.steps += 1
+                window.up += g.bytesUp; window.down += g.bytesDown
+                lastWorkerImages = g.workerImages
             }
-            lastUpdate = server.apply(averagedGradient: g.gradient, growScore: g.growScore.map { UnsafePointer($0) },
-                                      unitScores: g.unitScores)
-            if !VectorOps.allFinite(server.params.pointer, server.params.count) {
-                throw stopNonFinite(metrics, step: step, what: "the weights after the update", lastCheckpoint: lastCheckpoint,
-                                    elapsed: elapsedBefore + session.seconds)
-            }
-            imagesSeen += result.count
-            window.loss += result.lossSum; window.correct += result.correct
-            window.images += result.count; window.steps += 1
-            window.up += g.bytesUp; window.down += g.bytesDown
-            lastWorkerImages = g.workerImages
 
             let done = server.step
             let epochEnd = inEpoch == stepsPerEpoch - 1
             let last = done == totalSteps
-            if window.steps >= t.logEverySteps || epochEnd || last || stop.isRaised {
+            if window.steps > 0 && (window.steps >= t.logEverySteps || epochEnd || last || stop.isRaised) {
                 let now = session.seconds
                 let seconds = now - window.start
                 let sps = seconds / Double(window.steps)
@@ -346,7 +366,16 @@ public final class Trainer {
         state.cpuSeconds = cpu
         state.workers = workers
         let path = "\(checkpointDirectory)/\(Checkpoint.fileName(step: step))"
-        try Checkpoint.write(to: path, state: state, config: config, server: server)
+        do {
+            try Checkpoint.write(to: path, state: state, config: config, server: server)
+        } catch let e as FileError where e.code == ENOSPC || e.code == EDQUOT {
+            // The write is atomic: the half-written temporary is gone and the older
+            // checkpoints are whole, so this run can go on from the newest once there is room.
+            let kept = try? Checkpoint.locate(runDirectory)
+            throw TrainingError(step: step, message: "\(e)\nThe disk is full: the checkpoint at step \(step) was not written. "
+                + (kept.map { "The newest good checkpoint is \($0); free space and go on with `svite train --resume \(runDirectory)`." }
+                    ?? "No checkpoint was written yet; free space and start again."))
+        }
         Checkpoint.prune(in: checkpointDirectory, keep: config.training.keepCheckpoints, upTo: step)
         log.debug("checkpoint \(path)")
         return path

@@ -189,4 +189,146 @@ extension ClusterTests {
             #expect(records.allSatisfy { ($0.imagesPerWorker ?? []).reduce(0, +) > 0 })
         }
     }
+
+    /// The resident memory of a process in MB (VmRSS), nil once it is gone.
+    func residentMegabytes(_ pid: Int32) -> Double? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return nil }
+        return kb / 1024
+    }
+
+    /// A soak: a coordinator evaluating every epoch while its workers churn (SIGKILLed,
+    /// SIGTERMed, SIGSTOPped and continued, and new ones joining under new names), its
+    /// memory sampled throughout. It must not grow once the first evaluation has sized the
+    /// workspaces: every dropped worker's state is released. SVITE_SOAK_SECONDS makes it
+    /// longer (default 20 s) and SVITE_SOAK_BINARY runs another build (a release one).
+    @Test func soakWithChurningWorkersKeepsTheCoordinatorsMemoryFlat() throws {
+        guard let exe = sviteBinary(environment: "SVITE_SOAK_BINARY") else { return }
+        let seconds = Double(ProcessInfo.processInfo.environment["SVITE_SOAK_SECONDS"] ?? "") ?? 20
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 480, test: 500)
+            let config = try tinyRunConfig(dataDir: dir, extra: [
+                "training.epochs=0", "training.max_steps=10000000", "training.batch_size=48", "training.checkpoint_every_steps=50",
+                "training.eval_every_epochs=1", "training.eval_batch_size=500",
+            ])
+            try config.yaml.write(toFile: "\(dir)/tiny.yaml", atomically: true, encoding: .utf8)
+            let port = try freeLoopbackPort()
+            let run = "\(dir)/run"
+            let coordinator = try startSvite(exe, ["coordinator", "--plain", "--config", "\(dir)/tiny.yaml", "--out", run,
+                                                   "--bind", "tcp://127.0.0.1:\(port)", "--status", "none", "--workers", "2",
+                                                   "--worker-timeout", "1", "--log-level", "warning"])
+            var started = 0
+            func worker() throws -> Process {
+                started += 1
+                return try startSvite(exe, ["worker", "--coordinator", "tcp://127.0.0.1:\(port)", "--name", "w\(started)",
+                                            "--threads", "1", "--log-level", "warning"])
+            }
+            var live = try [worker(), worker()]
+            var gone: [Process] = []
+            waitFor("the first evaluation", seconds: 120) {
+                MetricsLog.read("\(run)/metrics.jsonl").contains { $0.kind == .eval } || !coordinator.isRunning
+            }
+            var samples: [(t: Double, mb: Double)] = []
+            let clock = Date()
+            var rng = SystemRandomNumberGenerator()
+            var nextChurn = 1.0, fault = 0
+            while Date().timeIntervalSince(clock) < seconds && coordinator.isRunning {
+                let t = Date().timeIntervalSince(clock)
+                if let mb = residentMegabytes(coordinator.processIdentifier) { samples.append((t, mb)) }
+                if t >= nextChurn {
+                    // One fault in turn to a random live worker, and a new worker in its place.
+                    let victim = live.remove(at: Int.random(in: 0 ..< live.count, using: &rng))
+                    switch fault % 3 {
+                    case 0: kill(victim.processIdentifier, SIGKILL); gone.append(victim)
+                    case 1: kill(victim.processIdentifier, SIGTERM); gone.append(victim)
+                    default:
+                        kill(victim.processIdentifier, SIGSTOP)
+                        Thread.sleep(forTimeInterval: 1.5)
+                        kill(victim.processIdentifier, SIGCONT)
+                        live.append(victim)
+                    }
+                    fault += 1
+                    if live.count < 3 { live.append(try worker()) }
+                    nextChurn = t + Double.random(in: 0.8 ... 2.0, using: &rng)
+                }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+            let steps = stepReached(run)
+            kill(coordinator.processIdentifier, SIGTERM)
+            finish(coordinator, within: 60, "the coordinator")
+            #expect(coordinator.terminationStatus == 0)
+            for w in live + gone { finish(w, within: 20, "a worker") }
+
+            let records = MetricsLog.read("\(run)/metrics.jsonl").filter { $0.kind == .train }
+            let final = try Checkpoint.read(Checkpoint.locate(run)).state
+            #expect(records.map(\.step) == Array(1 ... final.step) && final.optimizerUpdates == final.step)
+            // Memory: the largest sample of the last third against the largest of the first.
+            try #require(samples.count >= 30, "only \(samples.count) memory samples")
+            let third = samples.count / 3
+            let early = samples.prefix(third).map(\.mb).max()!, late = samples.suffix(third).map(\.mb).max()!
+            let evals = MetricsLog.read("\(run)/metrics.jsonl").filter { $0.kind == .eval }.count
+            print("soak: \(Int(seconds)) s, \(steps) steps, \(evals) evaluations, \(started) workers started, \(fault) faults; "
+                  + "coordinator RSS \(Int(samples.first!.mb)) MB at the first evaluation, max \(Int(early)) MB in the first third, "
+                  + "\(Int(late)) MB in the last, \(Int(samples.last!.mb)) MB at the end; by tenths: "
+                  + (1 ... 10).map { k in String(Int(samples[min(samples.count - 1, k * samples.count / 10)].mb)) }.joined(separator: " "))
+            #expect(late <= early * 1.1 + 8, "the coordinator grew from \(early) MB to \(late) MB over \(steps) steps")
+            #expect(evals >= 2 && fault >= 5, "\(evals) evaluations, \(fault) faults")
+        }
+    }
+
+    /// The disk fills while a checkpoint is written (a tmpfs of a few checkpoints' size, in a
+    /// mount namespace of its own): the run stops with an error that says so, the earlier
+    /// checkpoints read back whole, and once there is room again `--auto-resume` finishes
+    /// the run bit for bit as the run that never ran short, each step logged once.
+    @Test func aDiskFullDuringACheckpointLosesNothing() throws {
+        guard let exe = sviteBinary(), FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") else { return }
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 128, test: 32)
+            let steps = 8
+            let config = try tinyRunConfig(dataDir: dir, extra: [
+                "training.epochs=0", "training.max_steps=\(steps)", "training.checkpoint_every_steps=1", "training.keep_checkpoints=3",
+                "training.threads=1",
+            ])
+            try config.yaml.write(toFile: "\(dir)/tiny.yaml", atomically: true, encoding: .utf8)
+            let ref = try startSvite(exe, ["train", "--workers", "0", "--config", "\(dir)/tiny.yaml", "--out", "\(dir)/ref", "--plain"])
+            finish(ref, within: 120, "the run with room")
+            #expect(ref.terminationStatus == 0)
+            let refFinal = try Checkpoint.locate("\(dir)/ref")
+            let checkpointBytes = try FileManager.default.attributesOfItem(atPath: refFinal)[.size] as! Int
+            // Room for two checkpoints and a half: the third write runs out.
+            let kilobytes = (checkpointBytes * 5 / 2) / 1024 + 24
+            let mnt = "\(dir)/small"
+            try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+            let script = """
+            mount -t tmpfs -o size=\(kilobytes)k tmpfs \(mnt) || { echo unavailable > \(dir)/rc1; exit 0; }
+            \(exe) train --workers 0 --config \(dir)/tiny.yaml --out \(mnt)/run --plain > \(dir)/full.log 2>&1; echo $? > \(dir)/rc1
+            cp -a \(mnt)/run \(dir)/after-full
+            mount -o remount,size=65536k \(mnt)
+            \(exe) train --workers 0 --config \(dir)/tiny.yaml --out \(mnt)/run --auto-resume --plain > \(dir)/resume.log 2>&1; echo $? > \(dir)/rc2
+            cp -a \(mnt)/run \(dir)/resumed
+            """
+            let sh = try startSvite("/usr/bin/unshare", ["-m", "--propagation", "private", "sh", "-c", script])
+            finish(sh, within: 240, "the runs on the small disk")
+            let rc1 = (try? String(contentsOfFile: "\(dir)/rc1", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            if rc1 == "unavailable" { print("aDiskFullDuringACheckpointLosesNothing: cannot mount a tmpfs here; not run"); return }
+            let full = (try? String(contentsOfFile: "\(dir)/full.log", encoding: .utf8)) ?? ""
+            #expect(rc1 == "1", "the run on the full disk exited \(rc1 ?? "?"): \(full.suffix(600))")
+            #expect(full.contains("No space left on device") && full.contains("The disk is full") && full.contains("svite train --resume"),
+                    "\(full.suffix(600))")
+            let left = Checkpoint.list(in: "\(dir)/after-full/checkpoints")
+            #expect(!left.isEmpty && left.count < steps, "checkpoints left: \(left.map(\.1))")
+            for (_, path) in left { #expect(throws: Never.self) { _ = try Checkpoint.read(path) } }
+
+            let rc2 = (try? String(contentsOfFile: "\(dir)/rc2", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            let resumeLog = (try? String(contentsOfFile: "\(dir)/resume.log", encoding: .utf8)) ?? ""
+            #expect(rc2 == "0", "the resumed run exited \(rc2 ?? "?"): \(resumeLog.suffix(600))")
+            let final = try Checkpoint.locate("\(dir)/resumed")
+            #expect(try Checkpoint.read(final).state.step == steps)
+            let differ = try differingTensors(refFinal, final)
+            #expect(differ.isEmpty, "\(differ.count) tensors differ, e.g. \(differ.prefix(4))")
+            let logged = MetricsLog.read("\(dir)/resumed/metrics.jsonl").filter { $0.kind == .train }.map(\.step)
+            #expect(logged == Array(1 ... steps), "steps logged: \(logged)")
+        }
+    }
 }

@@ -406,3 +406,62 @@ struct EvaluationMemoryTests {
         }
     }
 }
+
+/// A gradient source that gives a fixed finite gradient, or NaN at chosen steps, and
+/// keeps a fingerprint of the weights it was asked to compute on at each step.
+final class PoisoningSource: GradientSource {
+    let poisoned: (Int) -> Bool
+    var buffer: FloatBuffer?
+    var count = 0
+    var seen: [Int: [Float]] = [:]
+    init(poisoned: @escaping (Int) -> Bool) { self.poisoned = poisoned }
+    func attach(server: ServerState) { count = server.params.count; buffer = FloatBuffer(count: count) }
+    func gradient(params: UnsafePointer<Float>, work: StepWork, stop: StopFlag) throws -> StepGradient? {
+        let g = buffer!.pointer
+        seen[work.step] = Array(UnsafeBufferPointer(start: params, count: count))
+        for i in 0 ..< count { g[i] = poisoned(work.step) && i % 97 == 5 ? .nan : Float(i % 7) * 1e-3 - 3e-3 }
+        return StepGradient(gradient: g, result: BatchResult(lossSum: 64 * 2.3, correct: 6, count: 64))
+    }
+    func finish(reason: String) {}
+}
+
+extension MetricsLogTests {
+    /// `training.on_nonfinite: skip`: a step whose averaged gradient holds a NaN is counted
+    /// without an update (the weights the next step is computed on are the same weights,
+    /// the optimizer counts only real updates), a `skipped` record says why, and the run
+    /// ends with finite weights; more skips in a row than `max_skipped_steps` stop it.
+    @Test func nonFiniteStepsAreSkippedWhenTheConfigSaysSo() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 128, test: 32)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=12", "training.on_nonfinite=skip",
+                                                                 "training.max_skipped_steps=2", "training.log_every_steps=1"])
+            let source = PoisoningSource { [3, 6, 7].contains($0) }
+            var options = Trainer.Options(runDirectory: "\(dir)/run")
+            options.source = { _, _, _ in source }
+            let summary = try Trainer(config: config, options: options, logger: Logger(label: "test")).run()
+            #expect(summary.steps == 12 && !summary.stopped)
+            let state = try Checkpoint.read(Checkpoint.locate("\(dir)/run")).state
+            #expect(state.step == 12 && state.optimizerUpdates == 9)
+            // What a skip does: step 3 skipped, so step 4 computes on the weights of step 3;
+            // a step that was applied changes them.
+            #expect(source.seen[4] == source.seen[3] && source.seen[8] == source.seen[6] && source.seen[6] == source.seen[7])
+            #expect(source.seen[3] != source.seen[2] && source.seen[9] != source.seen[8])
+            let w = try LoadedWeights.load(Checkpoint.locate("\(dir)/run"))
+            #expect(VectorOps.allFinite(w.params.pointer, w.params.count))
+            let records = MetricsLog.read("\(dir)/run/metrics.jsonl")
+            let skipped = records.filter { $0.kind == .skipped }
+            #expect(skipped.map(\.step) == [4, 7, 8], "\(skipped.map(\.step))")
+            #expect(skipped.allSatisfy { $0.reason?.contains("not finite") == true && $0.reason?.contains("skipped") == true })
+            #expect(records.filter { $0.kind == .train }.allSatisfy { $0.loss?.isFinite == true })
+
+            // Three in a row with at most two: the third stops the run, naming the setting.
+            let always = PoisoningSource { $0 >= 5 }
+            options = Trainer.Options(runDirectory: "\(dir)/run2")
+            options.source = { _, _, _ in always }
+            var caught: TrainingError?
+            do { _ = try Trainer(config: config, options: options, logger: Logger(label: "test")).run() } catch let e as TrainingError { caught = e }
+            let error = try #require(caught, "the run did not stop")
+            #expect(error.step == 7 && error.description.contains("max_skipped_steps"), "\(error)")
+        }
+    }
+}
