@@ -98,9 +98,15 @@ public struct Experiment: Sendable {
     /// that made it is the one the experiment would run now.
     public static func fingerprint(_ c: RunConfig) -> String {
         var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        for b in c.yaml.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+        let text = c.yaml.split(separator: "\n", omittingEmptySubsequences: false).filter { !fingerprintNeutralLines.contains(String($0)) }
+            .joined(separator: "\n")
+        for b in text.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
         return String(h, radix: 16)
     }
+
+    /// Keys added after runs were recorded, at the defaults that change nothing a finite
+    /// run computes: left out of the fingerprint, so those rows still stand.
+    static let fingerprintNeutralLines: Set<String> = ["  on_nonfinite: stop", "  max_skipped_steps: 10"]
 
     /// The rows of an earlier results file (NAME.json), which outlive the run directories:
     /// a run whose row is recorded there with its current fingerprint counts as finished
@@ -112,6 +118,29 @@ public struct Experiment: Sendable {
             throw ConfigError(file: path, key: "rows", message: "not a results file of `svite experiment` (move it away to start the table afresh)")
         }
         return rows
+    }
+
+    /// The `step_timing` of an earlier results file (from `--time-steps`), if any.
+    public static func recordedStepTiming(_ path: String) throws -> [String: Any]? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        guard let doc = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw ConfigError(file: path, key: "step_timing", message: "not a results file of `svite experiment` (move it away to start the table afresh)")
+        }
+        return doc["step_timing"] as? [String: Any]
+    }
+
+    /// Puts `timing` into the results file as its `step_timing`, keeping its rows.
+    public static func writeStepTiming(_ timing: [String: Any], to path: String) throws {
+        var doc: [String: Any] = [:]
+        if let data = FileManager.default.contents(atPath: path) {
+            guard let d = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                throw ConfigError(file: path, key: "", message: "not a results file of `svite experiment` (move it away to start the table afresh)")
+            }
+            doc = d
+        }
+        doc["step_timing"] = timing
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try AtomicFile.write(path, data: try JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys, .prettyPrinted]))
     }
 
     /// The recorded row of a run, if its fingerprint matches.
@@ -151,8 +180,13 @@ public struct Experiment: Sendable {
     /// top-1 as mean ± standard deviation over the finished seeds, the mean training time
     /// and its saving against the dense variant (the first variant at the dense parameter
     /// and FLOP count) in CPU seconds where the rows record them.
-    public func table(rows: [[String: Any]], denseParameters: Int, denseFLOPs: Double) -> String {
-        var s = "| Model | Sparsity (#Para.) | #Tokens | FLOPs saving | Top-1 (%) | seeds | time | time saving |\n|---|---|---|---|---|---|---|---|\n"
+    /// `stepTiming`: per variant name, `ms` and `saving` of one training step timed in turn
+    /// with the others (`--time-steps`); where given, the step columns replace the CPU-second
+    /// saving, which depends on what else the machine did.
+    public func table(rows: [[String: Any]], denseParameters: Int, denseFLOPs: Double, stepTiming: [String: Any]? = nil) -> String {
+        var s = stepTiming == nil
+            ? "| Model | Sparsity (#Para.) | #Tokens | FLOPs saving | Top-1 (%) | seeds | time | time saving |\n|---|---|---|---|---|---|---|---|\n"
+            : "| Model | Sparsity (#Para.) | #Tokens | FLOPs saving | Top-1 (%) | seeds | time | step ms | time saving (step) |\n|---|---|---|---|---|---|---|---|---|\n"
         func rowsOf(_ v: Variant) -> [[String: Any]] { rows.filter { $0["variant"] as? String == v.name } }
         func meanSeconds(_ rs: [[String: Any]], _ key: String = "seconds") -> Double? {
             let xs = rs.compactMap { $0[key] as? Double }
@@ -167,7 +201,7 @@ public struct Experiment: Sendable {
         for v in variants {
             let rs = rowsOf(v)
             guard let r = rs.first else {
-                s += "| \(v.name) | – | – | – | not run yet | 0/\(planned) | | |\n"
+                s += "| \(v.name) | – | – | – | not run yet | 0/\(planned) | |\(stepTiming == nil ? "" : " |") |\n"
                 continue
             }
             let active = r["active_parameters"] as? Int ?? 0
@@ -179,7 +213,16 @@ public struct Experiment: Sendable {
             // CPU time where both sides have it (it does not move when the cores are shared),
             // else wall time, marked.
             let saving: String
-            if let cpu = meanSeconds(rs, "cpu_seconds"), let d = denseCPU {
+            var stepColumn = ""
+            if let timing = stepTiming {
+                if let t = timing[v.name] as? [String: Any], let ms = t["ms"] as? Double, let sv = t["saving"] as? Double {
+                    stepColumn = String(format: "%.1f | ", ms)
+                    saving = String(format: "%.1f%%", sv * 100)
+                } else {
+                    stepColumn = "– | "
+                    saving = "not timed"
+                }
+            } else if let cpu = meanSeconds(rs, "cpu_seconds"), let d = denseCPU {
                 saving = String(format: "%.1f%%", (1 - cpu / d) * 100)
             } else if let d = denseSeconds {
                 saving = String(format: "%.1f%% (wall)", (1 - seconds / d) * 100)
@@ -187,9 +230,9 @@ public struct Experiment: Sendable {
                 saving = "–"
             }
             let accuracy = top1.count > 1 ? String(format: "%.2f ± %.2f", mean, sd) : String(format: "%.2f", mean)
-            s += String(format: "| %@ | %.1f%% (%.2fM) | %d | %.1f%% | %@ | %d/%d | %@ | %@ |\n", v.name as NSString, max(0, sparsity) * 100,
+            s += String(format: "| %@ | %.1f%% (%.2fM) | %d | %.1f%% | %@ | %d/%d | %@ | %@%@ |\n", v.name as NSString, max(0, sparsity) * 100,
                         Double(active) / 1e6, r["tokens"] as? Int ?? 0, (1 - flops / denseFLOPs) * 100, accuracy as NSString,
-                        rs.count, planned, Self.duration(seconds) as NSString, saving as NSString)
+                        rs.count, planned, Self.duration(seconds) as NSString, stepColumn as NSString, saving as NSString)
         }
         return s
     }

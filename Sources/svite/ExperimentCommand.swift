@@ -16,8 +16,11 @@ struct ExperimentCommand: ParsableCommand {
         the list can be worked through over several invocations (--max-variants, --only). \
         After every run, docs/results/NAME.md and NAME.json are rewritten in the paper's \
         form: model, sparsity (#params), FLOPs saving, top-1 (mean ± std over seeds), \
-        time and time saving (in CPU seconds; fair only between runs on an otherwise idle \
-        machine, since spinning compute threads burn more of them when starved). \
+        the mean wall time of a run, and the time saving. --time-steps measures that \
+        saving fairly: it times one training step of every variant's final model against \
+        the others, round by round in one process (a run's wall or CPU seconds depend on \
+        what else the machine did), and the table then takes the saving from those steps; \
+        without it the saving is in CPU seconds, fair only between runs on an idle machine. \
         NAME.json is also the experiment's record: a run whose row it holds, made with the \
         config the file asks for now, is not run again even when its run directory is gone \
         (commit the results and continue on another machine); --list shows each run's state.
@@ -52,6 +55,20 @@ struct ExperimentCommand: ParsableCommand {
     @Flag(name: .long, help: "Run nothing; list every run with its state (finished, recorded, partial, to run).")
     var list = false
 
+    @Flag(name: .long, help: "Run nothing; time a training step of each variant's final model, all in turn, and put the step times in the results.")
+    var timeSteps = false
+
+    @Option(name: .long, help: "With --time-steps: rounds (each variant's step once per round; medians are reported).")
+    var stepRounds: Int = 15
+
+    @Option(name: .long, help: "With --time-steps: images per timed step (default: the base config's training.batch_size).")
+    var stepBatch: Int?
+
+    func validate() throws {
+        if stepRounds < 3 { throw ValidationError("--step-rounds must be at least 3, got \(stepRounds)") }
+        if let b = stepBatch, b < 1 { throw ValidationError("--step-batch must be at least 1, got \(b)") }
+    }
+
     func run() throws {
         let log = global.bootstrap("svite.experiment")
         let e = try Experiment.load(file)
@@ -71,6 +88,11 @@ struct ExperimentCommand: ParsableCommand {
                     : !Checkpoint.list(in: "\(dir)/checkpoints").isEmpty ? "partial (resumes)" : "to run"
                 print("\(label(r))\t\(Experiment.fingerprint(c))\t\(state)")
             }
+            return
+        }
+        if timeSteps {
+            try timeVariantSteps(e, configs: byVariant)
+            try report(e, configs: byVariant, recorded: recorded)
             return
         }
         for r in e.runs where !reportOnly && ran < maxVariants {
@@ -109,6 +131,30 @@ struct ExperimentCommand: ParsableCommand {
         try report(e, configs: byVariant, recorded: recorded)
     }
 
+    /// Times each variant's final model against the others and stores the result in
+    /// NAME.json (`step_timing`), where the table finds it.
+    func timeVariantSteps(_ e: Experiment, configs: [String: RunConfig]) throws {
+        let base = try RunConfig.resolve(e.base, overrides: e.common)
+        let runs = e.variants.map { (name: $0.name, config: configs[$0.name]!) }
+        guard let dense = e.variants.first(where: { v in configs[v.name]!.sparsity.method == .dense && configs[v.name]!.model == base.model }) else {
+            throw ConfigError(file: e.file, key: "variants", message: "no dense variant of the base model to time the others against")
+        }
+        let timing = StepTiming(batch: stepBatch ?? base.training.batchSize, threads: threads ?? base.training.resolvedThreads,
+                                rounds: stepRounds)
+        let entries = try timing.time(runs: runs, reference: dense.name) { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
+        var variants: [String: Any] = [:]
+        for x in entries {
+            variants[x.name] = ["ms": x.seconds * 1e3, "saving": x.saving, "samples_ms": x.samples.map { $0 * 1e3 }]
+            print(String(format: "%@: %.1f ms per step, %.1f%% saving against %@", x.name as NSString, x.seconds * 1e3, x.saving * 100,
+                         dense.name as NSString))
+        }
+        let doc: [String: Any] = ["reference": dense.name, "batch": timing.batch, "threads": timing.threads, "rounds": timing.rounds,
+                                  "machine": machineLine, "date": ISO8601DateFormatter().string(from: Date()), "variants": variants]
+        try Experiment.writeStepTiming(doc, to: resultsFile(e))
+    }
+
+    var machineLine: String { "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.hostName)" }
+
     func label(_ r: Experiment.Run) -> String { r.variant.name + (r.seed.map { " (seed \($0))" } ?? "") }
 
     func resultsFile(_ e: Experiment) -> String { "\(results)/\(e.name).json" }
@@ -129,17 +175,31 @@ struct ExperimentCommand: ParsableCommand {
         let base = try RunConfig.resolve(e.base, overrides: e.common)
         let dense = ViTModel(config: base.model)
         try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
-        let machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.hostName)"
+        let machine = machineLine
         var md = "# \(e.name)\n\nFrom `svite experiment \(e.file)`: base config `\(e.base)` with \(e.common.joined(separator: ", ")). "
         md += "Sparsity and #Para. count every parameter of the model (the prunable linear layers and the rest); "
         md += "FLOPs are per image, forward, with linear layers scaled by their density (attention products are not) "
         md += "or, for structured runs, those of the compact model (attention products only for kept heads); "
-        md += "time is the whole run (training and an evaluation per epoch), its saving against Dense, fair only between runs "
-        md += "made on an otherwise idle machine (`svite bench model` times step against step alternately); "
+        let stepTiming = try Experiment.recordedStepTiming(resultsFile(e))
+        md += "time is the mean wall time of a whole run (training and an evaluation per epoch) and depends on what else the machine did; "
+        if let t = stepTiming {
+            md += "time saving is per training step (batch assembly, forward and backward of the final model: a structured run's compact model, "
+            md += "a token selector at the end of its schedule), each variant's step timed in turn with every other's, "
+            md += "\(t["rounds"] as? Int ?? 0) rounds in one process (`svite experiment --time-steps`, batch \(t["batch"] as? Int ?? 0), "
+            md += "\(t["threads"] as? Int ?? 0) threads, \(t["machine"] as? String ?? "?"), \(t["date"] as? String ?? "?")), "
+            md += "1 − the median per-round ratio to \(t["reference"] as? String ?? "Dense"); unstructured sparsity runs dense products on masked weights, "
+            md += "so its FLOPs saving is not a time saving; "
+        } else {
+            md += "time saving is in CPU seconds against Dense, fair only between runs made on an otherwise idle machine "
+            md += "(`svite experiment --time-steps` times step against step); "
+        }
         md += "top-1 is on the test split after the last epoch. Machine: \(machine).\n\n"
-        md += e.table(rows: rows, denseParameters: dense.layout.parameterCount, denseFLOPs: dense.forwardFLOPsPerImage)
+        md += e.table(rows: rows, denseParameters: dense.layout.parameterCount, denseFLOPs: dense.forwardFLOPsPerImage,
+                      stepTiming: stepTiming?["variants"] as? [String: Any])
         try md.write(toFile: "\(results)/\(e.name).md", atomically: true, encoding: .utf8)
-        let json = try JSONSerialization.data(withJSONObject: ["name": e.name, "base": e.base, "rows": rows], options: [.sortedKeys, .prettyPrinted])
+        var document: [String: Any] = ["name": e.name, "base": e.base, "rows": rows]
+        if let stepTiming { document["step_timing"] = stepTiming }
+        let json = try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .prettyPrinted])
         try AtomicFile.write(resultsFile(e), data: json)
         print("results: \(results)/\(e.name).md (\(rows.count) of \(e.runs.count) runs finished)")
     }

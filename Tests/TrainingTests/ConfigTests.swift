@@ -236,6 +236,63 @@ struct ExperimentTests {
         #expect(wallOnly.contains("| 20.0% (wall) |"), "\(wallOnly)")
     }
 
+    /// With step timings (`--time-steps`) the table shows each variant's step time and the
+    /// saving from it; a variant without one says it was not timed.
+    @Test func stepTimingReplacesTheCPUSaving() throws {
+        let e = Experiment(name: "t", base: "fmnist-tiny", common: [], variants: [.init(name: "Dense", overrides: []), .init(name: "Half", overrides: []),
+                                                                                  .init(name: "Other", overrides: [])], file: "t.yaml")
+        func row(_ v: String, params: Int) -> [String: Any] {
+            ["variant": v, "seconds": 100.0, "cpu_seconds": 200.0, "top1": 0.5, "active_parameters": params, "flops": 100.0, "tokens": 50]
+        }
+        let timing: [String: Any] = ["Dense": ["ms": 300.0, "saving": 0.0], "Half": ["ms": 201.0, "saving": 0.33]]
+        let table = e.table(rows: [row("Dense", params: 10), row("Half", params: 5), row("Other", params: 5)], denseParameters: 10, denseFLOPs: 100,
+                            stepTiming: timing)
+        #expect(table.contains("| time | step ms | time saving (step) |"), "\(table)")
+        #expect(table.contains("| 201.0 | 33.0% |") && table.contains("| 300.0 | 0.0% |") && table.contains("| – | not timed |"), "\(table)")
+        #expect(table.split(separator: "\n").allSatisfy { $0.filter { $0 == "|" }.count == 10 }, "\(table)")
+    }
+
+    /// `--time-steps` writes its result into the results file beside the rows, and the
+    /// rows stay; the keys added after rows were recorded do not change their fingerprints
+    /// at their defaults, and do away from them.
+    @Test func stepTimingIsKeptWithTheRows() throws {
+        try withTemporaryDirectory { dir in
+            let rows: [[String: Any]] = [["variant": "Dense", "seed": 0, "config_hash": "abc", "top1": 0.8]]
+            try JSONSerialization.data(withJSONObject: ["name": "rec", "rows": rows]).write(to: URL(fileURLWithPath: "\(dir)/rec.json"))
+            try Experiment.writeStepTiming(["reference": "Dense", "variants": ["Dense": ["ms": 3.0, "saving": 0.0]]], to: "\(dir)/rec.json")
+            #expect(try Experiment.recordedRows("\(dir)/rec.json").count == 1)
+            #expect(try Experiment.recordedStepTiming("\(dir)/rec.json")?["reference"] as? String == "Dense")
+            #expect(try Experiment.recordedStepTiming("\(dir)/missing.json") == nil)
+            try "{ not json".write(toFile: "\(dir)/bad.json", atomically: true, encoding: .utf8)
+            #expect(throws: ConfigError.self) { try Experiment.writeStepTiming([:], to: "\(dir)/bad.json") }
+        }
+        let plain = try RunConfig.resolve("fmnist-tiny", overrides: [])
+        #expect(Experiment.fingerprintNeutralLines.allSatisfy { plain.yaml.contains($0 + "\n") }, "\(plain.yaml)")
+        let skip = try RunConfig.resolve("fmnist-tiny", overrides: ["training.on_nonfinite=skip"])
+        #expect(Experiment.fingerprint(skip) != Experiment.fingerprint(plain))
+    }
+
+    /// The step timer runs every variant's step each round and measures against the
+    /// reference (whose saving is 0 by construction), for dense, unstructured, structured,
+    /// token-selecting and shallower variants alike.
+    @Test func stepTimingTimesEveryVariantEachRound() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 64, test: 16)
+            let base = try tinyRunConfig(dataDir: dir)
+            func variant(_ extra: [String]) throws -> RunConfig { try tinyRunConfig(dataDir: dir, extra: extra) }
+            let runs: [(name: String, config: RunConfig)] = [
+                ("Dense", base), ("SViTE", try variant(["sparsity.method=svite"])), ("S2ViTE", try variant(["sparsity.method=s2vite"])),
+                ("SSP", try variant(["sparsity.method=ssp", "sparsity.sparsity=0.5"])), ("Tokens", try variant(["model.token_keep=0.5"])),
+                ("Shallow", try variant(["model.depth=1"])),
+            ]
+            let entries = try StepTiming(batch: 8, threads: 1, rounds: 3, warmup: 1).time(runs: runs, reference: "Dense")
+            #expect(entries.map(\.name) == runs.map(\.name))
+            #expect(entries.allSatisfy { $0.samples.count == 3 && $0.samples.allSatisfy { $0 > 0 } && $0.seconds > 0 })
+            #expect(entries[0].saving == 0)
+            #expect(throws: CheckpointError.self) { _ = try StepTiming(batch: 8, threads: 1).time(runs: runs, reference: "Nope") }
+        }
+    }
+
     @Test func badExperimentsAreNamed() throws {
         try withTemporaryDirectory { dir in
             func load(_ text: String) throws -> Experiment {
