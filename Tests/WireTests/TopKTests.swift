@@ -1,0 +1,194 @@
+import Core
+import Foundation
+import Model
+import Sparsity
+import Testing
+@testable import Wire
+
+/// k distinct sorted positions below n, drawn uniformly.
+func randomPositions(_ k: Int, below n: Int, _ rng: inout Rand) -> [UInt32] {
+    var chosen = Set<UInt32>()
+    while chosen.count < k { chosen.insert(UInt32(rng.below(n))) }
+    return chosen.sorted()
+}
+
+@Suite("top-k uplink")
+struct TopKTests {
+    /// Every code reads back what it wrote, at densities from one in 10,000 to nine in ten
+    /// and sizes that are not whole bytes; the chosen code is the smallest of the three.
+    @Test func positionCodesRoundTrip() throws {
+        var rng = Rand(s: 11)
+        for n in [1, 7, 64, 1001, 40_000] {
+            for density in [0.0, 0.0001, 0.01, 0.1, 0.3, 0.9, 1.0] {
+                let k = min(n, Int((density * Double(n)).rounded()))
+                let positions = randomPositions(k, below: n, &rng)
+                for codec in PositionCodec.allCases + [nil] {
+                    var w = ByteWriter()
+                    positions.withUnsafeBufferPointer { PositionCodec.encode($0, bound: n, into: &w, codec: codec) }
+                    let expected = positions.withUnsafeBufferPointer { p in
+                        PositionCodec.size(codec ?? PositionCodec.best(p, bound: n), p, bound: n)
+                    }
+                    #expect(w.bytes.count == expected, "n \(n) k \(k) \(String(describing: codec)): \(w.bytes.count) bytes, size says \(expected)")
+                    var r = ByteReader(w.bytes)
+                    var back: [UInt32] = []
+                    try PositionCodec.decode(&r, bound: n, maxCount: n, into: &back)
+                    #expect(back == positions && r.remaining == 0, "n \(n) k \(k) \(String(describing: codec))")
+                }
+                let sizes = positions.withUnsafeBufferPointer { p in PositionCodec.allCases.map { PositionCodec.size($0, p, bound: n) } }
+                let best = positions.withUnsafeBufferPointer { PositionCodec.best($0, bound: n) }
+                #expect(positions.withUnsafeBufferPointer { PositionCodec.size(best, $0, bound: n) } == sizes.min())
+            }
+        }
+    }
+
+    /// Bits per index against the entropy of k random positions among n (log2 C(n, k) / k):
+    /// the chosen code is within 0.1 bit of it (plus its few header bytes spread over the
+    /// indices) from 0.1% to 10% density, where Rice coding wins; delta-varint costs bits more.
+    @Test func positionCodesComeCloseToTheEntropy() {
+        var rng = Rand(s: 5)
+        let n = 200_000
+        for density in [0.001, 0.01, 0.05, 0.1] {
+            let k = Int(density * Double(n))
+            let positions = randomPositions(k, below: n, &rng)
+            var logChoose = 0.0
+            for i in 0 ..< k { logChoose += log2(Double(n - i)) - log2(Double(i + 1)) }
+            let entropy = logChoose / Double(k)
+            let (best, varint) = positions.withUnsafeBufferPointer { p in
+                (Double(PositionCodec.size(PositionCodec.best(p, bound: n), p, bound: n) * 8) / Double(k),
+                 Double(PositionCodec.size(.deltaVarint, p, bound: n) * 8) / Double(k))
+            }
+            print(String(format: "positions at density %.3f of %d: %.2f bits per index (entropy %.2f, delta-varint %.2f)", density, n, best, entropy, varint))
+            #expect(best <= entropy + 0.1 + 48 / Double(k), "density \(density): \(best) bits per index, entropy \(entropy)")
+            #expect(best < varint, "density \(density): best \(best), varint \(varint)")
+        }
+    }
+
+    /// Random and mutated position lists never crash the decoder: each is refused or reads
+    /// back as strictly increasing positions below the bound.
+    @Test func fuzzedPositionsAreRefusedNotFatal() {
+        var rng = Rand(s: 99)
+        var base = ByteWriter()
+        randomPositions(50, below: 1000, &rng).withUnsafeBufferPointer { PositionCodec.encode($0, bound: 1000, into: &base, codec: .rice) }
+        var accepted = 0
+        for trial in 0 ..< 20_000 {
+            var bytes: [UInt8]
+            if trial % 2 == 0 {
+                bytes = (0 ..< rng.below(64)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            } else {
+                bytes = base.bytes
+                for _ in 0 ..< 1 + rng.below(4) { bytes[rng.below(bytes.count)] ^= UInt8(truncatingIfNeeded: 1 << rng.below(8)) }
+            }
+            var r = ByteReader(bytes)
+            var out: [UInt32] = []
+            if (try? PositionCodec.decode(&r, bound: 1000, maxCount: 1000, into: &out)) != nil {
+                accepted += 1
+                #expect(zip(out, out.dropFirst()).allSatisfy { $0 < $1 } && out.allSatisfy { $0 < 1000 })
+            }
+        }
+        #expect(accepted > 0)
+    }
+
+    /// Hoare selection agrees with sorting, duplicates included.
+    @Test func kthLargestMatchesSorting() {
+        var rng = Rand(s: 3)
+        for n in [1, 2, 5, 100, 1000] {
+            for _ in 0 ..< 20 {
+                let xs = (0 ..< n).map { _ in Float(rng.below(n / 2 + 1)) }
+                let k = 1 + rng.below(n)
+                var copy = xs
+                #expect(TopKCompressor.kthLargest(&copy, k) == xs.sorted(by: >)[k - 1])
+            }
+        }
+    }
+
+    func smallLayout() -> ParameterLayout {
+        ParameterLayout(tensors: [("blocks.0.attn.qkv.weight", [48, 16]), ("blocks.0.attn.qkv.bias", [48]), ("head.weight", [10, 16])])
+    }
+
+    /// Over many steps, what was sent plus what is left in the residual is, weight by
+    /// weight, the sum of the gradients (fp32 values: to rounding; bf16 values too, since
+    /// their rounding stays in the residual); each tensor sends exactly k entries, and
+    /// they are its largest: nothing left behind is larger than anything sent.
+    @Test func sentPlusResidualIsTheGradientSum() {
+        let layout = smallLayout()
+        for codec in [ValueCodec.fp32, .bf16] {
+            let c = TopKCompressor(layout: layout)
+            var rng = Rand(s: 17)
+            var gradientSum = [Double](repeating: 0, count: layout.count), sentSum = gradientSum
+            let g = FloatBuffer(count: layout.count)
+            for _ in 0 ..< 40 {
+                for i in 0 ..< layout.count { g.pointer[i] = rng.float() * (i % 5 == 0 ? 3 : 1); gradientSum[i] += Double(g.pointer[i]) }
+                let before = (0 ..< layout.count).map { c.residual.pointer[$0] + g.pointer[$0] }
+                let s = c.compress(g.pointer, mask: nil, density: 0.05, codec: codec)
+                for (t, spec) in layout.tensors.enumerated() {
+                    #expect(s.indices[t].count == TopKCompressor.k(density: 0.05, active: spec.count))
+                    let sent = Set(s.indices[t])
+                    let smallestSent = s.indices[t].map { abs(before[spec.offset + Int($0)]) }.min() ?? .infinity
+                    let largestLeft = (0 ..< spec.count).filter { !sent.contains(UInt32($0)) }.map { abs(before[spec.offset + $0]) }.max() ?? 0
+                    #expect(largestLeft <= smallestSent, "\(spec.name): left \(largestLeft) > sent \(smallestSent)")
+                    for (j, p) in s.indices[t].enumerated() { sentSum[spec.offset + Int(p)] += Double(s.values[t][j]) }
+                }
+            }
+            let worst = (0 ..< layout.count).map { abs(sentSum[$0] + Double(c.residual.pointer[$0]) - gradientSum[$0]) }.max()!
+            #expect(worst < 1e-4, "\(codec): sent + residual differs from the gradient sum by \(worst)")
+        }
+    }
+
+    /// With a mask: inactive weights are never sent and hold no residual, k counts only
+    /// the active ones, and after a topology change the pruned weights' residual is gone
+    /// and the grown ones start from zero.
+    @Test func theResidualFollowsTheMask() {
+        let layout = smallLayout()
+        let prunable = layout.tensors.filter { $0.name.hasSuffix("qkv.weight") }
+        let masks = MaskSet(layout: layout, prunable: prunable)
+        masks.randomize(counts: [prunable[0].name: 300], seed: 4)
+        let c = TopKCompressor(layout: layout)
+        let g = FloatBuffer(count: layout.count)
+        var rng = Rand(s: 8)
+        for i in 0 ..< layout.count { g.pointer[i] = rng.float() }
+        let s = c.compress(g.pointer, mask: masks, density: 0.1)
+        let qkv = layout.tensors[0]
+        #expect(s.indices[0].count == TopKCompressor.k(density: 0.1, active: 300))
+        #expect(s.indices[0].allSatisfy { masks.mask.pointer[qkv.offset + Int($0)] == 1 })
+        #expect((0 ..< qkv.count).allSatisfy { masks.mask.pointer[qkv.offset + $0] == 1 || c.residual.pointer[qkv.offset + $0] == 0 })
+        // Prune every active weight with residual left, grow others: none keeps a residual.
+        let held = (0 ..< qkv.count).filter { c.residual.pointer[qkv.offset + $0] != 0 }
+        #expect(!held.isEmpty)
+        for i in held { masks.mask.pointer[qkv.offset + i] = 0 }
+        c.follow(masks)
+        #expect((0 ..< qkv.count).allSatisfy { c.residual.pointer[qkv.offset + $0] == 0 })
+    }
+
+    /// A NaN is sent (the coordinator refuses it) rather than kept in the residual forever.
+    @Test func aNaNIsSentNotHidden() {
+        let layout = smallLayout()
+        let c = TopKCompressor(layout: layout)
+        let g = FloatBuffer(count: layout.count)
+        g.pointer[layout.tensors[0].offset + 77] = .nan
+        let s = c.compress(g.pointer, mask: nil, density: 0.01)
+        #expect(s.indices[0].contains(77) && s.values[0].contains { $0.isNaN })
+        #expect((0 ..< layout.count).allSatisfy { c.residual.pointer[$0].isFinite })
+    }
+
+    /// The sparse gradient reads back into the full layout as the values at their places,
+    /// and a frame for another layout is refused.
+    @Test func sparseGradientsRoundTrip() throws {
+        let layout = smallLayout()
+        let c = TopKCompressor(layout: layout)
+        let g = FloatBuffer(count: layout.count)
+        var rng = Rand(s: 21)
+        for i in 0 ..< layout.count { g.pointer[i] = rng.float() }
+        let s = c.compress(g.pointer, mask: nil, density: 0.2)
+        var w = ByteWriter()
+        s.encode(codec: .fp32, layout: layout, into: &w)
+        let out = FloatBuffer(count: layout.count)
+        var r = ByteReader(w.bytes)
+        #expect(try SparseGradient.decode(&r, codec: .fp32, layout: layout, addingInto: out.pointer) == s.entries)
+        for i in 0 ..< layout.count {
+            #expect(out.pointer[i] == (c.residual.pointer[i] == 0 ? g.pointer[i] : 0) || g.pointer[i] == 0)
+        }
+        let other = ParameterLayout(tensors: [("head.weight", [10, 16])])
+        var r2 = ByteReader(w.bytes)
+        #expect(throws: WireError.self) { try SparseGradient.decode(&r2, codec: .fp32, layout: other, addingInto: out.pointer) }
+    }
+}
