@@ -139,16 +139,19 @@ public struct RunConfig: Sendable, Equatable {
     public var training: TrainingConfig
     public var sparsity: SparsityConfig
     public var compute: ComputeConfig
+    public var communication: CommunicationConfig
     /// Where the config came from (a path, a built-in name, or a checkpoint).
     public var source: String
 
-    public static let sections = ["name", "model", "data", "optimizer", "schedule", "training", "sparsity", "compute"]
+    public static let sections = ["name", "model", "data", "optimizer", "schedule", "training", "sparsity", "compute", "communication"]
 
     public init(name: String, model: ViTConfig, data: DataConfig = DataConfig(), optimizer: OptimizerConfig = OptimizerConfig(),
                 schedule: ScheduleConfig = ScheduleConfig(), training: TrainingConfig = TrainingConfig(),
-                sparsity: SparsityConfig = SparsityConfig(), compute: ComputeConfig = ComputeConfig(), source: String = "<code>") {
+                sparsity: SparsityConfig = SparsityConfig(), compute: ComputeConfig = ComputeConfig(),
+                communication: CommunicationConfig = CommunicationConfig(), source: String = "<code>") {
         self.name = name; self.model = model; self.data = data; self.optimizer = optimizer
-        self.schedule = schedule; self.training = training; self.sparsity = sparsity; self.compute = compute; self.source = source
+        self.schedule = schedule; self.training = training; self.sparsity = sparsity; self.compute = compute
+        self.communication = communication; self.source = source
     }
 
     /// Parses YAML text with `--set` overrides applied first. A key that came from an
@@ -185,13 +188,14 @@ public struct RunConfig: Sendable, Equatable {
         let training = try TrainingConfig.parse(try root.mapping("training"))
         let sparsity = try SparsityConfig.parse(try root.mapping("sparsity"))
         let compute = try ComputeConfig.parse(try root.mapping("compute"))
+        let communication = try CommunicationConfig.parse(try root.mapping("communication"))
         try root.finish()
         if model.isCompact && sparsity.method.isStructured {
             throw ConfigError(file: file, key: "sparsity.method",
                               message: "\(sparsity.method.rawValue) prunes heads and neurons of a full model, but model.block_heads/block_hidden make this one compact already; train it with dense or svite, or start from the full model")
         }
         return RunConfig(name: name, model: model, data: data, optimizer: optimizer, schedule: schedule,
-                         training: training, sparsity: sparsity, compute: compute, source: file)
+                         training: training, sparsity: sparsity, compute: compute, communication: communication, source: file)
     }
 
     public static func load(path: String, overrides: [String] = []) throws -> RunConfig {
@@ -224,7 +228,7 @@ public struct RunConfig: Sendable, Equatable {
 
     /// The effective config, every default written out; parses back to an equal value.
     public var yaml: String {
-        "name: \(name)\n" + model.yaml + data.yaml + optimizer.yaml + schedule.yaml + training.yaml + sparsity.yaml + compute.yaml
+        "name: \(name)\n" + model.yaml + data.yaml + optimizer.yaml + schedule.yaml + training.yaml + sparsity.yaml + compute.yaml + communication.yaml
     }
 
     /// Steps per epoch and in the whole run for a training set of `trainCount` images.

@@ -325,6 +325,7 @@ final class CoordinatorService: @unchecked Sendable {
             let a = Assignment(epoch: UInt32(work.epoch), start: UInt32(range.lowerBound), count: UInt32(range.count))
             let fresh = w.version == work.step && w.maskVersion == (m?.version ?? -1)
             let payload = Payload.params(a, mask: maskUpdate(for: w.maskVersion), request: work.request, selector: work.selector,
+                                         gradientDensity: work.gradientDensity,
                                          values: fresh ? nil : values, count: count)
             w.share = range.count
             if send(.params, payload, to: w, step: work.step) {

@@ -18,6 +18,9 @@ final class GradientAggregator {
     private let incoming: FloatBuffer
     /// The mean gradient in layout order (sparse runs: unpacked from `sum`).
     private let unpacked: FloatBuffer
+    /// Σ images·value of top-k frames, in layout order (they name their places).
+    private let topKSum: FloatBuffer
+    private var sawTopK = false
     /// Σ images·value of the workers' grow candidates, in layout order.
     private let candidateScore: FloatBuffer
     private var unitScoreSum: UnitScores?
@@ -33,6 +36,7 @@ final class GradientAggregator {
         sum = FloatBuffer(count: layout.count)
         incoming = FloatBuffer(count: layout.count)
         unpacked = FloatBuffer(count: layout.count)
+        topKSum = FloatBuffer(count: layout.count)
         candidateScore = FloatBuffer(count: layout.count)
     }
 
@@ -46,6 +50,7 @@ final class GradientAggregator {
         images = 0
         result = BatchResult()
         sum.zero()
+        if sawTopK { topKSum.zero(); sawTopK = false }
         unitScoreSum = nil
         switch request {
         case .none:
@@ -64,11 +69,11 @@ final class GradientAggregator {
     @discardableResult
     func add(payload: [UInt8]) throws -> GradientSummary {
         let n = valueCount
-        let d = try Payload.decodeGrads(payload, into: incoming.pointer, count: n, expecting: expectedReply)
+        let d = try Payload.decodeGrads(payload, into: incoming.pointer, count: n, expecting: expectedReply, layout: layout)
         let s = d.summary
         let weight = Float(s.images)
         // A NaN or infinite value would poison the mean, the moments and every weight after.
-        guard VectorOps.allFinite(incoming.pointer, n), s.lossSum.isFinite else {
+        guard d.sparse?.isFinite ?? VectorOps.allFinite(incoming.pointer, n), s.lossSum.isFinite else {
             throw WireError.nonFinite(s.lossSum.isFinite ? "gradient values" : "loss")
         }
         var units: UnitScores?
@@ -88,8 +93,14 @@ final class GradientAggregator {
                 for (i, v) in zip(c.indices, c.values) { dst[Int(i)] += weight * v }
             }
         }
-        let acc = sum.pointer, g = UnsafePointer(incoming.pointer)
-        for i in 0 ..< n { acc[i] += weight * g[i] }
+        if let sparse = d.sparse {
+            // Entries on inactive weights (none from an honest worker) are masked by the update.
+            sparse.add(into: topKSum.pointer, weight: weight, layout: layout)
+            sawTopK = true
+        } else {
+            let acc = sum.pointer, g = UnsafePointer(incoming.pointer)
+            for i in 0 ..< n { acc[i] += weight * g[i] }
+        }
         images += Int(s.images)
         result = result + BatchResult(lossSum: s.lossSum, correct: Int(s.correct), count: Int(s.images))
         return s
@@ -105,6 +116,10 @@ final class GradientAggregator {
         if let m = masks {
             m.unpack(sum.pointer, into: unpacked.pointer)
             gradient = unpacked.pointer
+        }
+        if sawTopK {
+            let g = gradient, t = UnsafePointer(topKSum.pointer)
+            for i in 0 ..< layout.count { g[i] += inverse * t[i] }
         }
         var score: UnsafeMutablePointer<Float>? = nil
         if case .growCandidates = request {

@@ -106,7 +106,10 @@ public struct Experiment: Sendable {
 
     /// Keys added after runs were recorded, at the defaults that change nothing a finite
     /// run computes: left out of the fingerprint, so those rows still stand.
-    static let fingerprintNeutralLines: Set<String> = ["  on_nonfinite: stop", "  max_skipped_steps: 10"]
+    static let fingerprintNeutralLines: Set<String> = [
+        "  on_nonfinite: stop", "  max_skipped_steps: 10",
+        "communication:", "  gradient_density: 1.0", "  density_warmup_epochs: 0.0",
+    ]
 
     /// The rows of an earlier results file (NAME.json), which outlive the run directories:
     /// a run whose row is recorded there with its current fingerprint counts as finished

@@ -16,12 +16,16 @@ public struct StepWork: Sendable {
     public var request: StepRequest
     /// SViTE+: the token selector's temperature and noise at this step (nil: no selector).
     public var selector: SelectorSchedule?
+    /// The fraction of each tensor's active weights workers send (top-k with error
+    /// feedback; nil: every value). A source in this process has no wire and ignores it.
+    public var gradientDensity: Double?
 
     public init(step: Int, epoch: Int, stepInEpoch: Int, positions: Range<Int>, request: StepRequest = .none,
-                selector: SelectorSchedule? = nil) {
+                selector: SelectorSchedule? = nil, gradientDensity: Double? = nil) {
         self.step = step; self.epoch = epoch; self.stepInEpoch = stepInEpoch; self.positions = positions
         self.request = request
         self.selector = selector
+        self.gradientDensity = gradientDensity
     }
 }
 

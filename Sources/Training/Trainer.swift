@@ -210,7 +210,8 @@ public final class Trainer {
             let epoch = step / stepsPerEpoch, inEpoch = step % stepsPerEpoch
             let work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch),
                                 request: server.pendingPlan.request,
-                                selector: config.selectorSchedule(step: step, total: totalSteps))
+                                selector: config.selectorSchedule(step: step, total: totalSteps),
+                                gradientDensity: config.communication.density(step: step, stepsPerEpoch: stepsPerEpoch))
             guard let g = try source.gradient(params: server.params.pointer, work: work, stop: stop) else {
                 stopped = true
                 break

@@ -117,15 +117,16 @@ public enum Payload {
     }
 
     // params: u32 epoch, u32 start, u32 count, u8 flags (1 values, 2 mask update,
-    // 4 request, 8 selector), [mask update], [request: u8 kind, 1 grow candidates: u32 c,
-    // u32 layers, u32 k per layer; 2 unit scores: u64 seed], [selector: f32 τ, f32 noise
-    // scale], [u32 n, fp32 values]
+    // 4 request, 8 selector, 16 gradient density), [mask update], [request: u8 kind, 1 grow
+    // candidates: u32 c, u32 layers, u32 k per layer; 2 unit scores: u64 seed], [selector:
+    // f32 τ, f32 noise scale], [f64 gradient density], [u32 n, fp32 values]
 
     public static func params(_ a: Assignment, mask: MaskUpdate? = nil, request: StepRequest = .none, selector: SelectorSchedule? = nil,
-                              values: UnsafePointer<Float>?, count: Int) -> [UInt8] {
+                              gradientDensity: Double? = nil, values: UnsafePointer<Float>?, count: Int) -> [UInt8] {
         var w = ByteWriter(capacity: 64 + (values == nil ? 0 : 4 * count))
         w.u32(a.epoch); w.u32(a.start); w.u32(a.count)
-        w.u8((values != nil ? 1 : 0) | (mask != nil ? 2 : 0) | (request != .none ? 4 : 0) | (selector != nil ? 8 : 0))
+        w.u8((values != nil ? 1 : 0) | (mask != nil ? 2 : 0) | (request != .none ? 4 : 0) | (selector != nil ? 8 : 0)
+            | (gradientDensity != nil ? 16 : 0))
         if let mask { mask.encode(into: &w) }
         switch request {
         case .none: break
@@ -139,6 +140,7 @@ public enum Payload {
             w.u64(seed)
         }
         if let selector { w.f32(selector.temperature); w.f32(selector.noiseScale) }
+        if let gradientDensity { w.f64(gradientDensity) }
         if let values {
             w.u32(UInt32(count))
             w.floats(values, count: count)
@@ -151,6 +153,8 @@ public enum Payload {
         public var mask: MaskUpdate?
         public var request: StepRequest
         public var selector: SelectorSchedule?
+        /// Top-k with error feedback at this density (nil: send every value).
+        public var gradientDensity: Double?
         public var hasValues: Bool
     }
 
@@ -160,7 +164,7 @@ public enum Payload {
         var r = ByteReader(payload)
         let a = Assignment(epoch: try r.u32("epoch"), start: try r.u32("start"), count: try r.u32("count"))
         let flags = try r.u8("params flags")
-        guard flags & ~15 == 0 else { throw WireError.malformedPayload("params flags \(flags)") }
+        guard flags & ~31 == 0 else { throw WireError.malformedPayload("params flags \(flags)") }
         let mask = flags & 2 != 0 ? try MaskUpdate.decode(&r, maxLayers: maxLayers, maxIndices: maxIndices) : nil
         var request = StepRequest.none
         if flags & 4 != 0 {
@@ -185,8 +189,15 @@ public enum Payload {
             }
             selector = SelectorSchedule(temperature: tau, noiseScale: noise)
         }
+        var density: Double? = nil
+        if flags & 16 != 0 {
+            let d = try r.f64("gradient density")
+            guard d > 0 && d <= 1 else { throw WireError.malformedPayload("gradient density \(d)") }
+            density = d
+        }
         if flags & 1 == 0 { try r.expectEnd("params") }
-        return (ParamsHeader(assignment: a, mask: mask, request: request, selector: selector, hasValues: flags & 1 != 0), r)
+        return (ParamsHeader(assignment: a, mask: mask, request: request, selector: selector, gradientDensity: density,
+                             hasValues: flags & 1 != 0), r)
     }
 
     /// Dense parameters: the assignment; the values (if any) are written into `into`.
@@ -208,6 +219,28 @@ public enum Payload {
         w.u8(codec.rawValue)
         w.u32(UInt32(count))
         codec.encode(values, count: count, into: &w)
+        encodeReply(reply, into: &w)
+        return w.bytes
+    }
+
+    /// The codec byte's top bit: the values are a top-k `SparseGradient` over the full
+    /// layout instead of every (active) value.
+    public static let sparseValuesFlag: UInt8 = 0x80
+
+    // sparse grads: as grads, the codec byte with 0x80, then a SparseGradient for the
+    // layout instead of u32 n, values.
+
+    public static func sparseGrads(_ s: GradientSummary, codec: ValueCodec, sparse: SparseGradient, layout: ParameterLayout,
+                                   reply: StepReply = .none) -> [UInt8] {
+        var w = ByteWriter(capacity: 64 + (codec.bytesPerValue + 2) * sparse.entries)
+        w.u32(s.images); w.f64(s.lossSum); w.u32(s.correct)
+        w.u8(codec.rawValue | sparseValuesFlag)
+        sparse.encode(codec: codec, layout: layout, into: &w)
+        encodeReply(reply, into: &w)
+        return w.bytes
+    }
+
+    static func encodeReply(_ reply: StepReply, into w: inout ByteWriter) {
         switch reply {
         case .none:
             w.u8(0)
@@ -223,7 +256,6 @@ public enum Payload {
             w.u32(UInt32(scores.count))
             scores.withUnsafeBufferPointer { w.floats($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: scores.count) }
         }
-        return w.bytes
     }
 
     /// The reply a receiver accepts: what it asked for, with the shapes it knows.
@@ -238,20 +270,29 @@ public enum Payload {
     public struct DecodedGrads: Sendable {
         public var summary: GradientSummary
         public var reply: StepReply
+        /// The values as top-k entries (nil: every value went to `into`).
+        public var sparse: SparseGradient?
     }
 
     /// The summary and the reply, which must be the one `expecting` names; `count`
-    /// values (the receiver's expectation) go to `into`.
+    /// values (the receiver's expectation) go to `into`, or, for a sparse frame (which
+    /// needs `layout`), the top-k entries to `sparse`.
     public static func decodeGrads(_ payload: [UInt8], into out: UnsafeMutablePointer<Float>, count: Int,
-                                   expecting: ExpectedReply = .none) throws -> DecodedGrads {
+                                   expecting: ExpectedReply = .none, layout: ParameterLayout? = nil) throws -> DecodedGrads {
         var r = ByteReader(payload)
         let s = GradientSummary(images: try r.u32("images"), lossSum: try r.f64("loss sum"), correct: try r.u32("correct"))
         let c = try r.u8("codec")
-        guard let codec = ValueCodec(rawValue: c) else { throw WireError.malformedPayload("value codec \(c)") }
+        guard let codec = ValueCodec(rawValue: c & ~sparseValuesFlag) else { throw WireError.malformedPayload("value codec \(c)") }
         guard s.lossSum.isFinite, s.correct <= s.images else { throw WireError.malformedPayload("summary \(s)") }
-        let n = Int(try r.u32("value count"))
-        guard n == count else { throw WireError.malformedPayload("\(n) values, expected \(count)") }
-        try codec.decode(&r, into: out, count: count)
+        var sparse: SparseGradient? = nil
+        if c & sparseValuesFlag != 0 {
+            guard let layout else { throw WireError.malformedPayload("top-k values where every value was expected") }
+            sparse = try SparseGradient.decode(&r, codec: codec, layout: layout)
+        } else {
+            let n = Int(try r.u32("value count"))
+            guard n == count else { throw WireError.malformedPayload("\(n) values, expected \(count)") }
+            try codec.decode(&r, into: out, count: count)
+        }
         let kind = try r.u8("reply kind")
         let reply: StepReply
         switch (kind, expecting) {
@@ -277,7 +318,7 @@ public enum Payload {
             throw WireError.malformedPayload("reply kind \(kind) where \(expecting) was asked for")
         }
         try r.expectEnd("grads")
-        return DecodedGrads(summary: s, reply: reply)
+        return DecodedGrads(summary: s, reply: reply, sparse: sparse)
     }
 
     // leave, stop, reject: a reason string

@@ -23,29 +23,36 @@ public struct SparseGradient: Sendable, Equatable {
         }
     }
 
-    /// Reads what `encode` wrote for this layout and adds the values into `out` (full
-    /// layout, zeroed by the caller), checking every position against its tensor.
-    /// Returns the number of entries.
-    @discardableResult
-    public static func decode(_ r: inout ByteReader, codec: ValueCodec, layout: ParameterLayout,
-                              addingInto out: UnsafeMutablePointer<Float>) throws -> Int {
+    /// Reads what `encode` wrote for this layout, checking every position against its
+    /// tensor.
+    public static func decode(_ r: inout ByteReader, codec: ValueCodec, layout: ParameterLayout) throws -> SparseGradient {
         let n = Int(try r.u32("sparse tensors"))
         guard n == layout.tensors.count else { throw WireError.malformedPayload("\(n) sparse tensors, this layout has \(layout.tensors.count)") }
+        var indices: [[UInt32]] = [], values: [[Float]] = []
+        indices.reserveCapacity(n); values.reserveCapacity(n)
         var positions: [UInt32] = []
-        var values: [Float] = []
-        var total = 0
         for spec in layout.tensors {
             try PositionCodec.decode(&r, bound: spec.count, maxCount: spec.count, into: &positions)
-            values.removeAll(keepingCapacity: true)
-            values.append(contentsOf: repeatElement(0, count: positions.count))
-            try values.withUnsafeMutableBufferPointer { v in
-                if !v.isEmpty { try codec.decode(&r, into: v.baseAddress!, count: v.count) }
+            var v = [Float](repeating: 0, count: positions.count)
+            try v.withUnsafeMutableBufferPointer { p in
+                if !p.isEmpty { try codec.decode(&r, into: p.baseAddress!, count: p.count) }
             }
-            let base = out + spec.offset
-            for (i, p) in positions.enumerated() { base[Int(p)] += values[i] }
-            total += positions.count
+            indices.append(positions); values.append(v)
         }
-        return total
+        return SparseGradient(indices: indices, values: values)
+    }
+
+    /// Whether every value is finite.
+    public var isFinite: Bool { values.allSatisfy { $0.allSatisfy(\.isFinite) } }
+
+    /// Adds weight · value at each entry's place in `out` (full layout).
+    public func add(into out: UnsafeMutablePointer<Float>, weight: Float, layout: ParameterLayout) {
+        for (t, spec) in layout.tensors.enumerated() {
+            let base = out + spec.offset
+            values[t].withUnsafeBufferPointer { v in
+                for (j, p) in indices[t].enumerated() { base[Int(p)] += weight * v[j] }
+            }
+        }
     }
 }
 

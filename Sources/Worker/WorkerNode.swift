@@ -72,6 +72,9 @@ public final class WorkerNode: @unchecked Sendable {
     /// The topology of a sparse run, kept in step with the coordinator's.
     var masks: MaskSet?
     var packed: FloatBuffer?
+    /// Top-k with error feedback, made when a step first asks for it. Its residual is this
+    /// worker's alone: a worker that leaves (or rejoins) loses only what it had not sent.
+    var compressor: TopKCompressor?
 
     var lastSent = -Double.infinity
     var lastReceived: Double = 0
@@ -84,6 +87,8 @@ public final class WorkerNode: @unchecked Sendable {
         let step: UInt64
         /// What the coordinator asked of this step besides the gradient.
         var request = StepRequest.none
+        /// Top-k density of this step's gradient (nil: every value).
+        var gradientDensity: Double?
         let lock = NSLock()
         /// Signalled when the gradient is ready, so the socket thread sends it at once.
         let done = DispatchSemaphore(value: 0)
@@ -169,7 +174,7 @@ public final class WorkerNode: @unchecked Sendable {
                 // Computed for the coordinator before the reconnection: the one there now
                 // (or the same one, which has let the step go on without it) has no use for it.
                 if reconnected { queued = nil; continue }
-                try sendGradient(step: j.step, result: result, request: j.request)
+                try sendGradient(step: j.step, result: result, request: j.request, density: j.gradientDensity)
                 if let f = queued { queued = nil; try start(f) }
             }
             if info != nil && clock.seconds - lastSent > (info?.heartbeatSeconds ?? 1) {
@@ -287,6 +292,9 @@ public final class WorkerNode: @unchecked Sendable {
             }
         }
         try reader.expectEnd("welcome")
+        // A (re)join starts from the coordinator's weights: what was left unsent belongs
+        // to steps the coordinator has finished without it.
+        compressor?.reset()
         self.info = info
     }
 
@@ -302,6 +310,8 @@ public final class WorkerNode: @unchecked Sendable {
             case let .bitmap(v, bits): ok = m.setBitmap(bits, version: Int(v))
             }
             guard ok else { throw WorkerError(message: "mask update to version \(update.version) does not fit this worker's mask (version \(m.version))") }
+            // Pruned weights drop their residual; grown ones start from zero.
+            compressor?.follow(m)
         }
         // The step's frame names the topology its values are packed for.
         if let m = masks, UInt32(clamping: m.version) != frame.header.maskVersion {
@@ -325,6 +335,7 @@ public final class WorkerNode: @unchecked Sendable {
         let indices = Array(permutation!.order[lo ..< hi])
         let j = ComputeJob(step: frame.header.step)
         j.request = header.request
+        j.gradientDensity = header.gradientDensity
         job = j
         let p = UnsafePointer(params.pointer)
         // The request (with its seed) and the selector's τ and noise come with the step.
@@ -335,17 +346,22 @@ public final class WorkerNode: @unchecked Sendable {
         Thread.detachNewThread { work() }
     }
 
-    func sendGradient(step: UInt64, result: BatchResult, request: StepRequest) throws {
-        guard let replica, let info, let packed else { return }
+    func sendGradient(step: UInt64, result: BatchResult, request: StepRequest, density: Double?) throws {
+        guard let replica, let info, let packed, let layout else { return }
         let summary = GradientSummary(images: UInt32(result.count), lossSum: result.lossSum, correct: UInt32(result.correct))
         let g = replica.grads.pointer
         let reply = StepReply.make(request, gradient: g, masks: masks, unitScores: replica.unitScores)
         let payload: [UInt8]
-        if let m = masks {
+        if let density {
+            let c = compressor ?? TopKCompressor(layout: layout)
+            compressor = c
+            let sparse = c.compress(g, mask: masks, density: density, codec: info.gradientCodec)
+            payload = Payload.sparseGrads(summary, codec: info.gradientCodec, sparse: sparse, layout: layout, reply: reply)
+        } else if let m = masks {
             m.pack(g, into: packed.pointer)
             payload = Payload.grads(summary, codec: info.gradientCodec, values: packed.pointer, count: m.packedCount, reply: reply)
         } else {
-            payload = Payload.grads(summary, codec: info.gradientCodec, values: g, count: layout!.count, reply: reply)
+            payload = Payload.grads(summary, codec: info.gradientCodec, values: g, count: layout.count, reply: reply)
         }
         try send(.grads, payload, step: step)
         stepsDone += 1

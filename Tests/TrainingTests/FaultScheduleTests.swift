@@ -258,6 +258,11 @@ extension ClusterTests {
             kill(coordinator.processIdentifier, SIGTERM)
             finish(coordinator, within: 60, "the coordinator")
             #expect(coordinator.terminationStatus == 0)
+            // A worker started just before the stop may not have been welcomed, and keeps
+            // trying to join (as it should, for a coordinator that restarts): SIGTERM ends it.
+            let deadline = Date().addingTimeInterval(5)
+            while (live + gone).contains(where: \.isRunning) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+            for w in live + gone where w.isRunning { kill(w.processIdentifier, SIGTERM) }
             for w in live + gone { finish(w, within: 20, "a worker") }
 
             let records = MetricsLog.read("\(run)/metrics.jsonl").filter { $0.kind == .train }

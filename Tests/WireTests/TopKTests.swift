@@ -183,12 +183,14 @@ struct TopKTests {
         s.encode(codec: .fp32, layout: layout, into: &w)
         let out = FloatBuffer(count: layout.count)
         var r = ByteReader(w.bytes)
-        #expect(try SparseGradient.decode(&r, codec: .fp32, layout: layout, addingInto: out.pointer) == s.entries)
+        let back = try SparseGradient.decode(&r, codec: .fp32, layout: layout)
+        #expect(back == s && r.remaining == 0)
+        back.add(into: out.pointer, weight: 1, layout: layout)
         for i in 0 ..< layout.count {
             #expect(out.pointer[i] == (c.residual.pointer[i] == 0 ? g.pointer[i] : 0) || g.pointer[i] == 0)
         }
         let other = ParameterLayout(tensors: [("head.weight", [10, 16])])
         var r2 = ByteReader(w.bytes)
-        #expect(throws: WireError.self) { try SparseGradient.decode(&r2, codec: .fp32, layout: other, addingInto: out.pointer) }
+        #expect(throws: WireError.self) { _ = try SparseGradient.decode(&r2, codec: .fp32, layout: other) }
     }
 }

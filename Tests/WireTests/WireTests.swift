@@ -227,6 +227,16 @@ struct SparseWireTests {
             #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(b, maxLayers: 0, maxIndices: 0) }
         }
 
+        // The top-k density of a step travels with it; outside (0, 1] it is refused.
+        let dense = Payload.params(Assignment(epoch: 0, start: 0, count: 1), values: nil, count: 0)
+        #expect(try Payload.decodeParamsHeader(dense, maxLayers: 0, maxIndices: 0).0.gradientDensity == nil)
+        let topK = Payload.params(Assignment(epoch: 0, start: 0, count: 1), gradientDensity: 0.01, values: nil, count: 0)
+        #expect(try Payload.decodeParamsHeader(topK, maxLayers: 0, maxIndices: 0).0.gradientDensity == 0.01)
+        for d in [0.0, -0.5, 1.5, .nan] {
+            let bad = Payload.params(Assignment(epoch: 0, start: 0, count: 1), gradientDensity: d, values: nil, count: 0)
+            #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(bad, maxLayers: 0, maxIndices: 0) }
+        }
+
         let cands = [GrowCandidates(indices: [0, 4], values: [0.5, -1]), GrowCandidates(indices: [], values: [])]
         let g = Payload.grads(GradientSummary(images: 3, lossSum: 1, correct: 2), codec: .fp32, values: values, count: 3, reply: .growCandidates(cands))
         let d = try Payload.decodeGrads(g, into: &out, count: 3, expecting: .growCandidates(layerSizes: [5, 5]))
