@@ -116,6 +116,9 @@ public struct MetricsRecord: Codable, Sendable, Equatable {
     public var elapsedSeconds: Double?
     public var bytesUpPerStep: Int?
     public var bytesDownPerStep: Int?
+    /// Those bytes per worker against a dense fp32 exchange (4 bytes a parameter each way).
+    public var bytesUpRatioToDenseFp32: Double?
+    public var bytesDownRatioToDenseFp32: Double?
     /// The cluster's split of the window's last step, images per worker in rank order.
     public var imagesPerWorker: [Int]?
     public var evalAccuracy: Double?

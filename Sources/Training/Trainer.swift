@@ -67,6 +67,18 @@ public struct TrainingSummary: Sendable {
     public var lastEval: EvalReport?
     public var elapsedSeconds: Double
     public var sparsity: SparsityReport?
+    /// From a cluster: mean bytes per worker and step, up and down, over this session.
+    public var wire: WireTotals? = nil
+}
+
+/// What went over the wire in a session, per worker and step, against a dense fp32 exchange.
+public struct WireTotals: Sendable {
+    public var upPerWorkerStep: Double
+    public var downPerWorkerStep: Double
+    /// 4 bytes a parameter: every gradient up, every weight down.
+    public var denseFp32Bytes: Int
+    public var upRatio: Double { upPerWorkerStep / Double(max(1, denseFp32Bytes)) }
+    public var downRatio: Double { downPerWorkerStep / Double(max(1, denseFp32Bytes)) }
 }
 
 
@@ -197,7 +209,9 @@ public final class Trainer {
 
         let session = MonotonicClock()
         let cpu = ProcessCPUClock()
-        var window = (loss: 0.0, correct: 0, images: 0, steps: 0, start: 0.0, up: 0, down: 0)
+        var window = (loss: 0.0, correct: 0, images: 0, steps: 0, start: 0.0, up: 0, down: 0, workerSteps: 0)
+        var wire = (up: 0, down: 0, workerSteps: 0)
+        let denseFp32Bytes = 4 * server.model.layout.parameterCount
         var lastCheckpoint: String? = nil
         var secondsPerStep: Double? = nil
         var lastUpdate = ServerState.Update(step: startStep, lr: 0, gradNorm: 0)
@@ -251,6 +265,10 @@ public final class Trainer {
                 window.loss += result.lossSum; window.correct += result.correct
                 window.images += result.count; window.steps += 1
                 window.up += g.bytesUp; window.down += g.bytesDown
+                if g.bytesUp + g.bytesDown > 0 {
+                    window.workerSteps += g.workers
+                    wire.up += g.bytesUp; wire.down += g.bytesDown; wire.workerSteps += g.workers
+                }
                 lastWorkerImages = g.workerImages
             }
 
@@ -276,11 +294,15 @@ public final class Trainer {
                 record.lr = report.lr; record.gradNorm = report.gradNorm; record.imagesPerSecond = report.imagesPerSecond
                 record.elapsedSeconds = report.elapsedSeconds
                 record.bytesUpPerStep = window.up / window.steps; record.bytesDownPerStep = window.down / window.steps
+                if window.workerSteps > 0 {
+                    record.bytesUpRatioToDenseFp32 = Double(window.up) / Double(window.workerSteps * denseFp32Bytes)
+                    record.bytesDownRatioToDenseFp32 = Double(window.down) / Double(window.workerSteps * denseFp32Bytes)
+                }
                 if let s = report.sparsity { record.add(s) }
                 record.imagesPerWorker = lastWorkerImages
                 metrics.write(record)
                 observe(.step(report))
-                window = (0, 0, 0, 0, session.seconds, 0, 0)
+                window = (0, 0, 0, 0, session.seconds, 0, 0, 0)
             }
 
             warnIfUnwritten(metrics)
@@ -314,7 +336,10 @@ public final class Trainer {
         metrics.write(last)
         return TrainingSummary(runDirectory: runDirectory, checkpoint: lastCheckpoint ?? (try? Checkpoint.locate(runDirectory)),
                                metrics: metricsPath, steps: server.step, stopped: stopped, lastEval: lastEval, elapsedSeconds: total,
-                               sparsity: sparsityReport)
+                               sparsity: sparsityReport,
+                               wire: wire.workerSteps == 0 ? nil
+                                   : WireTotals(upPerWorkerStep: Double(wire.up) / Double(wire.workerSteps),
+                                                downPerWorkerStep: Double(wire.down) / Double(wire.workerSteps), denseFp32Bytes: denseFp32Bytes))
     }
 
     /// Says once per episode that metrics.jsonl cannot be written (and when it can again).

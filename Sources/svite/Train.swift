@@ -164,6 +164,11 @@ struct RunOptions: ParsableArguments {
                                 (1 - s.density) * 100, Double(s.activeParameters) / 1e6, Double(s.totalParameters) / 1e6,
                                 s.flopsSaving * 100, s.explorationRate * 100))
         }
+        if let w = summary.wire {
+            lines.append(String(format: "wire:       %@ up and %@ down per worker and step (%.3fx and %.3fx of dense fp32, %@)",
+                                StatusTable.bytes(w.upPerWorkerStep) as NSString, StatusTable.bytes(w.downPerWorkerStep) as NSString,
+                                w.upRatio, w.downRatio, StatusTable.bytes(Double(w.denseFp32Bytes)) as NSString))
+        }
         if let c = summary.checkpoint { lines.append("checkpoint: \(c)") }
         lines.append("metrics:    \(summary.metrics)")
         if summary.stopped {

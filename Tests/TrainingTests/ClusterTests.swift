@@ -143,6 +143,12 @@ struct ClusterTests {
             #expect(abs(last - reference) < 0.02, "compressed \(last) against uncompressed \(reference)")
             let up = records.compactMap(\.bytesUpPerStep)
             let dense = 2 * 4 * distributed.server.model.layout.parameterCount
+            // The accounting: per worker against dense fp32, in each record and the summary.
+            let ratios = records.compactMap(\.bytesUpRatioToDenseFp32)
+            #expect(ratios.count == records.count && zip(ratios, up).allSatisfy { abs($0 - Double($1) / Double(dense)) < 1e-3 * $0 })
+            let wire = try #require(summary.wire)
+            #expect(abs(wire.upPerWorkerStep * 2 - Double(up.reduce(0, +)) / Double(up.count)) < Double(dense) * 0.05 && wire.upRatio < 0.2)
+            #expect(wire.denseFp32Bytes * 2 == dense && wire.downRatio > 0)
             // Windows with a topology update carry its grow candidates (dense information, the
             // infrequent-gradient scheme) and are larger; the others are top-k alone.
             #expect(up.min()! * 5 < dense && up.max()! * 2 < dense, "top-k pushes: \(up) bytes a step against \(dense) dense")
