@@ -67,14 +67,14 @@ let package = Package(
         .target(name: "Wire", dependencies: ["Core", "Model", "Sparsity", "CLZ4", "CZlib"], swiftSettings: numericFlags),
         .target(name: "Transport", dependencies: ["Core", "CZeroMQ"]),
         .target(name: "Coordinator", dependencies: [
-            "Core", "Kernels", "Model", "Datasets", "Sparsity", "Config", "Training", "Transport", "Wire",
+            "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Training", "Transport", "Wire",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
         .target(name: "Worker", dependencies: [
-            "Core", "Kernels", "Model", "Datasets", "Sparsity", "Config", "Compute", "Transport", "Wire",
+            "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Compute", "Transport", "Wire",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
-        .target(name: "Benchmarks", dependencies: ["Core", "Config", "Kernels", "Model", "Optim", "Sparsity", "Training", "Transport", "Wire"], swiftSettings: numericFlags),
+        .target(name: "Benchmarks", dependencies: ["Core", "Config", "Coordinator", "Kernels", "Model", "Optim", "Sparsity", "Training", "Transport", "Wire", .product(name: "Logging", package: "swift-log")], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
             "Core", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

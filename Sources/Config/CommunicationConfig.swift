@@ -12,21 +12,92 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// Deep Gradient Compression's warm-up: the density falls exponentially from 25% (or
     /// from gradient_density, if higher) to gradient_density over this many epochs.
     public var densityWarmupEpochs: Double = 0
+    /// Epochs of uncompressed steps before top-k starts (1-bit Adam's warm-up), nil: auto,
+    /// which is `autoDenseWarmupEpochs` when AdamW's variance freezes and 0 otherwise.
+    public var denseWarmupEpochs: Double? = nil
+    /// Whether AdamW's variance freezes when compression starts (see `Optimizer.freezeVariance`).
+    public var freezeVariance: VarianceFreeze = .auto
+    /// What the coordinator sends each step: the weights, or (auto, when the run compresses)
+    /// the update it applied, which workers apply to their replicas.
+    public var downlink: Downlink = .auto
+    /// With updates on the downlink: the weights' CRC-32 travels every this many steps (and
+    /// after each topology update); a worker whose replica differs is sent the whole state.
+    public var checksumEverySteps: Int = 50
 
     public init() {}
+
+    /// Whether the downlink carries updates (workers keep a replica of the optimizer).
+    public var replicatesUpdates: Bool {
+        switch downlink {
+        case .auto: compresses
+        case .updates: true
+        case .weights: false
+        }
+    }
 
     /// Whether workers compress at all.
     public var compresses: Bool { gradientDensity < 1 }
 
-    /// The density of step `step` (nil: no compression).
-    public func density(step: Int, stepsPerEpoch: Int) -> Double? {
-        guard compresses else { return nil }
-        let start = max(0.25, gradientDensity)
-        let warmup = densityWarmupEpochs * Double(max(1, stepsPerEpoch))
-        guard warmup > 0, Double(step) < warmup else { return gradientDensity }
-        let t = Double(step) / warmup
-        return (start.logarithm * (1 - t) + gradientDensity.logarithm * t).exponential
+    /// The auto dense warm-up of a run whose AdamW variance freezes.
+    public static let autoDenseWarmupEpochs = 1.0
+
+    /// What the run does step by step: uncompressed steps first, then top-k at a density
+    /// that may fall over a warm-up, and whether (and from which step) AdamW's variance is
+    /// frozen.
+    public func schedule(optimizer: OptimizerConfig.Kind, stepsPerEpoch: Int) -> CompressionSchedule {
+        guard compresses else { return CompressionSchedule(denseSteps: 0, densityWarmupSteps: 0, target: 1, freezeStep: nil) }
+        let freezes = optimizer == .adamw && freezeVariance != .off
+        let perEpoch = Double(max(1, stepsPerEpoch))
+        let dense = Int((denseWarmupEpochs ?? (freezes ? Self.autoDenseWarmupEpochs : 0)) * perEpoch)
+        return CompressionSchedule(denseSteps: dense, densityWarmupSteps: Int(densityWarmupEpochs * perEpoch), target: gradientDensity,
+                                   freezeStep: freezes ? dense : nil)
     }
+}
+
+/// `communication.downlink`.
+public enum Downlink: String, Sendable, Codable, CaseIterable, ConfigChoice {
+    /// Updates when the run compresses its gradients, weights otherwise.
+    case auto
+    /// Every step, each worker is sent the active weights (its own frame).
+    case weights
+    /// Every step, one frame for all: the merged gradient the optimizer took (plus topology
+    /// changes), applied by each worker to its replica of the weights and moments.
+    case updates
+}
+
+/// `communication.freeze_variance`.
+public enum VarianceFreeze: String, Sendable, Codable, CaseIterable, ConfigChoice {
+    /// Frozen under top-k with AdamW.
+    case auto
+    /// As auto (SGD has no variance to freeze).
+    case on
+    /// AdamW keeps updating its variance from the sparse gradients (it moves each weight
+    /// about √(1/density) times too little; for comparison).
+    case off
+}
+
+/// A run's compression, step by step.
+public struct CompressionSchedule: Sendable, Equatable {
+    /// Steps [0, denseSteps) send every value.
+    public var denseSteps: Int
+    /// Then the density falls from 25% to the target over this many steps (DGC's warm-up).
+    public var densityWarmupSteps: Int
+    public var target: Double
+    /// AdamW's variance is frozen for the updates of steps from this one on (nil: never).
+    public var freezeStep: Int?
+
+    /// The density of step `step` (nil: every value goes).
+    public func density(step: Int) -> Double? {
+        guard target < 1, step >= denseSteps else { return nil }
+        let start = max(0.25, target)
+        let s = step - denseSteps
+        guard densityWarmupSteps > 0, s < densityWarmupSteps else { return target }
+        let t = Double(s) / Double(densityWarmupSteps)
+        return (start.logarithm * (1 - t) + target.logarithm * t).exponential
+    }
+
+    /// Whether the update of step `step` uses a frozen variance.
+    public func freezesVariance(step: Int) -> Bool { freezeStep.map { step >= $0 } ?? false }
 }
 
 extension Double {
@@ -42,6 +113,17 @@ extension CommunicationConfig: ConfigSection {
             .value("gradient_density", \.gradientDensity,
                    check: { $0 > 0 && $0 <= 1 ? nil : "must be in (0, 1] (a fraction of each tensor's active weights; 1 = no compression), got \($0)" }),
             .value("density_warmup_epochs", \.densityWarmupEpochs, check: { $0 >= 0 ? nil : "must be >= 0, got \($0)" }),
+            ConfigKey("dense_warmup_epochs", read: { m, c in
+                guard let s = try m.string("dense_warmup_epochs") else { return }
+                if s == "auto" { c.denseWarmupEpochs = nil; return }
+                guard let v = Double(s), v.isFinite, v >= 0 else {
+                    throw m.error("dense_warmup_epochs", "expected auto or a number of epochs >= 0, found '\(s)'")
+                }
+                c.denseWarmupEpochs = v
+            }, write: { $0.denseWarmupEpochs.map { "\($0)" } ?? "auto" }),
+            .value("freeze_variance", \.freezeVariance),
+            .value("downlink", \.downlink),
+            .value("checksum_every_steps", \.checksumEverySteps, check: { $0 >= 1 ? nil : "must be at least 1, got \($0)" }),
         ]
     }
 }

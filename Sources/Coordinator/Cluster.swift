@@ -31,6 +31,8 @@ public struct ClusterOptions: Sendable {
     /// Whether the status socket takes CURVE too (nil: when the coordinator has keys and
     /// the status socket is not bound to loopback).
     public var statusCurve: Bool?
+    /// Tests: keep a CRC-32 of the weights and moments after every update (`stateDigests`).
+    public var recordStateDigests = false
     public init() {}
 }
 
@@ -82,6 +84,11 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     // MARK: GradientSource
 
     public func attach(server: ServerState) { service.attach(server: server) }
+
+    public func applied(_ step: AppliedStep, server: ServerState) { service.recordApplied(step, server: server) }
+
+    /// With `recordStateDigests`: CRC-32 of weights and moments by the step they are of.
+    public var stateDigests: [Int: UInt32] { locked { service.stateDigests } }
 
     public func gradient(params: UnsafePointer<Float>, work: StepWork, stop: StopFlag) throws -> StepGradient? {
         service.openWindow(params: params, step: work.step)

@@ -5,6 +5,7 @@ import Foundation
 import Kernels
 import Logging
 import Model
+import Optim
 import Sparsity
 import Training
 import Transport
@@ -78,6 +79,14 @@ final class CoordinatorService: @unchecked Sendable {
     private(set) var badFrames: [String: Int] = [:]
     private(set) var badFrameTotal = 0
 
+    /// The downlink carries updates (`communication.downlink`): workers replicate the
+    /// optimizer and each step's frame is one for all.
+    let replicated: Bool
+    /// The update that takes the replicas from the previous step's weights to the window's.
+    private var pendingUpdate: ParameterUpdate?
+    /// Tests: CRC-32 of weights and moments after each update, by the step they are of.
+    private(set) var stateDigests: [Int: UInt32] = [:]
+
     private var stopReason: String?
     private var quitting = false
     private var exited = false
@@ -125,6 +134,7 @@ final class CoordinatorService: @unchecked Sendable {
         _ = try wakeIn.bind(wake)
         wakeOut = try ZMQSocket(context, .pair)
         try wakeOut.connect(wake)
+        replicated = config.communication.replicatesUpdates
         aggregator = GradientAggregator(layout: layout, model: config.model)
         packedParams = FloatBuffer(count: layout.count)
         balancer = BatchBalancer(mode: options.balance)
@@ -156,6 +166,43 @@ final class CoordinatorService: @unchecked Sendable {
 
     func closeWindow() {
         cond.lock(); window = nil; cond.unlock()
+    }
+
+    /// Keeps what the server just applied for the next step's frame (replicated downlink):
+    /// the gradient's non-zero entries as the optimizer took them, the topology change
+    /// with the grown places' weights and moments, and every few steps the weights' CRC.
+    func recordApplied(_ a: AppliedStep, server: ServerState) {
+        guard replicated || options.recordStateDigests else { return }
+        let opt = server.optimizer
+        let gradient = a.gradient.map { SparseGradient.nonzeros(of: $0, layout: layout) }
+            ?? SparseGradient(indices: layout.tensors.map { _ in [] }, values: layout.tensors.map { _ in [] })
+        var u = ParameterUpdate(step: UInt32(a.step), applied: a.update != nil, lr: a.update?.lr ?? 0,
+                                optimizerUpdates: UInt32(opt.updates), freezeVariance: opt.varianceFrozen, gradient: gradient)
+        if a.update != nil, let m = server.masks, !server.lastChanges.isEmpty {
+            let buffers = opt.stateBuffers.map(\.buffer)
+            u.maskVersion = UInt32(m.version)
+            u.topology = server.lastChanges.map { MaskUpdate.LayerChange(off: $0.pruned.map(UInt32.init), on: $0.grown.map(UInt32.init)) }
+            u.grown = zip(m.prunable, server.lastChanges).map { t, c in
+                c.grown.map { server.params.pointer[t.offset + $0] } + buffers.flatMap { b in c.grown.map { b.pointer[t.offset + $0] } }
+            }
+        }
+        let every = config.communication.checksumEverySteps
+        if (a.step + 1) % every == 0 || u.topology != nil {
+            u.checksum = ParameterUpdate.checksum(server.params.pointer, count: layout.count)
+        }
+        let digest = options.recordStateDigests ? Self.stateDigest(params: server.params.pointer, optimizer: opt) : nil
+        cond.lock()
+        pendingUpdate = u
+        if let digest { stateDigests[a.step + 1] = digest }
+        cond.unlock()
+    }
+
+    /// CRC-32 of the weights, then each moment buffer (tests compare replicas with it).
+    static func stateDigest(params: UnsafePointer<Float>, optimizer: Optimizer) -> UInt32 {
+        let n = optimizer.layout.count
+        var crc = Checksum.crc32(UnsafeRawBufferPointer(start: params, count: 4 * n))
+        for (_, b) in optimizer.stateBuffers { crc = Checksum.crc32(continuing: crc, UnsafeRawBufferPointer(start: b.pointer, count: 4 * n)) }
+        return crc
     }
 
     /// Waits until `need` workers are live; false when `stop` was raised first.
@@ -314,6 +361,10 @@ final class CoordinatorService: @unchecked Sendable {
         refusedThisRound = 0
         pending = []
         roundOrder = []; roundNext = 0; early = [:]
+        if replicated {
+            startReplicatedRound(work, members: members, shares: shares)
+            return
+        }
         // Sparse runs send only the active values; both sides know the mask.
         var values = params, count = layout.count
         if let m {
@@ -339,6 +390,61 @@ final class CoordinatorService: @unchecked Sendable {
         roundActive = true
     }
 
+    /// The replicated downlink: one frame for every live worker, encoded once, with the
+    /// update that takes the replicas to this step and everyone's share (a worker with none
+    /// still applies the update). A worker whose replica is not at the previous step (it
+    /// joined between steps, or asked for a resync) is first sent the whole state.
+    private func startReplicatedRound(_ work: StepWork, members: [WorkerRecord], shares: [Range<Int>]) {
+        let m = masks
+        let update = pendingUpdate.flatMap { Int($0.step) + 1 == work.step ? $0 : nil }
+        let table = zip(members, shares).filter { !$0.1.isEmpty }.map {
+            RankAssignment(rank: UInt32($0.0.rank), assignment: Assignment(epoch: UInt32(work.epoch), start: UInt32($0.1.lowerBound), count: UInt32($0.1.count)))
+        }
+        let payload = Payload.params(Assignment(epoch: UInt32(work.epoch), start: 0, count: 0), request: work.request, selector: work.selector,
+                                     gradientDensity: work.gradientDensity, update: update, layout: layout, table: table,
+                                     values: nil, count: 0)
+        let header = FrameHeader(type: .params, runID: runID, step: UInt64(work.step), maskVersion: maskVersion, layoutHash: layout.hash)
+        let frame = Frame(header: header, payload: payload).encoded(compress: options.compress)
+        for (w, range) in zip(members, shares) {
+            let inSync = w.version == work.step || (update != nil && w.version == work.step - 1)
+            if !inSync {
+                guard send(.welcome, welcomePayload(for: w), to: w, step: work.step) else { continue }
+                w.version = work.step
+            }
+            guard sendEncoded(.params, frame, to: w) else { continue }
+            w.version = work.step
+            w.maskVersion = m?.version ?? -1
+            w.share = range.count
+            if !range.isEmpty {
+                w.sentAt = clock.seconds
+                pending.insert(w.identity)
+                roundOrder.append(w.identity)
+            }
+        }
+        roundActive = true
+    }
+
+    /// The welcome a worker gets: while the trainer waits, the weights of the step being
+    /// gathered and the whole mask (and, replicated, the optimizer's state), and the worker
+    /// takes part from the next step; between steps, neither (the next step brings both).
+    private func welcomePayload(for record: WorkerRecord) -> [UInt8] {
+        let info = WelcomeInfo(rank: record.rank, runID: runID, config: config.yaml,
+                               heartbeatSeconds: options.heartbeatSeconds, gradientCodec: options.gradientCodec,
+                               replicated: replicated ? true : nil)
+        if let p = window {
+            record.version = windowStep
+            record.maskVersion = masks?.version ?? -1
+            let snapshot = replicated ? server.map { s in
+                OptimizerSnapshot(updates: s.optimizer.updates, varianceFrozen: s.optimizer.varianceFrozen,
+                                  buffers: s.optimizer.stateBuffers.map { UnsafePointer($0.buffer.pointer) })
+            } : nil
+            return Payload.welcome(info, params: p, count: layout.count, mask: masks.map { (UInt32($0.version), $0.bitmap) }, optimizer: snapshot)
+        }
+        record.version = -1
+        record.maskVersion = -1
+        return Payload.welcome(info, params: nil, count: 0, mask: nil, sparse: config.sparsity.isSparse)
+    }
+
     private func completeRound() {
         roundActive = false
         roundResult = aggregator.finish(bytesUp: roundUp, bytesDown: roundDown, workers: roundWorkers)
@@ -352,7 +458,12 @@ final class CoordinatorService: @unchecked Sendable {
     @discardableResult
     private func send(_ type: MessageType, _ payload: [UInt8], to w: WorkerRecord, step: Int) -> Bool {
         let header = FrameHeader(type: type, runID: runID, step: UInt64(step), maskVersion: maskVersion, layoutHash: layout.hash)
-        let bytes = Frame(header: header, payload: payload).encoded(compress: options.compress)
+        return sendEncoded(type, Frame(header: header, payload: payload).encoded(compress: options.compress), to: w)
+    }
+
+    /// Sends a frame already encoded (the replicated step frame is encoded once for all).
+    @discardableResult
+    private func sendEncoded(_ type: MessageType, _ bytes: [UInt8], to w: WorkerRecord) -> Bool {
         do {
             _ = try router.send([w.identity, bytes])
             w.bytesDown += bytes.count
@@ -479,22 +590,7 @@ final class CoordinatorService: @unchecked Sendable {
         } else {
             log.info("worker \(join.name) rejoined from \(join.host) (pid \(join.pid))")
         }
-        let info = WelcomeInfo(rank: record.rank, runID: runID, config: config.yaml,
-                               heartbeatSeconds: options.heartbeatSeconds, gradientCodec: options.gradientCodec)
-        // While the trainer waits, a joiner gets the weights of the step being gathered and
-        // the whole mask, and takes part from the next step; between steps, neither (the
-        // next params frame brings both).
-        let welcome: [UInt8]
-        if let p = window {
-            welcome = Payload.welcome(info, params: p, count: layout.count, mask: masks.map { (UInt32($0.version), $0.bitmap) })
-            record.version = windowStep
-            record.maskVersion = masks?.version ?? -1
-        } else {
-            welcome = Payload.welcome(info, params: nil, count: 0, mask: nil, sparse: config.sparsity.isSparse)
-            record.version = -1
-            record.maskVersion = -1
-        }
-        _ = send(.welcome, welcome, to: record, step: windowStep)
+        _ = send(.welcome, welcomePayload(for: record), to: record, step: windowStep)
     }
 
     private func markLost(_ w: WorkerRecord, why: String) {

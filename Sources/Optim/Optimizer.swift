@@ -16,6 +16,12 @@ public final class Optimizer: @unchecked Sendable {
     public let secondMoment: FloatBuffer?
     /// Updates applied so far (AdamW's t).
     public var updates: Int = 0
+    /// AdamW under top-k gradients (1-bit Adam's compression stage): `exp_avg_sq` holds the
+    /// bias-corrected variance of the last dense step and no longer changes, so an update is
+    /// linear in the gradient and a value that arrives late (error feedback) moves its weight
+    /// as far as it would have on time. Unfrozen, a gradient sent once in n steps with n
+    /// times its size raises √v about √n-fold and moves the weight √n times too little.
+    public private(set) var varianceFrozen = false
     /// Each tensor's floats and whether weight decay applies to it.
     let segments: [(range: Range<Int>, decay: Bool)]
 
@@ -44,6 +50,18 @@ public final class Optimizer: @unchecked Sendable {
         }
     }
 
+    /// Freezes AdamW's variance at its current bias-corrected value (once; SGD: nothing).
+    public func freezeVariance() {
+        guard config.kind == .adamw, !varianceFrozen, let v = secondMoment else { return }
+        if updates > 0 {
+            VectorOps.scale(v.pointer, Float(1 / (1 - Foundation.pow(config.beta2, Double(updates)))), v.count)
+        }
+        varianceFrozen = true
+    }
+
+    /// A checkpoint's or a replica's frozen state (its `exp_avg_sq` is already corrected).
+    public func restoreFrozenVariance(_ frozen: Bool) { varianceFrozen = frozen && config.kind == .adamw }
+
     /// One update with learning rate `lr` from the gradient `grads` (same layout).
     public func step(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>, lr: Double) {
         updates += 1
@@ -54,7 +72,7 @@ public final class Optimizer: @unchecked Sendable {
     }
 
     /// torch.optim.AdamW: p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
-    /// p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε).
+    /// p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε). Frozen: v stays (corrected).
     func adamW(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, lr: Double) {
         let c = config
         let t = Double(updates)
@@ -63,6 +81,17 @@ public final class Optimizer: @unchecked Sendable {
         let invSqrtBC2 = Float(1 / (1 - Foundation.pow(c.beta2, t)).squareRoot())
         let eps = Float(c.eps)
         let m = firstMoment.pointer, v = secondMoment!.pointer
+        if varianceFrozen {
+            for seg in segments {
+                let keep = seg.decay ? Float(1 - lr * c.weightDecay) : 1
+                for i in seg.range {
+                    let mi = b1 * m[i] + (1 - b1) * g[i]
+                    m[i] = mi
+                    p[i] = p[i] * keep - stepSize * mi / (v[i].squareRoot() + eps)
+                }
+            }
+            return
+        }
         for seg in segments {
             let keep = seg.decay ? Float(1 - lr * c.weightDecay) : 1
             for i in seg.range {

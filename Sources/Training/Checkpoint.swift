@@ -35,6 +35,9 @@ public struct CheckpointState: Codable, Sendable, Equatable {
     /// Where the gradients came from: 0 in the training process, N a coordinator that
     /// waits for N workers (absent in older checkpoints); a resume without --workers uses it.
     public var workers: Int?
+    /// AdamW's variance is frozen (top-k runs after their dense warm-up); `exp_avg_sq` then
+    /// holds the bias-corrected variance. Absent: not frozen.
+    public var varianceFrozen: Bool?
 
     public init(runName: String, step: Int, epoch: Int, stepInEpoch: Int, seed: UInt64, layoutHash: UInt64,
                 optimizer: String, optimizerUpdates: Int, imagesSeen: Int, elapsedSeconds: Double,
@@ -95,6 +98,7 @@ public enum Checkpoint {
             }
         }
         var state = state
+        if server.optimizer.varianceFrozen { state.varianceFrozen = true }
         if let masks = server.masks {
             for (prefix, buffer) in [(maskPrefix, masks.mask), (everActivePrefix, masks.everActive)] {
                 tensors += masks.prunable.map {
@@ -199,6 +203,7 @@ public enum Checkpoint {
         }
         server.masks?.restoreVersion(c.state.maskVersion ?? 0)
         server.restore(step: c.state.step, optimizerUpdates: c.state.optimizerUpdates)
+        server.optimizer.restoreFrozenVariance(c.state.varianceFrozen ?? false)
     }
 
     /// The checkpoint files in a directory, oldest step first.

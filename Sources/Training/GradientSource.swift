@@ -54,10 +54,26 @@ public struct StepGradient {
     }
 }
 
+/// What the server did with a step's gradient.
+public struct AppliedStep {
+    /// The step whose update this was: the weights are now those of step + 1.
+    public var step: Int
+    /// nil: the step was skipped (non-finite), nothing changed.
+    public var update: ServerState.Update?
+    /// What the optimizer took (masked and clipped), valid during the call.
+    public var gradient: UnsafePointer<Float>?
+    public init(step: Int, update: ServerState.Update?, gradient: UnsafePointer<Float>?) {
+        self.step = step; self.update = update; self.gradient = gradient
+    }
+}
+
 /// Where a step's gradient comes from: the replica in this process, or workers over the
 /// network. Returns nil when the run was asked to stop before a gradient was ready.
 public protocol GradientSource: AnyObject {
     func gradient(params: UnsafePointer<Float>, work: StepWork, stop: StopFlag) throws -> StepGradient?
+    /// Called after every step with what was applied (workers that replicate the
+    /// optimizer are sent it with the next step).
+    func applied(_ step: AppliedStep, server: ServerState)
     /// Called once when the run ends (to release workers).
     func finish(reason: String)
     /// Called once before the first step with the state whose parameters (and masks) the
@@ -67,6 +83,7 @@ public protocol GradientSource: AnyObject {
 
 extension GradientSource {
     public func attach(server: ServerState) {}
+    public func applied(_ step: AppliedStep, server: ServerState) {}
 }
 
 /// The replica in this process.

@@ -27,6 +27,9 @@ public final class ServerState: @unchecked Sendable {
     var gradientScore: FloatBuffer?
     /// Seeds what the method draws (S2ViTE's candidate weights, with the step).
     var topologySeed: UInt64 = 0
+    /// AdamW's variance freezes for the updates of steps from this one on (nil: never;
+    /// top-k runs, see `CompressionSchedule`).
+    public var varianceFreezeStep: Int?
     /// The changes of the last topology update (empty when the last step made none).
     public private(set) var lastChanges: [PruneAndGrow.LayerChange] = []
 
@@ -78,6 +81,7 @@ public final class ServerState: @unchecked Sendable {
             }
         }
         let norm = GradientClipping.clip(g, count: model.layout.count, maxNorm: clipGradNorm)
+        if let s = varianceFreezeStep, step >= s { optimizer.freezeVariance() }
         optimizer.step(params: params.pointer, grads: g, lr: lr)
         lastChanges = []
         var fraction: Double? = nil
@@ -89,12 +93,27 @@ public final class ServerState: @unchecked Sendable {
                 // Without the evidence it needs (a source that cannot give it) the topology stays.
                 if let changes = method.update(plan, masks: masks, model: model, params: params, moments: moments, evidence: evidence) {
                     lastChanges = changes
+                    if optimizer.varianceFrozen { seedFrozenVariance(changes, masks: masks) }
                     fraction = plan.fraction
                 }
             }
         }
         step += 1
         return Update(step: step, lr: lr, gradNorm: norm, topologyFraction: fraction)
+    }
+
+    /// A grown weight's variance is zeroed with its moments; frozen, it would stay zero and
+    /// the first gradient would move the weight by lr·(1−β1)·g/ε. It starts at the mean
+    /// variance of its layer's other active weights instead.
+    func seedFrozenVariance(_ changes: [PruneAndGrow.LayerChange], masks: MaskSet) {
+        guard let v = optimizer.secondMoment else { return }
+        for (t, c) in zip(masks.prunable, changes) where !c.grown.isEmpty {
+            let base = v.pointer + t.offset, m = masks.mask.pointer + t.offset
+            var sum = 0.0, n = 0
+            for i in 0 ..< t.count where m[i] != 0 && base[i] > 0 { sum += Double(base[i]); n += 1 }
+            let seed = n > 0 ? Float(sum / Double(n)) : 0
+            for i in c.grown { base[i] = seed }
+        }
     }
 
     /// Counts a step without an update (a skipped non-finite step): the weights, moments

@@ -101,6 +101,8 @@ public final class Trainer {
     let plan: EpochPlan
     public let totalSteps: Int
     let stepsPerEpoch: Int
+    /// Top-k's schedule over the run (all dense when the run does not compress).
+    public let compression: CompressionSchedule
     var elapsedBefore: Double = 0
     /// CPU seconds of earlier sessions; nil when a resumed checkpoint did not record them.
     var cpuBefore: Double? = 0
@@ -153,6 +155,8 @@ public final class Trainer {
                               batch: t.evalBatchSize, threads: threads, precision: engine.precision)
         resumedFrom = options.resume
         server.enableSparsity(config.sparsity, seed: config.topologySeed)
+        compression = config.communication.schedule(optimizer: config.optimizer.kind, stepsPerEpoch: stepsPerEpoch)
+        server.varianceFreezeStep = compression.freezeStep
         if let c = options.resume {
             try Checkpoint.restore(c, into: server)
             elapsedBefore = c.state.elapsedSeconds
@@ -225,7 +229,7 @@ public final class Trainer {
             let work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch),
                                 request: server.pendingPlan.request,
                                 selector: config.selectorSchedule(step: step, total: totalSteps),
-                                gradientDensity: config.communication.density(step: step, stepsPerEpoch: stepsPerEpoch))
+                                gradientDensity: compression.density(step: step))
             guard let g = try source.gradient(params: server.params.pointer, work: work, stop: stop) else {
                 stopped = true
                 break
@@ -246,6 +250,7 @@ public final class Trainer {
                 skippedInARow += 1
                 skippedSteps += 1
                 let topologyDue = server.skip()
+                source.applied(AppliedStep(step: step, update: nil, gradient: nil), server: server)
                 let reason = "\(what) is not finite (NaN or infinity): step \(step + 1) skipped, no update "
                     + "(\(skippedInARow) in a row of at most \(t.maxSkippedSteps), \(skippedSteps) in this session)"
                     + (topologyDue ? "; the topology update due at this step is left out" : "")
@@ -261,6 +266,7 @@ public final class Trainer {
                     throw stopNonFinite(metrics, step: step, what: "the weights after the update", lastCheckpoint: lastCheckpoint,
                                         elapsed: elapsedBefore + session.seconds)
                 }
+                source.applied(AppliedStep(step: step, update: lastUpdate, gradient: UnsafePointer(g.gradient)), server: server)
                 imagesSeen += result.count
                 window.loss += result.lossSum; window.correct += result.correct
                 window.images += result.count; window.steps += 1

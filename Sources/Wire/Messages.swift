@@ -34,9 +34,24 @@ public struct WelcomeInfo: Codable, Sendable, Equatable {
     public var config: String
     public var heartbeatSeconds: Double
     public var gradientCodec: ValueCodec
-    public init(rank: Int, runID: UInt64, config: String, heartbeatSeconds: Double, gradientCodec: ValueCodec) {
+    /// The downlink sends updates, not weights: the welcome carries the optimizer's state
+    /// too and the worker keeps a replica of it (nil: weights each step).
+    public var replicated: Bool?
+    public init(rank: Int, runID: UInt64, config: String, heartbeatSeconds: Double, gradientCodec: ValueCodec, replicated: Bool? = nil) {
         self.rank = rank; self.runID = runID; self.config = config
         self.heartbeatSeconds = heartbeatSeconds; self.gradientCodec = gradientCodec
+        self.replicated = replicated
+    }
+}
+
+/// The optimizer's part of a replicated welcome: update count, whether the variance is
+/// frozen, and its moment buffers in layout order.
+public struct OptimizerSnapshot {
+    public var updates: Int
+    public var varianceFrozen: Bool
+    public var buffers: [UnsafePointer<Float>]
+    public init(updates: Int, varianceFrozen: Bool, buffers: [UnsafePointer<Float>]) {
+        self.updates = updates; self.varianceFrozen = varianceFrozen; self.buffers = buffers
     }
 }
 
@@ -88,9 +103,13 @@ public enum Payload {
     // welcome: blob info JSON, u32 n, fp32 weights, [sparse runs: u32 mask version
     // (noMaskVersion: none), blob mask bits]
 
+    // ... then, when the info says replicated and weights came: u32 updates, u8 frozen,
+    // u32 buffers, each count fp32.
+
     public static func welcome(_ info: WelcomeInfo, params: UnsafePointer<Float>?, count: Int,
-                               mask: (version: UInt32, bits: [UInt8])? = nil, sparse: Bool = false) -> [UInt8] {
-        var w = ByteWriter(capacity: 4 * count + 1024)
+                               mask: (version: UInt32, bits: [UInt8])? = nil, sparse: Bool = false,
+                               optimizer: OptimizerSnapshot? = nil) -> [UInt8] {
+        var w = ByteWriter(capacity: 4 * count * (1 + (optimizer?.buffers.count ?? 0)) + 1024)
         w.blob(encodeJSON(info))
         w.u32(UInt32(count))
         if let params { w.floats(params, count: count) }
@@ -98,6 +117,11 @@ public enum Payload {
             w.u32(mask.version); w.blob(mask.bits)
         } else if sparse {
             w.u32(noMaskVersion); w.blob([])
+        }
+        if let o = optimizer, params != nil {
+            w.u32(UInt32(o.updates)); w.u8(o.varianceFrozen ? 1 : 0)
+            w.u32(UInt32(o.buffers.count))
+            for b in o.buffers { w.floats(b, count: count) }
         }
         return w.bytes
     }
@@ -117,16 +141,21 @@ public enum Payload {
     }
 
     // params: u32 epoch, u32 start, u32 count, u8 flags (1 values, 2 mask update,
-    // 4 request, 8 selector, 16 gradient density), [mask update], [request: u8 kind, 1 grow
-    // candidates: u32 c, u32 layers, u32 k per layer; 2 unit scores: u64 seed], [selector:
-    // f32 τ, f32 noise scale], [f64 gradient density], [u32 n, fp32 values]
+    // 4 request, 8 selector, 16 gradient density, 32 update, 64 assignment table), [mask
+    // update], [request: u8 kind, 1 grow candidates: u32 c, u32 layers, u32 k per layer;
+    // 2 unit scores: u64 seed], [selector: f32 τ, f32 noise scale], [f64 gradient density],
+    // [ParameterUpdate], [table: u32 n, n × (u32 rank, u32 epoch, u32 start, u32 count)],
+    // [u32 n, fp32 values]
 
     public static func params(_ a: Assignment, mask: MaskUpdate? = nil, request: StepRequest = .none, selector: SelectorSchedule? = nil,
-                              gradientDensity: Double? = nil, values: UnsafePointer<Float>?, count: Int) -> [UInt8] {
-        var w = ByteWriter(capacity: 64 + (values == nil ? 0 : 4 * count))
+                              gradientDensity: Double? = nil, update: ParameterUpdate? = nil, layout: ParameterLayout? = nil,
+                              table: [RankAssignment]? = nil, values: UnsafePointer<Float>?, count: Int) -> [UInt8] {
+        var w = ByteWriter(capacity: 64 + (values == nil ? 0 : 4 * count) + 16 * (table?.count ?? 0)
+            + 8 * (update?.gradient.entries ?? 0))
         w.u32(a.epoch); w.u32(a.start); w.u32(a.count)
+        precondition(update == nil || layout != nil, "an update is encoded for a layout")
         w.u8((values != nil ? 1 : 0) | (mask != nil ? 2 : 0) | (request != .none ? 4 : 0) | (selector != nil ? 8 : 0)
-            | (gradientDensity != nil ? 16 : 0))
+            | (gradientDensity != nil ? 16 : 0) | (update != nil ? 32 : 0) | (table != nil ? 64 : 0))
         if let mask { mask.encode(into: &w) }
         switch request {
         case .none: break
@@ -141,6 +170,11 @@ public enum Payload {
         }
         if let selector { w.f32(selector.temperature); w.f32(selector.noiseScale) }
         if let gradientDensity { w.f64(gradientDensity) }
+        if let update, let layout { update.encode(into: &w, layout: layout) }
+        if let table {
+            w.u32(UInt32(table.count))
+            for t in table { w.u32(t.rank); w.u32(t.assignment.epoch); w.u32(t.assignment.start); w.u32(t.assignment.count) }
+        }
         if let values {
             w.u32(UInt32(count))
             w.floats(values, count: count)
@@ -155,16 +189,38 @@ public enum Payload {
         public var selector: SelectorSchedule?
         /// Top-k with error feedback at this density (nil: send every value).
         public var gradientDensity: Double?
+        /// The update that takes the replicas to this step (replicated downlink).
+        public var update: ParameterUpdate? = nil
+        /// Every worker's share of a broadcast step (nil: `assignment` is this worker's).
+        public var table: [RankAssignment]? = nil
         public var hasValues: Bool
+
+        /// This worker's share: its row of the table, or the assignment (nil: none this step).
+        public func share(rank: Int) -> Assignment? {
+            guard let table else { return assignment }
+            return table.first { $0.rank == UInt32(clamping: rank) }?.assignment
+        }
+    }
+
+    /// What a receiver needs to read an update: its layout, the sizes of its prunable
+    /// layers and how many moment buffers its optimizer keeps.
+    public struct UpdateContext: Sendable {
+        public var layout: ParameterLayout
+        public var layerSizes: [Int]
+        public var moments: Int
+        public init(layout: ParameterLayout, layerSizes: [Int], moments: Int) {
+            self.layout = layout; self.layerSizes = layerSizes; self.moments = moments
+        }
     }
 
     /// Everything before the values; the reader is left at the values (if any), which the
     /// caller reads with `values(_:into:count:)` once it knows how many it expects.
-    public static func decodeParamsHeader(_ payload: [UInt8], maxLayers: Int, maxIndices: Int) throws -> (ParamsHeader, ByteReader) {
+    public static func decodeParamsHeader(_ payload: [UInt8], maxLayers: Int, maxIndices: Int,
+                                          updates: UpdateContext? = nil) throws -> (ParamsHeader, ByteReader) {
         var r = ByteReader(payload)
         let a = Assignment(epoch: try r.u32("epoch"), start: try r.u32("start"), count: try r.u32("count"))
         let flags = try r.u8("params flags")
-        guard flags & ~31 == 0 else { throw WireError.malformedPayload("params flags \(flags)") }
+        guard flags & ~127 == 0 else { throw WireError.malformedPayload("params flags \(flags)") }
         let mask = flags & 2 != 0 ? try MaskUpdate.decode(&r, maxLayers: maxLayers, maxIndices: maxIndices) : nil
         var request = StepRequest.none
         if flags & 4 != 0 {
@@ -195,9 +251,23 @@ public enum Payload {
             guard d > 0 && d <= 1 else { throw WireError.malformedPayload("gradient density \(d)") }
             density = d
         }
+        var update: ParameterUpdate? = nil
+        if flags & 32 != 0 {
+            guard let c = updates else { throw WireError.malformedPayload("an update for a worker that holds no replica of the optimizer") }
+            update = try ParameterUpdate.decode(&r, layout: c.layout, layerSizes: c.layerSizes, moments: c.moments)
+        }
+        var table: [RankAssignment]? = nil
+        if flags & 64 != 0 {
+            let n = Int(try r.u32("assignment table rows"))
+            guard n <= 65536 else { throw WireError.malformedPayload("\(n) assignment rows") }
+            table = try (0 ..< n).map { _ in
+                RankAssignment(rank: try r.u32("rank"), assignment: Assignment(epoch: try r.u32("epoch"), start: try r.u32("start"),
+                                                                               count: try r.u32("count")))
+            }
+        }
         if flags & 1 == 0 { try r.expectEnd("params") }
         return (ParamsHeader(assignment: a, mask: mask, request: request, selector: selector, gradientDensity: density,
-                             hasValues: flags & 1 != 0), r)
+                             update: update, table: table, hasValues: flags & 1 != 0), r)
     }
 
     /// Dense parameters: the assignment; the values (if any) are written into `into`.

@@ -9,6 +9,7 @@ import Glibc
 import Kernels
 import Logging
 import Model
+import Optim
 import Sparsity
 import Transport
 import Wire
@@ -29,6 +30,11 @@ public struct WorkerOptions: Sendable {
     public var parentPID: Int32?
     /// CURVE: this worker's key pair and the coordinator's public key (nil: plaintext).
     public var curve: CurveClientKeys?
+    /// Tests: keep a CRC-32 of the replica's weights and moments after each update.
+    public var recordStateDigests = false
+    /// Tests: after replaying the update to this step, change one weight (as a bit flip in
+    /// memory would), so the next checksum differs and the worker resyncs.
+    public var corruptAfterStep: Int?
     public init(coordinator: String, name: String, threads: Int, backend: BackendChoice? = nil) {
         self.coordinator = coordinator; self.name = name; self.threads = threads; self.backend = backend
     }
@@ -75,6 +81,15 @@ public final class WorkerNode: @unchecked Sendable {
     /// Top-k with error feedback, made when a step first asks for it. Its residual is this
     /// worker's alone: a worker that leaves (or rejoins) loses only what it had not sent.
     var compressor: TopKCompressor?
+    /// The replicated downlink: this worker's copy of the optimizer, whose moments follow
+    /// the coordinator's through the updates it is sent, and the step its weights are of.
+    var optimizer: Optimizer?
+    var version = -1
+    var updateGradient: FloatBuffer?
+    /// Replicas found out of step (a checksum that differs, a missed update) and resynced.
+    public private(set) var resyncs = 0
+    /// With `recordStateDigests`: CRC-32 of weights and moments by the step they are of.
+    public private(set) var stateDigests: [Int: UInt32] = [:]
 
     var lastSent = -Double.infinity
     var lastReceived: Double = 0
@@ -275,6 +290,8 @@ public final class WorkerNode: @unchecked Sendable {
             masks = config.sparsity.isSparse
                 ? MaskSet(for: config.sparsity, layout: model.layout)
                 : nil
+            optimizer = info.replicated == true ? Optimizer(config: config.optimizer, layout: model.layout) : nil
+            updateGradient = info.replicated == true ? FloatBuffer(count: model.layout.count) : nil
             log.info("joined run \(String(info.runID, radix: 16)) as rank \(info.rank): \(config.name), \(model.layout.parameterCount) parameters, \(train.count) training images")
         }
         let count = Int(try reader.u32("weight count"))
@@ -291,6 +308,22 @@ public final class WorkerNode: @unchecked Sendable {
                 guard m.setBitmap(bits, version: Int(version)) else { throw WorkerError(message: "the welcome's mask does not fit the model") }
             }
         }
+        version = -1
+        if let o = optimizer {
+            if count > 0 {
+                // The whole state: the replica is at the welcome's step.
+                let updates = Int(try reader.u32("optimizer updates"))
+                let frozen = try reader.u8("variance frozen") != 0
+                let n = Int(try reader.u32("moment buffers"))
+                guard n == o.stateBuffers.count else { throw WorkerError(message: "the welcome carries \(n) moment buffers, this optimizer has \(o.stateBuffers.count)") }
+                for (_, b) in o.stateBuffers { try reader.floats(into: b.pointer, count: count) }
+                o.updates = updates
+                o.restoreFrozenVariance(frozen)
+                version = Int(frame.header.step)
+            }
+        } else if count > 0 {
+            version = Int(frame.header.step)
+        }
         try reader.expectEnd("welcome")
         // A (re)join starts from the coordinator's weights: what was left unsent belongs
         // to steps the coordinator has finished without it.
@@ -299,9 +332,23 @@ public final class WorkerNode: @unchecked Sendable {
     }
 
     func start(_ frame: Frame) throws {
-        guard let replica, let params, let plan, let packed else { return }
+        guard let replica, let params, let plan, let packed, let info, let layout else { return }
+        let context = optimizer.map {
+            Payload.UpdateContext(layout: layout, layerSizes: masks?.prunable.map(\.count) ?? [], moments: $0.stateBuffers.count)
+        }
         var (header, reader) = try Payload.decodeParamsHeader(frame.payload, maxLayers: masks?.prunable.count ?? 0,
-                                                              maxIndices: masks?.prunable.map(\.count).max() ?? 0)
+                                                              maxIndices: masks?.prunable.map(\.count).max() ?? 0, updates: context)
+        if optimizer != nil {
+            // Replicated: bring the replica to this step, or have the whole state sent.
+            let step = Int(frame.header.step)
+            if let u = header.update, version == Int(u.step) {
+                guard try replay(u) else { return }
+            }
+            guard version == step else {
+                return try resync("its replica is of step \(version) and the frame of step \(step)"
+                    + (header.update.map { " brings the update from step \($0.step)" } ?? " brings no update"))
+            }
+        }
         if let update = header.mask {
             guard let m = masks else { throw WorkerError(message: "a mask update in a dense run") }
             let ok: Bool
@@ -322,10 +369,11 @@ public final class WorkerNode: @unchecked Sendable {
                 try Payload.values(&reader, into: packed.pointer, count: m.packedCount)
                 m.unpack(packed.pointer, into: params.pointer)
             } else {
-                try Payload.values(&reader, into: params.pointer, count: layout!.count)
+                try Payload.values(&reader, into: params.pointer, count: layout.count)
             }
         }
-        let a = header.assignment
+        // A broadcast step names every worker's share; this one may have none.
+        guard let a = header.share(rank: info.rank) else { return }
         let epoch = Int(a.epoch)
         if permutation?.epoch != epoch { permutation = (epoch, plan.permutation(epoch: epoch)) }
         let lo = Int(a.start), hi = lo + Int(a.count)
@@ -344,6 +392,68 @@ public final class WorkerNode: @unchecked Sendable {
             j.finish(replica.computeGradient(params: p, indices: indices, epoch: epoch, masks: m, request: request, selector: selector))
         }
         Thread.detachNewThread { work() }
+    }
+
+    /// Applies the coordinator's update to the replica in `ServerState.apply`'s order:
+    /// freeze, the optimizer step on exactly the values its optimizer took, the old mask,
+    /// then the topology change. False (after asking for a resync) when the weights' CRC
+    /// then differs from the coordinator's.
+    func replay(_ u: ParameterUpdate) throws -> Bool {
+        guard let o = optimizer, let params, let layout, let g = updateGradient else { return false }
+        if u.applied {
+            if u.freezeVariance { o.freezeVariance() }
+            g.zero()
+            u.gradient.scatter(into: g.pointer, layout: layout)
+            o.updates = Int(u.optimizerUpdates) - 1
+            o.step(params: params.pointer, grads: g.pointer, lr: u.lr)
+            if let m = masks {
+                m.apply(to: params)
+                if let change = u.topology {
+                    guard m.apply(change: change.map { ($0.off, $0.on) }, version: Int(u.maskVersion)) else {
+                        try resync("the topology update to mask version \(u.maskVersion) does not fit mask version \(m.version)")
+                        return false
+                    }
+                    let buffers = o.stateBuffers.map(\.buffer)
+                    for ((t, c), values) in zip(zip(m.prunable, change), u.grown) {
+                        for i in c.off {
+                            params.pointer[t.offset + Int(i)] = 0
+                            for b in buffers { b.pointer[t.offset + Int(i)] = 0 }
+                        }
+                        let n = c.on.count
+                        for (j, i) in c.on.enumerated() {
+                            params.pointer[t.offset + Int(i)] = values[j]
+                            for (k, b) in buffers.enumerated() { b.pointer[t.offset + Int(i)] = values[(k + 1) * n + j] }
+                        }
+                    }
+                    compressor?.follow(m)
+                }
+            }
+        }
+        version = Int(u.step) + 1
+        if options.corruptAfterStep == version { params.pointer[0] += 1 }
+        if options.recordStateDigests {
+            var crc = ParameterUpdate.checksum(params.pointer, count: layout.count)
+            for (_, b) in o.stateBuffers { crc = Checksum.crc32(continuing: crc, UnsafeRawBufferPointer(start: b.pointer, count: 4 * layout.count)) }
+            stateDigests[version] = crc
+        }
+        if let expected = u.checksum {
+            let crc = ParameterUpdate.checksum(params.pointer, count: layout.count)
+            guard crc == expected else {
+                try resync(String(format: "its weights after step %d have CRC-32 %08x, the coordinator's %08x", version, crc, expected))
+                return false
+            }
+        }
+        return true
+    }
+
+    /// The replica is out of step with the coordinator: join again, which sends the
+    /// whole state (weights, moments, masks); the step goes on without this worker's share.
+    func resync(_ why: String) throws {
+        resyncs += 1
+        log.warning("worker \(options.name): \(why); asking the coordinator for the whole state")
+        info = nil
+        version = -1
+        try sendJoin()
     }
 
     func sendGradient(step: UInt64, result: BatchResult, request: StepRequest, density: Double?) throws {

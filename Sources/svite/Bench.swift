@@ -11,7 +11,7 @@ import Wire
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure speed: prints a table (or JSON) of what was timed and on what machine.",
-        subcommands: [BenchModel.self, BenchGemm.self, BenchComm.self]
+        subcommands: [BenchModel.self, BenchGemm.self, BenchComm.self, BenchCluster.self]
     )
 }
 
@@ -258,5 +258,70 @@ struct BenchComm: ParsableCommand {
         try printResult(Report(steps: rows, sockets: socketRows), json: json) {
             (rows.isEmpty ? "" : CommBenchmark.table(rows) + "\n\n") + SocketBenchmark.table(socketRows)
         }
+    }
+}
+
+struct BenchCluster: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster",
+        abstract: "Time the real coordinator with N simulated workers on loopback, dense against top-k.",
+        discussion: """
+        The coordinator is the one `svite train` runs (socket thread, aggregation, AdamW, \
+        the downlink); the workers are simulated: DEALER sockets in one thread of this process \
+        that answer every step at once with a gradient frame made beforehand (dense fp32, or \
+        each worker's own top-k of a random gradient). Reports, for each worker count, steps \
+        per second, the coordinator's CPU per step (the simulated workers' thread taken out), \
+        bytes per worker and step both ways, the bytes through the coordinator per step, and \
+        whether one step per second per worker fits in a core and 10 Gbit/s.
+
+        Example: svite bench cluster --config deit-tiny --workers 1 --workers 8 --workers 32
+        """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .long, help: "Configs to measure (repeatable).")
+    var config: [String] = ["fmnist-tiny", "deit-tiny"]
+
+    @Option(name: .long, help: "Simulated worker counts (repeatable).")
+    var workers: [Int] = [1, 2, 4, 8, 16, 32, 64]
+
+    @Option(name: .long, help: "Top-k density of the compressed rows.")
+    var density: Double = 0.01
+
+    @Option(name: .long, help: "Value codec of the compressed rows (fp32 or bf16).")
+    var codec: String = "bf16"
+
+    @Flag(name: .long, inversion: .prefixedNo, help: "Also measure dense fp32 (no compression) at each worker count.")
+    var dense = true
+
+    @Option(name: .long, help: "Timed steps per row (after 2 warm-up steps).")
+    var steps: Int = 10
+
+    @Flag(name: .long, help: "Print JSON instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard !workers.isEmpty, workers.allSatisfy({ (1 ... 256).contains($0) }) else { throw ValidationError("--workers must be 1 to 256 (got \(workers))") }
+        guard density > 0 && density < 1 else { throw ValidationError("--density must be in (0, 1) (got \(density))") }
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1 (got \(steps))") }
+        guard valueCodec != nil else { throw ValidationError("--codec must be fp32 or bf16 (got '\(codec)')") }
+    }
+
+    var valueCodec: ValueCodec? { ["fp32": ValueCodec.fp32, "bf16": .bf16][codec] }
+
+    func run() throws {
+        let log = global.bootstrap("svite.bench")
+        BLAS.setThreads(1)
+        var rows: [ClusterBenchmark.Result] = []
+        for name in config {
+            let file = try RunConfig.resolve(name)
+            for d in (dense ? [nil] : []) + [Optional(density)] {
+                var o = ClusterBenchmark.Options(config: file)
+                o.workers = workers; o.density = d; o.codec = valueCodec ?? .bf16; o.steps = steps
+                rows += try ClusterBenchmark(o).run(log: log)
+            }
+        }
+        try printResult(rows, json: json) { ClusterBenchmark.table(rows) }
     }
 }

@@ -160,6 +160,90 @@ struct ClusterTests {
         }
     }
 
+    /// A worker node run on a thread, kept so the test can look at its replica.
+    func workerNode(_ endpoint: String, name: String, configure: (inout WorkerOptions) -> Void = { _ in }) throws -> (WorkerNode, Thread) {
+        var o = WorkerOptions(coordinator: endpoint, name: name, threads: 1)
+        o.recordStateDigests = true
+        configure(&o)
+        let node = try WorkerNode(options: o, logger: log)
+        nonisolated(unsafe) let n = node
+        let t = Thread {
+            do { _ = try n.run() } catch { Issue.record("worker \(name): \(error)") }
+        }
+        t.start()
+        return (node, t)
+    }
+
+    /// The replicated downlink: workers apply the coordinator's updates to their own copy
+    /// of the weights, moments and masks, and stay equal to it bit for bit over every step,
+    /// through topology updates (SViTE's prune-and-grow, S2ViTE's units) and AdamW's
+    /// variance freezing; the frame down is one for all and a fraction of the weights.
+    @Test(arguments: [["sparsity.method=svite", "sparsity.update_interval=3", "sparsity.candidate_multiplier=1000"],
+                      ["sparsity.method=s2vite", "sparsity.update_interval=3", "sparsity.sparsity=0.5"],
+                      ["optimizer.name=sgd", "optimizer.lr=0.1"]])
+    func replicasFollowTheCoordinatorBitForBit(method: [String]) throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 192, test: 32)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=3", "communication.gradient_density=0.05",
+                                                                 "communication.dense_warmup_epochs=1", "communication.checksum_every_steps=4"] + method)
+            #expect(config.communication.replicatesUpdates)
+            var o = ClusterOptions()
+            o.bind = "tcp://127.0.0.1:*"; o.statusBind = nil; o.expectedWorkers = 2; o.heartbeatSeconds = 0.5
+            o.recordStateDigests = true
+            let source = try ClusterGradientSource(config: config, options: o, logger: log)
+            let (a, ta) = try workerNode(source.endpoint, name: "a")
+            let (b, tb) = try workerNode(source.endpoint, name: "b")
+            let trainer = try trainer(config, dir: "\(dir)/run", source: source)
+            let summary = try trainer.run()
+            #expect(summary.steps == 36)
+            for t in [ta, tb] { while t.isExecuting { Thread.sleep(forTimeInterval: 0.01) } }
+            let coordinator = source.stateDigests
+            for (name, w) in [("a", a), ("b", b)] {
+                #expect(w.resyncs == 0, "worker \(name) resynced")
+                // The last update is never sent (no step follows it).
+                let steps = w.stateDigests.keys.sorted()
+                #expect(steps == Array(1 ... 35), "worker \(name) replayed \(steps)")
+                for s in steps { #expect(w.stateDigests[s] == coordinator[s], "worker \(name) differs after step \(s)") }
+            }
+            if config.optimizer.kind == .adamw { #expect(trainer.server.optimizer.varianceFrozen) }
+            let records = MetricsLog.read(summary.metrics).filter { $0.kind == .train }
+            let weights = 4 * trainer.server.model.layout.parameterCount
+            // After the dense warm-up (12 steps) each step's frame down holds the merged
+            // top-k of two workers: a small fraction of the weights.
+            let late = records.filter { $0.step > 16 }.compactMap(\.bytesDownPerStep)
+            #expect(!late.isEmpty && late.allSatisfy { $0 < weights / 2 }, "bytes down \(late) against \(weights) of weights per worker")
+        }
+    }
+
+    /// A replica that differs from the coordinator's (here: one weight changed behind its
+    /// back, as a bit flip would) is caught by the next checksum; the worker is sent the
+    /// whole state and follows bit for bit again.
+    @Test func aReplicaThatDiffersIsResynced() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 192, test: 32)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=2", "communication.gradient_density=0.05",
+                                                                 "communication.dense_warmup_epochs=0.5", "communication.checksum_every_steps=2",
+                                                                 "sparsity.method=svite", "sparsity.update_interval=5"])
+            var o = ClusterOptions()
+            o.bind = "tcp://127.0.0.1:*"; o.statusBind = nil; o.expectedWorkers = 2; o.heartbeatSeconds = 0.5
+            o.recordStateDigests = true
+            let source = try ClusterGradientSource(config: config, options: o, logger: log)
+            let (a, ta) = try workerNode(source.endpoint, name: "a") { $0.corruptAfterStep = 7 }
+            let (b, tb) = try workerNode(source.endpoint, name: "b")
+            let summary = try trainer(config, dir: "\(dir)/run", source: source).run()
+            #expect(summary.steps == 24)
+            for t in [ta, tb] { while t.isExecuting { Thread.sleep(forTimeInterval: 0.01) } }
+            let coordinator = source.stateDigests
+            #expect(a.resyncs == 1 && b.resyncs == 0)
+            #expect(a.stateDigests[7] != coordinator[7], "the change was made")
+            // Caught at step 8 (the next checksum), whole state at 9: equal from then on.
+            let after = a.stateDigests.keys.filter { $0 >= 10 }.sorted()
+            #expect(after.count >= 10)
+            for s in after { #expect(a.stateDigests[s] == coordinator[s], "step \(s)") }
+            for s in b.stateDigests.keys { #expect(b.stateDigests[s] == coordinator[s]) }
+        }
+    }
+
     /// Garbage and mutated frames from a stranger are counted and dropped while the run
     /// goes on; the status socket answers with the workers and the bytes.
     @Test func badFramesAreCountedAndTheRunGoesOn() throws {
