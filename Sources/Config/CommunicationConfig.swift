@@ -23,6 +23,8 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// With updates on the downlink: the weights' CRC-32 travels every this many steps (and
     /// after each topology update); a worker whose replica differs is sent the whole state.
     public var checksumEverySteps: Int = 50
+    /// Tensors of one dimension (biases, LayerNorm) are sent whole, not top-k (DGC's code).
+    public var denseVectors = true
 
     public init() {}
 
@@ -122,6 +124,7 @@ extension CommunicationConfig: ConfigSection {
                 c.denseWarmupEpochs = v
             }, write: { $0.denseWarmupEpochs.map { "\($0)" } ?? "auto" }),
             .value("freeze_variance", \.freezeVariance),
+            .value("dense_vectors", \.denseVectors),
             .value("downlink", \.downlink),
             .value("checksum_every_steps", \.checksumEverySteps, check: { $0 >= 1 ? nil : "must be at least 1, got \($0)" }),
         ]

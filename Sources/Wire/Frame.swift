@@ -69,8 +69,9 @@ public struct FrameLimits: Sendable {
     /// candidate's value), so 9 bytes per weight bound grads and params alike, plus a
     /// mask bitmap (1/8 byte per weight) and headers. A dense bound (4 per weight) is
     /// too small: an update step's grads carry the active values and up to every
-    /// inactive weight as a candidate.
-    public static func payloadBound(parameters: Int) -> Int { 10 * parameters + (64 << 10) }
+    /// inactive weight as a candidate. The largest is a replicated welcome (weights and
+    /// AdamW's two moments, 12 bytes per weight, and the mask bits): 13 per weight.
+    public static func payloadBound(parameters: Int) -> Int { 13 * parameters + (64 << 10) }
 }
 
 /// A decoded frame: its header and the raw payload.

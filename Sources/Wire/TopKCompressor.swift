@@ -89,7 +89,11 @@ public final class TopKCompressor: @unchecked Sendable {
     /// magnitude among the active weights, and leaves in the residual what was not sent
     /// (and, with bf16 values, the rounding of what was). NaN counts as the largest
     /// magnitude, so a broken gradient is sent (and refused), not hidden in the residual.
-    public func compress(_ gradient: UnsafePointer<Float>, mask: MaskSet?, density: Double, codec: ValueCodec = .fp32) -> SparseGradient {
+    /// `denseVectors`: tensors of one dimension (biases, LayerNorm) go whole, as DGC's
+    /// reference code does (it compresses only `param.dim() > 1`): they are a percent of
+    /// the weights and, at one entry in a hundred, would wait a hundred steps per value.
+    public func compress(_ gradient: UnsafePointer<Float>, mask: MaskSet?, density: Double, codec: ValueCodec = .fp32,
+                         denseVectors: Bool = false) -> SparseGradient {
         let acc = residual.pointer
         let m = mask?.mask.pointer
         var indices: [[UInt32]] = [], values: [[Float]] = []
@@ -109,7 +113,7 @@ public final class TopKCompressor: @unchecked Sendable {
             } else {
                 for i in 0 ..< t.count { magnitudes.append(Self.magnitude(a[i])) }
             }
-            let k = Self.k(density: density, active: magnitudes.count)
+            let k = denseVectors && t.shape.count <= 1 ? magnitudes.count : Self.k(density: density, active: magnitudes.count)
             var idx: [UInt32] = [], val: [Float] = []
             if k > 0 {
                 let threshold = Self.kthLargest(&magnitudes, k)

@@ -81,6 +81,8 @@ public final class WorkerNode: @unchecked Sendable {
     /// Top-k with error feedback, made when a step first asks for it. Its residual is this
     /// worker's alone: a worker that leaves (or rejoins) loses only what it had not sent.
     var compressor: TopKCompressor?
+    /// communication.dense_vectors of the run.
+    var denseVectors = true
     /// The replicated downlink: this worker's copy of the optimizer, whose moments follow
     /// the coordinator's through the updates it is sent, and the step its weights are of.
     var optimizer: Optimizer?
@@ -290,6 +292,7 @@ public final class WorkerNode: @unchecked Sendable {
             masks = config.sparsity.isSparse
                 ? MaskSet(for: config.sparsity, layout: model.layout)
                 : nil
+            denseVectors = config.communication.denseVectors
             optimizer = info.replicated == true ? Optimizer(config: config.optimizer, layout: model.layout) : nil
             updateGradient = info.replicated == true ? FloatBuffer(count: model.layout.count) : nil
             log.info("joined run \(String(info.runID, radix: 16)) as rank \(info.rank): \(config.name), \(model.layout.parameterCount) parameters, \(train.count) training images")
@@ -465,7 +468,7 @@ public final class WorkerNode: @unchecked Sendable {
         if let density {
             let c = compressor ?? TopKCompressor(layout: layout)
             compressor = c
-            let sparse = c.compress(g, mask: masks, density: density, codec: info.gradientCodec)
+            let sparse = c.compress(g, mask: masks, density: density, codec: info.gradientCodec, denseVectors: denseVectors)
             payload = Payload.sparseGrads(summary, codec: info.gradientCodec, sparse: sparse, layout: layout, reply: reply)
         } else if let m = masks {
             m.pack(g, into: packed.pointer)

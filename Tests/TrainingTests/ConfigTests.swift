@@ -95,6 +95,19 @@ struct ConfigTests {
         expectError("model:\n  dim: 1\n  dim: 2\n", key: "", containing: "YAML")
     }
 
+    @Test func theCommunicationSectionIsCheckedAndNamed() throws {
+        let c = try parse(good + "communication:\n  gradient_density: 0.01\n  dense_warmup_epochs: 0.5\n  downlink: weights\n").communication
+        #expect(c.denseWarmupEpochs == 0.5 && !c.replicatesUpdates && c.freezeVariance == .auto)
+        let auto = try parse(good + "communication:\n  gradient_density: 0.01\n").communication
+        #expect(auto.denseWarmupEpochs == nil && auto.replicatesUpdates)
+        #expect(try RunConfig.parse(yaml: try parse(good + "communication:\n  dense_warmup_epochs: 2\n").yaml, file: "x").communication.denseWarmupEpochs == 2)
+        expectError(good + "communication:\n  dense_warmup_epochs: soon\n", key: "communication.dense_warmup_epochs", containing: "auto or a number")
+        expectError(good + "communication:\n  dense_warmup_epochs: -1\n", key: "communication.dense_warmup_epochs", containing: ">= 0")
+        expectError(good + "communication:\n  downlink: both\n", key: "communication.downlink", containing: "auto, weights, updates")
+        expectError(good + "communication:\n  freeze_variance: yes\n", key: "communication.freeze_variance", containing: "auto, on, off")
+        expectError(good + "communication:\n  checksum_every_steps: 0\n", key: "communication.checksum_every_steps", containing: "at least 1")
+    }
+
     @Test func badTrainingSectionsAreNamed() throws {
         expectError(good + "training:\n  epohcs: 3\n", key: "training.epohcs", containing: "did you mean 'epochs'")
         expectError(good + "training:\n  batch_size: 0\n", key: "training.batch_size", containing: "at least 1")

@@ -32,6 +32,70 @@ struct OptimTests {
         #expect(!Optimizer.decays(name: "cls_token", shape: [1, 1, 96]))
     }
 
+    /// Frozen, AdamW's variance stays at its bias-corrected value and an update is linear
+    /// in the gradient: with β1 = 0, a gradient sent late (g1 + g2 at once, then nothing)
+    /// moves the weights as far as g1 then g2 did; live, it moves them less (v sees the
+    /// lump's square). That is why top-k with error feedback needs the frozen variance.
+    @Test func aFrozenVarianceMakesLateGradientsMoveWeightsAsFar() {
+        var c = OptimizerConfig()
+        c.beta1 = 0; c.weightDecay = 0; c.lr = 0.01
+        func run(frozen: Bool, _ grads: [[Float]]) -> [Float] {
+            let o = Optimizer(config: c, layout: layout)
+            let p = buffers([0, 0, 0, 0, 0, 0, 0, 0])
+            // Warm-up: the same 5 dense gradients for both.
+            // (Each gradient buffer is held by a name: a temporary's pointer outlives it.)
+            for k in 0 ..< 5 {
+                let g = buffers([1, -2, 0.5, 1, 2, -1, 0.3, 1].map { $0 * Float(k + 1) / 5 })
+                withExtendedLifetime(g) { o.step(params: p.pointer, grads: g.pointer, lr: c.lr) }
+            }
+            let v = values(o.secondMoment!)
+            if frozen {
+                o.freezeVariance()
+                let corrected = v.map { Double($0) / (1 - Foundation.pow(c.beta2, 5)) }
+                for (a, b) in zip(values(o.secondMoment!), corrected) { #expect(abs(Double(a) - b) <= 1e-6 * b) }
+            }
+            let before = values(p)
+            for values in grads {
+                let g = buffers(values)
+                withExtendedLifetime(g) { o.step(params: p.pointer, grads: g.pointer, lr: c.lr) }
+            }
+            if frozen { #expect(o.varianceFrozen) }
+            return zip(values(p), before).map { $0 - $1 }
+        }
+        let g1: [Float] = [0.5, 1, -1, 2, 0.1, 0.2, -0.3, 1], g2: [Float] = [1, -0.5, 2, 1, 0.3, -0.1, 0.3, 0.5]
+        let zero = [Float](repeating: 0, count: 8)
+        let onTime = run(frozen: true, [g1, g2]), late = run(frozen: true, [zip(g1, g2).map(+), zero])
+        for (a, b) in zip(onTime, late) { #expect(abs(a - b) <= 1e-5 * max(abs(a), 1e-3), "\(onTime) against \(late)") }
+        let liveOnTime = run(frozen: false, [g1, g2]), liveLate = run(frozen: false, [zip(g1, g2).map(+), zero])
+        let gap = zip(liveOnTime, liveLate).map { abs($0 - $1) }.max()!
+        #expect(gap > 1e-4, "live variance: \(liveOnTime) against \(liveLate)")
+        // SGD has nothing to freeze.
+        var sgd = OptimizerConfig(); sgd.kind = .sgd
+        let o = Optimizer(config: sgd, layout: layout)
+        o.freezeVariance()
+        #expect(!o.varianceFrozen)
+    }
+
+    /// The compression schedule: dense warm-up steps first (auto: one epoch when AdamW's
+    /// variance freezes, none for SGD), then DGC's falling density, then the target.
+    @Test func theCompressionScheduleWarmsUpDenseThenSparse() throws {
+        var c = CommunicationConfig()
+        #expect(c.schedule(optimizer: .adamw, stepsPerEpoch: 10).density(step: 0) == nil)
+        c.gradientDensity = 0.01
+        let adam = c.schedule(optimizer: .adamw, stepsPerEpoch: 10)
+        #expect(adam.denseSteps == 10 && adam.freezeStep == 10)
+        #expect((0 ..< 10).allSatisfy { adam.density(step: $0) == nil && !adam.freezesVariance(step: $0) })
+        #expect(adam.density(step: 10) == 0.01 && adam.freezesVariance(step: 10))
+        let sgd = c.schedule(optimizer: .sgd, stepsPerEpoch: 10)
+        #expect(sgd.denseSteps == 0 && sgd.freezeStep == nil && sgd.density(step: 0) == 0.01)
+        c.denseWarmupEpochs = 0.5; c.densityWarmupEpochs = 1
+        let dgc = c.schedule(optimizer: .adamw, stepsPerEpoch: 10)
+        #expect(dgc.density(step: 4) == nil && abs(dgc.density(step: 5)! - 0.25) < 1e-12)
+        #expect(dgc.density(step: 10)! < 0.25 && dgc.density(step: 10)! > 0.01 && dgc.density(step: 15) == 0.01)
+        c.freezeVariance = .off
+        #expect(c.schedule(optimizer: .adamw, stepsPerEpoch: 10).freezeStep == nil)
+    }
+
     /// Two AdamW steps computed by hand in Double (torch's formulas).
     @Test func adamWMatchesHandComputedSteps() {
         var c = OptimizerConfig()

@@ -236,4 +236,36 @@ struct TopKTests {
         }
         #expect(refused > 0)
     }
+
+    /// The largest frame a run sends, the welcome with the whole replicated state (weights,
+    /// AdamW's two moments, the mask), fits the receivers' bound at every model size (the
+    /// 64 KiB slack hid it for test models: a 0.68M-parameter welcome was refused).
+    @Test func aReplicatedWelcomeFitsTheFrameBound() throws {
+        for n in [1000, 50_000, 678_730] {
+            let p = FloatBuffer(count: n)
+            let info = WelcomeInfo(rank: 0, runID: 1, config: String(repeating: "x", count: 4000), heartbeatSeconds: 1, gradientCodec: .fp32, replicated: true)
+            let snapshot = OptimizerSnapshot(updates: 3, varianceFrozen: false, buffers: [UnsafePointer(p.pointer), UnsafePointer(p.pointer)])
+            let payload = Payload.welcome(info, params: p.pointer, count: n, mask: (1, [UInt8](repeating: 0, count: (n + 7) / 8)), optimizer: snapshot)
+            #expect(payload.count <= FrameLimits.payloadBound(parameters: n), "\(n) parameters: \(payload.count) bytes")
+            let frame = Frame(header: FrameHeader(type: .welcome, runID: 1, layoutHash: 2), payload: payload).encoded(compress: false)
+            _ = try Frame.decode(frame, limits: FrameLimits(maxRawBytes: FrameLimits.payloadBound(parameters: n)))
+        }
+    }
+
+    /// With dense vectors, one-dimensional tensors (the bias here) go whole and keep no
+    /// residual; matrices still send their top k.
+    @Test func denseVectorsSendBiasesWhole() {
+        let layout = smallLayout()
+        let c = TopKCompressor(layout: layout)
+        let g = FloatBuffer(count: layout.count)
+        var rng = Rand(s: 9)
+        for i in 0 ..< layout.count { g.pointer[i] = rng.float() }
+        let s = c.compress(g.pointer, mask: nil, density: 0.05, denseVectors: true)
+        for (t, spec) in layout.tensors.enumerated() {
+            let expected = spec.shape.count == 1 ? spec.count : TopKCompressor.k(density: 0.05, active: spec.count)
+            #expect(s.indices[t].count == expected, "\(spec.name)")
+        }
+        let bias = layout.tensors[1]
+        #expect((0 ..< bias.count).allSatisfy { c.residual.pointer[bias.offset + $0] == 0 })
+    }
 }

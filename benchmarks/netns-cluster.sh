@@ -1,0 +1,113 @@
+#!/bin/bash
+# A coordinator and N real workers, each in its own network namespace, joined by veth
+# pairs to a bridge in a namespace of their own; every link limited to RATE with DELAY
+# each way (tc netem, both ends). Trains the same run uncompressed and with top-k, and
+# prints the time per step of each (the coordinator's metrics, steady-state records).
+#
+#   sudo benchmarks/netns-cluster.sh [--workers 4] [--rate 1gbit] [--delay 0.25ms] [--steps 60]
+#        [--config default] [--density 0.01] [--batch 64] [--svite .build/release/svite] [--keep]
+#
+# Needs root (ip netns), iproute2 and a release build. Addresses are 10.241.0.0/24
+# inside the namespaces only; everything it makes is removed on exit (also on Ctrl-C).
+set -euo pipefail
+
+WORKERS=4 RATE=1gbit DELAY=0.25ms STEPS=60 CONFIG=default DENSITY=0.01 BATCH=64
+SVITE=.build/release/svite KEEP=0 EXTRA=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --workers) WORKERS=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    --delay) DELAY=$2; shift 2 ;;
+    --steps) STEPS=$2; shift 2 ;;
+    --config) CONFIG=$2; shift 2 ;;
+    --density) DENSITY=$2; shift 2 ;;
+    --batch) BATCH=$2; shift 2 ;;
+    --svite) SVITE=$2; shift 2 ;;
+    --set) EXTRA+=(--set "$2"); shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "needs root for ip netns (run with sudo)" >&2; exit 1; }
+command -v ip >/dev/null && command -v tc >/dev/null || { echo "needs iproute2 (apt-get install iproute2)" >&2; exit 1; }
+[ -x "$SVITE" ] || { echo "$SVITE is missing: swift build -c release" >&2; exit 1; }
+SVITE=$(readlink -f "$SVITE")
+
+TAG="svn$$"
+BR="$TAG-br"
+OUT=$(mktemp -d /tmp/svite-netns.XXXXXX)
+NODES=(coord $(seq -f "w%g" 1 "$WORKERS"))
+PIDS=()
+
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for n in "${NODES[@]}"; do ip netns del "$TAG-$n" 2>/dev/null || true; done
+  ip netns del "$BR" 2>/dev/null || true
+  [ "$KEEP" = 1 ] && echo "runs kept in $OUT" || rm -rf "$OUT"
+}
+trap cleanup EXIT INT TERM
+
+ip netns add "$BR"
+ip netns exec "$BR" ip link add br0 type bridge
+ip netns exec "$BR" ip link set br0 up
+i=1
+for n in "${NODES[@]}"; do
+  ns="$TAG-$n"
+  ip netns add "$ns"
+  ip link add "$TAG$i" type veth peer name "${TAG}b$i"
+  ip link set "$TAG$i" netns "$ns"
+  ip link set "${TAG}b$i" netns "$BR"
+  ip netns exec "$ns" ip link set "$TAG$i" name eth0
+  ip netns exec "$ns" ip addr add "10.241.0.$i/24" dev eth0
+  ip netns exec "$ns" ip link set eth0 up
+  ip netns exec "$ns" ip link set lo up
+  ip netns exec "$BR" ip link set "${TAG}b$i" master br0 up
+  # The link's rate and delay, both directions (the node's egress and the bridge's).
+  ip netns exec "$ns" tc qdisc add dev eth0 root netem delay "$DELAY" rate "$RATE" limit 100000
+  ip netns exec "$BR" tc qdisc add dev "${TAG}b$i" root netem delay "$DELAY" rate "$RATE" limit 100000
+  i=$((i + 1))
+done
+
+run() {  # run LABEL density
+  local label=$1 density=$2 dir="$OUT/$1"
+  ip netns exec "$TAG-coord" "$SVITE" coordinator --config "$CONFIG" --bind "tcp://10.241.0.1:5555" --workers "$WORKERS" \
+    --out "$dir" --plain --worker-timeout 60 --set training.max_steps="$STEPS" --set training.batch_size="$BATCH" \
+    --set training.eval_every_epochs=0 --set training.log_every_steps=10 \
+    --set communication.gradient_density="$density" --set communication.dense_warmup_epochs=0 "${EXTRA[@]}" \
+    > "$OUT/$label.coordinator.log" 2>&1 &
+  local coord=$!
+  PIDS+=("$coord")
+  local k=2
+  for n in "${NODES[@]:1}"; do
+    ip netns exec "$TAG-$n" "$SVITE" worker --coordinator "tcp://10.241.0.1:5555" --name "$n" --threads 1 \
+      > "$OUT/$label.$n.log" 2>&1 &
+    PIDS+=("$!")
+    k=$((k + 1))
+  done
+  wait "$coord" || { echo "$label: the coordinator failed; its log:" >&2; tail -20 "$OUT/$label.coordinator.log" >&2; exit 1; }
+  # Steady state: the train records after the first 20 steps.
+  python3 - "$dir/metrics.jsonl" "$label" <<'EOF'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+train = [r for r in recs if r.get("kind") == "train"]
+t = [r for r in train if r["step"] > 20]
+steps = t[-1]["step"] - train[train.index(t[0]) - 1]["step"]
+secs = t[-1]["elapsed_seconds"] - train[train.index(t[0]) - 1]["elapsed_seconds"]
+up = sum(r.get("bytes_up_per_step", 0) for r in t) / len(t)
+down = sum(r.get("bytes_down_per_step", 0) for r in t) / len(t)
+print(f"{sys.argv[2]:<14} {1000 * secs / steps:9.1f} ms/step   up {up / 2**20:8.2f} MiB/step   down {down / 2**20:8.2f} MiB/step (all workers)")
+with open(sys.argv[1] + ".summary", "w") as f: f.write(f"{secs / steps}\n")
+EOF
+  sleep 1
+}
+
+echo "$WORKERS workers + coordinator, each in a namespace; links $RATE, $DELAY each way; $CONFIG, batch $BATCH, $STEPS steps"
+run uncompressed 1
+run "topk-$DENSITY" "$DENSITY"
+python3 - "$OUT/uncompressed/metrics.jsonl.summary" "$OUT/topk-$DENSITY/metrics.jsonl.summary" <<'EOF'
+import sys
+a, b = (float(open(p).read()) for p in sys.argv[1:])
+print(f"top-k is {a / b:.2f}x faster per step than uncompressed")
+EOF
