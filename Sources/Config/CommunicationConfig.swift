@@ -13,7 +13,8 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// from gradient_density, if higher) to gradient_density over this many epochs.
     public var densityWarmupEpochs: Double = 0
     /// Epochs of uncompressed steps before top-k starts (1-bit Adam's warm-up), nil: auto,
-    /// which is `autoDenseWarmupEpochs` when AdamW's variance freezes and 0 otherwise.
+    /// which is `autoDenseWarmupEpochs` or the learning rate's warm-up, the longer, when
+    /// AdamW's variance freezes, and 0 otherwise.
     public var denseWarmupEpochs: Double? = nil
     /// Whether AdamW's variance freezes when compression starts (see `Optimizer.freezeVariance`).
     public var freezeVariance: VarianceFreeze = .auto
@@ -46,11 +47,14 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// What the run does step by step: uncompressed steps first, then top-k at a density
     /// that may fall over a warm-up, and whether (and from which step) AdamW's variance is
     /// frozen.
-    public func schedule(optimizer: OptimizerConfig.Kind, stepsPerEpoch: Int) -> CompressionSchedule {
+    /// `lrWarmupSteps`: the learning rate's warm-up; auto freezes no earlier than its end
+    /// (frozen at step 117 of a 469-step warm-up, a run diverged at the peak rate).
+    public func schedule(optimizer: OptimizerConfig.Kind, stepsPerEpoch: Int, lrWarmupSteps: Int = 0) -> CompressionSchedule {
         guard compresses else { return CompressionSchedule(denseSteps: 0, densityWarmupSteps: 0, target: 1, freezeStep: nil) }
         let freezes = optimizer == .adamw && freezeVariance != .off
         let perEpoch = Double(max(1, stepsPerEpoch))
-        let dense = Int((denseWarmupEpochs ?? (freezes ? Self.autoDenseWarmupEpochs : 0)) * perEpoch)
+        let dense = denseWarmupEpochs.map { Int($0 * perEpoch) }
+            ?? (freezes ? max(Int(Self.autoDenseWarmupEpochs * perEpoch), lrWarmupSteps) : 0)
         return CompressionSchedule(denseSteps: dense, densityWarmupSteps: Int(densityWarmupEpochs * perEpoch), target: gradientDensity,
                                    freezeStep: freezes ? dense : nil)
     }

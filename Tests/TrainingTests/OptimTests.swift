@@ -86,6 +86,7 @@ struct OptimTests {
         #expect(adam.denseSteps == 10 && adam.freezeStep == 10)
         #expect((0 ..< 10).allSatisfy { adam.density(step: $0) == nil && !adam.freezesVariance(step: $0) })
         #expect(adam.density(step: 10) == 0.01 && adam.freezesVariance(step: 10))
+        #expect(c.schedule(optimizer: .adamw, stepsPerEpoch: 10, lrWarmupSteps: 25).freezeStep == 25)
         let sgd = c.schedule(optimizer: .sgd, stepsPerEpoch: 10)
         #expect(sgd.denseSteps == 0 && sgd.freezeStep == nil && sgd.density(step: 0) == 0.01)
         c.denseWarmupEpochs = 0.5; c.densityWarmupEpochs = 1
