@@ -196,7 +196,6 @@ final class WorkerFarm: @unchecked Sendable {
         }
         // One encoded frame per (payload, step): the dense payload is shared by everyone.
         var encoded: [Int: (step: UInt64, bytes: [UInt8])] = [:]
-        let limits = FrameLimits(maxRawBytes: FrameLimits.payloadBound(parameters: layout.count) * 4)
         while true {
             lock.lock(); let done = stopping; lock.unlock()
             if done { break }
@@ -204,11 +203,12 @@ final class WorkerFarm: @unchecked Sendable {
             let ready = try Poller.readable(sockets, timeoutMs: 20)
             for (k, s) in sockets.enumerated() where ready[k] {
                 while let parts = try s.receive() {
-                    guard let bytes = parts.last, let frame = try? Frame.decode(bytes, limits: limits), frame.header.type == .params else { continue }
+                    // Only the header: a real worker's decoding is not the coordinator's cost.
+                    guard let bytes = parts.last, let seen = Frame.peek(bytes), seen.type == .params else { continue }
                     let p = payloads.count == 1 ? 0 : k
-                    if encoded[p]?.step != frame.header.step {
-                        let header = FrameHeader(type: .grads, runID: runID, step: frame.header.step, maskVersion: 0, layoutHash: layout.hash)
-                        encoded[p] = (frame.header.step, Frame(header: header, payload: payloads[p]).encoded(compress: compress))
+                    if encoded[p]?.step != seen.step {
+                        let header = FrameHeader(type: .grads, runID: runID, step: seen.step, maskVersion: 0, layoutHash: layout.hash)
+                        encoded[p] = (seen.step, Frame(header: header, payload: payloads[p]).encoded(compress: compress))
                     }
                     _ = try s.send([encoded[p]!.bytes])
                 }

@@ -26,18 +26,3 @@ public struct MachineInfo: Codable, Sendable {
         "\(cpu), \(cores) cores, \(String(format: "%.0f", memoryGibibytes)) GiB, SIMD \(simd.joined(separator: "/")); \(os); \(openBLAS) (kernels: \(openBLASCore))"
     }
 }
-
-/// Wall-clock timing helpers.
-public enum Stopwatch {
-    public static func seconds(_ body: () -> Void) -> Double {
-        let start = DispatchTime.now().uptimeNanoseconds
-        body()
-        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-    }
-
-    public static func median(_ xs: [Double]) -> Double {
-        let s = xs.sorted()
-        if s.isEmpty { return .nan }
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-    }
-}

@@ -190,19 +190,11 @@ final class CoordinatorService: @unchecked Sendable {
         if (a.step + 1) % every == 0 || u.topology != nil {
             u.checksum = ParameterUpdate.checksum(server.params.pointer, count: layout.count)
         }
-        let digest = options.recordStateDigests ? Self.stateDigest(params: server.params.pointer, optimizer: opt) : nil
+        let digest = options.recordStateDigests ? opt.stateDigest(params: server.params.pointer) : nil
         cond.lock()
         pendingUpdate = u
         if let digest { stateDigests[a.step + 1] = digest }
         cond.unlock()
-    }
-
-    /// CRC-32 of the weights, then each moment buffer (tests compare replicas with it).
-    static func stateDigest(params: UnsafePointer<Float>, optimizer: Optimizer) -> UInt32 {
-        let n = optimizer.layout.count
-        var crc = Checksum.crc32(UnsafeRawBufferPointer(start: params, count: 4 * n))
-        for (_, b) in optimizer.stateBuffers { crc = Checksum.crc32(continuing: crc, UnsafeRawBufferPointer(start: b.pointer, count: 4 * n)) }
-        return crc
     }
 
     /// Waits until `need` workers are live; false when `stop` was raised first.

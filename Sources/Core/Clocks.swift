@@ -11,6 +11,21 @@ public struct MonotonicClock: Sendable {
     public var seconds: Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
 }
 
+/// Wall-clock timing of a body, and the median of such timings.
+public enum Stopwatch {
+    public static func seconds(_ body: () -> Void) -> Double {
+        let start = DispatchTime.now().uptimeNanoseconds
+        body()
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
+
+    public static func median(_ xs: [Double]) -> Double {
+        let s = xs.sorted()
+        if s.isEmpty { return .nan }
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+}
+
 /// CPU seconds (user + system, every thread) this process has used since creation. It is
 /// less sensitive to a busy machine than wall time, but not immune: oneDNN's and OpenMP's
 /// threads spin while they wait for a core, so a starved run burns more (one run used 2.8x

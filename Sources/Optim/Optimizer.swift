@@ -50,6 +50,15 @@ public final class Optimizer: @unchecked Sendable {
         }
     }
 
+    /// CRC-32 of `params` (this layout's weights), then each moment buffer: tests compare
+    /// a worker's replica with the coordinator's state by it.
+    public func stateDigest(params: UnsafePointer<Float>) -> UInt32 {
+        let n = layout.count
+        var crc = Checksum.crc32(UnsafeRawBufferPointer(start: params, count: 4 * n))
+        for (_, b) in stateBuffers { crc = Checksum.crc32(continuing: crc, UnsafeRawBufferPointer(start: b.pointer, count: 4 * n)) }
+        return crc
+    }
+
     /// Freezes AdamW's variance at its current bias-corrected value (once; SGD: nothing).
     public func freezeVariance() {
         guard config.kind == .adamw, !varianceFrozen, let v = secondMoment else { return }

@@ -75,27 +75,18 @@ public struct StepTiming {
                 replica.computeGradient(params: params.pointer, indices: indices, epoch: 0, masks: masks, selector: selector)
             }
         }
-        func seconds(_ body: () -> Void) -> Double {
-            let start = DispatchTime.now().uptimeNanoseconds
-            body()
-            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        }
         for _ in 0 ..< warmup { steps.forEach { $0() } }
         var samples = [[Double]](repeating: [], count: runs.count)
         for r in 0 ..< rounds {
             for k in 0 ..< runs.count {
                 let i = (k + r) % runs.count
-                samples[i].append(seconds(steps[i]))
+                samples[i].append(Stopwatch.seconds(steps[i]))
             }
             progress("step timing: round \(r + 1) of \(rounds)")
         }
-        func median(_ xs: [Double]) -> Double {
-            let s = xs.sorted()
-            return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-        }
         return runs.indices.map { i in
             let ratios = zip(samples[i], samples[refIndex]).map { $0 / $1 }
-            return Entry(name: runs[i].name, seconds: median(samples[i]), saving: 1 - median(ratios), samples: samples[i])
+            return Entry(name: runs[i].name, seconds: Stopwatch.median(samples[i]), saving: 1 - Stopwatch.median(ratios), samples: samples[i])
         }
     }
 }

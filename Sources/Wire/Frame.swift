@@ -114,10 +114,14 @@ public struct Frame: Sendable {
         return w.bytes
     }
 
-    /// Checks everything in the order that keeps a hostile frame cheap: size, magic,
-    /// version, header checksum, type, sizes against the bound, payload checksum, run and
-    /// layout, and only then decompression.
-    public static func decode(_ bytes: [UInt8], limits: FrameLimits) throws -> Frame {
+    /// The header of a frame whose header checks out (size, magic, version, checksum,
+    /// type), without touching its payload: no payload checksum, no decompression. For a
+    /// reader that only needs to know what arrived, as `svite bench cluster`'s simulated
+    /// workers.
+    public static func peek(_ bytes: [UInt8]) -> FrameHeader? { try? header(of: bytes).header }
+
+    /// The header fields and the payload's declared CRC, the header checked.
+    static func header(of bytes: [UInt8]) throws -> (header: FrameHeader, payloadCRC: UInt32) {
         guard bytes.count >= FrameHeader.size else { throw WireError.truncated(have: bytes.count, need: FrameHeader.size) }
         var r = ByteReader(bytes)
         let magic = try r.u32()
@@ -132,21 +136,32 @@ public struct Frame: Sendable {
         let payloadCRC = try r.u32(), headerCRC = try r.u32()
         guard Checksum.crc32(bytes[0 ..< 52]) == headerCRC else { throw WireError.badHeaderChecksum }
         guard let type = MessageType(rawValue: typeCode) else { throw WireError.unknownMessageType(typeCode) }
+        var header = FrameHeader(type: type, runID: runID, step: step, maskVersion: maskVersion, layoutHash: layout)
+        header.flags = flags
+        header.rawSize = rawSize
+        header.sentSize = sentSize
+        return (header, payloadCRC)
+    }
+
+    /// Checks everything in the order that keeps a hostile frame cheap: size, magic,
+    /// version, header checksum, type, sizes against the bound, payload checksum, run and
+    /// layout, and only then decompression.
+    public static func decode(_ bytes: [UInt8], limits: FrameLimits) throws -> Frame {
+        let (header, payloadCRC) = try header(of: bytes)
+        let rawSize = header.rawSize, sentSize = header.sentSize
         guard sentSize == bytes.count - FrameHeader.size else {
             throw WireError.payloadSizeMismatch(declared: sentSize, actual: bytes.count - FrameHeader.size)
         }
         guard rawSize <= limits.maxRawBytes else { throw WireError.overSizeBound(declared: rawSize, bound: limits.maxRawBytes) }
         let body = bytes[FrameHeader.size...]
         guard Checksum.crc32(body) == payloadCRC else { throw WireError.badPayloadChecksum }
-        if let want = limits.runID, runID != want, type != .join { throw WireError.wrongRun(expected: want, found: runID) }
+        if let want = limits.runID, header.runID != want, header.type != .join { throw WireError.wrongRun(expected: want, found: header.runID) }
         // A join is the one frame sent before the worker knows the run and the layout.
-        if let want = limits.layoutHash, layout != want, type != .join { throw WireError.wrongLayout(expected: want, found: layout) }
-        var header = FrameHeader(type: type, runID: runID, step: step, maskVersion: maskVersion, layoutHash: layout)
-        header.flags = flags
-        header.rawSize = rawSize
-        header.sentSize = sentSize
+        if let want = limits.layoutHash, header.layoutHash != want, header.type != .join {
+            throw WireError.wrongLayout(expected: want, found: header.layoutHash)
+        }
         let payload: [UInt8]
-        if flags & FrameHeader.flagLZ4 != 0 {
+        if header.compressed {
             payload = try LZ4.decompress(body, rawSize: rawSize)
         } else {
             guard rawSize == sentSize else { throw WireError.payloadSizeMismatch(declared: rawSize, actual: sentSize) }

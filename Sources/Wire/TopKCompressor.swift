@@ -73,6 +73,8 @@ public final class TopKCompressor: @unchecked Sendable {
     public let residual: FloatBuffer
     /// Magnitudes of one tensor's active entries (scratch).
     var magnitudes: [Float] = []
+    /// Positions of one tensor's active entries, increasing (scratch).
+    var positions: [UInt32] = []
 
     public init(layout: ParameterLayout) {
         self.layout = layout
@@ -100,34 +102,42 @@ public final class TopKCompressor: @unchecked Sendable {
         indices.reserveCapacity(layout.tensors.count); values.reserveCapacity(layout.tensors.count)
         for t in layout.tensors {
             let a = acc + t.offset, g = gradient + t.offset
-            let mt = m.map { $0 + t.offset }
-            // acc = residual + gradient on the active weights; inactive ones hold nothing.
-            if let mt {
-                for i in 0 ..< t.count { a[i] = mt[i] != 0 ? a[i] + g[i] : 0 }
-            } else {
-                for i in 0 ..< t.count { a[i] += g[i] }
-            }
+            // One pass: acc = residual + gradient on the active weights (inactive ones hold
+            // nothing), and the active entries' positions and magnitudes for the selection.
             magnitudes.removeAll(keepingCapacity: true)
-            if let mt {
-                for i in 0 ..< t.count where mt[i] != 0 { magnitudes.append(Self.magnitude(a[i])) }
+            positions.removeAll(keepingCapacity: true)
+            if let mt = m.map({ $0 + t.offset }) {
+                for i in 0 ..< t.count {
+                    if mt[i] != 0 {
+                        a[i] += g[i]
+                        positions.append(UInt32(i)); magnitudes.append(Self.magnitude(a[i]))
+                    } else {
+                        a[i] = 0
+                    }
+                }
             } else {
-                for i in 0 ..< t.count { magnitudes.append(Self.magnitude(a[i])) }
+                for i in 0 ..< t.count {
+                    a[i] += g[i]
+                    positions.append(UInt32(i)); magnitudes.append(Self.magnitude(a[i]))
+                }
             }
-            let k = denseVectors && t.shape.count <= 1 ? magnitudes.count : Self.k(density: density, active: magnitudes.count)
+            let active = magnitudes.count
+            let k = denseVectors && t.shape.count <= 1 ? active : Self.k(density: density, active: active)
             var idx: [UInt32] = [], val: [Float] = []
             if k > 0 {
+                // After the selection the k-1 entries past the k-th largest are all ≥ it, so
+                // the count strictly above it needs no pass over the tensor.
                 let threshold = Self.kthLargest(&magnitudes, k)
-                // Strictly above the threshold first, then ties at it, in position order.
-                var above = 0
-                for i in 0 ..< t.count where (mt?[i] ?? 1) != 0 && Self.magnitude(a[i]) > threshold { above += 1 }
-                var ties = k - above
+                var ties = k
+                for j in active - k + 1 ..< active where magnitudes[j] > threshold { ties -= 1 }
+                // Strictly above the threshold, and the first `ties` at it, in position order.
                 idx.reserveCapacity(k); val.reserveCapacity(k)
-                for i in 0 ..< t.count where (mt?[i] ?? 1) != 0 {
-                    let mag = Self.magnitude(a[i])
+                for p in positions {
+                    let i = Int(p), mag = Self.magnitude(a[i])
                     guard mag > threshold || (mag == threshold && ties > 0) else { continue }
                     if mag == threshold { ties -= 1 }
                     let sent = codec == .bf16 ? BFloat16.float(BFloat16.bits(a[i])) : a[i]
-                    idx.append(UInt32(i)); val.append(sent)
+                    idx.append(p); val.append(sent)
                     a[i] = a[i].isNaN ? 0 : a[i] - sent
                 }
             }

@@ -434,11 +434,7 @@ public final class WorkerNode: @unchecked Sendable {
         }
         version = Int(u.step) + 1
         if options.corruptAfterStep == version { params.pointer[0] += 1 }
-        if options.recordStateDigests {
-            var crc = ParameterUpdate.checksum(params.pointer, count: layout.count)
-            for (_, b) in o.stateBuffers { crc = Checksum.crc32(continuing: crc, UnsafeRawBufferPointer(start: b.pointer, count: 4 * layout.count)) }
-            stateDigests[version] = crc
-        }
+        if options.recordStateDigests { stateDigests[version] = o.stateDigest(params: params.pointer) }
         if let expected = u.checksum {
             let crc = ParameterUpdate.checksum(params.pointer, count: layout.count)
             guard crc == expected else {

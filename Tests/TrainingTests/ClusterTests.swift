@@ -166,9 +166,8 @@ struct ClusterTests {
         o.recordStateDigests = true
         configure(&o)
         let node = try WorkerNode(options: o, logger: log)
-        nonisolated(unsafe) let n = node
         let t = Thread {
-            do { _ = try n.run() } catch { Issue.record("worker \(name): \(error)") }
+            do { _ = try node.run() } catch { Issue.record("worker \(name): \(error)") }
         }
         t.start()
         return (node, t)

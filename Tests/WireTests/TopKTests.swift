@@ -96,8 +96,30 @@ struct TopKTests {
                 let xs = (0 ..< n).map { _ in Float(rng.below(n / 2 + 1)) }
                 let k = 1 + rng.below(n)
                 var copy = xs
-                #expect(TopKCompressor.kthLargest(&copy, k) == xs.sorted(by: >)[k - 1])
+                let kth = TopKCompressor.kthLargest(&copy, k)
+                #expect(kth == xs.sorted(by: >)[k - 1])
+                // The compressor counts the entries above the k-th from the k-1 after it.
+                #expect(copy[(n - k + 1)...].allSatisfy { $0 >= kth } && copy[..<(n - k)].allSatisfy { $0 <= kth })
             }
+        }
+    }
+
+    /// Many equal magnitudes: exactly k are sent, every entry above the k-th largest and
+    /// then the ties at it in position order.
+    @Test func tiesAreSentInPositionOrder() {
+        let layout = ParameterLayout(tensors: [("w", [40, 10])])
+        var rng = Rand(s: 5)
+        for _ in 0 ..< 10 {
+            let c = TopKCompressor(layout: layout)
+            let g = FloatBuffer(count: layout.count)
+            for i in 0 ..< layout.count { g.pointer[i] = Float(rng.below(4)) * (rng.below(2) == 0 ? 1 : -1) }
+            let density = Double(1 + rng.below(layout.count)) / Double(layout.count)
+            let k = TopKCompressor.k(density: density, active: layout.count)
+            let threshold = (0 ..< layout.count).map { abs(g.pointer[$0]) }.sorted(by: >)[k - 1]
+            let above = (0 ..< layout.count).filter { abs(g.pointer[$0]) > threshold }
+            let ties = (0 ..< layout.count).filter { abs(g.pointer[$0]) == threshold }.prefix(k - above.count)
+            let s = c.compress(g.pointer, mask: nil, density: density)
+            #expect(s.indices[0] == (above + ties).sorted().map { UInt32($0) })
         }
     }
 

@@ -175,6 +175,11 @@ struct WireTests {
         // An LZ4 stream that decodes to fewer bytes than declared.
         b = good; b[40] = b[40] &+ 1
         #expect(throws: WireError.self) { _ = try Frame.decode(resign(b), limits: limits) }
+        // peek reads a good header without the payload, and refuses a bad header.
+        b = good; b[60] ^= 0x10
+        #expect(Frame.peek(b) == (try Frame.decode(good, limits: limits)).header)
+        b = good; b[20] ^= 1
+        #expect(Frame.peek(b) == nil && Frame.peek(Array(good.prefix(55))) == nil)
     }
 
     /// Random and mutated frames never crash the decoder; whatever it accepts decodes as
