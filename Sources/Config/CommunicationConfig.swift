@@ -26,6 +26,8 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     public var checksumEverySteps: Int = 50
     /// Tensors of one dimension (biases, LayerNorm) are sent whole, not top-k (DGC's code).
     public var denseVectors = true
+    /// What top-k ranks a worker's entries by.
+    public var rankBy: TopKRank = .update
 
     public init() {}
 
@@ -49,14 +51,34 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// frozen.
     /// `lrWarmupSteps`: the learning rate's warm-up; auto freezes no earlier than its end
     /// (frozen at step 117 of a 469-step warm-up, a run diverged at the peak rate).
-    public func schedule(optimizer: OptimizerConfig.Kind, stepsPerEpoch: Int, lrWarmupSteps: Int = 0) -> CompressionSchedule {
+    /// A variance frozen before any dense step is zero (every update divides by ε and the
+    /// run diverges within ten steps): auto then leaves it live and says so in `notice`, as
+    /// it does when an explicit dense warm-up ends inside the learning rate's; `on` with no
+    /// dense step is refused.
+    public func schedule(optimizer: OptimizerConfig.Kind, stepsPerEpoch: Int, lrWarmupSteps: Int = 0) throws -> CompressionSchedule {
         guard compresses else { return CompressionSchedule(denseSteps: 0, densityWarmupSteps: 0, target: 1, freezeStep: nil) }
-        let freezes = optimizer == .adamw && freezeVariance != .off
+        var freezes = optimizer == .adamw && freezeVariance != .off
         let perEpoch = Double(max(1, stepsPerEpoch))
         let dense = denseWarmupEpochs.map { Int($0 * perEpoch) }
             ?? (freezes ? max(Int(Self.autoDenseWarmupEpochs * perEpoch), lrWarmupSteps) : 0)
+        var notice: String? = nil
+        if freezes && (dense == 0 || dense < lrWarmupSteps) {
+            let why = dense == 0
+                ? "no uncompressed step comes first (dense_warmup_epochs \(denseWarmupEpochs ?? 0)), so AdamW's variance would freeze at zero"
+                : "the dense warm-up (\(dense) steps) ends inside the learning rate's (\(lrWarmupSteps) steps), where a frozen variance diverged at the peak rate"
+            if freezeVariance == .on && dense == 0 {
+                throw ConfigError(file: "config", key: "communication.freeze_variance",
+                                  message: "on, but \(why) and every update would divide by eps: set communication.dense_warmup_epochs to at least the learning rate's warm-up, or freeze_variance to auto or off")
+            }
+            if freezeVariance == .auto {
+                freezes = false
+                notice = "communication: \(why); the variance stays live (each weight moves about √(1/density) times too little: expect lower accuracy). Set communication.dense_warmup_epochs to at least the learning rate's warm-up (\(lrWarmupSteps) steps) to freeze it"
+            } else {
+                notice = "communication: freeze_variance is on although \(why)"
+            }
+        }
         return CompressionSchedule(denseSteps: dense, densityWarmupSteps: Int(densityWarmupEpochs * perEpoch), target: gradientDensity,
-                                   freezeStep: freezes ? dense : nil)
+                                   freezeStep: freezes ? dense : nil, notice: notice)
     }
 }
 
@@ -69,6 +91,16 @@ public enum Downlink: String, Sendable, Codable, CaseIterable, ConfigChoice {
     /// Every step, one frame for all: the merged gradient the optimizer took (plus topology
     /// changes), applied by each worker to its replica of the weights and moments.
     case updates
+}
+
+/// `communication.rank_by`: which entries of a tensor are the k "largest".
+public enum TopKRank: String, Sendable, Codable, CaseIterable, ConfigChoice {
+    /// The step each would make: |g| / (√v + ε) with AdamW's variance v from the worker's
+    /// replica (the replicated downlink), so a weight whose gradients are small but steady
+    /// is not starved by a noisy neighbour's; |g| without a replica or with SGD.
+    case update
+    /// |g|, as Deep Gradient Compression.
+    case gradient
 }
 
 /// `communication.freeze_variance`.
@@ -91,6 +123,8 @@ public struct CompressionSchedule: Sendable, Equatable {
     public var target: Double
     /// AdamW's variance is frozen for the updates of steps from this one on (nil: never).
     public var freezeStep: Int?
+    /// Why the schedule is not what the settings alone suggest (the trainer logs it).
+    public var notice: String? = nil
 
     /// The density of step `step` (nil: every value goes).
     public func density(step: Int) -> Double? {
@@ -129,6 +163,7 @@ extension CommunicationConfig: ConfigSection {
             }, write: { $0.denseWarmupEpochs.map { "\($0)" } ?? "auto" }),
             .value("freeze_variance", \.freezeVariance),
             .value("dense_vectors", \.denseVectors),
+            .value("rank_by", \.rankBy),
             .value("downlink", \.downlink),
             .value("checksum_every_steps", \.checksumEverySteps, check: { $0 >= 1 ? nil : "must be at least 1, got \($0)" }),
         ]

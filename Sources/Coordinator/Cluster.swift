@@ -108,9 +108,12 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
             // Workers that are lost come back and the step is repeated; but when every try
             // ends with the step's own workers' frames refused, repeating cannot help: stop
             // and say why.
-            let (refused, last) = locked { (service.refusedThisRound, service.lastRefusal) }
+            let (refused, nonFinite, last) = locked { (service.refusedThisRound, service.nonFiniteThisRound, service.lastRefusal) }
             rejectedAttempts = refused > 0 ? rejectedAttempts + 1 : 0
             if rejectedAttempts >= Self.maxRejectedAttempts, let last {
+                // Every worker's loss or gradient not finite, every time: the weights they
+                // share have diverged, which no protocol fix or repetition mends.
+                if nonFinite == refused { throw ClusterError.diverged(step: work.step, attempts: rejectedAttempts, lastReason: last) }
                 throw ClusterError.stepRefused(step: work.step, attempts: rejectedAttempts, lastReason: last)
             }
             log.warning("step \(work.step): no gradient arrived (every worker left or was lost); repeating the step")
@@ -124,9 +127,15 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
 /// Why the coordinator gave up on a run (rather than repeating a step forever).
 public enum ClusterError: Error, CustomStringConvertible {
     case stepRefused(step: Int, attempts: Int, lastReason: String)
+    case diverged(step: Int, attempts: Int, lastReason: String)
 
     public var description: String {
         switch self {
+        case let .diverged(step, attempts, reason):
+            "step \(step) was tried \(attempts) times and every worker's loss or gradient was NaN or infinite (last: \(reason)): "
+                + "the model has diverged. Resume from an earlier checkpoint (--resume) with a lower optimizer.lr or "
+                + "optimizer.clip_grad_norm; under top-k, a dense warm-up at least as long as the learning rate's "
+                + "(communication.dense_warmup_epochs) keeps AdamW's frozen variance sound"
         case let .stepRefused(step, attempts, reason):
             "step \(step) was tried \(attempts) times and every time the workers' frames were refused (last: \(reason)); "
                 + "this is a protocol bug or a worker built from other sources; the run stops here and "

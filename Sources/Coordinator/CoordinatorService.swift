@@ -75,6 +75,8 @@ final class CoordinatorService: @unchecked Sendable {
     private var roundShares: [Int] = []
     /// Frames refused this round from workers the round waited for, and the last such refusal.
     private(set) var refusedThisRound = 0
+    /// Of those, the ones refused for a NaN or infinite loss or gradient.
+    private(set) var nonFiniteThisRound = 0
     private(set) var lastRefusal: String?
     private(set) var badFrames: [String: Int] = [:]
     private(set) var badFrameTotal = 0
@@ -351,6 +353,7 @@ final class CoordinatorService: @unchecked Sendable {
         roundWorkers = members.count
         roundUp = 0; roundDown = 0
         refusedThisRound = 0
+        nonFiniteThisRound = 0
         pending = []
         roundOrder = []; roundNext = 0; early = [:]
         if replicated {
@@ -600,6 +603,7 @@ final class CoordinatorService: @unchecked Sendable {
             // The step's own worker answered with something unusable: it will not send
             // another, so the step goes on without its share instead of waiting for it.
             refusedThisRound += 1
+            if case .nonFinite? = error as? WireError { nonFiniteThisRound += 1 }
             lastRefusal = "\(name): \(error)"
             stopWaiting(for: peer)
             membership[peer]?.refused += 1

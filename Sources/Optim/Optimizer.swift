@@ -90,27 +90,44 @@ public final class Optimizer: @unchecked Sendable {
         let invSqrtBC2 = Float(1 / (1 - Foundation.pow(c.beta2, t)).squareRoot())
         let eps = Float(c.eps)
         let m = firstMoment.pointer, v = secondMoment!.pointer
-        if varianceFrozen {
-            for seg in segments {
-                let keep = seg.decay ? Float(1 - lr * c.weightDecay) : 1
-                for i in seg.range {
-                    let mi = b1 * m[i] + (1 - b1) * g[i]
-                    m[i] = mi
-                    p[i] = p[i] * keep - stepSize * mi / (v[i].squareRoot() + eps)
-                }
-            }
-            return
-        }
+        // Sixteen lanes at a time, then the tail: the same operations in the same order
+        // (IEEE sqrt and division are exact per lane, and nothing is fused), so every lane
+        // is bit-identical to the scalar loop, which replicas rely on.
+        typealias V = SIMD16<Float>
+        let frozen = varianceFrozen
         for seg in segments {
             let keep = seg.decay ? Float(1 - lr * c.weightDecay) : 1
-            for i in seg.range {
+            var i = seg.range.lowerBound
+            let end = seg.range.upperBound
+            while i + 16 <= end {
+                let gi = g.simd(V.self, at: i), pi = p.simd(V.self, at: i)
+                let mi = b1 * m.simd(V.self, at: i) + (1 - b1) * gi
+                m.store(mi, at: i)
+                let denom: V
+                if frozen {
+                    denom = v.simd(V.self, at: i).squareRoot() + eps
+                } else {
+                    let vi = b2 * v.simd(V.self, at: i) + (1 - b2) * gi * gi
+                    v.store(vi, at: i)
+                    denom = vi.squareRoot() * invSqrtBC2 + eps
+                }
+                p.store(pi * keep - stepSize * mi / denom, at: i)
+                i += 16
+            }
+            while i < end {
                 let gi = g[i]
                 let mi = b1 * m[i] + (1 - b1) * gi
-                let vi = b2 * v[i] + (1 - b2) * gi * gi
                 m[i] = mi
-                v[i] = vi
-                let denom = vi.squareRoot() * invSqrtBC2 + eps
+                let denom: Float
+                if frozen {
+                    denom = v[i].squareRoot() + eps
+                } else {
+                    let vi = b2 * v[i] + (1 - b2) * gi * gi
+                    v[i] = vi
+                    denom = vi.squareRoot() * invSqrtBC2 + eps
+                }
                 p[i] = p[i] * keep - stepSize * mi / denom
+                i += 1
             }
         }
     }

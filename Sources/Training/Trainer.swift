@@ -155,8 +155,9 @@ public final class Trainer {
                               batch: t.evalBatchSize, threads: threads, precision: engine.precision)
         resumedFrom = options.resume
         server.enableSparsity(config.sparsity, seed: config.topologySeed)
-        compression = config.communication.schedule(optimizer: config.optimizer.kind, stepsPerEpoch: stepsPerEpoch,
-                                                    lrWarmupSteps: schedule.warmupSteps)
+        compression = try config.communication.schedule(optimizer: config.optimizer.kind, stepsPerEpoch: stepsPerEpoch,
+                                                        lrWarmupSteps: schedule.warmupSteps)
+        if let notice = compression.notice { log.warning("\(notice)") }
         server.varianceFreezeStep = compression.freezeStep
         if let c = options.resume {
             try Checkpoint.restore(c, into: server)

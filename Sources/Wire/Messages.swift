@@ -353,7 +353,8 @@ public enum Payload {
         let s = GradientSummary(images: try r.u32("images"), lossSum: try r.f64("loss sum"), correct: try r.u32("correct"))
         let c = try r.u8("codec")
         guard let codec = ValueCodec(rawValue: c & ~sparseValuesFlag) else { throw WireError.malformedPayload("value codec \(c)") }
-        guard s.lossSum.isFinite, s.correct <= s.images else { throw WireError.malformedPayload("summary \(s)") }
+        // A NaN loss is a value, not a framing fault: the aggregator refuses it as non-finite.
+        guard s.correct <= s.images else { throw WireError.malformedPayload("summary \(s)") }
         var sparse: SparseGradient? = nil
         if c & sparseValuesFlag != 0 {
             guard let layout else { throw WireError.malformedPayload("top-k values where every value was expected") }

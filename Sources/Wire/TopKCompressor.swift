@@ -71,10 +71,11 @@ public final class TopKCompressor: @unchecked Sendable {
     public let layout: ParameterLayout
     /// Unsent gradient, full layout.
     public let residual: FloatBuffer
-    /// Magnitudes of one tensor's active entries (scratch).
-    var magnitudes: [Float] = []
-    /// Positions of one tensor's active entries, increasing (scratch).
-    var positions: [UInt32] = []
+    /// One tensor's active positions, their ranks and a copy to select in (grown to the
+    /// largest tensor on first use).
+    let scratch = SelectionScratch()
+    /// 1 / (√v + ε) when ranking by the update (scratch, allocated on first use).
+    var rankScale = FloatBuffer(count: 0)
 
     public init(layout: ParameterLayout) {
         self.layout = layout
@@ -94,56 +95,152 @@ public final class TopKCompressor: @unchecked Sendable {
     /// `denseVectors`: tensors of one dimension (biases, LayerNorm) go whole, as DGC's
     /// reference code does (it compresses only `param.dim() > 1`): they are a percent of
     /// the weights and, at one entry in a hundred, would wait a hundred steps per value.
+    /// `variance`: rank by the AdamW step each entry would make, |acc| / (√v + ε), instead
+    /// of |acc| (full layout; what is sent and kept is the same either way).
     public func compress(_ gradient: UnsafePointer<Float>, mask: MaskSet?, density: Double, codec: ValueCodec = .fp32,
-                         denseVectors: Bool = false) -> SparseGradient {
+                         denseVectors: Bool = false, variance: UnsafePointer<Float>? = nil, eps: Float = 1e-8) -> SparseGradient {
         let acc = residual.pointer
         let m = mask?.mask.pointer
+        if let variance { fillRankScale(variance, eps: eps) }
+        let scale: UnsafePointer<Float>? = variance == nil ? nil : UnsafePointer(rankScale.pointer)
+        let (positions, ranks, selection) = scratch.pointers(for: max(layout.tensors.map(\.count).max() ?? 0, Self.sampleSize))
+        let bf16 = codec == .bf16
         var indices: [[UInt32]] = [], values: [[Float]] = []
         indices.reserveCapacity(layout.tensors.count); values.reserveCapacity(layout.tensors.count)
         for t in layout.tensors {
             let a = acc + t.offset, g = gradient + t.offset
-            // One pass: acc = residual + gradient on the active weights (inactive ones hold
-            // nothing), and the active entries' positions and magnitudes for the selection.
-            magnitudes.removeAll(keepingCapacity: true)
-            positions.removeAll(keepingCapacity: true)
-            if let mt = m.map({ $0 + t.offset }) {
-                for i in 0 ..< t.count {
-                    if mt[i] != 0 {
-                        a[i] += g[i]
-                        positions.append(UInt32(i)); magnitudes.append(Self.magnitude(a[i]))
-                    } else {
-                        a[i] = 0
+            let st = scale.map { $0 + t.offset }
+            let mt = m.map { $0 + t.offset }
+            // acc = residual + gradient on the active weights; inactive ones hold nothing.
+            Self.accumulate(a, g, mask: mt, count: t.count)
+            let active = mask.map { $0.activeCount(t) } ?? t.count
+            let k = denseVectors && t.shape.count <= 1 ? active : Self.k(density: density, active: active)
+            @inline(__always) func rank(_ i: Int) -> Float { st.map { Self.magnitude(a[i]) * $0[i] } ?? Self.magnitude(a[i]) }
+            // The candidates: active entries ranked at least `low`, in position order. A big
+            // tensor first estimates from a strided sample a `low` that about 2k entries
+            // reach (DGC's sampled threshold), so only those are gathered and selected; if
+            // fewer than k reach it, everything is gathered again. Either way the result is
+            // the exact top k: every entry above the k-th largest is a candidate.
+            var low: Float = k < active && t.count >= Self.sampledFrom ? sampledLowerBound(rank, count: t.count, k: k, into: selection) : 0
+            var candidates = 0
+            while true {
+                candidates = 0
+                if low > 0 {
+                    // Inactive weights hold 0, below any positive bound: no mask needed.
+                    candidates = Self.gather(a, scale: st, count: t.count, atLeast: low, positions: positions, ranks: ranks)
+                } else {
+                    for i in 0 ..< t.count {
+                        if let mt, mt[i] == 0 { continue }
+                        positions[candidates] = UInt32(i); ranks[candidates] = rank(i); candidates += 1
                     }
                 }
-            } else {
-                for i in 0 ..< t.count {
-                    a[i] += g[i]
-                    positions.append(UInt32(i)); magnitudes.append(Self.magnitude(a[i]))
+                if candidates >= k || low == 0 { break }
+                low = 0
+            }
+            // Every candidate goes, or the k largest ranks: a copy is selected (so `ranks`
+            // stays in position order), and after it the k-1 entries past the k-th largest
+            // are all ≥ it, so the count strictly above it needs no pass over the tensor.
+            var threshold = -Float.infinity, ties = 0
+            if k < candidates {
+                selection.update(from: ranks, count: candidates)
+                threshold = Self.kthLargest(UnsafeMutableBufferPointer(start: selection, count: candidates), k)
+                ties = k
+                for j in candidates - k + 1 ..< candidates where selection[j] > threshold { ties -= 1 }
+            }
+            // Strictly above the threshold, and the first `ties` at it, in position order.
+            let idx = [UInt32](unsafeUninitializedCapacity: k) { ib, count in
+                count = 0
+                for j in 0 ..< candidates {
+                    let r = ranks[j]
+                    guard r > threshold || (r == threshold && ties > 0) else { continue }
+                    if r == threshold { ties -= 1 }
+                    ib[count] = positions[j]; count += 1
                 }
             }
-            let active = magnitudes.count
-            let k = denseVectors && t.shape.count <= 1 ? active : Self.k(density: density, active: active)
-            var idx: [UInt32] = [], val: [Float] = []
-            if k > 0 {
-                // After the selection the k-1 entries past the k-th largest are all ≥ it, so
-                // the count strictly above it needs no pass over the tensor.
-                let threshold = Self.kthLargest(&magnitudes, k)
-                var ties = k
-                for j in active - k + 1 ..< active where magnitudes[j] > threshold { ties -= 1 }
-                // Strictly above the threshold, and the first `ties` at it, in position order.
-                idx.reserveCapacity(k); val.reserveCapacity(k)
-                for p in positions {
-                    let i = Int(p), mag = Self.magnitude(a[i])
-                    guard mag > threshold || (mag == threshold && ties > 0) else { continue }
-                    if mag == threshold { ties -= 1 }
-                    let sent = codec == .bf16 ? BFloat16.float(BFloat16.bits(a[i])) : a[i]
-                    idx.append(p); val.append(sent)
+            let val = [Float](unsafeUninitializedCapacity: idx.count) { vb, count in
+                for (j, p) in idx.enumerated() {
+                    let i = Int(p)
+                    let sent = bf16 ? BFloat16.float(BFloat16.bits(a[i])) : a[i]
+                    vb[j] = sent
                     a[i] = a[i].isNaN ? 0 : a[i] - sent
                 }
+                count = idx.count
             }
             indices.append(idx); values.append(val)
         }
         return SparseGradient(indices: indices, values: values)
+    }
+
+    /// a = mask ≠ 0 ? a + g : 0 (no mask: a + g), sixteen lanes at a time.
+    static func accumulate(_ a: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, mask: UnsafePointer<Float>?, count: Int) {
+        typealias V = SIMD16<Float>
+        var i = 0
+        if let mask {
+            while i + 16 <= count {
+                let sum = a.simd(V.self, at: i) + g.simd(V.self, at: i)
+                a.store(sum.replacing(with: 0, where: mask.simd(V.self, at: i) .== 0), at: i)
+                i += 16
+            }
+            while i < count { a[i] = mask[i] != 0 ? a[i] + g[i] : 0; i += 1 }
+        } else {
+            while i + 16 <= count {
+                a.store(a.simd(V.self, at: i) + g.simd(V.self, at: i), at: i)
+                i += 16
+            }
+            while i < count { a[i] += g[i]; i += 1 }
+        }
+    }
+
+    /// The entries whose rank (|a|, times `scale` where given; NaN ranks ∞) is at least
+    /// `low` > 0, with their ranks, in position order; returns how many. Sixteen lanes
+    /// are compared at a time and only lanes that pass are looked at one by one.
+    static func gather(_ a: UnsafePointer<Float>, scale: UnsafePointer<Float>?, count: Int, atLeast low: Float,
+                       positions: UnsafeMutablePointer<UInt32>, ranks: UnsafeMutablePointer<Float>) -> Int {
+        typealias V = SIMD16<Float>
+        // Non-negative floats order as their bit patterns, and a NaN's (sign cleared) lies
+        // above ∞'s: one integer max per sixteen lanes says whether any lane passes.
+        let bound = low.bitPattern
+        var n = 0, i = 0
+        @inline(__always) func take(_ j: Int) {
+            let r = scale.map { magnitude(a[j]) * $0[j] } ?? magnitude(a[j])
+            if r >= low { positions[n] = UInt32(j); ranks[n] = r; n += 1 }
+        }
+        while i + 16 <= count {
+            var bits = unsafeBitCast(a.simd(V.self, at: i), to: SIMD16<UInt32>.self) & 0x7FFF_FFFF  // |a|
+            if let scale {
+                let r = unsafeBitCast(bits, to: V.self) * scale.simd(V.self, at: i)
+                bits = unsafeBitCast(r, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF
+            }
+            if bits.max() >= bound { for j in i ..< i + 16 { take(j) } }
+            i += 16
+        }
+        while i < count { take(i); i += 1 }
+        return n
+    }
+
+    /// Tensors of at least this many weights select among sampled candidates.
+    static let sampledFrom = 4096
+    /// Ranks sampled per tensor for the candidates' lower bound.
+    static let sampleSize = 1024
+
+    /// A rank that about 2k + 4·count/sampleSize entries of the tensor reach: the matching
+    /// order statistic of `sampleSize` ranks at even strides (inactive weights rank 0, as
+    /// k counts them among all `count`). `scratch`: at least `sampleSize` floats.
+    func sampledLowerBound(_ rank: (Int) -> Float, count: Int, k: Int, into scratch: UnsafeMutablePointer<Float>) -> Float {
+        let n = Self.sampleSize
+        for j in 0 ..< n { scratch[j] = rank(j * count / n) }
+        let expected = Double(n) * Double(k) / Double(count)
+        let order = min(n, Int(2 * expected) + 4)
+        return Self.kthLargest(UnsafeMutableBufferPointer(start: scratch, count: n), order)
+    }
+
+    /// 1 / (√v + ε) per weight, for `compress(variance:)` (scratch, full layout).
+    func fillRankScale(_ v: UnsafePointer<Float>, eps: Float) {
+        if rankScale.count != layout.count { rankScale = FloatBuffer(count: layout.count) }
+        let s = rankScale.pointer
+        // A NaN or negative variance ranks as zero variance; the scale stays positive, so a
+        // NaN gradient (rank ∞) is still the first sent.
+        for i in 0 ..< layout.count { s[i] = Swift.max(1 / ((v[i] > 0 ? v[i] : 0).squareRoot() + eps), .leastNormalMagnitude) }
     }
 
     /// After a topology change: inactive weights hold no residual.
@@ -161,23 +258,54 @@ public final class TopKCompressor: @unchecked Sendable {
     /// The k-th largest value of `xs` (1-based k ≤ count), reordering it: Hoare's
     /// selection, expected linear time.
     static func kthLargest(_ xs: inout [Float], _ k: Int) -> Float {
-        precondition(k >= 1 && k <= xs.count)
-        let target = xs.count - k  // position in ascending order
-        return xs.withUnsafeMutableBufferPointer { p -> Float in
-            var lo = 0, hi = p.count - 1
-            var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
-            while lo < hi {
-                seed = seed &* 6364136223846793005 &+ 1442695040888963407
-                let pivot = p[lo + Int((seed >> 33) % UInt64(hi - lo + 1))]
-                var i = lo, j = hi
-                while i <= j {
-                    while p[i] < pivot { i += 1 }
-                    while p[j] > pivot { j -= 1 }
-                    if i <= j { p.swapAt(i, j); i += 1; j -= 1 }
-                }
-                if target <= j { hi = j } else if target >= i { lo = i } else { return p[target] }
-            }
-            return p[target]
-        }
+        xs.withUnsafeMutableBufferPointer { kthLargest($0, k) }
     }
+
+    /// As above, in place in `p`.
+    static func kthLargest(_ p: UnsafeMutableBufferPointer<Float>, _ k: Int) -> Float {
+        precondition(k >= 1 && k <= p.count)
+        let target = p.count - k  // position in ascending order
+        var lo = 0, hi = p.count - 1
+        var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
+        while lo < hi {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            let pivot = p[lo + Int((seed >> 33) % UInt64(hi - lo + 1))]
+            var i = lo, j = hi
+            while i <= j {
+                while p[i] < pivot { i += 1 }
+                while p[j] > pivot { j -= 1 }
+                if i <= j { p.swapAt(i, j); i += 1; j -= 1 }
+            }
+            if target <= j { hi = j } else if target >= i { lo = i } else { return p[target] }
+        }
+        return p[target]
+    }
+}
+
+/// The compressor's per-tensor scratch, as raw buffers: the hot loops write through
+/// pointers taken once (class-held arrays there cost an exclusivity check and a
+/// uniqueness check per element: 45% of a worker's CPU at batch 8 before).
+final class SelectionScratch: @unchecked Sendable {
+    private(set) var capacity = 0
+    private var positions: UnsafeMutablePointer<UInt32>?
+    private var ranks: UnsafeMutablePointer<Float>?
+    private var selection: UnsafeMutablePointer<Float>?
+
+    /// Buffers of at least `count` entries each.
+    func pointers(for count: Int) -> (UnsafeMutablePointer<UInt32>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        if count > capacity || positions == nil {
+            release()
+            let n = max(count, 1)
+            positions = .allocate(capacity: n); ranks = .allocate(capacity: n); selection = .allocate(capacity: n)
+            capacity = n
+        }
+        return (positions!, ranks!, selection!)
+    }
+
+    private func release() {
+        positions?.deallocate(); ranks?.deallocate(); selection?.deallocate()
+        positions = nil; ranks = nil; selection = nil
+    }
+
+    deinit { release() }
 }

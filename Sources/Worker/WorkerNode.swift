@@ -83,6 +83,8 @@ public final class WorkerNode: @unchecked Sendable {
     var compressor: TopKCompressor?
     /// communication.dense_vectors of the run.
     var denseVectors = true
+    /// What top-k ranks by (`communication.rank_by`).
+    var rankBy: TopKRank = .update
     /// The replicated downlink: this worker's copy of the optimizer, whose moments follow
     /// the coordinator's through the updates it is sent, and the step its weights are of.
     var optimizer: Optimizer?
@@ -293,6 +295,7 @@ public final class WorkerNode: @unchecked Sendable {
                 ? MaskSet(for: config.sparsity, layout: model.layout)
                 : nil
             denseVectors = config.communication.denseVectors
+            rankBy = config.communication.rankBy
             optimizer = info.replicated == true ? Optimizer(config: config.optimizer, layout: model.layout) : nil
             updateGradient = info.replicated == true ? FloatBuffer(count: model.layout.count) : nil
             log.info("joined run \(String(info.runID, radix: 16)) as rank \(info.rank): \(config.name), \(model.layout.parameterCount) parameters, \(train.count) training images")
@@ -464,7 +467,11 @@ public final class WorkerNode: @unchecked Sendable {
         if let density {
             let c = compressor ?? TopKCompressor(layout: layout)
             compressor = c
-            let sparse = c.compress(g, mask: masks, density: density, codec: info.gradientCodec, denseVectors: denseVectors)
+            // Ranked by the step each entry would make, from the replica's AdamW variance
+            // (a scalar bias correction does not change the order within a tensor).
+            let variance = rankBy == .update && (optimizer?.updates ?? 0) > 0 ? optimizer?.secondMoment : nil
+            let sparse = c.compress(g, mask: masks, density: density, codec: info.gradientCodec, denseVectors: denseVectors,
+                                    variance: variance.map { UnsafePointer($0.pointer) }, eps: Float(optimizer?.config.eps ?? 1e-8))
             payload = Payload.sparseGrads(summary, codec: info.gradientCodec, sparse: sparse, layout: layout, reply: reply)
         } else if let m = masks {
             m.pack(g, into: packed.pointer)

@@ -238,7 +238,7 @@ extension CoordinatorLayersTests {
 /// A worker that speaks the protocol but computes nothing: it answers each params frame
 /// with `value` in every gradient entry (0: a harmless zero gradient; NaN: a broken one),
 /// after `delay` seconds, telling `seen` the step and its share.
-func fakeWorker(_ name: String, endpoint: String, count: Int, layoutHash: UInt64, delay: Double, value: Float = 0,
+func fakeWorker(_ name: String, endpoint: String, count: Int, layoutHash: UInt64, delay: Double, value: Float = 0, loss: Double = 2.3,
                 seen: (@Sendable (UInt64, UInt32) -> Void)? = nil) -> Thread {
     Thread {
         do {
@@ -259,7 +259,7 @@ func fakeWorker(_ name: String, endpoint: String, count: Int, layoutHash: UInt64
                 seen?(frame.header.step, images)
                 if delay > 0 { Thread.sleep(forTimeInterval: delay) }
                 let payload = values.withUnsafeBufferPointer {
-                    Payload.grads(GradientSummary(images: images, lossSum: Double(images) * 2.3, correct: 0), codec: .fp32,
+                    Payload.grads(GradientSummary(images: images, lossSum: Double(images) * loss, correct: 0), codec: .fp32,
                                   values: $0.baseAddress!, count: count)
                 }
                 _ = try s.send([Frame(header: FrameHeader(type: .grads, runID: frame.header.runID, step: frame.header.step,
@@ -314,6 +314,40 @@ extension CoordinatorLayersTests {
             #expect(source.lastRefusal?.contains("not finite") == true, "\(source.lastRefusal ?? "no refusal")")
             let shown = doc?.workers?.first { $0.id == "broken" }
             #expect((shown?.refused ?? 0) >= 4, "status: \(String(describing: doc?.workers))")
+        }
+    }
+
+    /// Every worker's loss NaN, step after step (the weights they share diverged): the
+    /// coordinator stops after its retries and says the model diverged and what to change,
+    /// not that the protocol is broken (a NaN loss was once refused as a malformed frame).
+    @Test func aRunWhoseEveryWorkerLossIsNaNStopsAsDiverged() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 32 * 6, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=6", "training.batch_size=32"])
+            var o = ClusterOptions()
+            o.bind = "tcp://127.0.0.1:*"
+            o.expectedWorkers = 1
+            o.heartbeatSeconds = 0.5
+            let source = try ClusterGradientSource(config: config, options: o, logger: log)
+            let lost = fakeWorker("lost", endpoint: source.endpoint, count: source.layout.count, layoutHash: source.layout.hash,
+                                  delay: 0, loss: .nan)
+            lost.start()
+            var options = Trainer.Options(runDirectory: "\(dir)/run")
+            options.source = { _, _, _ in source }
+            let trainer = try Trainer(config: config, options: options, logger: log)
+            do {
+                _ = try trainer.run()
+                Issue.record("a run whose every loss is NaN finished")
+            } catch let e as ClusterError {
+                guard case .diverged(let step, _, let reason) = e else { Issue.record("not diverged: \(e)"); return }
+                #expect(step == 0 && reason.contains("loss not finite"), "\(reason)")
+                #expect(e.description.contains("diverged") && e.description.contains("optimizer.lr"))
+            }
+            source.finish(reason: "test done")
+            let deadline = Date().addingTimeInterval(10)
+            while lost.isExecuting && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(!lost.isExecuting)
+            #expect(trainer.server.optimizer.updates == 0 && VectorOps.allFinite(trainer.server.params.pointer, trainer.server.params.count))
         }
     }
 

@@ -80,21 +80,97 @@ struct OptimTests {
     /// variance freezes, none for SGD), then DGC's falling density, then the target.
     @Test func theCompressionScheduleWarmsUpDenseThenSparse() throws {
         var c = CommunicationConfig()
-        #expect(c.schedule(optimizer: .adamw, stepsPerEpoch: 10).density(step: 0) == nil)
+        #expect(try c.schedule(optimizer: .adamw, stepsPerEpoch: 10).density(step: 0) == nil)
         c.gradientDensity = 0.01
-        let adam = c.schedule(optimizer: .adamw, stepsPerEpoch: 10)
+        let adam = try c.schedule(optimizer: .adamw, stepsPerEpoch: 10)
         #expect(adam.denseSteps == 10 && adam.freezeStep == 10)
         #expect((0 ..< 10).allSatisfy { adam.density(step: $0) == nil && !adam.freezesVariance(step: $0) })
         #expect(adam.density(step: 10) == 0.01 && adam.freezesVariance(step: 10))
-        #expect(c.schedule(optimizer: .adamw, stepsPerEpoch: 10, lrWarmupSteps: 25).freezeStep == 25)
-        let sgd = c.schedule(optimizer: .sgd, stepsPerEpoch: 10)
+        #expect(try c.schedule(optimizer: .adamw, stepsPerEpoch: 10, lrWarmupSteps: 25).freezeStep == 25)
+        let sgd = try c.schedule(optimizer: .sgd, stepsPerEpoch: 10)
         #expect(sgd.denseSteps == 0 && sgd.freezeStep == nil && sgd.density(step: 0) == 0.01)
         c.denseWarmupEpochs = 0.5; c.densityWarmupEpochs = 1
-        let dgc = c.schedule(optimizer: .adamw, stepsPerEpoch: 10)
+        let dgc = try c.schedule(optimizer: .adamw, stepsPerEpoch: 10)
         #expect(dgc.density(step: 4) == nil && abs(dgc.density(step: 5)! - 0.25) < 1e-12)
         #expect(dgc.density(step: 10)! < 0.25 && dgc.density(step: 10)! > 0.01 && dgc.density(step: 15) == 0.01)
         c.freezeVariance = .off
-        #expect(c.schedule(optimizer: .adamw, stepsPerEpoch: 10).freezeStep == nil)
+        #expect(try c.schedule(optimizer: .adamw, stepsPerEpoch: 10).freezeStep == nil)
+    }
+
+    /// A variance frozen before any dense step would be zero: auto leaves it live and says
+    /// why, as it does for a dense warm-up that ends inside the learning rate's; `on`
+    /// without a dense step is refused, naming the key.
+    @Test func aVarianceIsNeverFrozenBeforeADenseStep() throws {
+        var c = CommunicationConfig()
+        c.gradientDensity = 0.01
+        c.denseWarmupEpochs = 0
+        let none = try c.schedule(optimizer: .adamw, stepsPerEpoch: 10)
+        #expect(none.freezeStep == nil && none.density(step: 0) == 0.01)
+        #expect(none.notice?.contains("freeze at zero") == true)
+        c.denseWarmupEpochs = 1
+        let early = try c.schedule(optimizer: .adamw, stepsPerEpoch: 10, lrWarmupSteps: 25)
+        #expect(early.freezeStep == nil && early.denseSteps == 10 && early.notice?.contains("inside the learning rate's") == true)
+        #expect(try c.schedule(optimizer: .adamw, stepsPerEpoch: 10, lrWarmupSteps: 10).notice == nil)
+        c.freezeVariance = .on
+        let asked = try c.schedule(optimizer: .adamw, stepsPerEpoch: 10, lrWarmupSteps: 25)
+        #expect(asked.freezeStep == 10 && asked.notice != nil)
+        c.denseWarmupEpochs = 0
+        #expect(throws: ConfigError.self) { try c.schedule(optimizer: .adamw, stepsPerEpoch: 10) }
+        do { _ = try c.schedule(optimizer: .adamw, stepsPerEpoch: 10) } catch let e as ConfigError {
+            #expect(e.key == "communication.freeze_variance")
+        }
+        #expect(try c.schedule(optimizer: .sgd, stepsPerEpoch: 10).notice == nil)
+    }
+
+    /// The sixteen-lane AdamW is bit-identical to the scalar loop it replaced (replicas and
+    /// resumed runs depend on it), live and frozen, on tensors with and without a tail,
+    /// decayed and not.
+    @Test func simdAdamWIsBitIdenticalToTheScalarLoop() {
+        let shapes: [(String, [Int])] = [("blocks.0.mlp.fc1.weight", [8, 5]), ("blocks.0.mlp.fc1.bias", [37]), ("head.weight", [4, 16])]
+        let layout = ParameterLayout(tensors: shapes)
+        var c = OptimizerConfig()
+        c.weightDecay = 0.05
+        let o = Optimizer(config: c, layout: layout)
+        var rng = Xoshiro256(seed: 3)
+        let n = layout.count
+        let p = FloatBuffer(count: n)
+        for i in 0 ..< n { p.pointer[i] = rng.nextNormal() }
+        var rp = (0 ..< n).map { p.pointer[$0] }, rm = [Float](repeating: 0, count: n), rv = rm
+        for step in 1 ... 12 {
+            if step == 8 {
+                o.freezeVariance()
+                let bc = Float(1 / (1 - Foundation.pow(c.beta2, 7)))
+                for i in 0 ..< n { rv[i] = rv[i] * bc }
+            }
+            let g = FloatBuffer(count: n)
+            for i in 0 ..< n { g.pointer[i] = rng.nextNormal() * 0.1 }
+            let lr = 1e-3 * Double(step)
+            o.step(params: p.pointer, grads: g.pointer, lr: lr)
+            // The scalar reference, in the order torch writes it.
+            let t = Double(step)
+            let b1 = Float(c.beta1), b2 = Float(c.beta2), eps = Float(c.eps)
+            let stepSize = Float(lr / (1 - Foundation.pow(c.beta1, t)))
+            let invSqrtBC2 = Float(1 / (1 - Foundation.pow(c.beta2, t)).squareRoot())
+            for spec in layout.tensors {
+                let keep: Float = Optimizer.decays(name: spec.name, shape: spec.shape) ? Float(1 - lr * c.weightDecay) : 1
+                for i in spec.offset ..< spec.offset + spec.count {
+                    let gi = g.pointer[i]
+                    let mi = b1 * rm[i] + (1 - b1) * gi
+                    rm[i] = mi
+                    let denom: Float
+                    if step >= 8 {
+                        denom = rv[i].squareRoot() + eps
+                    } else {
+                        let vi = b2 * rv[i] + (1 - b2) * gi * gi
+                        rv[i] = vi
+                        denom = vi.squareRoot() * invSqrtBC2 + eps
+                    }
+                    rp[i] = rp[i] * keep - stepSize * mi / denom
+                }
+            }
+            #expect((0 ..< n).allSatisfy { p.pointer[$0].bitPattern == rp[$0].bitPattern }, "step \(step)")
+            #expect((0 ..< n).allSatisfy { o.firstMoment.pointer[$0].bitPattern == rm[$0].bitPattern && o.secondMoment!.pointer[$0].bitPattern == rv[$0].bitPattern }, "step \(step)")
+        }
     }
 
     /// Two AdamW steps computed by hand in Double (torch's formulas).

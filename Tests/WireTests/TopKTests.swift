@@ -106,6 +106,65 @@ struct TopKTests {
 
     /// Many equal magnitudes: exactly k are sent, every entry above the k-th largest and
     /// then the ties at it in position order.
+    /// Ranked by the update (rank_by: update), an entry whose gradient is small but whose
+    /// AdamW variance is smaller still goes first; the residual keeps exactly what was not
+    /// sent either way, and a NaN is sent first whatever its variance.
+    @Test func rankingByTheUpdateDividesByTheVariance() {
+        let layout = ParameterLayout(tensors: [("w", [2, 3])])
+        let g: [Float] = [1, 0.1, 0.5, 0.2, -0.3, 0.05]
+        let v: [Float] = [100, 1e-4, 1, 1, .nan, 1e-6]   // updates 0.1, 10, 0.5, 0.2, 3e7 (NaN v as 0), 50
+        let density = 3.0 / 6
+        let byGradient = TopKCompressor(layout: layout)
+        #expect(byGradient.compress(g, mask: nil, density: density).indices[0] == [0, 2, 4])
+        let byUpdate = TopKCompressor(layout: layout)
+        let s = v.withUnsafeBufferPointer { byUpdate.compress(g, mask: nil, density: density, variance: $0.baseAddress!) }
+        #expect(s.indices[0] == [1, 4, 5] && s.values[0] == [0.1, -0.3, 0.05])
+        #expect((0 ..< 6).map { byUpdate.residual.pointer[$0] } == [1, 0, 0.5, 0.2, 0, 0])
+        var bad = g
+        bad[3] = .nan
+        let n = v.withUnsafeBufferPointer { TopKCompressor(layout: layout).compress(bad, mask: nil, density: 1.0 / 6, variance: $0.baseAddress!) }
+        #expect(n.indices[0] == [3] && n.values[0][0].isNaN)
+    }
+
+    /// Tensors big enough for the sampled candidates select exactly what sorting selects:
+    /// random gradients with masks and ties, one whose samples all fall on zeros, and one
+    /// whose samples are its only large entries (fewer than k reach the sampled bound, so
+    /// everything is gathered again).
+    @Test func sampledCandidatesSelectExactlyTheTopK() {
+        let layout = ParameterLayout(tensors: [("w", [128, 128]), ("v", [64, 100])])
+        let n0 = 128 * 128
+        var rng = Rand(s: 23)
+        func reference(_ g: [Float], _ mask: MaskSet?, density: Double) -> [[UInt32]] {
+            layout.tensors.map { t in
+                let active = (0 ..< t.count).filter { i in mask.map { $0.mask.pointer[t.offset + i] != 0 } ?? true }
+                let k = TopKCompressor.k(density: density, active: active.count)
+                // Stable by position among equal magnitudes: the first ties go.
+                let order = active.sorted { (abs(g[t.offset + $0]), -$0) > (abs(g[t.offset + $1]), -$1) }
+                return order.prefix(k).sorted().map { UInt32($0) }
+            }
+        }
+        for trial in 0 ..< 12 {
+            var g = [Float](repeating: 0, count: layout.count)
+            switch trial % 3 {
+            case 0: for i in g.indices { g[i] = Float(rng.below(50)) * (rng.below(2) == 0 ? 0.01 : -0.01) }
+            case 1: for i in g.indices where (i % 16) != 0 { g[i] = Float(rng.below(1000)) + 1 }  // samples see zeros
+            default:
+                for i in g.indices { g[i] = Float(rng.below(100)) * 1e-3 }
+                let n = TopKCompressor.sampleSize
+                for j in 0 ..< n { g[j * n0 / n] = 100 }  // the sample sees only these
+            }
+            let mask: MaskSet? = trial < 6 ? nil : {
+                let m = MaskSet(layout: layout, prunable: layout.tensors)
+                for i in 0 ..< layout.count where rng.below(3) == 0 { m.mask.pointer[i] = 0 }
+                return m
+            }()
+            if let mask { for i in 0 ..< layout.count where mask.mask.pointer[i] == 0 { g[i] = 0 } }
+            let density = trial % 3 == 2 ? 0.15 : [0.001, 0.01, 0.05][trial % 3 == 0 ? (trial / 3) % 3 : 1]
+            let s = TopKCompressor(layout: layout).compress(g, mask: mask, density: density)
+            #expect(s.indices == reference(g, mask, density: density), "trial \(trial)")
+        }
+    }
+
     @Test func tiesAreSentInPositionOrder() {
         let layout = ParameterLayout(tensors: [("w", [40, 10])])
         var rng = Rand(s: 5)
