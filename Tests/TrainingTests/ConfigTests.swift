@@ -265,6 +265,23 @@ struct ExperimentTests {
         #expect(table.split(separator: "\n").allSatisfy { $0.filter { $0 == "|" }.count == 10 }, "\(table)")
     }
 
+    /// Every row committed in docs/results/fmnist-claims.json still stands: its fingerprint
+    /// is the one its run would have now. A new config key belongs in
+    /// `fingerprintNeutralLines` at a default that changes nothing, or every recorded run
+    /// is repeated (adding `communication.rank_by` once started the 57 runs afresh).
+    @Test func committedResultsStillStand() throws {
+        let e = try Experiment.load("\(repoRoot)/configs/experiments/fmnist-claims.yaml")
+        let configs = try e.configs()
+        let rows = try Experiment.recordedRows("\(repoRoot)/docs/results/fmnist-claims.json")
+        var matched = 0
+        for r in e.runs {
+            guard let v = e.variants.firstIndex(where: { $0.name == r.variant.name }) else { continue }
+            let print = Experiment.fingerprint(e.config(r, variantConfig: configs[v]))
+            if e.recorded(r, fingerprint: print, in: rows) != nil { matched += 1 }
+        }
+        #expect(!rows.isEmpty && matched == rows.count, "\(matched) of \(rows.count) committed rows match their runs' fingerprints")
+    }
+
     /// `--time-steps` writes its result into the results file beside the rows, and the
     /// rows stay; the keys added after rows were recorded do not change their fingerprints
     /// at their defaults, and do away from them.
