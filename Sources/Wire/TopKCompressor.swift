@@ -96,7 +96,7 @@ public final class TopKCompressor: @unchecked Sendable {
     /// reference code does (it compresses only `param.dim() > 1`): they are a percent of
     /// the weights and, at one entry in a hundred, would wait a hundred steps per value.
     /// `variance`: rank by the AdamW step each entry would make, |acc| / (√v + ε), instead
-    /// of |acc| (full layout; what is sent and kept is the same either way).
+    /// of |acc| (full layout); the values sent and kept are gradients either way.
     public func compress(_ gradient: UnsafePointer<Float>, mask: MaskSet?, density: Double, codec: ValueCodec = .fp32,
                          denseVectors: Bool = false, variance: UnsafePointer<Float>? = nil, eps: Float = 1e-8) -> SparseGradient {
         let acc = residual.pointer
