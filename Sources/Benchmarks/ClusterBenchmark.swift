@@ -110,7 +110,7 @@ public struct ClusterBenchmark {
         let perStep = timed.wall / steps
         let cpuPerStep = max(0, timed.cpu - timed.farmCPU) / steps
         let bytes = Double(timed.up + timed.down) / steps
-        let mode = options.density.map { "top-k \(String(format: "%g", $0 * 100))% \(options.codec == .bf16 ? "bf16" : "fp32")" } ?? "dense fp32"
+        let mode = options.density.map { "top-k \(String(format: "%g", $0 * 100))% \(options.codec)" } ?? "dense fp32"
         return Result(config: config.name, parameters: layout.parameterCount, workers: n, mode: mode,
                       stepsPerSecond: 1 / max(perStep, 1e-9), msPerStep: perStep * 1000, coordinatorCPUmsPerStep: cpuPerStep * 1000,
                       bytesUpPerWorkerStep: Double(timed.up) / steps / Double(n), bytesDownPerWorkerStep: Double(timed.down) / steps / Double(n),

@@ -110,7 +110,7 @@ public struct Experiment: Sendable {
         "  on_nonfinite: stop", "  max_skipped_steps: 10",
         "communication:", "  gradient_density: 1.0", "  density_warmup_epochs: 0.0",
         "  dense_warmup_epochs: auto", "  freeze_variance: auto",
-        "  downlink: auto", "  checksum_every_steps: 50", "  dense_vectors: true", "  rank_by: update",
+        "  downlink: auto", "  checksum_every_steps: 50", "  dense_vectors: true", "  rank_by: update", "  dense_below: 8192", "  values: int8",
     ]
 
     /// The rows of an earlier results file (NAME.json), which outlive the run directories:

@@ -5,8 +5,42 @@ public enum ValueCodec: UInt8, Sendable, CaseIterable, Codable {
     /// bfloat16 (the top 16 bits of fp32, rounded to nearest even): half the bytes,
     /// about 3 significant digits.
     case bf16 = 1
+    /// A list as one power-of-two scale 2^e (a signed exponent byte) and one signed byte q
+    /// per value, v = q · 2^e with |q| ≤ 127: a quarter of fp32's bytes, at least 7
+    /// significant bits for the largest value of the list and fewer for small ones. Lossy,
+    /// so only top-k gradients use it, whose rounding stays in the residual (error feedback).
+    /// A power of two makes a list exact under re-encoding: `roundTrip` gives the values the
+    /// receiver decodes, bit for bit, and encoding those again writes the same list.
+    /// A list with a non-finite value is sent as all NaN (the coordinator refuses it).
+    case int8 = 2
 
-    public var bytesPerValue: Int { self == .fp32 ? 4 : 2 }
+    public var bytesPerValue: Int {
+        switch self {
+        case .fp32: 4
+        case .bf16: 2
+        case .int8: 1
+        }
+    }
+
+    /// Whether every value arrives exactly as it was.
+    public var isExact: Bool { self == .fp32 }
+
+    /// Replaces each value by what the receiver decodes from it.
+    public func roundTrip(_ p: UnsafeMutablePointer<Float>, count: Int) {
+        switch self {
+        case .fp32:
+            return
+        case .bf16:
+            for i in 0 ..< count { p[i] = BFloat16.float(BFloat16.bits(p[i])) }
+        case .int8:
+            guard let e = Int8Values.exponent(p, count: count) else {
+                for i in 0 ..< count { p[i] = .nan }
+                return
+            }
+            let scale = Int8Values.scale(e), inverse = 1 / scale
+            for i in 0 ..< count { p[i] = Float(Int8Values.quantize(p[i], inverse)) * scale }
+        }
+    }
 
     public func encode(_ p: UnsafePointer<Float>, count: Int, into w: inout ByteWriter) {
         switch self {
@@ -19,6 +53,19 @@ public enum ValueCodec: UInt8, Sendable, CaseIterable, Codable {
                 for i in 0 ..< count { d[i] = BFloat16.bits(p[i]).littleEndian }
             }
             w.raw(out)
+        case .int8:
+            guard count > 0 else { return }
+            guard let e = Int8Values.exponent(p, count: count) else {
+                w.u8(UInt8(bitPattern: Int8Values.nonFinite))
+                w.raw([UInt8](repeating: 0, count: count))
+                return
+            }
+            w.u8(UInt8(bitPattern: e))
+            let inverse = 1 / Int8Values.scale(e)
+            w.raw([UInt8](unsafeUninitializedCapacity: count) { b, n in
+                for i in 0 ..< count { b[i] = UInt8(bitPattern: Int8Values.quantize(p[i], inverse)) }
+                n = count
+            })
         }
     }
 
@@ -33,7 +80,59 @@ public enum ValueCodec: UInt8, Sendable, CaseIterable, Codable {
                     out[i] = BFloat16.float(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
                 }
             }
+        case .int8:
+            guard count > 0 else { return }
+            let e = Int8(bitPattern: try r.u8("int8 scale exponent"))
+            let bytes = try r.raw(count, "int8 values")
+            if e == Int8Values.nonFinite {
+                for i in 0 ..< count { out[i] = .nan }
+                return
+            }
+            guard e >= Int8Values.minExponent && e <= Int8Values.maxExponent else {
+                throw WireError.malformedPayload("int8 scale exponent \(e) outside \(Int8Values.minExponent)...\(Int8Values.maxExponent)")
+            }
+            let scale = Int8Values.scale(e)
+            bytes.withUnsafeBytes { src in
+                for i in 0 ..< count {
+                    let q = Int8(bitPattern: src[i])
+                    out[i] = Float(q) * scale
+                }
+            }
         }
+    }
+}
+
+/// The arithmetic of `ValueCodec.int8`, shared by the encoder and `roundTrip`.
+enum Int8Values {
+    /// The exponent byte of a list with a NaN or an infinity.
+    static let nonFinite: Int8 = .min
+    /// 2^-140 is still a (subnormal) Float; values below half of it round to zero.
+    static let minExponent: Int8 = -127
+    /// 127 · 2^120 is below Float's largest finite value (about 2^128).
+    static let maxExponent: Int8 = 120
+
+    /// The smallest e with max |v| ≤ 127 · 2^e (nil when a value is not finite).
+    static func exponent(_ p: UnsafePointer<Float>, count: Int) -> Int8? {
+        var m: Float = 0
+        for i in 0 ..< count {
+            let a = abs(p[i])
+            guard a.isFinite else { return nil }
+            m = max(m, a)
+        }
+        guard m > 0 else { return minExponent }
+        // m / 127 = f · 2^x with f in [1, 2): e = x, or x + 1 when f > 1.
+        let r = m / 127
+        var e = Int(r.exponent) + (r.significand > 1 ? 1 : 0)
+        while e > Int(minExponent) && m <= 127 * Float(sign: .plus, exponent: e - 1, significand: 1) { e -= 1 }
+        while m > 127 * Float(sign: .plus, exponent: e, significand: 1) { e += 1 }
+        return Int8(clamping: max(Int(minExponent), min(Int(maxExponent), e)))
+    }
+
+    @inline(__always) static func scale(_ e: Int8) -> Float { Float(sign: .plus, exponent: Int(e), significand: 1) }
+
+    /// q = round(v / 2^e) (halves away from zero), within ±127 for an exponent from `exponent`.
+    @inline(__always) static func quantize(_ v: Float, _ inverse: Float) -> Int8 {
+        Int8(clamping: Int((v * inverse).rounded()))
     }
 }
 

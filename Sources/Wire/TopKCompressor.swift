@@ -90,21 +90,21 @@ public final class TopKCompressor: @unchecked Sendable {
 
     /// Adds `gradient` (full layout) to the residual, takes the top k of each tensor by
     /// magnitude among the active weights, and leaves in the residual what was not sent
-    /// (and, with bf16 values, the rounding of what was). NaN counts as the largest
+    /// (and, with bf16 or int8 values, the rounding of what was). NaN counts as the largest
     /// magnitude, so a broken gradient is sent (and refused), not hidden in the residual.
     /// `denseVectors`: tensors of one dimension (biases, LayerNorm) go whole, as DGC's
     /// reference code does (it compresses only `param.dim() > 1`): they are a percent of
     /// the weights and, at one entry in a hundred, would wait a hundred steps per value.
+    /// `denseBelow`: a tensor of at most this many weights goes whole too.
     /// `variance`: rank by the AdamW step each entry would make, |acc| / (√v + ε), instead
     /// of |acc| (full layout); the values sent and kept are gradients either way.
     public func compress(_ gradient: UnsafePointer<Float>, mask: MaskSet?, density: Double, codec: ValueCodec = .fp32,
-                         denseVectors: Bool = false, variance: UnsafePointer<Float>? = nil, eps: Float = 1e-8) -> SparseGradient {
+                         denseVectors: Bool = false, denseBelow: Int = 0, variance: UnsafePointer<Float>? = nil, eps: Float = 1e-8) -> SparseGradient {
         let acc = residual.pointer
         let m = mask?.mask.pointer
         if let variance { fillRankScale(variance, eps: eps) }
         let scale: UnsafePointer<Float>? = variance == nil ? nil : UnsafePointer(rankScale.pointer)
         let (positions, ranks, selection) = scratch.pointers(for: max(layout.tensors.map(\.count).max() ?? 0, Self.sampleSize))
-        let bf16 = codec == .bf16
         var indices: [[UInt32]] = [], values: [[Float]] = []
         indices.reserveCapacity(layout.tensors.count); values.reserveCapacity(layout.tensors.count)
         for t in layout.tensors {
@@ -114,7 +114,9 @@ public final class TopKCompressor: @unchecked Sendable {
             // acc = residual + gradient on the active weights; inactive ones hold nothing.
             Self.accumulate(a, g, mask: mt, count: t.count)
             let active = mask.map { $0.activeCount(t) } ?? t.count
-            let k = denseVectors && t.shape.count <= 1 ? active : Self.k(density: density, active: active)
+            // By size, not by active count: a pruned matrix is not a small tensor.
+            let whole = (denseVectors && t.shape.count <= 1) || t.count <= denseBelow
+            let k = whole ? active : Self.k(density: density, active: active)
             @inline(__always) func rank(_ i: Int) -> Float { st.map { Self.magnitude(a[i]) * $0[i] } ?? Self.magnitude(a[i]) }
             // The candidates: active entries ranked at least `low`, in position order. A big
             // tensor first estimates from a strided sample a `low` that about 2k entries
@@ -157,12 +159,15 @@ public final class TopKCompressor: @unchecked Sendable {
                     ib[count] = positions[j]; count += 1
                 }
             }
+            // What the coordinator will decode is sent; the rest of each value stays.
             let val = [Float](unsafeUninitializedCapacity: idx.count) { vb, count in
+                for (j, p) in idx.enumerated() { vb[j] = a[Int(p)] }
+                if let b = vb.baseAddress { codec.roundTrip(b, count: idx.count) }
                 for (j, p) in idx.enumerated() {
-                    let i = Int(p)
-                    let sent = bf16 ? BFloat16.float(BFloat16.bits(a[i])) : a[i]
-                    vb[j] = sent
-                    a[i] = a[i].isNaN ? 0 : a[i] - sent
+                    let i = Int(p), sent = vb[j]
+                    // A non-finite entry (or an int8 list poisoned by one) is refused by
+                    // the coordinator; it must not stay in the residual as NaN.
+                    a[i] = sent.isFinite ? a[i] - sent : 0
                 }
                 count = idx.count
             }

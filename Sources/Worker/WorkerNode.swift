@@ -83,6 +83,10 @@ public final class WorkerNode: @unchecked Sendable {
     var compressor: TopKCompressor?
     /// communication.dense_vectors of the run.
     var denseVectors = true
+    /// communication.dense_below of the run.
+    var denseBelow = 0
+    /// communication.values of the run: the codec of top-k gradients.
+    var topKCodec = ValueCodec.int8
     /// What top-k ranks by (`communication.rank_by`).
     var rankBy: TopKRank = .update
     /// The replicated downlink: this worker's copy of the optimizer, whose moments follow
@@ -295,6 +299,12 @@ public final class WorkerNode: @unchecked Sendable {
                 ? MaskSet(for: config.sparsity, layout: model.layout)
                 : nil
             denseVectors = config.communication.denseVectors
+            denseBelow = config.communication.denseBelow
+            topKCodec = switch config.communication.values {
+            case .int8: .int8
+            case .bf16: .bf16
+            case .fp32: .fp32
+            }
             rankBy = config.communication.rankBy
             optimizer = info.replicated == true ? Optimizer(config: config.optimizer, layout: model.layout) : nil
             updateGradient = info.replicated == true ? FloatBuffer(count: model.layout.count) : nil
@@ -470,9 +480,9 @@ public final class WorkerNode: @unchecked Sendable {
             // Ranked by the step each entry would make, from the replica's AdamW variance
             // (a scalar bias correction does not change the order within a tensor).
             let variance = rankBy == .update && (optimizer?.updates ?? 0) > 0 ? optimizer?.secondMoment : nil
-            let sparse = c.compress(g, mask: masks, density: density, codec: info.gradientCodec, denseVectors: denseVectors,
-                                    variance: variance.map { UnsafePointer($0.pointer) }, eps: Float(optimizer?.config.eps ?? 1e-8))
-            payload = Payload.sparseGrads(summary, codec: info.gradientCodec, sparse: sparse, layout: layout, reply: reply)
+            let sparse = c.compress(g, mask: masks, density: density, codec: topKCodec, denseVectors: denseVectors,
+                                    denseBelow: denseBelow, variance: variance.map { UnsafePointer($0.pointer) }, eps: Float(optimizer?.config.eps ?? 1e-8))
+            payload = Payload.sparseGrads(summary, codec: topKCodec, sparse: sparse, layout: layout, reply: reply)
         } else if let m = masks {
             m.pack(g, into: packed.pointer)
             payload = Payload.grads(summary, codec: info.gradientCodec, values: packed.pointer, count: m.packedCount, reply: reply)

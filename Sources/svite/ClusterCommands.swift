@@ -16,7 +16,7 @@ struct ClusterCLIOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("How long a silent worker is waited for before the step goes on without it (seconds).", valueName: "seconds"))
     var workerTimeout: Double = Double(environment["SVITE_WORKER_TIMEOUT"] ?? "") ?? 5
 
-    @Option(name: .long, help: "How gradients travel: fp32 (exact) or bf16 (half the bytes).")
+    @Option(name: .long, help: "How uncompressed gradients travel: fp32 (exact) or bf16 (half the bytes). Top-k gradients use communication.values.")
     var gradientCodec: String = environment["SVITE_GRADIENT_CODEC"] ?? "fp32"
 
     @Option(name: .long, help: ArgumentHelp("How the batch is divided: throughput (in proportion to each worker's measured images/s, re-balanced every 20 steps when a share would move by more than 10% of the batch) or equal.", valueName: "mode"))

@@ -125,7 +125,7 @@ struct ClusterTests {
     func topKWorkersTrainOnAFractionOfTheBytes(sparse: [String]) throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 256, test: 64)
-            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=4", "training.threads=2", "communication.gradient_density=0.1",
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=4", "training.threads=2", "communication.gradient_density=0.1", "communication.dense_below=0",
                                                                  "training.log_every_steps=4", "optimizer.lr=0.2", "optimizer.name=sgd", "optimizer.weight_decay=0"] + sparse)
             var plain = config
             plain.communication = CommunicationConfig()
@@ -183,7 +183,8 @@ struct ClusterTests {
     func replicasFollowTheCoordinatorBitForBit(method: [String]) throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 192, test: 32)
-            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=3", "communication.gradient_density=0.05",
+            // dense_below 0: every tensor of this tiny model is small enough to go whole.
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=3", "communication.gradient_density=0.05", "communication.dense_below=0",
                                                                  "communication.dense_warmup_epochs=1", "communication.checksum_every_steps=4"] + method)
             #expect(config.communication.replicatesUpdates)
             var o = ClusterOptions()
@@ -220,7 +221,7 @@ struct ClusterTests {
     @Test func aReplicaThatDiffersIsResynced() throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 192, test: 32)
-            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=2", "communication.gradient_density=0.05",
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=2", "communication.gradient_density=0.05", "communication.dense_below=0",
                                                                  "communication.dense_warmup_epochs=0.5", "communication.checksum_every_steps=2",
                                                                  "sparsity.method=svite", "sparsity.update_interval=5"])
             var o = ClusterOptions()

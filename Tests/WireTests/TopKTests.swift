@@ -187,12 +187,12 @@ struct TopKTests {
     }
 
     /// Over many steps, what was sent plus what is left in the residual is, weight by
-    /// weight, the sum of the gradients (fp32 values: to rounding; bf16 values too, since
-    /// their rounding stays in the residual); each tensor sends exactly k entries, and
+    /// weight, the sum of the gradients (fp32 values: to rounding; bf16 and int8 values
+    /// too, since their rounding stays in the residual); each tensor sends exactly k entries, and
     /// they are its largest: nothing left behind is larger than anything sent.
     @Test func sentPlusResidualIsTheGradientSum() {
         let layout = smallLayout()
-        for codec in [ValueCodec.fp32, .bf16] {
+        for codec in [ValueCodec.fp32, .bf16, .int8] {
             let c = TopKCompressor(layout: layout)
             var rng = Rand(s: 17)
             var gradientSum = [Double](repeating: 0, count: layout.count), sentSum = gradientSum
@@ -348,5 +348,30 @@ struct TopKTests {
         }
         let bias = layout.tensors[1]
         #expect((0 ..< bias.count).allSatisfy { c.residual.pointer[bias.offset + $0] == 0 })
+    }
+
+    /// dense_below sends every tensor of at most that many weights whole and leaves it no
+    /// residual; bigger ones still send their top k, also when a mask leaves fewer active.
+    @Test func smallTensorsGoWholeUnderDenseBelow() {
+        let layout = smallLayout()
+        let c = TopKCompressor(layout: layout)
+        let g = FloatBuffer(count: layout.count)
+        var rng = Rand(s: 11)
+        for i in 0 ..< layout.count { g.pointer[i] = rng.float() }
+        let sizes = layout.tensors.map(\.count).sorted()
+        let bound = sizes[sizes.count / 2]
+        #expect(sizes.first! <= bound && sizes.last! > bound, "the layout needs tensors on both sides of \(bound)")
+        let s = c.compress(g.pointer, mask: nil, density: 0.05, denseVectors: false, denseBelow: bound)
+        for (t, spec) in layout.tensors.enumerated() {
+            let whole = spec.count <= bound
+            #expect(s.indices[t].count == (whole ? spec.count : TopKCompressor.k(density: 0.05, active: spec.count)), "\(spec.name)")
+            if whole { #expect((0 ..< spec.count).allSatisfy { c.residual.pointer[spec.offset + $0] == 0 }, "\(spec.name)") }
+        }
+        // The 768-weight qkv pruned to 100 active (fewer than the bound): still top-k.
+        let qkv = layout.tensors[0]
+        let masks = MaskSet(layout: layout, prunable: [qkv])
+        masks.randomize(counts: [qkv.name: 100], seed: 3)
+        let m = TopKCompressor(layout: layout).compress(g.pointer, mask: masks, density: 0.05, denseVectors: false, denseBelow: bound)
+        #expect(qkv.count > bound && m.indices[0].count == TopKCompressor.k(density: 0.05, active: 100))
     }
 }
