@@ -83,6 +83,8 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
 
     // MARK: GradientSource
 
+    public var compressesGradients: Bool { true }
+
     public func attach(server: ServerState) { service.attach(server: server) }
 
     public func applied(_ step: AppliedStep, server: ServerState) { service.recordApplied(step, server: server) }

@@ -79,9 +79,13 @@ public protocol GradientSource: AnyObject {
     /// Called once before the first step with the state whose parameters (and masks) the
     /// source serves.
     func attach(server: ServerState)
+    /// Whether `StepWork.gradientDensity` reaches anything: workers compress, the
+    /// in-process replica has no wire and computes every value.
+    var compressesGradients: Bool { get }
 }
 
 extension GradientSource {
+    public var compressesGradients: Bool { false }
     public func attach(server: ServerState) {}
     public func applied(_ step: AppliedStep, server: ServerState) {}
 }

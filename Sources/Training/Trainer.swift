@@ -155,9 +155,16 @@ public final class Trainer {
                               batch: t.evalBatchSize, threads: threads, precision: engine.precision)
         resumedFrom = options.resume
         server.enableSparsity(config.sparsity, seed: config.topologySeed)
-        compression = try config.communication.schedule(optimizer: config.optimizer.kind, stepsPerEpoch: stepsPerEpoch,
-                                                        lrWarmupSteps: schedule.warmupSteps)
-        if let notice = compression.notice { log.warning("\(notice)") }
+        if source.compressesGradients || !config.communication.compresses {
+            compression = try config.communication.schedule(optimizer: config.optimizer.kind, stepsPerEpoch: stepsPerEpoch,
+                                                            lrWarmupSteps: schedule.warmupSteps)
+            if let notice = compression.notice { log.warning("\(notice)") }
+        } else {
+            // No wire, nothing to compress: the run is the uncompressed one (a frozen
+            // variance without top-k would only make it worse).
+            compression = try CommunicationConfig().schedule(optimizer: config.optimizer.kind, stepsPerEpoch: stepsPerEpoch)
+            log.notice("communication.gradient_density \(config.communication.gradientDensity) applies to workers; this run computes its gradients in process (--workers 0) and sends every value")
+        }
         server.varianceFreezeStep = compression.freezeStep
         if let c = options.resume {
             try Checkpoint.restore(c, into: server)

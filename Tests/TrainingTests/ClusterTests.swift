@@ -160,6 +160,25 @@ struct ClusterTests {
         }
     }
 
+    /// An in-process run (--workers 0) has no wire: gradient_density changes nothing, AdamW's
+    /// variance is not frozen (that belongs to top-k), and the weights end bit for bit as
+    /// the uncompressed run's.
+    @Test func anInProcessRunIgnoresTheWireSettings() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 96, test: 32)
+            let plain = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=2"])
+            var compressed = plain
+            compressed.communication.gradientDensity = 0.01
+            let a = try trainer(plain, dir: "\(dir)/plain", source: nil)
+            let b = try trainer(compressed, dir: "\(dir)/compressed", source: nil)
+            #expect(b.compression.freezeStep == nil && (0 ..< 24).allSatisfy { b.compression.density(step: $0) == nil })
+            _ = try a.run(); _ = try b.run()
+            #expect(!b.server.optimizer.varianceFrozen)
+            let n = a.server.model.layout.count
+            #expect((0 ..< n).allSatisfy { a.server.params.pointer[$0].bitPattern == b.server.params.pointer[$0].bitPattern })
+        }
+    }
+
     /// A worker node run on a thread, kept so the test can look at its replica.
     func workerNode(_ endpoint: String, name: String, configure: (inout WorkerOptions) -> Void = { _ in }) throws -> (WorkerNode, Thread) {
         var o = WorkerOptions(coordinator: endpoint, name: name, threads: 1)
