@@ -30,7 +30,8 @@ public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible 
 public struct FrameHeader: Sendable, Equatable {
     public static let size = 56
     public static let magic: UInt32 = 0x4554_5653  // "SVTE" as little-endian bytes
-    public static let protocolVersion: UInt16 = 2
+    /// 3: int8 top-k values (ValueCodec 2) and the communication.values and dense_below keys.
+    public static let protocolVersion: UInt16 = 3
     /// flags bit 0: the payload is LZ4-compressed.
     public static let flagLZ4: UInt8 = 1
 

@@ -209,26 +209,32 @@ struct WorkerCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The coordinator's endpoint.", valueName: "endpoint"))
     var coordinator: String = environment["SVITE_COORDINATOR"] ?? "tcp://127.0.0.1:5555"
 
-    @Option(name: .long, help: "Threads for computation (default: all cores).")
-    var threads: Int = Int(environment["SVITE_THREADS"] ?? "") ?? ProcessInfo.processInfo.activeProcessorCount
+    @Option(name: .long, help: ArgumentHelp("Threads for computation; 0 or unset: every core.", valueName: "n"))
+    var threads: Int?
 
     @Option(name: .long, help: "Matrix-product backend on this machine: auto, onednn or openblas (default: the run config's compute.backend). The precision is the run's.")
     var backend: BackendChoice?
 
     @Option(name: .long, help: "Worker id (default: HOST-PID).")
-    var name: String = environment["SVITE_WORKER_NAME"] ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+    var name: String?
+
+    /// Flags win over the environment.
+    var resolvedThreads: Int { ThreadCount.resolve(threads ?? Int(environment["SVITE_THREADS"] ?? "") ?? 0) }
+    var resolvedName: String {
+        name ?? environment["SVITE_WORKER_NAME"] ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+    }
 
     @Option(name: .long, help: .hidden)
     var parentPid: Int32?
 
     func validate() throws {
-        guard threads >= 1 && threads <= 1024 else { throw ValidationError("--threads must be 1 to 1024 (got \(threads))") }
-        guard !name.isEmpty && name.utf8.count <= 200 else { throw ValidationError("--name must be 1 to 200 bytes") }
+        try ThreadCount.check(threads ?? Int(environment["SVITE_THREADS"] ?? ""))
+        guard !resolvedName.isEmpty && resolvedName.utf8.count <= 200 else { throw ValidationError("--name must be 1 to 200 bytes") }
     }
 
     func run() throws {
         let log = global.bootstrap("svite.worker")
-        var options = WorkerOptions(coordinator: coordinator, name: name, threads: threads, backend: backend)
+        var options = WorkerOptions(coordinator: coordinator, name: resolvedName, threads: resolvedThreads, backend: backend)
         options.curve = try keys.load()
         if let parent = parentPid {
             // A local worker of `svite train` ends with it, however it ends (SIGKILL, OOM,

@@ -43,7 +43,7 @@ struct ExperimentCommand: ParsableCommand {
     @Flag(name: .long, help: "Run nothing; rewrite the results table from finished runs.")
     var reportOnly = false
 
-    @Option(name: .long, help: "Threads for computation (default: the config's).")
+    @Option(name: .long, help: ArgumentHelp("Threads for computation; 0: every core (default: the config's training.threads).", valueName: "n"))
     var threads: Int?
 
     @Option(name: .long, help: ArgumentHelp("Where the results table goes.", valueName: "dir"))
@@ -67,6 +67,7 @@ struct ExperimentCommand: ParsableCommand {
     func validate() throws {
         if stepRounds < 3 { throw ValidationError("--step-rounds must be at least 3, got \(stepRounds)") }
         if let b = stepBatch, b < 1 { throw ValidationError("--step-batch must be at least 1, got \(b)") }
+        try ThreadCount.check(threads)
     }
 
     func run() throws {
@@ -110,7 +111,7 @@ struct ExperimentCommand: ParsableCommand {
                 continue
             }
             var options = Trainer.Options(runDirectory: dir)
-            options.threads = threads
+            options.threads = threads.map(ThreadCount.resolve)
             if !Checkpoint.list(in: "\(dir)/checkpoints").isEmpty {
                 let contents = try Checkpoint.read(try Checkpoint.locate(dir))
                 options.resume = contents
@@ -139,7 +140,7 @@ struct ExperimentCommand: ParsableCommand {
         guard let dense = e.variants.first(where: { v in configs[v.name]!.sparsity.method == .dense && configs[v.name]!.model == base.model }) else {
             throw ConfigError(file: e.file, key: "variants", message: "no dense variant of the base model to time the others against")
         }
-        let timing = StepTiming(batch: stepBatch ?? base.training.batchSize, threads: threads ?? base.training.resolvedThreads,
+        let timing = StepTiming(batch: stepBatch ?? base.training.batchSize, threads: threads.map(ThreadCount.resolve) ?? base.training.resolvedThreads,
                                 rounds: stepRounds)
         let entries = try timing.time(runs: runs, reference: dense.name) { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
         var variants: [String: Any] = [:]

@@ -13,6 +13,7 @@ struct Svite: ParsableCommand {
         One binary plays every role. Configs are YAML files (see configs/) or the built-in \
         names default, fmnist-tiny, fmnist-6head, deit-tiny, deit-small and deit-base.
         """,
+        version: SviteVersion.description,
         subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, StatusCommand.self, KeygenCommand.self, Eval.self, Export.self, Masks.self, Tokens.self, ExperimentCommand.self, Bench.self, Fuzz.self]
     )
 
@@ -102,12 +103,21 @@ enum LoggingBootstrap {
 
 /// The thread count, shared by every command that computes.
 struct ThreadOptions: ParsableArguments {
-    @Option(name: .long, help: "Threads for computation; also sets OpenBLAS's. Defaults to the number of cores.")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(name: .customLong("threads"), help: ArgumentHelp("Threads for computation; also sets OpenBLAS's. 0 or unset: every core.", valueName: "n"))
+    var requested: Int?
 
-    func validate() throws {
-        guard threads >= 1 && threads <= 1024 else {
-            throw ValidationError("--threads must be between 1 and 1024 (got \(threads))")
-        }
+    /// The count to use: every core for 0 or none.
+    var threads: Int { ThreadCount.resolve(requested ?? 0) }
+
+    func validate() throws { try ThreadCount.check(requested) }
+}
+
+/// `--threads N` as every command takes it: 1 to 1024, or 0 for every core (as the
+/// config's training.threads).
+enum ThreadCount {
+    static func resolve(_ n: Int) -> Int { n > 0 ? n : ProcessInfo.processInfo.activeProcessorCount }
+
+    static func check(_ n: Int?) throws {
+        if let n, n < 0 || n > 1024 { throw ValidationError("--threads must be 0 (every core) to 1024 (got \(n))") }
     }
 }

@@ -41,7 +41,7 @@ struct RunOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Run directory (default: runs/NAME, or runs/NAME-2, … if taken).", valueName: "dir"))
     var out: String?
 
-    @Option(name: .long, help: "Threads for computation (default: the config's training.threads; 0 there means all cores).")
+    @Option(name: .long, help: ArgumentHelp("Threads for computation; 0: every core (default: the config's training.threads).", valueName: "n"))
     var threads: Int?
 
     @Flag(name: .long, help: "Plain periodic lines instead of a live progress bar, even on a terminal.")
@@ -60,9 +60,7 @@ struct RunOptions: ParsableArguments {
         if resume != nil && initWeights != nil {
             throw ValidationError("--resume and --init cannot be combined: a resumed run already has its weights")
         }
-        if let t = threads, t < 1 || t > 1024 {
-            throw ValidationError("--threads must be between 1 and 1024 (got \(t))")
-        }
+        try ThreadCount.check(threads)
     }
 
     /// The workers recorded in the checkpoint this invocation resumes from (nil: not a
@@ -98,7 +96,7 @@ struct RunOptions: ParsableArguments {
             options = Trainer.Options(runDirectory: try out.map(Train.checkFresh) ?? Train.freshRunDirectory(config.name))
             options.initWeights = initWeights
         }
-        options.threads = threads
+        options.threads = threads.map(ThreadCount.resolve)
         return (config, options)
     }
 
@@ -221,7 +219,7 @@ struct Train: ParsableCommand {
     func run() throws {
         let log = global.bootstrap("svite.train")
         let cores = ProcessInfo.processInfo.activeProcessorCount
-        let total = runOptions.threads ?? cores
+        let total = runOptions.threads.map(ThreadCount.resolve) ?? cores
         var n = workers ?? Int(environment["SVITE_WORKERS"] ?? "") ?? min(2, max(1, total))
         // A resumed run keeps the workers it had (a different split is a different run),
         // unless --workers or SVITE_WORKERS says otherwise.

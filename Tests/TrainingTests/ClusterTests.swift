@@ -498,6 +498,38 @@ extension ClusterTests {
 }
 
 extension ClusterTests {
+    /// `svite --version` names the release and the wire protocol; --threads takes 0 for
+    /// every core and refuses a negative count; no option's help shows two defaults.
+    @Test func versionThreadsAndOneDefaultPerOption() throws {
+        guard let exe = sviteBinary() else { return }
+        func svite(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: exe)
+            p.arguments = args
+            let out = Pipe(), err = Pipe()
+            p.standardOutput = out
+            p.standardError = err
+            try p.run()
+            let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        }
+        let v = try svite(["--version"])
+        #expect(v.status == 0 && v.out.hasPrefix("svite ") && v.out.contains("wire protocol \(FrameHeader.protocolVersion)"), "\(v)")
+        let negative = try svite(["eval", "nowhere.safetensors", "--threads=-1"])
+        #expect(negative.status == 64 && negative.err.contains("0 (every core) to 1024"), "\(negative)")
+        for command in [["worker"], ["train"], ["eval"], ["coordinator"], ["experiment"], ["bench", "model"]] {
+            let help = try svite(command + ["--help"]).out
+            // An option's block: from its flag to the next one.
+            for block in help.components(separatedBy: "\n  -").dropFirst() {
+                let defaults = block.components(separatedBy: "(default").count - 1
+                #expect(defaults <= 1, "\(command.joined(separator: " ")): \(block.prefix(200))")
+            }
+        }
+    }
+}
+
+extension ClusterTests {
     /// `svite train` killed with SIGKILL (no chance to stop its workers) leaves no local
     /// worker behind: each sees its parent gone and leaves within about a second (before:
     /// they lived on and asked to join forever).
