@@ -248,7 +248,14 @@ struct WorkerCommand: ParsableCommand {
         let stop = StopFlag()
         StopSignals.install(stop) {}
         let reason = try node.run(stop: stop)
-        log.info("worker \(name) done (\(reason))")
+        // Exit 0 only when the run is over: a coordinator stopped before the end (to be
+        // resumed) or failed leaves its workers with 75 (EX_TEMPFAIL), so a supervisor that
+        // restarts on failure (Kubernetes' OnFailure, systemd) brings them back to rejoin.
+        guard reason == "done" || stop.isRaised else {
+            log.notice("worker \(resolvedName): the coordinator ended before the run did (\(reason)); exiting with 75 so a supervisor starts this worker again to rejoin")
+            throw ExitCode(75)
+        }
+        log.info("worker \(resolvedName) done (\(reason))")
     }
 }
 

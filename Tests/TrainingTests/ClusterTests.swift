@@ -603,6 +603,35 @@ extension ClusterTests {
 }
 
 extension ClusterTests {
+    /// A worker exits 0 when the run is over and 75 when the coordinator stops before its
+    /// end (to be resumed), so a supervisor that restarts on failure brings it back.
+    @Test func aWorkerExitsNonZeroWhenTheCoordinatorStopsEarly() throws {
+        guard let exe = sviteBinary(environment: "SVITE_TEST_WORKER_EXE") else { return }
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 96, test: 16)
+            for early in [true, false] {
+                let config = try tinyRunConfig(dataDir: dir, extra: early ? ["training.epochs=0", "training.max_steps=100000"] : ["training.epochs=1"])
+                let source = try cluster(config, workers: 1, timeout: 3)
+                let p = try startSvite(exe, ["worker", "--coordinator", source.endpoint, "--threads", "1", "--name", "w", "--log-level", "warning"])
+                let stop = StopFlag()
+                let box = TrainerBox(try trainer(config, dir: "\(dir)/run-\(early)", source: source))
+                let runner = Thread { _ = try? box.trainer.run(stop: stop) }
+                runner.start()
+                if early {
+                    Thread.sleep(forTimeInterval: 1.5)
+                    stop.raise()
+                }
+                while runner.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+                let deadline = Date().addingTimeInterval(20)
+                while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+                if p.isRunning { p.terminate(); p.waitUntilExit() }
+                #expect(p.terminationReason == .exit && p.terminationStatus == (early ? 75 : 0), "early \(early): \(p.terminationReason) \(p.terminationStatus)")
+            }
+        }
+    }
+}
+
+extension ClusterTests {
     /// A coordinator that resumes a run (its first step is not step 0) waits for all the
     /// workers it expects, so workers that come back seconds apart all take part in the
     /// first resumed step (before: it started with the first one, and the run was another).
