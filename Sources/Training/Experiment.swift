@@ -96,10 +96,18 @@ public struct Experiment: Sendable {
     /// A run's identity in the results file: FNV-1a over its effective config (every
     /// default written out), so a recorded row stands for this run only while the config
     /// that made it is the one the experiment would run now.
+    /// A run that does not compress leaves out its whole `communication:` section: no key
+    /// there changes what it computes, and a default that moves (dense_below 0 → 8192)
+    /// must not repeat its runs.
     public static func fingerprint(_ c: RunConfig) -> String {
         var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        let text = c.yaml.split(separator: "\n", omittingEmptySubsequences: false).filter { !fingerprintNeutralLines.contains(String($0)) }
-            .joined(separator: "\n")
+        var section = ""
+        let text = c.yaml.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
+            if let first = line.first, first != " ", first != "#", line.hasSuffix(":") { section = String(line.dropLast()) }
+            // (The text's final empty line stays, as it always did.)
+            if section == "communication" && !c.communication.compresses && !line.isEmpty { return false }
+            return !fingerprintNeutralLines.contains(String(line))
+        }.joined(separator: "\n")
         for b in text.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
         return String(h, radix: 16)
     }

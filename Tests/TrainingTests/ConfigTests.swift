@@ -273,13 +273,14 @@ struct ExperimentTests {
         let e = try Experiment.load("\(repoRoot)/configs/experiments/fmnist-claims.yaml")
         let configs = try e.configs()
         let rows = try Experiment.recordedRows("\(repoRoot)/docs/results/fmnist-claims.json")
-        var matched = 0
+        var matched = 0, unmatched: [String] = []
         for r in e.runs {
             guard let v = e.variants.firstIndex(where: { $0.name == r.variant.name }) else { continue }
             let print = Experiment.fingerprint(e.config(r, variantConfig: configs[v]))
-            if e.recorded(r, fingerprint: print, in: rows) != nil { matched += 1 }
+            if e.recorded(r, fingerprint: print, in: rows) != nil { matched += 1 } else { unmatched.append("\(r.variant.name) seed \(r.seed)") }
         }
-        #expect(!rows.isEmpty && matched == rows.count, "\(matched) of \(rows.count) committed rows match their runs' fingerprints")
+        #expect(!rows.isEmpty && matched == rows.count,
+                "\(matched) of \(rows.count) committed rows match their runs' fingerprints; no match for \(unmatched.prefix(20))")
     }
 
     /// `--time-steps` writes its result into the results file beside the rows, and the
@@ -300,6 +301,13 @@ struct ExperimentTests {
         #expect(Experiment.fingerprintNeutralLines.allSatisfy { plain.yaml.contains($0 + "\n") }, "\(plain.yaml)")
         let skip = try RunConfig.resolve("fmnist-tiny", overrides: ["training.on_nonfinite=skip"])
         #expect(Experiment.fingerprint(skip) != Experiment.fingerprint(plain))
+        // A run that sends every value: no communication key changes it (a recorded row
+        // with dense_below 0, the default then, still stands); one that compresses: they do.
+        let otherWire = try RunConfig.resolve("fmnist-tiny", overrides: ["communication.dense_below=0", "communication.values=fp32"])
+        #expect(Experiment.fingerprint(otherWire) == Experiment.fingerprint(plain))
+        let topK = try RunConfig.resolve("fmnist-tiny", overrides: ["communication.gradient_density=0.01"])
+        let topKOther = try RunConfig.resolve("fmnist-tiny", overrides: ["communication.gradient_density=0.01", "communication.dense_below=0"])
+        #expect(Experiment.fingerprint(topK) != Experiment.fingerprint(plain) && Experiment.fingerprint(topK) != Experiment.fingerprint(topKOther))
     }
 
     /// The step timer runs every variant's step each round and measures against the
