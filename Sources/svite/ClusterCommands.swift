@@ -266,7 +266,11 @@ struct StatusCommand: ParsableCommand {
         discussion: """
         Reads only: nothing sent to the status socket changes the run.
 
+        A run directory names its coordinator: `svite train` and `svite coordinator` write \
+        the status endpoint to RUN_DIR/status.endpoint while they run.
+
         Examples:
+          svite status runs/default --watch
           svite status --connect tcp://head-node:5556
           svite status --connect tcp://127.0.0.1:5556 --watch
           svite status --json | jq .workers
@@ -276,10 +280,13 @@ struct StatusCommand: ParsableCommand {
 
     @OptionGroup var keys: CurveClientCLIOptions
 
-    @Option(name: .long, help: ArgumentHelp("The coordinator's status endpoint.", valueName: "endpoint"))
-    var connect: String = environment["SVITE_STATUS"].map { $0.replacingOccurrences(of: "*", with: "127.0.0.1") } ?? "tcp://127.0.0.1:5556"
+    @Argument(help: ArgumentHelp("A run directory whose coordinator is running (it names its status endpoint).", valueName: "run-dir"))
+    var runDirectory: String?
 
-    @Flag(name: .long, help: "Redraw every --interval seconds until interrupted.")
+    @Option(name: .long, help: ArgumentHelp("The coordinator's status endpoint (default: SVITE_STATUS, or tcp://127.0.0.1:5556).", valueName: "endpoint"))
+    var connect: String?
+
+    @Flag(name: .long, help: "Redraw every --interval seconds until interrupted or the run ends.")
     var watch = false
 
     @Flag(name: .long, help: "Print the raw JSON document.")
@@ -291,9 +298,32 @@ struct StatusCommand: ParsableCommand {
     @Option(name: .long, help: "Seconds to wait for an answer.")
     var timeout: Double = 3
 
+    func validate() throws {
+        if runDirectory != nil && connect != nil { throw ValidationError("give a run directory or --connect, not both") }
+        guard interval > 0 && timeout > 0 else { throw ValidationError("--interval and --timeout must be positive") }
+    }
+
+    /// Where to ask: the run directory's status file, --connect, SVITE_STATUS, the default.
+    func endpoint() throws -> String {
+        if let dir = runDirectory { return try StatusFile.read(runDirectory: dir) }
+        return connect ?? environment["SVITE_STATUS"].map { $0.replacingOccurrences(of: "*", with: "127.0.0.1") } ?? "tcp://127.0.0.1:5556"
+    }
+
     func run() throws {
+        let connect = try endpoint()
+        let curve = try keys.load()
+        var answered = false
         repeat {
-            let doc = try Self.query(connect, timeout: timeout, curve: try keys.load())
+            let doc: StatusDocument
+            do {
+                doc = try Self.query(connect, timeout: timeout, curve: curve)
+            } catch let e as CommandFailure where watch && answered {
+                // It answered before: the run has ended (or its coordinator stopped).
+                _ = e
+                print("\(connect) no longer answers: the run has ended or its coordinator stopped")
+                return
+            }
+            answered = true
             if json {
                 print(String(decoding: doc.encoded(), as: UTF8.self))
             } else {

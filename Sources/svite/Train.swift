@@ -120,11 +120,13 @@ struct RunOptions: ParsableArguments {
         }
         let workers = LocalWorkers()
         defer { workers.stop() }
+        defer { if clusterSource?.statusEndpoint != nil { StatusFile.remove(runDirectory: options.runDirectory) } }
         let trainer: Trainer
         do {
             trainer = try Trainer(config: config, options: options, logger: log)
             if let s = clusterSource {
-                display.line("coordinator on \(s.endpoint)\(s.statusEndpoint.map { ", status on \($0) (svite status --connect \($0.replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1")))" } ?? "")")
+                display.line("coordinator on \(s.endpoint)\(s.statusEndpoint.map { ", status on \($0) (svite status \(options.runDirectory))" } ?? "")")
+                if let e = s.statusEndpoint { StatusFile.write(e, runDirectory: options.runDirectory, log: log) }
                 if localWorkers > 0 {
                     let endpoint = s.endpoint.replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1")
                     try workers.start(count: localWorkers, threads: workerThreads, endpoint: endpoint,

@@ -692,6 +692,42 @@ extension ClusterTests {
     }
 }
 
+extension ClusterTests {
+    /// `svite train` names its status endpoint in the run directory while it runs, so
+    /// `svite status RUN_DIR` finds a run on a random port; `--watch` ends cleanly (exit 0)
+    /// when the run ends, and the file goes with the coordinator.
+    @Test func statusFindsARunByItsDirectoryAndWatchEndsWithIt() throws {
+        guard let exe = sviteBinary() else { return }
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 256, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=400", "training.batch_size=8"])
+            try config.yaml.write(toFile: "\(dir)/tiny.yaml", atomically: true, encoding: .utf8)
+            let run = "\(dir)/run"
+            let train = try startSvite(exe, ["train", "--plain", "--config", "\(dir)/tiny.yaml", "--out", run, "--workers", "1"])
+            let deadline = Date().addingTimeInterval(60)
+            while !FileManager.default.fileExists(atPath: "\(run)/status.endpoint") && train.isRunning && Date() < deadline {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            let out = Pipe()
+            let status = try startSvite(exe, ["status", run, "--json"], output: out)
+            let doc = out.fileHandleForReading.readDataToEndOfFile()
+            status.waitUntilExit()
+            #expect(status.terminationStatus == 0 && (try? StatusDocument.decode(doc)) != nil, "\(String(decoding: doc, as: UTF8.self).prefix(300))")
+            let watchOut = Pipe()
+            let watch = try startSvite(exe, ["status", run, "--watch", "--interval", "0.2", "--timeout", "1"], output: watchOut)
+            train.waitUntilExit()
+            let text = String(decoding: watchOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            watch.waitUntilExit()
+            #expect(train.terminationStatus == 0)
+            #expect(watch.terminationStatus == 0 && text.contains("no longer answers"), "\(text.suffix(400))")
+            #expect(!FileManager.default.fileExists(atPath: "\(run)/status.endpoint"))
+            let after = try startSvite(exe, ["status", run])
+            after.waitUntilExit()
+            #expect(after.terminationStatus == 1)
+        }
+    }
+}
+
 extension TrainerBox {
     final class Params: @unchecked Sendable {
         let buffer: FloatBuffer
