@@ -355,49 +355,6 @@ struct StatusCommand: ParsableCommand {
     }
 }
 
-enum StatusTable {
-    static func render(_ d: StatusDocument) -> String {
-        var lines: [String] = []
-        lines.append("run \(d.runId ?? "?")  config \(d.config ?? "?")  state \(d.state ?? "?")")
-        lines.append(String(format: "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f img/s  ETA %@",
-                            d.step ?? 0, d.totalSteps ?? 0, d.epoch ?? 0, d.loss ?? .nan, d.lr ?? 0,
-                            d.imagesPerSecond ?? 0, Format.duration(d.etaSeconds ?? .nan)))
-        if let acc = d.evalAccuracy {
-            lines.append(String(format: "last eval: top-1 %.2f%%, loss %.4f (step %d)", acc * 100, d.evalLoss ?? .nan, d.evalStep ?? 0))
-        }
-        if let sp = d.sparsity {
-            lines.append(String(format: "sparsity %.1f%%: %.2fM parameters active, FLOPs saving %.1f%%, explored %.1f%%, mask version %d",
-                                (1 - sp.density) * 100, Double(sp.activeParameters) / 1e6, sp.flopsSaving * 100,
-                                sp.explorationRate * 100, sp.maskVersion))
-        }
-        if let up = d.bytesUpPerStep, let down = d.bytesDownPerStep {
-            lines.append(String(format: "bytes per step: up %@ (%.2f× dense fp32), down %@ (%.2f×)",
-                                bytes(Double(up)), d.bytesUpRatioToDenseFp32 ?? 0, bytes(Double(down)), d.bytesDownRatioToDenseFp32 ?? 0))
-        }
-        lines.append("")
-        lines.append("rank  id                        host              state   heard   steps  share    img/s  up          down")
-        for w in d.workers ?? [] {
-            func pad(_ v: String, _ n: Int) -> String { String(v.prefix(n)).padding(toLength: n, withPad: " ", startingAt: 0) }
-            lines.append(String(format: "%4d  ", w.rank) + pad(w.id, 24) + "  " + pad(w.host, 16) + "  " + pad(w.state, 6)
-                + String(format: "  %5.1fs  %6d  %5d  %7.0f  ", w.secondsSinceHeard, w.stepsDone, w.share, w.imagesPerSecond)
-                + pad(bytes(Double(w.bytesUp)), 10) + "  " + bytes(Double(w.bytesDown))
-                + (w.refused > 0 ? "  \(w.refused) answer(s) refused" : ""))
-        }
-        if let bad = d.badFrames, bad > 0 { lines.append("bad frames dropped: \(bad)") }
-        if let c = d.curve {
-            lines.append("CURVE: \(c.authorizedKeys.count) key(s) admitted by the allow-list, \(c.admitted) handshake(s) let in, \(c.refusedKeys) refused for their key, \(c.refusedHandshakes) refused before (plaintext, wrong coordinator key)"
-                + (c.lastRefusal.map { "; last: \($0)" } ?? ""))
-        }
-        return lines.joined(separator: "\n")
-    }
-
-    static func bytes(_ b: Double) -> String {
-        if b >= 1_073_741_824 { return String(format: "%.2f GiB", b / 1_073_741_824) }
-        if b >= 1_048_576 { return String(format: "%.2f MiB", b / 1_048_576) }
-        if b >= 1024 { return String(format: "%.1f KiB", b / 1024) }
-        return "\(Int(b)) B"
-    }
-}
 
 /// Worker processes on this machine, started by `svite train`.
 final class LocalWorkers {
