@@ -6,8 +6,10 @@ import Glibc
 #endif
 
 /// Shows a training run on standard error: a live bar on a terminal, plain periodic
-/// lines otherwise (logs, CI, Slurm output files).
-final class ProgressDisplay {
+/// lines otherwise (logs, CI, Slurm output files). The bar is redrawn every second between
+/// the trainer's reports (elapsed and ETA moving with the clock), fits the terminal's
+/// width, and stays through an evaluation with the phase in it.
+final class ProgressDisplay: @unchecked Sendable {
     let interactive: Bool
     let plainInterval: Double
     var plan: TrainingPlan?
@@ -15,13 +17,28 @@ final class ProgressDisplay {
     let clock = MonotonicClock()
     var barShown = false
     var last: StepReport?
+    /// When `last` arrived, and what the run is doing now (nil: training).
+    var lastAt = 0.0
+    var phase: String?
+    let lock = NSLock()
+    var ticker: DispatchSourceTimer?
 
     init(interactive: Bool? = nil, plainInterval: Double = 15) {
         self.interactive = interactive ?? (isatty(STDERR_FILENO) == 1 && ProcessInfo.processInfo.environment["TERM"] != "dumb")
         self.plainInterval = plainInterval
+        if self.interactive {
+            let t = DispatchSource.makeTimerSource(queue: .global())
+            t.schedule(deadline: .now() + 1, repeating: 1)
+            t.setEventHandler { [weak self] in self?.tick() }
+            t.resume()
+            ticker = t
+        }
     }
 
+    deinit { ticker?.cancel() }
+
     func handle(_ event: TrainingEvent) {
+        lock.lock(); defer { lock.unlock() }
         switch event {
         case .started(let p):
             plan = p
@@ -31,23 +48,34 @@ final class ProgressDisplay {
             line("run directory: \(p.runDirectory)")
         case .step(let r):
             last = r
+            lastAt = clock.seconds
+            phase = nil
             if interactive {
-                drawBar(r, suffix: nil)
+                drawBar()
             } else if clock.seconds - lastPlain >= plainInterval || r.step == r.totalSteps {
                 lastPlain = clock.seconds
                 line(summary(r))
             }
         case .evaluating(let done, let total):
-            if interactive, let r = last { drawBar(r, suffix: "evaluating \(done)/\(total)") }
+            phase = "evaluating \(done)/\(total)"
+            if interactive { drawBar() }
         case .evaluated(let e):
+            phase = nil
             let perEpoch = plan?.stepsPerEpoch ?? 0
             let when = perEpoch > 0 && e.step % perEpoch == 0 ? "epoch \(e.step / perEpoch)"
                 : String(format: "step %d (epoch %.2f)", e.step, perEpoch > 0 ? Double(e.step) / Double(perEpoch) : 0)
             line(String(format: "%@: test accuracy %.2f%%, loss %.4f (%d images, %.1f s)",
                         when, e.accuracy * 100, e.loss, e.images, e.seconds))
+            if interactive { drawBar() }
         case .checkpointed(let path, let step):
             if !interactive { line("checkpoint at step \(step): \(path)") }
         }
+    }
+
+    /// The timer: the bar again, with the clock moved on since the last report.
+    func tick() {
+        lock.lock(); defer { lock.unlock() }
+        if last != nil { drawBar() }
     }
 
     func summary(_ r: StepReport) -> String {
@@ -56,20 +84,27 @@ final class ProgressDisplay {
                Format.duration(r.elapsedSeconds), Format.duration(r.etaSeconds))
     }
 
-    func drawBar(_ r: StepReport, suffix: String?) {
-        let width = 24
-        let frac = r.totalSteps > 0 ? Double(r.step) / Double(r.totalSteps) : 1
-        let filled = Int((frac * Double(width)).rounded(.down))
-        let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-        let epochs = plan.map { Int(ceil(Double($0.totalSteps) / Double($0.stepsPerEpoch))) } ?? 0
-        let text = String(format: "epoch %d/%d %@ %d/%d %3.0f%% | loss %.4f | lr %.2e | %.0f img/s | %@ | ETA %@",
-                          min(Int(r.epoch) + 1, max(epochs, 1)), max(epochs, 1), bar, r.step, r.totalSteps, frac * 100,
-                          r.loss, r.lr, r.imagesPerSecond, Format.duration(r.elapsedSeconds), Format.duration(r.etaSeconds))
-        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text + (suffix.map { " | " + $0 } ?? "")).utf8))
+    /// (Under `lock`.)
+    func drawBar() {
+        guard let r = last else { return }
+        let since = max(0, clock.seconds - lastAt)
+        let epochs = plan.map { Int(ceil(Double($0.totalSteps) / Double(max(1, $0.stepsPerEpoch)))) } ?? 0
+        // The ETA counts down only while training (an evaluation is not in it).
+        let eta = phase == nil ? max(0, r.etaSeconds - since) : r.etaSeconds
+        let text = ProgressLine.bar(r, epochs: epochs, elapsed: r.elapsedSeconds + since, eta: eta, phase: phase,
+                                    columns: Self.terminalColumns())
+        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
         barShown = true
     }
 
-    /// A whole line, clearing the bar first (it is redrawn by the next step).
+    /// The terminal's width (80 when it does not say).
+    static func terminalColumns() -> Int {
+        var w = winsize()
+        if ioctl(STDERR_FILENO, UInt(TIOCGWINSZ), &w) == 0, w.ws_col > 0 { return Int(w.ws_col) }
+        return Int(ProcessInfo.processInfo.environment["COLUMNS"] ?? "") ?? 80
+    }
+
+    /// A whole line, clearing the bar first (it is redrawn by the next step or tick).
     func line(_ text: String) {
         var out = text + "\n"
         if barShown { out = "\r\u{1B}[K" + out; barShown = false }
@@ -77,7 +112,11 @@ final class ProgressDisplay {
     }
 
     func finish() {
+        lock.lock(); defer { lock.unlock() }
+        ticker?.cancel()
+        ticker = nil
         if barShown, let r = last { line(summary(r)) }
+        last = nil
     }
 }
 

@@ -1,4 +1,5 @@
 import Coordinator
+@testable import Training
 import Foundation
 import Testing
 
@@ -30,5 +31,27 @@ struct StatusTableTests {
         #expect(marked.count == 1 && marked[0].contains("w1") && marked[0].contains("0.40×"), "\(table)")
         #expect(StatusTable.stragglers(slow.workers!).keys.sorted() == ["w1"])
         #expect(StatusTable.stragglers(try document(step: 5, state: "training", speeds: [10]).workers!).isEmpty)
+    }
+}
+
+@Suite("progress bar")
+struct ProgressLineTests {
+    /// The bar fits every terminal width in one line shorter than it (no wrap, no stale
+    /// line), keeps the step count and, as long as there is room, the phase and the ETA.
+    @Test func theBarFitsTheTerminal() {
+        let r = StepReport(step: 1234, totalSteps: 4690, epoch: 2.63, loss: 0.8123, trainAccuracy: 0.7, lr: 6.4e-4, gradNorm: 1,
+                           imagesPerSecond: 1344, elapsedSeconds: 171, etaSeconds: 437)
+        for columns in [20, 40, 60, 80, 120, 200] {
+            for phase in [nil, "evaluating 12/20"] {
+                let text = ProgressLine.bar(r, epochs: 10, elapsed: 171, eta: 437, phase: phase, columns: columns)
+                #expect(text.count <= max(20, columns - 1) && !text.contains("\n"), "\(columns): \(text)")
+                #expect(columns < 40 || text.contains("1234/4690"), "\(columns): \(text)")
+                if columns >= 80 { #expect(text.contains("ETA 7:17") && (phase == nil || text.contains(phase!)), "\(columns): \(text)") }
+            }
+        }
+        let wide = ProgressLine.bar(r, epochs: 10, elapsed: 171, eta: 437, phase: nil, columns: 200)
+        #expect(wide.hasPrefix("epoch 3/10 ") && wide.contains("loss 0.8123") && wide.contains("lr 6.40e-04") && wide.contains("1344 img/s"), "\(wide)")
+        // The bar's 24 cells are about 26% full.
+        #expect(wide.filter { $0 == "█" }.count == 6 && wide.filter { $0 == "░" }.count == 18, "\(wide)")
     }
 }
