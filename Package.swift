@@ -38,6 +38,8 @@ let package = Package(
         .systemLibrary(name: "CZeroMQ", providers: [.apt(["libzmq3-dev"])]),
         .systemLibrary(name: "CLZ4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // Charts with text (axes, legends) to PNG and SVG: `svite plot`.
+        .systemLibrary(name: "CCairo", pkgConfig: "cairo", providers: [.apt(["libcairo2-dev"])]),
 
         // Flat buffers, seeds, clocks, atomic files and strict config reading: what every
         // layer above shares.
@@ -74,9 +76,10 @@ let package = Package(
             "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Compute", "Transport", "Wire",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
+        .target(name: "Plot", dependencies: ["CCairo"]),
         .target(name: "Benchmarks", dependencies: ["Core", "Config", "Coordinator", "Kernels", "Model", "Optim", "Sparsity", "Training", "Transport", "Wire", .product(name: "Logging", package: "swift-log")], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
-            "Core", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport",
+            "Core", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport", "Plot",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
@@ -85,6 +88,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Datasets", "CZlib"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelsTests", dependencies: ["Core", "Kernels"], swiftSettings: numericFlags),
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CZeroMQ", "CLZ4", "CZlib"]),
+        .testTarget(name: "PlotTests", dependencies: ["Plot"]),
         .testTarget(name: "ModelTests", dependencies: ["Core", "Model", "Kernels"],
                     swiftSettings: numericFlags),
         .testTarget(name: "WireTests", dependencies: ["Core", "Wire", "Sparsity", "Model"], swiftSettings: numericFlags),

@@ -14,7 +14,7 @@ struct Svite: ParsableCommand {
         names default, fmnist-tiny, fmnist-6head, deit-tiny, deit-small and deit-base.
         """,
         version: SviteVersion.description,
-        subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, StatusCommand.self, KeygenCommand.self, Eval.self, Export.self, Masks.self, Tokens.self, ExperimentCommand.self, Bench.self, Fuzz.self]
+        subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, StatusCommand.self, KeygenCommand.self, Eval.self, Export.self, Masks.self, Tokens.self, PlotCommand.self, ExperimentCommand.self, Bench.self, Fuzz.self]
     )
 
     static func main() {

@@ -277,7 +277,7 @@ struct ExperimentTests {
         for r in e.runs {
             guard let v = e.variants.firstIndex(where: { $0.name == r.variant.name }) else { continue }
             let print = Experiment.fingerprint(e.config(r, variantConfig: configs[v]))
-            if e.recorded(r, fingerprint: print, in: rows) != nil { matched += 1 } else { unmatched.append("\(r.variant.name) seed \(r.seed)") }
+            if e.recorded(r, fingerprint: print, in: rows) != nil { matched += 1 } else { unmatched.append("\(r.variant.name) seed \(r.seed.map(String.init) ?? "-")") }
         }
         #expect(!rows.isEmpty && matched == rows.count,
                 "\(matched) of \(rows.count) committed rows match their runs' fingerprints; no match for \(unmatched.prefix(20))")

@@ -1,0 +1,74 @@
+import Foundation
+import Testing
+@testable import Plot
+
+@Suite("plot")
+struct PlotTests {
+    /// Ticks are round (1, 2 or 5 × 10^k apart), cover the data, and number about six.
+    @Test func ticksAreRoundAndCoverTheData() {
+        for (lo, hi) in [(0.0, 4690.0), (0.12, 0.87), (-3.0, 250.0), (1e-5, 3e-4), (5.0, 5.0000001)] {
+            let t = LineChart.ticks(lo, hi)
+            #expect(t.count >= 3 && t.count <= 12, "\(lo)...\(hi): \(t)")
+            #expect(t.first! <= lo + 1e-12 && t.last! >= hi - (t[1] - t[0]) * 0.5, "\(lo)...\(hi): \(t)")
+            let step = t[1] - t[0]
+            let mantissa = step / pow(10, floor(log10(step)))
+            #expect([1, 2, 5, 10].contains { abs(mantissa - Double($0)) < 1e-6 }, "\(step)")
+        }
+        #expect(LineChart.label(4_690) == "4690" && LineChart.label(25_000) == "25k" && LineChart.label(2.5e6) == "2.5M")
+    }
+
+    /// A chart is written as a PNG of its size and an SVG, each series drawn in its own
+    /// colour inside the plot area; a log axis leaves out points at or below zero; a chart
+    /// without data still gets its frame and says so.
+    @Test func chartsAreWrittenWithEachSeriesDrawn() throws {
+        let dir = NSTemporaryDirectory() + "plot-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func decay(_ tau: Double, _ floor: Double) -> [(x: Double, y: Double)] {
+            (0 ..< 50).map { i -> (x: Double, y: Double) in
+                let t = Double(i)
+                return (x: t * 10, y: 2.3 * exp(-t / tau) + floor)
+            }
+        }
+        let a = LineChart.Series(name: "run a", points: decay(15, 0.3))
+        let b = LineChart.Series(name: "run b", points: decay(25, 0.4) + [(x: 600, y: 0), (x: 610, y: .nan)])
+        let chart = LineChart(title: "training loss", xLabel: "step", yLabel: "loss", series: [a, b], logY: true)
+        try chart.write(to: "\(dir)/loss.png", format: .png)
+        try chart.write(to: "\(dir)/loss.svg", format: .svg)
+        let png = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/loss.png"))
+        #expect(png.prefix(8) == Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]))
+        // IHDR: width and height, big-endian, at bytes 16..<24.
+        let w = png[16 ..< 20].reduce(0) { $0 << 8 | Int($1) }, h = png[20 ..< 24].reduce(0) { $0 << 8 | Int($1) }
+        #expect(w == chart.width && h == chart.height)
+        let svg = try String(contentsOfFile: "\(dir)/loss.svg", encoding: .utf8)
+        #expect(svg.contains("<svg") && svg.contains("</svg>"))
+        // Both series' colours appear in the SVG (cairo writes rgb(r%, g%, b%) or 0-255).
+        let colours = svgColours(svg)
+        for k in 0 ..< 2 {
+            let c = LineChart.palette[k]
+            #expect(colours.contains { abs($0.0 - c.0) < 0.01 && abs($0.1 - c.1) < 0.01 && abs($0.2 - c.2) < 0.01 }, "series \(k): \(c) not in \(colours.prefix(10))")
+        }
+        #expect(chart.visible(b).count == 50)
+        let empty = LineChart(title: "nothing", xLabel: "step", yLabel: "bytes", series: [])
+        try empty.write(to: "\(dir)/empty.png", format: .png)
+        #expect(FileManager.default.fileExists(atPath: "\(dir)/empty.png"))
+        #expect(throws: CairoError.self) { try chart.write(to: "\(dir)/no/such/dir/x.png", format: .png) }
+    }
+
+    /// Every rgb(...) colour in an SVG, as fractions.
+    func svgColours(_ svg: String) -> [(Double, Double, Double)] {
+        var out: [(Double, Double, Double)] = []
+        var rest = Substring(svg)
+        while let open = rest.range(of: "rgb(") {
+            rest = rest[open.upperBound...]
+            guard let close = rest.firstIndex(of: ")") else { break }
+            let parts = rest[..<close].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            let v = parts.compactMap { p -> Double? in
+                p.hasSuffix("%") ? Double(p.dropLast()).map { $0 / 100 } : Double(p).map { $0 / 255 }
+            }
+            if v.count == 3 { out.append((v[0], v[1], v[2])) }
+            rest = rest[close...]
+        }
+        return out
+    }
+}
