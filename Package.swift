@@ -28,6 +28,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // The Prometheus endpoint: text format, and a small HTTP server without NIO.
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
+        .package(url: "https://github.com/swhitty/FlyingFox", from: "0.20.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
@@ -77,9 +80,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
         .target(name: "Plot", dependencies: ["CCairo"]),
+        .target(name: "Monitoring", dependencies: ["Coordinator",
+                                                   .product(name: "Prometheus", package: "swift-prometheus"),
+                                                   .product(name: "FlyingFox", package: "FlyingFox"),
+                                                   .product(name: "FlyingSocks", package: "FlyingFox")]),
         .target(name: "Benchmarks", dependencies: ["Core", "Config", "Coordinator", "Kernels", "Model", "Optim", "Sparsity", "Training", "Transport", "Wire", .product(name: "Logging", package: "swift-log")], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
-            "Core", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport", "Plot",
+            "Core", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport", "Plot", "Monitoring",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
@@ -95,7 +102,7 @@ let package = Package(
         .testTarget(name: "SparsityTests", dependencies: ["Core", "Sparsity", "Model", "Kernels", "Pictures", "CZlib"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Core", "Config", "Compute", "TestSupport", "Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity", "Pictures",
-                                                    "Coordinator", "Worker", "Transport", "Wire",
+                                                    "Coordinator", "Worker", "Transport", "Wire", "Monitoring",
                                                     .product(name: "Logging", package: "swift-log")],
                     swiftSettings: numericFlags),
     ]

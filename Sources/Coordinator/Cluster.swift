@@ -51,6 +51,9 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     public var runID: UInt64 { service.runID }
     public var endpoint: String { service.endpoint }
     public var statusEndpoint: String? { service.statusEndpoint }
+    /// What the status socket would answer, as of the last half second (nil before the
+    /// service's first round of its loop).
+    public var statusSnapshot: StatusDocument? { service.statusSnapshot }
     var layout: ParameterLayout { service.layout }
 
     /// The run's progress, for the status document.

@@ -48,6 +48,11 @@ final class CoordinatorService: @unchecked Sendable {
     private var balancer: BatchBalancer
     var server: ServerState?
     var runStatus: RunStatus?
+    /// The status document as of the last half second, for readers on other threads (the
+    /// Prometheus endpoint); membership itself belongs to the socket thread.
+    private var snapshot: (doc: StatusDocument, at: Double)?
+    private let snapshotLock = NSLock()
+    var statusSnapshot: StatusDocument? { snapshotLock.withLock { snapshot?.doc } }
     /// The trainer's parameters while it waits in `gradient` (nil otherwise), and its step.
     private var window: UnsafePointer<Float>?
     private var windowStep = 0
@@ -313,6 +318,11 @@ final class CoordinatorService: @unchecked Sendable {
             more = try Poller.readable([router, wakeIn] + (status.map { [$0] } ?? []), timeoutMs: 0)
         }
         let now = clock.seconds
+        if now - (snapshotLock.withLock { snapshot?.at } ?? -1) >= 0.5 {
+            let doc = StatusServer.document(run: runStatus, runID: runID, endpoint: endpoint, badFrames: badFrameTotal,
+                                            workers: membership.all, curve: curveStatus, now: now)
+            snapshotLock.withLock { snapshot = (doc, now) }
+        }
         for w in membership.silent(now: now, timeout: options.workerTimeout) {
             markLost(w, why: String(format: "silent for %.1f s", now - w.lastHeard))
         }

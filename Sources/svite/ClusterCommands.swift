@@ -19,6 +19,12 @@ struct ClusterCLIOptions: ParsableArguments {
     @Option(name: .long, help: "How uncompressed gradients travel: fp32 (exact) or bf16 (half the bytes). Top-k gradients use communication.values.")
     var gradientCodec: String = environment["SVITE_GRADIENT_CODEC"] ?? "fp32"
 
+    @Option(name: .long, help: ArgumentHelp("Serve Prometheus text at http://ADDRESS/metrics (HOST:PORT, or :PORT for every interface; env SVITE_METRICS). Off by default.", valueName: "address"))
+    var metrics: String?
+
+    /// Flags win over the environment.
+    var metricsAddress: String? { metrics ?? environment["SVITE_METRICS"] }
+
     @Option(name: .long, help: ArgumentHelp("How the batch is divided: throughput (in proportion to each worker's measured images/s, re-balanced every 20 steps when a share would move by more than 10% of the batch) or equal.", valueName: "mode"))
     var balance: BatchBalance = BatchBalance(rawValue: environment["SVITE_BALANCE"] ?? "") ?? .throughput
 
@@ -177,7 +183,7 @@ struct CoordinatorCommand: ParsableCommand {
                 throw CommandFailure("\(error)")
             }
         }
-        try runOptions.execute(log: log, cluster: options)
+        try runOptions.execute(log: log, cluster: options, metrics: cluster.metricsAddress)
     }
 }
 

@@ -4,6 +4,7 @@ import Core
 import Foundation
 import Coordinator
 import Logging
+import Monitoring
 import Model
 import Training
 
@@ -102,7 +103,8 @@ struct RunOptions: ParsableArguments {
 
     /// Trains: in this process (cluster nil) or as the coordinator of workers, started
     /// here (`localWorkers` > 0) or elsewhere.
-    func execute(log: Logger, cluster: ClusterOptions?, localWorkers: Int = 0, workerThreads: Int = 1, logLevel: String = "info") throws {
+    func execute(log: Logger, cluster: ClusterOptions?, metrics: String? = nil, localWorkers: Int = 0, workerThreads: Int = 1,
+                 logLevel: String = "info") throws {
         var (config, options) = try prepare(log: log)
         options.workers = cluster?.expectedWorkers ?? 0
         var clusterSource: ClusterGradientSource?
@@ -120,6 +122,11 @@ struct RunOptions: ParsableArguments {
         }
         let workers = LocalWorkers()
         defer { workers.stop() }
+        var metricsEndpoint: MetricsEndpoint?
+        defer { metricsEndpoint?.stop() }
+        if metrics != nil && cluster == nil {
+            log.warning("--metrics is served by the coordinator; this run trains in process (--workers 0) and serves none")
+        }
         defer { if clusterSource?.statusEndpoint != nil { StatusFile.remove(runDirectory: options.runDirectory) } }
         let trainer: Trainer
         do {
@@ -127,6 +134,15 @@ struct RunOptions: ParsableArguments {
             if let s = clusterSource {
                 display.line("coordinator on \(s.endpoint)\(s.statusEndpoint.map { ", status on \($0) (svite status \(options.runDirectory))" } ?? "")")
                 if let e = s.statusEndpoint { StatusFile.write(e, runDirectory: options.runDirectory, log: log) }
+                if let address = metrics {
+                    do {
+                        let endpoint = try MetricsEndpoint(address: address) { [weak s] in s?.statusSnapshot }
+                        metricsEndpoint = endpoint
+                        display.line("Prometheus metrics on \(endpoint.url)")
+                    } catch {
+                        throw CommandFailure("\(error)")
+                    }
+                }
                 if localWorkers > 0 {
                     let endpoint = s.endpoint.replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1")
                     try workers.start(count: localWorkers, threads: workerThreads, endpoint: endpoint,
@@ -234,7 +250,7 @@ struct Train: ParsableCommand {
         } else {
             let perWorker = max(1, total / n)
             try runOptions.execute(log: log, cluster: cluster.options(bind: "tcp://127.0.0.1:*", status: status == "none" ? nil : status, workers: n),
-                            localWorkers: n, workerThreads: perWorker, logLevel: global.logLevel)
+                                   metrics: cluster.metricsAddress, localWorkers: n, workerThreads: perWorker, logLevel: global.logLevel)
         }
     }
 

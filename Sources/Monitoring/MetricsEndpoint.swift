@@ -1,0 +1,83 @@
+import Coordinator
+import FlyingFox
+import FlyingSocks
+import Foundation
+
+/// GET /metrics over HTTP (FlyingFox, a small HTTP server on BSD sockets), answering with
+/// `PrometheusText` of the document `provider` gives; anything else is 404. Runs on its own
+/// task until `stop`.
+public final class MetricsEndpoint: @unchecked Sendable {
+    public let host: String
+    public private(set) var port: UInt16
+    let server: HTTPServer
+    var task: Task<Void, any Error>?
+
+    /// `address`: HOST:PORT or :PORT (every interface); port 0 takes a free one.
+    public init(address: String, provider: @escaping @Sendable () -> StatusDocument?) throws {
+        let parts = address.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let p = UInt16(parts[1]) else {
+            throw MetricsEndpointError(message: "--metrics takes HOST:PORT or :PORT, e.g. 127.0.0.1:9464 (got '\(address)')")
+        }
+        host = parts[0].isEmpty ? "0.0.0.0" : String(parts[0])
+        port = p
+        let socketAddress: sockaddr_in
+        if host == "0.0.0.0" {
+            socketAddress = .inet(port: p)
+        } else {
+            do { socketAddress = try .inet(ip4: host, port: p) } catch {
+                throw MetricsEndpointError(message: "--metrics: '\(host)' is not an IPv4 address (\(error))")
+            }
+        }
+        server = HTTPServer(address: socketAddress, timeout: 10, logger: .disabled)
+        let handler = MetricsHandler(provider: provider)
+        let ready = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var failure: (any Error)?
+        nonisolated(unsafe) var bound: UInt16 = p
+        let server = self.server
+        task = Task.detached {
+            await server.appendRoute("GET /metrics", to: handler)
+            try await server.run()
+        }
+        Task.detached {
+            do {
+                try await server.waitUntilListening(timeout: 5)
+                if case let .ip4(_, port)? = await server.listeningAddress { bound = port }
+            } catch {
+                failure = error
+            }
+            ready.signal()
+        }
+        ready.wait()
+        if let failure {
+            task?.cancel()
+            throw MetricsEndpointError(message: "cannot serve /metrics on \(address): \(failure)")
+        }
+        port = bound
+    }
+
+    public var url: String { "http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)/metrics" }
+
+    public func stop() {
+        task?.cancel()
+        task = nil
+    }
+
+    deinit { task?.cancel() }
+}
+
+struct MetricsHandler: HTTPHandler {
+    let provider: @Sendable () -> StatusDocument?
+
+    func handleRequest(_ request: HTTPRequest) async throws -> HTTPResponse {
+        guard let doc = provider() else {
+            return HTTPResponse(statusCode: .serviceUnavailable, headers: [.contentType: "text/plain"], body: Data("the coordinator has not started its loop yet\n".utf8))
+        }
+        return HTTPResponse(statusCode: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                            body: Data(PrometheusText.render(doc).utf8))
+    }
+}
+
+public struct MetricsEndpointError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}

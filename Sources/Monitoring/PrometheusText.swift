@@ -1,0 +1,64 @@
+import Coordinator
+import Prometheus
+
+/// The coordinator's status as Prometheus text (exposition format 0.0.4), built afresh for
+/// each scrape from the status document, so a worker that left leaves no stale series.
+/// The names are listed in docs/monitoring.md.
+public enum PrometheusText {
+    public static func render(_ d: StatusDocument) -> String {
+        let r = PrometheusCollectorRegistry()
+        func gauge(_ name: String, _ help: String, _ value: Double?, labels: [(String, String)] = []) {
+            guard let value, value.isFinite else { return }
+            let descriptor = MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+            let g = r.makeGauge(descriptor: descriptor, labels: labels)
+            g.set(value)
+        }
+        func gauge(_ name: String, _ help: String, _ value: Int?, labels: [(String, String)] = []) {
+            gauge(name, help, value.map(Double.init), labels: labels)
+        }
+        let run = [("run", d.runId ?? "unknown"), ("config", d.config ?? "unknown")]
+        gauge("svite_info", "1, with the run id and config as labels", 1, labels: run + [("state", d.state ?? "unknown")])
+        gauge("svite_step", "Steps done", d.step)
+        gauge("svite_total_steps", "Steps the run will make", d.totalSteps)
+        gauge("svite_epoch", "Epochs done (fractional)", d.epoch)
+        gauge("svite_loss", "Training loss (label-smoothed) over the last log window", d.loss)
+        gauge("svite_learning_rate", "Learning rate of the last step", d.lr)
+        gauge("svite_images_per_second", "Training images per second over the last log window", d.imagesPerSecond)
+        gauge("svite_elapsed_seconds", "Training time so far (across resumes)", d.elapsedSeconds)
+        gauge("svite_eta_seconds", "Estimated seconds to the end of training", d.etaSeconds)
+        gauge("svite_eval_top1", "Top-1 accuracy (fraction) of the last evaluation", d.evalAccuracy)
+        gauge("svite_eval_loss", "Loss of the last evaluation", d.evalLoss)
+        gauge("svite_eval_step", "Step of the last evaluation", d.evalStep)
+        gauge("svite_bytes_up_per_step", "Bytes from the workers in the last step", d.bytesUpPerStep)
+        gauge("svite_bytes_down_per_step", "Bytes to the workers in the last step", d.bytesDownPerStep)
+        gauge("svite_bytes_up_ratio_dense_fp32", "Uplink bytes per worker against a dense fp32 exchange", d.bytesUpRatioToDenseFp32)
+        gauge("svite_bytes_down_ratio_dense_fp32", "Downlink bytes per worker against a dense fp32 exchange", d.bytesDownRatioToDenseFp32)
+        gauge("svite_bad_frames", "Frames dropped as malformed since the coordinator started", d.badFrames)
+        if let s = d.sparsity {
+            gauge("svite_density", "Fraction of the prunable weights active", s.density)
+            gauge("svite_active_parameters", "Parameters active (all tensors)", s.activeParameters)
+            gauge("svite_flops_saving", "Forward FLOPs saved against the dense model (fraction)", s.flopsSaving)
+            gauge("svite_exploration_rate", "Fraction of the weights that have been active at some point", s.explorationRate)
+            gauge("svite_mask_version", "Topology updates so far", s.maskVersion)
+        }
+        let workers = d.workers ?? []
+        for state in ["ready", "lost", "left"] {
+            gauge("svite_workers", "Workers by membership state", workers.filter { $0.state == state }.count, labels: [("state", state)])
+        }
+        let slow = StatusTable.stragglers(workers)
+        for w in workers {
+            let l = [("worker", w.id), ("host", w.host), ("rank", "\(w.rank)")]
+            gauge("svite_worker_ready", "1 while the worker takes part in steps", w.state == "ready" ? 1 : 0, labels: l)
+            gauge("svite_worker_images_per_second", "The worker's measured speed", w.imagesPerSecond, labels: l)
+            gauge("svite_worker_steps", "Steps the worker has answered", w.stepsDone, labels: l)
+            gauge("svite_worker_share", "Images of the worker's last share", w.share, labels: l)
+            gauge("svite_worker_seconds_since_heard", "Seconds since the worker was last heard", w.secondsSinceHeard, labels: l)
+            gauge("svite_worker_refused", "Answers of the worker refused (bad frame, NaN, other mask version)", w.refused, labels: l)
+            gauge("svite_worker_joins", "Times the worker has joined", w.joins, labels: l)
+            gauge("svite_worker_bytes_up", "Bytes the worker has sent", w.bytesUp, labels: l)
+            gauge("svite_worker_bytes_down", "Bytes sent to the worker", w.bytesDown, labels: l)
+            gauge("svite_worker_straggler", "1 when the worker is below 2/3 of the median speed", slow[w.id] == nil ? 0 : 1, labels: l)
+        }
+        return r.emitToString()
+    }
+}
