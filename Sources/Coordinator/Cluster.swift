@@ -87,6 +87,7 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     // MARK: GradientSource
 
     public var compressesGradients: Bool { true }
+    public func drainWorkerEvents() -> [WorkerEvent] { service.drainWorkerEvents() }
 
     public func attach(server: ServerState) { service.attach(server: server) }
 

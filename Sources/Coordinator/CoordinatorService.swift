@@ -53,6 +53,20 @@ final class CoordinatorService: @unchecked Sendable {
     private var snapshot: (doc: StatusDocument, at: Double)?
     private let snapshotLock = NSLock()
     var statusSnapshot: StatusDocument? { snapshotLock.withLock { snapshot?.doc } }
+    /// Membership changes the trainer has not yet written to metrics.jsonl (bounded: a
+    /// flapping worker must not grow it without end while no step runs).
+    private var workerEvents: [WorkerEvent] = []
+    func drainWorkerEvents() -> [WorkerEvent] {
+        snapshotLock.withLock { defer { workerEvents = [] }; return workerEvents }
+    }
+    private func record(_ kind: WorkerEvent.Kind, _ w: WorkerRecord, reason: String? = nil) {
+        let e = WorkerEvent(kind: kind, worker: w.name, host: w.host, rank: w.rank,
+                            time: (Date().timeIntervalSince1970 * 1000).rounded() / 1000, reason: reason)
+        snapshotLock.withLock {
+            workerEvents.append(e)
+            if workerEvents.count > 1000 { workerEvents.removeFirst(workerEvents.count - 1000) }
+        }
+    }
     /// The trainer's parameters while it waits in `gradient` (nil otherwise), and its step.
     private var window: UnsafePointer<Float>?
     private var windowStep = 0
@@ -522,6 +536,7 @@ final class CoordinatorService: @unchecked Sendable {
                 let why = (try? Payload.decodeReason(frame.payload)) ?? "?"
                 log.info("worker \(w.name) left (\(why))")
                 w.state = .left
+                record(.left, w, reason: why)
                 stopWaiting(for: identity)
             }
         default:
@@ -592,8 +607,10 @@ final class CoordinatorService: @unchecked Sendable {
             // handle() counts the bytes of known workers' frames; a new one's join is counted here.
             record.bytesUp += FrameHeader.size + frame.payload.count
             log.info("worker \(join.name) joined from \(join.host) (pid \(join.pid), \(join.threads) threads) as rank \(record.rank)")
+            self.record(.joined, record)
         } else {
             log.info("worker \(join.name) rejoined from \(join.host) (pid \(join.pid))")
+            self.record(.rejoined, record)
         }
         _ = send(.welcome, welcomePayload(for: record), to: record, step: windowStep)
     }
@@ -601,6 +618,7 @@ final class CoordinatorService: @unchecked Sendable {
     private func markLost(_ w: WorkerRecord, why: String) {
         guard w.state == .ready else { return }
         w.state = .lost
+        record(.lost, w, reason: why)
         stopWaiting(for: w.identity)
         log.warning("worker \(w.name) (rank \(w.rank), \(w.host)) lost: \(why); continuing with \(membership.live.count) worker(s)")
     }

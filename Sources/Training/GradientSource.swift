@@ -82,10 +82,29 @@ public protocol GradientSource: AnyObject {
     /// Whether `StepWork.gradientDensity` reaches anything: workers compress, the
     /// in-process replica has no wire and computes every value.
     var compressesGradients: Bool { get }
+    /// Membership changes since the last call (joins, losses, leaves), for metrics.jsonl.
+    func drainWorkerEvents() -> [WorkerEvent]
+}
+
+/// A worker joining, rejoining, being lost or leaving, as the trainer records it.
+public struct WorkerEvent: Sendable, Equatable {
+    public enum Kind: String, Sendable, Codable { case joined, rejoined, lost, left }
+    public var kind: Kind
+    public var worker: String
+    public var host: String
+    public var rank: Int
+    /// Unix time of the change.
+    public var time: Double
+    /// Why (lost: what was seen; left: what the worker said).
+    public var reason: String?
+    public init(kind: Kind, worker: String, host: String, rank: Int, time: Double, reason: String? = nil) {
+        self.kind = kind; self.worker = worker; self.host = host; self.rank = rank; self.time = time; self.reason = reason
+    }
 }
 
 extension GradientSource {
     public var compressesGradients: Bool { false }
+    public func drainWorkerEvents() -> [WorkerEvent] { [] }
     public func attach(server: ServerState) {}
     public func applied(_ step: AppliedStep, server: ServerState) {}
 }

@@ -89,6 +89,8 @@ public struct MetricsRecord: Codable, Sendable, Equatable {
         case start, resume, train, eval, stopped, end
         /// A step counted without an update (`training.on_nonfinite: skip`); `reason` says why.
         case skipped
+        /// A worker joined, rejoined, was lost or left (`event`, `worker`, `host`, `rank`, `reason`).
+        case worker
     }
 
     public var kind: Kind
@@ -141,6 +143,11 @@ public struct MetricsRecord: Codable, Sendable, Equatable {
     public var cpuSeconds: Double?
     /// Why a run stopped early (a `stopped` record).
     public var reason: String?
+    // worker
+    public var event: String?
+    public var worker: String?
+    public var host: String?
+    public var rank: Int?
 
     public init(kind: Kind, step: Int) { self.kind = kind; self.step = step }
 

@@ -320,6 +320,12 @@ public final class Trainer {
                 window = (0, 0, 0, 0, session.seconds, 0, 0, 0)
             }
 
+            for e in source.drainWorkerEvents() {
+                var record = MetricsRecord(kind: .worker, step: done)
+                record.time = e.time
+                record.event = e.kind.rawValue; record.worker = e.worker; record.host = e.host; record.rank = e.rank; record.reason = e.reason
+                metrics.write(record)
+            }
             warnIfUnwritten(metrics)
             if stop.isRaised && !last { stopped = true }
             let evalNow = (epochEnd && t.evalEveryEpochs > 0 && (epoch + 1) % t.evalEveryEpochs == 0) || last

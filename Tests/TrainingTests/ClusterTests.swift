@@ -317,7 +317,8 @@ struct ClusterTests {
 
     /// Real worker processes train for 200 steps: one is killed with SIGKILL mid-run and
     /// another starts late; the run finishes with the survivors, the late one takes part,
-    /// no step is applied twice, and the loss falls.
+    /// no step is applied twice, the loss falls, and metrics.jsonl records the joins and
+    /// the loss of the worker.
     @Test func killedWorkerIsDroppedAndLateWorkerJoins() throws {
         guard let exe = sviteBinary() else { return }
         try withTemporaryDirectory { dir in
@@ -347,6 +348,10 @@ struct ClusterTests {
             #expect(records["a"]?.state == .lost)
             #expect((records["late"]?.stepsDone ?? 0) > 0, "late worker took part")
             #expect(records["b"]?.stepsDone ?? 0 >= 190)
+            // metrics.jsonl tells the same story: a and b joined, a was lost, late joined.
+            let events = MetricsLog.read(summary.metrics).filter { $0.kind == .worker }.map { "\($0.event ?? "?") \($0.worker ?? "?")" }
+            #expect(Set(events).isSuperset(of: ["joined a", "joined b", "lost a", "joined late"]), "\(events)")
+            #expect(events.firstIndex(of: "lost a").map { $0 < (events.firstIndex(of: "joined late") ?? 0) } == true, "\(events)")
             let all: [Process] = [a, b] + (late.map { [$0] } ?? [])
             for p in all {
                 let deadline = Date().addingTimeInterval(5)
