@@ -7,6 +7,15 @@ public struct DataConfig: Sendable, Equatable, Codable {
         case fashionMNIST = "fashion-mnist"
         case mnist
         case cifar10
+
+        /// The classes' names in label order (the data sets' own documentation).
+        public var classNames: [String] {
+            switch self {
+            case .fashionMNIST: ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+            case .mnist: (0 ..< 10).map(String.init)
+            case .cifar10: ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+            }
+        }
     }
 
     public struct Augmentation: Sendable, Equatable, Codable {

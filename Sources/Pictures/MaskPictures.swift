@@ -17,8 +17,11 @@ public enum MaskPictures {
         }
     }
 
+    /// The tints of the three panels: initial, current, explored.
+    public static let initialColour: [UInt8] = [40, 40, 40], currentColour: [UInt8] = [20, 60, 160], exploredColour: [UInt8] = [170, 40, 40]
+
     /// A heatmap: active dark, inactive light; `colour` tints the active weights.
-    static func heatmap(_ m: [Float], rows: Int, cols: Int, maxSide: Int, colour: [UInt8]) -> Image {
+    public static func heatmap(_ m: [Float], rows: Int, cols: Int, maxSide: Int, colour: [UInt8]) -> Image {
         let f = max(1, (max(rows, cols) + maxSide - 1) / maxSide)
         let h = (rows + f - 1) / f, w = (cols + f - 1) / f
         // Small layers are enlarged (whole pixels per weight) to at least a quarter of maxSide.
@@ -38,24 +41,15 @@ public enum MaskPictures {
         return img
     }
 
-    /// initial | current | explored, separated by 4-pixel gaps.
-    public static func panel(_ l: Layer, maxSide: Int = 512) -> Image {
-        let parts = [heatmap(l.initial, rows: l.rows, cols: l.cols, maxSide: maxSide, colour: [40, 40, 40]),
-                     heatmap(l.current, rows: l.rows, cols: l.cols, maxSide: maxSide, colour: [20, 60, 160]),
-                     heatmap(l.explored, rows: l.rows, cols: l.cols, maxSide: maxSide, colour: [170, 40, 40])]
-        let gap = 4
-        var img = Image(width: parts.reduce(0) { $0 + $1.width } + gap * 2, height: parts[0].height, fill: 255)
-        var x = 0
-        for p in parts { img.paste(p, x: x, y: 0); x += p.width + gap }
-        return img
-    }
-
     /// Per-layer density (current) and exploration as a horizontal bar chart in SVG.
     public static func densityChart(_ layers: [Layer], title: String) -> String {
         let rowH = 18, left = 220, width = 420, top = 40
-        let height = top + rowH * layers.count + 40
+        let height = top + rowH * layers.count + 56
+        // Wide enough for the title (about 7.6 px a character at 14 px).
+        let svgWidth = max(left + width + 120, Int(Double(title.count) * 7.6) + 20)
         var s = """
-        <svg xmlns="http://www.w3.org/2000/svg" width="\(left + width + 120)" height="\(height)" font-family="sans-serif" font-size="12">
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(svgWidth)" height="\(height)" font-family="sans-serif" font-size="12">
+        <rect width="100%" height="100%" fill="white"/>
         <text x="10" y="20" font-size="14">\(title)</text>
         <rect x="\(left)" y="26" width="10" height="10" fill="#1f4fa0"/><text x="\(left + 14)" y="35">active now</text>
         <rect x="\(left + 100)" y="26" width="10" height="10" fill="#e8b0b0"/><text x="\(left + 114)" y="35">ever active (explored)</text>
@@ -70,7 +64,16 @@ public enum MaskPictures {
             s += "<rect x=\"\(left)\" y=\"\(y + 2)\" width=\"\(Int(d * Double(width)))\" height=\"\(rowH - 4)\" fill=\"#1f4fa0\"/>\n"
             s += String(format: "<text x=\"%d\" y=\"%d\">%.1f%% / %.1f%%</text>\n", left + width + 6, y + 13, d * 100, e * 100)
         }
-        s += "<line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(top + rowH * layers.count)\" stroke=\"black\"/>\n</svg>\n"
+        let bottom = top + rowH * layers.count
+        s += "<line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(bottom)\" stroke=\"black\"/>\n"
+        // The x axis: ticks every 25% and what the bars measure.
+        s += "<line x1=\"\(left)\" y1=\"\(bottom)\" x2=\"\(left + width)\" y2=\"\(bottom)\" stroke=\"black\"/>\n"
+        for t in stride(from: 0, through: 100, by: 25) {
+            let x = left + width * t / 100
+            s += "<line x1=\"\(x)\" y1=\"\(bottom)\" x2=\"\(x)\" y2=\"\(bottom + 5)\" stroke=\"black\"/>"
+            s += "<text x=\"\(x)\" y=\"\(bottom + 18)\" text-anchor=\"middle\">\(t)%</text>\n"
+        }
+        s += "<text x=\"\(left + width / 2)\" y=\"\(bottom + 36)\" text-anchor=\"middle\">share of the layer's weights (active now / ever active)</text>\n</svg>\n"
         return s
     }
 
@@ -81,9 +84,11 @@ public enum MaskPictures {
     public static func unitGrid(current: [[Bool]], explored: [[Bool]], initial: [[Bool]], unitName: String, title: String) -> String {
         let cell = 28, left = 70, top = 56
         let units = current.first?.count ?? 0
-        let width = left + cell * units + 20, height = top + cell * current.count + 30
+        // Wide enough for the grid, the legend (about 430 px) and the title (about 7.6 px a character).
+        let width = max(left + cell * units + 20, 450, Int(Double(title.count) * 7.6) + 20), height = top + cell * current.count + 46
         var s = """
-        <svg xmlns="http://www.w3.org/2000/svg" width="\(max(width, 460))" height="\(height)" font-family="sans-serif" font-size="12">
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(width)" height="\(height)" font-family="sans-serif" font-size="12">
+        <rect width="100%" height="100%" fill="white"/>
         <text x="10" y="20" font-size="14">\(title)</text>
         <rect x="10" y="30" width="10" height="10" fill="#1f4fa0"/><text x="24" y="39">kept now</text>
         <rect x="90" y="30" width="10" height="10" fill="#e8b0b0"/><text x="104" y="39">kept earlier</text>
@@ -101,9 +106,11 @@ public enum MaskPictures {
                 if initial[l][u] { s += "<circle cx=\"\(x + cell / 2)\" cy=\"\(y + cell / 2)\" r=\"3\" fill=\"white\" stroke=\"black\"/>\n" }
             }
         }
+        // Unit numbers under the columns (a name per column would not fit in 28 px), the name once.
         for u in 0 ..< units {
-            s += "<text x=\"\(left + u * cell + cell / 2)\" y=\"\(top + cell * current.count + 16)\" text-anchor=\"middle\">\(unitName)\(u)</text>\n"
+            s += "<text x=\"\(left + u * cell + cell / 2)\" y=\"\(top + cell * current.count + 16)\" text-anchor=\"middle\">\(u)</text>\n"
         }
+        s += "<text x=\"\(left + cell * units / 2)\" y=\"\(top + cell * current.count + 34)\" text-anchor=\"middle\">\(unitName.trimmingCharacters(in: .whitespaces))</text>\n"
         return s + "</svg>\n"
     }
 }

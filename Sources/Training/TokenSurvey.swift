@@ -11,6 +11,9 @@ public struct TokenSurvey {
     public var kept: [[Int]]
     /// Top-1 over the surveyed images.
     public var accuracy: Double
+    /// Per image, the predicted class (with this selection) and the true one.
+    public var predicted: [Int]
+    public var labels: [Int]
 
     /// The first `count` images of `dataset` through `model` with `params`, in batches of
     /// at most `batch` so that a long survey does not need one huge workspace.
@@ -24,6 +27,7 @@ public struct TokenSurvey {
         let images = FloatBuffer(count: chunk * model.config.imageValues), logits = FloatBuffer(count: chunk * classes)
         var labels = [Int32](repeating: 0, count: chunk)
         var kept: [[Int]] = [], correct = 0
+        var predicted: [Int] = [], truth: [Int] = []
         for start in stride(from: 0, to: n, by: chunk) {
             // The last batch wraps round to fill the workspace; only its first `valid` rows count.
             let valid = min(chunk, n - start)
@@ -36,10 +40,17 @@ public struct TokenSurvey {
                 model.copyLogits(from: ws, into: logits.pointer)
                 correct += Metrics.correct(logits: logits.pointer, labels: lab.baseAddress!, rows: valid, classes: classes)
             }
+            for i in 0 ..< valid {
+                let row = logits.pointer + i * classes
+                predicted.append((0 ..< classes).max { row[$0] < row[$1] } ?? 0)
+                truth.append(Int(labels[i]))
+            }
             let flat = model.tokenSelection(from: ws).kept
             kept += (0 ..< valid).map { i in flat[(i * k) ..< ((i + 1) * k)].map(Int.init) }
         }
         self.kept = kept
+        self.predicted = predicted
+        self.labels = truth
         accuracy = n > 0 ? Double(correct) / Double(n) : 0
     }
 }

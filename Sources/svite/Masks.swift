@@ -4,6 +4,7 @@ import Datasets
 import Foundation
 import Model
 import Pictures
+import Plot
 import Sparsity
 import Training
 
@@ -12,10 +13,11 @@ struct Masks: ParsableCommand {
         commandName: "masks",
         abstract: "Draw a sparse checkpoint's masks: per-layer heatmaps and a density chart.",
         discussion: """
-        For each prunable layer, LL-NAME.png shows three panels side by side (like the \
+        For each prunable layer, LL-NAME.png is a titled figure of three panels (like the \
         paper's Fig. A6): the initial random topology (grey), the current mask (blue) and \
-        every weight that was ever active (red), rows = output features, columns = input \
-        features; layers larger than --max-side are shown as the fraction active per block. \
+        every weight that was ever active (red), each captioned with its density, rows = \
+        output features, columns = input features, with a legend; layers larger than \
+        --max-side are shown as the fraction active per block. \
         density.svg charts each layer's density and exploration. Structured runs (s2vite, \
         ssp) also get heads.svg, a blocks × heads grid of kept, once-kept and never-kept heads \
         (like the paper's Fig. A7), and heads.png and neurons.png, the same three panels over \
@@ -53,7 +55,8 @@ struct Masks: ParsableCommand {
                                            current: Array(masks.mask.view(t)), explored: Array(masks.everActive.view(t)))
             layers.append(layer)
             let file = String(format: "%@/%02d-%@.png", dir, k, t.name.replacingOccurrences(of: ".", with: "-"))
-            try MaskPictures.panel(layer, maxSide: maxSide).png().write(to: URL(fileURLWithPath: file))
+            try figure(layer, title: "\(t.name) (\(rows) × \(cols)), \(c.name) at step \(w.step ?? 0)",
+                       xLabel: "input features", yLabel: "output features").write(to: file, format: .png)
         }
         if masks.isStructured {
             try drawUnits(masks: masks, initial: initial, config: c, step: w.step ?? 0, dir: dir)
@@ -62,6 +65,24 @@ struct Masks: ParsableCommand {
                            c.name, w.step ?? 0, (1 - masks.density) * 100, masks.explorationRate * 100)
         try MaskPictures.densityChart(layers, title: title).write(toFile: "\(dir)/density.svg", atomically: true, encoding: .utf8)
         print("\(layers.count) layer pictures and density.svg in \(dir)")
+    }
+
+    /// initial | current | explored as one titled figure, each panel captioned with its
+    /// density, with the axes named and a legend of the tints.
+    func figure(_ l: MaskPictures.Layer, title: String, xLabel: String, yLabel: String) -> Figure {
+        func density(_ m: [Float]) -> Double { m.isEmpty ? 0 : Double(m.filter { $0 != 0 }.count) / Double(m.count) }
+        let panels = [("initial", l.initial, MaskPictures.initialColour), ("current", l.current, MaskPictures.currentColour),
+                      ("ever active (explored)", l.explored, MaskPictures.exploredColour)].map { name, m, colour in
+            let img = MaskPictures.heatmap(m, rows: l.rows, cols: l.cols, maxSide: maxSide, colour: colour)
+            return Figure.Panel(caption: String(format: "%@: %.1f%% active", name, 100 * density(m)), width: img.width, height: img.height, rgb: img.pixels)
+        }
+        func tint(_ c: [UInt8]) -> (Double, Double, Double) { (Double(c[0]) / 255, Double(c[1]) / 255, Double(c[2]) / 255) }
+        let scaled = max(l.rows, l.cols) > maxSide ? " (blocks of weights: darker = more active)" : ""
+        return Figure(title: title, panels: panels, columns: 3, xLabel: xLabel + scaled, yLabel: yLabel,
+                      legend: [.init(colour: tint(MaskPictures.initialColour), label: "active at the start"),
+                               .init(colour: tint(MaskPictures.currentColour), label: "active now"),
+                               .init(colour: tint(MaskPictures.exploredColour), label: "active at some step"),
+                               .init(colour: (1, 1, 1), label: "inactive")])
     }
 
     /// S2ViTE/SSP: the heads grid (SVG) and the heads and neurons as block × unit panels
@@ -78,7 +99,8 @@ struct Masks: ParsableCommand {
             let cols = pick(now).first?.count ?? 0
             let layer = MaskPictures.Layer(name: name, rows: c.model.depth, cols: cols, initial: flat(pick(first)),
                                            current: flat(pick(now)), explored: flat(pick(ever)))
-            try MaskPictures.panel(layer, maxSide: maxSide).png().write(to: URL(fileURLWithPath: "\(dir)/\(name).png"))
+            try figure(layer, title: "\(name == "heads" ? "Attention heads" : "MLP neurons") per block, \(c.name) at step \(step)",
+                       xLabel: name == "heads" ? "head" : "neuron", yLabel: "block").write(to: "\(dir)/\(name).png", format: .png)
         }
         print("heads.svg, heads.png and neurons.png (blocks × units: initial | current | explored) in \(dir)")
     }

@@ -4,6 +4,7 @@ import Foundation
 import Kernels
 import Model
 import Pictures
+import Plot
 import Training
 
 struct Tokens: ParsableCommand {
@@ -68,10 +69,24 @@ struct Tokens: ParsableCommand {
         let raw = (0 ..< measured).map { Array(data.pixels[($0 * bytes) ..< (($0 + 1) * bytes)]) }
         let dir = out ?? "\(Checkpoint.runDirectory(of: w.path))/tokens"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let picture = TokenPictures.grid(images: Array(raw.prefix(drawn)), channels: data.channels, size: c.model.imageSize,
-                                         patch: c.model.patchSize, kept: Array(kept.prefix(drawn)), scale: scale, columns: columns)
-        try picture.png().write(to: URL(fileURLWithPath: "\(dir)/tokens.png"))
         let stats = TokenStatistics(images: raw, channels: data.channels, size: c.model.imageSize, patch: c.model.patchSize, kept: kept)
+        let names = c.data.kind.classNames
+        func name(_ k: Int) -> String { k < names.count ? names[k] : "class \(k)" }
+        let side = c.model.imageSize * scale
+        let panels = (0 ..< drawn).map { i in
+            Figure.Panel(caption: "true: \(name(survey.labels[i]))", width: side, height: side,
+                         rgb: TokenPictures.marked(pixels: raw[i], channels: data.channels, size: c.model.imageSize,
+                                                   patch: c.model.patchSize, kept: Set(kept[i]), scale: scale),
+                         note: "predicted: \(name(survey.predicted[i]))",
+                         noteColour: survey.predicted[i] == survey.labels[i] ? (0.0, 0.5, 0.2) : (0.85, 0.4, 0.0))
+        }
+        let title = String(format: "%@: %d of %d patches kept per image; removed patches in red (%.0f%% of them background, %.0f%% of all patches)",
+                           c.name, k, c.model.numPatches, 100 * stats.backgroundAmongRemoved, 100 * stats.backgroundOverall)
+        var figure = Figure(title: title, panels: panels, columns: columns,
+                            legend: [.init(colour: (220 / 255, 40 / 255, 40 / 255), label: "removed by the selector"),
+                                     .init(colour: (0.0, 0.5, 0.2), label: "prediction right"), .init(colour: (0.85, 0.4, 0.0), label: "prediction wrong")])
+        figure.minSide = side
+        try figure.write(to: "\(dir)/tokens.png", format: .png)
         let statsObject = try JSONSerialization.jsonObject(with: JSONEncoder().encode(stats))
         let info: [String: Any] = ["kept_patches": Array(kept.prefix(drawn)), "patches": c.model.numPatches, "keep": k, "images": drawn,
                                    "accuracy_on_measured": survey.accuracy, "source": w.path, "statistics": statsObject]

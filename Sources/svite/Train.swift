@@ -204,7 +204,7 @@ struct Train: ParsableCommand {
         Fashion-MNIST through a coordinator and local worker processes that speak the same \
         protocol as a cluster (--workers 0 trains in this one process instead). Everything \
         goes to a run directory (runs/NAME unless --out): config.yaml (the effective \
-        config), metrics.jsonl (one JSON object per line: train windows, evaluations), \
+        config), metrics.jsonl (one JSON object per line, timestamped: train windows, evaluations, worker events; `svite plot` draws it), \
         checkpoints/step-NNNNNNNN.safetensors (weights, optimizer moments, step, data \
         cursor and config; the last few are kept) and worker-K.log.
 

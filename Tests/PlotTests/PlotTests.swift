@@ -71,4 +71,25 @@ struct PlotTests {
         }
         return out
     }
+
+    /// Small pictures are enlarged by whole pixels: a 6 × 6 grid of heads to about 160 px a
+    /// side, a 6-row strip of 384 neurons to rows of at least 10 px without widening it;
+    /// captions fit their cells; the PNG is the size the layout says.
+    @Test func figuresEnlargeSmallPicturesAndFitTheirCaptions() throws {
+        func panel(_ w: Int, _ h: Int, _ caption: String) -> Figure.Panel {
+            Figure.Panel(caption: caption, width: w, height: h, rgb: [UInt8](repeating: 128, count: w * h * 3))
+        }
+        let f = Figure(title: "t", panels: [panel(6, 6, "heads"), panel(384, 6, "ever active (explored): 100.0% active")], columns: 2,
+                       xLabel: "x", yLabel: "y", legend: [.init(colour: (1, 0, 0), label: "red")])
+        let heads = f.displaySize(f.panels[0]), strip = f.displaySize(f.panels[1])
+        #expect(heads.width == heads.height && heads.width >= 150 && heads.width <= 160)
+        #expect(strip.width == 384 && strip.height >= 60 && strip.sx == 1)
+        #expect(Double(f.layout.cellW) >= Figure.measure(f.panels[1].caption, size: 12))
+        let path = NSTemporaryDirectory() + "figure-\(UUID().uuidString).png"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try f.write(to: path, format: .png)
+        let png = try Data(contentsOf: URL(fileURLWithPath: path))
+        let w = png[16 ..< 20].reduce(0) { $0 << 8 | Int($1) }, h = png[20 ..< 24].reduce(0) { $0 << 8 | Int($1) }
+        #expect(w == f.pixelSize.width && h == f.pixelSize.height)
+    }
 }

@@ -229,26 +229,26 @@ struct PictureTests {
     @Test func maskPanelsShowInitialCurrentAndExplored() {
         let l = MaskPictures.Layer(name: "x", rows: 4, cols: 2, initial: [1, 0, 0, 0, 0, 0, 0, 0],
                                    current: [0, 1, 0, 0, 0, 0, 0, 0], explored: [1, 1, 0, 0, 0, 0, 0, 0])
-        let img = MaskPictures.panel(l, maxSide: 16)
-        // maxSide 16: each weight is one pixel (zoom 1); three 2-wide panels and two gaps.
-        #expect(img.width == 2 * 3 + 8 && img.height == 4)
-        #expect(img[0, 0] == [40, 40, 40] && img[1, 0] == [255, 255, 255])
-        #expect(img[6 + 1, 0] == [20, 60, 160] && img[12, 0] == [170, 40, 40] && img[13, 0] == [170, 40, 40])
+        // maxSide 16: each weight is one pixel (zoom 1), in each panel's tint.
+        let initial = MaskPictures.heatmap(l.initial, rows: 4, cols: 2, maxSide: 16, colour: MaskPictures.initialColour)
+        let current = MaskPictures.heatmap(l.current, rows: 4, cols: 2, maxSide: 16, colour: MaskPictures.currentColour)
+        let explored = MaskPictures.heatmap(l.explored, rows: 4, cols: 2, maxSide: 16, colour: MaskPictures.exploredColour)
+        #expect(initial.width == 2 && initial.height == 4)
+        #expect(initial[0, 0] == [40, 40, 40] && initial[1, 0] == [255, 255, 255])
+        #expect(current[1, 0] == [20, 60, 160] && explored[0, 0] == [170, 40, 40] && explored[1, 0] == [170, 40, 40])
         let svg = MaskPictures.densityChart([l], title: "t")
         #expect(svg.contains("<svg") && svg.contains("12.5% / 25.0%"))
     }
 
-    @Test func tokenPicturesGreyOutRemovedPatches() {
-        // One 4×4 grayscale image of value 10, patch 2 (4 patches), patches 0 and 3 kept.
-        let img = TokenPictures.grid(images: [[UInt8](repeating: 10, count: 16)], channels: 1, size: 4, patch: 2,
-                                     kept: [[0, 3]], scale: 2, columns: 8)
-        #expect(img.width == 8 + 8 && img.height == 8 + 8)
-        let o = 4  // the gap around the image
-        #expect(img[o + 1, o + 1] == [10, 10, 10])  // patch 0, kept
-        #expect(img[o + 5, o + 5] == [10, 10, 10])  // patch 3, kept
-        #expect(img[o + 5, o + 1] == [123, 123, 123])  // patch 1, removed: 10 + (160 − 10)·0.75 = 122.5
-        #expect(img[o + 4, o + 1] == [200, 200, 200])  // its frame
-        #expect(img[0, 0] == [255, 255, 255])
+    @Test func tokenPicturesMarkRemovedPatches() {
+        // One 4×4 grayscale image of value 10, patch 2 (4 patches), patches 0 and 3 kept, scale 2.
+        let rgb = TokenPictures.marked(pixels: [UInt8](repeating: 10, count: 16), channels: 1, size: 4, patch: 2, kept: [0, 3], scale: 2)
+        func px(_ x: Int, _ y: Int) -> [UInt8] { Array(rgb[(y * 8 + x) * 3 ..< (y * 8 + x) * 3 + 3]) }
+        #expect(rgb.count == 8 * 8 * 3)
+        #expect(px(1, 1) == [10, 10, 10] && px(5, 5) == [10, 10, 10])  // patches 0 and 3, kept
+        // Patch 1, removed: 60% of the way to (220, 40, 40): 10 + 210·0.6 = 136, 10 + 30·0.6 = 28.
+        #expect(px(5, 1) == [136, 28, 28])
+        #expect(px(4, 1) == [132, 24, 24])  // its frame: the tint at 60%
     }
 
     @Test func headGridMarksKeptEarlierAndInitialUnits() {
@@ -259,7 +259,8 @@ struct PictureTests {
         #expect(svg.components(separatedBy: "fill=\"#e8b0b0\" stroke").count - 1 == 1)
         #expect(svg.components(separatedBy: "fill=\"#f2f2f2\" stroke=\"#999\"/>\n").count - 1 == 2)
         #expect(svg.components(separatedBy: "<circle").count - 1 == 2)  // the legend's and one cell's
-        #expect(svg.contains(">block 1<") && svg.contains(">head 1<"))
+        // Columns numbered, the unit named once under them (a name per 28-px column overlapped).
+        #expect(svg.contains(">block 1<") && svg.contains(">1</text>") && svg.components(separatedBy: ">head</text>").count - 1 == 1)
     }
 }
 

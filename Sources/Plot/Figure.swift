@@ -1,0 +1,211 @@
+import CCairo
+import Foundation
+
+/// Pictures in a grid with what a paper prints around them: a title, a caption under each
+/// panel, axis labels and a legend of colour swatches; small pictures are enlarged with
+/// whole pixels (a 6-row grid of heads gets rows tall enough to see), never smoothed.
+public struct Figure: Sendable {
+    public struct Panel: Sendable {
+        public var caption: String
+        public var width: Int
+        public var height: Int
+        /// width × height × 3 bytes, row-major RGB.
+        public var rgb: [UInt8]
+        /// A second line under the caption (e.g. a prediction), in its own colour.
+        public var note: String?
+        public var noteColour: (Double, Double, Double)
+        public init(caption: String, width: Int, height: Int, rgb: [UInt8], note: String? = nil,
+                    noteColour: (Double, Double, Double) = (0.2, 0.2, 0.2)) {
+            precondition(rgb.count == width * height * 3, "Figure.Panel: \(rgb.count) bytes for \(width)×\(height)")
+            self.caption = caption; self.width = width; self.height = height; self.rgb = rgb
+            self.note = note; self.noteColour = noteColour
+        }
+    }
+
+    public struct LegendEntry: Sendable {
+        public var colour: (Double, Double, Double)
+        public var label: String
+        public init(colour: (Double, Double, Double), label: String) { self.colour = colour; self.label = label }
+    }
+
+    public var title: String
+    public var panels: [Panel]
+    public var columns: Int
+    public var xLabel: String?
+    public var yLabel: String?
+    public var legend: [LegendEntry]
+    /// A picture's larger side is enlarged to at least this, its smaller to at least `minThin`.
+    public var minSide = 160
+    public var minThin = 60
+
+    public init(title: String, panels: [Panel], columns: Int, xLabel: String? = nil, yLabel: String? = nil, legend: [LegendEntry] = []) {
+        self.title = title; self.panels = panels; self.columns = max(1, columns)
+        self.xLabel = xLabel; self.yLabel = yLabel; self.legend = legend
+    }
+
+    /// The displayed size of a panel: a whole-pixel enlargement of both sides until the
+    /// larger reaches `minSide`, then of the thin side alone up to `minThin`.
+    public func displaySize(_ p: Panel) -> (width: Int, height: Int, sx: Int, sy: Int) {
+        let s = max(1, minSide / max(1, max(p.width, p.height)))
+        var sx = s, sy = s
+        if p.width * sx < minThin { sx = max(sx, (minThin + p.width - 1) / max(1, p.width)) }
+        if p.height * sy < minThin { sy = max(sy, (minThin + p.height - 1) / max(1, p.height)) }
+        return (p.width * sx, p.height * sy, sx, sy)
+    }
+
+    var layout: (cellW: Int, cellH: Int, left: Int, top: Int, width: Int, height: Int, rows: Int) {
+        let sizes = panels.map(displaySize)
+        let captions = panels.map { max(Self.measure($0.caption, size: 12), Self.measure($0.note ?? "", size: 12)) }
+        let cellW = Int(max(Double(sizes.map(\.width).max() ?? 100), captions.max() ?? 0, 100).rounded(.up)) + 20
+        let captionH = 18 + (panels.contains { $0.note != nil } ? 16 : 0)
+        let cellH = (sizes.map(\.height).max() ?? 100) + captionH + 12
+        let rows = (panels.count + columns - 1) / columns
+        let left = yLabel == nil ? 16 : 40, top = 44
+        let legendH = legend.isEmpty ? 0 : 30
+        let legendW = legend.reduce(0.0) { $0 + 40 + Self.measure($1.label, size: 12) }
+        let width = Int(max(Double(left + cellW * min(columns, max(1, panels.count)) + 16), Self.measure(title, size: 16) + 40, legendW + 40))
+        let height = top + cellH * rows + (xLabel == nil ? 0 : 24) + legendH + 10
+        return (cellW, cellH, left, top, width, height, rows)
+    }
+
+    public func write(to path: String, format: LineChart.Format) throws {
+        let l = layout
+        switch format {
+        case .png:
+            guard let surface = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, Int32(l.width), Int32(l.height)) else {
+                throw CairoError(call: "cairo_image_surface_create", status: "no surface")
+            }
+            defer { cairo_surface_destroy(surface) }
+            try draw(on: surface)
+            try check("cairo_surface_write_to_png(\(path))", cairo_surface_write_to_png(surface, path))
+        case .svg:
+            guard let surface = cairo_svg_surface_create(path, Double(l.width), Double(l.height)) else {
+                throw CairoError(call: "cairo_svg_surface_create(\(path))", status: "no surface")
+            }
+            try draw(on: surface)
+            cairo_surface_finish(surface)
+            let status = cairo_surface_status(surface)
+            cairo_surface_destroy(surface)
+            try check("cairo_svg_surface_create(\(path))", status)
+        }
+    }
+
+    /// The size of the PNG `write` makes.
+    public var pixelSize: (width: Int, height: Int) { (layout.width, layout.height) }
+
+    func draw(on surface: OpaquePointer) throws {
+        guard let cr = cairo_create(surface) else { throw CairoError(call: "cairo_create", status: "no context") }
+        defer { cairo_destroy(cr) }
+        let l = layout
+        cairo_set_source_rgb(cr, 1, 1, 1)
+        cairo_paint(cr)
+        cairo_select_font_face(cr, "DejaVu Sans", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL)
+        cairo_set_source_rgb(cr, 0.1, 0.1, 0.1)
+        cairo_set_font_size(cr, 16)
+        text(cr, title, x: Double(l.width) / 2, y: 28, align: 0.5)
+        for (k, p) in panels.enumerated() {
+            let (dw, dh, sx, sy) = displaySize(p)
+            let used = l.cellW * min(columns, panels.count)
+            let cx = max(l.left, (l.width - used) / 2) + (k % columns) * l.cellW, cy = l.top + (k / columns) * l.cellH
+            let x = Double(cx + (l.cellW - dw) / 2), y = Double(cy)
+            try paint(cr, p, x: x, y: y, sx: Double(sx), sy: Double(sy))
+            cairo_set_source_rgb(cr, 0.5, 0.5, 0.5)
+            cairo_set_line_width(cr, 1)
+            cairo_rectangle(cr, x - 0.5, y - 0.5, Double(dw) + 1, Double(dh) + 1)
+            cairo_stroke(cr)
+            cairo_set_source_rgb(cr, 0.1, 0.1, 0.1)
+            cairo_set_font_size(cr, 12)
+            text(cr, p.caption, x: Double(cx) + Double(l.cellW) / 2, y: y + Double(dh) + 16, align: 0.5)
+            if let note = p.note {
+                cairo_set_source_rgb(cr, p.noteColour.0, p.noteColour.1, p.noteColour.2)
+                text(cr, note, x: Double(cx) + Double(l.cellW) / 2, y: y + Double(dh) + 31, align: 0.5)
+            }
+        }
+        cairo_set_source_rgb(cr, 0.1, 0.1, 0.1)
+        cairo_set_font_size(cr, 13)
+        var bottom = Double(l.top + l.cellH * l.rows)
+        if let xLabel {
+            text(cr, xLabel, x: Double(l.width) / 2, y: bottom + 14, align: 0.5)
+            bottom += 24
+        }
+        if let yLabel {
+            cairo_save(cr)
+            cairo_translate(cr, 22, Double(l.top) + Double(l.cellH * l.rows) / 2)
+            cairo_rotate(cr, -Double.pi / 2)
+            text(cr, yLabel, x: 0, y: 0, align: 0.5)
+            cairo_restore(cr)
+        }
+        if !legend.isEmpty {
+            cairo_set_font_size(cr, 12)
+            let widths = legend.map { 22 + extents(cr, $0.label) + 18 }
+            var x = (Double(l.width) - widths.reduce(0, +)) / 2
+            let y = bottom + 14
+            for (e, w) in zip(legend, widths) {
+                cairo_set_source_rgb(cr, e.colour.0, e.colour.1, e.colour.2)
+                cairo_rectangle(cr, x, y - 10, 14, 14); cairo_fill(cr)
+                cairo_set_source_rgb(cr, 0.5, 0.5, 0.5)
+                cairo_rectangle(cr, x + 0.5, y - 9.5, 13, 13); cairo_stroke(cr)
+                cairo_set_source_rgb(cr, 0.1, 0.1, 0.1)
+                text(cr, e.label, x: x + 20, y: y + 1, align: 0)
+                x += w
+            }
+        }
+        try check("drawing \(title)", cairo_status(cr))
+    }
+
+    /// The panel's pixels, enlarged by whole pixels (nearest neighbour, no smoothing).
+    func paint(_ cr: OpaquePointer, _ p: Panel, x: Double, y: Double, sx: Double, sy: Double) throws {
+        guard let image = cairo_image_surface_create(CAIRO_FORMAT_RGB24, Int32(p.width), Int32(p.height)) else {
+            throw CairoError(call: "cairo_image_surface_create", status: "no surface")
+        }
+        defer { cairo_surface_destroy(image) }
+        try check("cairo_image_surface_create(\(p.width)×\(p.height))", cairo_surface_status(image))
+        cairo_surface_flush(image)
+        let stride = Int(cairo_image_surface_get_stride(image))
+        guard let data = cairo_image_surface_get_data(image) else { throw CairoError(call: "cairo_image_surface_get_data", status: "no data") }
+        p.rgb.withUnsafeBufferPointer { src in
+            for row in 0 ..< p.height {
+                let line = (data + row * stride).withMemoryRebound(to: UInt32.self, capacity: p.width) { $0 }
+                for col in 0 ..< p.width {
+                    let i = (row * p.width + col) * 3
+                    line[col] = UInt32(src[i]) << 16 | UInt32(src[i + 1]) << 8 | UInt32(src[i + 2])
+                }
+            }
+        }
+        cairo_surface_mark_dirty(image)
+        cairo_save(cr)
+        cairo_translate(cr, x, y)
+        cairo_scale(cr, sx, sy)
+        cairo_set_source_surface(cr, image, 0, 0)
+        cairo_pattern_set_filter(cairo_get_source(cr), CAIRO_FILTER_NEAREST)
+        cairo_rectangle(cr, 0, 0, Double(p.width), Double(p.height))
+        cairo_fill(cr)
+        cairo_restore(cr)
+    }
+
+    /// The advance of `s` in DejaVu Sans at `size`, measured on a scratch surface (layout
+    /// comes before the real one exists).
+    static func measure(_ s: String, size: Double) -> Double {
+        guard !s.isEmpty, let surface = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, 1, 1) else { return 0 }
+        defer { cairo_surface_destroy(surface) }
+        guard let cr = cairo_create(surface) else { return Double(s.count) * size * 0.6 }
+        defer { cairo_destroy(cr) }
+        cairo_select_font_face(cr, "DejaVu Sans", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL)
+        cairo_set_font_size(cr, size)
+        var e = cairo_text_extents_t()
+        cairo_text_extents(cr, s, &e)
+        return e.x_advance
+    }
+
+    func text(_ cr: OpaquePointer, _ s: String, x: Double, y: Double, align: Double) {
+        let w = extents(cr, s)
+        cairo_move_to(cr, x - align * w, y)
+        cairo_show_text(cr, s)
+    }
+
+    func extents(_ cr: OpaquePointer, _ s: String) -> Double {
+        var e = cairo_text_extents_t()
+        cairo_text_extents(cr, s, &e)
+        return e.x_advance
+    }
+}
