@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || { echo "needs root for ip netns (run with sudo)" >&2; exit 1; }
 command -v ip >/dev/null && command -v tc >/dev/null || { echo "needs iproute2 (apt-get install iproute2)" >&2; exit 1; }
-[ -x "$SVITE" ] || { echo "$SVITE is missing: swift build -c release" >&2; exit 1; }
+[ -x "$SVITE" ] || { echo "$SVITE is missing: swift build -c release --static-swift-stdlib" >&2; exit 1; }
 SVITE=$(readlink -f "$SVITE")
 
 TAG="svn$$"

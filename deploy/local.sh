@@ -19,7 +19,7 @@ cores=$(nproc)
 threads=${SVITE_THREADS:-$(( cores / workers > 0 ? cores / workers : 1 ))}
 
 if [[ ! -x "$svite" ]]; then
-    echo "local.sh: $svite not found; build it with: swift build -c release" >&2
+    echo "local.sh: $svite not found; build it with: swift build -c release --static-swift-stdlib" >&2
     exit 1
 fi
 
