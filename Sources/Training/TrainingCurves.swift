@@ -62,6 +62,29 @@ public struct TrainingCurves: Sendable {
         return c
     }
 
+    /// One row per step that has any value: step, wall seconds, then each quantity (empty
+    /// where that step has none), for spreadsheets and pandas.
+    public var csv: String {
+        let columns: [(String, [Point])] = [("loss", loss), ("train_top1", trainAccuracy), ("test_top1", evalAccuracy), ("test_loss", evalLoss),
+                                            ("lr", lr), ("density", density), ("bytes_up_per_step", bytesUp),
+                                            ("bytes_down_per_step", bytesDown), ("images_per_second", imagesPerSecond)]
+        var rows: [Double: (seconds: Double, values: [String])] = [:]
+        for (k, (_, points)) in columns.enumerated() {
+            for p in points {
+                var row = rows[p.step] ?? (p.seconds, [String](repeating: "", count: columns.count))
+                row.values[k] = "\(p.value)"
+                row.seconds = max(row.seconds, p.seconds)
+                rows[p.step] = row
+            }
+        }
+        var out = "step,seconds," + columns.map(\.0).joined(separator: ",") + "\n"
+        for step in rows.keys.sorted() {
+            let r = rows[step]!
+            out += "\(Int(step)),\(String(format: "%.3f", r.seconds)),\(r.values.joined(separator: ","))\n"
+        }
+        return out
+    }
+
     /// Points in step order, the last one written for a step winning.
     static func lastWins(_ points: [Point]) -> [Point] {
         var byStep: [Double: Point] = [:]

@@ -32,6 +32,9 @@ struct PlotCommand: ParsableCommand {
     @Option(name: .long, help: "png, svg or both.")
     var format: Formats = .both
 
+    @Flag(name: .long, help: "Also write each run's curves as RUN.csv (one row per step: step, seconds, then each quantity).")
+    var csv = false
+
     enum Axis: String, ExpressibleByArgument, CaseIterable { case step, time }
     enum Formats: String, ExpressibleByArgument, CaseIterable { case png, svg, both }
 
@@ -83,6 +86,13 @@ struct PlotCommand: ParsableCommand {
                 written.append(path)
             }
         }
-        print("\(written.count) charts of \(curves.count) run(s) in \(dir): " + charts.map(\.0).joined(separator: ", "))
+        if csv {
+            for c in curves {
+                let path = "\(dir)/\(c.name).csv"
+                do { try c.csv.write(toFile: path, atomically: true, encoding: .utf8) } catch { throw CommandFailure("\(path): \(error.localizedDescription)") }
+            }
+        }
+        print("\(written.count) charts of \(curves.count) run(s) in \(dir): " + charts.map(\.0).joined(separator: ", ")
+            + (csv ? "; " + curves.map { "\($0.name).csv" }.joined(separator: ", ") : ""))
     }
 }

@@ -23,10 +23,14 @@ struct PlotCommandTests {
             #expect(zip(c.loss, c.loss.dropFirst()).allSatisfy { $0.step < $1.step && $0.seconds <= $1.seconds })
             #expect(c.evalAccuracy.allSatisfy { $0.value >= 0 && $0.value <= 100 })
             #expect(throws: CurvesError.self) { try TrainingCurves.load("\(dir)/nowhere") }
+            // The CSV: a header, then one row per step with a value, each with every column.
+            let rows = c.csv.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false) }
+            #expect(rows[0].prefix(3) == ["step", "seconds", "loss"] && rows.dropFirst().allSatisfy { $0.count == rows[0].count })
+            #expect(rows.count - 1 == Set(c.loss.map(\.step) + c.evalAccuracy.map(\.step)).count)
 
             guard let exe = sviteBinary() else { return }
             let out = Pipe()
-            let p = try startSvite(exe, ["plot", "\(dir)/a", "\(dir)/b", "--out", "\(dir)/plots"], output: out)
+            let p = try startSvite(exe, ["plot", "\(dir)/a", "\(dir)/b", "--out", "\(dir)/plots", "--csv"], output: out)
             let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             p.waitUntilExit()
             #expect(p.terminationStatus == 0, "\(text)")
@@ -36,6 +40,7 @@ struct PlotCommandTests {
                     #expect(size > 1000, "\(chart).\(ext): \(size) bytes")
                 }
             }
+            #expect(FileManager.default.fileExists(atPath: "\(dir)/plots/a.csv") && FileManager.default.fileExists(atPath: "\(dir)/plots/b.csv"))
             let bad = try startSvite(exe, ["plot", "\(dir)/nowhere"])
             bad.waitUntilExit()
             #expect(bad.terminationStatus == 1)
