@@ -43,6 +43,10 @@ let package = Package(
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         // Charts with text (axes, legends) to PNG and SVG: `svite plot`.
         .systemLibrary(name: "CCairo", pkgConfig: "cairo", providers: [.apt(["libcairo2-dev"])]),
+        // Image folders: JPEG through TurboJPEG (libjpeg-turbo's API that returns errors
+        // instead of longjmp-ing), PNG through libpng's simplified API.
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
 
         // Flat buffers, seeds, clocks, atomic files and strict config reading: what every
         // layer above shares.
@@ -80,6 +84,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
         .target(name: "Plot", dependencies: ["CCairo"]),
+        .target(name: "Images", dependencies: ["CTurboJPEG", "CPNG"]),
         .target(name: "Monitoring", dependencies: ["Coordinator",
                                                    .product(name: "Prometheus", package: "swift-prometheus"),
                                                    .product(name: "FlyingFox", package: "FlyingFox"),
@@ -96,6 +101,7 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Core", "Kernels"], swiftSettings: numericFlags),
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CZeroMQ", "CLZ4", "CZlib"]),
         .testTarget(name: "PlotTests", dependencies: ["Plot"]),
+        .testTarget(name: "ImagesTests", dependencies: ["Images"]),
         .testTarget(name: "ModelTests", dependencies: ["Core", "Model", "Kernels"],
                     swiftSettings: numericFlags),
         .testTarget(name: "WireTests", dependencies: ["Core", "Wire", "Sparsity", "Model"], swiftSettings: numericFlags),

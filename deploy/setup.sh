@@ -3,7 +3,7 @@
 # Idempotent: with everything present it changes nothing and runs no apt-get at all.
 set -euo pipefail
 
-packages=(pkg-config libzmq3-dev libopenblas-dev libdnnl-dev liblz4-dev zlib1g-dev libcairo2-dev fonts-dejavu-core libcurl4-openssl-dev dataset-fashion-mnist)
+packages=(pkg-config libzmq3-dev libopenblas-dev libdnnl-dev liblz4-dev zlib1g-dev libcairo2-dev fonts-dejavu-core libcurl4-openssl-dev libturbojpeg0-dev libpng-dev dataset-fashion-mnist)
 
 missing=()
 for p in "${packages[@]}"; do
