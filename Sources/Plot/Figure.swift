@@ -70,39 +70,17 @@ public struct Figure: Sendable {
 
     public func write(to path: String, format: LineChart.Format) throws {
         let l = layout
-        switch format {
-        case .png:
-            guard let surface = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, Int32(l.width), Int32(l.height)) else {
-                throw CairoError(call: "cairo_image_surface_create", status: "no surface")
-            }
-            defer { cairo_surface_destroy(surface) }
-            try draw(on: surface)
-            try check("cairo_surface_write_to_png(\(path))", cairo_surface_write_to_png(surface, path))
-        case .svg:
-            guard let surface = cairo_svg_surface_create(path, Double(l.width), Double(l.height)) else {
-                throw CairoError(call: "cairo_svg_surface_create(\(path))", status: "no surface")
-            }
-            try draw(on: surface)
-            cairo_surface_finish(surface)
-            let status = cairo_surface_status(surface)
-            cairo_surface_destroy(surface)
-            try check("cairo_svg_surface_create(\(path))", status)
-        }
+        try Canvas.write(width: l.width, height: l.height, to: path, format: format) { try draw($0) }
     }
 
     /// The size of the PNG `write` makes.
     public var pixelSize: (width: Int, height: Int) { (layout.width, layout.height) }
 
-    func draw(on surface: OpaquePointer) throws {
-        guard let cr = cairo_create(surface) else { throw CairoError(call: "cairo_create", status: "no context") }
-        defer { cairo_destroy(cr) }
+    func draw(_ cr: OpaquePointer) throws {
         let l = layout
-        cairo_set_source_rgb(cr, 1, 1, 1)
-        cairo_paint(cr)
-        cairo_select_font_face(cr, "DejaVu Sans", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL)
         cairo_set_source_rgb(cr, 0.1, 0.1, 0.1)
         cairo_set_font_size(cr, 16)
-        text(cr, title, x: Double(l.width) / 2, y: 28, align: 0.5)
+        Canvas.text(cr, title, x: Double(l.width) / 2, y: 28, align: 0.5)
         for (k, p) in panels.enumerated() {
             let (dw, dh, sx, sy) = displaySize(p)
             let used = l.cellW * min(columns, panels.count)
@@ -115,29 +93,29 @@ public struct Figure: Sendable {
             cairo_stroke(cr)
             cairo_set_source_rgb(cr, 0.1, 0.1, 0.1)
             cairo_set_font_size(cr, 12)
-            text(cr, p.caption, x: Double(cx) + Double(l.cellW) / 2, y: y + Double(dh) + 16, align: 0.5)
+            Canvas.text(cr, p.caption, x: Double(cx) + Double(l.cellW) / 2, y: y + Double(dh) + 16, align: 0.5)
             if let note = p.note {
                 cairo_set_source_rgb(cr, p.noteColour.0, p.noteColour.1, p.noteColour.2)
-                text(cr, note, x: Double(cx) + Double(l.cellW) / 2, y: y + Double(dh) + 31, align: 0.5)
+                Canvas.text(cr, note, x: Double(cx) + Double(l.cellW) / 2, y: y + Double(dh) + 31, align: 0.5)
             }
         }
         cairo_set_source_rgb(cr, 0.1, 0.1, 0.1)
         cairo_set_font_size(cr, 13)
         var bottom = Double(l.top + l.cellH * l.rows)
         if let xLabel {
-            text(cr, xLabel, x: Double(l.width) / 2, y: bottom + 14, align: 0.5)
+            Canvas.text(cr, xLabel, x: Double(l.width) / 2, y: bottom + 14, align: 0.5)
             bottom += 24
         }
         if let yLabel {
             cairo_save(cr)
             cairo_translate(cr, 22, Double(l.top) + Double(l.cellH * l.rows) / 2)
             cairo_rotate(cr, -Double.pi / 2)
-            text(cr, yLabel, x: 0, y: 0, align: 0.5)
+            Canvas.text(cr, yLabel, x: 0, y: 0, align: 0.5)
             cairo_restore(cr)
         }
         if !legend.isEmpty {
             cairo_set_font_size(cr, 12)
-            let widths = legend.map { 22 + extents(cr, $0.label) + 18 }
+            let widths = legend.map { 22 + Canvas.advance(cr, $0.label) + 18 }
             var x = (Double(l.width) - widths.reduce(0, +)) / 2
             let y = bottom + 14
             for (e, w) in zip(legend, widths) {
@@ -146,11 +124,10 @@ public struct Figure: Sendable {
                 cairo_set_source_rgb(cr, 0.5, 0.5, 0.5)
                 cairo_rectangle(cr, x + 0.5, y - 9.5, 13, 13); cairo_stroke(cr)
                 cairo_set_source_rgb(cr, 0.1, 0.1, 0.1)
-                text(cr, e.label, x: x + 20, y: y + 1, align: 0)
+                Canvas.text(cr, e.label, x: x + 20, y: y + 1, align: 0)
                 x += w
             }
         }
-        try check("drawing \(title)", cairo_status(cr))
     }
 
     /// The panel's pixels, enlarged by whole pixels (nearest neighbour, no smoothing).
@@ -197,15 +174,4 @@ public struct Figure: Sendable {
         return e.x_advance
     }
 
-    func text(_ cr: OpaquePointer, _ s: String, x: Double, y: Double, align: Double) {
-        let w = extents(cr, s)
-        cairo_move_to(cr, x - align * w, y)
-        cairo_show_text(cr, s)
-    }
-
-    func extents(_ cr: OpaquePointer, _ s: String) -> Double {
-        var e = cairo_text_extents_t()
-        cairo_text_extents(cr, s, &e)
-        return e.x_advance
-    }
 }

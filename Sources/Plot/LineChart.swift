@@ -45,24 +45,7 @@ public struct LineChart: Sendable {
     }
 
     public func write(to path: String, format: Format) throws {
-        switch format {
-        case .png:
-            guard let surface = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, Int32(width), Int32(height)) else {
-                throw CairoError(call: "cairo_image_surface_create", status: "no surface")
-            }
-            defer { cairo_surface_destroy(surface) }
-            try draw(on: surface)
-            try check("cairo_surface_write_to_png(\(path))", cairo_surface_write_to_png(surface, path))
-        case .svg:
-            guard let surface = cairo_svg_surface_create(path, Double(width), Double(height)) else {
-                throw CairoError(call: "cairo_svg_surface_create(\(path))", status: "no surface")
-            }
-            try draw(on: surface)
-            cairo_surface_finish(surface)
-            let status = cairo_surface_status(surface)
-            cairo_surface_destroy(surface)
-            try check("cairo_svg_surface_create(\(path))", status)
-        }
+        try Canvas.write(width: width, height: height, to: path, format: format) { try draw($0) }
     }
 
     /// The plot area in device units.
@@ -70,13 +53,8 @@ public struct LineChart: Sendable {
         (82, 52, Double(width) - 24, Double(height) - 64)
     }
 
-    func draw(on surface: OpaquePointer) throws {
-        guard let cr = cairo_create(surface) else { throw CairoError(call: "cairo_create", status: "no context") }
-        defer { cairo_destroy(cr) }
+    func draw(_ cr: OpaquePointer) throws {
         let area = plotArea
-        cairo_set_source_rgb(cr, 1, 1, 1)
-        cairo_paint(cr)
-        cairo_select_font_face(cr, "DejaVu Sans", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL)
 
         let all = series.flatMap(visible)
         var (x0, x1) = Self.range(all.map(\.x))
@@ -96,7 +74,7 @@ public struct LineChart: Sendable {
             cairo_set_source_rgb(cr, 0.88, 0.88, 0.88)
             cairo_move_to(cr, x, area.top); cairo_line_to(cr, x, area.bottom); cairo_stroke(cr)
             cairo_set_source_rgb(cr, 0.15, 0.15, 0.15)
-            text(cr, Self.label(t), x: x, y: area.bottom + 18, align: 0.5)
+            Canvas.text(cr, Self.label(t), x: x, y: area.bottom + 18, align: 0.5)
         }
         for t in yTicks {
             let value = logY ? pow(10, t) : t
@@ -104,7 +82,7 @@ public struct LineChart: Sendable {
             cairo_set_source_rgb(cr, 0.88, 0.88, 0.88)
             cairo_move_to(cr, area.left, y); cairo_line_to(cr, area.right, y); cairo_stroke(cr)
             cairo_set_source_rgb(cr, 0.15, 0.15, 0.15)
-            text(cr, Self.label(value), x: area.left - 8, y: y + 4.5, align: 1)
+            Canvas.text(cr, Self.label(value), x: area.left - 8, y: y + 4.5, align: 1)
         }
         // Axes box.
         cairo_set_source_rgb(cr, 0.15, 0.15, 0.15)
@@ -112,14 +90,14 @@ public struct LineChart: Sendable {
         cairo_stroke(cr)
         // Labels and title.
         cairo_set_font_size(cr, 14)
-        text(cr, xLabel, x: (area.left + area.right) / 2, y: Double(height) - 18, align: 0.5)
+        Canvas.text(cr, xLabel, x: (area.left + area.right) / 2, y: Double(height) - 18, align: 0.5)
         cairo_save(cr)
         cairo_translate(cr, 22, (area.top + area.bottom) / 2)
         cairo_rotate(cr, -Double.pi / 2)
-        text(cr, yLabel + (logY ? " (log scale)" : ""), x: 0, y: 0, align: 0.5)
+        Canvas.text(cr, yLabel + (logY ? " (log scale)" : ""), x: 0, y: 0, align: 0.5)
         cairo_restore(cr)
         cairo_set_font_size(cr, 17)
-        text(cr, title, x: (area.left + area.right) / 2, y: 32, align: 0.5)
+        Canvas.text(cr, title, x: (area.left + area.right) / 2, y: 32, align: 0.5)
 
         // The lines, clipped to the plot area.
         cairo_save(cr)
@@ -148,7 +126,7 @@ public struct LineChart: Sendable {
         if !series.isEmpty {
             cairo_set_font_size(cr, 13)
             var widest = 0.0
-            for s in series { widest = max(widest, extents(cr, s.name)) }
+            for s in series { widest = max(widest, Canvas.advance(cr, s.name)) }
             let rowH = 20.0, boxW = widest + 48, boxH = rowH * Double(series.count) + 10
             // The corner whose box covers the fewest drawn points (top right on a tie).
             let corners = [(area.right - boxW - 10, area.top + 10), (area.left + 10, area.top + 10),
@@ -173,29 +151,16 @@ public struct LineChart: Sendable {
                 cairo_move_to(cr, bx + 8, y); cairo_line_to(cr, bx + 34, y); cairo_stroke(cr)
                 cairo_set_dash(cr, nil, 0, 0)
                 cairo_set_source_rgb(cr, 0.1, 0.1, 0.1)
-                text(cr, s.name, x: bx + 40, y: y + 4.5, align: 0)
+                Canvas.text(cr, s.name, x: bx + 40, y: y + 4.5, align: 0)
             }
         }
         if all.isEmpty {
             cairo_set_font_size(cr, 15)
             cairo_set_source_rgb(cr, 0.4, 0.4, 0.4)
-            text(cr, "no data", x: (area.left + area.right) / 2, y: (area.top + area.bottom) / 2, align: 0.5)
+            Canvas.text(cr, "no data", x: (area.left + area.right) / 2, y: (area.top + area.bottom) / 2, align: 0.5)
         }
-        try check("drawing \(title)", cairo_status(cr))
     }
 
-    /// Text with its left (0), centre (0.5) or right (1) at x, baseline at y.
-    func text(_ cr: OpaquePointer, _ s: String, x: Double, y: Double, align: Double) {
-        let w = extents(cr, s)
-        cairo_move_to(cr, x - align * w, y)
-        cairo_show_text(cr, s)
-    }
-
-    func extents(_ cr: OpaquePointer, _ s: String) -> Double {
-        var e = cairo_text_extents_t()
-        cairo_text_extents(cr, s, &e)
-        return e.x_advance
-    }
 
     /// The data's range, widened when it is a single value (and [0, 1] when there is none).
     static func range(_ v: [Double]) -> (Double, Double) {
