@@ -118,8 +118,10 @@ public struct LoadedWeights {
             name: config.name, weights: (path as NSString).lastPathComponent, parameters: model.layout.parameterCount,
             model: .init(imageSize: m.imageSize, patchSize: m.patchSize, inChannels: m.inChannels, numClasses: m.numClasses,
                          dim: m.dim, depth: m.depth, heads: m.heads, mlpRatio: m.mlpRatio),
-            timmKwargs: .init(imgSize: m.imageSize, patchSize: m.patchSize, inChans: m.inChannels, numClasses: m.numClasses,
-                              embedDim: m.dim, depth: m.depth, numHeads: m.heads, mlpRatio: m.mlpRatio, classToken: true, globalPool: "token"),
+            // timm's VisionTransformer has one head count and MLP width for every block: a
+            // compact model with its own per block cannot be built from keyword arguments.
+            timmKwargs: compact ? nil : .init(imgSize: m.imageSize, patchSize: m.patchSize, inChans: m.inChannels, numClasses: m.numClasses,
+                                              embedDim: m.dim, depth: m.depth, numHeads: m.heads, mlpRatio: m.mlpRatio, classToken: true, globalPool: "token"),
             normalization: .init(mean: config.data.mean, std: config.data.std), source: self.path, step: step)
         if let keep = m.tokenKeep {
             info.tokenSelector = .init(tokenKeep: keep, keptPatches: m.keptPatches, selectorHidden: m.selectorHidden,
@@ -170,7 +172,8 @@ public struct ExportInfo: Codable, Sendable, Equatable {
     public var weights: String
     public var parameters: Int
     public var model: Shape
-    public var timmKwargs: TimmKwargs
+    /// Absent for a compact export (see `compact`).
+    public var timmKwargs: TimmKwargs?
     public var normalization: Normalization
     public var source: String
     public var step: Int?

@@ -71,8 +71,9 @@ struct Export: ParsableCommand {
         not have (load with strict=False; the JSON says how the selector works).
 
         With --compact (structured runs: s2vite, ssp) the file holds only the kept heads and \
-        MLP neurons as physically smaller tensors; its stored config gives each block's head \
-        count and MLP width (block_heads, block_hidden), the JSON lists which heads and neurons \
+        MLP neurons as physically smaller tensors; its JSON has no timm_kwargs (timm's \
+        VisionTransformer has one head count and width for all blocks) but each block's head \
+        count and MLP width (compact.block_heads, block_hidden) and which heads and neurons \
         survive, and `svite eval` runs it with the masked model's accuracy.
 
         Example: svite export runs/default --out fmnist-vit.safetensors

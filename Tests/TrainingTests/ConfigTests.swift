@@ -435,7 +435,7 @@ struct PackageTests {
             chunk = String(chunk[deps.upperBound...]).components(separatedBy: "swiftSettings")[0].replacing(packageName, with: "")
             declared[name] = Set(chunk.matches(of: quoted).map { String($0.output[1].substring!) })
         }
-        let platform: Set<String> = ["Foundation", "Glibc", "Darwin", "Dispatch", "Testing", "XCTest", "Synchronization"]
+        let platform: Set<String> = ["Foundation", "FoundationNetworking", "Glibc", "Darwin", "Dispatch", "Testing", "XCTest", "Synchronization"]
         let importLine = try Regex(#"^(?:@testable )?import (\w+)"#)
         let fm = FileManager.default
         var checked = 0

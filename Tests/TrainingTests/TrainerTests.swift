@@ -156,7 +156,7 @@ struct TrainerTests {
             #expect(Set(exported.entries.keys) == Set(trainer.server.model.layout.tensors.map(\.name)))
             let text = try Data(contentsOf: URL(fileURLWithPath: json))
             let info = try ExportInfo.decoder().decode(ExportInfo.self, from: text)
-            #expect(info.timmKwargs.embedDim == 16 && info.timmKwargs.numHeads == 2 && info.step == 4 && info.tokenSelector == nil)
+            #expect(info.timmKwargs?.embedDim == 16 && info.timmKwargs?.numHeads == 2 && info.step == 4 && info.tokenSelector == nil)
             // timm's keyword names as timm spells them.
             let raw = try #require(try JSONSerialization.jsonObject(with: text) as? [String: Any])
             #expect(Set((raw["timm_kwargs"] as? [String: Any])?.keys.map { $0 } ?? [])
@@ -199,6 +199,9 @@ struct TrainerTests {
             let info = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as! [String: Any]
             let compact = info["compact"] as! [String: Any]
             #expect((compact["kept_heads"] as! [[Int]]).allSatisfy { $0.count == 1 })
+            // No timm keyword arguments that would build the wrong (uncompacted) model; the
+            // per-block head counts and widths instead.
+            #expect(info["timm_kwargs"] == nil && compact["block_heads"] as? [Int] == [1, 1] && (compact["block_hidden"] as? [Int])?.count == 2)
             // The full-size export carries no masks: the units come back from the weights.
             _ = try loaded.export(to: "\(dir)/full.safetensors")
             let full = try LoadedWeights.load("\(dir)/full.safetensors")
