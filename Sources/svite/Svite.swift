@@ -1,4 +1,5 @@
 import ArgumentParser
+import Config
 import Foundation
 import Kernels
 import Logging
@@ -11,7 +12,7 @@ struct Svite: ParsableCommand {
         abstract: "Sparse vision transformers (SViTE, S2ViTE, SViTE+) trained on CPU machines.",
         discussion: """
         One binary plays every role. Configs are YAML files (see configs/) or the built-in \
-        names default, fmnist-tiny, fmnist-6head, deit-tiny, deit-small and deit-base.
+        names \(BuiltinConfigs.all.keys.sorted().joined(separator: ", ")).
         """,
         version: SviteVersion.description,
         subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, StatusCommand.self, KeygenCommand.self, Eval.self, Export.self, Masks.self, Tokens.self, PlotCommand.self, ExperimentCommand.self, Bench.self, Fuzz.self]

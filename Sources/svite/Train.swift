@@ -10,7 +10,7 @@ import Training
 
 /// Options naming a config: a file or built-in name, plus `--set` overrides.
 struct ConfigOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Config file, or a built-in name (default, fmnist-tiny, fmnist-6head, deit-tiny, deit-small, deit-base).", valueName: "file-or-name"))
+    @Option(name: .long, help: ArgumentHelp("Config file, or a built-in name (\(BuiltinConfigs.all.keys.sorted().joined(separator: ", "))).", valueName: "file-or-name"))
     var config: String?
 
     @Option(name: .customLong("set"), help: ArgumentHelp("Override a config key, e.g. --set training.epochs=3 --set optimizer.lr=5e-4 (repeatable; values are YAML).", valueName: "key=value"))

@@ -2,6 +2,9 @@ import Core
 import Datasets
 import Foundation
 import Kernels
+import Logging
+import Config
+import Training
 import TestSupport
 import Testing
 
@@ -86,6 +89,29 @@ struct DataTests {
             bytes[0] = 12
             try Data(bytes).write(to: URL(fileURLWithPath: "\(dir)/test_batch.bin"))
             expectDataError("record 0 has label 12") { _ = try DataConfig(kind: .cifar10, directory: dir).load(.test) }
+        }
+    }
+
+    /// The cifar10-tiny preset runs as shipped (RGB 32×32, 65 tokens, crop and flip) on
+    /// CIFAR-10 binary batches: here synthetic ones in the real layout, a few steps.
+    @Test func theCifarPresetTrainsOnBinaryBatches() throws {
+        try withTemporaryDirectory { dir in
+            func batch(_ name: String, records: Int) throws {
+                var bytes: [UInt8] = []
+                var s: UInt64 = 99
+                for r in 0 ..< records {
+                    bytes.append(UInt8(r % 10))
+                    for _ in 0 ..< 3072 { s = s &* 6364136223846793005 &+ 1; bytes.append(UInt8(truncatingIfNeeded: s >> 56)) }
+                }
+                try Data(bytes).write(to: URL(fileURLWithPath: "\(dir)/\(name)"))
+            }
+            for k in 1 ... 5 { try batch("data_batch_\(k).bin", records: 20) }
+            try batch("test_batch.bin", records: 20)
+            let config = try RunConfig.resolve("cifar10-tiny", overrides: ["data.dir=\(dir)", "training.epochs=0", "training.max_steps=3",
+                                                                          "training.batch_size=8", "training.precision=fp32"])
+            #expect(config.model.numPatches == 64 && config.model.inChannels == 3 && config.data.kind == .cifar10)
+            let summary = try Trainer(config: config, options: Trainer.Options(runDirectory: "\(dir)/run"), logger: Logger(label: "test")).run()
+            #expect(summary.steps == 3 && (summary.lastEval?.loss.isFinite ?? false))
         }
     }
 
