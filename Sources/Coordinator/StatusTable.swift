@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// `svite status` as a table: the run's figures, then one row per worker with its speed,
@@ -18,7 +19,7 @@ public enum StatusTable {
         } else {
             lines.append(String(format: "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f img/s  ETA %@",
                                 d.step ?? 0, d.totalSteps ?? 0, d.epoch ?? 0, d.loss ?? .nan, d.lr ?? 0,
-                                d.imagesPerSecond ?? 0, duration(d.etaSeconds ?? .nan)))
+                                d.imagesPerSecond ?? 0, clockText(d.etaSeconds ?? .nan)))
         }
         if let acc = d.evalAccuracy {
             lines.append(String(format: "last eval: top-1 %.2f%%, loss %.4f (step %d)", acc * 100, d.evalLoss ?? .nan, d.evalStep ?? 0))
@@ -70,11 +71,5 @@ public enum StatusTable {
         if b >= 1_048_576 { return String(format: "%.2f MiB", b / 1_048_576) }
         if b >= 1024 { return String(format: "%.1f KiB", b / 1024) }
         return "\(Int(b)) B"
-    }
-
-    static func duration(_ s: Double) -> String {
-        guard s.isFinite, s >= 0 else { return "--:--" }
-        let t = Int(s.rounded())
-        return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
     }
 }

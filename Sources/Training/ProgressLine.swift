@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// The live progress bar's text, fitted to the terminal: fields are dropped from the least
@@ -13,7 +14,7 @@ public enum ProgressLine {
         let epochText = "epoch \(min(Int(r.epoch) + 1, epochs))/\(epochs)"
         let counts = String(format: "%d/%d %3.0f%%", r.step, r.totalSteps, frac * 100)
         // Optional fields, most wanted first.
-        let fields = [phase, "ETA \(duration(eta))", String(format: "loss %.4f", r.loss), duration(elapsed),
+        let fields = [phase, "ETA \(clockText(eta))", String(format: "loss %.4f", r.loss), clockText(elapsed),
                       String(format: "%.0f img/s", r.imagesPerSecond), String(format: "lr %.2e", r.lr)].compactMap { $0 }
         for keep in stride(from: fields.count, through: 0, by: -1) {
             let tail = fields.prefix(keep).map { " | " + $0 }.joined()
@@ -28,11 +29,5 @@ public enum ProgressLine {
             }
         }
         return String((epochText + " " + counts).prefix(limit))
-    }
-
-    public static func duration(_ s: Double) -> String {
-        guard s.isFinite, s >= 0 else { return "--:--" }
-        let t = Int(s.rounded())
-        return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
     }
 }

@@ -121,11 +121,7 @@ final class ProgressDisplay: @unchecked Sendable {
 }
 
 enum Format {
-    static func duration(_ s: Double) -> String {
-        guard s.isFinite, s >= 0 else { return "--:--" }
-        let t = Int(s.rounded())
-        return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
-    }
+    static func duration(_ s: Double) -> String { clockText(s) }
 
     static func count(_ n: Int) -> String {
         if n >= 1_000_000 { return String(format: "%.2fM", Double(n) / 1e6) }
