@@ -18,6 +18,10 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     public var denseWarmupEpochs: Double? = nil
     /// Whether AdamW's variance freezes when compression starts (see `Optimizer.freezeVariance`).
     public var freezeVariance: VarianceFreeze = .auto
+    /// A frozen variance keeps each tensor's level in step with its gradients: workers send
+    /// one mean square per tensor each step and the coordinator scales each tensor's frozen
+    /// √v by how far their average has moved since the freeze (`VarianceTracker`).
+    public var trackVariance = true
     /// What the coordinator sends each step: the weights, or (auto, when the run compresses)
     /// the update it applied, which workers apply to their replicas.
     public var downlink: Downlink = .auto
@@ -182,6 +186,7 @@ extension CommunicationConfig: ConfigSection {
                 c.denseWarmupEpochs = v
             }, write: { $0.denseWarmupEpochs.map { "\($0)" } ?? "auto" }),
             .value("freeze_variance", \.freezeVariance),
+            .value("track_variance", \.trackVariance),
             .value("dense_vectors", \.denseVectors),
             .value("dense_below", \.denseBelow, check: { $0 >= 0 ? nil : "must be >= 0 (a tensor size in weights; 0: every tensor top-k), got \($0)" }),
             .value("rank_by", \.rankBy),

@@ -199,6 +199,7 @@ final class CoordinatorService: @unchecked Sendable {
             ?? SparseGradient(indices: layout.tensors.map { _ in [] }, values: layout.tensors.map { _ in [] })
         var u = ParameterUpdate(step: UInt32(a.step), applied: a.update != nil, lr: a.update?.lr ?? 0,
                                 optimizerUpdates: UInt32(opt.updates), freezeVariance: opt.varianceFrozen, gradient: gradient)
+        if a.update != nil { u.varianceScale = server.lastVarianceScale }
         if a.update != nil, let m = server.masks, !server.lastChanges.isEmpty {
             let buffers = opt.stateBuffers.map(\.buffer)
             u.maskVersion = UInt32(m.version)

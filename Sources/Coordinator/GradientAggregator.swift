@@ -24,6 +24,9 @@ final class GradientAggregator {
     /// Σ images·value of the workers' grow candidates, in layout order.
     private let candidateScore: FloatBuffer
     private var unitScoreSum: UnitScores?
+    /// Σ images·mean square per tensor of the workers that sent them, and their images.
+    private var meanSquareSum: [Double] = []
+    private var meanSquareImages = 0
     private var masks: MaskSet?
     private(set) var request = StepRequest.none
     private(set) var expectedReply = Payload.ExpectedReply.none
@@ -52,6 +55,8 @@ final class GradientAggregator {
         sum.zero()
         if sawTopK { topKSum.zero(); sawTopK = false }
         unitScoreSum = nil
+        meanSquareSum = []
+        meanSquareImages = 0
         switch request {
         case .none:
             expectedReply = .none
@@ -87,6 +92,11 @@ final class GradientAggregator {
         }
         // Everything is checked: accumulate.
         if let u = units { unitScoreSum?.add(u, weight: weight) }
+        if let ms = d.meanSquares {
+            if meanSquareSum.isEmpty { meanSquareSum = [Double](repeating: 0, count: ms.count) }
+            for (i, v) in ms.enumerated() { meanSquareSum[i] += Double(s.images) * Double(v) }
+            meanSquareImages += Int(s.images)
+        }
         if case let .growCandidates(candidates) = d.reply {
             for (t, c) in zip(masks?.prunable ?? [], candidates) {
                 let dst = candidateScore.pointer + t.offset
@@ -127,7 +137,9 @@ final class GradientAggregator {
             score = candidateScore.pointer
         }
         unitScoreSum?.scale(inverse)
-        return StepGradient(gradient: gradient, result: result, bytesUp: bytesUp, bytesDown: bytesDown,
-                            workers: workers, growScore: score, unitScores: unitScoreSum)
+        var step = StepGradient(gradient: gradient, result: result, bytesUp: bytesUp, bytesDown: bytesDown,
+                                workers: workers, growScore: score, unitScores: unitScoreSum)
+        if meanSquareImages > 0 { step.meanSquares = meanSquareSum.map { $0 / Double(meanSquareImages) } }
+        return step
     }
 }

@@ -72,17 +72,20 @@ public final class Optimizer: @unchecked Sendable {
     public func restoreFrozenVariance(_ frozen: Bool) { varianceFrozen = frozen && config.kind == .adamw }
 
     /// One update with learning rate `lr` from the gradient `grads` (same layout).
-    public func step(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>, lr: Double) {
+    /// `varianceScale`: with the variance frozen, a factor per tensor (layout order) on √v
+    /// (`VarianceTracker.scales`); nil or unfrozen: none.
+    public func step(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>, lr: Double, varianceScale: [Float]? = nil) {
         updates += 1
         switch config.kind {
-        case .adamw: adamW(params, grads, lr: lr)
+        case .adamw: adamW(params, grads, lr: lr, varianceScale: varianceScale?.count == segments.count ? varianceScale : nil)
         case .sgd: sgd(params, grads, lr: lr)
         }
     }
 
     /// torch.optim.AdamW: p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
-    /// p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε). Frozen: v stays (corrected).
-    func adamW(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, lr: Double) {
+    /// p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε). Frozen: v stays (corrected), and
+    /// the denominator is √v · scale + ε with the tensor's scale (1 when none is given).
+    func adamW(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, lr: Double, varianceScale: [Float]? = nil) {
         let c = config
         let t = Double(updates)
         let b1 = Float(c.beta1), b2 = Float(c.beta2)
@@ -95,8 +98,10 @@ public final class Optimizer: @unchecked Sendable {
         // is bit-identical to the scalar loop, which replicas rely on.
         typealias V = SIMD16<Float>
         let frozen = varianceFrozen
-        for seg in segments {
+        for (s, seg) in segments.enumerated() {
             let keep = seg.decay ? Float(1 - lr * c.weightDecay) : 1
+            // x · 1 is x exactly, so an unscaled frozen step is the one it always was.
+            let scale = varianceScale?[s] ?? 1
             var i = seg.range.lowerBound
             let end = seg.range.upperBound
             while i + 16 <= end {
@@ -105,7 +110,7 @@ public final class Optimizer: @unchecked Sendable {
                 m.store(mi, at: i)
                 let denom: V
                 if frozen {
-                    denom = v.simd(V.self, at: i).squareRoot() + eps
+                    denom = v.simd(V.self, at: i).squareRoot() * scale + eps
                 } else {
                     let vi = b2 * v.simd(V.self, at: i) + (1 - b2) * gi * gi
                     v.store(vi, at: i)
@@ -120,7 +125,7 @@ public final class Optimizer: @unchecked Sendable {
                 m[i] = mi
                 let denom: Float
                 if frozen {
-                    denom = v[i].squareRoot() + eps
+                    denom = v[i].squareRoot() * scale + eps
                 } else {
                     let vi = b2 * v[i] + (1 - b2) * gi * gi
                     v[i] = vi

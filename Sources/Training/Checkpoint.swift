@@ -38,6 +38,9 @@ public struct CheckpointState: Codable, Sendable, Equatable {
     /// AdamW's variance is frozen (top-k runs after their dense warm-up); `exp_avg_sq` then
     /// holds the bias-corrected variance. Absent: not frozen.
     public var varianceFrozen: Bool?
+    /// The coordinator's `VarianceTracker` (top-k runs that track the frozen variance's
+    /// scale). Absent: none.
+    public var varianceTracker: VarianceTracker?
 
     public init(runName: String, step: Int, epoch: Int, stepInEpoch: Int, seed: UInt64, layoutHash: UInt64,
                 optimizer: String, optimizerUpdates: Int, imagesSeen: Int, elapsedSeconds: Double,
@@ -99,6 +102,7 @@ public enum Checkpoint {
         }
         var state = state
         if server.optimizer.varianceFrozen { state.varianceFrozen = true }
+        if let t = server.varianceTracker, t.steps > 0 { state.varianceTracker = t }
         if let masks = server.masks {
             for (prefix, buffer) in [(maskPrefix, masks.mask), (everActivePrefix, masks.everActive)] {
                 tensors += masks.prunable.map {
@@ -204,6 +208,11 @@ public enum Checkpoint {
         server.masks?.restoreVersion(c.state.maskVersion ?? 0)
         server.restore(step: c.state.step, optimizerUpdates: c.state.optimizerUpdates)
         server.optimizer.restoreFrozenVariance(c.state.varianceFrozen ?? false)
+        // A run that tracks takes the tracker's history; an older checkpoint has none, and
+        // its frozen variance then stays unscaled (the tracker never saw the freeze).
+        if server.varianceTracker != nil, let t = c.state.varianceTracker, t.average.count == server.model.layout.tensors.count {
+            server.varianceTracker = t
+        }
     }
 
     /// The checkpoint files in a directory, oldest step first.

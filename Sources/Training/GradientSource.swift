@@ -45,6 +45,9 @@ public struct StepGradient {
     public var unitScores: UnitScores?
     /// From the cluster: the images each worker was given, in rank order.
     public var workerImages: [Int]?
+    /// From workers that send them (communication.track_variance): the image-weighted
+    /// mean of their gradients' mean square per tensor, for `VarianceTracker`.
+    public var meanSquares: [Double]?
 
     public init(gradient: UnsafeMutablePointer<Float>, result: BatchResult, bytesUp: Int = 0, bytesDown: Int = 0, workers: Int = 1,
                 growScore: UnsafeMutablePointer<Float>? = nil, unitScores: UnitScores? = nil) {

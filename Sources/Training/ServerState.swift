@@ -32,6 +32,11 @@ public final class ServerState: @unchecked Sendable {
     public var varianceFreezeStep: Int?
     /// The changes of the last topology update (empty when the last step made none).
     public private(set) var lastChanges: [PruneAndGrow.LayerChange] = []
+    /// Keeps a frozen variance in scale with the workers' gradients (top-k runs with
+    /// communication.track_variance; nil: off).
+    public var varianceTracker: VarianceTracker?
+    /// The variance scales the last update took (nil: none), for the replicas.
+    public private(set) var lastVarianceScale: [Float]?
 
     public struct Update: Sendable {
         public var step: Int
@@ -63,9 +68,10 @@ public final class ServerState: @unchecked Sendable {
     /// on), then the method's topology update if the step has one, and advances the step.
     /// `growScore`: the workers' merged grow candidates (else the gradient is the score);
     /// `unitScores`: their merged unit scores when the plan asked for them.
+    /// `meanSquares`: the workers' mean squares per tensor, for the variance tracker.
     @discardableResult
     public func apply(averagedGradient g: UnsafeMutablePointer<Float>, growScore given: UnsafePointer<Float>? = nil,
-                      unitScores: UnitScores? = nil) -> Update {
+                      unitScores: UnitScores? = nil, meanSquares: [Double]? = nil) -> Update {
         let lr = schedule.lr(step: step)
         let plan = pendingPlan
         if let masks {
@@ -81,8 +87,13 @@ public final class ServerState: @unchecked Sendable {
             }
         }
         let norm = GradientClipping.clip(g, count: model.layout.count, maxNorm: clipGradNorm)
-        if let s = varianceFreezeStep, step >= s { optimizer.freezeVariance() }
-        optimizer.step(params: params.pointer, grads: g, lr: lr)
+        if let ms = meanSquares { varianceTracker?.record(ms) }
+        if let s = varianceFreezeStep, step >= s, !optimizer.varianceFrozen {
+            optimizer.freezeVariance()
+            varianceTracker?.freeze()
+        }
+        lastVarianceScale = optimizer.varianceFrozen ? varianceTracker?.scales : nil
+        optimizer.step(params: params.pointer, grads: g, lr: lr, varianceScale: lastVarianceScale)
         lastChanges = []
         var fraction: Double? = nil
         if let masks, let method {
@@ -124,6 +135,7 @@ public final class ServerState: @unchecked Sendable {
     public func skip() -> Bool {
         let due = pendingPlan.event != nil
         lastChanges = []
+        lastVarianceScale = nil
         step += 1
         return due
     }

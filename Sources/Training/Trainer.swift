@@ -166,6 +166,9 @@ public final class Trainer {
             log.notice("communication.gradient_density \(config.communication.gradientDensity) applies to workers; this run computes its gradients in process (--workers 0) and sends every value")
         }
         server.varianceFreezeStep = compression.freezeStep
+        if compression.freezeStep != nil && config.communication.trackVariance {
+            server.varianceTracker = VarianceTracker(tensors: model.layout.tensors.count, beta2: config.optimizer.beta2)
+        }
         if let c = options.resume {
             try Checkpoint.restore(c, into: server)
             elapsedBefore = c.state.elapsedSeconds
@@ -270,7 +273,7 @@ public final class Trainer {
             } else {
                 skippedInARow = 0
                 lastUpdate = server.apply(averagedGradient: g.gradient, growScore: g.growScore.map { UnsafePointer($0) },
-                                          unitScores: g.unitScores)
+                                          unitScores: g.unitScores, meanSquares: g.meanSquares)
                 if !VectorOps.allFinite(server.params.pointer, server.params.count) {
                     throw stopNonFinite(metrics, step: step, what: "the weights after the update", lastCheckpoint: lastCheckpoint,
                                         elapsed: elapsedBefore + session.seconds)

@@ -31,7 +31,9 @@ public struct FrameHeader: Sendable, Equatable {
     public static let size = 56
     public static let magic: UInt32 = 0x4554_5653  // "SVTE" as little-endian bytes
     /// 3: int8 top-k values (ValueCodec 2) and the communication.values and dense_below keys.
-    public static let protocolVersion: UInt16 = 3
+    /// 4: gradients may carry per-tensor mean squares, updates per-tensor variance scales
+    /// (communication.track_variance).
+    public static let protocolVersion: UInt16 = 4
     /// flags bit 0: the payload is LZ4-compressed.
     public static let flagLZ4: UInt8 = 1
 

@@ -278,19 +278,31 @@ public enum Payload {
     }
 
     // grads: u32 images, f64 loss sum, u32 correct, u8 codec, u32 n, values,
+    //        [codec & 0x40: u32 tensors, fp32 mean square per tensor],
     //        u8 reply: 0 none
     //                  1 grow candidates: u32 layers, per layer: indices (delta varints), fp32 values
     //                  2 unit scores (S2ViTE, SSP): u32 n, fp32 values
 
     public static func grads(_ s: GradientSummary, codec: ValueCodec, values: UnsafePointer<Float>, count: Int,
-                             reply: StepReply = .none) -> [UInt8] {
-        var w = ByteWriter(capacity: 32 + codec.bytesPerValue * count)
+                             reply: StepReply = .none, meanSquares: [Float]? = nil) -> [UInt8] {
+        var w = ByteWriter(capacity: 32 + codec.bytesPerValue * count + 4 * (meanSquares?.count ?? 0))
         w.u32(s.images); w.f64(s.lossSum); w.u32(s.correct)
-        w.u8(codec.rawValue)
+        w.u8(codec.rawValue | (meanSquares != nil ? meanSquaresFlag : 0))
         w.u32(UInt32(count))
         codec.encode(values, count: count, into: &w)
+        encodeMeanSquares(meanSquares, into: &w)
         encodeReply(reply, into: &w)
         return w.bytes
+    }
+
+    /// The codec byte's 0x40 bit: after the values, one fp32 mean square of the worker's
+    /// gradient per tensor of the layout (u32 count first), for `VarianceTracker`.
+    public static let meanSquaresFlag: UInt8 = 0x40
+
+    static func encodeMeanSquares(_ m: [Float]?, into w: inout ByteWriter) {
+        guard let m else { return }
+        w.u32(UInt32(m.count))
+        m.withUnsafeBufferPointer { w.floats($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: m.count) }
     }
 
     /// The codec byte's top bit: the values are a top-k `SparseGradient` over the full
@@ -301,11 +313,12 @@ public enum Payload {
     // layout instead of u32 n, values.
 
     public static func sparseGrads(_ s: GradientSummary, codec: ValueCodec, sparse: SparseGradient, layout: ParameterLayout,
-                                   reply: StepReply = .none) -> [UInt8] {
-        var w = ByteWriter(capacity: 64 + (codec.bytesPerValue + 2) * sparse.entries)
+                                   reply: StepReply = .none, meanSquares: [Float]? = nil) -> [UInt8] {
+        var w = ByteWriter(capacity: 64 + (codec.bytesPerValue + 2) * sparse.entries + 4 * (meanSquares?.count ?? 0))
         w.u32(s.images); w.f64(s.lossSum); w.u32(s.correct)
-        w.u8(codec.rawValue | sparseValuesFlag)
+        w.u8(codec.rawValue | sparseValuesFlag | (meanSquares != nil ? meanSquaresFlag : 0))
         sparse.encode(codec: codec, layout: layout, into: &w)
+        encodeMeanSquares(meanSquares, into: &w)
         encodeReply(reply, into: &w)
         return w.bytes
     }
@@ -342,6 +355,8 @@ public enum Payload {
         public var reply: StepReply
         /// The values as top-k entries (nil: every value went to `into`).
         public var sparse: SparseGradient?
+        /// The worker's mean square per tensor (nil: it sent none).
+        public var meanSquares: [Float]? = nil
     }
 
     /// The summary and the reply, which must be the one `expecting` names; `count`
@@ -352,7 +367,7 @@ public enum Payload {
         var r = ByteReader(payload)
         let s = GradientSummary(images: try r.u32("images"), lossSum: try r.f64("loss sum"), correct: try r.u32("correct"))
         let c = try r.u8("codec")
-        guard let codec = ValueCodec(rawValue: c & ~sparseValuesFlag) else { throw WireError.malformedPayload("value codec \(c)") }
+        guard let codec = ValueCodec(rawValue: c & ~(sparseValuesFlag | meanSquaresFlag)) else { throw WireError.malformedPayload("value codec \(c)") }
         // A NaN loss is a value, not a framing fault: the aggregator refuses it as non-finite.
         guard s.correct <= s.images else { throw WireError.malformedPayload("summary \(s)") }
         var sparse: SparseGradient? = nil
@@ -363,6 +378,17 @@ public enum Payload {
             let n = Int(try r.u32("value count"))
             guard n == count else { throw WireError.malformedPayload("\(n) values, expected \(count)") }
             try codec.decode(&r, into: out, count: count)
+        }
+        var meanSquares: [Float]? = nil
+        if c & meanSquaresFlag != 0 {
+            let n = Int(try r.u32("mean square count"))
+            guard let layout, n == layout.tensors.count else {
+                throw WireError.malformedPayload("\(n) mean squares, this layout has \(layout.map { "\($0.tensors.count)" } ?? "no") tensors")
+            }
+            var v = [Float](repeating: 0, count: n)
+            try v.withUnsafeMutableBufferPointer { try r.floats(into: $0.baseAddress!, count: n) }
+            guard v.allSatisfy({ $0.isFinite && $0 >= 0 }) else { throw WireError.nonFinite("mean squares") }
+            meanSquares = v
         }
         let kind = try r.u8("reply kind")
         let reply: StepReply
@@ -389,7 +415,7 @@ public enum Payload {
             throw WireError.malformedPayload("reply kind \(kind) where \(expecting) was asked for")
         }
         try r.expectEnd("grads")
-        return DecodedGrads(summary: s, reply: reply, sparse: sparse)
+        return DecodedGrads(summary: s, reply: reply, sparse: sparse, meanSquares: meanSquares)
     }
 
     // leave, stop, reject: a reason string

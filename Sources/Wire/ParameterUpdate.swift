@@ -32,6 +32,9 @@ public struct ParameterUpdate: Sendable, Equatable {
     public var grown: [[Float]]
     /// CRC-32 of the weights (fp32 bytes, layout order) after the update, every few steps.
     public var checksum: UInt32?
+    /// The frozen variance's factor per tensor (layout order) the optimizer took
+    /// (`VarianceTracker`; nil: none).
+    public var varianceScale: [Float]? = nil
 
     public init(step: UInt32, applied: Bool, lr: Double, optimizerUpdates: UInt32, freezeVariance: Bool, gradient: SparseGradient,
                 maskVersion: UInt32 = 0, topology: [MaskUpdate.LayerChange]? = nil, grown: [[Float]] = [], checksum: UInt32? = nil) {
@@ -45,13 +48,15 @@ public struct ParameterUpdate: Sendable, Equatable {
         Checksum.crc32(UnsafeRawBufferPointer(start: weights, count: 4 * count))
     }
 
-    // u32 step, u8 flags (1 applied, 2 freeze, 4 topology, 8 checksum), f64 lr, u32 updates,
-    // SparseGradient (fp32), [topology: u32 mask version, u32 layers, per layer: off, on
-    // (IndexCodec), u32 n, n fp32 grown values], [u32 checksum]
+    // u32 step, u8 flags (1 applied, 2 freeze, 4 topology, 8 checksum, 16 variance scale),
+    // f64 lr, u32 updates, SparseGradient (fp32), [topology: u32 mask version, u32 layers,
+    // per layer: off, on (IndexCodec), u32 n, n fp32 grown values], [u32 checksum],
+    // [u32 tensors, fp32 scale per tensor]
 
     func encode(into w: inout ByteWriter, layout: ParameterLayout) {
         w.u32(step)
-        w.u8((applied ? 1 : 0) | (freezeVariance ? 2 : 0) | (topology != nil ? 4 : 0) | (checksum != nil ? 8 : 0))
+        w.u8((applied ? 1 : 0) | (freezeVariance ? 2 : 0) | (topology != nil ? 4 : 0) | (checksum != nil ? 8 : 0)
+            | (varianceScale != nil ? 16 : 0))
         w.f64(lr)
         w.u32(optimizerUpdates)
         gradient.encode(codec: .fp32, layout: layout, into: &w)
@@ -66,6 +71,10 @@ public struct ParameterUpdate: Sendable, Equatable {
             }
         }
         if let checksum { w.u32(checksum) }
+        if let varianceScale {
+            w.u32(UInt32(varianceScale.count))
+            varianceScale.withUnsafeBufferPointer { w.floats($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: varianceScale.count) }
+        }
     }
 
     /// Reads an update for `layout` whose prunable layers have `layerSizes` weights and
@@ -73,7 +82,7 @@ public struct ParameterUpdate: Sendable, Equatable {
     static func decode(_ r: inout ByteReader, layout: ParameterLayout, layerSizes: [Int], moments: Int) throws -> ParameterUpdate {
         let step = try r.u32("update step")
         let flags = try r.u8("update flags")
-        guard flags & ~15 == 0 else { throw WireError.malformedPayload("update flags \(flags)") }
+        guard flags & ~31 == 0 else { throw WireError.malformedPayload("update flags \(flags)") }
         let lr = try r.f64("update lr")
         guard lr.isFinite, lr >= 0 else { throw WireError.malformedPayload("update lr \(lr)") }
         let updates = try r.u32("optimizer updates")
@@ -101,6 +110,14 @@ public struct ParameterUpdate: Sendable, Equatable {
             u.topology = layers; u.grown = grown
         }
         if flags & 8 != 0 { u.checksum = try r.u32("weights checksum") }
+        if flags & 16 != 0 {
+            let n = Int(try r.u32("variance scales"))
+            guard n == layout.tensors.count else { throw WireError.malformedPayload("\(n) variance scales, this layout has \(layout.tensors.count) tensors") }
+            var v = [Float](repeating: 0, count: n)
+            try v.withUnsafeMutableBufferPointer { try r.floats(into: $0.baseAddress!, count: n) }
+            guard v.allSatisfy({ $0.isFinite && $0 > 0 }) else { throw WireError.nonFinite("variance scales") }
+            u.varianceScale = v
+        }
         return u
     }
 }

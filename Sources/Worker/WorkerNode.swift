@@ -89,6 +89,8 @@ public final class WorkerNode: @unchecked Sendable {
     var topKCodec = ValueCodec.int8
     /// What top-k ranks by (`communication.rank_by`).
     var rankBy: TopKRank = .update
+    /// Send each tensor's mean square with the gradient (communication.track_variance).
+    var sendsMeanSquares = false
     /// The replicated downlink: this worker's copy of the optimizer, whose moments follow
     /// the coordinator's through the updates it is sent, and the step its weights are of.
     var optimizer: Optimizer?
@@ -306,6 +308,8 @@ public final class WorkerNode: @unchecked Sendable {
             case .fp32: .fp32
             }
             rankBy = config.communication.rankBy
+            sendsMeanSquares = config.communication.compresses && config.communication.trackVariance
+                && config.optimizer.kind == .adamw && config.communication.freezeVariance != .off
             optimizer = info.replicated == true ? Optimizer(config: config.optimizer, layout: model.layout) : nil
             updateGradient = info.replicated == true ? FloatBuffer(count: model.layout.count) : nil
             log.info("joined run \(String(info.runID, radix: 16)) as rank \(info.rank): \(config.name), \(model.layout.parameterCount) parameters, \(train.count) training images")
@@ -421,7 +425,7 @@ public final class WorkerNode: @unchecked Sendable {
             g.zero()
             u.gradient.scatter(into: g.pointer, layout: layout)
             o.updates = Int(u.optimizerUpdates) - 1
-            o.step(params: params.pointer, grads: g.pointer, lr: u.lr)
+            o.step(params: params.pointer, grads: g.pointer, lr: u.lr, varianceScale: u.varianceScale)
             if let m = masks {
                 m.apply(to: params)
                 if let change = u.topology {
@@ -473,6 +477,10 @@ public final class WorkerNode: @unchecked Sendable {
         let summary = GradientSummary(images: UInt32(result.count), lossSum: result.lossSum, correct: UInt32(result.correct))
         let g = replica.grads.pointer
         let reply = StepReply.make(request, gradient: g, masks: masks, unitScores: replica.unitScores)
+        // Of the whole local gradient, before top-k keeps most of it back.
+        let meanSquares = sendsMeanSquares
+            ? VarianceTracker.meanSquares(g, tensors: layout.tensors.map { ($0.offset, $0.count) }, mask: masks.map { UnsafePointer($0.mask.pointer) })
+            : nil
         let payload: [UInt8]
         if let density {
             let c = compressor ?? TopKCompressor(layout: layout)
@@ -482,12 +490,13 @@ public final class WorkerNode: @unchecked Sendable {
             let variance = rankBy == .update && (optimizer?.updates ?? 0) > 0 ? optimizer?.secondMoment : nil
             let sparse = c.compress(g, mask: masks, density: density, codec: topKCodec, denseVectors: denseVectors,
                                     denseBelow: denseBelow, variance: variance.map { UnsafePointer($0.pointer) }, eps: Float(optimizer?.config.eps ?? 1e-8))
-            payload = Payload.sparseGrads(summary, codec: topKCodec, sparse: sparse, layout: layout, reply: reply)
+            payload = Payload.sparseGrads(summary, codec: topKCodec, sparse: sparse, layout: layout, reply: reply, meanSquares: meanSquares)
         } else if let m = masks {
             m.pack(g, into: packed.pointer)
-            payload = Payload.grads(summary, codec: info.gradientCodec, values: packed.pointer, count: m.packedCount, reply: reply)
+            payload = Payload.grads(summary, codec: info.gradientCodec, values: packed.pointer, count: m.packedCount, reply: reply,
+                                    meanSquares: meanSquares)
         } else {
-            payload = Payload.grads(summary, codec: info.gradientCodec, values: g, count: layout.count, reply: reply)
+            payload = Payload.grads(summary, codec: info.gradientCodec, values: g, count: layout.count, reply: reply, meanSquares: meanSquares)
         }
         try send(.grads, payload, step: step)
         stepsDone += 1

@@ -195,7 +195,8 @@ struct ClusterTests {
     /// The replicated downlink: workers apply the coordinator's updates to their own copy
     /// of the weights, moments and masks, and stay equal to it bit for bit over every step,
     /// through topology updates (SViTE's prune-and-grow, S2ViTE's units) and AdamW's
-    /// variance freezing; the frame down is one for all and a fraction of the weights.
+    /// variance freezing and its per-tensor scaling; the frame down is one for all and a
+    /// fraction of the weights.
     @Test(arguments: [["sparsity.method=svite", "sparsity.update_interval=3", "sparsity.candidate_multiplier=1000"],
                       ["sparsity.method=s2vite", "sparsity.update_interval=3", "sparsity.sparsity=0.5"],
                       ["optimizer.name=sgd", "optimizer.lr=0.1"]])
@@ -224,7 +225,24 @@ struct ClusterTests {
                 #expect(steps == Array(1 ... 35), "worker \(name) replayed \(steps)")
                 for s in steps { #expect(w.stateDigests[s] == coordinator[s], "worker \(name) differs after step \(s)") }
             }
-            if config.optimizer.kind == .adamw { #expect(trainer.server.optimizer.varianceFrozen) }
+            if config.optimizer.kind == .adamw {
+                #expect(trainer.server.optimizer.varianceFrozen)
+                // The frozen variance was scaled (track_variance), every step's mean squares
+                // were recorded, and the replicas above took the same factors.
+                let tracker = try #require(trainer.server.varianceTracker)
+                #expect(tracker.atFreeze != nil && tracker.steps == 36, "\(tracker.steps) steps recorded")
+                #expect(trainer.server.lastVarianceScale?.contains { $0 != 1 } == true)
+                // The checkpoint keeps the tracker exactly, and a resume takes it back.
+                let contents = try Checkpoint.read(Checkpoint.locate("\(dir)/run"))
+                #expect(contents.state.varianceTracker == tracker)
+                let resumed = ServerState(model: trainer.server.model, optimizer: config.optimizer, schedule: trainer.server.schedule)
+                resumed.enableSparsity(config.sparsity, seed: config.topologySeed)
+                resumed.varianceTracker = VarianceTracker(tensors: trainer.server.model.layout.tensors.count, beta2: config.optimizer.beta2)
+                try Checkpoint.restore(contents, into: resumed)
+                #expect(resumed.varianceTracker == tracker && resumed.optimizer.varianceFrozen)
+            } else {
+                #expect(trainer.server.varianceTracker == nil)
+            }
             let records = MetricsLog.read(summary.metrics).filter { $0.kind == .train }
             let weights = 4 * trainer.server.model.layout.parameterCount
             // After the dense warm-up (12 steps) each step's frame down holds the merged

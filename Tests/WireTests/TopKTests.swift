@@ -289,9 +289,10 @@ struct TopKTests {
         let back = FloatBuffer(count: layout.count)
         sparse.scatter(into: back.pointer, layout: layout)
         for i in 0 ..< layout.count { #expect(back.pointer[i].bitPattern == g.pointer[i].bitPattern) }
-        let update = ParameterUpdate(step: 41, applied: true, lr: 3e-4, optimizerUpdates: 40, freezeVariance: true, gradient: sparse,
+        var update = ParameterUpdate(step: 41, applied: true, lr: 3e-4, optimizerUpdates: 40, freezeVariance: true, gradient: sparse,
                                      maskVersion: 3, topology: [.init(off: [1, 5], on: [2, 9, 700]), .init(off: [], on: [])],
                                      grown: [[0.5, -0.25, 1, 0, 0, 0, 1e-6, 2e-6, 3e-6], []], checksum: 0xDEAD_BEEF)
+        update.varianceScale = [0.5, 1, 1.25]
         let table = [RankAssignment(rank: 0, assignment: Assignment(epoch: 2, start: 0, count: 64)),
                      RankAssignment(rank: 3, assignment: Assignment(epoch: 2, start: 64, count: 64))]
         let payload = Payload.params(Assignment(epoch: 2, start: 0, count: 0), gradientDensity: 0.01, update: update, layout: layout,
