@@ -123,6 +123,9 @@ public struct MetricsRecord: Codable, Sendable, Equatable {
     public var bytesDownRatioToDenseFp32: Double?
     /// The cluster's split of the window's last step, images per worker in rank order.
     public var imagesPerWorker: [Int]?
+    /// Top-k with a tracked frozen variance: the median over tensors of the factor on √v
+    /// the window's last update took (`VarianceTracker`).
+    public var varianceScale: Double?
     public var evalAccuracy: Double?
     public var evalLoss: Double?
     public var evalSeconds: Double?

@@ -69,6 +69,8 @@ public struct TrainingSummary: Sendable {
     public var sparsity: SparsityReport?
     /// From a cluster: mean bytes per worker and step, up and down, over this session.
     public var wire: WireTotals? = nil
+    /// Top-k with a tracked frozen variance: the factors on √v per tensor at the last update.
+    public var varianceScale: [Float]? = nil
 }
 
 /// What went over the wire in a session, per worker and step, against a dense fp32 exchange.
@@ -318,6 +320,7 @@ public final class Trainer {
                 }
                 if let s = report.sparsity { record.add(s) }
                 record.imagesPerWorker = lastWorkerImages
+                if let f = server.lastVarianceScale, !f.isEmpty { record.varianceScale = Double(f.sorted()[f.count / 2]) }
                 metrics.write(record)
                 observe(.step(report))
                 window = (0, 0, 0, 0, session.seconds, 0, 0, 0)
@@ -363,7 +366,8 @@ public final class Trainer {
                                sparsity: sparsityReport,
                                wire: wire.workerSteps == 0 ? nil
                                    : WireTotals(upPerWorkerStep: Double(wire.up) / Double(wire.workerSteps),
-                                                downPerWorkerStep: Double(wire.down) / Double(wire.workerSteps), denseFp32Bytes: denseFp32Bytes))
+                                                downPerWorkerStep: Double(wire.down) / Double(wire.workerSteps), denseFp32Bytes: denseFp32Bytes),
+                               varianceScale: server.lastVarianceScale)
     }
 
     /// Says once per episode that metrics.jsonl cannot be written (and when it can again).

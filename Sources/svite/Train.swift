@@ -185,6 +185,10 @@ struct RunOptions: ParsableArguments {
                                 StatusTable.bytes(w.upPerWorkerStep) as NSString, StatusTable.bytes(w.downPerWorkerStep) as NSString,
                                 w.upRatio, w.downRatio, StatusTable.bytes(Double(w.denseFp32Bytes)) as NSString))
         }
+        if let f = summary.varianceScale?.sorted(), !f.isEmpty {
+            lines.append(String(format: "variance:   AdamW's frozen variance tracked: factors on sqrt(v) per tensor now %.2f (median), %.2f to %.2f",
+                                f[f.count / 2], f.first!, f.last!))
+        }
         if let c = summary.checkpoint { lines.append("checkpoint: \(c)") }
         lines.append("metrics:    \(summary.metrics)")
         if summary.stopped {

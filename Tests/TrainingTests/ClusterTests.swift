@@ -247,6 +247,10 @@ struct ClusterTests {
             let weights = 4 * trainer.server.model.layout.parameterCount
             // After the dense warm-up (12 steps) each step's frame down holds the merged
             // top-k of two workers: a small fraction of the weights.
+            // The factors are in the metrics after the freeze and in the summary.
+            let frozen = records.filter { $0.step > 12 }
+            #expect(frozen.allSatisfy { ($0.varianceScale != nil) == (config.optimizer.kind == .adamw) })
+            #expect((summary.varianceScale != nil) == (config.optimizer.kind == .adamw))
             let late = records.filter { $0.step > 16 }.compactMap(\.bytesDownPerStep)
             #expect(!late.isEmpty && late.allSatisfy { $0 < weights / 2 }, "bytes down \(late) against \(weights) of weights per worker")
         }
