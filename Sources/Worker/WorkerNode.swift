@@ -104,6 +104,8 @@ public final class WorkerNode: @unchecked Sendable {
     var lastSent = -Double.infinity
     var lastReceived: Double = 0
     var lastJoin = -Double.infinity
+    /// Whether the last join left this socket (false: there was no connection to take it).
+    var joinWentOut = false
     var job: ComputeJob?
     var queued: Frame?
     public private(set) var stepsDone = 0
@@ -168,9 +170,7 @@ public final class WorkerNode: @unchecked Sendable {
                 }
             }
             if info == nil { explainMissingWelcome(now: now, failures: failures) }
-            // Joins go out every 2 s until welcomed, and the moment a connection comes up
-            // (a join sent before there was one could not go).
-            if info == nil && (now - lastJoin > 2 || connectedNow) {
+            if info == nil && Self.joinsNow(now: now, lastJoin: lastJoin, joinWentOut: joinWentOut, connectedNow: connectedNow) {
                 try sendJoin()
             } else if info != nil, reconnected, job == nil {
                 log.info("worker \(options.name): the connection to \(options.coordinator) came up again; joining again")
@@ -502,20 +502,33 @@ public final class WorkerNode: @unchecked Sendable {
         stepsDone += 1
     }
 
+    /// Whether a worker not yet welcomed sends a join now: every 2 s, and the moment a
+    /// connection comes up, unless a join went out in the last half second. At start the
+    /// connection's event comes up just after the first join went, and that join arrives;
+    /// a second would reach the coordinator as a rejoin, which stops it waiting for this
+    /// worker's share of the step under way (about one run in five took another path from
+    /// the same seed: the first step without one worker's half of the batch).
+    public static func joinsNow(now: Double, lastJoin: Double, joinWentOut: Bool, connectedNow: Bool) -> Bool {
+        now - lastJoin > 2 || (connectedNow && (!joinWentOut || now - lastJoin > 0.5))
+    }
+
     func sendJoin() throws {
         let join = JoinMessage(name: options.name, host: ProcessInfo.processInfo.hostName,
                                pid: ProcessInfo.processInfo.processIdentifier, threads: options.threads)
         // Without a connection (a refused CURVE handshake tears it down) a blocking send
         // would wait forever, deaf to SIGTERM; a join that cannot go now is retried in 2 s.
-        try send(.join, Payload.encodeJSON(join), step: 0, dontWait: true)
+        joinWentOut = try send(.join, Payload.encodeJSON(join), step: 0, dontWait: true)
         lastJoin = clock.seconds
     }
 
-    func send(_ type: MessageType, _ payload: [UInt8], step: UInt64, dontWait: Bool = false) throws {
+    /// Whether the frame left (with `dontWait`, false when there is no connection for it).
+    @discardableResult
+    func send(_ type: MessageType, _ payload: [UInt8], step: UInt64, dontWait: Bool = false) throws -> Bool {
         // Gradients say which topology they were computed on (0: dense, or none yet).
         let header = FrameHeader(type: type, runID: info?.runID ?? 0, step: step, maskVersion: UInt32(clamping: masks?.version ?? 0),
                                  layoutHash: layout?.hash ?? 0)
-        guard try socket.send([Frame(header: header, payload: payload).encoded()], dontWait: dontWait) else { return }
+        guard try socket.send([Frame(header: header, payload: payload).encoded()], dontWait: dontWait) else { return false }
         lastSent = clock.seconds
+        return true
     }
 }

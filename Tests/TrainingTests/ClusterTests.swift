@@ -179,6 +179,24 @@ struct ClusterTests {
         }
     }
 
+    /// A worker joins every 2 s until welcomed and when a connection comes up, but not a
+    /// second time for the connection that comes up just after its first join went out
+    /// (that second join was a rejoin to the coordinator, and one worker's share of the
+    /// first step was dropped).
+    @Test func aWorkerJoinsOnceWhenItsConnectionComesUpJustAfter() {
+        // The first join.
+        #expect(WorkerNode.joinsNow(now: 0, lastJoin: -.infinity, joinWentOut: false, connectedNow: false))
+        // It went; the connection's event comes up 10 ms later: no second join.
+        #expect(!WorkerNode.joinsNow(now: 0.01, lastJoin: 0, joinWentOut: true, connectedNow: true))
+        // It could not go (no connection yet): join the moment there is one.
+        #expect(WorkerNode.joinsNow(now: 0.01, lastJoin: 0, joinWentOut: false, connectedNow: true))
+        // A connection that comes up later (a coordinator back after a restart): join now.
+        #expect(WorkerNode.joinsNow(now: 1.2, lastJoin: 0, joinWentOut: true, connectedNow: true))
+        // No welcome for 2 s: join again; before that, wait.
+        #expect(!WorkerNode.joinsNow(now: 1.9, lastJoin: 0, joinWentOut: true, connectedNow: false))
+        #expect(WorkerNode.joinsNow(now: 2.1, lastJoin: 0, joinWentOut: true, connectedNow: false))
+    }
+
     /// A worker node run on a thread, kept so the test can look at its replica.
     func workerNode(_ endpoint: String, name: String, configure: (inout WorkerOptions) -> Void = { _ in }) throws -> (WorkerNode, Thread) {
         var o = WorkerOptions(coordinator: endpoint, name: name, threads: 1)
@@ -247,6 +265,9 @@ struct ClusterTests {
             let weights = 4 * trainer.server.model.layout.parameterCount
             // After the dense warm-up (12 steps) each step's frame down holds the merged
             // top-k of two workers: a small fraction of the weights.
+            // Each worker joined once (a second join would be a rejoin that drops its share).
+            let events = MetricsLog.read(summary.metrics).filter { $0.kind == .worker }.compactMap(\.event)
+            #expect(events == ["joined", "joined"], "\(events)")
             // The factors are in the metrics after the freeze and in the summary.
             let frozen = records.filter { $0.step > 12 }
             #expect(frozen.allSatisfy { ($0.varianceScale != nil) == (config.optimizer.kind == .adamw) })
