@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "Core", dependencies: ["CZlib", .product(name: "Yams", package: "Yams")]),
         .target(name: "Kernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: numericFlags),
         .target(name: "Model", dependencies: ["Core", "Kernels"], swiftSettings: numericFlags),
-        .target(name: "Datasets", dependencies: ["Core", "Kernels", "CZlib"], swiftSettings: numericFlags),
+        .target(name: "Datasets", dependencies: ["Core", "Kernels", "CZlib", "Images"], swiftSettings: numericFlags),
         .target(name: "Optim", dependencies: ["Core", "Kernels", "Model", "Config"], swiftSettings: numericFlags),
         .target(name: "Sparsity", dependencies: ["Core", "Kernels", "Model"], swiftSettings: numericFlags),
         .target(name: "Pictures", dependencies: ["CZlib"]),
@@ -91,13 +91,13 @@ let package = Package(
                                                    .product(name: "FlyingSocks", package: "FlyingFox")]),
         .target(name: "Benchmarks", dependencies: ["Core", "Config", "Coordinator", "Kernels", "Model", "Optim", "Sparsity", "Training", "Transport", "Wire", .product(name: "Logging", package: "swift-log")], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
-            "Core", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport", "Plot", "Monitoring",
+            "Core", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport", "Plot", "Monitoring", "Images",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
 
         // Code only tests use (writers of data files the libraries only read).
-        .target(name: "TestSupport", dependencies: ["Datasets", "CZlib"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Datasets", "CZlib", "Images"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelsTests", dependencies: ["Core", "Kernels"], swiftSettings: numericFlags),
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CZeroMQ", "CLZ4", "CZlib"]),
         .testTarget(name: "PlotTests", dependencies: ["Plot"]),
@@ -107,7 +107,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Core", "Wire", "Sparsity", "Model"], swiftSettings: numericFlags),
         .testTarget(name: "SparsityTests", dependencies: ["Core", "Sparsity", "Model", "Kernels", "Pictures", "CZlib"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Core", "Config", "Compute", "TestSupport", "Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity", "Pictures",
+        .testTarget(name: "TrainingTests", dependencies: ["Core", "Config", "Compute", "TestSupport", "Images", "Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity", "Pictures",
                                                     "Coordinator", "Worker", "Transport", "Wire", "Monitoring",
                                                     .product(name: "Logging", package: "swift-log")],
                     swiftSettings: numericFlags),

@@ -48,6 +48,7 @@ public final class Replica: @unchecked Sendable {
         grads = FloatBuffer(count: model.layout.count)
         images = FloatBuffer(count: maxBatch * model.config.imageValues)
         labels = [Int32](repeating: 0, count: maxBatch)
+        assembler.loader?.threads = threads
     }
 
     /// One workspace per batch size (a full batch and an epoch's short last batch).
@@ -59,7 +60,9 @@ public final class Replica: @unchecked Sendable {
     }
 
     /// Forward and backward on the images `indices` of epoch `epoch`; the gradient of the
-    /// batch-mean loss is left in `grads` (full layout).
+    /// batch-mean loss is left in `grads` (full layout). `next`: the images the next call
+    /// will most likely take, decoded in the background while this one computes (image
+    /// folders).
     ///
     /// With a structured mask the step runs the compact model (only the kept heads and
     /// neurons) and the gradient is zero on pruned units. With a unit-score request it instead
@@ -69,7 +72,7 @@ public final class Replica: @unchecked Sendable {
     @discardableResult
     public func computeGradient(params: UnsafePointer<Float>, indices: [Int32], epoch: Int,
                                 masks: MaskSet? = nil, request: StepRequest = .none,
-                                selector: SelectorSchedule? = nil) -> BatchResult {
+                                selector: SelectorSchedule? = nil, next: (indices: [Int32], epoch: Int)? = nil) -> BatchResult {
         let b = indices.count
         precondition(b >= 1 && b <= labels.count, "Replica: batch of \(b) images (staging holds \(labels.count))")
         let tokens = selector.map { sel in
@@ -78,6 +81,7 @@ public final class Replica: @unchecked Sendable {
         }
         return labels.withUnsafeMutableBufferPointer { lab in
             assembler.fill(images: images.pointer, labels: lab.baseAddress!, indices: indices, epoch: epoch, augment: true)
+            if let next { assembler.prefetch(indices: next.indices, epoch: next.epoch, augment: true) }
             guard let masks, masks.isStructured else {
                 return model.forwardBackward(params: params, grads: grads.pointer, images: images.pointer,
                                              labels: lab.baseAddress!, smoothing: smoothing, workspace: workspace(b),
@@ -155,6 +159,7 @@ public final class Evaluator: @unchecked Sendable {
         self.precision = precision
         images = FloatBuffer(count: self.batch * model.config.imageValues)
         labels = [Int32](repeating: 0, count: self.batch)
+        assembler.loader?.threads = threads
     }
 
     /// Images per forward pass: a workspace holds every block's activations (about 2 MB an
@@ -197,6 +202,11 @@ public final class Evaluator: @unchecked Sendable {
             let indices = (Int32(start) ..< Int32(start + b)).map { $0 }
             total = total + labels.withUnsafeMutableBufferPointer { lab in
                 assembler.fill(images: images.pointer, labels: lab.baseAddress!, indices: indices, epoch: 0, augment: false)
+                // An image folder's next chunk decodes while this one computes.
+                let next = start + b
+                if next < n {
+                    assembler.prefetch(indices: (Int32(next) ..< Int32(min(n, next + min(batch, chunk)))).map { $0 }, epoch: 0, augment: false)
+                }
                 return model.forward(params: params, images: images.pointer, labels: lab.baseAddress!, smoothing: 0, workspace: ws)
             }
             start += b

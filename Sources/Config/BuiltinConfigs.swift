@@ -181,5 +181,52 @@ public enum BuiltinConfigs {
           batch_size: 128
           label_smoothing: 0.1
         """#,
+        "imagefolder-tiny": #"""
+        # Your own pictures: data.dir holds train/ and val/ (or test/), one folder of JPEG or PNG
+        # files per class, as torchvision's ImageFolder reads them (set model.num_classes to the
+        # number of class folders; svite says so if it differs). Pictures of any size are decoded
+        # as batches need them, a batch ahead on a background thread: RandomResizedCrop (timm's
+        # scale 0.08-1, ratio 3/4-4/3) and flips for training, timm's resize and centre crop
+        # (crop_pct 0.875) for evaluation, resized to 64×64 RGB with an antialiased bilinear
+        # filter. A small ViT of 8×8 patches of 8×8 plus CLS = 65 tokens, 6 heads of 32, SViTE at
+        # 50%. A starting point, not a tuned recipe: a ViT trained from scratch on a few thousand
+        # pictures needs many epochs (or `--init` from a pretrained model).
+        name: imagefolder-tiny
+        model:
+          image_size: 64
+          patch_size: 8
+          in_channels: 3
+          num_classes: 10
+          dim: 192
+          depth: 6
+          heads: 6
+          mlp_ratio: 4
+        data:
+          dataset: image-folder
+          dir: data/images
+          crop_pct: 0.875
+          augmentation:
+            random_resized_crop: true
+            crop_scale: [0.08, 1.0]
+            crop_ratio: [0.75, 1.3333333333333333]
+            horizontal_flip: true
+        optimizer:
+          name: adamw
+          lr: 1.0e-3
+          weight_decay: 0.05
+        schedule:
+          name: cosine
+          warmup_epochs: 2
+        training:
+          epochs: 30
+          batch_size: 64
+          label_smoothing: 0.1
+          precision: bf16
+        sparsity:
+          method: svite
+          sparsity: 0.5
+          distribution: erk
+          update_interval: 100
+        """#,
     ]
 }

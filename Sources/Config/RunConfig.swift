@@ -226,6 +226,17 @@ public struct RunConfig: Sendable, Equatable {
     /// touch data call it, so model-only configs such as deit-tiny still serve `bench`.
     public func checkData() throws { try data.check(against: model, file: source) }
 
+    /// One split of the run's data, in the model's size and channels; an image folder's
+    /// classes are checked against model.num_classes here (only the folder knows them).
+    public func loadData(_ split: Split) throws -> ImageDataset {
+        let set = try data.load(split, channels: model.inChannels, size: model.imageSize)
+        if data.kind == .imageFolder && split == .train && set.classes != model.numClasses {
+            throw ConfigError(file: source, key: "model.num_classes",
+                              message: "is \(model.numClasses) but \(data.directory)/train has \(set.classes) class folders (\(set.classNames?.prefix(5).joined(separator: ", ") ?? "")\(set.classes > 5 ? ", …" : ""))")
+        }
+        return set
+    }
+
     /// The effective config, every default written out; parses back to an equal value.
     public var yaml: String {
         "name: \(name)\n" + model.yaml + data.yaml + optimizer.yaml + schedule.yaml + training.yaml + sparsity.yaml + compute.yaml + communication.yaml
@@ -261,6 +272,15 @@ extension DataConfig {
     /// Checks the data set fits the model, naming the model key that disagrees.
     public func check(against model: ViTConfig, file: String) throws {
         let k = kind
+        if k == .imageFolder {
+            guard model.inChannels == 1 || model.inChannels == 3 else {
+                throw ConfigError(file: file, key: "model.in_channels", message: "is \(model.inChannels); pictures from an image folder come as RGB (3) or grey (1)")
+            }
+            for (key, list) in [("data.mean", mean), ("data.std", std)] where list.count != model.inChannels {
+                throw ConfigError(file: file, key: key, message: "has \(list.count) value(s) but the model takes \(model.inChannels) channel(s): give one per channel (e.g. [0.5] for grey pictures)")
+            }
+            return
+        }
         if model.inChannels != k.channels {
             throw ConfigError(file: file, key: "model.in_channels", message: "is \(model.inChannels) but \(k.rawValue) images have \(k.channels) channel(s)")
         }

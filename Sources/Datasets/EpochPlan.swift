@@ -69,4 +69,17 @@ public struct EpochPlan: Sendable, Equatable {
         let range = EpochPlan.split(positions(step: step), shares: shares ?? [batchSize])[rank]
         return Array(order[range])
     }
+
+    /// Where a rank that holds `positions` of epoch `epoch` will most likely be next: the
+    /// same place in the next batch (the first batch of the next epoch after the last),
+    /// as long as the shares stay. Prefetching reads it; a wrong guess costs only the
+    /// wasted decoding.
+    public func nextPositions(after positions: Range<Int>, epoch: Int) -> (epoch: Int, positions: Range<Int>) {
+        let step = positions.lowerBound / batchSize
+        let offset = positions.lowerBound - step * batchSize
+        let (e, s) = step + 1 < stepsPerEpoch ? (epoch, step + 1) : (epoch + 1, 0)
+        let batch = self.positions(step: s)
+        let lo = min(batch.lowerBound + offset, batch.upperBound)
+        return (e, lo ..< min(lo + positions.count, batch.upperBound))
+    }
 }

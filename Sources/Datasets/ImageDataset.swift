@@ -1,7 +1,9 @@
 import Foundation
 
 /// Images as bytes, (count, C, H, W) row-major, and their labels. Kept as UInt8 (a
-/// quarter of the memory of floats); batches are normalised as they are assembled.
+/// quarter of the memory of floats); batches are normalised as they are assembled. An
+/// image folder's pictures stay on disk (`files`, `pixels` empty) and are decoded as
+/// batches need them (`FolderImageLoader`).
 public struct ImageDataset: Sendable {
     public let name: String
     public let count: Int
@@ -11,8 +13,19 @@ public struct ImageDataset: Sendable {
     public let classes: Int
     public let pixels: [UInt8]
     public let labels: [Int32]
+    /// An image folder's files (nil: the pixels are in memory).
+    public let files: ImageFolderFiles?
+    /// The classes' names in label order, when the data set names them itself.
+    public let classNames: [String]?
 
     public var imageBytes: Int { channels * height * width }
+
+    /// An image folder's split: `files.size`-square pictures of `files.channels`.
+    public init(name: String, files: ImageFolderFiles, labels: [Int32], classNames: [String]) {
+        precondition(files.paths.count == labels.count, "ImageDataset: label count")
+        self.name = name; count = labels.count; channels = files.channels; height = files.size; width = files.size
+        classes = classNames.count; pixels = []; self.labels = labels; self.files = files; self.classNames = classNames
+    }
 
     public init(name: String, count: Int, channels: Int, height: Int, width: Int, classes: Int,
                 pixels: [UInt8], labels: [Int32]) {
@@ -20,11 +33,20 @@ public struct ImageDataset: Sendable {
         precondition(labels.count == count, "ImageDataset: label count")
         self.name = name; self.count = count; self.channels = channels; self.height = height
         self.width = width; self.classes = classes; self.pixels = pixels; self.labels = labels
+        files = nil; classNames = nil
     }
 
-    /// The first `n` images (all when n is 0 or at least count).
+    /// The first `n` images (all when n is 0 or at least count; of an image folder, n
+    /// spread over the classes).
     public func prefix(_ n: Int) -> ImageDataset {
         guard n > 0 && n < count else { return self }
+        if var f = files {
+            // A folder lists its files class by class: n spread evenly over them keeps
+            // every class (the first n would be the first classes only).
+            let picks = (0 ..< n).map { $0 * count / n }
+            f.paths = picks.map { f.paths[$0] }
+            return ImageDataset(name: name, files: f, labels: picks.map { labels[$0] }, classNames: classNames ?? [])
+        }
         return ImageDataset(name: name, count: n, channels: channels, height: height, width: width,
                             classes: classes, pixels: Array(pixels[0 ..< n * imageBytes]),
                             labels: Array(labels[0 ..< n]))

@@ -19,6 +19,7 @@ public struct ImageDecodeError: Error, CustomStringConvertible, Equatable {
     public let call: String
     public let message: String
     public var description: String { "\(file): \(call) failed: \(message)" }
+    public init(file: String, call: String, message: String) { self.file = file; self.call = call; self.message = message }
 }
 
 /// JPEG through libjpeg-turbo's TurboJPEG API and PNG through libpng's simplified API: the
@@ -53,7 +54,56 @@ public enum ImageDecoder {
         return try decode([UInt8](d), file: file)
     }
 
-    static func decodeJPEG(_ data: [UInt8], file: String) throws -> RGBImage {
+    /// The picture's width and height from its header, without decoding a pixel.
+    public static func dimensions(_ data: [UInt8], file: String) throws -> (width: Int, height: Int) {
+        switch sniff(data) {
+        case .jpeg:
+            guard let tj = tjInitDecompress() else { throw ImageDecodeError(file: file, call: "tjInitDecompress", message: String(cString: tjGetErrorStr())) }
+            defer { tjDestroy(tj) }
+            var w: Int32 = 0, h: Int32 = 0, sub: Int32 = 0, space: Int32 = 0
+            let rc = data.withUnsafeBufferPointer { tjDecompressHeader3(tj, $0.baseAddress, UInt(data.count), &w, &h, &sub, &space) }
+            guard rc == 0 else { throw ImageDecodeError(file: file, call: "tjDecompressHeader3", message: String(cString: tjGetErrorStr2(tj))) }
+            guard w > 0, h > 0, Int(w) * Int(h) <= maxPixels else {
+                throw ImageDecodeError(file: file, call: "tjDecompressHeader3", message: "\(w)×\(h) pixels is outside 1…\(maxPixels)")
+            }
+            return (Int(w), Int(h))
+        case .png:
+            var image = png_image()
+            image.version = UInt32(PNG_IMAGE_VERSION)
+            defer { png_image_free(&image) }
+            let begun = data.withUnsafeBufferPointer { png_image_begin_read_from_memory(&image, $0.baseAddress, data.count) }
+            guard begun != 0 else {
+                let message = withUnsafeBytes(of: image.message) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
+                throw ImageDecodeError(file: file, call: "png_image_begin_read_from_memory", message: message)
+            }
+            guard image.width > 0, image.height > 0, Int(image.width) * Int(image.height) <= maxPixels else {
+                throw ImageDecodeError(file: file, call: "png_image_begin_read_from_memory", message: "\(image.width)×\(image.height) pixels is outside 1…\(maxPixels)")
+            }
+            return (Int(image.width), Int(image.height))
+        case nil:
+            throw ImageDecodeError(file: file, call: "sniff", message: "neither JPEG nor PNG (first bytes \(data.prefix(4).map { String(format: "%02x", $0) }.joined()))")
+        }
+    }
+
+    /// Decodes at a reduced size where the format allows it: a JPEG comes out at the
+    /// smallest of libjpeg-turbo's scaling factors (1/8 … 1) that is at least `minimumScale`,
+    /// which skips most of the inverse DCT for a picture that will be shrunk anyway; a PNG
+    /// comes out whole. The result's size says which scale was used.
+    public static func decode(_ data: [UInt8], file: String, minimumScale: Double) throws -> RGBImage {
+        guard sniff(data) == .jpeg, minimumScale < 1 else { return try decode(data, file: file) }
+        return try decodeJPEG(data, file: file, minimumScale: minimumScale)
+    }
+
+    /// The scaling factors libjpeg-turbo offers, as (num, denom), smallest first.
+    static let scalingFactors: [(num: Int, denom: Int)] = {
+        var n: Int32 = 0
+        guard let f = tjGetScalingFactors(&n), n > 0 else { return [(1, 1)] }
+        return (0 ..< Int(n)).map { (Int(f[$0].num), Int(f[$0].denom)) }
+            .filter { $0.num <= $0.denom }
+            .sorted { Double($0.num) / Double($0.denom) < Double($1.num) / Double($1.denom) }
+    }()
+
+    static func decodeJPEG(_ data: [UInt8], file: String, minimumScale: Double = 1) throws -> RGBImage {
         guard let tj = tjInitDecompress() else { throw ImageDecodeError(file: file, call: "tjInitDecompress", message: String(cString: tjGetErrorStr())) }
         defer { tjDestroy(tj) }
         func failure(_ call: String) -> ImageDecodeError { ImageDecodeError(file: file, call: call, message: String(cString: tjGetErrorStr2(tj))) }
@@ -63,15 +113,19 @@ public enum ImageDecoder {
         guard w > 0, h > 0, Int(w) * Int(h) <= maxPixels else {
             throw ImageDecodeError(file: file, call: "tjDecompressHeader3", message: "\(w)×\(h) pixels is outside 1…\(maxPixels)")
         }
-        var out = [UInt8](repeating: 0, count: Int(w) * Int(h) * 3)
+        // TJSCALED: ⌈dimension · num / denom⌉.
+        let factor = scalingFactors.first { Double($0.num) / Double($0.denom) >= minimumScale } ?? (1, 1)
+        let sw = (Int(w) * factor.num + factor.denom - 1) / factor.denom
+        let sh = (Int(h) * factor.num + factor.denom - 1) / factor.denom
+        var out = [UInt8](repeating: 0, count: sw * sh * 3)
         let rc = data.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
-                tjDecompress2(tj, src.baseAddress, UInt(data.count), dst.baseAddress, w, 0, h, Int32(TJPF_RGB.rawValue), Int32(TJFLAG_ACCURATEDCT))
+                tjDecompress2(tj, src.baseAddress, UInt(data.count), dst.baseAddress, Int32(sw), 0, Int32(sh), Int32(TJPF_RGB.rawValue), Int32(TJFLAG_ACCURATEDCT))
             }
         }
         // A warning (rc -1 with TJERR_WARNING) still leaves a usable picture, as browsers show it.
         if rc != 0 && tjGetErrorCode(tj) != Int32(TJERR_WARNING.rawValue) { throw failure("tjDecompress2") }
-        return RGBImage(width: Int(w), height: Int(h), pixels: out)
+        return RGBImage(width: sw, height: sh, pixels: out)
     }
 
     static func decodePNG(_ data: [UInt8], file: String) throws -> RGBImage {

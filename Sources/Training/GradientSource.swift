@@ -129,8 +129,13 @@ public final class LocalGradientSource: GradientSource {
     public func gradient(params: UnsafePointer<Float>, work: StepWork, stop: StopFlag) throws -> StepGradient? {
         if cached?.epoch != work.epoch { cached = (work.epoch, plan.permutation(epoch: work.epoch)) }
         let indices = Array(cached!.order[work.positions])
+        var next: (indices: [Int32], epoch: Int)? = nil
+        if replica.assembler.loader != nil {
+            let n = plan.nextPositions(after: work.positions, epoch: work.epoch)
+            next = (Array((n.epoch == work.epoch ? cached!.order : plan.permutation(epoch: n.epoch))[n.positions]), n.epoch)
+        }
         let result = replica.computeGradient(params: params, indices: indices, epoch: work.epoch,
-                                             masks: masks, request: work.request, selector: work.selector)
+                                             masks: masks, request: work.request, selector: work.selector, next: next)
         // Grow candidates are not needed here: the whole gradient is the grow score.
         return StepGradient(gradient: replica.grads.pointer, result: result,
                             unitScores: work.request.unitScoreSeed == nil ? nil : replica.unitScores)

@@ -51,7 +51,7 @@ public struct StepTiming {
         let refConfig = runs[refIndex].config
         // Every run's data config is the experiment's; the images are loaded once.
         let data = refConfig.data
-        let train = try data.load(.train)
+        let train = try refConfig.loadData(.train)
         let engine = Engine.configure(backend: refConfig.compute.backend, precision: refConfig.training.precision)
         progress(engine.summary)
         let indices = (0 ..< Int32(min(batch, train.count))).map { $0 }

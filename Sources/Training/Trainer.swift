@@ -131,8 +131,8 @@ public final class Trainer {
         runDirectory = options.runDirectory
         workers = options.workers
         threads = options.threads ?? config.training.resolvedThreads
-        train = try config.data.load(.train)
-        test = try config.data.load(.test)
+        train = try config.loadData(.train)
+        test = try config.loadData(.test)
         let t = config.training
         plan = EpochPlan(datasetSize: train.count, batchSize: t.batchSize, seed: t.seed)
         (stepsPerEpoch, totalSteps) = config.stepCounts(trainCount: train.count)

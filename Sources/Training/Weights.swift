@@ -77,7 +77,7 @@ public struct LoadedWeights {
     public func evaluate(split: Split = .test, threads: Int, batch: Int, precision: Precision = .fp32,
                          progress: (Int, Int) -> Void = { _, _ in }) throws -> EvalReport {
         try config.checkData()
-        let data = try config.data.load(split)
+        let data = try config.loadData(split)
         let model = ViTModel(config: config.model)
         let evaluator = Evaluator(model: model,
                                   assembler: BatchAssembler(dataset: data, mean: config.data.mean, std: config.data.std,

@@ -155,6 +155,7 @@ public final class WorkerNode: @unchecked Sendable {
                 finishComputing()
                 if info != nil { try send(.leave, Payload.reason("interrupted"), step: 0) }
                 log.info("worker \(options.name) leaving after \(stepsDone) steps")
+                if let l = replica?.assembler.loader { log.info("\(l.summary)") }
                 return "interrupted"
             }
             let now = clock.seconds
@@ -263,6 +264,7 @@ public final class WorkerNode: @unchecked Sendable {
         case .stop:
             let why = (try? Payload.decodeReason(frame.payload)) ?? "stop"
             log.info("coordinator says stop (\(why)) after \(stepsDone) steps")
+            if let l = replica?.assembler.loader { log.info("\(l.summary)") }
             return why
         case .heartbeat:
             break  // the coordinator is alive (it sends these between steps, e.g. while it evaluates)
@@ -279,7 +281,7 @@ public final class WorkerNode: @unchecked Sendable {
         if loadedConfig != info.config {
             let config = try RunConfig.parse(yaml: info.config, file: "<config from the coordinator>")
             try config.checkData()
-            let train = try config.data.load(.train)
+            let train = try config.loadData(.train)
             let model = ViTModel(config: config.model)
             let d = config.data, t = config.training
             // The precision is the run's (every worker computes alike); the backend is this
@@ -401,6 +403,12 @@ public final class WorkerNode: @unchecked Sendable {
             throw WorkerError(message: "assignment \(a) is outside the data set or the batch")
         }
         let indices = Array(permutation!.order[lo ..< hi])
+        // An image folder decodes the likely next share while this one computes.
+        var next: (indices: [Int32], epoch: Int)? = nil
+        if replica.assembler.loader != nil {
+            let n = plan.nextPositions(after: lo ..< hi, epoch: epoch)
+            next = (Array((n.epoch == epoch ? permutation!.order : plan.permutation(epoch: n.epoch))[n.positions]), n.epoch)
+        }
         let j = ComputeJob(step: frame.header.step)
         j.request = header.request
         j.gradientDensity = header.gradientDensity
@@ -409,7 +417,7 @@ public final class WorkerNode: @unchecked Sendable {
         // The request (with its seed) and the selector's τ and noise come with the step.
         let m = masks, request = header.request, selector = header.selector
         nonisolated(unsafe) let work = {
-            j.finish(replica.computeGradient(params: p, indices: indices, epoch: epoch, masks: m, request: request, selector: selector))
+            j.finish(replica.computeGradient(params: p, indices: indices, epoch: epoch, masks: m, request: request, selector: selector, next: next))
         }
         Thread.detachNewThread { work() }
     }

@@ -59,18 +59,18 @@ struct Tokens: ParsableCommand {
             throw CommandFailure("\(w.path) has no token selector (model.token_keep is not set): every patch reaches the blocks")
         }
         try c.checkData()
-        let data = try c.data.load(.test)
+        let data = try c.loadData(.test)
         let drawn = min(count, data.count), measured = min(max(statistics, drawn), data.count)
         let survey = TokenSurvey(model: ViTModel(config: c.model), params: w.params.pointer, dataset: data,
                                  mean: c.data.mean, std: c.data.std, count: measured,
                                  threads: ProcessInfo.processInfo.activeProcessorCount)
         let kept = survey.kept, k = c.model.keptPatches
-        let bytes = data.imageBytes
-        let raw = (0 ..< measured).map { Array(data.pixels[($0 * bytes) ..< (($0 + 1) * bytes)]) }
+        let source = BatchAssembler(dataset: data, mean: c.data.mean, std: c.data.std, augmentation: .none, seed: 0)
+        let raw = (0 ..< measured).map { source.bytes(of: $0) }
         let dir = out ?? "\(Checkpoint.runDirectory(of: w.path))/tokens"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let stats = TokenStatistics(images: raw, channels: data.channels, size: c.model.imageSize, patch: c.model.patchSize, kept: kept)
-        let names = c.data.kind.classNames
+        let names = data.classNames ?? c.data.kind.classNames
         func name(_ k: Int) -> String { k < names.count ? names[k] : "class \(k)" }
         let side = c.model.imageSize * scale
         let panels = (0 ..< drawn).map { i in
