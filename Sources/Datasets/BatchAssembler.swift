@@ -15,8 +15,12 @@ public struct BatchAssembler: Sendable {
     /// An image folder's decoder and prefetch queue (nil: pixels in memory).
     public let loader: FolderImageLoader?
 
+    /// Whether `prefetch` starts anything (image folders).
+    public let prefetches: Bool
+
     public init(dataset: ImageDataset, mean: [Double], std: [Double],
-                augmentation: DataConfig.Augmentation, seed: UInt64) {
+                augmentation: DataConfig.Augmentation, seed: UInt64, prefetch: Bool = true) {
+        prefetches = prefetch
         precondition(mean.count == dataset.channels && std.count == dataset.channels, "BatchAssembler: mean/std per channel")
         self.dataset = dataset
         self.augmentation = augmentation
@@ -32,6 +36,7 @@ public struct BatchAssembler: Sendable {
     /// Starts decoding what the next `fill` will ask for (image folders; nothing for data
     /// in memory).
     public func prefetch(indices: [Int32], epoch: Int, augment: Bool) {
+        guard prefetches else { return }
         loader?.prefetch(indices.map { .init(index: $0, epoch: augment ? epoch : 0, augment: augment) })
     }
 

@@ -57,6 +57,9 @@ public struct DataConfig: Sendable, Equatable, Codable {
     /// Image folders: timm's crop_pct (evaluation resizes the shorter side to
     /// ⌊size / crop_pct⌋ and takes the central size×size).
     public var cropFraction: Double = 0.875
+    /// Image folders: decode the next batch's pictures on a background thread while the
+    /// step computes (off: every picture is decoded when its batch is assembled).
+    public var prefetch = true
 
     public init(kind: Kind = .fashionMNIST, directory: String? = nil, mean: [Double]? = nil, std: [Double]? = nil,
                 augmentation: Augmentation = .none, trainLimit: Int = 0, testLimit: Int = 0) {
@@ -173,6 +176,7 @@ extension DataConfig: ConfigSection {
                 }
                 return text
             }),
+            .value("prefetch", \.prefetch),
             .value("crop_pct", \.cropFraction, check: { $0 > 0 && $0 <= 1 ? nil : "must be in (0, 1] (timm's crop_pct: the centre crop's share of the resized picture), got \($0)" }),
             .value("train_limit", \.trainLimit, check: { $0 >= 0 ? nil : "must be >= 0 (0 means all), got \($0)" }),
             .value("test_limit", \.testLimit, check: { $0 >= 0 ? nil : "must be >= 0 (0 means all), got \($0)" }),

@@ -146,14 +146,14 @@ public final class Trainer {
             source = try make(plan, train, threads)
         } else {
             let replica = Replica(model: model,
-                                  assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed),
+                                  assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed, prefetch: d.prefetch),
                                   threads: threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize,
                                   precision: engine.precision, selectorRelaxation: t.selectorRelaxation,
                                   selectorObjective: t.selectorObjective)
             source = LocalGradientSource(replica: replica, plan: plan)
         }
         evaluator = Evaluator(model: model,
-                              assembler: BatchAssembler(dataset: test, mean: d.mean, std: d.std, augmentation: .none, seed: t.seed),
+                              assembler: BatchAssembler(dataset: test, mean: d.mean, std: d.std, augmentation: .none, seed: t.seed, prefetch: d.prefetch),
                               batch: t.evalBatchSize, threads: threads, precision: engine.precision)
         resumedFrom = options.resume
         server.enableSparsity(config.sparsity, seed: config.topologySeed)

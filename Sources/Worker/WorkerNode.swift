@@ -289,7 +289,7 @@ public final class WorkerNode: @unchecked Sendable {
             let engine = Engine.configure(backend: options.backend ?? config.compute.backend, precision: t.precision)
             Engine.log(engine, to: log)
             replica = Replica(model: model,
-                              assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed),
+                              assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed, prefetch: d.prefetch),
                               threads: options.threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize,
                               precision: engine.precision, selectorRelaxation: t.selectorRelaxation,
                               selectorObjective: t.selectorObjective)

@@ -38,9 +38,13 @@ struct DataFolder: ParsableCommand {
     @Option(name: .long, help: "JPEG quality (1-100).")
     var quality: Int = 95
 
+    @Option(name: .long, help: ArgumentHelp("Enlarge each picture to this side (antialiased bilinear), e.g. 256 to time the decoding of ImageNet-sized files (default: as they are).", valueName: "pixels"))
+    var size: Int?
+
     func validate() throws {
         guard limit >= 0 else { throw ValidationError("--limit must be >= 0 (0: all), got \(limit)") }
         guard (1 ... 100).contains(quality) else { throw ValidationError("--quality must be between 1 and 100, got \(quality)") }
+        if let size, !(1 ... 4096).contains(size) { throw ValidationError("--size must be between 1 and 4096, got \(size)") }
     }
 
     func run() throws {
@@ -66,7 +70,21 @@ struct DataFolder: ParsableCommand {
                 for p in 0 ..< plane {
                     for c in 0 ..< 3 { rgb[3 * p + c] = set.pixels[i * bytes + (set.channels == 3 ? c : 0) * plane + p] }
                 }
-                let image = RGBImage(width: set.width, height: set.height, pixels: rgb)
+                var image = RGBImage(width: set.width, height: set.height, pixels: rgb)
+                if let size {
+                    var big = [UInt8](repeating: 0, count: 3 * size * size)
+                    rgb.withUnsafeBufferPointer { src in
+                        big.withUnsafeMutableBufferPointer { dst in
+                            Resample.crop(src.baseAddress!, .interleaved(channels: 3, height: set.height, width: set.width),
+                                          region: PixelRegion(x: 0, y: 0, width: Double(set.width), height: Double(set.height)),
+                                          outWidth: size, outHeight: size, mirror: false, into: dst.baseAddress!)
+                        }
+                    }
+                    // crop writes planar channels; files want them interleaved.
+                    var inter = [UInt8](repeating: 0, count: big.count)
+                    for p in 0 ..< size * size { for c in 0 ..< 3 { inter[3 * p + c] = big[c * size * size + p] } }
+                    image = RGBImage(width: size, height: size, pixels: inter)
+                }
                 let data = format == .png ? try ImageEncoder.png(image) : try ImageEncoder.jpeg(image, quality: quality)
                 let path = "\(out)/\(dirName)/\(folders[Int(set.labels[i])])/\(String(format: "%05d", i)).\(format == .png ? "png" : "jpg")"
                 guard fm.createFile(atPath: path, contents: Data(data)) else {
