@@ -24,6 +24,9 @@ public final class Replica: @unchecked Sendable {
     var workspaces: [Int: ViTWorkspace] = [:]
     var images: FloatBuffer
     var labels: [Int32]
+    /// Mixup/CutMix: each row's second label and its own label's weight.
+    var mixLabels: [Int32]
+    var mixWeights: [Float]
     /// Structured runs: the compact model of the current topology (rebuilt when the kept
     /// heads or neurons change, whatever the mask's version number says) with its
     /// parameter and gradient buffers and workspaces.
@@ -48,6 +51,8 @@ public final class Replica: @unchecked Sendable {
         grads = FloatBuffer(count: model.layout.count)
         images = FloatBuffer(count: maxBatch * model.config.imageValues)
         labels = [Int32](repeating: 0, count: maxBatch)
+        mixLabels = [Int32](repeating: 0, count: maxBatch)
+        mixWeights = [Float](repeating: 1, count: maxBatch)
         assembler.loader?.threads = threads
     }
 
@@ -79,13 +84,18 @@ public final class Replica: @unchecked Sendable {
             TokenSelection(noise: UnsafePointer(gumbelNoise(indices: indices, epoch: epoch)), temperature: sel.temperature,
                            noiseScale: sel.noiseScale, relaxation: selectorRelaxation, objective: selectorObjective)
         }
+        let mixes = assembler.augmentation.mixes
         return labels.withUnsafeMutableBufferPointer { lab in
-            assembler.fill(images: images.pointer, labels: lab.baseAddress!, indices: indices, epoch: epoch, augment: true)
+          mixLabels.withUnsafeMutableBufferPointer { ml in
+          mixWeights.withUnsafeMutableBufferPointer { mw in
+            assembler.fill(images: images.pointer, labels: lab.baseAddress!, indices: indices, epoch: epoch, augment: true,
+                           mix: mixes ? (ml.baseAddress!, mw.baseAddress!) : nil)
+            let mix = mixes ? MixedTargets(labels: ml.baseAddress!, weights: mw.baseAddress!) : nil
             if let next { assembler.prefetch(indices: next.indices, epoch: next.epoch, augment: true) }
             guard let masks, masks.isStructured else {
                 return model.forwardBackward(params: params, grads: grads.pointer, images: images.pointer,
                                              labels: lab.baseAddress!, smoothing: smoothing, workspace: workspace(b),
-                                             selection: tokens)
+                                             selection: tokens, mix: mix)
             }
             if let seed = request.unitScoreSeed {
                 let full = scoringParams ?? FloatBuffer(count: model.layout.count)
@@ -97,7 +107,7 @@ public final class Replica: @unchecked Sendable {
                 let result = scores.headTaylor.withUnsafeMutableBufferPointer { saliency in
                     model.forwardBackward(params: full.pointer, grads: grads.pointer, images: images.pointer,
                                           labels: lab.baseAddress!, smoothing: smoothing, workspace: workspace(b),
-                                          headSaliency: saliency.baseAddress!, selection: tokens)
+                                          headSaliency: saliency.baseAddress!, selection: tokens, mix: mix)
                 }
                 scores.setGrowScores(gradient: grads.pointer, model: model)
                 unitScores = scores
@@ -109,9 +119,11 @@ public final class Replica: @unchecked Sendable {
             c.plan.gather(params, into: c.params.pointer)
             let result = c.plan.compact.forwardBackward(params: c.params.pointer, grads: c.grads.pointer, images: images.pointer,
                                                         labels: lab.baseAddress!, smoothing: smoothing, workspace: ws,
-                                                        selection: tokens)
+                                                        selection: tokens, mix: mix)
             c.plan.scatter(c.grads.pointer, into: grads.pointer)
             return result
+          }
+          }
         }
     }
 

@@ -55,6 +55,25 @@ public struct Xoshiro256: RandomNumberGenerator, Sendable, Equatable, Codable {
         return Float(-_log(-_log(u)))
     }
 
+    /// Gamma(shape, 1) by Marsaglia and Tsang's squeeze (shape < 1: Gamma(shape + 1)·u^(1/shape)).
+    public mutating func nextGamma(shape: Double) -> Double {
+        if shape < 1 { return nextGamma(shape: shape + 1) * _exp(_log(nextOpenUniform()) / shape) }
+        let d = shape - 1.0 / 3, c = 1 / (9 * d).squareRoot()
+        while true {
+            var x = 0.0, v = 0.0
+            repeat { x = Double(nextNormal()); v = 1 + c * x } while v <= 0
+            v = v * v * v
+            let u = nextOpenUniform()
+            if u < 1 - 0.0331 * x * x * x * x || _log(u) < 0.5 * x * x + d * (1 - v + _log(v)) { return d * v }
+        }
+    }
+
+    /// Beta(α, α), as X / (X + Y) of two Gamma(α) (mixup's and CutMix's λ).
+    public mutating func nextBeta(_ alpha: Double) -> Double {
+        let x = nextGamma(shape: alpha), y = nextGamma(shape: alpha)
+        return x + y > 0 ? x / (x + y) : 0.5
+    }
+
     /// Normal(0, std²) truncated to ±2·std by rejection.
     public mutating func nextTruncatedNormal(std: Float) -> Float {
         while true {
@@ -81,10 +100,12 @@ public struct Xoshiro256: RandomNumberGenerator, Sendable, Equatable, Codable {
 #if canImport(Glibc)
 import Glibc
 @usableFromInline func _log(_ x: Double) -> Double { Glibc.log(x) }
+@usableFromInline func _exp(_ x: Double) -> Double { Glibc.exp(x) }
 @usableFromInline func _cos(_ x: Double) -> Double { Glibc.cos(x) }
 #elseif canImport(Darwin)
 import Darwin
 @usableFromInline func _log(_ x: Double) -> Double { Darwin.log(x) }
+@usableFromInline func _exp(_ x: Double) -> Double { Darwin.exp(x) }
 @usableFromInline func _cos(_ x: Double) -> Double { Darwin.cos(x) }
 #endif
 
@@ -98,6 +119,8 @@ public enum StreamSeed {
     public static let topology: UInt64 = 4
     /// SViTE+'s Gumbel noise, per (epoch, image).
     public static let tokenNoise: UInt64 = 5
+    /// Mixup/CutMix: whether, which, λ, partner and box, per (epoch, image).
+    public static let mixing: UInt64 = 6
 
     public static func mix(_ values: UInt64...) -> UInt64 {
         var h: UInt64 = 0x243F_6A88_85A3_08D3

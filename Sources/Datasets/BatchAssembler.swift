@@ -37,7 +37,8 @@ public struct BatchAssembler: Sendable {
     /// in memory).
     public func prefetch(indices: [Int32], epoch: Int, augment: Bool) {
         guard prefetches else { return }
-        loader?.prefetch(indices.map { .init(index: $0, epoch: augment ? epoch : 0, augment: augment) })
+        let all = augment ? indices + partners(of: indices, epoch: epoch) : indices
+        loader?.prefetch(all.map { .init(index: $0, epoch: augment ? epoch : 0, augment: augment) })
     }
 
     /// One image as the model sees it before normalisation, (C, H, W) bytes, unaugmented
@@ -49,8 +50,78 @@ public struct BatchAssembler: Sendable {
     }
 
     /// Fills images (indices.count, C, H, W) and labels. `augment` false gives the plain
-    /// normalised images (evaluation).
+    /// normalised images (evaluation). With Mixup/CutMix configured and `mix` given,
+    /// augmented images are mixed with their partners (`mixPlan`) and `mix` receives each
+    /// row's second label and the weight of its own (1 for an unmixed image).
     public func fill(images: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>,
+                     indices: [Int32], epoch: Int, augment: Bool,
+                     mix: (labels: UnsafeMutablePointer<Int32>, weights: UnsafeMutablePointer<Float>)? = nil) {
+        fillUnmixed(images: images, labels: labels, indices: indices, epoch: epoch, augment: augment)
+        guard let mix else { return }
+        let plans: [MixPlan?] = augment && augmentation.mixes ? indices.map { mixPlan(image: $0, epoch: epoch) } : indices.map { _ in nil }
+        for (b, plan) in plans.enumerated() {
+            mix.labels[b] = plan.map { dataset.labels[Int($0.partner)] } ?? labels[b]
+            mix.weights[b] = plan?.weight ?? 1
+        }
+        let mixed = plans.enumerated().compactMap { b, p in p.map { (b, $0) } }
+        guard !mixed.isEmpty else { return }
+        // The partners as they would be trained alone (their own crop and flip), at once.
+        let n = dataset.imageBytes
+        let partners = FloatBuffer(count: mixed.count * n)
+        var partnerLabels = [Int32](repeating: 0, count: mixed.count)
+        partnerLabels.withUnsafeMutableBufferPointer { pl in
+            fillUnmixed(images: partners.pointer, labels: pl.baseAddress!, indices: mixed.map(\.1.partner), epoch: epoch, augment: true)
+        }
+        let h = dataset.height, w = dataset.width
+        for (k, (b, plan)) in mixed.enumerated() {
+            let x = images + b * n, y = partners.pointer + k * n
+            if let box = plan.box {
+                for c in 0 ..< dataset.channels {
+                    for r in box.y0 ..< box.y1 {
+                        let o = c * h * w + r * w
+                        (x + o + box.x0).update(from: y + o + box.x0, count: box.x1 - box.x0)
+                    }
+                }
+            } else {
+                let l = plan.weight, m = 1 - plan.weight
+                for i in 0 ..< n { x[i] = l * x[i] + m * y[i] }
+            }
+        }
+    }
+
+    /// Mixup or CutMix for one image in one epoch (nil: not mixed), from its own stream as
+    /// timm draws per element: mixed with probability mix_prob; CutMix with probability
+    /// mix_switch_prob when both are on; λ ~ Beta(α, α); the partner any image of the
+    /// split; CutMix's box of side √(1 − λ) about a random centre, clipped, and λ then set
+    /// to the share of the image left uncovered (timm's correct_lam).
+    public func mixPlan(image: Int32, epoch: Int) -> MixPlan? {
+        let a = augmentation
+        guard a.mixes else { return nil }
+        var rng = Xoshiro256(seed: StreamSeed.mix(seed, StreamSeed.mixing, UInt64(epoch), UInt64(image)))
+        guard Double(rng.nextUniform()) < a.mixProbability else { return nil }
+        let cut = a.cutmix > 0 && (a.mixup == 0 || Double(rng.nextUniform()) < a.mixSwitchProbability)
+        var lambda = rng.nextBeta(cut ? a.cutmix : a.mixup)
+        let partner = Int32(rng.next() % UInt64(dataset.count))
+        var box: MixPlan.Box? = nil
+        if cut {
+            let h = dataset.height, w = dataset.width
+            let ratio = (1 - lambda).squareRoot()
+            let ch = Int(Double(h) * ratio), cw = Int(Double(w) * ratio)
+            let cy = Int(rng.next() % UInt64(h)), cx = Int(rng.next() % UInt64(w))
+            let b = MixPlan.Box(y0: min(max(cy - ch / 2, 0), h), y1: min(max(cy + ch / 2, 0), h),
+                                x0: min(max(cx - cw / 2, 0), w), x1: min(max(cx + cw / 2, 0), w))
+            lambda = 1 - Double((b.y1 - b.y0) * (b.x1 - b.x0)) / Double(h * w)
+            box = b
+        }
+        return MixPlan(partner: partner, weight: Float(lambda), box: box)
+    }
+
+    /// The images `fill` will mix in, for `prefetch`.
+    func partners(of indices: [Int32], epoch: Int) -> [Int32] {
+        augmentation.mixes ? indices.compactMap { mixPlan(image: $0, epoch: epoch)?.partner } : []
+    }
+
+    func fillUnmixed(images: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>,
                      indices: [Int32], epoch: Int, augment: Bool) {
         let d = dataset
         let c = d.channels, h = d.height, w = d.width, plane = h * w
@@ -149,4 +220,15 @@ public struct BatchAssembler: Sendable {
             }
         }
     }
+}
+
+/// How one image is mixed: with which partner, its own label's weight λ, and for CutMix
+/// the partner's box (rows y0..<y1, columns x0..<x1) pasted over it.
+public struct MixPlan: Sendable, Equatable {
+    public struct Box: Sendable, Equatable {
+        public var y0: Int, y1: Int, x0: Int, x1: Int
+    }
+    public var partner: Int32
+    public var weight: Float
+    public var box: Box?
 }

@@ -30,8 +30,16 @@ public struct DataConfig: Sendable, Equatable, Codable {
         /// torchvision's RandomResizedCrop: a random part of the picture (area fraction in
         /// `scale`, aspect ratio log-uniform in `ratio`) resized to the model's size.
         public var randomResizedCrop: ResizedCrop?
+        /// timm's Mixup (`mixup_alpha`) and CutMix (`cutmix_alpha`): λ ~ Beta(α, α); 0: off.
+        public var mixup: Double = 0
+        public var cutmix: Double = 0
+        /// timm's `mixup_prob`: the share of images mixed at all; `switch_prob`: with both
+        /// on, the share of mixed images that take CutMix.
+        public var mixProbability: Double = 1
+        public var mixSwitchProbability: Double = 0.5
+        public var mixes: Bool { mixup > 0 || cutmix > 0 }
         public static let none = Augmentation(cropPadding: 0, horizontalFlip: false)
-        public var isNone: Bool { cropPadding == 0 && !horizontalFlip && randomResizedCrop == nil }
+        public var isNone: Bool { cropPadding == 0 && !horizontalFlip && randomResizedCrop == nil && !mixes }
         public init(cropPadding: Int, horizontalFlip: Bool, randomResizedCrop: ResizedCrop? = nil) {
             self.cropPadding = cropPadding; self.horizontalFlip = horizontalFlip; self.randomResizedCrop = randomResizedCrop
         }
@@ -154,6 +162,16 @@ extension DataConfig: ConfigSection {
                             throw a.error(key, "applies to random_resized_crop, which is not on (set random_resized_crop: true)")
                         }
                     }
+                    for (key, path) in [("mixup", \Augmentation.mixup), ("cutmix", \Augmentation.cutmix)] {
+                        guard let v = try a.double(key) else { continue }
+                        guard v >= 0 && v.isFinite else { throw a.error(key, "is Beta(α, α)'s α: >= 0 (0 is off), got \(v)") }
+                        c.augmentation[keyPath: path] = v
+                    }
+                    for (key, path) in [("mix_prob", \Augmentation.mixProbability), ("mix_switch_prob", \Augmentation.mixSwitchProbability)] {
+                        guard let v = try a.double(key) else { continue }
+                        guard v >= 0 && v <= 1 else { throw a.error(key, "is a probability: in [0, 1], got \(v)") }
+                        c.augmentation[keyPath: path] = v
+                    }
                     try a.finish()
                     if c.augmentation.cropPadding < 0 {
                         throw a.error("random_crop_padding", "must be >= 0, got \(c.augmentation.cropPadding)")
@@ -173,6 +191,9 @@ extension DataConfig: ConfigSection {
                 var text = "\n    random_crop_padding: \(a.cropPadding)\n    horizontal_flip: \(a.horizontalFlip)"
                 if let r = a.randomResizedCrop {
                     text += "\n    random_resized_crop: true\n    crop_scale: [\(r.scale.lowerBound), \(r.scale.upperBound)]\n    crop_ratio: [\(r.ratio.lowerBound), \(r.ratio.upperBound)]"
+                }
+                if a.mixes {
+                    text += "\n    mixup: \(a.mixup)\n    cutmix: \(a.cutmix)\n    mix_prob: \(a.mixProbability)\n    mix_switch_prob: \(a.mixSwitchProbability)"
                 }
                 return text
             }),

@@ -155,6 +155,12 @@ public final class FolderImageLoader: @unchecked Sendable {
     /// The images of `keys` (imageBytes each, planar), in order. One caller at a time (a
     /// replica's or an evaluator's own loader).
     public func take(_ keys: [Key]) -> [[UInt8]] {
+        // The same image twice (a Mixup partner drawn twice) is made once.
+        let unique = Array(Set(keys))
+        if unique.count < keys.count {
+            let made = Dictionary(uniqueKeysWithValues: zip(unique, take(unique)))
+            return keys.map { made[$0]! }
+        }
         let started = DispatchTime.now().uptimeNanoseconds
         defer {
             let s = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9

@@ -315,13 +315,25 @@ public enum Softmax {
 
 // MARK: - Softmax cross-entropy with label smoothing
 
+/// Mixup/CutMix targets: row r's target is weight[r] of its label and 1 − weight[r] of
+/// `labels[r]` here (timm's `mixup_target`, each one-hot smoothed alike).
+public struct MixedTargets: @unchecked Sendable {
+    public let labels: UnsafePointer<Int32>
+    public let weights: UnsafePointer<Float>
+    public init(labels: UnsafePointer<Int32>, weights: UnsafePointer<Float>) { self.labels = labels; self.weights = weights }
+    /// The same targets from row `rows` on.
+    public func advanced(by rows: Int) -> MixedTargets { MixedTargets(labels: labels + rows, weights: weights + rows) }
+}
+
 public enum CrossEntropy {
     /// probs: (R, C) ← softmax(logits); returns Σ_rows of −Σ_c q_c log p_c with
-    /// q = (1 − ε)·onehot(label) + ε/C (timm's LabelSmoothingCrossEntropy). Computed in
-    /// Double from log-sum-exp so it never takes log of an underflowed probability.
+    /// q = (1 − ε)·onehot(label) + ε/C (timm's LabelSmoothingCrossEntropy), or with `mix`
+    /// q = (1 − ε)·(λ·onehot(label) + (1 − λ)·onehot(label₂)) + ε/C (timm's
+    /// SoftTargetCrossEntropy on mixup_target). Computed in Double from log-sum-exp so it
+    /// never takes log of an underflowed probability.
     public static func forward(probs: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
                                labels: UnsafePointer<Int32>, rows: Int, classes c: Int,
-                               smoothing eps: Float) -> Double {
+                               smoothing eps: Float, mix: MixedTargets? = nil) -> Double {
         var total = 0.0
         for r in 0 ..< rows {
             let lr = logits + r * c, pr = probs + r * c
@@ -338,7 +350,12 @@ public enum CrossEntropy {
                 meanLogit += Double(lr[j])
             }
             meanLogit /= Double(c)
-            let nll = logZ - Double(lr[label])
+            var nll = logZ - Double(lr[label])
+            if let mix {
+                let other = Int(mix.labels[r]), w = Double(mix.weights[r])
+                precondition(other >= 0 && other < c, "CrossEntropy: mixed label \(other) outside 0..<\(c)")
+                nll = w * nll + (1 - w) * (logZ - Double(lr[other]))
+            }
             let smooth = logZ - meanLogit
             total += (1 - Double(eps)) * nll + Double(eps) * smooth
         }
@@ -348,11 +365,20 @@ public enum CrossEntropy {
     /// dlogits: (R, C) += scale · (p − q)
     public static func backward(dlogits: UnsafeMutablePointer<Float>, probs: UnsafePointer<Float>,
                                 labels: UnsafePointer<Int32>, rows: Int, classes c: Int,
-                                smoothing eps: Float, scale: Float) {
+                                smoothing eps: Float, scale: Float, mix: MixedTargets? = nil) {
         let off = eps / Float(c)
         for r in 0 ..< rows {
             let pr = probs + r * c, dr = dlogits + r * c
             let label = Int(labels[r])
+            if let mix {
+                let other = Int(mix.labels[r]), w = mix.weights[r]
+                for j in 0 ..< c {
+                    let hot = (j == label ? w : 0) + (j == other ? 1 - w : 0)
+                    let q = (1 - eps) * hot + off
+                    dr[j] += scale * (pr[j] - q)
+                }
+                continue
+            }
             for j in 0 ..< c {
                 let q = (j == label ? 1 - eps : 0) + off
                 dr[j] += scale * (pr[j] - q)

@@ -184,7 +184,7 @@ extension ViTModel {
     @discardableResult
     public func forward(params: UnsafePointer<Float>, images: UnsafePointer<Float>,
                         labels: UnsafePointer<Int32>?, smoothing: Float = 0,
-                        workspace ws: ViTWorkspace, selection: TokenSelection? = nil) -> BatchResult {
+                        workspace ws: ViTWorkspace, selection: TokenSelection? = nil, mix: MixedTargets? = nil) -> BatchResult {
         precondition(ws.model === self, "ViTModel.forward: workspace belongs to another model")
         let perLane = ws.lanes.count > 1 ? 1 : ws.threads
         Parallel.forEach(ws.lanes.count) { i in
@@ -193,7 +193,8 @@ extension ViTModel {
             lane.result = self.laneForward(lane, params: params, mode: ws.mode,
                                            images: images + lane.range.lowerBound * self.config.imageValues,
                                            labels: labels.map { $0 + lane.range.lowerBound }, smoothing: smoothing,
-                                           selection: selection?.lane(lane.range, patches: self.config.numPatches, kept: self.config.keptPatches))
+                                           selection: selection?.lane(lane.range, patches: self.config.numPatches, kept: self.config.keptPatches),
+                                           mix: mix?.advanced(by: lane.range.lowerBound))
         }
         return ws.lanes.reduce(BatchResult()) { $0 + $1.result }
     }
@@ -210,7 +211,7 @@ extension ViTModel {
                                 smoothing: Float = 0, workspace ws: ViTWorkspace,
                                 inputGrad: UnsafeMutablePointer<Float>? = nil,
                                 headSaliency: UnsafeMutablePointer<Float>? = nil,
-                                selection: TokenSelection? = nil) -> BatchResult {
+                                selection: TokenSelection? = nil, mix: MixedTargets? = nil) -> BatchResult {
         precondition(ws.model === self, "ViTModel.forwardBackward: workspace belongs to another model")
         precondition(ws.training, "ViTModel.forwardBackward: workspace was made with training: false")
         let perLane = ws.lanes.count > 1 ? 1 : ws.threads
@@ -226,9 +227,9 @@ extension ViTModel {
             let start = lane.range.lowerBound
             let sel = selection?.lane(lane.range, patches: self.config.numPatches, kept: self.config.keptPatches)
             lane.result = self.laneForward(lane, params: params, mode: ws.mode, images: images + start * self.config.imageValues,
-                                           labels: labels + start, smoothing: smoothing, selection: sel)
+                                           labels: labels + start, smoothing: smoothing, selection: sel, mix: mix?.advanced(by: start))
             self.laneBackward(lane, params: params, mode: ws.mode, grads: g, labels: labels + start,
-                              smoothing: smoothing, lossScale: lossScale,
+                              smoothing: smoothing, lossScale: lossScale, mix: mix?.advanced(by: start),
                               inputGrad: inputGrad.map { $0 + start * self.config.imageValues }, selection: sel)
         }
         if let headSaliency {
@@ -257,7 +258,8 @@ extension ViTModel {
     // MARK: - one lane
 
     func laneForward(_ lane: Lane, params P: UnsafePointer<Float>, mode pr: MatMulMode, images: UnsafePointer<Float>,
-                     labels: UnsafePointer<Int32>?, smoothing: Float, selection: TokenSelection? = nil) -> BatchResult {
+                     labels: UnsafePointer<Int32>?, smoothing: Float, selection: TokenSelection? = nil,
+                     mix: MixedTargets? = nil) -> BatchResult {
         let c = config, o = offsets
         let A = lane.store.pointer
         let b = lane.batch, nFull = c.tokens, n = c.blockTokens, d = c.dim
@@ -326,14 +328,14 @@ extension ViTModel {
         var result = BatchResult(count: b)
         if let labels {
             result.lossSum = CrossEntropy.forward(probs: A + lane.probs, logits: A + lane.logits, labels: labels,
-                                                  rows: b, classes: c.numClasses, smoothing: smoothing)
+                                                  rows: b, classes: c.numClasses, smoothing: smoothing, mix: mix)
             result.correct = Metrics.correct(logits: A + lane.logits, labels: labels, rows: b, classes: c.numClasses)
         }
         return result
     }
 
     func laneBackward(_ lane: Lane, params P: UnsafePointer<Float>, mode pr: MatMulMode, grads G: UnsafeMutablePointer<Float>,
-                      labels: UnsafePointer<Int32>, smoothing: Float, lossScale: Float,
+                      labels: UnsafePointer<Int32>, smoothing: Float, lossScale: Float, mix: MixedTargets? = nil,
                       inputGrad: UnsafeMutablePointer<Float>?, selection: TokenSelection? = nil) {
         let c = config, o = offsets
         let A = lane.store.pointer
@@ -343,7 +345,7 @@ extension ViTModel {
         // head: dlogits = (p − q)/B
         VectorOps.zero(A + lane.dLogits, b * c.numClasses)
         CrossEntropy.backward(dlogits: A + lane.dLogits, probs: A + lane.probs, labels: labels, rows: b,
-                              classes: c.numClasses, smoothing: smoothing, scale: lossScale)
+                              classes: c.numClasses, smoothing: smoothing, scale: lossScale, mix: mix)
         VectorOps.zero(A + lane.dLnf, b * d)
         Linear.backward(dx: A + lane.dLnf, dweight: G + o.headWeight, dbias: G + o.headBias, dy: A + lane.dLogits,
                         x: A + lane.lnf, weight: P + o.headWeight, rows: b, inFeatures: d, outFeatures: c.numClasses, mode: pr.fp32)

@@ -99,6 +99,63 @@ struct ModelGradientTests {
         }
     }
 
+    /// Mixup/CutMix targets (a second label and a weight per row) through two lanes: the
+    /// gradient matches central differences of the mixed loss, the loss is λ·CE(y₁) +
+    /// (1 − λ)·CE(y₂), and λ = 1 is the plain loss bit for bit.
+    @Test func mixedTargetsAcrossLanes() {
+        let model = ViTModel(config: tinyConfig)
+        let params = randomParameters(model, seed: 11)
+        let batch = TinyBatch(config: tinyConfig, batch: 4, seed: 12)
+        let ws = ViTWorkspace(model: model, batch: 4, threads: 2)
+        let grads = FloatBuffer(count: model.layout.count), plain = FloatBuffer(count: model.layout.count)
+        let second: [Int32] = batch.labels.map { ($0 + 1) % Int32(tinyConfig.numClasses) }
+        let weights: [Float] = [0.3, 1, 0.55, 0.9], ones = [Float](repeating: 1, count: 4)
+        batch.images.withUnsafeBufferPointer { img in
+            batch.labels.withUnsafeBufferPointer { labels in
+                second.withUnsafeBufferPointer { l2 in
+                    weights.withUnsafeBufferPointer { w in
+                        ones.withUnsafeBufferPointer { one in
+                            let mix = MixedTargets(labels: l2.baseAddress!, weights: w.baseAddress!)
+                            model.forwardBackward(params: params.pointer, grads: grads.pointer, images: img.baseAddress!,
+                                                  labels: labels.baseAddress!, smoothing: 0.1, workspace: ws, mix: mix)
+                            let loss = { () -> Double in
+                                model.forward(params: params.pointer, images: img.baseAddress!, labels: labels.baseAddress!,
+                                              smoothing: 0.1, workspace: ws, mix: mix).meanLoss
+                            }
+                            var rng = Xoshiro256(seed: 13)
+                            for t in model.layout.tensors {
+                                let idx = t.count <= 16 ? Array(0 ..< t.count) : (0 ..< 16).map { _ in Int(rng.next() % UInt64(t.count)) }
+                                let r = GradientCheck.check(analytic: grads.pointer, input: params.pointer, indices: idx.map { $0 + t.offset },
+                                                            step: step, atol: atol, rtol: rtol, loss: loss)
+                                #expect(r.passed, "\(t.name): \(r)")
+                            }
+                            // The loss is the λ-weighted pair of plain losses, row by row.
+                            let mixed = model.forward(params: params.pointer, images: img.baseAddress!, labels: labels.baseAddress!,
+                                                      smoothing: 0.1, workspace: ws, mix: mix).lossSum
+                            var expected = 0.0
+                            for r in 0 ..< 4 {
+                                let single = ViTWorkspace(model: model, batch: 1, threads: 1)
+                                let a = model.forward(params: params.pointer, images: img.baseAddress! + r * tinyConfig.imageValues,
+                                                      labels: labels.baseAddress! + r, smoothing: 0.1, workspace: single).lossSum
+                                let b = model.forward(params: params.pointer, images: img.baseAddress! + r * tinyConfig.imageValues,
+                                                      labels: l2.baseAddress! + r, smoothing: 0.1, workspace: single).lossSum
+                                expected += Double(weights[r]) * a + Double(1 - weights[r]) * b
+                            }
+                            #expect(abs(mixed - expected) < 1e-4 * abs(expected), "\(mixed) against \(expected)")
+                            // Weight 1 on the own label is the plain loss and gradient exactly.
+                            model.forwardBackward(params: params.pointer, grads: grads.pointer, images: img.baseAddress!,
+                                                  labels: labels.baseAddress!, smoothing: 0.1, workspace: ws,
+                                                  mix: MixedTargets(labels: l2.baseAddress!, weights: one.baseAddress!))
+                            model.forwardBackward(params: params.pointer, grads: plain.pointer, images: img.baseAddress!,
+                                                  labels: labels.baseAddress!, smoothing: 0.1, workspace: ws)
+                            #expect(grads.array == plain.array)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test func lanesGiveTheSameGradientAsOneThread() {
         let model = ViTModel(config: tinyConfig)
         let params = randomParameters(model, seed: 4)

@@ -122,7 +122,7 @@ struct ConfigTests {
         expectError(good + "data:\n  mean: [0.1, 0.2]\n", key: "data.mean", containing: "1 channel(s)")
         expectError(good + "data:\n  std: [0]\n", key: "data.std", containing: "positive")
         expectError(good + "data:\n  augmentation: lots\n", key: "data.augmentation", containing: "'none' or a mapping")
-        expectError(good + "data:\n  augmentation: {random_crop: 2}\n", key: "data.augmentation.random_crop", containing: "known keys here: horizontal_flip, random_crop_padding")
+        expectError(good + "data:\n  augmentation: {random_crop: 2}\n", key: "data.augmentation.random_crop", containing: "known keys here: cutmix, horizontal_flip, mix_prob, mix_switch_prob, mixup, random_crop_padding, random_resized_crop")
         expectError(good + "sparsity:\n  method: rigl\n", key: "sparsity.method", containing: "dense, svite")
         expectError(good + "sparsity:\n  sparsity: 1\n", key: "sparsity.sparsity", containing: "[0, 1)")
         expectError(good + "sparsity:\n  update_interval: 0\n", key: "sparsity.update_interval", containing: "at least 1")

@@ -253,4 +253,115 @@ struct ImageFolderTests {
             #expect((summary.lastEval?.accuracy ?? 0) > 0.6, "\(String(describing: summary.lastEval))")
         }
     }
+
+    func memorySet(count: Int = 40, side: Int = 12) -> ImageDataset {
+        var rng = Xoshiro256(seed: 21)
+        let px = (0 ..< count * 3 * side * side).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        return ImageDataset(name: "m", count: count, channels: 3, height: side, width: side, classes: 10,
+                            pixels: px, labels: (0 ..< count).map { Int32($0 % 10) })
+    }
+
+    func mixed(_ a: BatchAssembler, _ indices: [Int32], epoch: Int) -> (images: [Float], labels: [Int32], second: [Int32], weights: [Float]) {
+        let n = a.dataset.imageBytes
+        var images = [Float](repeating: .nan, count: indices.count * n)
+        var labels = [Int32](repeating: -1, count: indices.count), second = labels
+        var weights = [Float](repeating: .nan, count: indices.count)
+        images.withUnsafeMutableBufferPointer { i in
+            labels.withUnsafeMutableBufferPointer { l in
+                second.withUnsafeMutableBufferPointer { s in
+                    weights.withUnsafeMutableBufferPointer { w in
+                        a.fill(images: i.baseAddress!, labels: l.baseAddress!, indices: indices, epoch: epoch, augment: true,
+                               mix: (s.baseAddress!, w.baseAddress!))
+                    }
+                }
+            }
+        }
+        return (images, labels, second, weights)
+    }
+
+    /// What Mixup and CutMix do to a batch: each image's partner, λ and box are a function
+    /// of (seed, epoch, image) whatever batch it is in; Mixup is λ·own + (1 − λ)·partner,
+    /// CutMix pastes the partner's box and λ is the uncovered share; the second label is
+    /// the partner's; Beta(1, 1) draws average ½; mix_prob 0 mixes nothing.
+    @Test func mixupAndCutMixMixWhatTheySay() throws {
+        let set = memorySet()
+        let n = set.imageBytes, side = set.height
+        var aug = DataConfig.Augmentation(cropPadding: 0, horizontalFlip: true)
+        aug.mixup = 1; aug.cutmix = 1; aug.mixSwitchProbability = 0.5
+        let a = BatchAssembler(dataset: set, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], augmentation: aug, seed: 3)
+        let one = mixed(a, [5, 17, 30], epoch: 2), other = mixed(a, [30, 5], epoch: 2)
+        #expect(Array(one.images[0 ..< n]) == Array(other.images[n ..< 2 * n]))
+        #expect(Array(one.images[2 * n ..< 3 * n]) == Array(other.images[0 ..< n]))
+        #expect(one.second[0] == other.second[1] && one.weights[2] == other.weights[0])
+        #expect(mixed(a, [5, 17, 30], epoch: 3).images != one.images)
+
+        var lambdas: [Double] = [], cuts = 0
+        for i in 0 ..< 40 {
+            let idx = Int32(i)
+            let plan = try #require(a.mixPlan(image: idx, epoch: 1))
+            let m = mixed(a, [idx], epoch: 1)
+            // The unmixed own and partner images, as fill makes them without mixing.
+            let own = fill(a, [idx], epoch: 1, augment: true).0, partner = fill(a, [plan.partner], epoch: 1, augment: true).0
+            #expect(m.labels == [set.labels[i]] && m.second == [set.labels[Int(plan.partner)]] && m.weights == [plan.weight])
+            if let box = plan.box {
+                cuts += 1
+                let area = (box.y1 - box.y0) * (box.x1 - box.x0)
+                #expect(plan.weight == Float(1 - Double(area) / Double(side * side)))
+                for c in 0 ..< 3 {
+                    for y in 0 ..< side {
+                        for x in 0 ..< side {
+                            let k = c * side * side + y * side + x
+                            let inside = y >= box.y0 && y < box.y1 && x >= box.x0 && x < box.x1
+                            #expect(m.images[k] == (inside ? partner[k] : own[k]))
+                        }
+                    }
+                }
+            } else {
+                lambdas.append(Double(plan.weight))
+                let l = plan.weight
+                #expect(zip(m.images, zip(own, partner)).allSatisfy { $0 == l * $1.0 + (1 - l) * $1.1 })
+            }
+        }
+        #expect(cuts > 8 && cuts < 32, "\(cuts) of 40 took CutMix at switch probability 0.5")
+        var rng = Xoshiro256(seed: 1)
+        let draws = (0 ..< 4000).map { _ in rng.nextBeta(1) }
+        let mean = draws.reduce(0, +) / 4000
+        #expect(abs(mean - 0.5) < 0.02 && draws.allSatisfy { $0 >= 0 && $0 <= 1 }, "Beta(1, 1) mean \(mean)")
+        let small = (0 ..< 4000).map { _ in rng.nextBeta(0.2) }
+        // Beta(0.2, 0.2) piles up at the ends: most draws below 0.1 or above 0.9.
+        #expect(small.filter { $0 < 0.1 || $0 > 0.9 }.count > 2400)
+
+        var never = aug
+        never.mixProbability = 0
+        let b = BatchAssembler(dataset: set, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], augmentation: never, seed: 3)
+        let plainBatch = mixed(b, [1, 2], epoch: 0)
+        #expect(plainBatch.weights == [1, 1] && plainBatch.second == plainBatch.labels)
+        #expect(plainBatch.images == fill(b, [1, 2], epoch: 0, augment: true).0)
+        // Evaluation never mixes.
+        #expect(a.mixPlan(image: 0, epoch: 0) != nil)
+        let eval = fill(a, [0], epoch: 0, augment: false).0
+        var w: [Float] = [0], l2: [Int32] = [0], l: [Int32] = [0]
+        var img = [Float](repeating: 0, count: n)
+        img.withUnsafeMutableBufferPointer { i in l.withUnsafeMutableBufferPointer { lp in l2.withUnsafeMutableBufferPointer { s in w.withUnsafeMutableBufferPointer { wp in
+            a.fill(images: i.baseAddress!, labels: lp.baseAddress!, indices: [0], epoch: 0, augment: false, mix: (s.baseAddress!, wp.baseAddress!))
+        } } } }
+        #expect(img == eval && w == [1])
+    }
+
+    /// DeiT's Mixup 0.8 and CutMix 1.0 on an image folder: the run trains (finite,
+    /// falling loss) and the partners are decoded with the batch.
+    @Test func mixingTrainsOnAnImageFolder() throws {
+        try withTemporaryDirectory { dir in
+            try ImageFolderMaker.make(root: "\(dir)/images", perClass: 20, valPerClass: 5)
+            let config = try folderConfig("\(dir)/images", ["data.augmentation={random_resized_crop: true, horizontal_flip: true, mixup: 0.8, cutmix: 1.0}",
+                                                               "training.epochs=2"])
+            #expect(config.data.augmentation.mixup == 0.8 && config.data.augmentation.cutmix == 1)
+            #expect(try RunConfig.parse(yaml: config.yaml, file: config.source) == config)
+            let trainer = try Trainer(config: config, options: Trainer.Options(runDirectory: "\(dir)/run"), logger: log)
+            var losses: [Double] = []
+            let summary = try trainer.run { event in if case .step(let r) = event { losses.append(r.loss) } }
+            #expect(summary.steps == 10 && losses.allSatisfy(\.isFinite))
+            #expect(losses.suffix(3).reduce(0, +) < losses.prefix(3).reduce(0, +), "\(losses)")
+        }
+    }
 }
