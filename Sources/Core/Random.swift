@@ -121,6 +121,8 @@ public enum StreamSeed {
     public static let tokenNoise: UInt64 = 5
     /// Mixup/CutMix: whether, which, λ, partner and box, per (epoch, image).
     public static let mixing: UInt64 = 6
+    /// TrivialAugment's operation and magnitude, per (epoch, image).
+    public static let trivialAugment: UInt64 = 7
 
     public static func mix(_ values: UInt64...) -> UInt64 {
         var h: UInt64 = 0x243F_6A88_85A3_08D3

@@ -141,8 +141,8 @@ public struct BatchAssembler: Sendable {
             }
             return
         }
-        if augment, let crop = augmentation.randomResizedCrop {
-            fillResizedCrops(images: images, labels: labels, indices: indices, epoch: epoch, crop: crop)
+        if augment && (augmentation.randomResizedCrop != nil || augmentation.trivialAugment) {
+            fillAugmentedBytes(images: images, labels: labels, indices: indices, epoch: epoch)
             return
         }
         let pad = augment ? augmentation.cropPadding : 0
@@ -192,12 +192,14 @@ public struct BatchAssembler: Sendable {
         }
     }
 
-    /// Data in memory under RandomResizedCrop: each image's region (then flip) from its
-    /// (seed, epoch, image) stream, resized back to the image's size.
-    func fillResizedCrops(images: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>,
-                          indices: [Int32], epoch: Int, crop: DataConfig.ResizedCrop) {
+    /// Data in memory under RandomResizedCrop or TrivialAugment: each image made as bytes
+    /// (its crop, then flip, from its (seed, epoch, image) stream; then TrivialAugment from
+    /// its own), then normalised.
+    func fillAugmentedBytes(images: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>,
+                            indices: [Int32], epoch: Int) {
         let d = dataset
         let c = d.channels, h = d.height, w = d.width, plane = h * w
+        let pad = augmentation.cropPadding
         var out = [UInt8](repeating: 0, count: d.imageBytes)
         d.pixels.withUnsafeBufferPointer { px in
             table.withUnsafeBufferPointer { lut in
@@ -205,11 +207,34 @@ public struct BatchAssembler: Sendable {
                     for (b, index) in indices.enumerated() {
                         let i = Int(index)
                         labels[b] = d.labels[i]
+                        let src = px.baseAddress! + i * d.imageBytes
                         var rng = Xoshiro256(seed: StreamSeed.mix(seed, StreamSeed.augmentation, UInt64(epoch), UInt64(i)))
-                        let region = CropRegion.randomResized(width: w, height: h, scale: crop.scale, ratio: crop.ratio, rng: &rng)
-                        let mirror = augmentation.horizontalFlip && rng.next() & 1 == 1
-                        Resample.crop(px.baseAddress! + i * d.imageBytes, .planar(channels: c, height: h, width: w), region: region,
-                                      outWidth: w, outHeight: h, mirror: mirror, into: o.baseAddress!)
+                        if let crop = augmentation.randomResizedCrop {
+                            let region = CropRegion.randomResized(width: w, height: h, scale: crop.scale, ratio: crop.ratio, rng: &rng)
+                            let mirror = augmentation.horizontalFlip && rng.next() & 1 == 1
+                            Resample.crop(src, .planar(channels: c, height: h, width: w), region: region,
+                                          outWidth: w, outHeight: h, mirror: mirror, into: o.baseAddress!)
+                        } else {
+                            // The padded crop and flip of `fillUnmixed`, the same draws, as bytes.
+                            var dy = 0, dx = 0
+                            if pad > 0 {
+                                dy = Int(rng.next() % UInt64(2 * pad + 1)) - pad
+                                dx = Int(rng.next() % UInt64(2 * pad + 1)) - pad
+                            }
+                            let mirror = augmentation.horizontalFlip && rng.next() & 1 == 1
+                            for ch in 0 ..< c {
+                                for y in 0 ..< h {
+                                    for x in 0 ..< w {
+                                        let sy = y + dy, sx = (mirror ? w - 1 - x : x) + dx
+                                        o[ch * plane + y * w + x] = sy >= 0 && sy < h && sx >= 0 && sx < w ? src[ch * plane + sy * w + sx] : 0
+                                    }
+                                }
+                            }
+                        }
+                        if augmentation.trivialAugment {
+                            var ta = Xoshiro256(seed: StreamSeed.mix(seed, StreamSeed.trivialAugment, UInt64(epoch), UInt64(i)))
+                            TrivialAugment.apply(TrivialAugment.choose(&ta), to: o.baseAddress!, channels: c, height: h, width: w)
+                        }
                         for ch in 0 ..< c {
                             let t = lut.baseAddress! + ch * 256, s = o.baseAddress! + ch * plane
                             let dst = images + b * d.imageBytes + ch * plane

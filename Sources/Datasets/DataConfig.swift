@@ -38,8 +38,10 @@ public struct DataConfig: Sendable, Equatable, Codable {
         public var mixProbability: Double = 1
         public var mixSwitchProbability: Double = 0.5
         public var mixes: Bool { mixup > 0 || cutmix > 0 }
+        /// TrivialAugment (torchvision's TrivialAugmentWide) after the crop and flip.
+        public var trivialAugment = false
         public static let none = Augmentation(cropPadding: 0, horizontalFlip: false)
-        public var isNone: Bool { cropPadding == 0 && !horizontalFlip && randomResizedCrop == nil && !mixes }
+        public var isNone: Bool { cropPadding == 0 && !horizontalFlip && randomResizedCrop == nil && !mixes && !trivialAugment }
         public init(cropPadding: Int, horizontalFlip: Bool, randomResizedCrop: ResizedCrop? = nil) {
             self.cropPadding = cropPadding; self.horizontalFlip = horizontalFlip; self.randomResizedCrop = randomResizedCrop
         }
@@ -162,6 +164,7 @@ extension DataConfig: ConfigSection {
                             throw a.error(key, "applies to random_resized_crop, which is not on (set random_resized_crop: true)")
                         }
                     }
+                    c.augmentation.trivialAugment = try a.bool("trivial_augment") ?? false
                     for (key, path) in [("mixup", \Augmentation.mixup), ("cutmix", \Augmentation.cutmix)] {
                         guard let v = try a.double(key) else { continue }
                         guard v >= 0 && v.isFinite else { throw a.error(key, "is Beta(α, α)'s α: >= 0 (0 is off), got \(v)") }
@@ -192,6 +195,7 @@ extension DataConfig: ConfigSection {
                 if let r = a.randomResizedCrop {
                     text += "\n    random_resized_crop: true\n    crop_scale: [\(r.scale.lowerBound), \(r.scale.upperBound)]\n    crop_ratio: [\(r.ratio.lowerBound), \(r.ratio.upperBound)]"
                 }
+                if a.trivialAugment { text += "\n    trivial_augment: true" }
                 if a.mixes {
                     text += "\n    mixup: \(a.mixup)\n    cutmix: \(a.cutmix)\n    mix_prob: \(a.mixProbability)\n    mix_switch_prob: \(a.mixSwitchProbability)"
                 }

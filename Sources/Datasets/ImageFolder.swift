@@ -253,6 +253,11 @@ public final class FolderImageLoader: @unchecked Sendable {
                     }
                 }
             }
+            if k.augment && augmentation.trivialAugment {
+                var ta = Xoshiro256(seed: StreamSeed.mix(seed, StreamSeed.trivialAugment, UInt64(k.epoch), UInt64(k.index)))
+                let choice = TrivialAugment.choose(&ta)
+                out.withUnsafeMutableBufferPointer { TrivialAugment.apply(choice, to: $0.baseAddress!, channels: f.channels, height: s, width: s) }
+            }
         } catch {
             report(path, error)
             for i in 0 ..< out.count { out[i] = 128 }

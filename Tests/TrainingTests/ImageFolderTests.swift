@@ -348,14 +348,14 @@ struct ImageFolderTests {
         #expect(img == eval && w == [1])
     }
 
-    /// DeiT's Mixup 0.8 and CutMix 1.0 on an image folder: the run trains (finite,
-    /// falling loss) and the partners are decoded with the batch.
+    /// DeiT's Mixup 0.8 and CutMix 1.0 with TrivialAugment on an image folder: the run
+    /// trains (finite, falling loss) and the partners are decoded with the batch.
     @Test func mixingTrainsOnAnImageFolder() throws {
         try withTemporaryDirectory { dir in
             try ImageFolderMaker.make(root: "\(dir)/images", perClass: 20, valPerClass: 5)
-            let config = try folderConfig("\(dir)/images", ["data.augmentation={random_resized_crop: true, horizontal_flip: true, mixup: 0.8, cutmix: 1.0}",
+            let config = try folderConfig("\(dir)/images", ["data.augmentation={random_resized_crop: true, horizontal_flip: true, trivial_augment: true, mixup: 0.8, cutmix: 1.0}",
                                                                "training.epochs=2"])
-            #expect(config.data.augmentation.mixup == 0.8 && config.data.augmentation.cutmix == 1)
+            #expect(config.data.augmentation.mixup == 0.8 && config.data.augmentation.cutmix == 1 && config.data.augmentation.trivialAugment)
             #expect(try RunConfig.parse(yaml: config.yaml, file: config.source) == config)
             let trainer = try Trainer(config: config, options: Trainer.Options(runDirectory: "\(dir)/run"), logger: log)
             var losses: [Double] = []
