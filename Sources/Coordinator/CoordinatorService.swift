@@ -469,7 +469,10 @@ final class CoordinatorService: @unchecked Sendable {
         roundActive = false
         roundResult = aggregator.finish(bytesUp: roundUp, bytesDown: roundDown, workers: roundWorkers)
         roundResult?.workerImages = roundShares
-        if roundResult != nil { runStatus?.recordBytes(up: roundUp, down: roundDown, workers: roundWorkers) }
+        if roundResult != nil {
+            runStatus?.recordBytes(up: roundUp, down: roundDown, workers: roundWorkers)
+            runStatus?.recordStepDone(roundStep + 1)
+        }
         roundDone = true
     }
 

@@ -49,6 +49,15 @@ public final class RunStatus: @unchecked Sendable {
         }
     }
 
+    /// A step's gradients are all in (`completed` steps done): the header follows the
+    /// rounds as the worker rows do, not only the log windows.
+    public func recordStepDone(_ completed: Int) {
+        lock.lock(); defer { lock.unlock() }
+        guard completed > (doc.step ?? 0) else { return }
+        doc.step = completed
+        if let perEpoch = doc.stepsPerEpoch, perEpoch > 0 { doc.epoch = Double(completed) / Double(perEpoch) }
+    }
+
     /// Bytes of the last step, and their ratio to a dense fp32 exchange (every parameter
     /// down and every gradient up, per worker).
     public func recordBytes(up: Int, down: Int, workers: Int) {

@@ -13,13 +13,16 @@ public enum StatusTable {
         let workers = d.workers ?? []
         let ready = workers.filter { $0.state == "ready" }
         lines.append("run \(d.runId ?? "?")  config \(d.config ?? "?")  state \(d.state ?? "?")")
-        if d.state == "starting" || d.step == nil {
+        if d.state == "starting" || (d.step ?? 0) == 0 {
             // No step yet: there is no loss or speed to show, only who has come.
             lines.append("waiting for workers: \(ready.count) joined" + (d.totalSteps.map { ", \($0) steps to run" } ?? ""))
         } else {
-            lines.append(String(format: "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f img/s  ETA %@",
-                                d.step ?? 0, d.totalSteps ?? 0, d.epoch ?? 0, d.loss ?? .nan, d.lr ?? 0,
-                                d.imagesPerSecond ?? 0, clockText(d.etaSeconds ?? .nan)))
+            // The step follows the rounds as they finish; loss, lr and speed come with the
+            // first log window ("–" until then).
+            func shown(_ v: Double?, _ format: String) -> String { v.map { String(format: format, $0) } ?? "–" }
+            lines.append(String(format: "step %d/%d  epoch %.2f  loss %@  lr %@  %@ img/s  ETA %@",
+                                d.step ?? 0, d.totalSteps ?? 0, d.epoch ?? 0, shown(d.loss, "%.4f"), shown(d.lr, "%.2e"),
+                                shown(d.imagesPerSecond, "%.0f"), d.etaSeconds.map { clockText($0) } ?? "–"))
         }
         if let acc = d.evalAccuracy {
             lines.append(String(format: "last eval: top-1 %.2f%%, loss %.4f (step %d)", acc * 100, d.evalLoss ?? .nan, d.evalStep ?? 0))

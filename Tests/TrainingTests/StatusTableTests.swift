@@ -32,6 +32,26 @@ struct StatusTableTests {
         #expect(StatusTable.stragglers(slow.workers!).keys.sorted() == ["w1"])
         #expect(StatusTable.stragglers(try document(step: 5, state: "training", speeds: [10]).workers!).isEmpty)
     }
+
+    /// The header follows the rounds as they finish (the worker rows always did), between
+    /// log windows too; before a step is done it waits, and before the first window it
+    /// shows "–" for loss, lr and speed rather than nan and 0.
+    @Test func theHeaderFollowsTheSteps() throws {
+        let status = RunStatus(config: try tinyRunConfig(dataDir: "/nonexistent"), parameters: 1000)
+        status.observe(.started(TrainingPlan(runDirectory: "r", startStep: 0, totalSteps: 40, stepsPerEpoch: 8,
+                                             trainImages: 128, testImages: 32, parameters: 1000, threads: 2)))
+        #expect(StatusTable.render(status.document).contains("waiting for workers"))
+        status.recordStepDone(3)
+        var header = StatusTable.render(status.document)
+        #expect(header.contains("step 3/40  epoch 0.38  loss –  lr –  – img/s  ETA –") && !header.contains("nan"), "\(header)")
+        status.recordStepDone(2)  // a late call never moves it back
+        #expect(status.document.step == 3)
+        status.observe(.step(StepReport(step: 4, totalSteps: 40, epoch: 0.5, loss: 1.25, trainAccuracy: 0.5, lr: 1e-3, gradNorm: 1,
+                                        imagesPerSecond: 321, elapsedSeconds: 2, etaSeconds: 20)))
+        status.recordStepDone(6)
+        header = StatusTable.render(status.document)
+        #expect(header.contains("step 6/40  epoch 0.75  loss 1.2500  lr 1.00e-03  321 img/s"), "\(header)")
+    }
 }
 
 @Suite("progress bar")
