@@ -102,6 +102,7 @@ public final class FolderImageLoader: @unchecked Sendable {
         public var index: Int32
         public var epoch: Int
         public var augment: Bool
+        public init(index: Int32, epoch: Int, augment: Bool) { self.index = index; self.epoch = epoch; self.augment = augment }
     }
 
     public let files: ImageFolderFiles
@@ -142,9 +143,11 @@ public final class FolderImageLoader: @unchecked Sendable {
         let want = Set(keys)
         ready = ready.filter { want.contains($0.key) }
         pending = keys.filter { ready[$0] == nil && !working.contains($0) }
+        // The thread lives while there is work (holding the loader), so a loader that is
+        // dropped leaves no thread behind.
         if !started && !pending.isEmpty {
             started = true
-            let t = Thread { [unowned self] in self.background() }
+            let t = Thread { self.background() }
             t.name = "svite-images"
             t.start()
         }
@@ -201,7 +204,11 @@ public final class FolderImageLoader: @unchecked Sendable {
     func background() {
         while true {
             lock.lock()
-            while pending.isEmpty { lock.wait() }
+            guard !pending.isEmpty else {
+                started = false
+                lock.unlock()
+                return
+            }
             let k = pending.removeFirst()
             working.insert(k)
             lock.unlock()

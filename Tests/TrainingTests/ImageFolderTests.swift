@@ -218,6 +218,36 @@ struct ImageFolderTests {
         }
     }
 
+    /// The loader under guesses right, half right and wrong, taken at once or a little
+    /// later, with repeated keys: every picture it hands over is the one `make` makes, and
+    /// nothing is lost or waits forever.
+    @Test func prefetchGuessesRightOrWrongGiveTheSamePictures() throws {
+        try withTemporaryDirectory { dir in
+            try ImageFolderMaker.make(root: dir, perClass: 6, valPerClass: 1)
+            let c = try folderConfig(dir)
+            let train = try c.loadData(.train)
+            let loader = FolderImageLoader(files: train.files!, augmentation: c.data.augmentation, seed: 5)
+            loader.threads = 2
+            var rng = Xoshiro256(seed: 17)
+            func keys(_ n: Int) -> [FolderImageLoader.Key] {
+                (0 ..< n).map { _ in .init(index: Int32(rng.next() % 24), epoch: Int(rng.next() % 2), augment: rng.next() & 1 == 0) }
+            }
+            var next = keys(6)
+            for round in 0 ..< 40 {
+                loader.prefetch(next)
+                if round % 3 == 1 { Thread.sleep(forTimeInterval: 0.002) }
+                // Right (the prefetched keys), half right, or wrong; some twice.
+                let wanted = round % 3 == 0 ? next : round % 3 == 1 ? Array(next.prefix(3)) + keys(3) : keys(5)
+                let batch = wanted + wanted.prefix(2)
+                let got = loader.take(batch)
+                #expect(got.count == batch.count)
+                for (k, image) in zip(batch, got) { #expect(image == loader.make(k), "round \(round), \(k)") }
+                next = keys(6)
+            }
+            #expect(loader.hits > 0 && loader.misses > 0 && loader.prefetched > 0)
+        }
+    }
+
     /// A file that is not a picture is said once, by name, and trained on as grey; the
     /// batch is made and the rest of it is untouched.
     @Test func aBrokenPictureIsNamedAndDoesNotStopTheBatch() throws {
