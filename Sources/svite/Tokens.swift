@@ -59,8 +59,13 @@ struct Tokens: ParsableCommand {
             throw CommandFailure("\(w.path) has no token selector (model.token_keep is not set): every patch reaches the blocks")
         }
         try c.checkData()
-        let data = try c.loadData(.test)
+        var data = try c.loadData(.test)
         let drawn = min(count, data.count), measured = min(max(statistics, drawn), data.count)
+        // An image folder lists its pictures class by class: the first ones would all be of
+        // one class, so measure on pictures spread over the folder and draw some of each.
+        let folder = data.files != nil
+        if folder { data = data.prefix(measured) }
+        let shown = folder ? (0 ..< drawn).map { $0 * measured / drawn } : Array(0 ..< drawn)
         let survey = TokenSurvey(model: ViTModel(config: c.model), params: w.params.pointer, dataset: data,
                                  mean: c.data.mean, std: c.data.std, count: measured,
                                  threads: ProcessInfo.processInfo.activeProcessorCount)
@@ -73,7 +78,7 @@ struct Tokens: ParsableCommand {
         let names = data.classNames ?? c.data.kind.classNames
         func name(_ k: Int) -> String { k < names.count ? names[k] : "class \(k)" }
         let side = c.model.imageSize * scale
-        let panels = (0 ..< drawn).map { i in
+        let panels = shown.map { i in
             Figure.Panel(caption: "true: \(name(survey.labels[i]))", width: side, height: side,
                          rgb: TokenPictures.marked(pixels: raw[i], channels: data.channels, size: c.model.imageSize,
                                                    patch: c.model.patchSize, kept: Set(kept[i]), scale: scale),
@@ -88,11 +93,12 @@ struct Tokens: ParsableCommand {
         figure.minSide = side
         try figure.write(to: "\(dir)/tokens.png", format: .png)
         let statsObject = try JSONSerialization.jsonObject(with: JSONEncoder().encode(stats))
-        let info: [String: Any] = ["kept_patches": Array(kept.prefix(drawn)), "patches": c.model.numPatches, "keep": k, "images": drawn,
+        let info: [String: Any] = ["kept_patches": shown.map { kept[$0] }, "patches": c.model.numPatches, "keep": k, "images": drawn,
                                    "accuracy_on_measured": survey.accuracy, "source": w.path, "statistics": statsObject]
         try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys]).write(to: URL(fileURLWithPath: "\(dir)/tokens.json"))
         print("\(drawn) images drawn, \(k) of \(c.model.numPatches) patches kept each: \(dir)/tokens.png and tokens.json")
-        print(String(format: "over the first %d test images (top-1 %.2f%% with this selection):", measured, 100 * survey.accuracy))
+        let scope = folder ? "\(measured) test images spread over the classes" : "the first \(measured) test images"
+        print(String(format: "over %@ (top-1 %.2f%% with this selection):", scope, 100 * survey.accuracy))
         print(stats.summary)
     }
 }
