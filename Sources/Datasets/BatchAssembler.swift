@@ -38,7 +38,21 @@ public struct BatchAssembler: Sendable {
     public func prefetch(indices: [Int32], epoch: Int, augment: Bool) {
         guard prefetches else { return }
         let all = augment ? indices + partners(of: indices, epoch: epoch) : indices
-        loader?.prefetch(all.map { .init(index: $0, epoch: augment ? epoch : 0, augment: augment) })
+        loader?.prefetch(all.map { key($0, epoch: epoch, augment: augment) })
+    }
+
+    /// The loader's name for an image: evaluation's pictures do not change with the epoch.
+    func key(_ index: Int32, epoch: Int, augment: Bool) -> FolderImageLoader.Key {
+        FolderImageLoader.Key(index: index, epoch: augment ? epoch : 0, augment: augment)
+    }
+
+    /// One image's (C, H, W) bytes to normalised floats through the per-channel table.
+    func normalise(_ src: UnsafePointer<UInt8>, into dst: UnsafeMutablePointer<Float>, lut: UnsafePointer<Float>) {
+        let plane = dataset.height * dataset.width
+        for ch in 0 ..< dataset.channels {
+            let t = lut + ch * 256, s = src + ch * plane, o = dst + ch * plane
+            for k in 0 ..< plane { o[k] = t[Int(s[k])] }
+        }
     }
 
     /// One image as the model sees it before normalisation, (C, H, W) bytes, unaugmented
@@ -126,17 +140,11 @@ public struct BatchAssembler: Sendable {
         let d = dataset
         let c = d.channels, h = d.height, w = d.width, plane = h * w
         if let loader {
-            let made = loader.take(indices.map { .init(index: $0, epoch: augment ? epoch : 0, augment: augment) })
+            let made = loader.take(indices.map { key($0, epoch: epoch, augment: augment) })
             table.withUnsafeBufferPointer { lut in
                 for (b, index) in indices.enumerated() {
                     labels[b] = d.labels[Int(index)]
-                    made[b].withUnsafeBufferPointer { src in
-                        for ch in 0 ..< c {
-                            let t = lut.baseAddress! + ch * 256, s = src.baseAddress! + ch * plane
-                            let dst = images + b * d.imageBytes + ch * plane
-                            for k in 0 ..< plane { dst[k] = t[Int(s[k])] }
-                        }
-                    }
+                    made[b].withUnsafeBufferPointer { normalise($0.baseAddress!, into: images + b * d.imageBytes, lut: lut.baseAddress!) }
                 }
             }
             return
@@ -235,11 +243,7 @@ public struct BatchAssembler: Sendable {
                             var ta = Xoshiro256(seed: StreamSeed.mix(seed, StreamSeed.trivialAugment, UInt64(epoch), UInt64(i)))
                             TrivialAugment.apply(TrivialAugment.choose(&ta), to: o.baseAddress!, channels: c, height: h, width: w)
                         }
-                        for ch in 0 ..< c {
-                            let t = lut.baseAddress! + ch * 256, s = o.baseAddress! + ch * plane
-                            let dst = images + b * d.imageBytes + ch * plane
-                            for k in 0 ..< plane { dst[k] = t[Int(s[k])] }
-                        }
+                        normalise(o.baseAddress!, into: images + b * d.imageBytes, lut: lut.baseAddress!)
                     }
                 }
             }
