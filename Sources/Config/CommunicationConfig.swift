@@ -40,6 +40,8 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// How the values of top-k gradients travel (uncompressed steps use the coordinator's
     /// --gradient-codec).
     public var values: TopKValues = .int8
+    /// What a worker's top-k is taken of and what keeps what it leaves out.
+    public var feedback: TopKFeedback = .residual
 
     public init() {}
 
@@ -89,8 +91,26 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
                 notice = "communication: freeze_variance is on although \(why)"
             }
         }
+        // The estimate stands in for AdamW's first moment under a frozen variance: its
+        // updates are linear in the moment, which a live variance (fed the moment's sparse
+        // changes) or SGD's momentum (fed the weight decay) are not.
+        // It lives in the replicas, so the downlink must carry updates.
+        if feedback == .estimate && (!freezes || !replicatesUpdates) {
+            let why = !replicatesUpdates
+                ? "communication.downlink is weights, so workers hold no replica of the estimate"
+                : optimizer != .adamw
+                ? "the optimizer is \(optimizer.rawValue); the estimate replaces AdamW's first moment"
+                : "AdamW's variance stays live (\(notice ?? "communication.freeze_variance is off"))"
+            throw ConfigError(file: "config", key: "communication.feedback",
+                              message: "estimate needs AdamW with a frozen variance and the updates downlink, but \(why): set feedback to residual or auto")
+        }
+        let estimates = switch feedback {
+        case .estimate: true
+        case .residual: false
+        case .auto: freezes && replicatesUpdates
+        }
         return CompressionSchedule(denseSteps: dense, densityWarmupSteps: Int(densityWarmupEpochs * perEpoch), target: gradientDensity,
-                                   freezeStep: freezes ? dense : nil, notice: notice)
+                                   freezeStep: freezes ? dense : nil, estimateStep: estimates ? dense : nil, notice: notice)
     }
 }
 
@@ -113,6 +133,24 @@ public enum TopKRank: String, Sendable, Codable, CaseIterable, ConfigChoice {
     case update
     /// |g|, as Deep Gradient Compression.
     case gradient
+}
+
+/// `communication.feedback`: what keeps the part of a worker's gradient that top-k leaves out.
+public enum TopKFeedback: String, Sendable, Codable, CaseIterable, ConfigChoice {
+    /// The estimate under AdamW's frozen variance with the updates downlink, else the residual.
+    case auto
+    /// Error feedback (EF-SGD, Deep Gradient Compression): each worker adds its gradient to
+    /// what it has not sent yet and sends the k largest; an entry's gradient waits in the
+    /// residual until it is large enough, about 1/density steps for a typical entry.
+    case residual
+    /// A shared estimate of the momentum (EF21-SGDM with one estimate for all): each worker
+    /// keeps its own momentum of its gradients and sends the k largest differences between
+    /// it and the estimate G, which the coordinator and every replica hold alike
+    /// (AdamW's first moment); G moves by the merged differences, and every weight takes a
+    /// step from G every step, so an unsent entry moves with its last known momentum
+    /// instead of waiting. An unsent entry's estimate is off by at most the worker's k-th
+    /// largest difference.
+    case estimate
 }
 
 /// `communication.values`: how the values of a top-k gradient travel. Error feedback keeps
@@ -147,6 +185,9 @@ public struct CompressionSchedule: Sendable, Equatable {
     public var target: Double
     /// AdamW's variance is frozen for the updates of steps from this one on (nil: never).
     public var freezeStep: Int?
+    /// From this step on the merged top-k are changes to AdamW's first moment, the shared
+    /// estimate (`TopKFeedback.estimate`; nil: gradients, with error feedback).
+    public var estimateStep: Int? = nil
     /// Why the schedule is not what the settings alone suggest (the trainer logs it).
     public var notice: String? = nil
 
@@ -162,6 +203,9 @@ public struct CompressionSchedule: Sendable, Equatable {
 
     /// Whether the update of step `step` uses a frozen variance.
     public func freezesVariance(step: Int) -> Bool { freezeStep.map { step >= $0 } ?? false }
+
+    /// Whether the merged gradient of step `step` moves the shared estimate.
+    public func estimates(step: Int) -> Bool { estimateStep.map { step >= $0 } ?? false }
 }
 
 extension Double {
@@ -191,6 +235,7 @@ extension CommunicationConfig: ConfigSection {
             .value("dense_below", \.denseBelow, check: { $0 >= 0 ? nil : "must be >= 0 (a tensor size in weights; 0: every tensor top-k), got \($0)" }),
             .value("rank_by", \.rankBy),
             .value("values", \.values),
+            .value("feedback", \.feedback),
             .value("downlink", \.downlink),
             .value("checksum_every_steps", \.checksumEverySteps, check: { $0 >= 1 ? nil : "must be at least 1, got \($0)" }),
         ]

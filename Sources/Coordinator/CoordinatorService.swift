@@ -199,7 +199,7 @@ final class CoordinatorService: @unchecked Sendable {
             ?? SparseGradient(indices: layout.tensors.map { _ in [] }, values: layout.tensors.map { _ in [] })
         var u = ParameterUpdate(step: UInt32(a.step), applied: a.update != nil, lr: a.update?.lr ?? 0,
                                 optimizerUpdates: UInt32(opt.updates), freezeVariance: opt.varianceFrozen, gradient: gradient)
-        if a.update != nil { u.varianceScale = server.lastVarianceScale }
+        if a.update != nil { u.varianceScale = server.lastVarianceScale; u.estimate = server.lastUpdateEstimated }
         if a.update != nil, let m = server.masks, !server.lastChanges.isEmpty {
             let buffers = opt.stateBuffers.map(\.buffer)
             u.maskVersion = UInt32(m.version)
@@ -396,7 +396,7 @@ final class CoordinatorService: @unchecked Sendable {
             let a = Assignment(epoch: UInt32(work.epoch), start: UInt32(range.lowerBound), count: UInt32(range.count))
             let fresh = w.version == work.step && w.maskVersion == (m?.version ?? -1)
             let payload = Payload.params(a, mask: maskUpdate(for: w.maskVersion), request: work.request, selector: work.selector,
-                                         gradientDensity: work.gradientDensity,
+                                         gradientDensity: work.gradientDensity, estimate: work.estimate,
                                          values: fresh ? nil : values, count: count)
             w.share = range.count
             if send(.params, payload, to: w, step: work.step) {
@@ -421,7 +421,7 @@ final class CoordinatorService: @unchecked Sendable {
             RankAssignment(rank: UInt32($0.0.rank), assignment: Assignment(epoch: UInt32(work.epoch), start: UInt32($0.1.lowerBound), count: UInt32($0.1.count)))
         }
         let payload = Payload.params(Assignment(epoch: UInt32(work.epoch), start: 0, count: 0), request: work.request, selector: work.selector,
-                                     gradientDensity: work.gradientDensity, update: update, layout: layout, table: table,
+                                     gradientDensity: work.gradientDensity, estimate: work.estimate, update: update, layout: layout, table: table,
                                      values: nil, count: 0)
         let header = FrameHeader(type: .params, runID: runID, step: UInt64(work.step), maskVersion: maskVersion, layoutHash: layout.hash)
         let frame = Frame(header: header, payload: payload).encoded(compress: options.compress)

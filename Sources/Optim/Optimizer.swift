@@ -74,10 +74,15 @@ public final class Optimizer: @unchecked Sendable {
     /// One update with learning rate `lr` from the gradient `grads` (same layout).
     /// `varianceScale`: with the variance frozen, a factor per tensor (layout order) on √v
     /// (`VarianceTracker.scales`); nil or unfrozen: none.
-    public func step(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>, lr: Double, varianceScale: [Float]? = nil) {
+    /// `estimate`: AdamW's first moment is the workers' shared estimate of their momentum
+    /// (`TopKFeedback.estimate`) and `grads` is the merged change to it: m ← m + g instead of
+    /// m ← β1·m + (1−β1)·g. Only with a frozen variance (a live one would be fed the changes).
+    public func step(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>, lr: Double, varianceScale: [Float]? = nil,
+                     estimate: Bool = false) {
         updates += 1
         switch config.kind {
-        case .adamw: adamW(params, grads, lr: lr, varianceScale: varianceScale?.count == segments.count ? varianceScale : nil)
+        case .adamw: adamW(params, grads, lr: lr, varianceScale: varianceScale?.count == segments.count ? varianceScale : nil,
+                           estimate: estimate && varianceFrozen)
         case .sgd: sgd(params, grads, lr: lr)
         }
     }
@@ -85,10 +90,13 @@ public final class Optimizer: @unchecked Sendable {
     /// torch.optim.AdamW: p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
     /// p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε). Frozen: v stays (corrected), and
     /// the denominator is √v · scale + ε with the tensor's scale (1 when none is given).
-    func adamW(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, lr: Double, varianceScale: [Float]? = nil) {
+    /// `estimate` (frozen only): m ← m + g, g being the change to the shared estimate.
+    func adamW(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, lr: Double, varianceScale: [Float]? = nil, estimate: Bool = false) {
         let c = config
         let t = Double(updates)
+        // m ← a·m + b·g: AdamW's moving average, or the estimate's plain sum.
         let b1 = Float(c.beta1), b2 = Float(c.beta2)
+        let a: Float = estimate ? 1 : b1, b: Float = estimate ? 1 : 1 - b1
         let stepSize = Float(lr / (1 - Foundation.pow(c.beta1, t)))
         let invSqrtBC2 = Float(1 / (1 - Foundation.pow(c.beta2, t)).squareRoot())
         let eps = Float(c.eps)
@@ -106,7 +114,7 @@ public final class Optimizer: @unchecked Sendable {
             let end = seg.range.upperBound
             while i + 16 <= end {
                 let gi = g.simd(V.self, at: i), pi = p.simd(V.self, at: i)
-                let mi = b1 * m.simd(V.self, at: i) + (1 - b1) * gi
+                let mi = a * m.simd(V.self, at: i) + b * gi
                 m.store(mi, at: i)
                 let denom: V
                 if frozen {
@@ -121,7 +129,7 @@ public final class Optimizer: @unchecked Sendable {
             }
             while i < end {
                 let gi = g[i]
-                let mi = b1 * m[i] + (1 - b1) * gi
+                let mi = a * m[i] + b * gi
                 m[i] = mi
                 let denom: Float
                 if frozen {

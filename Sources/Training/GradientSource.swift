@@ -19,6 +19,9 @@ public struct StepWork: Sendable {
     /// The fraction of each tensor's active weights workers send (top-k with error
     /// feedback; nil: every value). A source in this process has no wire and ignores it.
     public var gradientDensity: Double?
+    /// Workers send the top k of their momentum against the shared estimate rather than of
+    /// their gradient with error feedback (`TopKFeedback.estimate`).
+    public var estimate = false
 
     public init(step: Int, epoch: Int, stepInEpoch: Int, positions: Range<Int>, request: StepRequest = .none,
                 selector: SelectorSchedule? = nil, gradientDensity: Double? = nil) {

@@ -30,6 +30,11 @@ public final class ServerState: @unchecked Sendable {
     /// AdamW's variance freezes for the updates of steps from this one on (nil: never;
     /// top-k runs, see `CompressionSchedule`).
     public var varianceFreezeStep: Int?
+    /// From this step on the averaged gradient is the merged change to the workers' shared
+    /// estimate, which AdamW's first moment holds (`TopKFeedback.estimate`; nil: never).
+    public var estimateStep: Int?
+    /// Whether the last update moved the estimate (the replicas replay it so).
+    public private(set) var lastUpdateEstimated = false
     /// The changes of the last topology update (empty when the last step made none).
     public private(set) var lastChanges: [PruneAndGrow.LayerChange] = []
     /// Keeps a frozen variance in scale with the workers' gradients (top-k runs with
@@ -86,14 +91,19 @@ public final class ServerState: @unchecked Sendable {
                 for i in 0 ..< t.count { gp[i] *= m[i] }
             }
         }
-        let norm = GradientClipping.clip(g, count: model.layout.count, maxNorm: clipGradNorm)
         if let ms = meanSquares { varianceTracker?.record(ms) }
         if let s = varianceFreezeStep, step >= s, !optimizer.varianceFrozen {
             optimizer.freezeVariance()
             varianceTracker?.freeze()
         }
+        let estimate = optimizer.varianceFrozen && (estimateStep.map { step >= $0 } ?? false)
+        // A change to the estimate is not a gradient: its norm is reported, not clipped (the
+        // workers clip their own gradients before their momentum takes them).
+        let norm = estimate ? GradientClipping.norm(g, count: model.layout.count)
+            : GradientClipping.clip(g, count: model.layout.count, maxNorm: clipGradNorm)
         lastVarianceScale = optimizer.varianceFrozen ? varianceTracker?.scales : nil
-        optimizer.step(params: params.pointer, grads: g, lr: lr, varianceScale: lastVarianceScale)
+        lastUpdateEstimated = estimate
+        optimizer.step(params: params.pointer, grads: g, lr: lr, varianceScale: lastVarianceScale, estimate: estimate)
         lastChanges = []
         var fraction: Double? = nil
         if let masks, let method {
@@ -136,6 +146,7 @@ public final class ServerState: @unchecked Sendable {
         let due = pendingPlan.event != nil
         lastChanges = []
         lastVarianceScale = nil
+        lastUpdateEstimated = false
         step += 1
         return due
     }

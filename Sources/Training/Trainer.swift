@@ -168,6 +168,7 @@ public final class Trainer {
             log.notice("communication.gradient_density \(config.communication.gradientDensity) applies to workers; this run computes its gradients in process (--workers 0) and sends every value")
         }
         server.varianceFreezeStep = compression.freezeStep
+        server.estimateStep = compression.estimateStep
         if compression.freezeStep != nil && config.communication.trackVariance {
             server.varianceTracker = VarianceTracker(tensors: model.layout.tensors.count, beta2: config.optimizer.beta2)
         }
@@ -240,10 +241,11 @@ public final class Trainer {
         while server.step < totalSteps {
             let step = server.step
             let epoch = step / stepsPerEpoch, inEpoch = step % stepsPerEpoch
-            let work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch),
+            var work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch),
                                 request: server.pendingPlan.request,
                                 selector: config.selectorSchedule(step: step, total: totalSteps),
                                 gradientDensity: compression.density(step: step))
+            work.estimate = compression.estimates(step: step)
             guard let g = try source.gradient(params: server.params.pointer, work: work, stop: stop) else {
                 stopped = true
                 break

@@ -141,21 +141,23 @@ public enum Payload {
     }
 
     // params: u32 epoch, u32 start, u32 count, u8 flags (1 values, 2 mask update,
-    // 4 request, 8 selector, 16 gradient density, 32 update, 64 assignment table), [mask
+    // 4 request, 8 selector, 16 gradient density, 32 update, 64 assignment table, 128 top-k
+    // against the shared estimate), [mask
     // update], [request: u8 kind, 1 grow candidates: u32 c, u32 layers, u32 k per layer;
     // 2 unit scores: u64 seed], [selector: f32 τ, f32 noise scale], [f64 gradient density],
     // [ParameterUpdate], [table: u32 n, n × (u32 rank, u32 epoch, u32 start, u32 count)],
     // [u32 n, fp32 values]
 
     public static func params(_ a: Assignment, mask: MaskUpdate? = nil, request: StepRequest = .none, selector: SelectorSchedule? = nil,
-                              gradientDensity: Double? = nil, update: ParameterUpdate? = nil, layout: ParameterLayout? = nil,
+                              gradientDensity: Double? = nil, estimate: Bool = false, update: ParameterUpdate? = nil, layout: ParameterLayout? = nil,
                               table: [RankAssignment]? = nil, values: UnsafePointer<Float>?, count: Int) -> [UInt8] {
         var w = ByteWriter(capacity: 64 + (values == nil ? 0 : 4 * count) + 16 * (table?.count ?? 0)
             + 8 * (update?.gradient.entries ?? 0))
         w.u32(a.epoch); w.u32(a.start); w.u32(a.count)
         precondition(update == nil || layout != nil, "an update is encoded for a layout")
         w.u8((values != nil ? 1 : 0) | (mask != nil ? 2 : 0) | (request != .none ? 4 : 0) | (selector != nil ? 8 : 0)
-            | (gradientDensity != nil ? 16 : 0) | (update != nil ? 32 : 0) | (table != nil ? 64 : 0))
+            | (gradientDensity != nil ? 16 : 0) | (update != nil ? 32 : 0) | (table != nil ? 64 : 0)
+            | (estimate && gradientDensity != nil ? 128 : 0))
         if let mask { mask.encode(into: &w) }
         switch request {
         case .none: break
@@ -189,6 +191,9 @@ public enum Payload {
         public var selector: SelectorSchedule?
         /// Top-k with error feedback at this density (nil: send every value).
         public var gradientDensity: Double?
+        /// With a density: the top k of the worker's momentum against the shared estimate
+        /// (`TopKFeedback.estimate`), not of its gradient with error feedback.
+        public var estimate = false
         /// The update that takes the replicas to this step (replicated downlink).
         public var update: ParameterUpdate? = nil
         /// Every worker's share of a broadcast step (nil: `assignment` is this worker's).
@@ -220,7 +225,7 @@ public enum Payload {
         var r = ByteReader(payload)
         let a = Assignment(epoch: try r.u32("epoch"), start: try r.u32("start"), count: try r.u32("count"))
         let flags = try r.u8("params flags")
-        guard flags & ~127 == 0 else { throw WireError.malformedPayload("params flags \(flags)") }
+        guard flags & 128 == 0 || flags & 16 != 0 else { throw WireError.malformedPayload("params flags \(flags): the estimate without a density") }
         let mask = flags & 2 != 0 ? try MaskUpdate.decode(&r, maxLayers: maxLayers, maxIndices: maxIndices) : nil
         var request = StepRequest.none
         if flags & 4 != 0 {
@@ -266,8 +271,10 @@ public enum Payload {
             }
         }
         if flags & 1 == 0 { try r.expectEnd("params") }
-        return (ParamsHeader(assignment: a, mask: mask, request: request, selector: selector, gradientDensity: density,
-                             update: update, table: table, hasValues: flags & 1 != 0), r)
+        var header = ParamsHeader(assignment: a, mask: mask, request: request, selector: selector, gradientDensity: density,
+                                  update: update, table: table, hasValues: flags & 1 != 0)
+        header.estimate = flags & 128 != 0
+        return (header, r)
     }
 
     /// Dense parameters: the assignment; the values (if any) are written into `into`.

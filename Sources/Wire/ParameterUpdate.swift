@@ -35,6 +35,9 @@ public struct ParameterUpdate: Sendable, Equatable {
     /// The frozen variance's factor per tensor (layout order) the optimizer took
     /// (`VarianceTracker`; nil: none).
     public var varianceScale: [Float]? = nil
+    /// The gradient is the merged change to the shared estimate (AdamW's first moment,
+    /// `TopKFeedback.estimate`), not a gradient for its moving average.
+    public var estimate = false
 
     public init(step: UInt32, applied: Bool, lr: Double, optimizerUpdates: UInt32, freezeVariance: Bool, gradient: SparseGradient,
                 maskVersion: UInt32 = 0, topology: [MaskUpdate.LayerChange]? = nil, grown: [[Float]] = [], checksum: UInt32? = nil) {
@@ -48,7 +51,8 @@ public struct ParameterUpdate: Sendable, Equatable {
         Checksum.crc32(UnsafeRawBufferPointer(start: weights, count: 4 * count))
     }
 
-    // u32 step, u8 flags (1 applied, 2 freeze, 4 topology, 8 checksum, 16 variance scale),
+    // u32 step, u8 flags (1 applied, 2 freeze, 4 topology, 8 checksum, 16 variance scale,
+    // 32 estimate),
     // f64 lr, u32 updates, SparseGradient (fp32), [topology: u32 mask version, u32 layers,
     // per layer: off, on (IndexCodec), u32 n, n fp32 grown values], [u32 checksum],
     // [u32 tensors, fp32 scale per tensor]
@@ -56,7 +60,7 @@ public struct ParameterUpdate: Sendable, Equatable {
     func encode(into w: inout ByteWriter, layout: ParameterLayout) {
         w.u32(step)
         w.u8((applied ? 1 : 0) | (freezeVariance ? 2 : 0) | (topology != nil ? 4 : 0) | (checksum != nil ? 8 : 0)
-            | (varianceScale != nil ? 16 : 0))
+            | (varianceScale != nil ? 16 : 0) | (estimate ? 32 : 0))
         w.f64(lr)
         w.u32(optimizerUpdates)
         gradient.encode(codec: .fp32, layout: layout, into: &w)
@@ -82,7 +86,7 @@ public struct ParameterUpdate: Sendable, Equatable {
     static func decode(_ r: inout ByteReader, layout: ParameterLayout, layerSizes: [Int], moments: Int) throws -> ParameterUpdate {
         let step = try r.u32("update step")
         let flags = try r.u8("update flags")
-        guard flags & ~31 == 0 else { throw WireError.malformedPayload("update flags \(flags)") }
+        guard flags & ~63 == 0 else { throw WireError.malformedPayload("update flags \(flags)") }
         let lr = try r.f64("update lr")
         guard lr.isFinite, lr >= 0 else { throw WireError.malformedPayload("update lr \(lr)") }
         let updates = try r.u32("optimizer updates")
@@ -90,6 +94,7 @@ public struct ParameterUpdate: Sendable, Equatable {
         guard gradient.isFinite else { throw WireError.nonFinite("update gradient") }
         var u = ParameterUpdate(step: step, applied: flags & 1 != 0, lr: lr, optimizerUpdates: updates, freezeVariance: flags & 2 != 0,
                                 gradient: gradient)
+        u.estimate = flags & 32 != 0
         if flags & 4 != 0 {
             u.maskVersion = try r.u32("update mask version")
             let n = Int(try r.u32("update mask layers"))

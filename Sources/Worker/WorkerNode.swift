@@ -81,6 +81,12 @@ public final class WorkerNode: @unchecked Sendable {
     /// Top-k with error feedback, made when a step first asks for it. Its residual is this
     /// worker's alone: a worker that leaves (or rejoins) loses only what it had not sent.
     var compressor: TopKCompressor?
+    /// Top-k of this worker's momentum against the shared estimate (communication.feedback
+    /// estimate), made when a step first asks for it; its momentum is this worker's alone.
+    var estimateCompressor: EstimateCompressor?
+    /// optimizer.clip_grad_norm of the run: with the estimate, each worker clips its own
+    /// gradient before its momentum takes it (the coordinator sees only changes).
+    var clipGradNorm = 0.0
     /// communication.dense_vectors of the run.
     var denseVectors = true
     /// communication.dense_below of the run.
@@ -116,6 +122,8 @@ public final class WorkerNode: @unchecked Sendable {
         var request = StepRequest.none
         /// Top-k density of this step's gradient (nil: every value).
         var gradientDensity: Double?
+        /// Top-k of the momentum against the shared estimate (else of the gradient).
+        var estimate = false
         let lock = NSLock()
         /// Signalled when the gradient is ready, so the socket thread sends it at once.
         let done = DispatchSemaphore(value: 0)
@@ -200,7 +208,7 @@ public final class WorkerNode: @unchecked Sendable {
                 // Computed for the coordinator before the reconnection: the one there now
                 // (or the same one, which has let the step go on without it) has no use for it.
                 if reconnected { queued = nil; continue }
-                try sendGradient(step: j.step, result: result, request: j.request, density: j.gradientDensity)
+                try sendGradient(step: j.step, result: result, request: j.request, density: j.gradientDensity, estimate: j.estimate)
                 if let f = queued { queued = nil; try start(f) }
             }
             if info != nil && clock.seconds - lastSent > (info?.heartbeatSeconds ?? 1) {
@@ -310,6 +318,7 @@ public final class WorkerNode: @unchecked Sendable {
             case .fp32: .fp32
             }
             rankBy = config.communication.rankBy
+            clipGradNorm = config.optimizer.clipGradNorm
             sendsMeanSquares = config.communication.compresses && config.communication.trackVariance
                 && config.optimizer.kind == .adamw && config.communication.freezeVariance != .off
             optimizer = info.replicated == true ? Optimizer(config: config.optimizer, layout: model.layout) : nil
@@ -350,6 +359,7 @@ public final class WorkerNode: @unchecked Sendable {
         // A (re)join starts from the coordinator's weights: what was left unsent belongs
         // to steps the coordinator has finished without it.
         compressor?.reset()
+        estimateCompressor?.reset()
         self.info = info
     }
 
@@ -381,6 +391,7 @@ public final class WorkerNode: @unchecked Sendable {
             guard ok else { throw WorkerError(message: "mask update to version \(update.version) does not fit this worker's mask (version \(m.version))") }
             // Pruned weights drop their residual; grown ones start from zero.
             compressor?.follow(m)
+            if let o = optimizer { estimateCompressor?.follow(m, estimate: o.firstMoment.pointer) }
         }
         // The step's frame names the topology its values are packed for.
         if let m = masks, UInt32(clamping: m.version) != frame.header.maskVersion {
@@ -412,6 +423,7 @@ public final class WorkerNode: @unchecked Sendable {
         let j = ComputeJob(step: frame.header.step)
         j.request = header.request
         j.gradientDensity = header.gradientDensity
+        j.estimate = header.estimate
         job = j
         let p = UnsafePointer(params.pointer)
         // The request (with its seed) and the selector's τ and noise come with the step.
@@ -433,7 +445,7 @@ public final class WorkerNode: @unchecked Sendable {
             g.zero()
             u.gradient.scatter(into: g.pointer, layout: layout)
             o.updates = Int(u.optimizerUpdates) - 1
-            o.step(params: params.pointer, grads: g.pointer, lr: u.lr, varianceScale: u.varianceScale)
+            o.step(params: params.pointer, grads: g.pointer, lr: u.lr, varianceScale: u.varianceScale, estimate: u.estimate)
             if let m = masks {
                 m.apply(to: params)
                 if let change = u.topology {
@@ -454,6 +466,7 @@ public final class WorkerNode: @unchecked Sendable {
                         }
                     }
                     compressor?.follow(m)
+                    estimateCompressor?.follow(m, estimate: o.firstMoment.pointer)
                 }
             }
         }
@@ -474,13 +487,14 @@ public final class WorkerNode: @unchecked Sendable {
     /// whole state (weights, moments, masks); the step goes on without this worker's share.
     func resync(_ why: String) throws {
         resyncs += 1
+        estimateCompressor?.reset()
         log.warning("worker \(options.name): \(why); asking the coordinator for the whole state")
         info = nil
         version = -1
         try sendJoin()
     }
 
-    func sendGradient(step: UInt64, result: BatchResult, request: StepRequest, density: Double?) throws {
+    func sendGradient(step: UInt64, result: BatchResult, request: StepRequest, density: Double?, estimate: Bool) throws {
         guard let replica, let info, let packed, let layout else { return }
         let summary = GradientSummary(images: UInt32(result.count), lossSum: result.lossSum, correct: UInt32(result.correct))
         let g = replica.grads.pointer
@@ -490,7 +504,18 @@ public final class WorkerNode: @unchecked Sendable {
             ? VarianceTracker.meanSquares(g, tensors: layout.tensors.map { ($0.offset, $0.count) }, mask: masks.map { UnsafePointer($0.mask.pointer) })
             : nil
         let payload: [UInt8]
-        if let density {
+        if let density, estimate {
+            // The estimate is the replica's first moment: a worker without a replica cannot take part.
+            guard let o = optimizer else { throw WorkerError(message: "step \(step) asks for top-k against the shared estimate, but this worker holds no replica of the optimizer (communication.downlink weights)") }
+            let c = estimateCompressor ?? EstimateCompressor(layout: layout)
+            estimateCompressor = c
+            if clipGradNorm > 0 { GradientClipping.clip(g, count: layout.count, maxNorm: clipGradNorm) }
+            let variance = rankBy == .update && o.updates > 0 ? o.secondMoment : nil
+            let sparse = c.compress(g, estimate: o.firstMoment.pointer, beta: Float(o.config.beta1), mask: masks, density: density,
+                                    codec: topKCodec, denseVectors: denseVectors, denseBelow: denseBelow,
+                                    variance: variance.map { UnsafePointer($0.pointer) }, eps: Float(o.config.eps))
+            payload = Payload.sparseGrads(summary, codec: topKCodec, sparse: sparse, layout: layout, reply: reply, meanSquares: meanSquares)
+        } else if let density {
             let c = compressor ?? TopKCompressor(layout: layout)
             compressor = c
             // Ranked by the step each entry would make, from the replica's AdamW variance

@@ -160,6 +160,40 @@ struct ClusterTests {
         }
     }
 
+    /// Two workers with AdamW's frozen variance and the shared estimate (feedback estimate)
+    /// sending 5% of each tensor after a dense epoch train as the uncompressed run does:
+    /// the loss falls as far, and the estimate every weight steps from is AdamW's first
+    /// moment, dense although each worker sent 5% of it a step.
+    @Test func estimateWorkersTrainAsTheUncompressedRun() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 256, test: 64)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=4", "training.threads=2", "communication.gradient_density=0.05",
+                                                                 "communication.dense_below=0", "communication.dense_warmup_epochs=1",
+                                                                 "communication.feedback=estimate", "training.log_every_steps=4"])
+            var plain = config
+            plain.communication = CommunicationConfig()
+            let single = try trainer(plain, dir: "\(dir)/single", source: nil).run()
+            let source = try cluster(config, workers: 2)
+            let threads = [workerThread(source.endpoint, name: "a"), workerThread(source.endpoint, name: "b")]
+            let distributed = try trainer(config, dir: "\(dir)/cluster", source: source)
+            let summary = try distributed.run()
+            #expect(summary.steps == 64 && distributed.server.lastUpdateEstimated)
+            let records = MetricsLog.read(summary.metrics).filter { $0.kind == .train }
+            let first = records.first!.loss!, last = records.last!.loss!
+            let reference = MetricsLog.read(single.metrics).filter { $0.kind == .train }.last!.loss!
+            #expect(last < first - 0.02, "loss \(first) → \(last)")
+            #expect(abs(last - reference) < 0.03, "estimate \(last) against uncompressed \(reference)")
+            let m = distributed.server.optimizer.firstMoment
+            let moving = (0 ..< m.count).filter { m[$0] != 0 }.count
+            #expect(moving > m.count * 9 / 10, "\(moving) of \(m.count) entries of the estimate move their weights")
+            let up = records.filter { $0.step > 20 }.compactMap(\.bytesUpPerStep)
+            let dense = 2 * 4 * distributed.server.model.layout.parameterCount
+            #expect(!up.isEmpty && up.allSatisfy { $0 * 5 < dense }, "pushes \(up) against \(dense) dense")
+            print("estimate 5%: loss \(first) → \(last), uncompressed \(reference); up \(up.min()!) bytes a step against \(dense)")
+            for t in threads { while t.isExecuting { Thread.sleep(forTimeInterval: 0.01) } }
+        }
+    }
+
     /// An in-process run (--workers 0) has no wire: gradient_density changes nothing, AdamW's
     /// variance is not frozen (that belongs to top-k), and the weights end bit for bit as
     /// the uncompressed run's.
@@ -217,7 +251,8 @@ struct ClusterTests {
     /// fraction of the weights.
     @Test(arguments: [["sparsity.method=svite", "sparsity.update_interval=3", "sparsity.candidate_multiplier=1000"],
                       ["sparsity.method=s2vite", "sparsity.update_interval=3", "sparsity.sparsity=0.5"],
-                      ["optimizer.name=sgd", "optimizer.lr=0.1"]])
+                      ["optimizer.name=sgd", "optimizer.lr=0.1"],
+                      ["sparsity.method=svite", "sparsity.update_interval=3", "sparsity.candidate_multiplier=1000", "communication.feedback=estimate"]])
     func replicasFollowTheCoordinatorBitForBit(method: [String]) throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 192, test: 32)
@@ -243,6 +278,8 @@ struct ClusterTests {
                 #expect(steps == Array(1 ... 35), "worker \(name) replayed \(steps)")
                 for s in steps { #expect(w.stateDigests[s] == coordinator[s], "worker \(name) differs after step \(s)") }
             }
+            // The shared estimate: the last update moved it, as every one after the warm-up.
+            #expect(trainer.server.lastUpdateEstimated == (config.communication.feedback == .estimate))
             if config.optimizer.kind == .adamw {
                 #expect(trainer.server.optimizer.varianceFrozen)
                 // The frozen variance was scaled (track_variance), every step's mean squares

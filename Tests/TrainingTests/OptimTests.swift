@@ -122,6 +122,55 @@ struct OptimTests {
         #expect(try c.schedule(optimizer: .sgd, stepsPerEpoch: 10).notice == nil)
     }
 
+    /// The shared estimate (communication.feedback estimate): from the first compressed step
+    /// the merged values are changes to AdamW's first moment (m ← m + g, exactly), the
+    /// frozen update takes the new m; a live variance (freeze_variance off) or SGD has no
+    /// first moment to stand in for, and the config is refused naming the key.
+    @Test func theEstimateIsAdamWsFirstMomentUnderTheFrozenVariance() throws {
+        var c = CommunicationConfig()
+        c.gradientDensity = 0.01; c.feedback = .estimate
+        let s = try c.schedule(optimizer: .adamw, stepsPerEpoch: 10)
+        #expect(s.estimateStep == 10 && !s.estimates(step: 9) && s.estimates(step: 10) && s.freezesVariance(step: 10))
+        for (kind, freeze, downlink) in [(OptimizerConfig.Kind.sgd, VarianceFreeze.auto, Downlink.auto), (.adamw, .off, .auto), (.adamw, .auto, .weights)] {
+            c.freezeVariance = freeze; c.downlink = downlink
+            c.feedback = .estimate
+            do { _ = try c.schedule(optimizer: kind, stepsPerEpoch: 10); Issue.record("\(kind) \(freeze) \(downlink) accepted") } catch let e as ConfigError {
+                #expect(e.key == "communication.feedback" && e.message.contains("residual"))
+            }
+            // auto falls back to the residual there, and takes the estimate where it can.
+            c.feedback = .auto
+            #expect(try c.schedule(optimizer: kind, stepsPerEpoch: 10).estimateStep == nil)
+        }
+        c.freezeVariance = .auto; c.downlink = .auto
+        #expect(try c.schedule(optimizer: .adamw, stepsPerEpoch: 10).estimateStep == 10)
+        var oc = OptimizerConfig()
+        oc.weightDecay = 0; oc.lr = 0.01
+        let o = Optimizer(config: oc, layout: layout)
+        let p = buffers([0, 0, 0, 0, 0, 0, 0, 0])
+        for k in 0 ..< 3 {
+            let g = buffers([1, -2, 0.5, 1, 2, -1, 0.3, 1].map { $0 * Float(k + 1) })
+            withExtendedLifetime(g) { o.step(params: p.pointer, grads: g.pointer, lr: oc.lr) }
+        }
+        o.freezeVariance()
+        let m = values(o.firstMoment), v = values(o.secondMoment!), before = values(p)
+        let change: [Float] = [0.25, 0, 0, -1, 0, 0, 0, 0.5]
+        let g = buffers(change)
+        withExtendedLifetime(g) { o.step(params: p.pointer, grads: g.pointer, lr: oc.lr, estimate: true) }
+        let stepSize = Float(oc.lr / (1 - Foundation.pow(oc.beta1, 4)))
+        // (Read through `values`: a buffer's pointer outlives the buffer's last use.)
+        let after = values(p), moment = values(o.firstMoment)
+        for i in 0 ..< 8 {
+            #expect(moment[i] == m[i] + change[i])
+            let expected = before[i] - stepSize * (m[i] + change[i]) / (v[i].squareRoot() + Float(oc.eps))
+            #expect(after[i] == expected, "weight \(i)")
+        }
+        // Unfrozen, `estimate` is ignored: AdamW's own moving average.
+        let live = Optimizer(config: oc, layout: layout)
+        let q = buffers([0, 0, 0, 0, 0, 0, 0, 0])
+        withExtendedLifetime(g) { live.step(params: q.pointer, grads: g.pointer, lr: oc.lr, estimate: true) }
+        #expect(values(live.firstMoment) == change.map { (1 - Float(oc.beta1)) * $0 })
+    }
+
     /// The sixteen-lane AdamW is bit-identical to the scalar loop it replaced (replicas and
     /// resumed runs depend on it), live and frozen, on tensors with and without a tail,
     /// decayed and not.
