@@ -206,6 +206,18 @@ public struct CompressionSchedule: Sendable, Equatable {
 
     /// Whether the merged gradient of step `step` moves the shared estimate.
     public func estimates(step: Int) -> Bool { estimateStep.map { step >= $0 } ?? false }
+
+    /// What the workers send and from when, in a line for the log (nil: every value).
+    public func summary(_ c: CommunicationConfig) -> String? {
+        guard target < 1 else { return nil }
+        var s = "wire: top-k \(target * 100)% of each tensor's active weights"
+        s += denseSteps > 0 ? " from step \(denseSteps) (uncompressed before)" : " from the first step"
+        if densityWarmupSteps > 0 { s += ", falling from \(max(0.25, target) * 100)% over \(densityWarmupSteps) steps" }
+        s += ", \(c.values.rawValue) values, "
+        s += estimateStep != nil ? "the shared estimate (feedback estimate)" : "error feedback (feedback residual)"
+        if let f = freezeStep { s += "; AdamW's variance frozen at step \(f)\(c.trackVariance ? ", tracked per tensor" : "")" }
+        return s
+    }
 }
 
 extension Double {

@@ -30,6 +30,8 @@ public struct TrainingPlan: Sendable {
     public var testImages: Int
     public var parameters: Int
     public var threads: Int
+    /// What the workers send (`CompressionSchedule.summary`; nil: every value).
+    public var wire: String? = nil
 }
 
 public struct StepReport: Sendable {
@@ -215,7 +217,8 @@ public final class Trainer {
         let startStep = server.step
         observe(.started(TrainingPlan(runDirectory: runDirectory, startStep: startStep, totalSteps: totalSteps,
                                       stepsPerEpoch: stepsPerEpoch, trainImages: train.count, testImages: test.count,
-                                      parameters: server.model.layout.parameterCount, threads: threads)))
+                                      parameters: server.model.layout.parameterCount, threads: threads,
+                                      wire: source.compressesGradients ? compression.summary(config.communication) : nil)))
         if startStep == 0 {
             var r = MetricsRecord(kind: .start, step: 0)
             r.run = config.name; r.totalSteps = totalSteps; r.stepsPerEpoch = stepsPerEpoch

@@ -45,6 +45,7 @@ final class ProgressDisplay: @unchecked Sendable {
             let resumed = p.startStep > 0 ? ", resuming at step \(p.startStep)" : ""
             line("training \(Format.count(p.parameters)) parameters on \(Format.count(p.trainImages)) images, "
                 + "\(p.totalSteps) steps (\(p.stepsPerEpoch) per epoch), \(p.threads) thread(s)\(resumed)")
+            if let wire = p.wire { line(wire) }
             line("run directory: \(p.runDirectory)")
         case .step(let r):
             last = r
