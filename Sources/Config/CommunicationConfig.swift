@@ -10,8 +10,11 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// error feedback, as Deep Gradient Compression); 1 sends every value as they are.
     public var gradientDensity: Double = 1
     /// Deep Gradient Compression's warm-up: the density falls exponentially from 25% (or
-    /// from gradient_density, if higher) to gradient_density over this many epochs.
-    public var densityWarmupEpochs: Double = 0
+    /// from gradient_density, if higher) to gradient_density over this many epochs. One
+    /// epoch by default: the first compressed steps come at the learning rate's peak, where
+    /// the shared estimate at 1% fell 2-2.5 points behind within an epoch (and stayed about
+    /// half a point behind at the end) and with the warm-up did not (docs/benchmarks.md).
+    public var densityWarmupEpochs: Double = 1
     /// Epochs of uncompressed steps before top-k starts (1-bit Adam's warm-up), nil: auto,
     /// which is `autoDenseWarmupEpochs` or the learning rate's warm-up, the longer, when
     /// AdamW's variance freezes, and 0 otherwise.
@@ -41,7 +44,9 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// --gradient-codec).
     public var values: TopKValues = .int8
     /// What a worker's top-k is taken of and what keeps what it leaves out.
-    public var feedback: TopKFeedback = .residual
+    public var feedback: TopKFeedback = .auto
+    /// Where each step's k entries are chosen: k per tensor, or their sum over the model.
+    public var topkScope: TopKScope = .tensor
 
     public init() {}
 
@@ -153,6 +158,17 @@ public enum TopKFeedback: String, Sendable, Codable, CaseIterable, ConfigChoice 
     case estimate
 }
 
+/// `communication.topk_scope`: where a step's k entries are chosen.
+public enum TopKScope: String, Sendable, Codable, CaseIterable, ConfigChoice {
+    /// ⌈density · active⌉ entries of each tensor (Deep Gradient Compression's layer-wise top-k).
+    case tensor
+    /// The same number in all, to the largest ranks of the model wherever they are: with
+    /// `rank_by: update` the ranks are AdamW steps (each tensor's variance factor included),
+    /// comparable across tensors, so the entries sent are those whose absence would move
+    /// the weights furthest from AdamW's step.
+    case model
+}
+
 /// `communication.values`: how the values of a top-k gradient travel. Error feedback keeps
 /// each value's rounding in the worker's residual, so a coarse code delays a little of each
 /// value by a step instead of losing it.
@@ -248,6 +264,7 @@ extension CommunicationConfig: ConfigSection {
             .value("rank_by", \.rankBy),
             .value("values", \.values),
             .value("feedback", \.feedback),
+            .value("topk_scope", \.topkScope),
             .value("downlink", \.downlink),
             .value("checksum_every_steps", \.checksumEverySteps, check: { $0 >= 1 ? nil : "must be at least 1, got \($0)" }),
         ]

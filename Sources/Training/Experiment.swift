@@ -116,10 +116,10 @@ public struct Experiment: Sendable {
     /// run computes: left out of the fingerprint, so those rows still stand.
     static let fingerprintNeutralLines: Set<String> = [
         "  on_nonfinite: stop", "  max_skipped_steps: 10",
-        "communication:", "  gradient_density: 1.0", "  density_warmup_epochs: 0.0",
+        "communication:", "  gradient_density: 1.0",
         "  dense_warmup_epochs: auto", "  freeze_variance: auto",
         "  downlink: auto", "  checksum_every_steps: 50", "  dense_vectors: true", "  rank_by: update", "  dense_below: 8192", "  values: int8",
-        "  feedback: residual",
+        "  feedback: auto", "  density_warmup_epochs: 1.0", "  topk_scope: tensor",
         "  crop_pct: 0.875", "  prefetch: true",
     ]
 

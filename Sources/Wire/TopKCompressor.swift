@@ -98,12 +98,21 @@ public final class TopKCompressor: @unchecked Sendable {
     /// `denseBelow`: a tensor of at most this many weights goes whole too.
     /// `variance`: rank by the AdamW step each entry would make, |acc| / (√v + ε), instead
     /// of |acc| (full layout); the values sent and kept are gradients either way.
+    /// `tensorScale`: with `variance`, each tensor's factor on √v (the tracked frozen
+    /// variance's, `VarianceTracker.scales`), so ranks compare across tensors.
+    /// `acrossTensors`: the k of all top-k tensors together (Σ k per tensor) go to the
+    /// largest ranks of the model, wherever they are, instead of k to each tensor.
     public func compress(_ gradient: UnsafePointer<Float>, mask: MaskSet?, density: Double, codec: ValueCodec = .fp32,
-                         denseVectors: Bool = false, denseBelow: Int = 0, variance: UnsafePointer<Float>? = nil, eps: Float = 1e-8) -> SparseGradient {
+                         denseVectors: Bool = false, denseBelow: Int = 0, variance: UnsafePointer<Float>? = nil, eps: Float = 1e-8,
+                         tensorScale: [Float]? = nil, acrossTensors: Bool = false) -> SparseGradient {
         let acc = residual.pointer
         let m = mask?.mask.pointer
-        if let variance { fillRankScale(variance, eps: eps) }
+        if let variance { fillRankScale(variance, eps: eps, tensorScale: tensorScale) }
         let scale: UnsafePointer<Float>? = variance == nil ? nil : UnsafePointer(rankScale.pointer)
+        if acrossTensors {
+            return compressAcrossTensors(gradient, mask: mask, density: density, codec: codec, denseVectors: denseVectors,
+                                         denseBelow: denseBelow, scale: scale)
+        }
         let (positions, ranks, selection) = scratch.pointers(for: max(layout.tensors.map(\.count).max() ?? 0, Self.sampleSize))
         var indices: [[UInt32]] = [], values: [[Float]] = []
         indices.reserveCapacity(layout.tensors.count); values.reserveCapacity(layout.tensors.count)
@@ -239,13 +248,115 @@ public final class TopKCompressor: @unchecked Sendable {
         return Self.kthLargest(UnsafeMutableBufferPointer(start: scratch, count: n), order)
     }
 
-    /// 1 / (√v + ε) per weight, for `compress(variance:)` (scratch, full layout).
-    func fillRankScale(_ v: UnsafePointer<Float>, eps: Float) {
+    /// 1 / (√v · f + ε) per weight, f the tensor's factor (1 without `tensorScale`), for
+    /// `compress(variance:)` (scratch, full layout).
+    func fillRankScale(_ v: UnsafePointer<Float>, eps: Float, tensorScale: [Float]? = nil) {
         if rankScale.count != layout.count { rankScale = FloatBuffer(count: layout.count) }
         let s = rankScale.pointer
-        // A NaN or negative variance ranks as zero variance; the scale stays positive, so a
-        // NaN gradient (rank ∞) is still the first sent.
-        for i in 0 ..< layout.count { s[i] = Swift.max(1 / ((v[i] > 0 ? v[i] : 0).squareRoot() + eps), .leastNormalMagnitude) }
+        let factors = tensorScale?.count == layout.tensors.count ? tensorScale : nil
+        for (ti, t) in layout.tensors.enumerated() {
+            let f = factors?[ti] ?? 1
+            // A NaN or negative variance ranks as zero variance; the scale stays positive, so
+            // a NaN gradient (rank ∞) is still the first sent.
+            for i in t.offset ..< t.offset + t.count {
+                s[i] = Swift.max(1 / ((v[i] > 0 ? v[i] : 0).squareRoot() * f + eps), .leastNormalMagnitude)
+            }
+        }
+    }
+
+    /// `compress` with one k for the whole model: K = Σ k of the tensors that are not sent
+    /// whole, given to the K largest ranks among all of them (ties in tensor, then position
+    /// order). The ranks must be comparable across tensors, as the AdamW steps of
+    /// `rank_by: update` with each tensor's variance factor are: then the K entries sent
+    /// are those whose absence would move the weights furthest from the step AdamW would
+    /// take, and a tensor whose entries all sit close to it sends fewer than its share.
+    func compressAcrossTensors(_ gradient: UnsafePointer<Float>, mask: MaskSet?, density: Double, codec: ValueCodec,
+                               denseVectors: Bool, denseBelow: Int, scale: UnsafePointer<Float>?) -> SparseGradient {
+        let acc = residual.pointer
+        let m = mask?.mask.pointer
+        let tensors = layout.tensors
+        var whole = [Bool](repeating: false, count: tensors.count)
+        var total = 0, budget = 0, rankedCount = 0
+        for (ti, t) in tensors.enumerated() {
+            Self.accumulate(acc + t.offset, gradient + t.offset, mask: m.map { $0 + t.offset }, count: t.count)
+            let active = mask.map { $0.activeCount(t) } ?? t.count
+            whole[ti] = (denseVectors && t.shape.count <= 1) || t.count <= denseBelow
+            if !whole[ti] { budget += Self.k(density: density, active: active); rankedCount += t.count; total += active }
+        }
+        @inline(__always) func rank(_ i: Int) -> Float { scale.map { Self.magnitude(acc[i]) * $0[i] } ?? Self.magnitude(acc[i]) }
+        let (positions, ranks, selection) = scratch.pointers(for: max(rankedCount, 4 * Self.sampleSize))
+        // Candidates as in `compress`: a lower bound that about 2K entries reach, from a
+        // strided sample of every ranked tensor in proportion to its size; all actives when
+        // fewer than K reach it. `starts[ti]` ..< `starts[ti + 1]`: tensor ti's candidates.
+        var low: Float = 0
+        if budget < total && rankedCount >= Self.sampledFrom {
+            let n = 4 * Self.sampleSize
+            var taken = 0
+            for (ti, t) in tensors.enumerated() where !whole[ti] {
+                let share = max(1, n * t.count / rankedCount)
+                for j in 0 ..< share where taken < n { selection[taken] = rank(t.offset + j * t.count / share); taken += 1 }
+            }
+            let expected = Double(taken) * Double(budget) / Double(rankedCount)
+            low = Self.kthLargest(UnsafeMutableBufferPointer(start: selection, count: taken), min(taken, Int(2 * expected) + 4))
+        }
+        var starts = [Int](repeating: 0, count: tensors.count + 1)
+        var candidates = 0
+        while true {
+            candidates = 0
+            for (ti, t) in tensors.enumerated() {
+                starts[ti] = candidates
+                guard !whole[ti] else { continue }
+                let a = acc + t.offset
+                if low > 0 {
+                    candidates += Self.gather(a, scale: scale.map { $0 + t.offset }, count: t.count, atLeast: low,
+                                              positions: positions + candidates, ranks: ranks + candidates)
+                } else {
+                    for i in 0 ..< t.count {
+                        if let m, m[t.offset + i] == 0 { continue }
+                        positions[candidates] = UInt32(i); ranks[candidates] = rank(t.offset + i); candidates += 1
+                    }
+                }
+            }
+            starts[tensors.count] = candidates
+            if candidates >= budget || low == 0 { break }
+            low = 0
+        }
+        var threshold = -Float.infinity, ties = 0
+        if budget < candidates {
+            selection.update(from: ranks, count: candidates)
+            threshold = Self.kthLargest(UnsafeMutableBufferPointer(start: selection, count: candidates), budget)
+            ties = budget
+            for j in candidates - budget + 1 ..< candidates where selection[j] > threshold { ties -= 1 }
+        }
+        var indices: [[UInt32]] = [], values: [[Float]] = []
+        indices.reserveCapacity(tensors.count); values.reserveCapacity(tensors.count)
+        for (ti, t) in tensors.enumerated() {
+            let a = acc + t.offset
+            var idx: [UInt32]
+            if whole[ti] {
+                idx = []
+                for i in 0 ..< t.count where m.map({ $0[t.offset + i] != 0 }) ?? true { idx.append(UInt32(i)) }
+            } else {
+                idx = []
+                for j in starts[ti] ..< starts[ti + 1] {
+                    let r = ranks[j]
+                    guard r > threshold || (r == threshold && ties > 0) else { continue }
+                    if r == threshold { ties -= 1 }
+                    idx.append(positions[j])
+                }
+            }
+            let val = [Float](unsafeUninitializedCapacity: idx.count) { vb, count in
+                for (j, p) in idx.enumerated() { vb[j] = a[Int(p)] }
+                if let b = vb.baseAddress { codec.roundTrip(b, count: idx.count) }
+                for (j, p) in idx.enumerated() {
+                    let i = Int(p), sent = vb[j]
+                    a[i] = sent.isFinite ? a[i] - sent : 0
+                }
+                count = idx.count
+            }
+            indices.append(idx); values.append(val)
+        }
+        return SparseGradient(indices: indices, values: values)
     }
 
     /// After a topology change: inactive weights hold no residual.
@@ -350,14 +461,16 @@ public final class EstimateCompressor: @unchecked Sendable {
     /// momentum starts again from G at the next step.
     public func compress(_ gradient: UnsafePointer<Float>, estimate: UnsafePointer<Float>, beta: Float, mask: MaskSet?, density: Double,
                          codec: ValueCodec = .fp32, denseVectors: Bool = false, denseBelow: Int = 0,
-                         variance: UnsafePointer<Float>? = nil, eps: Float = 1e-8) -> SparseGradient {
+                         variance: UnsafePointer<Float>? = nil, eps: Float = 1e-8, tensorScale: [Float]? = nil,
+                         acrossTensors: Bool = false) -> SparseGradient {
         let n = layout.count
         let m = momentum.pointer, d = difference.pointer
         if !started { m.update(from: estimate, count: n); started = true }
         Self.advance(m, d, gradient, estimate, beta: beta, mask: mask.map { UnsafePointer($0.mask.pointer) }, count: n)
         selector.reset()
         let sparse = selector.compress(d, mask: mask, density: density, codec: codec, denseVectors: denseVectors,
-                                       denseBelow: denseBelow, variance: variance, eps: eps)
+                                       denseBelow: denseBelow, variance: variance, eps: eps, tensorScale: tensorScale,
+                                       acrossTensors: acrossTensors)
         if !Self.allFinite(m, n) { started = false }
         return sparse
     }

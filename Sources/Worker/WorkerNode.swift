@@ -87,6 +87,10 @@ public final class WorkerNode: @unchecked Sendable {
     /// optimizer.clip_grad_norm of the run: with the estimate, each worker clips its own
     /// gradient before its momentum takes it (the coordinator sees only changes).
     var clipGradNorm = 0.0
+    /// communication.topk_scope of the run: k over the whole model.
+    var acrossTensors = false
+    /// The frozen variance's factors the last update took (ranks compare across tensors).
+    var lastVarianceScale: [Float]?
     /// communication.dense_vectors of the run.
     var denseVectors = true
     /// communication.dense_below of the run.
@@ -318,6 +322,7 @@ public final class WorkerNode: @unchecked Sendable {
             case .fp32: .fp32
             }
             rankBy = config.communication.rankBy
+            acrossTensors = config.communication.topkScope == .model
             clipGradNorm = config.optimizer.clipGradNorm
             sendsMeanSquares = config.communication.compresses && config.communication.trackVariance
                 && config.optimizer.kind == .adamw && config.communication.freezeVariance != .off
@@ -446,6 +451,7 @@ public final class WorkerNode: @unchecked Sendable {
             u.gradient.scatter(into: g.pointer, layout: layout)
             o.updates = Int(u.optimizerUpdates) - 1
             o.step(params: params.pointer, grads: g.pointer, lr: u.lr, varianceScale: u.varianceScale, estimate: u.estimate)
+            lastVarianceScale = u.varianceScale
             if let m = masks {
                 m.apply(to: params)
                 if let change = u.topology {
@@ -513,7 +519,8 @@ public final class WorkerNode: @unchecked Sendable {
             let variance = rankBy == .update && o.updates > 0 ? o.secondMoment : nil
             let sparse = c.compress(g, estimate: o.firstMoment.pointer, beta: Float(o.config.beta1), mask: masks, density: density,
                                     codec: topKCodec, denseVectors: denseVectors, denseBelow: denseBelow,
-                                    variance: variance.map { UnsafePointer($0.pointer) }, eps: Float(o.config.eps))
+                                    variance: variance.map { UnsafePointer($0.pointer) }, eps: Float(o.config.eps),
+                                    tensorScale: lastVarianceScale, acrossTensors: acrossTensors)
             payload = Payload.sparseGrads(summary, codec: topKCodec, sparse: sparse, layout: layout, reply: reply, meanSquares: meanSquares)
         } else if let density {
             let c = compressor ?? TopKCompressor(layout: layout)
@@ -522,7 +529,8 @@ public final class WorkerNode: @unchecked Sendable {
             // (a scalar bias correction does not change the order within a tensor).
             let variance = rankBy == .update && (optimizer?.updates ?? 0) > 0 ? optimizer?.secondMoment : nil
             let sparse = c.compress(g, mask: masks, density: density, codec: topKCodec, denseVectors: denseVectors,
-                                    denseBelow: denseBelow, variance: variance.map { UnsafePointer($0.pointer) }, eps: Float(optimizer?.config.eps ?? 1e-8))
+                                    denseBelow: denseBelow, variance: variance.map { UnsafePointer($0.pointer) }, eps: Float(optimizer?.config.eps ?? 1e-8),
+                                    tensorScale: lastVarianceScale, acrossTensors: acrossTensors)
             payload = Payload.sparseGrads(summary, codec: topKCodec, sparse: sparse, layout: layout, reply: reply, meanSquares: meanSquares)
         } else if let m = masks {
             m.pack(g, into: packed.pointer)

@@ -80,6 +80,8 @@ struct OptimTests {
     /// variance freezes, none for SGD), then DGC's falling density, then the target.
     @Test func theCompressionScheduleWarmsUpDenseThenSparse() throws {
         var c = CommunicationConfig()
+        #expect(c.densityWarmupEpochs == 1)
+        c.densityWarmupEpochs = 0
         #expect(try c.schedule(optimizer: .adamw, stepsPerEpoch: 10).density(step: 0) == nil)
         c.gradientDensity = 0.01
         let adam = try c.schedule(optimizer: .adamw, stepsPerEpoch: 10)
@@ -102,7 +104,7 @@ struct OptimTests {
     /// without a dense step is refused, naming the key.
     @Test func aVarianceIsNeverFrozenBeforeADenseStep() throws {
         var c = CommunicationConfig()
-        c.gradientDensity = 0.01
+        c.gradientDensity = 0.01; c.densityWarmupEpochs = 0
         c.denseWarmupEpochs = 0
         let none = try c.schedule(optimizer: .adamw, stepsPerEpoch: 10)
         #expect(none.freezeStep == nil && none.density(step: 0) == 0.01)

@@ -215,6 +215,56 @@ struct TopKTests {
         }
     }
 
+    /// topk_scope model: the same number of entries as k per tensor, given to the largest
+    /// ranks of the whole model (a tensor of large steps takes more than its share, one of
+    /// small steps less), exactly (sampled bound or not, with a mask or not), with the
+    /// tensor factors in the ranks, biases whole, and nothing lost to the residual.
+    @Test func topKAcrossTensorsTakesTheLargestRanksOfTheModel() {
+        let layout = ParameterLayout(tensors: [("blocks.0.mlp.fc1.weight", [64, 96]), ("blocks.0.mlp.fc1.bias", [64]),
+                                               ("blocks.0.mlp.fc2.weight", [32, 64]), ("head.weight", [10, 32])])
+        let prunable = layout.tensors.filter { $0.name.hasSuffix("fc1.weight") }
+        for masked in [false, true] {
+            let masks = MaskSet(layout: layout, prunable: prunable)
+            masks.randomize(counts: [prunable[0].name: 3000], seed: 2)
+            let mask = masked ? masks : nil
+            let c = TopKCompressor(layout: layout)
+            var rng = Rand(s: masked ? 3 : 4)
+            let g = FloatBuffer(count: layout.count), v = FloatBuffer(count: layout.count)
+            var sum = [Double](repeating: 0, count: layout.count), sent = sum
+            let factors: [Float] = [1, 1, 0.25, 2]
+            for _ in 0 ..< 6 {
+                // fc2's gradients are four times fc1's: it should take more than its share.
+                for (ti, t) in layout.tensors.enumerated() {
+                    for i in t.offset ..< t.offset + t.count {
+                        g.pointer[i] = rng.float() * (ti == 2 ? 4 : 1); v.pointer[i] = 0.5 + abs(rng.float())
+                        if masks.mask.pointer[i] != 0 || !masked { sum[i] += Double(g.pointer[i]) }
+                    }
+                }
+                let before = (0 ..< layout.count).map { c.residual.pointer[$0] + g.pointer[$0] }
+                let s = c.compress(g.pointer, mask: mask, density: 0.02, denseVectors: true, variance: v.pointer, tensorScale: factors, acrossTensors: true)
+                func rank(_ i: Int, _ ti: Int) -> Float { abs(before[i]) / (v.pointer[i].squareRoot() * factors[ti] + 1e-8) }
+                let ranked = [0, 2, 3]
+                let budget = ranked.map { ti in TopKCompressor.k(density: 0.02, active: mask.map { $0.activeCount(layout.tensors[ti]) } ?? layout.tensors[ti].count) }.reduce(0, +)
+                #expect(ranked.map { s.indices[$0].count }.reduce(0, +) == budget)
+                #expect(s.indices[1].count == 64, "the bias goes whole")
+                var smallestSent = Float.infinity, largestLeft: Float = 0
+                for ti in ranked {
+                    let t = layout.tensors[ti], chosen = Set(s.indices[ti])
+                    for i in 0 ..< t.count where mask.map({ $0.mask.pointer[t.offset + i] != 0 }) ?? true {
+                        let r = rank(t.offset + i, ti)
+                        if chosen.contains(UInt32(i)) { smallestSent = min(smallestSent, r) } else { largestLeft = max(largestLeft, r) }
+                    }
+                    #expect(s.indices[ti].allSatisfy { p in mask.map { $0.mask.pointer[t.offset + Int(p)] != 0 } ?? true })
+                }
+                #expect(largestLeft <= smallestSent * (1 + 1e-6), "left \(largestLeft) > sent \(smallestSent)")
+                #expect(s.indices[2].count > TopKCompressor.k(density: 0.02, active: 2048), "fc2 takes more than its share")
+                for (ti, t) in layout.tensors.enumerated() { for (j, p) in s.indices[ti].enumerated() { sent[t.offset + Int(p)] += Double(s.values[ti][j]) } }
+            }
+            let worst = (0 ..< layout.count).map { abs(sent[$0] + Double(c.residual.pointer[$0]) - sum[$0]) }.max()!
+            #expect(worst < 1e-4, "sent + residual differs from the gradient sum by \(worst)")
+        }
+    }
+
     /// With a mask: inactive weights are never sent and hold no residual, k counts only
     /// the active ones, and after a topology change the pruned weights' residual is gone
     /// and the grown ones start from zero.
