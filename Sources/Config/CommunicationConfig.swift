@@ -11,9 +11,10 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     public var gradientDensity: Double = 1
     /// Deep Gradient Compression's warm-up: the density falls exponentially from 25% (or
     /// from gradient_density, if higher) to gradient_density over this many epochs. One
-    /// epoch by default: the first compressed steps come at the learning rate's peak, where
-    /// the shared estimate at 1% fell 2-2.5 points behind within an epoch (and stayed about
-    /// half a point behind at the end) and with the warm-up did not (docs/benchmarks.md).
+    /// epoch by default: the first compressed steps come just after the learning rate's
+    /// peak, and over five seed pairs of the default run and the reference recipe the
+    /// warm-up took the top-1 gap to uncompressed from 0.70 to 0.47 pt on average, for 2-5%
+    /// more bytes over the whole run (docs/benchmarks.md).
     public var densityWarmupEpochs: Double = 1
     /// Epochs of uncompressed steps before top-k starts (1-bit Adam's warm-up), nil: auto,
     /// which is `autoDenseWarmupEpochs` or the learning rate's warm-up, the longer, when
@@ -44,7 +45,7 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// --gradient-codec).
     public var values: TopKValues = .int8
     /// What a worker's top-k is taken of and what keeps what it leaves out.
-    public var feedback: TopKFeedback = .auto
+    public var feedback: TopKFeedback = .residual
     /// Where each step's k entries are chosen: k per tensor, or their sum over the model.
     public var topkScope: TopKScope = .tensor
 
@@ -107,13 +108,9 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
                 ? "the optimizer is \(optimizer.rawValue); the estimate replaces AdamW's first moment"
                 : "AdamW's variance stays live (\(notice ?? "communication.freeze_variance is off"))"
             throw ConfigError(file: "config", key: "communication.feedback",
-                              message: "estimate needs AdamW with a frozen variance and the updates downlink, but \(why): set feedback to residual or auto")
+                              message: "estimate needs AdamW with a frozen variance and the updates downlink, but \(why): set feedback to residual")
         }
-        let estimates = switch feedback {
-        case .estimate: true
-        case .residual: false
-        case .auto: freezes && replicatesUpdates
-        }
+        let estimates = feedback == .estimate
         return CompressionSchedule(denseSteps: dense, densityWarmupSteps: Int(densityWarmupEpochs * perEpoch), target: gradientDensity,
                                    freezeStep: freezes ? dense : nil, estimateStep: estimates ? dense : nil, notice: notice)
     }
@@ -142,8 +139,6 @@ public enum TopKRank: String, Sendable, Codable, CaseIterable, ConfigChoice {
 
 /// `communication.feedback`: what keeps the part of a worker's gradient that top-k leaves out.
 public enum TopKFeedback: String, Sendable, Codable, CaseIterable, ConfigChoice {
-    /// The estimate under AdamW's frozen variance with the updates downlink, else the residual.
-    case auto
     /// Error feedback (EF-SGD, Deep Gradient Compression): each worker adds its gradient to
     /// what it has not sent yet and sends the k largest; an entry's gradient waits in the
     /// residual until it is large enough, about 1/density steps for a typical entry.
@@ -154,7 +149,10 @@ public enum TopKFeedback: String, Sendable, Codable, CaseIterable, ConfigChoice 
     /// (AdamW's first moment); G moves by the merged differences, and every weight takes a
     /// step from G every step, so an unsent entry moves with its last known momentum
     /// instead of waiting. An unsent entry's estimate is off by at most the worker's k-th
-    /// largest difference.
+    /// largest difference, and it keeps the noise of the step that last sent it: on the
+    /// reference recipe (crop and flip, noisier steps) it lost 0.6 and 2.0 pt to
+    /// uncompressed where the residual lost 0.15 and 0.8, so it is not the default
+    /// (docs/benchmarks.md).
     case estimate
 }
 

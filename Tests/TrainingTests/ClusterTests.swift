@@ -247,12 +247,12 @@ struct ClusterTests {
     /// The replicated downlink: workers apply the coordinator's updates to their own copy
     /// of the weights, moments and masks, and stay equal to it bit for bit over every step,
     /// through topology updates (SViTE's prune-and-grow, S2ViTE's units) and AdamW's
-    /// variance freezing and its per-tensor scaling, with the shared estimate (AdamW's
-    /// default) and the residual; the frame down is one for all and a fraction of the weights.
+    /// variance freezing and its per-tensor scaling, with the residual and with the shared
+    /// estimate; the frame down is one for all and a fraction of the weights.
     @Test(arguments: [["sparsity.method=svite", "sparsity.update_interval=3", "sparsity.candidate_multiplier=1000"],
                       ["sparsity.method=s2vite", "sparsity.update_interval=3", "sparsity.sparsity=0.5"],
                       ["optimizer.name=sgd", "optimizer.lr=0.1"],
-                      ["sparsity.method=svite", "sparsity.update_interval=3", "sparsity.candidate_multiplier=1000", "communication.feedback=residual"]])
+                      ["sparsity.method=svite", "sparsity.update_interval=3", "sparsity.candidate_multiplier=1000", "communication.feedback=estimate"]])
     func replicasFollowTheCoordinatorBitForBit(method: [String]) throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 192, test: 32)
@@ -278,9 +278,8 @@ struct ClusterTests {
                 #expect(steps == Array(1 ... 35), "worker \(name) replayed \(steps)")
                 for s in steps { #expect(w.stateDigests[s] == coordinator[s], "worker \(name) differs after step \(s)") }
             }
-            // The shared estimate (feedback auto under AdamW): the last update moved it, as
-            // every one after the warm-up; SGD and feedback residual keep the residual.
-            #expect(trainer.server.lastUpdateEstimated == (config.optimizer.kind == .adamw && config.communication.feedback != .residual))
+            // The shared estimate: the last update moved it, as every one after the warm-up.
+            #expect(trainer.server.lastUpdateEstimated == (config.communication.feedback == .estimate))
             if config.optimizer.kind == .adamw {
                 #expect(trainer.server.optimizer.varianceFrozen)
                 // The frozen variance was scaled (track_variance), every step's mean squares

@@ -143,12 +143,9 @@ struct OptimTests {
             do { _ = try c.schedule(optimizer: kind, stepsPerEpoch: 10); Issue.record("\(kind) \(freeze) \(downlink) accepted") } catch let e as ConfigError {
                 #expect(e.key == "communication.feedback" && e.message.contains("residual"))
             }
-            // auto falls back to the residual there, and takes the estimate where it can.
-            c.feedback = .auto
+            c.feedback = .residual
             #expect(try c.schedule(optimizer: kind, stepsPerEpoch: 10).estimateStep == nil)
         }
-        c.freezeVariance = .auto; c.downlink = .auto
-        #expect(try c.schedule(optimizer: .adamw, stepsPerEpoch: 10).estimateStep == 10)
         var oc = OptimizerConfig()
         oc.weightDecay = 0; oc.lr = 0.01
         let o = Optimizer(config: oc, layout: layout)
