@@ -168,21 +168,25 @@ public final class TopKCompressor: @unchecked Sendable {
                     ib[count] = positions[j]; count += 1
                 }
             }
-            // What the coordinator will decode is sent; the rest of each value stays.
-            let val = [Float](unsafeUninitializedCapacity: idx.count) { vb, count in
-                for (j, p) in idx.enumerated() { vb[j] = a[Int(p)] }
-                if let b = vb.baseAddress { codec.roundTrip(b, count: idx.count) }
-                for (j, p) in idx.enumerated() {
-                    let i = Int(p), sent = vb[j]
-                    // A non-finite entry (or an int8 list poisoned by one) is refused by
-                    // the coordinator; it must not stay in the residual as NaN.
-                    a[i] = sent.isFinite ? a[i] - sent : 0
-                }
-                count = idx.count
-            }
-            indices.append(idx); values.append(val)
+            indices.append(idx); values.append(Self.send(idx, from: a, codec: codec))
         }
         return SparseGradient(indices: indices, values: values)
+    }
+
+    /// The values at `idx` as the coordinator will decode them (`codec` rounds them); each
+    /// leaves `a` and only its rounding stays.
+    static func send(_ idx: [UInt32], from a: UnsafeMutablePointer<Float>, codec: ValueCodec) -> [Float] {
+        [Float](unsafeUninitializedCapacity: idx.count) { vb, count in
+            for (j, p) in idx.enumerated() { vb[j] = a[Int(p)] }
+            if let b = vb.baseAddress { codec.roundTrip(b, count: idx.count) }
+            for (j, p) in idx.enumerated() {
+                let i = Int(p), sent = vb[j]
+                // A non-finite entry (or an int8 list poisoned by one) is refused by the
+                // coordinator; it must not stay in the residual as NaN.
+                a[i] = sent.isFinite ? a[i] - sent : 0
+            }
+            count = idx.count
+        }
     }
 
     /// a = mask ≠ 0 ? a + g : 0 (no mask: a + g), sixteen lanes at a time.
@@ -345,16 +349,7 @@ public final class TopKCompressor: @unchecked Sendable {
                     idx.append(positions[j])
                 }
             }
-            let val = [Float](unsafeUninitializedCapacity: idx.count) { vb, count in
-                for (j, p) in idx.enumerated() { vb[j] = a[Int(p)] }
-                if let b = vb.baseAddress { codec.roundTrip(b, count: idx.count) }
-                for (j, p) in idx.enumerated() {
-                    let i = Int(p), sent = vb[j]
-                    a[i] = sent.isFinite ? a[i] - sent : 0
-                }
-                count = idx.count
-            }
-            indices.append(idx); values.append(val)
+            indices.append(idx); values.append(Self.send(idx, from: a, codec: codec))
         }
         return SparseGradient(indices: indices, values: values)
     }
