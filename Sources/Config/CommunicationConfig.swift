@@ -163,7 +163,8 @@ public enum TopKScope: String, Sendable, Codable, CaseIterable, ConfigChoice {
     /// The same number in all, to the largest ranks of the model wherever they are: with
     /// `rank_by: update` the ranks are AdamW steps (each tensor's variance factor included),
     /// comparable across tensors, so the entries sent are those whose absence would move
-    /// the weights furthest from AdamW's step.
+    /// the weights furthest from AdamW's step. Measured on the default run over three
+    /// seeds: no better than per tensor (mean gap 0.52 against 0.47 pt).
     case model
 }
 
