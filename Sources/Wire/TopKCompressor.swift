@@ -123,8 +123,7 @@ public final class TopKCompressor: @unchecked Sendable {
             // acc = residual + gradient on the active weights; inactive ones hold nothing.
             Self.accumulate(a, g, mask: mt, count: t.count)
             let active = mask.map { $0.activeCount(t) } ?? t.count
-            // By size, not by active count: a pruned matrix is not a small tensor.
-            let whole = (denseVectors && t.shape.count <= 1) || t.count <= denseBelow
+            let whole = Self.sendsWhole(t, denseVectors: denseVectors, denseBelow: denseBelow)
             let k = whole ? active : Self.k(density: density, active: active)
             @inline(__always) func rank(_ i: Int) -> Float { st.map { Self.magnitude(a[i]) * $0[i] } ?? Self.magnitude(a[i]) }
             // The candidates: active entries ranked at least `low`, in position order. A big
@@ -140,37 +139,62 @@ public final class TopKCompressor: @unchecked Sendable {
                     // Inactive weights hold 0, below any positive bound: no mask needed.
                     candidates = Self.gather(a, scale: st, count: t.count, atLeast: low, positions: positions, ranks: ranks)
                 } else {
-                    for i in 0 ..< t.count {
-                        if let mt, mt[i] == 0 { continue }
-                        positions[candidates] = UInt32(i); ranks[candidates] = rank(i); candidates += 1
-                    }
+                    candidates = Self.gatherActive(a, scale: st, mask: mt, count: t.count, positions: positions, ranks: ranks)
                 }
                 if candidates >= k || low == 0 { break }
                 low = 0
             }
-            // Every candidate goes, or the k largest ranks: a copy is selected (so `ranks`
-            // stays in position order), and after it the k-1 entries past the k-th largest
-            // are all ≥ it, so the count strictly above it needs no pass over the tensor.
-            var threshold = -Float.infinity, ties = 0
-            if k < candidates {
-                selection.update(from: ranks, count: candidates)
-                threshold = Self.kthLargest(UnsafeMutableBufferPointer(start: selection, count: candidates), k)
-                ties = k
-                for j in candidates - k + 1 ..< candidates where selection[j] > threshold { ties -= 1 }
-            }
-            // Strictly above the threshold, and the first `ties` at it, in position order.
-            let idx = [UInt32](unsafeUninitializedCapacity: k) { ib, count in
-                count = 0
-                for j in 0 ..< candidates {
-                    let r = ranks[j]
-                    guard r > threshold || (r == threshold && ties > 0) else { continue }
-                    if r == threshold { ties -= 1 }
-                    ib[count] = positions[j]; count += 1
-                }
-            }
+            let (threshold, atThreshold) = Self.threshold(ranks, count: candidates, k: k, selection: selection)
+            var ties = atThreshold
+            let idx = Self.pick(positions, ranks, 0 ..< candidates, threshold: threshold, ties: &ties, expected: k)
             indices.append(idx); values.append(Self.send(idx, from: a, codec: codec))
         }
         return SparseGradient(indices: indices, values: values)
+    }
+
+    /// Whether a tensor goes whole: a vector (with `denseVectors`) or at most `denseBelow`
+    /// weights, by size, not by active count (a pruned matrix is not a small tensor).
+    static func sendsWhole(_ t: TensorSpec, denseVectors: Bool, denseBelow: Int) -> Bool {
+        (denseVectors && t.shape.count <= 1) || t.count <= denseBelow
+    }
+
+    /// Every active entry with its rank, in position order; returns how many.
+    static func gatherActive(_ a: UnsafePointer<Float>, scale: UnsafePointer<Float>?, mask: UnsafePointer<Float>?, count: Int,
+                             positions: UnsafeMutablePointer<UInt32>, ranks: UnsafeMutablePointer<Float>) -> Int {
+        var n = 0
+        for i in 0 ..< count {
+            if let mask, mask[i] == 0 { continue }
+            positions[n] = UInt32(i); ranks[n] = scale.map { magnitude(a[i]) * $0[i] } ?? magnitude(a[i]); n += 1
+        }
+        return n
+    }
+
+    /// The k-th largest of `count` candidate ranks and how many entries at it are taken
+    /// (−∞ and 0 when every candidate goes). A copy is selected, so `ranks` stays in
+    /// position order; after it the k−1 entries past the k-th largest are all ≥ it, so
+    /// the count strictly above it needs no pass over the candidates.
+    static func threshold(_ ranks: UnsafePointer<Float>, count: Int, k: Int, selection: UnsafeMutablePointer<Float>) -> (Float, Int) {
+        guard k < count else { return (-.infinity, 0) }
+        selection.update(from: ranks, count: count)
+        let threshold = kthLargest(UnsafeMutableBufferPointer(start: selection, count: count), k)
+        var ties = k
+        for j in count - k + 1 ..< count where selection[j] > threshold { ties -= 1 }
+        return (threshold, ties)
+    }
+
+    /// The candidates in `range` ranked strictly above `threshold`, and the first `ties`
+    /// at it, in order.
+    static func pick(_ positions: UnsafePointer<UInt32>, _ ranks: UnsafePointer<Float>, _ range: Range<Int>, threshold: Float,
+                     ties: inout Int, expected: Int = 0) -> [UInt32] {
+        var idx: [UInt32] = []
+        idx.reserveCapacity(expected)
+        for j in range {
+            let r = ranks[j]
+            guard r > threshold || (r == threshold && ties > 0) else { continue }
+            if r == threshold { ties -= 1 }
+            idx.append(positions[j])
+        }
+        return idx
     }
 
     /// The values at `idx` as the coordinator will decode them (`codec` rounds them); each
@@ -284,7 +308,7 @@ public final class TopKCompressor: @unchecked Sendable {
         for (ti, t) in tensors.enumerated() {
             Self.accumulate(acc + t.offset, gradient + t.offset, mask: m.map { $0 + t.offset }, count: t.count)
             let active = mask.map { $0.activeCount(t) } ?? t.count
-            whole[ti] = (denseVectors && t.shape.count <= 1) || t.count <= denseBelow
+            whole[ti] = Self.sendsWhole(t, denseVectors: denseVectors, denseBelow: denseBelow)
             if !whole[ti] { budget += Self.k(density: density, active: active); rankedCount += t.count; total += active }
         }
         @inline(__always) func rank(_ i: Int) -> Float { scale.map { Self.magnitude(acc[i]) * $0[i] } ?? Self.magnitude(acc[i]) }
@@ -315,23 +339,16 @@ public final class TopKCompressor: @unchecked Sendable {
                     candidates += Self.gather(a, scale: scale.map { $0 + t.offset }, count: t.count, atLeast: low,
                                               positions: positions + candidates, ranks: ranks + candidates)
                 } else {
-                    for i in 0 ..< t.count {
-                        if let m, m[t.offset + i] == 0 { continue }
-                        positions[candidates] = UInt32(i); ranks[candidates] = rank(t.offset + i); candidates += 1
-                    }
+                    candidates += Self.gatherActive(a, scale: scale.map { $0 + t.offset }, mask: m.map { $0 + t.offset }, count: t.count,
+                                                    positions: positions + candidates, ranks: ranks + candidates)
                 }
             }
             starts[tensors.count] = candidates
             if candidates >= budget || low == 0 { break }
             low = 0
         }
-        var threshold = -Float.infinity, ties = 0
-        if budget < candidates {
-            selection.update(from: ranks, count: candidates)
-            threshold = Self.kthLargest(UnsafeMutableBufferPointer(start: selection, count: candidates), budget)
-            ties = budget
-            for j in candidates - budget + 1 ..< candidates where selection[j] > threshold { ties -= 1 }
-        }
+        let (threshold, atThreshold) = Self.threshold(ranks, count: candidates, k: budget, selection: selection)
+        var ties = atThreshold
         var indices: [[UInt32]] = [], values: [[Float]] = []
         indices.reserveCapacity(tensors.count); values.reserveCapacity(tensors.count)
         for (ti, t) in tensors.enumerated() {
@@ -341,13 +358,7 @@ public final class TopKCompressor: @unchecked Sendable {
                 idx = []
                 for i in 0 ..< t.count where m.map({ $0[t.offset + i] != 0 }) ?? true { idx.append(UInt32(i)) }
             } else {
-                idx = []
-                for j in starts[ti] ..< starts[ti + 1] {
-                    let r = ranks[j]
-                    guard r > threshold || (r == threshold && ties > 0) else { continue }
-                    if r == threshold { ties -= 1 }
-                    idx.append(positions[j])
-                }
+                idx = Self.pick(positions, ranks, starts[ti] ..< starts[ti + 1], threshold: threshold, ties: &ties)
             }
             indices.append(idx); values.append(Self.send(idx, from: a, codec: codec))
         }

@@ -510,27 +510,27 @@ public final class WorkerNode: @unchecked Sendable {
             ? VarianceTracker.meanSquares(g, tensors: layout.tensors.map { ($0.offset, $0.count) }, mask: masks.map { UnsafePointer($0.mask.pointer) })
             : nil
         let payload: [UInt8]
-        if let density, estimate {
-            // The estimate is the replica's first moment: a worker without a replica cannot take part.
-            guard let o = optimizer else { throw WorkerError(message: "step \(step) asks for top-k against the shared estimate, but this worker holds no replica of the optimizer (communication.downlink weights)") }
-            let c = estimateCompressor ?? EstimateCompressor(layout: layout)
-            estimateCompressor = c
-            if clipGradNorm > 0 { GradientClipping.clip(g, count: layout.count, maxNorm: clipGradNorm) }
-            let variance = rankBy == .update && o.updates > 0 ? o.secondMoment : nil
-            let sparse = c.compress(g, estimate: o.firstMoment.pointer, beta: Float(o.config.beta1), mask: masks, density: density,
-                                    codec: topKCodec, denseVectors: denseVectors, denseBelow: denseBelow,
-                                    variance: variance.map { UnsafePointer($0.pointer) }, eps: Float(o.config.eps),
-                                    tensorScale: lastVarianceScale, acrossTensors: acrossTensors)
-            payload = Payload.sparseGrads(summary, codec: topKCodec, sparse: sparse, layout: layout, reply: reply, meanSquares: meanSquares)
-        } else if let density {
-            let c = compressor ?? TopKCompressor(layout: layout)
-            compressor = c
+        if let density {
             // Ranked by the step each entry would make, from the replica's AdamW variance
             // (a scalar bias correction does not change the order within a tensor).
-            let variance = rankBy == .update && (optimizer?.updates ?? 0) > 0 ? optimizer?.secondMoment : nil
-            let sparse = c.compress(g, mask: masks, density: density, codec: topKCodec, denseVectors: denseVectors,
-                                    denseBelow: denseBelow, variance: variance.map { UnsafePointer($0.pointer) }, eps: Float(optimizer?.config.eps ?? 1e-8),
+            let variance = (rankBy == .update && (optimizer?.updates ?? 0) > 0 ? optimizer?.secondMoment : nil).map { UnsafePointer($0.pointer) }
+            let eps = Float(optimizer?.config.eps ?? 1e-8)
+            let sparse: SparseGradient
+            if estimate {
+                // The estimate is the replica's first moment: a worker without a replica cannot take part.
+                guard let o = optimizer else { throw WorkerError(message: "step \(step) asks for top-k against the shared estimate, but this worker holds no replica of the optimizer (communication.downlink weights)") }
+                let c = estimateCompressor ?? EstimateCompressor(layout: layout)
+                estimateCompressor = c
+                if clipGradNorm > 0 { GradientClipping.clip(g, count: layout.count, maxNorm: clipGradNorm) }
+                sparse = c.compress(g, estimate: o.firstMoment.pointer, beta: Float(o.config.beta1), mask: masks, density: density,
+                                    codec: topKCodec, denseVectors: denseVectors, denseBelow: denseBelow, variance: variance, eps: eps,
                                     tensorScale: lastVarianceScale, acrossTensors: acrossTensors)
+            } else {
+                let c = compressor ?? TopKCompressor(layout: layout)
+                compressor = c
+                sparse = c.compress(g, mask: masks, density: density, codec: topKCodec, denseVectors: denseVectors, denseBelow: denseBelow,
+                                    variance: variance, eps: eps, tensorScale: lastVarianceScale, acrossTensors: acrossTensors)
+            }
             payload = Payload.sparseGrads(summary, codec: topKCodec, sparse: sparse, layout: layout, reply: reply, meanSquares: meanSquares)
         } else if let m = masks {
             m.pack(g, into: packed.pointer)
