@@ -105,6 +105,15 @@ public final class TopKCompressor: @unchecked Sendable {
     public func compress(_ gradient: UnsafePointer<Float>, mask: MaskSet?, density: Double, codec: ValueCodec = .fp32,
                          denseVectors: Bool = false, denseBelow: Int = 0, variance: UnsafePointer<Float>? = nil, eps: Float = 1e-8,
                          tensorScale: [Float]? = nil, acrossTensors: Bool = false) -> SparseGradient {
+        select(adding: gradient, mask: mask, density: density, codec: codec, denseVectors: denseVectors, denseBelow: denseBelow,
+               variance: variance, eps: eps, tensorScale: tensorScale, acrossTensors: acrossTensors)
+    }
+
+    /// `compress`, with `gradient` nil when the residual already holds the values to select
+    /// from (the estimate writes its M − G there); inactive weights are zeroed either way.
+    func select(adding gradient: UnsafePointer<Float>?, mask: MaskSet?, density: Double, codec: ValueCodec,
+                denseVectors: Bool, denseBelow: Int, variance: UnsafePointer<Float>?, eps: Float,
+                tensorScale: [Float]?, acrossTensors: Bool) -> SparseGradient {
         let acc = residual.pointer
         let m = mask?.mask.pointer
         if let variance { fillRankScale(variance, eps: eps, tensorScale: tensorScale) }
@@ -117,11 +126,11 @@ public final class TopKCompressor: @unchecked Sendable {
         var indices: [[UInt32]] = [], values: [[Float]] = []
         indices.reserveCapacity(layout.tensors.count); values.reserveCapacity(layout.tensors.count)
         for t in layout.tensors {
-            let a = acc + t.offset, g = gradient + t.offset
+            let a = acc + t.offset
             let st = scale.map { $0 + t.offset }
             let mt = m.map { $0 + t.offset }
             // acc = residual + gradient on the active weights; inactive ones hold nothing.
-            Self.accumulate(a, g, mask: mt, count: t.count)
+            Self.accumulate(a, gradient.map { $0 + t.offset }, mask: mt, count: t.count)
             let active = mask.map { $0.activeCount(t) } ?? t.count
             let whole = Self.sendsWhole(t, denseVectors: denseVectors, denseBelow: denseBelow)
             let k = whole ? active : Self.k(density: density, active: active)
@@ -213,23 +222,33 @@ public final class TopKCompressor: @unchecked Sendable {
         }
     }
 
-    /// a = mask ≠ 0 ? a + g : 0 (no mask: a + g), sixteen lanes at a time.
-    static func accumulate(_ a: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, mask: UnsafePointer<Float>?, count: Int) {
+    /// a = mask ≠ 0 ? a + g : 0 (no mask: a + g), sixteen lanes at a time; without `g`,
+    /// only the inactive entries are zeroed.
+    static func accumulate(_ a: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>?, mask: UnsafePointer<Float>?, count: Int) {
         typealias V = SIMD16<Float>
         var i = 0
-        if let mask {
+        switch (g, mask) {
+        case let (g?, mask?):
             while i + 16 <= count {
                 let sum = a.simd(V.self, at: i) + g.simd(V.self, at: i)
                 a.store(sum.replacing(with: 0, where: mask.simd(V.self, at: i) .== 0), at: i)
                 i += 16
             }
             while i < count { a[i] = mask[i] != 0 ? a[i] + g[i] : 0; i += 1 }
-        } else {
+        case let (g?, nil):
             while i + 16 <= count {
                 a.store(a.simd(V.self, at: i) + g.simd(V.self, at: i), at: i)
                 i += 16
             }
             while i < count { a[i] += g[i]; i += 1 }
+        case let (nil, mask?):
+            while i + 16 <= count {
+                a.store(a.simd(V.self, at: i).replacing(with: 0, where: mask.simd(V.self, at: i) .== 0), at: i)
+                i += 16
+            }
+            while i < count { if mask[i] == 0 { a[i] = 0 }; i += 1 }
+        case (nil, nil):
+            break
         }
     }
 
@@ -298,7 +317,7 @@ public final class TopKCompressor: @unchecked Sendable {
     /// `rank_by: update` with each tensor's variance factor are: then the K entries sent
     /// are those whose absence would move the weights furthest from the step AdamW would
     /// take, and a tensor whose entries all sit close to it sends fewer than its share.
-    func compressAcrossTensors(_ gradient: UnsafePointer<Float>, mask: MaskSet?, density: Double, codec: ValueCodec,
+    func compressAcrossTensors(_ gradient: UnsafePointer<Float>?, mask: MaskSet?, density: Double, codec: ValueCodec,
                                denseVectors: Bool, denseBelow: Int, scale: UnsafePointer<Float>?) -> SparseGradient {
         let acc = residual.pointer
         let m = mask?.mask.pointer
@@ -306,7 +325,7 @@ public final class TopKCompressor: @unchecked Sendable {
         var whole = [Bool](repeating: false, count: tensors.count)
         var total = 0, budget = 0, rankedCount = 0
         for (ti, t) in tensors.enumerated() {
-            Self.accumulate(acc + t.offset, gradient + t.offset, mask: m.map { $0 + t.offset }, count: t.count)
+            Self.accumulate(acc + t.offset, gradient.map { $0 + t.offset }, mask: m.map { $0 + t.offset }, count: t.count)
             let active = mask.map { $0.activeCount(t) } ?? t.count
             whole[ti] = Self.sendsWhole(t, denseVectors: denseVectors, denseBelow: denseBelow)
             if !whole[ti] { budget += Self.k(density: density, active: active); rankedCount += t.count; total += active }
@@ -446,9 +465,8 @@ public final class EstimateCompressor: @unchecked Sendable {
     public let layout: ParameterLayout
     /// This worker's momentum, full layout (valid once `started`).
     public let momentum: FloatBuffer
-    /// M − G of the last step, full layout.
-    public let difference: FloatBuffer
-    /// Selects the top k of the difference; its residual is cleared before each step.
+    /// Selects the top k of M − G, which `advance` writes into its residual (so the
+    /// difference needs no buffer of its own); nothing is left there across steps.
     let selector: TopKCompressor
     /// Whether `momentum` holds this worker's momentum (false: it starts from G).
     public private(set) var started = false
@@ -456,7 +474,6 @@ public final class EstimateCompressor: @unchecked Sendable {
     public init(layout: ParameterLayout) {
         self.layout = layout
         momentum = FloatBuffer(count: layout.count)
-        difference = FloatBuffer(count: layout.count)
         selector = TopKCompressor(layout: layout)
     }
 
@@ -470,13 +487,13 @@ public final class EstimateCompressor: @unchecked Sendable {
                          variance: UnsafePointer<Float>? = nil, eps: Float = 1e-8, tensorScale: [Float]? = nil,
                          acrossTensors: Bool = false) -> SparseGradient {
         let n = layout.count
-        let m = momentum.pointer, d = difference.pointer
+        let m = momentum.pointer
         if !started { m.update(from: estimate, count: n); started = true }
-        Self.advance(m, d, gradient, estimate, beta: beta, mask: mask.map { UnsafePointer($0.mask.pointer) }, count: n)
-        selector.reset()
-        let sparse = selector.compress(d, mask: mask, density: density, codec: codec, denseVectors: denseVectors,
-                                       denseBelow: denseBelow, variance: variance, eps: eps, tensorScale: tensorScale,
-                                       acrossTensors: acrossTensors)
+        // d ← M − G overwrites whatever the last step's selection left (its rounding).
+        Self.advance(m, selector.residual.pointer, gradient, estimate, beta: beta, mask: mask.map { UnsafePointer($0.mask.pointer) }, count: n)
+        let sparse = selector.select(adding: nil, mask: mask, density: density, codec: codec, denseVectors: denseVectors,
+                                     denseBelow: denseBelow, variance: variance, eps: eps, tensorScale: tensorScale,
+                                     acrossTensors: acrossTensors)
         if !Self.allFinite(m, n) { started = false }
         return sparse
     }
