@@ -39,6 +39,12 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// percent of its weights, and at one entry in a hundred each would wait a hundred
     /// steps (measured: 2 points of top-1 after one compressed epoch of the default run).
     public var denseBelow = 8192
+    /// How much of each of those small tensors (`denseVectors`, `denseBelow`) a worker sends
+    /// per step: 1 sends them whole; below 1, the top ⌈d · active⌉ of each with error
+    /// feedback, d never below the step's density. They are 2% of the default run's weights
+    /// but, whole in int8, 70% of its top-k uplink; at 0.25 each value waits about four
+    /// steps, and their bytes pay for about 2.5x the density on the matrices.
+    public var smallTensorDensity: Double = 1
     /// What top-k ranks a worker's entries by.
     public var rankBy: TopKRank = .update
     /// How the values of top-k gradients travel (uncompressed steps use the coordinator's
@@ -228,6 +234,10 @@ public struct CompressionSchedule: Sendable, Equatable {
         var s = "wire: top-k \(target * 100)% of each tensor's active weights"
         s += denseSteps > 0 ? " from step \(denseSteps) (uncompressed before)" : " from the first step"
         if densityWarmupSteps > 0 { s += ", falling from \(max(0.25, target) * 100)% over \(densityWarmupSteps) steps" }
+        if c.denseVectors || c.denseBelow > 0 {
+            let small = [c.denseVectors ? "1-D" : nil, c.denseBelow > 0 ? "at most \(c.denseBelow) weights" : nil].compactMap { $0 }.joined(separator: " or ")
+            s += c.smallTensorDensity < 1 ? ", tensors \(small) at \(max(c.smallTensorDensity, target) * 100)%" : ", tensors \(small) whole"
+        }
         s += ", \(c.values.rawValue) values, "
         s += estimateStep != nil ? "the shared estimate (feedback estimate)" : "error feedback (feedback residual)"
         if let f = freezeStep { s += "; AdamW's variance frozen at step \(f)\(c.trackVariance ? ", tracked per tensor" : "")" }
@@ -260,6 +270,8 @@ extension CommunicationConfig: ConfigSection {
             .value("track_variance", \.trackVariance),
             .value("dense_vectors", \.denseVectors),
             .value("dense_below", \.denseBelow, check: { $0 >= 0 ? nil : "must be >= 0 (a tensor size in weights; 0: every tensor top-k), got \($0)" }),
+            .value("small_tensor_density", \.smallTensorDensity,
+                   check: { $0 > 0 && $0 <= 1 ? nil : "must be in (0, 1] (a fraction of each small tensor's active weights; 1 = whole), got \($0)" }),
             .value("rank_by", \.rankBy),
             .value("values", \.values),
             .value("feedback", \.feedback),

@@ -119,7 +119,7 @@ public struct Experiment: Sendable {
         "communication:", "  gradient_density: 1.0",
         "  dense_warmup_epochs: auto", "  freeze_variance: auto",
         "  downlink: auto", "  checksum_every_steps: 50", "  dense_vectors: true", "  rank_by: update", "  dense_below: 8192", "  values: int8",
-        "  feedback: residual", "  density_warmup_epochs: 1.0", "  topk_scope: tensor",
+        "  feedback: residual", "  density_warmup_epochs: 1.0", "  topk_scope: tensor", "  small_tensor_density: 1.0",
         "  crop_pct: 0.875", "  prefetch: true",
     ]
 

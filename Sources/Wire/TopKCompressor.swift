@@ -96,6 +96,10 @@ public final class TopKCompressor: @unchecked Sendable {
     /// reference code does (it compresses only `param.dim() > 1`): they are a percent of
     /// the weights and, at one entry in a hundred, would wait a hundred steps per value.
     /// `denseBelow`: a tensor of at most this many weights goes whole too.
+    /// `smallDensity`: below 1, those small tensors (vectors and `denseBelow`) send the top
+    /// ⌈d · active⌉ of their entries instead of all of them, d never below `density`, with
+    /// the same error feedback: their values wait a few steps rather than a hundred, and the
+    /// bytes they no longer take buy a higher density for the big matrices.
     /// `variance`: rank by the AdamW step each entry would make, |acc| / (√v + ε), instead
     /// of |acc| (full layout); the values sent and kept are gradients either way.
     /// `tensorScale`: with `variance`, each tensor's factor on √v (the tracked frozen
@@ -103,16 +107,16 @@ public final class TopKCompressor: @unchecked Sendable {
     /// `acrossTensors`: the k of all top-k tensors together (Σ k per tensor) go to the
     /// largest ranks of the model, wherever they are, instead of k to each tensor.
     public func compress(_ gradient: UnsafePointer<Float>, mask: MaskSet?, density: Double, codec: ValueCodec = .fp32,
-                         denseVectors: Bool = false, denseBelow: Int = 0, variance: UnsafePointer<Float>? = nil, eps: Float = 1e-8,
-                         tensorScale: [Float]? = nil, acrossTensors: Bool = false) -> SparseGradient {
+                         denseVectors: Bool = false, denseBelow: Int = 0, smallDensity: Double = 1, variance: UnsafePointer<Float>? = nil,
+                         eps: Float = 1e-8, tensorScale: [Float]? = nil, acrossTensors: Bool = false) -> SparseGradient {
         select(adding: gradient, mask: mask, density: density, codec: codec, denseVectors: denseVectors, denseBelow: denseBelow,
-               variance: variance, eps: eps, tensorScale: tensorScale, acrossTensors: acrossTensors)
+               smallDensity: smallDensity, variance: variance, eps: eps, tensorScale: tensorScale, acrossTensors: acrossTensors)
     }
 
     /// `compress`, with `gradient` nil when the residual already holds the values to select
     /// from (the estimate writes its M − G there); inactive weights are zeroed either way.
     func select(adding gradient: UnsafePointer<Float>?, mask: MaskSet?, density: Double, codec: ValueCodec,
-                denseVectors: Bool, denseBelow: Int, variance: UnsafePointer<Float>?, eps: Float,
+                denseVectors: Bool, denseBelow: Int, smallDensity: Double, variance: UnsafePointer<Float>?, eps: Float,
                 tensorScale: [Float]?, acrossTensors: Bool) -> SparseGradient {
         let acc = residual.pointer
         let m = mask?.mask.pointer
@@ -120,7 +124,7 @@ public final class TopKCompressor: @unchecked Sendable {
         let scale: UnsafePointer<Float>? = variance == nil ? nil : UnsafePointer(rankScale.pointer)
         if acrossTensors {
             return compressAcrossTensors(gradient, mask: mask, density: density, codec: codec, denseVectors: denseVectors,
-                                         denseBelow: denseBelow, scale: scale)
+                                         denseBelow: denseBelow, smallDensity: smallDensity, scale: scale)
         }
         let (positions, ranks, selection) = scratch.pointers(for: max(layout.tensors.map(\.count).max() ?? 0, Self.sampleSize))
         var indices: [[UInt32]] = [], values: [[Float]] = []
@@ -132,33 +136,48 @@ public final class TopKCompressor: @unchecked Sendable {
             // acc = residual + gradient on the active weights; inactive ones hold nothing.
             Self.accumulate(a, gradient.map { $0 + t.offset }, mask: mt, count: t.count)
             let active = mask.map { $0.activeCount(t) } ?? t.count
-            let whole = Self.sendsWhole(t, denseVectors: denseVectors, denseBelow: denseBelow)
-            let k = whole ? active : Self.k(density: density, active: active)
-            @inline(__always) func rank(_ i: Int) -> Float { st.map { Self.magnitude(a[i]) * $0[i] } ?? Self.magnitude(a[i]) }
-            // The candidates: active entries ranked at least `low`, in position order. A big
-            // tensor first estimates from a strided sample a `low` that about 2k entries
-            // reach (DGC's sampled threshold), so only those are gathered and selected; if
-            // fewer than k reach it, everything is gathered again. Either way the result is
-            // the exact top k: every entry above the k-th largest is a candidate.
-            var low: Float = k < active && t.count >= Self.sampledFrom ? sampledLowerBound(rank, count: t.count, k: k, into: selection) : 0
-            var candidates = 0
-            while true {
-                candidates = 0
-                if low > 0 {
-                    // Inactive weights hold 0, below any positive bound: no mask needed.
-                    candidates = Self.gather(a, scale: st, count: t.count, atLeast: low, positions: positions, ranks: ranks)
-                } else {
-                    candidates = Self.gatherActive(a, scale: st, mask: mt, count: t.count, positions: positions, ranks: ranks)
-                }
-                if candidates >= k || low == 0 { break }
-                low = 0
-            }
-            let (threshold, atThreshold) = Self.threshold(ranks, count: candidates, k: k, selection: selection)
-            var ties = atThreshold
-            let idx = Self.pick(positions, ranks, 0 ..< candidates, threshold: threshold, ties: &ties, expected: k)
+            let small = Self.sendsWhole(t, denseVectors: denseVectors, denseBelow: denseBelow)
+            let k = small ? Self.smallK(density: density, smallDensity: smallDensity, active: active) : Self.k(density: density, active: active)
+            let idx = topK(a, scale: st, mask: mt, count: t.count, active: active, k: k, positions: positions, ranks: ranks, selection: selection)
             indices.append(idx); values.append(Self.send(idx, from: a, codec: codec))
         }
         return SparseGradient(indices: indices, values: values)
+    }
+
+    /// k for a small tensor (`sendsWhole`): every active entry at a small density of 1,
+    /// else ⌈d · active⌉ with d = max(smallDensity, density).
+    public static func smallK(density: Double, smallDensity: Double, active: Int) -> Int {
+        smallDensity >= 1 ? active : k(density: max(smallDensity, density), active: active)
+    }
+
+    /// The positions of the k largest ranks among one tensor's active entries `a` (its
+    /// residual plus gradient; `scale`, `mask` at its offset), in increasing order, exactly:
+    /// ties at the k-th rank go by position. `positions`, `ranks`, `selection`: scratch of
+    /// at least `count` (and `sampleSize`) entries.
+    func topK(_ a: UnsafePointer<Float>, scale st: UnsafePointer<Float>?, mask mt: UnsafePointer<Float>?, count: Int, active: Int, k: Int,
+              positions: UnsafeMutablePointer<UInt32>, ranks: UnsafeMutablePointer<Float>, selection: UnsafeMutablePointer<Float>) -> [UInt32] {
+        @inline(__always) func rank(_ i: Int) -> Float { st.map { Self.magnitude(a[i]) * $0[i] } ?? Self.magnitude(a[i]) }
+        // The candidates: active entries ranked at least `low`, in position order. A big
+        // tensor first estimates from a strided sample a `low` that about 2k entries
+        // reach (DGC's sampled threshold), so only those are gathered and selected; if
+        // fewer than k reach it, everything is gathered again. Either way the result is
+        // the exact top k: every entry above the k-th largest is a candidate.
+        var low: Float = k < active && count >= Self.sampledFrom ? sampledLowerBound(rank, count: count, k: k, into: selection) : 0
+        var candidates = 0
+        while true {
+            candidates = 0
+            if low > 0 {
+                // Inactive weights hold 0, below any positive bound: no mask needed.
+                candidates = Self.gather(a, scale: st, count: count, atLeast: low, positions: positions, ranks: ranks)
+            } else {
+                candidates = Self.gatherActive(a, scale: st, mask: mt, count: count, positions: positions, ranks: ranks)
+            }
+            if candidates >= k || low == 0 { break }
+            low = 0
+        }
+        let (threshold, atThreshold) = Self.threshold(ranks, count: candidates, k: k, selection: selection)
+        var ties = atThreshold
+        return Self.pick(positions, ranks, 0 ..< candidates, threshold: threshold, ties: &ties, expected: k)
     }
 
     /// Whether a tensor goes whole: a vector (with `denseVectors`) or at most `denseBelow`
@@ -317,21 +336,32 @@ public final class TopKCompressor: @unchecked Sendable {
     /// `rank_by: update` with each tensor's variance factor are: then the K entries sent
     /// are those whose absence would move the weights furthest from the step AdamW would
     /// take, and a tensor whose entries all sit close to it sends fewer than its share.
+    /// Small tensors keep their own k (`smallK`), chosen within each of them first.
     func compressAcrossTensors(_ gradient: UnsafePointer<Float>?, mask: MaskSet?, density: Double, codec: ValueCodec,
-                               denseVectors: Bool, denseBelow: Int, scale: UnsafePointer<Float>?) -> SparseGradient {
+                               denseVectors: Bool, denseBelow: Int, smallDensity: Double, scale: UnsafePointer<Float>?) -> SparseGradient {
         let acc = residual.pointer
         let m = mask?.mask.pointer
         let tensors = layout.tensors
         var whole = [Bool](repeating: false, count: tensors.count)
-        var total = 0, budget = 0, rankedCount = 0
+        var smallPicks = [[UInt32]?](repeating: nil, count: tensors.count)
+        var total = 0, budget = 0, rankedCount = 0, largestSmall = 0
         for (ti, t) in tensors.enumerated() {
             Self.accumulate(acc + t.offset, gradient.map { $0 + t.offset }, mask: m.map { $0 + t.offset }, count: t.count)
             let active = mask.map { $0.activeCount(t) } ?? t.count
             whole[ti] = Self.sendsWhole(t, denseVectors: denseVectors, denseBelow: denseBelow)
             if !whole[ti] { budget += Self.k(density: density, active: active); rankedCount += t.count; total += active }
+            else if Self.smallK(density: density, smallDensity: smallDensity, active: active) < active { largestSmall = max(largestSmall, t.count) }
         }
         @inline(__always) func rank(_ i: Int) -> Float { scale.map { Self.magnitude(acc[i]) * $0[i] } ?? Self.magnitude(acc[i]) }
-        let (positions, ranks, selection) = scratch.pointers(for: max(rankedCount, 4 * Self.sampleSize))
+        let (positions, ranks, selection) = scratch.pointers(for: max(rankedCount, largestSmall, 4 * Self.sampleSize))
+        // The small tensors' own top k, before the scratch holds the model's candidates.
+        for (ti, t) in tensors.enumerated() where whole[ti] {
+            let active = mask.map { $0.activeCount(t) } ?? t.count
+            let k = Self.smallK(density: density, smallDensity: smallDensity, active: active)
+            guard k < active else { continue }
+            smallPicks[ti] = topK(acc + t.offset, scale: scale.map { $0 + t.offset }, mask: m.map { $0 + t.offset }, count: t.count,
+                                  active: active, k: k, positions: positions, ranks: ranks, selection: selection)
+        }
         // Candidates as in `compress`: a lower bound that about 2K entries reach, from a
         // strided sample of every ranked tensor in proportion to its size; all actives when
         // fewer than K reach it. `starts[ti]` ..< `starts[ti + 1]`: tensor ti's candidates.
@@ -373,7 +403,9 @@ public final class TopKCompressor: @unchecked Sendable {
         for (ti, t) in tensors.enumerated() {
             let a = acc + t.offset
             var idx: [UInt32]
-            if whole[ti] {
+            if let picked = smallPicks[ti] {
+                idx = picked
+            } else if whole[ti] {
                 idx = []
                 for i in 0 ..< t.count where m.map({ $0[t.offset + i] != 0 }) ?? true { idx.append(UInt32(i)) }
             } else {
@@ -483,7 +515,7 @@ public final class EstimateCompressor: @unchecked Sendable {
     /// will decode). A non-finite gradient is sent (and refused by the coordinator) and the
     /// momentum starts again from G at the next step.
     public func compress(_ gradient: UnsafePointer<Float>, estimate: UnsafePointer<Float>, beta: Float, mask: MaskSet?, density: Double,
-                         codec: ValueCodec = .fp32, denseVectors: Bool = false, denseBelow: Int = 0,
+                         codec: ValueCodec = .fp32, denseVectors: Bool = false, denseBelow: Int = 0, smallDensity: Double = 1,
                          variance: UnsafePointer<Float>? = nil, eps: Float = 1e-8, tensorScale: [Float]? = nil,
                          acrossTensors: Bool = false) -> SparseGradient {
         let n = layout.count
@@ -492,7 +524,7 @@ public final class EstimateCompressor: @unchecked Sendable {
         // d ← M − G overwrites whatever the last step's selection left (its rounding).
         Self.advance(m, selector.residual.pointer, gradient, estimate, beta: beta, mask: mask.map { UnsafePointer($0.mask.pointer) }, count: n)
         let sparse = selector.select(adding: nil, mask: mask, density: density, codec: codec, denseVectors: denseVectors,
-                                     denseBelow: denseBelow, variance: variance, eps: eps, tensorScale: tensorScale,
+                                     denseBelow: denseBelow, smallDensity: smallDensity, variance: variance, eps: eps, tensorScale: tensorScale,
                                      acrossTensors: acrossTensors)
         if !Self.allFinite(m, n) { started = false }
         return sparse

@@ -95,6 +95,8 @@ public final class WorkerNode: @unchecked Sendable {
     var denseVectors = true
     /// communication.dense_below of the run.
     var denseBelow = 0
+    /// communication.small_tensor_density of the run.
+    var smallTensorDensity = 1.0
     /// communication.values of the run: the codec of top-k gradients.
     var topKCodec = ValueCodec.int8
     /// What top-k ranks by (`communication.rank_by`).
@@ -316,6 +318,7 @@ public final class WorkerNode: @unchecked Sendable {
                 : nil
             denseVectors = config.communication.denseVectors
             denseBelow = config.communication.denseBelow
+            smallTensorDensity = config.communication.smallTensorDensity
             topKCodec = switch config.communication.values {
             case .int8: .int8
             case .bf16: .bf16
@@ -523,12 +526,14 @@ public final class WorkerNode: @unchecked Sendable {
                 estimateCompressor = c
                 if clipGradNorm > 0 { GradientClipping.clip(g, count: layout.count, maxNorm: clipGradNorm) }
                 sparse = c.compress(g, estimate: o.firstMoment.pointer, beta: Float(o.config.beta1), mask: masks, density: density,
-                                    codec: topKCodec, denseVectors: denseVectors, denseBelow: denseBelow, variance: variance, eps: eps,
+                                    codec: topKCodec, denseVectors: denseVectors, denseBelow: denseBelow, smallDensity: smallTensorDensity,
+                                    variance: variance, eps: eps,
                                     tensorScale: lastVarianceScale, acrossTensors: acrossTensors)
             } else {
                 let c = compressor ?? TopKCompressor(layout: layout)
                 compressor = c
                 sparse = c.compress(g, mask: masks, density: density, codec: topKCodec, denseVectors: denseVectors, denseBelow: denseBelow,
+                                    smallDensity: smallTensorDensity,
                                     variance: variance, eps: eps, tensorScale: lastVarianceScale, acrossTensors: acrossTensors)
             }
             payload = Payload.sparseGrads(summary, codec: topKCodec, sparse: sparse, layout: layout, reply: reply, meanSquares: meanSquares)

@@ -379,7 +379,7 @@ struct ConfigDocumentationTests {
             ViTConfig.sectionName: ViTConfig.keyNames, DataConfig.sectionName: DataConfig.keyNames,
             OptimizerConfig.sectionName: OptimizerConfig.keyNames, ScheduleConfig.sectionName: ScheduleConfig.keyNames,
             TrainingConfig.sectionName: TrainingConfig.keyNames, SparsityConfig.sectionName: SparsityConfig.keyNames,
-            ComputeConfig.sectionName: ComputeConfig.keyNames,
+            ComputeConfig.sectionName: ComputeConfig.keyNames, CommunicationConfig.sectionName: CommunicationConfig.keyNames,
         ]
         #expect(Set(documented.keys) == Set(RunConfig.sections), "README sections: \(documented.keys.sorted())")
         for (section, keys) in declared {

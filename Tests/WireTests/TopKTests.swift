@@ -486,6 +486,59 @@ struct TopKTests {
         #expect((0 ..< bias.count).allSatisfy { c.residual.pointer[bias.offset + $0] == 0 })
     }
 
+    /// small_tensor_density: the small tensors (vectors, dense_below) send the exact top
+    /// ⌈d · active⌉ of residual plus gradient instead of all of it, d never below the
+    /// step's density, and keep the rest; the big tensors keep their own k; over steps
+    /// nothing is lost; the same per tensor and with k over the whole model, masked or not.
+    @Test func smallTensorDensitySendsTheTopShareOfSmallTensors() {
+        let layout = smallLayout()
+        let sizes = layout.tensors.map(\.count).sorted()
+        let bound = sizes[sizes.count / 2]
+        let prunable = layout.tensors.filter { $0.count > bound && $0.shape.count > 1 }
+        for acrossTensors in [false, true] {
+            for masked in [false, true] {
+                let masks = MaskSet(layout: layout, prunable: prunable)
+                masks.randomize(counts: Dictionary(uniqueKeysWithValues: prunable.map { ($0.name, $0.count / 2) }), seed: 5)
+                let mask = masked ? masks : nil
+                for (small, density) in [(0.25, 0.05), (0.01, 0.05)] {
+                    let c = TopKCompressor(layout: layout)
+                    var rng = Rand(s: 21)
+                    let g = FloatBuffer(count: layout.count)
+                    var gradientSum = [Double](repeating: 0, count: layout.count), sentSum = gradientSum
+                    var bigSent = 0, bigBudget = 0
+                    for _ in 0 ..< 30 {
+                        for i in 0 ..< layout.count {
+                            let active = mask.map { $0.mask.pointer[i] != 0 } ?? true
+                            g.pointer[i] = active ? rng.float() : 0; gradientSum[i] += Double(g.pointer[i])
+                        }
+                        let before = (0 ..< layout.count).map { c.residual.pointer[$0] + g.pointer[$0] }
+                        let s = c.compress(g.pointer, mask: mask, density: density, denseVectors: true, denseBelow: bound,
+                                           smallDensity: small, acrossTensors: acrossTensors)
+                        for (t, spec) in layout.tensors.enumerated() {
+                            let active = mask.map { $0.activeCount(spec) } ?? spec.count
+                            let isSmall = spec.shape.count == 1 || spec.count <= bound
+                            if isSmall {
+                                #expect(s.indices[t].count == TopKCompressor.k(density: max(small, density), active: active), "\(spec.name)")
+                                // Exactly the largest: nothing left is larger than anything sent.
+                                let sent = Set(s.indices[t])
+                                let smallestSent = s.indices[t].map { abs(before[spec.offset + Int($0)]) }.min() ?? .infinity
+                                let largestLeft = (0 ..< spec.count).filter { !sent.contains(UInt32($0)) }.map { abs(before[spec.offset + $0]) }.max() ?? 0
+                                #expect(largestLeft <= smallestSent, "\(spec.name): left \(largestLeft) > sent \(smallestSent)")
+                            } else {
+                                bigSent += s.indices[t].count; bigBudget += TopKCompressor.k(density: density, active: active)
+                                if !acrossTensors { #expect(s.indices[t].count == TopKCompressor.k(density: density, active: active), "\(spec.name)") }
+                            }
+                            for (j, p) in s.indices[t].enumerated() { sentSum[spec.offset + Int(p)] += Double(s.values[t][j]) }
+                        }
+                    }
+                    #expect(bigSent == bigBudget, "the big tensors send \(bigSent), their k sum to \(bigBudget)")
+                    let worst = (0 ..< layout.count).map { abs(sentSum[$0] + Double(c.residual.pointer[$0]) - gradientSum[$0]) }.max()!
+                    #expect(worst < 1e-4, "sent + residual differs from the gradient sum by \(worst)")
+                }
+            }
+        }
+    }
+
     /// dense_below sends every tensor of at most that many weights whole and leaves it no
     /// residual; bigger ones still send their top k, also when a mask leaves fewer active.
     @Test func smallTensorsGoWholeUnderDenseBelow() {
