@@ -42,8 +42,10 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// How much of each of those small tensors (`denseVectors`, `denseBelow`) a worker sends
     /// per step: 1 sends them whole; below 1, the top ⌈d · active⌉ of each with error
     /// feedback, d never below the step's density. They are 2% of the default run's weights
-    /// but, whole in int8, 70% of its top-k uplink; at 0.25 each value waits about four
-    /// steps, and their bytes pay for about 2.5x the density on the matrices.
+    /// but, whole in int8, about 15 of the 22 KB a worker sends per step at top-k 1%; at
+    /// 0.25 the uplink is 211x below dense fp32 instead of 123x. Spending those bytes on
+    /// 2.5% for the matrices did not close the accuracy gap (docs/benchmarks.md), so whole
+    /// stays the default: this is for links where bytes count more than tenths of a point.
     public var smallTensorDensity: Double = 1
     /// What top-k ranks a worker's entries by.
     public var rankBy: TopKRank = .update
