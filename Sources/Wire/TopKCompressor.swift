@@ -136,7 +136,7 @@ public final class TopKCompressor: @unchecked Sendable {
             // acc = residual + gradient on the active weights; inactive ones hold nothing.
             Self.accumulate(a, gradient.map { $0 + t.offset }, mask: mt, count: t.count)
             let active = mask.map { $0.activeCount(t) } ?? t.count
-            let small = Self.sendsWhole(t, denseVectors: denseVectors, denseBelow: denseBelow)
+            let small = Self.isSmall(t, denseVectors: denseVectors, denseBelow: denseBelow)
             let k = small ? Self.smallK(density: density, smallDensity: smallDensity, active: active) : Self.k(density: density, active: active)
             let idx = topK(a, scale: st, mask: mt, count: t.count, active: active, k: k, positions: positions, ranks: ranks, selection: selection)
             indices.append(idx); values.append(Self.send(idx, from: a, codec: codec))
@@ -144,7 +144,7 @@ public final class TopKCompressor: @unchecked Sendable {
         return SparseGradient(indices: indices, values: values)
     }
 
-    /// k for a small tensor (`sendsWhole`): every active entry at a small density of 1,
+    /// k for a small tensor (`isSmall`): every active entry at a small density of 1,
     /// else ⌈d · active⌉ with d = max(smallDensity, density).
     public static func smallK(density: Double, smallDensity: Double, active: Int) -> Int {
         smallDensity >= 1 ? active : k(density: max(smallDensity, density), active: active)
@@ -180,9 +180,10 @@ public final class TopKCompressor: @unchecked Sendable {
         return Self.pick(positions, ranks, 0 ..< candidates, threshold: threshold, ties: &ties, expected: k)
     }
 
-    /// Whether a tensor goes whole: a vector (with `denseVectors`) or at most `denseBelow`
-    /// weights, by size, not by active count (a pruned matrix is not a small tensor).
-    static func sendsWhole(_ t: TensorSpec, denseVectors: Bool, denseBelow: Int) -> Bool {
+    /// Whether a tensor is small, so it sends `smallK` entries (whole by default) rather than
+    /// top-k: a vector (with `denseVectors`) or at most `denseBelow` weights, by size, not by
+    /// active count (a pruned matrix is not a small tensor).
+    static func isSmall(_ t: TensorSpec, denseVectors: Bool, denseBelow: Int) -> Bool {
         (denseVectors && t.shape.count <= 1) || t.count <= denseBelow
     }
 
@@ -342,25 +343,25 @@ public final class TopKCompressor: @unchecked Sendable {
         let acc = residual.pointer
         let m = mask?.mask.pointer
         let tensors = layout.tensors
-        var whole = [Bool](repeating: false, count: tensors.count)
-        var smallPicks = [[UInt32]?](repeating: nil, count: tensors.count)
+        var small = [Bool](repeating: false, count: tensors.count)
+        var smallPicks = [[UInt32]](repeating: [], count: tensors.count)
         var total = 0, budget = 0, rankedCount = 0, largestSmall = 0
         for (ti, t) in tensors.enumerated() {
             Self.accumulate(acc + t.offset, gradient.map { $0 + t.offset }, mask: m.map { $0 + t.offset }, count: t.count)
             let active = mask.map { $0.activeCount(t) } ?? t.count
-            whole[ti] = Self.sendsWhole(t, denseVectors: denseVectors, denseBelow: denseBelow)
-            if !whole[ti] { budget += Self.k(density: density, active: active); rankedCount += t.count; total += active }
-            else if Self.smallK(density: density, smallDensity: smallDensity, active: active) < active { largestSmall = max(largestSmall, t.count) }
+            small[ti] = Self.isSmall(t, denseVectors: denseVectors, denseBelow: denseBelow)
+            if small[ti] { largestSmall = max(largestSmall, t.count) }
+            else { budget += Self.k(density: density, active: active); rankedCount += t.count; total += active }
         }
         @inline(__always) func rank(_ i: Int) -> Float { scale.map { Self.magnitude(acc[i]) * $0[i] } ?? Self.magnitude(acc[i]) }
         let (positions, ranks, selection) = scratch.pointers(for: max(rankedCount, largestSmall, 4 * Self.sampleSize))
-        // The small tensors' own top k, before the scratch holds the model's candidates.
-        for (ti, t) in tensors.enumerated() where whole[ti] {
+        // The small tensors' own k (all of them when whole), before the scratch holds the
+        // model's candidates.
+        for (ti, t) in tensors.enumerated() where small[ti] {
             let active = mask.map { $0.activeCount(t) } ?? t.count
-            let k = Self.smallK(density: density, smallDensity: smallDensity, active: active)
-            guard k < active else { continue }
             smallPicks[ti] = topK(acc + t.offset, scale: scale.map { $0 + t.offset }, mask: m.map { $0 + t.offset }, count: t.count,
-                                  active: active, k: k, positions: positions, ranks: ranks, selection: selection)
+                                  active: active, k: Self.smallK(density: density, smallDensity: smallDensity, active: active),
+                                  positions: positions, ranks: ranks, selection: selection)
         }
         // Candidates as in `compress`: a lower bound that about 2K entries reach, from a
         // strided sample of every ranked tensor in proportion to its size; all actives when
@@ -369,7 +370,7 @@ public final class TopKCompressor: @unchecked Sendable {
         if budget < total && rankedCount >= Self.sampledFrom {
             let n = 4 * Self.sampleSize
             var taken = 0
-            for (ti, t) in tensors.enumerated() where !whole[ti] {
+            for (ti, t) in tensors.enumerated() where !small[ti] {
                 let share = max(1, n * t.count / rankedCount)
                 for j in 0 ..< share where taken < n { selection[taken] = rank(t.offset + j * t.count / share); taken += 1 }
             }
@@ -382,7 +383,7 @@ public final class TopKCompressor: @unchecked Sendable {
             candidates = 0
             for (ti, t) in tensors.enumerated() {
                 starts[ti] = candidates
-                guard !whole[ti] else { continue }
+                guard !small[ti] else { continue }
                 let a = acc + t.offset
                 if low > 0 {
                     candidates += Self.gather(a, scale: scale.map { $0 + t.offset }, count: t.count, atLeast: low,
@@ -402,15 +403,7 @@ public final class TopKCompressor: @unchecked Sendable {
         indices.reserveCapacity(tensors.count); values.reserveCapacity(tensors.count)
         for (ti, t) in tensors.enumerated() {
             let a = acc + t.offset
-            var idx: [UInt32]
-            if let picked = smallPicks[ti] {
-                idx = picked
-            } else if whole[ti] {
-                idx = []
-                for i in 0 ..< t.count where m.map({ $0[t.offset + i] != 0 }) ?? true { idx.append(UInt32(i)) }
-            } else {
-                idx = Self.pick(positions, ranks, starts[ti] ..< starts[ti + 1], threshold: threshold, ties: &ties)
-            }
+            let idx = small[ti] ? smallPicks[ti] : Self.pick(positions, ranks, starts[ti] ..< starts[ti + 1], threshold: threshold, ties: &ties)
             indices.append(idx); values.append(Self.send(idx, from: a, codec: codec))
         }
         return SparseGradient(indices: indices, values: values)
