@@ -160,7 +160,10 @@ public enum TopKFeedback: String, Sendable, Codable, CaseIterable, ConfigChoice 
     /// largest difference, and it keeps the noise of the step that last sent it: on the
     /// reference recipe (crop and flip, noisier steps) it lost 0.6 and 2.0 pt to
     /// uncompressed where the residual lost 0.15 and 0.8, so it is not the default
-    /// (docs/benchmarks.md).
+    /// (docs/benchmarks.md). On a sparse run it also leaves grown weights untrained: a
+    /// grown weight's estimate starts at zero, and one whose momentum stays within the
+    /// threshold of it is never sent (27-35% of the default run's active weights ended at
+    /// exactly zero; the residual left 3%).
     case estimate
 }
 

@@ -86,6 +86,20 @@ public final class MaskSet: @unchecked Sendable {
         }
     }
 
+    /// Per prunable tensor, the active weights of `params` (same layout) that are exactly
+    /// zero. A grown weight starts at zero and only its first update moves it, so these are
+    /// grown weights that no update has reached yet: under top-k, ones that have not yet
+    /// been among a worker's largest (docs/benchmarks.md measured up to a third of the
+    /// active weights in the estimate mode).
+    public func untrainedCounts(_ params: UnsafePointer<Float>) -> [Int] {
+        prunable.map { t in
+            let p = params + t.offset, m = mask.pointer + t.offset
+            var n = 0
+            for i in 0 ..< t.count where m[i] != 0 && p[i] == 0 { n += 1 }
+            return n
+        }
+    }
+
     /// Active entries of a tensor, counted 8 lanes at a time (both sides count every step
     /// to size the packed values; the scalar count took 4% of a training step).
     public func activeCount(_ t: TensorSpec) -> Int {

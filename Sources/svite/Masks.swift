@@ -1,5 +1,6 @@
 import ArgumentParser
 import Config
+import Core
 import Datasets
 import Foundation
 import Model
@@ -65,6 +66,20 @@ struct Masks: ParsableCommand {
                            c.name, w.step ?? 0, (1 - masks.density) * 100, masks.explorationRate * 100)
         try MaskPictures.densityChart(layers, title: title).write(toFile: "\(dir)/density.svg", atomically: true, encoding: .utf8)
         print("\(layers.count) layer pictures and density.svg in \(dir)")
+        print(Self.untrainedLine(masks: masks, params: w.params))
+    }
+
+    /// How many active weights no update has reached (exactly zero), and the layer with
+    /// the most: prune-and-grow under top-k can leave grown weights waiting for hundreds
+    /// of steps, which the pictures (active or not) do not show.
+    static func untrainedLine(masks: MaskSet, params: FloatBuffer) -> String {
+        let counts = masks.untrainedCounts(params.pointer)
+        let total = counts.reduce(0, +), active = masks.activePrunable
+        guard total > 0 else { return "every active weight has been updated (none is exactly zero)" }
+        let worst = counts.indices.max { counts[$0] < counts[$1] }!
+        let t = masks.prunable[worst]
+        return String(format: "%d of %d active weights (%.1f%%) are exactly zero: grown and not yet updated; most in %@ (%d of %d)",
+                      total, active, 100 * Double(total) / Double(max(active, 1)), t.name, counts[worst], masks.activeCount(t))
     }
 
     /// initial | current | explored as one titled figure, each panel captioned with its

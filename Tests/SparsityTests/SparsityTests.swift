@@ -130,6 +130,27 @@ struct SparsityTests {
         }
     }
 
+    /// The untrained count is the grown weights no update has reached: right after an
+    /// update all of them, one fewer for each that moves, and never an inactive zero.
+    @Test func untrainedCountsAreTheGrownWeightsStillAtZero() {
+        let layout = ParameterLayout(tensors: [("blocks.0.attn.qkv.weight", [12, 4]), ("blocks.0.attn.qkv.bias", [12]),
+                                               ("blocks.0.mlp.fc1.weight", [8, 4])])
+        let masks = MaskSet(layout: layout, prunable: MaskSet.prunableTensors(layout))
+        masks.randomize(counts: SparsityDistribution.erk.counts(masks.prunable.map { ($0.name, $0.shape) }, density: 0.5), seed: 3)
+        let params = FloatBuffer(count: layout.count), grads = FloatBuffer(count: layout.count)
+        var rng = Xoshiro256(seed: 4)
+        for i in 0 ..< layout.count { params[i] = rng.nextNormal(); grads[i] = rng.nextNormal() }
+        masks.apply(to: params)
+        #expect(masks.untrainedCounts(params.pointer) == [0, 0], "trained weights and inactive zeros are not counted")
+        let changes = PruneAndGrow.update(masks: masks, params: params, growScore: { UnsafePointer(grads.pointer + $0.offset) },
+                                          fraction: 0.5, moments: [])
+        #expect(changes.map(\.grown.count).allSatisfy { $0 > 0 })
+        #expect(masks.untrainedCounts(params.pointer) == changes.map(\.grown.count))
+        let first = masks.prunable[0]
+        params[first.offset + changes[0].grown[0]] = 0.01
+        #expect(masks.untrainedCounts(params.pointer) == [changes[0].grown.count - 1, changes[1].grown.count])
+    }
+
     /// A layer denser than 1/(1+f) has fewer inactive weights than ⌈f·active⌉: it swaps
     /// only as many as it can grow, and keeps its count.
     @Test func denseLayersKeepTheirCounts() {
