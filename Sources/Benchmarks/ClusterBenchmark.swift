@@ -131,7 +131,7 @@ public struct ClusterBenchmark {
         }
         return (0 ..< workers).map { _ in
             fill()
-            let sparse = TopKCompressor(layout: layout).compress(g.pointer, mask: nil, density: density, codec: codec, denseVectors: true)
+            let sparse = TopKCompressor(layout: layout).compress(g.pointer, mask: nil, density: density, settings: TopKSettings(codec: codec, denseVectors: true))
             return Payload.sparseGrads(summary, codec: codec, sparse: sparse, layout: layout)
         }
     }

@@ -67,6 +67,39 @@ public struct SparseGradient: Sendable, Equatable {
 /// residual is dropped with it, a grown one starts at zero). It lives in this worker
 /// only: a worker that leaves loses its own unsent residual, at most one step's worth of
 /// gradient per entry it never got to send, and nothing the others sent.
+/// What a run's workers select and how they code it: fixed for the run (its
+/// `communication:` section). What changes step by step (the density, the replica's
+/// variance and each tensor's factor on it) goes with each call instead.
+public struct TopKSettings: Sendable, Equatable {
+    /// How the values travel (the rounding of bf16 or int8 stays in the residual).
+    public var codec: ValueCodec
+    /// Tensors of one dimension (biases, LayerNorm) count as small, as DGC's reference code
+    /// has it (it compresses only `param.dim() > 1`): they are a percent of the weights and,
+    /// at one entry in a hundred, would wait a hundred steps per value.
+    public var denseVectors: Bool
+    /// Tensors of at most this many weights count as small too (0: none).
+    public var denseBelow: Int
+    /// What each small tensor sends: 1, all of it; below 1, the top ⌈d · active⌉ of its
+    /// entries with the same error feedback, d never below the step's density (`smallK`):
+    /// its values wait a few steps rather than a hundred, and the bytes they no longer take
+    /// buy a higher density for the big matrices.
+    public var smallDensity: Double
+    /// The k of all top-k tensors together (Σ k per tensor) go to the largest ranks of the
+    /// model, wherever they are, instead of k to each tensor.
+    public var acrossTensors: Bool
+    /// AdamW's ε in the ranks |acc| / (√v + ε) of `rank_by: update`.
+    public var eps: Float
+
+    public init(codec: ValueCodec = .fp32, denseVectors: Bool = false, denseBelow: Int = 0, smallDensity: Double = 1,
+                acrossTensors: Bool = false, eps: Float = 1e-8) {
+        self.codec = codec; self.denseVectors = denseVectors; self.denseBelow = denseBelow
+        self.smallDensity = smallDensity; self.acrossTensors = acrossTensors; self.eps = eps
+    }
+
+    /// Whether `t` is small: sent whole, or at `smallDensity`.
+    public func isSmall(_ t: TensorSpec) -> Bool { TopKCompressor.isSmall(t, denseVectors: denseVectors, denseBelow: denseBelow) }
+}
+
 public final class TopKCompressor: @unchecked Sendable {
     public let layout: ParameterLayout
     /// Unsent gradient, full layout.
@@ -92,39 +125,26 @@ public final class TopKCompressor: @unchecked Sendable {
     /// magnitude among the active weights, and leaves in the residual what was not sent
     /// (and, with bf16 or int8 values, the rounding of what was). NaN counts as the largest
     /// magnitude, so a broken gradient is sent (and refused), not hidden in the residual.
-    /// `denseVectors`: tensors of one dimension (biases, LayerNorm) go whole, as DGC's
-    /// reference code does (it compresses only `param.dim() > 1`): they are a percent of
-    /// the weights and, at one entry in a hundred, would wait a hundred steps per value.
-    /// `denseBelow`: a tensor of at most this many weights goes whole too.
-    /// `smallDensity`: below 1, those small tensors (vectors and `denseBelow`) send the top
-    /// ⌈d · active⌉ of their entries instead of all of them, d never below `density`, with
-    /// the same error feedback: their values wait a few steps rather than a hundred, and the
-    /// bytes they no longer take buy a higher density for the big matrices.
+    /// `settings`: the run's codec, its small tensors and where k is chosen.
     /// `variance`: rank by the AdamW step each entry would make, |acc| / (√v + ε), instead
     /// of |acc| (full layout); the values sent and kept are gradients either way.
     /// `tensorScale`: with `variance`, each tensor's factor on √v (the tracked frozen
     /// variance's, `VarianceTracker.scales`), so ranks compare across tensors.
-    /// `acrossTensors`: the k of all top-k tensors together (Σ k per tensor) go to the
-    /// largest ranks of the model, wherever they are, instead of k to each tensor.
-    public func compress(_ gradient: UnsafePointer<Float>, mask: MaskSet?, density: Double, codec: ValueCodec = .fp32,
-                         denseVectors: Bool = false, denseBelow: Int = 0, smallDensity: Double = 1, variance: UnsafePointer<Float>? = nil,
-                         eps: Float = 1e-8, tensorScale: [Float]? = nil, acrossTensors: Bool = false) -> SparseGradient {
-        select(adding: gradient, mask: mask, density: density, codec: codec, denseVectors: denseVectors, denseBelow: denseBelow,
-               smallDensity: smallDensity, variance: variance, eps: eps, tensorScale: tensorScale, acrossTensors: acrossTensors)
+    public func compress(_ gradient: UnsafePointer<Float>, mask: MaskSet?, density: Double, settings: TopKSettings = TopKSettings(),
+                         variance: UnsafePointer<Float>? = nil, tensorScale: [Float]? = nil) -> SparseGradient {
+        select(adding: gradient, mask: mask, density: density, settings: settings, variance: variance, tensorScale: tensorScale)
     }
 
     /// `compress`, with `gradient` nil when the residual already holds the values to select
     /// from (the estimate writes its M − G there); inactive weights are zeroed either way.
-    func select(adding gradient: UnsafePointer<Float>?, mask: MaskSet?, density: Double, codec: ValueCodec,
-                denseVectors: Bool, denseBelow: Int, smallDensity: Double, variance: UnsafePointer<Float>?, eps: Float,
-                tensorScale: [Float]?, acrossTensors: Bool) -> SparseGradient {
+    func select(adding gradient: UnsafePointer<Float>?, mask: MaskSet?, density: Double, settings: TopKSettings,
+                variance: UnsafePointer<Float>?, tensorScale: [Float]?) -> SparseGradient {
         let acc = residual.pointer
         let m = mask?.mask.pointer
-        if let variance { fillRankScale(variance, eps: eps, tensorScale: tensorScale) }
+        if let variance { fillRankScale(variance, eps: settings.eps, tensorScale: tensorScale) }
         let scale: UnsafePointer<Float>? = variance == nil ? nil : UnsafePointer(rankScale.pointer)
-        if acrossTensors {
-            return compressAcrossTensors(gradient, mask: mask, density: density, codec: codec, denseVectors: denseVectors,
-                                         denseBelow: denseBelow, smallDensity: smallDensity, scale: scale)
+        if settings.acrossTensors {
+            return compressAcrossTensors(gradient, mask: mask, density: density, settings: settings, scale: scale)
         }
         let (positions, ranks, selection) = scratch.pointers(for: max(layout.tensors.map(\.count).max() ?? 0, Self.sampleSize))
         var indices: [[UInt32]] = [], values: [[Float]] = []
@@ -136,10 +156,10 @@ public final class TopKCompressor: @unchecked Sendable {
             // acc = residual + gradient on the active weights; inactive ones hold nothing.
             Self.accumulate(a, gradient.map { $0 + t.offset }, mask: mt, count: t.count)
             let active = mask.map { $0.activeCount(t) } ?? t.count
-            let small = Self.isSmall(t, denseVectors: denseVectors, denseBelow: denseBelow)
-            let k = small ? Self.smallK(density: density, smallDensity: smallDensity, active: active) : Self.k(density: density, active: active)
+            let k = settings.isSmall(t) ? Self.smallK(density: density, smallDensity: settings.smallDensity, active: active)
+                : Self.k(density: density, active: active)
             let idx = topK(a, scale: st, mask: mt, count: t.count, active: active, k: k, positions: positions, ranks: ranks, selection: selection)
-            indices.append(idx); values.append(Self.send(idx, from: a, codec: codec))
+            indices.append(idx); values.append(Self.send(idx, from: a, codec: settings.codec))
         }
         return SparseGradient(indices: indices, values: values)
     }
@@ -338,8 +358,8 @@ public final class TopKCompressor: @unchecked Sendable {
     /// are those whose absence would move the weights furthest from the step AdamW would
     /// take, and a tensor whose entries all sit close to it sends fewer than its share.
     /// Small tensors keep their own k (`smallK`), chosen within each of them first.
-    func compressAcrossTensors(_ gradient: UnsafePointer<Float>?, mask: MaskSet?, density: Double, codec: ValueCodec,
-                               denseVectors: Bool, denseBelow: Int, smallDensity: Double, scale: UnsafePointer<Float>?) -> SparseGradient {
+    func compressAcrossTensors(_ gradient: UnsafePointer<Float>?, mask: MaskSet?, density: Double, settings: TopKSettings,
+                               scale: UnsafePointer<Float>?) -> SparseGradient {
         let acc = residual.pointer
         let m = mask?.mask.pointer
         let tensors = layout.tensors
@@ -349,7 +369,7 @@ public final class TopKCompressor: @unchecked Sendable {
         for (ti, t) in tensors.enumerated() {
             Self.accumulate(acc + t.offset, gradient.map { $0 + t.offset }, mask: m.map { $0 + t.offset }, count: t.count)
             let active = mask.map { $0.activeCount(t) } ?? t.count
-            small[ti] = Self.isSmall(t, denseVectors: denseVectors, denseBelow: denseBelow)
+            small[ti] = settings.isSmall(t)
             if small[ti] { largestSmall = max(largestSmall, t.count) }
             else { budget += Self.k(density: density, active: active); rankedCount += t.count; total += active }
         }
@@ -360,7 +380,7 @@ public final class TopKCompressor: @unchecked Sendable {
         for (ti, t) in tensors.enumerated() where small[ti] {
             let active = mask.map { $0.activeCount(t) } ?? t.count
             smallPicks[ti] = topK(acc + t.offset, scale: scale.map { $0 + t.offset }, mask: m.map { $0 + t.offset }, count: t.count,
-                                  active: active, k: Self.smallK(density: density, smallDensity: smallDensity, active: active),
+                                  active: active, k: Self.smallK(density: density, smallDensity: settings.smallDensity, active: active),
                                   positions: positions, ranks: ranks, selection: selection)
         }
         // Candidates as in `compress`: a lower bound that about 2K entries reach, from a
@@ -404,7 +424,7 @@ public final class TopKCompressor: @unchecked Sendable {
         for (ti, t) in tensors.enumerated() {
             let a = acc + t.offset
             let idx = small[ti] ? smallPicks[ti] : Self.pick(positions, ranks, starts[ti] ..< starts[ti + 1], threshold: threshold, ties: &ties)
-            indices.append(idx); values.append(Self.send(idx, from: a, codec: codec))
+            indices.append(idx); values.append(Self.send(idx, from: a, codec: settings.codec))
         }
         return SparseGradient(indices: indices, values: values)
     }
@@ -508,17 +528,14 @@ public final class EstimateCompressor: @unchecked Sendable {
     /// will decode). A non-finite gradient is sent (and refused by the coordinator) and the
     /// momentum starts again from G at the next step.
     public func compress(_ gradient: UnsafePointer<Float>, estimate: UnsafePointer<Float>, beta: Float, mask: MaskSet?, density: Double,
-                         codec: ValueCodec = .fp32, denseVectors: Bool = false, denseBelow: Int = 0, smallDensity: Double = 1,
-                         variance: UnsafePointer<Float>? = nil, eps: Float = 1e-8, tensorScale: [Float]? = nil,
-                         acrossTensors: Bool = false) -> SparseGradient {
+                         settings: TopKSettings = TopKSettings(), variance: UnsafePointer<Float>? = nil,
+                         tensorScale: [Float]? = nil) -> SparseGradient {
         let n = layout.count
         let m = momentum.pointer
         if !started { m.update(from: estimate, count: n); started = true }
         // d ← M − G overwrites whatever the last step's selection left (its rounding).
         Self.advance(m, selector.residual.pointer, gradient, estimate, beta: beta, mask: mask.map { UnsafePointer($0.mask.pointer) }, count: n)
-        let sparse = selector.select(adding: nil, mask: mask, density: density, codec: codec, denseVectors: denseVectors,
-                                     denseBelow: denseBelow, smallDensity: smallDensity, variance: variance, eps: eps, tensorScale: tensorScale,
-                                     acrossTensors: acrossTensors)
+        let sparse = selector.select(adding: nil, mask: mask, density: density, settings: settings, variance: variance, tensorScale: tensorScale)
         if !Self.allFinite(m, n) { started = false }
         return sparse
     }

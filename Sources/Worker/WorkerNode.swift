@@ -87,18 +87,10 @@ public final class WorkerNode: @unchecked Sendable {
     /// optimizer.clip_grad_norm of the run: with the estimate, each worker clips its own
     /// gradient before its momentum takes it (the coordinator sees only changes).
     var clipGradNorm = 0.0
-    /// communication.topk_scope of the run: k over the whole model.
-    var acrossTensors = false
     /// The frozen variance's factors the last update took (ranks compare across tensors).
     var lastVarianceScale: [Float]?
-    /// communication.dense_vectors of the run.
-    var denseVectors = true
-    /// communication.dense_below of the run.
-    var denseBelow = 0
-    /// communication.small_tensor_density of the run.
-    var smallTensorDensity = 1.0
-    /// communication.values of the run: the codec of top-k gradients.
-    var topKCodec = ValueCodec.int8
+    /// The run's top-k choices (its `communication:` section; ε from the optimizer).
+    var topK = TopKSettings(codec: .int8, denseVectors: true)
     /// What top-k ranks by (`communication.rank_by`).
     var rankBy: TopKRank = .update
     /// Send each tensor's mean square with the gradient (communication.track_variance).
@@ -316,16 +308,15 @@ public final class WorkerNode: @unchecked Sendable {
             masks = config.sparsity.isSparse
                 ? MaskSet(for: config.sparsity, layout: model.layout)
                 : nil
-            denseVectors = config.communication.denseVectors
-            denseBelow = config.communication.denseBelow
-            smallTensorDensity = config.communication.smallTensorDensity
-            topKCodec = switch config.communication.values {
+            let c = config.communication
+            let codec: ValueCodec = switch c.values {
             case .int8: .int8
             case .bf16: .bf16
             case .fp32: .fp32
             }
-            rankBy = config.communication.rankBy
-            acrossTensors = config.communication.topkScope == .model
+            topK = TopKSettings(codec: codec, denseVectors: c.denseVectors, denseBelow: c.denseBelow, smallDensity: c.smallTensorDensity,
+                                acrossTensors: c.topkScope == .model, eps: Float(config.optimizer.eps))
+            rankBy = c.rankBy
             clipGradNorm = config.optimizer.clipGradNorm
             sendsMeanSquares = config.communication.compresses && config.communication.trackVariance
                 && config.optimizer.kind == .adamw && config.communication.freezeVariance != .off
@@ -517,7 +508,6 @@ public final class WorkerNode: @unchecked Sendable {
             // Ranked by the step each entry would make, from the replica's AdamW variance
             // (a scalar bias correction does not change the order within a tensor).
             let variance = (rankBy == .update && (optimizer?.updates ?? 0) > 0 ? optimizer?.secondMoment : nil).map { UnsafePointer($0.pointer) }
-            let eps = Float(optimizer?.config.eps ?? 1e-8)
             let sparse: SparseGradient
             if estimate {
                 // The estimate is the replica's first moment: a worker without a replica cannot take part.
@@ -526,17 +516,13 @@ public final class WorkerNode: @unchecked Sendable {
                 estimateCompressor = c
                 if clipGradNorm > 0 { GradientClipping.clip(g, count: layout.count, maxNorm: clipGradNorm) }
                 sparse = c.compress(g, estimate: o.firstMoment.pointer, beta: Float(o.config.beta1), mask: masks, density: density,
-                                    codec: topKCodec, denseVectors: denseVectors, denseBelow: denseBelow, smallDensity: smallTensorDensity,
-                                    variance: variance, eps: eps,
-                                    tensorScale: lastVarianceScale, acrossTensors: acrossTensors)
+                                    settings: topK, variance: variance, tensorScale: lastVarianceScale)
             } else {
                 let c = compressor ?? TopKCompressor(layout: layout)
                 compressor = c
-                sparse = c.compress(g, mask: masks, density: density, codec: topKCodec, denseVectors: denseVectors, denseBelow: denseBelow,
-                                    smallDensity: smallTensorDensity,
-                                    variance: variance, eps: eps, tensorScale: lastVarianceScale, acrossTensors: acrossTensors)
+                sparse = c.compress(g, mask: masks, density: density, settings: topK, variance: variance, tensorScale: lastVarianceScale)
             }
-            payload = Payload.sparseGrads(summary, codec: topKCodec, sparse: sparse, layout: layout, reply: reply, meanSquares: meanSquares)
+            payload = Payload.sparseGrads(summary, codec: topK.codec, sparse: sparse, layout: layout, reply: reply, meanSquares: meanSquares)
         } else if let m = masks {
             m.pack(g, into: packed.pointer)
             payload = Payload.grads(summary, codec: info.gradientCodec, values: packed.pointer, count: m.packedCount, reply: reply,

@@ -200,7 +200,7 @@ struct TopKTests {
             for _ in 0 ..< 40 {
                 for i in 0 ..< layout.count { g.pointer[i] = rng.float() * (i % 5 == 0 ? 3 : 1); gradientSum[i] += Double(g.pointer[i]) }
                 let before = (0 ..< layout.count).map { c.residual.pointer[$0] + g.pointer[$0] }
-                let s = c.compress(g.pointer, mask: nil, density: 0.05, codec: codec)
+                let s = c.compress(g.pointer, mask: nil, density: 0.05, settings: TopKSettings(codec: codec))
                 for (t, spec) in layout.tensors.enumerated() {
                     #expect(s.indices[t].count == TopKCompressor.k(density: 0.05, active: spec.count))
                     let sent = Set(s.indices[t])
@@ -241,7 +241,8 @@ struct TopKTests {
                     }
                 }
                 let before = (0 ..< layout.count).map { c.residual.pointer[$0] + g.pointer[$0] }
-                let s = c.compress(g.pointer, mask: mask, density: 0.02, denseVectors: true, variance: v.pointer, tensorScale: factors, acrossTensors: true)
+                let s = c.compress(g.pointer, mask: mask, density: 0.02, settings: TopKSettings(denseVectors: true, acrossTensors: true),
+                                   variance: v.pointer, tensorScale: factors)
                 func rank(_ i: Int, _ ti: Int) -> Float { abs(before[i]) / (v.pointer[i].squareRoot() * factors[ti] + 1e-8) }
                 let ranked = [0, 2, 3]
                 let budget = ranked.map { ti in TopKCompressor.k(density: 0.02, active: mask.map { $0.activeCount(layout.tensors[ti]) } ?? layout.tensors[ti].count) }.reduce(0, +)
@@ -477,7 +478,7 @@ struct TopKTests {
         let g = FloatBuffer(count: layout.count)
         var rng = Rand(s: 9)
         for i in 0 ..< layout.count { g.pointer[i] = rng.float() }
-        let s = c.compress(g.pointer, mask: nil, density: 0.05, denseVectors: true)
+        let s = c.compress(g.pointer, mask: nil, density: 0.05, settings: TopKSettings(denseVectors: true))
         for (t, spec) in layout.tensors.enumerated() {
             let expected = spec.shape.count == 1 ? spec.count : TopKCompressor.k(density: 0.05, active: spec.count)
             #expect(s.indices[t].count == expected, "\(spec.name)")
@@ -512,8 +513,9 @@ struct TopKTests {
                             g.pointer[i] = active ? rng.float() : 0; gradientSum[i] += Double(g.pointer[i])
                         }
                         let before = (0 ..< layout.count).map { c.residual.pointer[$0] + g.pointer[$0] }
-                        let s = c.compress(g.pointer, mask: mask, density: density, denseVectors: true, denseBelow: bound,
-                                           smallDensity: small, acrossTensors: acrossTensors)
+                        let s = c.compress(g.pointer, mask: mask, density: density,
+                                           settings: TopKSettings(denseVectors: true, denseBelow: bound, smallDensity: small,
+                                                                  acrossTensors: acrossTensors))
                         for (t, spec) in layout.tensors.enumerated() {
                             let active = mask.map { $0.activeCount(spec) } ?? spec.count
                             let isSmall = spec.shape.count == 1 || spec.count <= bound
@@ -550,7 +552,7 @@ struct TopKTests {
         let sizes = layout.tensors.map(\.count).sorted()
         let bound = sizes[sizes.count / 2]
         #expect(sizes.first! <= bound && sizes.last! > bound, "the layout needs tensors on both sides of \(bound)")
-        let s = c.compress(g.pointer, mask: nil, density: 0.05, denseVectors: false, denseBelow: bound)
+        let s = c.compress(g.pointer, mask: nil, density: 0.05, settings: TopKSettings(denseBelow: bound))
         for (t, spec) in layout.tensors.enumerated() {
             let whole = spec.count <= bound
             #expect(s.indices[t].count == (whole ? spec.count : TopKCompressor.k(density: 0.05, active: spec.count)), "\(spec.name)")
@@ -560,7 +562,7 @@ struct TopKTests {
         let qkv = layout.tensors[0]
         let masks = MaskSet(layout: layout, prunable: [qkv])
         masks.randomize(counts: [qkv.name: 100], seed: 3)
-        let m = TopKCompressor(layout: layout).compress(g.pointer, mask: masks, density: 0.05, denseVectors: false, denseBelow: bound)
+        let m = TopKCompressor(layout: layout).compress(g.pointer, mask: masks, density: 0.05, settings: TopKSettings(denseBelow: bound))
         #expect(qkv.count > bound && m.indices[0].count == TopKCompressor.k(density: 0.05, active: 100))
     }
 }
