@@ -73,6 +73,11 @@ public struct TrainingSummary: Sendable {
     public var wire: WireTotals? = nil
     /// Top-k with a tracked frozen variance: the factors on √v per tensor at the last update.
     public var varianceScale: [Float]? = nil
+    /// A sparse run: active prunable weights still exactly zero (grown, no update yet;
+    /// `MaskSet.untrainedCounts`). Under top-k they can wait hundreds of steps.
+    public var untrainedWeights: Int? = nil
+    /// A sparse run: the active prunable weights, of which those are a part.
+    public var activePrunableWeights: Int? = nil
 }
 
 /// What went over the wire in a session, per worker and step, against a dense fp32 exchange.
@@ -372,7 +377,9 @@ public final class Trainer {
                                wire: wire.workerSteps == 0 ? nil
                                    : WireTotals(upPerWorkerStep: Double(wire.up) / Double(wire.workerSteps),
                                                 downPerWorkerStep: Double(wire.down) / Double(wire.workerSteps), denseFp32Bytes: denseFp32Bytes),
-                               varianceScale: server.lastVarianceScale)
+                               varianceScale: server.lastVarianceScale,
+                               untrainedWeights: server.masks.map { $0.untrainedCounts(server.params.pointer).reduce(0, +) },
+                               activePrunableWeights: server.masks?.activePrunable)
     }
 
     /// Says once per episode that metrics.jsonl cannot be written (and when it can again).

@@ -179,6 +179,10 @@ struct RunOptions: ParsableArguments {
             lines.append(String(format: "sparsity:   %.1f%% of prunable weights inactive; %.2fM of %.2fM parameters active; FLOPs saving %.1f%%; explored %.1f%% of prunable weights",
                                 (1 - s.density) * 100, Double(s.activeParameters) / 1e6, Double(s.totalParameters) / 1e6,
                                 s.flopsSaving * 100, s.explorationRate * 100))
+            if let u = summary.untrainedWeights, u > 0, let active = summary.activePrunableWeights {
+                lines.append(String(format: "            %.1f%% of the active prunable weights (%d) are still exactly zero: grown and not yet updated (svite masks shows where)",
+                                    100 * Double(u) / Double(max(1, active)), u))
+            }
         }
         if let w = summary.wire {
             lines.append(String(format: "wire:       %@ up and %@ down per worker and step (%.3fx and %.3fx of dense fp32, %@)",

@@ -309,6 +309,9 @@ struct ClusterTests {
             let frozen = records.filter { $0.step > 12 }
             #expect(frozen.allSatisfy { ($0.varianceScale != nil) == (config.optimizer.kind == .adamw) })
             #expect((summary.varianceScale != nil) == (config.optimizer.kind == .adamw))
+            // A sparse run's summary counts the grown weights no update has reached yet.
+            #expect((summary.untrainedWeights != nil) == (trainer.server.masks != nil))
+            #expect(summary.untrainedWeights == trainer.server.masks?.untrainedCounts(trainer.server.params.pointer).reduce(0, +))
             let late = records.filter { $0.step > 16 }.compactMap(\.bytesDownPerStep)
             #expect(!late.isEmpty && late.allSatisfy { $0 < weights / 2 }, "bytes down \(late) against \(weights) of weights per worker")
         }
