@@ -56,17 +56,6 @@ public struct SparseGradient: Sendable, Equatable {
     }
 }
 
-/// A worker's top-k uplink with error feedback (EF-SGD, Deep Gradient Compression): the
-/// fresh gradient is added to what earlier steps did not send, the k largest magnitudes of
-/// each tensor are sent, and everything else stays in the residual for later steps, so
-/// nothing is lost, only delayed: over any run of steps, the sent values plus the residual
-/// sum to the gradients (`sentPlusResidualIsTheGradientSum` checks it per weight).
-///
-/// k = ⌈density · active⌉ per tensor (at least one for a tensor with an active weight).
-/// The residual follows the masks: an inactive weight holds none (a pruned weight's
-/// residual is dropped with it, a grown one starts at zero). It lives in this worker
-/// only: a worker that leaves loses its own unsent residual, at most one step's worth of
-/// gradient per entry it never got to send, and nothing the others sent.
 /// What a run's workers select and how they code it: fixed for the run (its
 /// `communication:` section). What changes step by step (the density, the replica's
 /// variance and each tensor's factor on it) goes with each call instead.
@@ -96,10 +85,23 @@ public struct TopKSettings: Sendable, Equatable {
         self.smallDensity = smallDensity; self.acrossTensors = acrossTensors; self.eps = eps
     }
 
-    /// Whether `t` is small: sent whole, or at `smallDensity`.
-    public func isSmall(_ t: TensorSpec) -> Bool { TopKCompressor.isSmall(t, denseVectors: denseVectors, denseBelow: denseBelow) }
+    /// Whether a tensor is small, so it sends `smallK` entries (whole by default) rather than
+    /// top-k: a vector (with `denseVectors`) or at most `denseBelow` weights, by size, not by
+    /// active count (a pruned matrix is not a small tensor).
+    public func isSmall(_ t: TensorSpec) -> Bool { (denseVectors && t.shape.count <= 1) || t.count <= denseBelow }
 }
 
+/// A worker's top-k uplink with error feedback (EF-SGD, Deep Gradient Compression): the
+/// fresh gradient is added to what earlier steps did not send, the k largest magnitudes of
+/// each tensor are sent, and everything else stays in the residual for later steps, so
+/// nothing is lost, only delayed: over any run of steps, the sent values plus the residual
+/// sum to the gradients (`sentPlusResidualIsTheGradientSum` checks it per weight).
+///
+/// k = ⌈density · active⌉ per tensor (at least one for a tensor with an active weight).
+/// The residual follows the masks: an inactive weight holds none (a pruned weight's
+/// residual is dropped with it, a grown one starts at zero). It lives in this worker
+/// only: a worker that leaves loses its own unsent residual, at most one step's worth of
+/// gradient per entry it never got to send, and nothing the others sent.
 public final class TopKCompressor: @unchecked Sendable {
     public let layout: ParameterLayout
     /// Unsent gradient, full layout.
@@ -198,13 +200,6 @@ public final class TopKCompressor: @unchecked Sendable {
         let (threshold, atThreshold) = Self.threshold(ranks, count: candidates, k: k, selection: selection)
         var ties = atThreshold
         return Self.pick(positions, ranks, 0 ..< candidates, threshold: threshold, ties: &ties, expected: k)
-    }
-
-    /// Whether a tensor is small, so it sends `smallK` entries (whole by default) rather than
-    /// top-k: a vector (with `denseVectors`) or at most `denseBelow` weights, by size, not by
-    /// active count (a pruned matrix is not a small tensor).
-    static func isSmall(_ t: TensorSpec, denseVectors: Bool, denseBelow: Int) -> Bool {
-        (denseVectors && t.shape.count <= 1) || t.count <= denseBelow
     }
 
     /// Every active entry with its rank, in position order; returns how many.
