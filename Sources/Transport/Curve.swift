@@ -75,6 +75,7 @@ public enum CurveError: Error, CustomStringConvertible, Equatable {
     case unavailable
     case badKey(path: String, why: String)
     case exposedSecret(path: String, mode: UInt16)
+    case unreadable(path: String, why: String)
     case noAuthorizedKeys(directory: String)
     case exists(path: String)
 
@@ -85,7 +86,11 @@ public enum CurveError: Error, CustomStringConvertible, Equatable {
         case let .badKey(path, why):
             "\(path): not a CURVE key file (\(why)); make one with `svite keygen NAME --out DIR`"
         case let .exposedSecret(path, mode):
-            "\(path): secret key readable by others (mode \(String(mode, radix: 8))); run `chmod 600 \(path)`"
+            "\(path): secret key readable by others (mode \(String(mode, radix: 8))); run `chmod 600 \(path)` "
+                + "(a root-owned file may be group-readable, mode 0440, when its group is this process's: "
+                + "a Kubernetes Secret volume with defaultMode 0440 and the pod's fsGroup)"
+        case let .unreadable(path, why):
+            "\(path): cannot read the key file: \(why)"
         case let .noAuthorizedKeys(directory):
             "\(directory): no public key files (*.key) to admit; copy each worker's NAME.key there"
         case let .exists(path):
@@ -125,11 +130,23 @@ public enum CurveKeyFile {
     /// readable by group or others.
     public static func read(_ path: String, secret: Bool) throws -> CurveKey {
         var st = stat()
-        guard stat(path, &st) == 0 else { throw CurveError.badKey(path: path, why: String(cString: strerror(errno))) }
-        if secret && st.st_mode & 0o077 != 0 { throw CurveError.exposedSecret(path: path, mode: UInt16(st.st_mode & 0o777)) }
-        guard st.st_size < 64 << 10, let data = FileManager.default.contents(atPath: path) else {
-            throw CurveError.badKey(path: path, why: "unreadable or larger than 64 KiB")
+        guard stat(path, &st) == 0 else {
+            let e = errno
+            throw e == ENOENT ? CurveError.badKey(path: path, why: "no such file")
+                : CurveError.unreadable(path: path, why: String(cString: strerror(e)))
         }
+        if secret, !SecretFileAccess.acceptable(SecretFileAccess.File(st, path: path), process: .current) {
+            throw CurveError.exposedSecret(path: path, mode: UInt16(st.st_mode & 0o777))
+        }
+        guard st.st_size < 64 << 10 else { throw CurveError.badKey(path: path, why: "larger than 64 KiB") }
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else {
+            let e = errno
+            let why = e == EACCES ? SecretFileAccess.permissionDenied(SecretFileAccess.File(st, path: path), process: .current)
+                : String(cString: strerror(e))
+            throw CurveError.unreadable(path: path, why: why)
+        }
+        let data = FileHandle(fileDescriptor: fd, closeOnDealloc: true).readDataToEndOfFile()
         guard let key = parse(String(decoding: data, as: UTF8.self), secret: secret) else {
             throw CurveError.badKey(path: path, why: "no 40-character Z85 \(secret ? "secret" : "public") key in it")
         }

@@ -41,6 +41,31 @@ struct CurveTests {
         #expect(throws: CurveError.self) { try CurveKeyFile.read("\(dir)/missing.key", secret: false) }
     }
 
+    /// Who may read a secret, on made-up files and processes: the owner alone; root with
+    /// this process's group and mode 0440 (Kubernetes' Secret volume with fsGroup); systemd's
+    /// credentials directory; never others.
+    @Test func secretFileAccessRule() {
+        typealias A = SecretFileAccess
+        let pod = A.Process(user: 65534, groups: [65534, 2000])
+        func ok(_ mode: UInt32, owner: UInt32, group: UInt32, path: String = "/keys/k.key_secret", _ p: A.Process) -> Bool {
+            A.acceptable(A.File(mode: mode, owner: owner, group: group, path: path), process: p)
+        }
+        #expect(ok(0o600, owner: 65534, group: 65534, pod))
+        #expect(ok(0o400, owner: 65534, group: 65534, pod))
+        #expect(ok(0o100440, owner: 0, group: 2000, pod), "k8s Secret with defaultMode 0440 and fsGroup 2000")
+        #expect(ok(0o640, owner: 0, group: 2000, pod))
+        #expect(!ok(0o440, owner: 0, group: 3000, pod), "root's group is not this process's")
+        #expect(!ok(0o440, owner: 1000, group: 2000, pod), "group-readable and owned by another user")
+        #expect(!ok(0o460, owner: 0, group: 2000, pod), "group-writable")
+        #expect(!ok(0o444, owner: 0, group: 2000, pod), "readable by others")
+        #expect(!ok(0o644, owner: 65534, group: 65534, pod))
+        let systemd = A.Process(user: 61234, groups: [61234], credentialsDirectory: "/run/credentials/svite-worker@0.service")
+        #expect(ok(0o440, owner: 0, group: 0, path: "/run/credentials/svite-worker@0.service/worker.key_secret", systemd))
+        #expect(!ok(0o440, owner: 0, group: 0, path: "/run/credentials/svite-worker@0.service-other/k", systemd))
+        let said = A.permissionDenied(A.File(mode: 0o400, owner: 0, group: 0, path: "/keys/k"), process: pod)
+        #expect(said.hasPrefix("permission denied") && said.contains("uid 65534") && said.contains("mode 400"))
+    }
+
     @Test func parsesBareKeysAndCZMQCertificates() throws {
         let pair = try CurveKeyPair.generate()
         #expect(CurveKeyFile.parse(pair.publicKey.z85 + "\n", secret: false) == pair.publicKey)
