@@ -131,6 +131,16 @@ struct RunOptions: ParsableArguments {
         let trainer: Trainer
         do {
             trainer = try Trainer(config: config, options: options, logger: log)
+            if trainer.isFinished {
+                // A restarted service (--auto-resume) or a second --resume: nothing to train,
+                // nothing written; connected workers are told the run is over.
+                clusterSource?.finish(reason: "done")
+                let accuracy = options.resume?.state.lastEvalAccuracy.map { String(format: ", test accuracy %.2f%%", $0 * 100) } ?? ""
+                print("\(options.runDirectory) already finished: step \(trainer.server.step) of \(trainer.totalSteps)\(accuracy); nothing to do\n"
+                    + "export:     svite export \(options.runDirectory) --out \(options.runDirectory)/model.safetensors\n"
+                    + "longer:     svite train --resume \(options.runDirectory) --set training.epochs=N (more epochs than the run had)")
+                return
+            }
             if let s = clusterSource {
                 display.line("coordinator on \(s.endpoint)\(s.statusEndpoint.map { ", status on \($0) (svite status \(options.runDirectory))" } ?? "")")
                 if let e = s.statusEndpoint { StatusFile.write(e, runDirectory: options.runDirectory, log: log) }

@@ -904,6 +904,17 @@ extension ClusterTests {
             #expect(p.terminationStatus == 0)
             let left = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/run/checkpoints").filter { $0.contains(".tmp-") }
             #expect(left.isEmpty, "temporaries left: \(left)")
+            // The run is over: a restart (a service's restart policy) says so, exits 0 and
+            // writes nothing, so the metrics gain no resume and end pair per restart.
+            let metrics = try String(contentsOfFile: "\(dir)/run/metrics.jsonl", encoding: .utf8)
+            let pipe = Pipe()
+            let again = try startSvite(exe, ["train", "--plain", "--workers", "0", "--out", "\(dir)/run", "--auto-resume",
+                                             "--set", "training.max_steps=\(steps.last! + 1)"], output: pipe)
+            let said = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            again.waitUntilExit()
+            #expect(again.terminationStatus == 0)
+            #expect(said.contains("already finished: step \(steps.last! + 1) of \(steps.last! + 1)"), "\(said)")
+            #expect(try String(contentsOfFile: "\(dir)/run/metrics.jsonl", encoding: .utf8) == metrics)
         }
     }
 }
