@@ -96,16 +96,24 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     /// With `recordStateDigests`: CRC-32 of weights and moments by the step they are of.
     public var stateDigests: [Int: UInt32] { locked { service.stateDigests } }
 
+    public private(set) var waitedSeconds = 0.0
+
+    /// Waits for the expected workers before this process's first step (also when it
+    /// resumes a run, so the workers that come back a few seconds apart all take part);
+    /// afterwards for any one.
+    public func waitUntilReady(stop: StopFlag, waiting: (_ connected: Int, _ needed: Int) -> Void) throws -> Bool {
+        let need = stepsStarted == 0 ? options.expectedWorkers : 1
+        let clock = MonotonicClock()
+        defer { waitedSeconds += clock.seconds }
+        return try service.waitForWorkers(need, stop: stop, waiting: waiting)
+    }
+
     public func gradient(params: UnsafePointer<Float>, work: StepWork, stop: StopFlag) throws -> StepGradient? {
         service.openWindow(params: params, step: work.step)
         defer { service.closeWindow() }
         while true {
             if stop.isRaised { return nil }
-            // Wait for the expected workers before this process's first step (also when it
-            // resumes a run, so the workers that come back a few seconds apart all take
-            // part); afterwards for any one.
-            let need = stepsStarted == 0 ? options.expectedWorkers : 1
-            guard try service.waitForWorkers(need, stop: stop) else { return nil }
+            guard try waitUntilReady(stop: stop, waiting: { _, _ in }) else { return nil }
             stepsStarted += 1
             if let g = try service.runRound(work) {
                 rejectedAttempts = 0

@@ -219,20 +219,30 @@ final class CoordinatorService: @unchecked Sendable {
         cond.unlock()
     }
 
-    /// Waits until `need` workers are live; false when `stop` was raised first.
-    func waitForWorkers(_ need: Int, stop: StopFlag) throws -> Bool {
-        cond.lock(); defer { cond.unlock() }
+    /// Waits until `need` workers are live, calling `waiting(connected, need)` (outside the
+    /// lock) when it starts waiting and whenever the count changes; false when `stop` was
+    /// raised first.
+    func waitForWorkers(_ need: Int, stop: StopFlag, waiting: (_ connected: Int, _ needed: Int) -> Void = { _, _ in }) throws -> Bool {
         var lastLog = clock.seconds
-        while membership.live.count < need {
-            if let failure { throw failure }
-            if stop.isRaised { return false }
-            _ = cond.wait(until: Date().addingTimeInterval(0.2))
-            if membership.live.count < need && clock.seconds - lastLog > 10 {
+        var reported: Int?
+        while true {
+            cond.lock()
+            let live = membership.live.count
+            if live >= need { cond.unlock(); return true }
+            if let failure { cond.unlock(); throw failure }
+            if stop.isRaised { cond.unlock(); return false }
+            if reported == live { _ = cond.wait(until: Date().addingTimeInterval(0.2)) }
+            let now = membership.live.count
+            cond.unlock()
+            if now < need && reported != now {
+                reported = now
+                waiting(now, need)
+            }
+            if now < need && clock.seconds - lastLog > 10 {
                 lastLog = clock.seconds
-                log.info("waiting for workers: \(membership.live.count) of \(need) connected")
+                log.info("waiting for workers: \(now) of \(need) connected")
             }
         }
-        return true
     }
 
     /// Sends the step to the live workers and waits until every one has answered or is

@@ -25,6 +25,14 @@ public final class RunStatus: @unchecked Sendable {
             doc.totalSteps = p.totalSteps
             doc.stepsPerEpoch = p.stepsPerEpoch
             doc.runDirectory = p.runDirectory
+        case .waiting(let connected, let needed):
+            doc.state = "waiting for workers (\(connected)/\(needed))"
+        case .advanced(let step):
+            if doc.state?.hasPrefix("waiting") ?? true { doc.state = "training" }
+            if step > (doc.step ?? 0) {
+                doc.step = step
+                if let perEpoch = doc.stepsPerEpoch, perEpoch > 0 { doc.epoch = Double(step) / Double(perEpoch) }
+            }
         case .step(let r):
             doc.step = r.step
             doc.epoch = r.epoch

@@ -90,6 +90,13 @@ public protocol GradientSource: AnyObject {
     var compressesGradients: Bool { get }
     /// Membership changes since the last call (joins, losses, leaves), for metrics.jsonl.
     func drainWorkerEvents() -> [WorkerEvent]
+    /// Waits until a step can be computed (a cluster: enough workers connected), calling
+    /// `waiting(connected, needed)` when it starts waiting and as workers arrive; false
+    /// when `stop` was raised first.
+    func waitUntilReady(stop: StopFlag, waiting: (_ connected: Int, _ needed: Int) -> Void) throws -> Bool
+    /// Seconds spent so far waiting for workers: the run's clock (elapsed, images/s, ETA)
+    /// leaves them out.
+    var waitedSeconds: Double { get }
 }
 
 /// A worker joining, rejoining, being lost or leaving, as the trainer records it.
@@ -113,6 +120,8 @@ extension GradientSource {
     public func drainWorkerEvents() -> [WorkerEvent] { [] }
     public func attach(server: ServerState) {}
     public func applied(_ step: AppliedStep, server: ServerState) {}
+    public func waitUntilReady(stop: StopFlag, waiting: (_ connected: Int, _ needed: Int) -> Void) throws -> Bool { !stop.isRaised }
+    public var waitedSeconds: Double { 0 }
 }
 
 /// The replica in this process.

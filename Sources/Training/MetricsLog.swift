@@ -144,6 +144,8 @@ public struct MetricsRecord: Codable, Sendable, Equatable {
 
     // end, stopped
     public var cpuSeconds: Double?
+    /// Seconds the session waited for workers, left out of elapsed_seconds and images/s.
+    public var waitedSeconds: Double?
     /// Why a run stopped early (a `stopped` record).
     public var reason: String?
     // worker

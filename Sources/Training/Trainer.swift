@@ -12,85 +12,6 @@ import Model
 import Optim
 import Sparsity
 
-/// What a training run tells its observer (the CLI's progress bar, tests).
-public enum TrainingEvent: Sendable {
-    case started(TrainingPlan)
-    case step(StepReport)
-    case evaluating(done: Int, total: Int)
-    case evaluated(EvalReport)
-    case checkpointed(path: String, step: Int)
-}
-
-public struct TrainingPlan: Sendable {
-    public var runDirectory: String
-    public var startStep: Int
-    public var totalSteps: Int
-    public var stepsPerEpoch: Int
-    public var trainImages: Int
-    public var testImages: Int
-    public var parameters: Int
-    public var threads: Int
-    /// What the workers send (`CompressionSchedule.summary`; nil: every value).
-    public var wire: String? = nil
-}
-
-public struct StepReport: Sendable {
-    public var step: Int
-    public var totalSteps: Int
-    /// Fractional epochs done (1.5 = halfway through the second epoch).
-    public var epoch: Double
-    /// Mean training loss (label-smoothed) over the steps since the last report.
-    public var loss: Double
-    public var trainAccuracy: Double
-    public var lr: Double
-    public var gradNorm: Double
-    public var imagesPerSecond: Double
-    public var elapsedSeconds: Double
-    public var etaSeconds: Double
-    /// Density, FLOPs and exploration of a sparse run.
-    public var sparsity: SparsityReport? = nil
-}
-
-public struct EvalReport: Sendable {
-    public var step: Int
-    public var epoch: Int
-    public var accuracy: Double
-    public var loss: Double
-    public var images: Int
-    public var seconds: Double
-}
-
-public struct TrainingSummary: Sendable {
-    public var runDirectory: String
-    public var checkpoint: String?
-    public var metrics: String
-    public var steps: Int
-    public var stopped: Bool
-    public var lastEval: EvalReport?
-    public var elapsedSeconds: Double
-    public var sparsity: SparsityReport?
-    /// From a cluster: mean bytes per worker and step, up and down, over this session.
-    public var wire: WireTotals? = nil
-    /// Top-k with a tracked frozen variance: the factors on √v per tensor at the last update.
-    public var varianceScale: [Float]? = nil
-    /// A sparse run: active prunable weights still exactly zero (grown, no update yet;
-    /// `MaskSet.untrainedCounts`). Under top-k they can wait hundreds of steps.
-    public var untrainedWeights: Int? = nil
-    /// A sparse run: the active prunable weights, of which those are a part.
-    public var activePrunableWeights: Int? = nil
-}
-
-/// What went over the wire in a session, per worker and step, against a dense fp32 exchange.
-public struct WireTotals: Sendable {
-    public var upPerWorkerStep: Double
-    public var downPerWorkerStep: Double
-    /// 4 bytes a parameter: every gradient up, every weight down.
-    public var denseFp32Bytes: Int
-    public var upRatio: Double { upPerWorkerStep / Double(max(1, denseFp32Bytes)) }
-    public var downRatio: Double { downPerWorkerStep / Double(max(1, denseFp32Bytes)) }
-}
-
-
 /// A training run in one process: a `ServerState` and a `Replica` joined directly. The
 /// parameter server puts a wire between the same two pieces.
 public final class Trainer {
@@ -144,7 +65,8 @@ public final class Trainer {
         plan = EpochPlan(datasetSize: train.count, batchSize: t.batchSize, seed: t.seed)
         (stepsPerEpoch, totalSteps) = config.stepCounts(trainCount: train.count)
         engine = Engine.configure(backend: config.compute.backend, precision: config.training.precision)
-        Engine.log(engine, to: logger)
+        // The summary is the progress display's first line (TrainingPlan.engine).
+        Engine.log(engine, to: logger, summaryLevel: .debug)
         let model = ViTModel(config: config.model)
         let schedule = LRSchedule(config.schedule, base: config.optimizer.lr, totalSteps: totalSteps, stepsPerEpoch: stepsPerEpoch)
         server = ServerState(model: model, optimizer: config.optimizer, schedule: schedule)
@@ -201,6 +123,9 @@ public final class Trainer {
         }
     }
 
+    /// A resumed run that has already made every step.
+    public var isFinished: Bool { server.step >= totalSteps }
+
     var checkpointDirectory: String { "\(runDirectory)/checkpoints" }
     public var metricsPath: String { "\(runDirectory)/metrics.jsonl" }
 
@@ -222,7 +147,7 @@ public final class Trainer {
         let startStep = server.step
         observe(.started(TrainingPlan(runDirectory: runDirectory, startStep: startStep, totalSteps: totalSteps,
                                       stepsPerEpoch: stepsPerEpoch, trainImages: train.count, testImages: test.count,
-                                      parameters: server.model.layout.parameterCount, threads: threads,
+                                      parameters: server.model.layout.parameterCount, threads: threads, engine: engine.summary,
                                       wire: source.compressesGradients ? compression.summary(config.communication) : nil)))
         if startStep == 0 {
             var r = MetricsRecord(kind: .start, step: 0)
@@ -234,7 +159,10 @@ public final class Trainer {
             metrics.write(MetricsRecord(kind: .resume, step: startStep))
         }
 
+        // The run's clock: this session's seconds less its waits for workers.
         let session = MonotonicClock()
+        let waitedAtStart = source.waitedSeconds
+        func clock() -> Double { session.seconds - (source.waitedSeconds - waitedAtStart) }
         let cpu = ProcessCPUClock()
         var window = (loss: 0.0, correct: 0, images: 0, steps: 0, start: 0.0, up: 0, down: 0, workerSteps: 0)
         var wire = (up: 0, down: 0, workerSteps: 0)
@@ -254,6 +182,10 @@ public final class Trainer {
                                 selector: config.selectorSchedule(step: step, total: totalSteps),
                                 gradientDensity: compression.density(step: step))
             work.estimate = compression.estimates(step: step)
+            guard try source.waitUntilReady(stop: stop, waiting: { observe(.waiting(connected: $0, needed: $1)) }) else {
+                stopped = true
+                break
+            }
             guard let g = try source.gradient(params: server.params.pointer, work: work, stop: stop) else {
                 stopped = true
                 break
@@ -265,11 +197,11 @@ public final class Trainer {
             if !result.lossSum.isFinite || !VectorOps.allFinite(g.gradient, server.params.count) {
                 let what = result.lossSum.isFinite ? "the averaged gradient" : "the training loss"
                 guard t.onNonFinite == .skip else {
-                    throw stopNonFinite(metrics, step: step, what: what, lastCheckpoint: lastCheckpoint, elapsed: elapsedBefore + session.seconds)
+                    throw stopNonFinite(metrics, step: step, what: what, lastCheckpoint: lastCheckpoint, elapsed: elapsedBefore + clock())
                 }
                 guard skippedInARow < t.maxSkippedSteps else {
                     throw stopNonFinite(metrics, step: step, what: "\(what) (after \(skippedInARow) skipped steps in a row, training.max_skipped_steps)",
-                                        lastCheckpoint: lastCheckpoint, elapsed: elapsedBefore + session.seconds)
+                                        lastCheckpoint: lastCheckpoint, elapsed: elapsedBefore + clock())
                 }
                 skippedInARow += 1
                 skippedSteps += 1
@@ -288,7 +220,7 @@ public final class Trainer {
                                           unitScores: g.unitScores, meanSquares: g.meanSquares)
                 if !VectorOps.allFinite(server.params.pointer, server.params.count) {
                     throw stopNonFinite(metrics, step: step, what: "the weights after the update", lastCheckpoint: lastCheckpoint,
-                                        elapsed: elapsedBefore + session.seconds)
+                                        elapsed: elapsedBefore + clock())
                 }
                 source.applied(AppliedStep(step: step, update: lastUpdate, gradient: UnsafePointer(g.gradient)), server: server)
                 imagesSeen += result.count
@@ -303,10 +235,11 @@ public final class Trainer {
             }
 
             let done = server.step
+            observe(.advanced(step: done))
             let epochEnd = inEpoch == stepsPerEpoch - 1
             let last = done == totalSteps
             if window.steps > 0 && (window.steps >= t.logEverySteps || epochEnd || last || stop.isRaised) {
-                let now = session.seconds
+                let now = clock()
                 let seconds = now - window.start
                 let sps = seconds / Double(window.steps)
                 secondsPerStep = secondsPerStep.map { 0.7 * $0 + 0.3 * sps } ?? sps
@@ -333,7 +266,7 @@ public final class Trainer {
                 if let f = server.lastVarianceScale, !f.isEmpty { record.varianceScale = Double(f.sorted()[f.count / 2]) }
                 metrics.write(record)
                 observe(.step(report))
-                window = (0, 0, 0, 0, session.seconds, 0, 0, 0)
+                window = (0, 0, 0, 0, clock(), 0, 0, 0)
             }
 
             for e in source.drainWorkerEvents() {
@@ -351,29 +284,31 @@ public final class Trainer {
                 record.epoch = Double(report.epoch); record.evalAccuracy = report.accuracy
                 record.evalLoss = report.loss; record.evalSeconds = report.seconds
                 metrics.write(record)
-                window.start = session.seconds
+                window.start = clock()
             }
             let checkpointNow = last || stopped || (t.checkpointEverySteps > 0 ? done % t.checkpointEverySteps == 0 : epochEnd)
             if checkpointNow {
-                lastCheckpoint = try writeCheckpoint(elapsed: elapsedBefore + session.seconds, cpu: cpuBefore.map { $0 + cpu.seconds })
+                lastCheckpoint = try writeCheckpoint(elapsed: elapsedBefore + clock(), cpu: cpuBefore.map { $0 + cpu.seconds })
                 observe(.checkpointed(path: lastCheckpoint!, step: done))
-                window.start = session.seconds
+                window.start = clock()
             }
             if stopped { break }
         }
         if stopped && lastCheckpoint.map({ !$0.hasSuffix(Checkpoint.fileName(step: server.step)) }) ?? true && server.step > 0 {
-            lastCheckpoint = try writeCheckpoint(elapsed: elapsedBefore + session.seconds, cpu: cpuBefore.map { $0 + cpu.seconds })
+            lastCheckpoint = try writeCheckpoint(elapsed: elapsedBefore + clock(), cpu: cpuBefore.map { $0 + cpu.seconds })
             observe(.checkpointed(path: lastCheckpoint!, step: server.step))
         }
         source.finish(reason: stopped ? "stopped" : "done")
-        let total = elapsedBefore + session.seconds
+        let total = elapsedBefore + clock()
         var last = MetricsRecord(kind: stopped ? .stopped : .end, step: server.step)
         last.elapsedSeconds = total
         last.cpuSeconds = cpuBefore.map { $0 + cpu.seconds }
+        let waited = source.waitedSeconds - waitedAtStart
+        if waited >= 0.05 { last.waitedSeconds = (waited * 10).rounded() / 10 }
         metrics.write(last)
         return TrainingSummary(runDirectory: runDirectory, checkpoint: lastCheckpoint ?? (try? Checkpoint.locate(runDirectory)),
                                metrics: metricsPath, steps: server.step, stopped: stopped, lastEval: lastEval, elapsedSeconds: total,
-                               sparsity: sparsityReport,
+                               waitedSeconds: waited, sparsity: sparsityReport,
                                wire: wire.workerSteps == 0 ? nil
                                    : WireTotals(upPerWorkerStep: Double(wire.up) / Double(wire.workerSteps),
                                                 downPerWorkerStep: Double(wire.down) / Double(wire.workerSteps), denseFp32Bytes: denseFp32Bytes),

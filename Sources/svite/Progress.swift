@@ -20,6 +20,8 @@ final class ProgressDisplay: @unchecked Sendable {
     /// When `last` arrived, and what the run is doing now (nil: training).
     var lastAt = 0.0
     var phase: String?
+    /// When the current wait for workers began (nil: not waiting).
+    var waitingSince: Double?
     let lock = NSLock()
     var ticker: DispatchSourceTimer?
 
@@ -32,6 +34,7 @@ final class ProgressDisplay: @unchecked Sendable {
             t.setEventHandler { [weak self] in self?.tick() }
             t.resume()
             ticker = t
+            TerminalLog.beforeWrite = { [weak self] in self?.clearBarForLog() }
         }
     }
 
@@ -43,14 +46,33 @@ final class ProgressDisplay: @unchecked Sendable {
         case .started(let p):
             plan = p
             let resumed = p.startStep > 0 ? ", resuming at step \(p.startStep)" : ""
+            line(p.engine)
             line("training \(Format.count(p.parameters)) parameters on \(Format.count(p.trainImages)) images, "
                 + "\(p.totalSteps) steps (\(p.stepsPerEpoch) per epoch), \(p.threads) thread(s)\(resumed)")
             if let wire = p.wire { line(wire) }
             line("run directory: \(p.runDirectory)")
+        case .waiting(let connected, let needed):
+            phase = "waiting for workers (\(connected)/\(needed))"
+            waitingSince = waitingSince ?? clock.seconds
+            if interactive && last != nil { drawBar() } else { line("\(phase!): the clock starts at the first step") }
+        case .advanced(let step):
+            if phase?.hasPrefix("waiting") ?? false { phase = nil; waitingSince = nil }
+            guard var r = last, step > r.step else { return }
+            // Between log windows the bar moves with every step; the ETA is the last
+            // window's speed over the steps left.
+            let perStep = r.etaSeconds / Double(max(1, r.totalSteps - r.step))
+            if waitingSince == nil { r.elapsedSeconds += clock.seconds - lastAt }
+            r.step = step
+            r.epoch = Double(step) / Double(max(1, plan?.stepsPerEpoch ?? 1))
+            r.etaSeconds = perStep * Double(r.totalSteps - step)
+            last = r
+            lastAt = clock.seconds
+            if interactive { drawBar() }
         case .step(let r):
             last = r
             lastAt = clock.seconds
             phase = nil
+            waitingSince = nil
             if interactive {
                 drawBar()
             } else if clock.seconds - lastPlain >= plainInterval || r.step == r.totalSteps {
@@ -79,6 +101,12 @@ final class ProgressDisplay: @unchecked Sendable {
         if last != nil { drawBar() }
     }
 
+    /// Before a log line reaches the terminal: the bar goes (the next step or tick redraws it).
+    func clearBarForLog() {
+        lock.lock(); defer { lock.unlock() }
+        if barShown { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)); barShown = false }
+    }
+
     func summary(_ r: StepReport) -> String {
         String(format: "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f img/s  elapsed %@  ETA %@",
                r.step, r.totalSteps, r.epoch, r.loss, r.lr, r.imagesPerSecond,
@@ -90,9 +118,11 @@ final class ProgressDisplay: @unchecked Sendable {
         guard let r = last else { return }
         let since = max(0, clock.seconds - lastAt)
         let epochs = plan.map { Int(ceil(Double($0.totalSteps) / Double(max(1, $0.stepsPerEpoch)))) } ?? 0
-        // The ETA counts down only while training (an evaluation is not in it).
+        // The clocks move only while training (an evaluation is not in the ETA, a wait for
+        // workers in neither).
+        let waiting = waitingSince != nil
         let eta = phase == nil ? max(0, r.etaSeconds - since) : r.etaSeconds
-        let text = ProgressLine.bar(r, epochs: epochs, elapsed: r.elapsedSeconds + since, eta: eta, phase: phase,
+        let text = ProgressLine.bar(r, epochs: epochs, elapsed: r.elapsedSeconds + (waiting ? 0 : since), eta: eta, phase: phase,
                                     columns: Self.terminalColumns())
         FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
         barShown = true
@@ -116,6 +146,7 @@ final class ProgressDisplay: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         ticker?.cancel()
         ticker = nil
+        TerminalLog.beforeWrite = nil
         if barShown, let r = last { line(summary(r)) }
         last = nil
     }

@@ -39,8 +39,12 @@ struct StatusTableTests {
     @Test func theHeaderFollowsTheSteps() throws {
         let status = RunStatus(config: try tinyRunConfig(dataDir: "/nonexistent"), parameters: 1000)
         status.observe(.started(TrainingPlan(runDirectory: "r", startStep: 0, totalSteps: 40, stepsPerEpoch: 8,
-                                             trainImages: 128, testImages: 32, parameters: 1000, threads: 2)))
+                                             trainImages: 128, testImages: 32, parameters: 1000, threads: 2, engine: "matrix products: x")))
         #expect(StatusTable.render(status.document).contains("waiting for workers"))
+        status.observe(.waiting(connected: 1, needed: 2))
+        #expect(status.document.state == "waiting for workers (1/2)")
+        status.observe(.advanced(step: 1))
+        #expect(status.document.state == "training" && status.document.step == 1)
         status.recordStepDone(3)
         var header = StatusTable.render(status.document)
         #expect(header.contains("step 3/40  epoch 0.38  loss –  lr –  – img/s  ETA –") && !header.contains("nan"), "\(header)")

@@ -1,0 +1,41 @@
+import Foundation
+import Logging
+
+/// swift-log's lines on standard error, in StreamLogHandler's form, written whole (one
+/// write per line) and after the live progress bar has been cleared, so a log line never
+/// glues itself to the bar.
+struct TerminalLog: LogHandler {
+    /// Set while a live bar is on the terminal (ProgressDisplay).
+    nonisolated(unsafe) static var beforeWrite: (@Sendable () -> Void)?
+    static let lock = NSLock()
+
+    let label: String
+    var logLevel: Logger.Level
+    var metadata: Logger.Metadata = [:]
+
+    init(label: String, level: Logger.Level) { self.label = label; logLevel = level }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let all = metadata.merging(event.metadata ?? [:]) { _, new in new }
+        let meta = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        let text = "\(Self.timestamp()) \(event.level) \(label):\(meta) [\(event.source)] \(event.message)\n"
+        Self.lock.withLock {
+            Self.beforeWrite?()
+            FileHandle.standardError.write(Data(text.utf8))
+        }
+    }
+
+    static func timestamp() -> String {
+        var now = time(nil)
+        var parts = tm()
+        localtime_r(&now, &parts)
+        var buffer = [CChar](repeating: 0, count: 64)
+        let n = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &parts)
+        return String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
