@@ -167,10 +167,15 @@ public struct RunConfig: Sendable, Equatable {
         let overridden = Set(overrides.compactMap { $0.split(separator: "=", maxSplits: 1).first.map { String($0).trimmingCharacters(in: .whitespaces) } })
         do {
             return try parse(node: merged, file: file)
-        } catch var e as ConfigError {
-            if overridden.contains(where: { e.key == $0 || e.key.hasPrefix($0 + ".") || $0.hasPrefix(e.key + ".") && !e.key.isEmpty }) {
-                e.file = "--set (over \(file))"
+        } catch let e as ConfigError {
+            var errors = ConfigErrors()
+            for var one in e.all {
+                if overridden.contains(where: { one.key == $0 || one.key.hasPrefix($0 + ".") || $0.hasPrefix(one.key + ".") && !one.key.isEmpty }) {
+                    one.file = "--set (over \(file))"
+                }
+                try errors.attempt { throw one }
             }
+            try errors.throwIfAny()
             throw e
         }
     }
@@ -181,15 +186,21 @@ public struct RunConfig: Sendable, Equatable {
         guard let modelMap = try root.mapping("model") else {
             throw ConfigError(file: file, key: "model", message: "missing (required): the model's shape (see configs/fmnist-tiny.yaml)")
         }
-        let model = try ViTConfig.parse(modelMap)
-        let data = try DataConfig.parse(try root.mapping("data"))
-        let optimizer = try OptimizerConfig.parse(try root.mapping("optimizer"))
-        let schedule = try ScheduleConfig.parse(try root.mapping("schedule"))
-        let training = try TrainingConfig.parse(try root.mapping("training"))
-        let sparsity = try SparsityConfig.parse(try root.mapping("sparsity"))
-        let compute = try ComputeConfig.parse(try root.mapping("compute"))
-        let communication = try CommunicationConfig.parse(try root.mapping("communication"))
-        try root.finish()
+        // Every section is read even when one has a problem, so all of them are reported.
+        var errors = ConfigErrors()
+        let model = try errors.attempt { try ViTConfig.parse(modelMap) }
+        let data = try errors.attempt { try DataConfig.parse(try root.mapping("data")) }
+        let optimizer = try errors.attempt { try OptimizerConfig.parse(try root.mapping("optimizer")) }
+        let schedule = try errors.attempt { try ScheduleConfig.parse(try root.mapping("schedule")) }
+        let training = try errors.attempt { try TrainingConfig.parse(try root.mapping("training")) }
+        let sparsity = try errors.attempt { try SparsityConfig.parse(try root.mapping("sparsity")) }
+        let compute = try errors.attempt { try ComputeConfig.parse(try root.mapping("compute")) }
+        let communication = try errors.attempt { try CommunicationConfig.parse(try root.mapping("communication")) }
+        try errors.attempt { try root.finish() }
+        try errors.throwIfAny()
+        guard let model, let data, let optimizer, let schedule, let training, let sparsity, let compute, let communication else {
+            throw ConfigError(file: file, key: "", message: "a section could not be read")
+        }
         if model.isCompact && sparsity.method.isStructured {
             throw ConfigError(file: file, key: "sparsity.method",
                               message: "\(sparsity.method.rawValue) prunes heads and neurons of a full model, but model.block_heads/block_hidden make this one compact already; train it with dense or svite, or start from the full model")

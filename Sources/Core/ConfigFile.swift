@@ -7,13 +7,45 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable {
     public var file: String
     public var key: String
     public var message: String
+    /// Further problems found in the same reading (a config with two typos names both).
+    public var others: [ConfigError] = []
 
     public init(file: String, key: String, message: String) {
         self.file = file; self.key = key; self.message = message
     }
 
+    /// This problem and the others, one level deep.
+    public var all: [ConfigError] {
+        var first = self
+        first.others = []
+        return [first] + others.flatMap(\.all)
+    }
+
     public var description: String {
-        key.isEmpty ? "\(file): \(message)" : "\(file): key '\(key)': \(message)"
+        all.map { e in e.key.isEmpty ? "\(e.file): \(e.message)" : "\(e.file): key '\(e.key)': \(e.message)" }
+            .joined(separator: "\n")
+    }
+}
+
+/// Reads on past a bad key so that one run of the reader reports every problem.
+public struct ConfigErrors {
+    public private(set) var list: [ConfigError] = []
+    public init() {}
+
+    /// The value, or nil with the problem noted.
+    @discardableResult
+    public mutating func attempt<T>(_ body: () throws -> T) throws -> T? {
+        do { return try body() } catch let e as ConfigError {
+            list.append(contentsOf: e.all)
+            return nil
+        }
+    }
+
+    /// Throws the problems noted so far as one error.
+    public func throwIfAny() throws {
+        guard var first = list.first else { return }
+        first.others = Array(list.dropFirst())
+        throw first
     }
 }
 
@@ -169,6 +201,7 @@ public final class ConfigMapping {
 
     /// Rejects keys that no getter asked for.
     public func finish() throws {
+        var errors = ConfigErrors()
         for key in order where !used.contains(key) {
             let known = used.sorted()
             var message = "unknown key"
@@ -178,12 +211,14 @@ public final class ConfigMapping {
             } else if !known.isEmpty {
                 message += "; known keys here: \(known.joined(separator: ", "))"
             }
-            throw ConfigError(file: file, key: qualified(key), message: message)
+            try errors.attempt { throw ConfigError(file: file, key: qualified(key), message: message) }
         }
+        try errors.throwIfAny()
     }
 }
 
-func editDistance(_ a: String, _ b: String) -> Int {
+/// Levenshtein distance: how many one-character edits turn one name into the other.
+public func editDistance(_ a: String, _ b: String) -> Int {
     let a = Array(a), b = Array(b)
     if a.isEmpty { return b.count }
     if b.isEmpty { return a.count }
@@ -333,8 +368,10 @@ extension ConfigSection {
     public static func parse(_ m: ConfigMapping?) throws -> Self {
         var c = defaults
         guard let m else { return c }
-        for key in keys { try key.read(m, &c) }
-        try m.finish()
+        var errors = ConfigErrors()
+        for key in keys { try errors.attempt { try key.read(m, &c) } }
+        try errors.attempt { try m.finish() }
+        try errors.throwIfAny()
         try c.check(m)
         return c
     }

@@ -7,6 +7,7 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
     case unreadable(path: String, reason: String)
     case truncated(path: String, reason: String)
     case badHeader(path: String, reason: String)
+    case notSafeTensors(path: String, start: String)
     case badTensorEntry(path: String, tensor: String, reason: String)
     case wrongDtype(path: String, tensor: String, found: String, expected: String)
     case wrongShape(path: String, tensor: String, found: [Int], expected: [Int])
@@ -17,6 +18,9 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
         case let .unreadable(p, r): return "\(p): cannot read: \(r)"
         case let .truncated(p, r): return "\(p): file is truncated: \(r)"
         case let .badHeader(p, r): return "\(p): bad safetensors header: \(r)"
+        case let .notSafeTensors(p, start):
+            return "\(p): not a safetensors file (it starts with \(start)); give a run directory, a checkpoint "
+                + "(RUN/checkpoints/step-N.safetensors) or a file from `svite export`"
         case let .badTensorEntry(p, t, r): return "\(p): tensor '\(t)': \(r)"
         case let .wrongDtype(p, t, f, e): return "\(p): tensor '\(t)' has dtype \(f), expected \(e)"
         case let .wrongShape(p, t, f, e): return "\(p): tensor '\(t)' has shape \(f), expected \(e)"
@@ -73,6 +77,13 @@ public struct SafeTensorsFile {
         self.data = data
         guard data.count >= 8 else {
             throw SafeTensorsError.truncated(path: path, reason: "\(data.count) bytes, the 8-byte header length is incomplete")
+        }
+        // The JSON header begins with '{' (the format requires it): anything else is some
+        // other file (a config, an image), said as such rather than as a bad header length.
+        if data.count > 8 && data[data.startIndex + 8] != UInt8(ascii: "{") {
+            let head = String(decoding: data.prefix(24), as: UTF8.self).unicodeScalars
+                .map { $0.properties.isWhitespace || $0.value < 32 || $0.value == 0xFFFD ? " " : String($0) }.joined()
+            throw SafeTensorsError.notSafeTensors(path: path, start: "\"\(head.trimmingCharacters(in: .whitespaces))…\"")
         }
         let headerLength = data.withUnsafeBytes { raw in UInt64(littleEndian: raw.loadUnaligned(as: UInt64.self)) }
         guard headerLength <= UInt64(Self.maxHeaderBytes) else {

@@ -2,6 +2,9 @@ import Coordinator
 import FlyingFox
 import FlyingSocks
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// GET /metrics over HTTP (FlyingFox, a small HTTP server on BSD sockets), answering with
 /// `PrometheusText` of the document `provider` gives; anything else is 404. Runs on its own
@@ -28,6 +31,11 @@ public final class MetricsEndpoint: @unchecked Sendable {
                 throw MetricsEndpointError(message: "--metrics: '\(host)' is not an IPv4 address (\(error))")
             }
         }
+        // A port in use fails the bind at once: say so now (FlyingFox would only time out
+        // waiting for its listener).
+        if let problem = Self.bindProblem(socketAddress) {
+            throw MetricsEndpointError(message: "--metrics \(address): \(problem)")
+        }
         server = HTTPServer(address: socketAddress, timeout: 10, logger: .disabled)
         let handler = MetricsHandler(provider: provider)
         let ready = DispatchSemaphore(value: 0)
@@ -53,6 +61,30 @@ public final class MetricsEndpoint: @unchecked Sendable {
             throw MetricsEndpointError(message: "cannot serve /metrics on \(address): \(failure)")
         }
         port = bound
+    }
+
+    /// Why `address` cannot be bound (nil: it can), tried with a socket of its own.
+    static func bindProblem(_ address: sockaddr_in) -> String? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var a = address
+        let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc != 0 else { return nil }
+        let e = errno
+        let port = UInt16(bigEndian: address.sin_port)
+        switch e {
+        case EADDRINUSE:
+            return "address in use: another process listens on port \(port) (`ss -ltnp 'sport = :\(port)'` names it); choose another port"
+        case EACCES:
+            return "permission denied: ports below 1024 need root; choose a port such as 9464"
+        case EADDRNOTAVAIL:
+            return "this machine has no such address; use :\(port) for every interface"
+        default:
+            return String(cString: strerror(e))
+        }
     }
 
     public var url: String { "http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)/metrics" }

@@ -192,15 +192,3 @@ public enum Poller {
         }
     }
 }
-
-/// Facts about a ZeroMQ endpoint string.
-public enum Endpoint {
-    /// Whether only this machine can reach it: tcp on 127.x, ::1 or localhost, ipc, inproc.
-    public static func isLoopback(_ endpoint: String) -> Bool {
-        if endpoint.hasPrefix("ipc://") || endpoint.hasPrefix("inproc://") { return true }
-        guard endpoint.hasPrefix("tcp://") else { return false }
-        var host = String(endpoint.dropFirst(6))
-        if host.hasPrefix("[") { host = String(host.dropFirst().prefix { $0 != "]" }) } else if let colon = host.lastIndex(of: ":") { host = String(host[..<colon]) }
-        return host.hasPrefix("127.") || host == "::1" || host == "localhost"
-    }
-}

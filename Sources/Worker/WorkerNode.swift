@@ -64,7 +64,10 @@ public final class WorkerNode: @unchecked Sendable {
     /// ... and a new one came up: join again when no step is computing.
     var reconnected = false
     var lastRefusalLog = -Double.infinity
-    var unwelcomedWarned = false
+    /// Before the welcome: when the worker last said it hears nothing, and whether any
+    /// connection has come up (a coordinator is there) or none has.
+    var lastSilenceLog = 0.0
+    var handshakeSeen = false
     let clock = MonotonicClock()
 
     // Set by the welcome.
@@ -171,7 +174,9 @@ public final class WorkerNode: @unchecked Sendable {
                 switch event {
                 // (The first connection's event may be read after the welcome: only a
                 // connection after a drop is a reconnection.)
-                case .connected: if info != nil && disconnected { reconnected = true } else { connectedNow = true }
+                case .connected:
+                    handshakeSeen = true
+                    if info != nil && disconnected { reconnected = true } else { connectedNow = true }
                 case .disconnected: if info != nil { disconnected = true }
                 case let .handshakeFailed(f): failures.append(f)
                 }
@@ -215,21 +220,37 @@ public final class WorkerNode: @unchecked Sendable {
         }
     }
 
-    /// With CURVE a refused worker hears nothing at all: say what the handshake monitor saw
-    /// (every 10 s at most), and once, after 10 s without a welcome, what to check.
+    /// A worker that is not welcomed hears nothing at all (nobody there, a refused CURVE
+    /// key, a plaintext worker at a CURVE coordinator): say what the handshake monitor saw
+    /// (every 10 s at most), and after 5 s without a welcome, then every 30 s, what to check.
     func explainMissingWelcome(now: Double, failures: [HandshakeFailure]) {
-        guard let keys = options.curve else { return }
-        if let f = failures.last, now - lastRefusalLog >= 10 {
+        if let keys = options.curve, let f = failures.last, now - lastRefusalLog >= 10 {
             lastRefusalLog = now
             let hint = f.kind == .authentication
                 ? "copy this worker's public key (\(keys.pair.publicKey.z85), its NAME.key file) into the coordinator's --authorized-keys directory"
                 : "check that --coordinator-key is the coordinator's public key"
             log.error("worker \(options.name): \(f); \(hint). Trying again.")
         }
-        if !unwelcomedWarned && now > 10 {
-            unwelcomedWarned = true
-            log.warning("worker \(options.name): no welcome from \(options.coordinator) after 10 s; with CURVE, check that --coordinator-key is the coordinator's public key and that this worker's public key \(keys.pair.publicKey.z85) is in its --authorized-keys directory")
+        guard now >= 5, now - lastSilenceLog >= (lastSilenceLog == 0 ? 5 : 30) else { return }
+        lastSilenceLog = now
+        log.warning("worker \(options.name): \(Self.silenceHint(endpoint: options.coordinator, seconds: now, connected: handshakeSeen, curvePublicKey: options.curve?.pair.publicKey.z85)); still trying")
+    }
+
+    /// What to check when no welcome comes: whether a connection ever came up says
+    /// whether anything listens there.
+    static func silenceHint(endpoint: String, seconds: Double, connected: Bool, curvePublicKey: String?) -> String {
+        let waited = String(format: "%.0f s", seconds)
+        guard connected else {
+            return "no coordinator answers at \(endpoint) after \(waited): is `svite coordinator` (or `svite train`) running there, "
+                + "bound to that port (--bind tcp://*:PORT)? Check the host name and port, and that no firewall drops TCP to it"
+                + (curvePublicKey == nil ? "; a coordinator with CURVE keys also says nothing to a worker without --secret-key and --coordinator-key" : "")
         }
+        if let key = curvePublicKey {
+            return "connected to \(endpoint) but no welcome after \(waited): check that --coordinator-key is the coordinator's public key "
+                + "and that this worker's public key \(key) is in its --authorized-keys directory; the coordinator's log says why it refused"
+        }
+        return "connected to \(endpoint) but no welcome after \(waited): the coordinator's log says why it refused this worker "
+            + "(another svite version, a name already in use); a coordinator with CURVE keys needs --secret-key and --coordinator-key here"
     }
 
     /// Waits for a gradient being computed to finish: the process must not exit while the

@@ -143,7 +143,9 @@ struct CoordinatorCommand: ParsableCommand {
 
         Examples:
           svite coordinator --config fmnist-tiny --bind 'tcp://*:5555' --workers 4
-          svite coordinator --config fmnist-tiny --workers 4 --secret-key keys/coordinator.key_secret --authorized-keys keys/workers
+          svite coordinator --config fmnist-tiny --workers 4 \\
+              --secret-key keys/coordinator.key_secret \\
+              --authorized-keys keys/workers
         """
     )
 
@@ -169,6 +171,8 @@ struct CoordinatorCommand: ParsableCommand {
     var authorizedKeys: String? { authorizedKeysFlag ?? environment["SVITE_AUTHORIZED_KEYS"] }
 
     func validate() throws {
+        _ = try EndpointOption.check(bind, "--bind", role: .bind)
+        if status != "none" { _ = try EndpointOption.check(status, "--status", role: .bind) }
         guard workers >= 1 && workers <= 4096 else { throw ValidationError("--workers must be 1 to 4096 (got \(workers))") }
         guard (secretKey == nil) == (authorizedKeys == nil) else {
             throw ValidationError("--secret-key and --authorized-keys go together (CURVE needs both)")
@@ -177,13 +181,14 @@ struct CoordinatorCommand: ParsableCommand {
 
     func run() throws {
         let log = global.bootstrap("svite.coordinator")
-        var options = cluster.options(bind: bind, status: status == "none" ? nil : status, workers: workers)
+        var options = cluster.options(bind: try EndpointOption.check(bind, "--bind", role: .bind),
+                                      status: status == "none" ? nil : try EndpointOption.check(status, "--status", role: .bind), workers: workers)
         if let secretKey, let authorizedKeys {
             do { options.curve = try CurveServerKeys.load(secretKeyFile: secretKey, authorizedDirectory: authorizedKeys) } catch {
                 throw CommandFailure("\(error)")
             }
         }
-        try runOptions.execute(log: log, cluster: options, metrics: cluster.metricsAddress)
+        try runOptions.execute(log: log, cluster: options, metrics: cluster.metricsAddress, command: "svite coordinator")
     }
 }
 
@@ -205,7 +210,9 @@ struct WorkerCommand: ParsableCommand {
 
         Examples:
           svite worker --coordinator tcp://head-node:5555 --threads 8
-          svite worker --coordinator tcp://head-node:5555 --secret-key keys/worker-1.key_secret --coordinator-key keys/coordinator.key
+          svite worker --coordinator tcp://head-node:5555 \\
+              --secret-key keys/worker-1.key_secret \\
+              --coordinator-key keys/coordinator.key
         """
     )
 
@@ -234,13 +241,14 @@ struct WorkerCommand: ParsableCommand {
     var parentPid: Int32?
 
     func validate() throws {
+        _ = try EndpointOption.check(coordinator, "--coordinator", role: .connect)
         try ThreadCount.check(threads ?? Int(environment["SVITE_THREADS"] ?? ""))
         guard !resolvedName.isEmpty && resolvedName.utf8.count <= 200 else { throw ValidationError("--name must be 1 to 200 bytes") }
     }
 
     func run() throws {
         let log = global.bootstrap("svite.worker")
-        var options = WorkerOptions(coordinator: coordinator, name: resolvedName, threads: resolvedThreads, backend: backend)
+        var options = WorkerOptions(coordinator: try EndpointOption.check(coordinator, "--coordinator", role: .connect), name: resolvedName, threads: resolvedThreads, backend: backend)
         options.curve = try keys.load()
         if let parent = parentPid {
             // A local worker of `svite train` ends with it, however it ends (SIGKILL, OOM,
@@ -280,7 +288,9 @@ struct StatusCommand: ParsableCommand {
           svite status --connect tcp://head-node:5556
           svite status --connect tcp://127.0.0.1:5556 --watch
           svite status --json | jq .workers
-          svite status --connect tcp://head-node:5556 --secret-key keys/me.key_secret --coordinator-key keys/coordinator.key
+          svite status --connect tcp://head-node:5556 \\
+              --secret-key keys/me.key_secret \\
+              --coordinator-key keys/coordinator.key
         """
     )
 
@@ -307,12 +317,14 @@ struct StatusCommand: ParsableCommand {
     func validate() throws {
         if runDirectory != nil && connect != nil { throw ValidationError("give a run directory or --connect, not both") }
         guard interval > 0 && timeout > 0 else { throw ValidationError("--interval and --timeout must be positive") }
+        if let connect { _ = try EndpointOption.check(connect, "--connect", role: .connect) }
     }
 
     /// Where to ask: the run directory's status file, --connect, SVITE_STATUS, the default.
     func endpoint() throws -> String {
         if let dir = runDirectory { return try StatusFile.read(runDirectory: dir) }
-        return connect ?? environment["SVITE_STATUS"].map { $0.replacingOccurrences(of: "*", with: "127.0.0.1") } ?? "tcp://127.0.0.1:5556"
+        if let connect { return try EndpointOption.check(connect, "--connect", role: .connect) }
+        return environment["SVITE_STATUS"].map { $0.replacingOccurrences(of: "*", with: "127.0.0.1") } ?? "tcp://127.0.0.1:5556"
     }
 
     func run() throws {
@@ -394,3 +406,13 @@ final class LocalWorkers {
 }
 
 extension BatchBalance: ExpressibleByArgument {}
+
+/// An endpoint flag in libzmq's form (`HOST:PORT` becomes `tcp://HOST:PORT`), or a usage
+/// error that shows the form.
+enum EndpointOption {
+    static func check(_ text: String, _ flag: String, role: Endpoint.Role) throws -> String {
+        do { return try Endpoint.normalize(text, role: role) } catch let e as Endpoint.Invalid {
+            throw ValidationError("\(flag): \(e)")
+        }
+    }
+}

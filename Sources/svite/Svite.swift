@@ -1,8 +1,12 @@
 import ArgumentParser
 import Config
+import Core
 import Foundation
 import Kernels
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 
 @main
@@ -20,7 +24,24 @@ struct Svite: ParsableCommand {
 
     static func main() {
         Relaunch.withFittingOpenBLASKernels()
+        if let message = UnknownCommand.message(Array(CommandLine.arguments.dropFirst())) {
+            FileHandle.standardError.write(Data((message + "\n").utf8))
+            Glibc.exit(ExitCode.validationFailure.rawValue)
+        }
         main(nil)
+    }
+}
+
+/// `svite trian`: ArgumentParser would say only "Unexpected argument"; name the command meant.
+enum UnknownCommand {
+    static var names: [String] { Svite.configuration.subcommands.map { $0._commandName } + ["help"] }
+
+    static func message(_ args: [String]) -> String? {
+        guard let first = args.first, !first.hasPrefix("-"), !names.contains(first) else { return nil }
+        let close = names.map { ($0, editDistance($0, first)) }.min { $0.1 < $1.1 }
+        let guess = close.flatMap { $0.1 <= max(2, first.count / 3) ? $0.0 : nil }
+        return "Error: '\(first)' is not a svite command" + (guess.map { "; did you mean '\($0)'?" } ?? "")
+            + "\nCommands: \(names.filter { $0 != "help" }.joined(separator: ", ")) ('svite --help' says what each does)"
     }
 }
 

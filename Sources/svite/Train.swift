@@ -104,16 +104,27 @@ struct RunOptions: ParsableArguments {
     /// Trains: in this process (cluster nil) or as the coordinator of workers, started
     /// here (`localWorkers` > 0) or elsewhere.
     func execute(log: Logger, cluster: ClusterOptions?, metrics: String? = nil, localWorkers: Int = 0, workerThreads: Int = 1,
-                 logLevel: String = "info") throws {
+                 logLevel: String = "info", command: String = "svite train") throws {
         var (config, options) = try prepare(log: log)
         options.workers = cluster?.expectedWorkers ?? 0
         var clusterSource: ClusterGradientSource?
         let status = RunStatus(config: config, parameters: ViTModel(config: config.model).layout.parameterCount)
+        var metricsEndpoint: MetricsEndpoint?
+        defer { metricsEndpoint?.stop() }
         if let cluster {
             let source = try ClusterGradientSource(config: config, options: cluster, logger: log)
             source.runStatus = status
             clusterSource = source
             options.source = { _, _, _ in source }
+            // Before anything is written: a busy port stops the run with nothing made.
+            if let address = metrics {
+                do {
+                    metricsEndpoint = try MetricsEndpoint(address: address) { [weak source] in source?.statusSnapshot }
+                } catch {
+                    source.finish(reason: "error: \(error)")
+                    throw CommandFailure("\(error)")
+                }
+            }
         }
         let display = ProgressDisplay(interactive: plain ? false : nil)
         let stop = StopFlag()
@@ -122,8 +133,6 @@ struct RunOptions: ParsableArguments {
         }
         let workers = LocalWorkers()
         defer { workers.stop() }
-        var metricsEndpoint: MetricsEndpoint?
-        defer { metricsEndpoint?.stop() }
         if metrics != nil && cluster == nil {
             log.warning("--metrics is served by the coordinator; this run trains in process (--workers 0) and serves none")
         }
@@ -144,15 +153,7 @@ struct RunOptions: ParsableArguments {
             if let s = clusterSource {
                 display.line("coordinator on \(s.endpoint)\(s.statusEndpoint.map { ", status on \($0) (svite status \(options.runDirectory))" } ?? "")")
                 if let e = s.statusEndpoint { StatusFile.write(e, runDirectory: options.runDirectory, log: log) }
-                if let address = metrics {
-                    do {
-                        let endpoint = try MetricsEndpoint(address: address) { [weak s] in s?.statusSnapshot }
-                        metricsEndpoint = endpoint
-                        display.line("Prometheus metrics on \(endpoint.url)")
-                    } catch {
-                        throw CommandFailure("\(error)")
-                    }
-                }
+                if let endpoint = metricsEndpoint { display.line("Prometheus metrics on \(endpoint.url)") }
                 if localWorkers > 0 {
                     let endpoint = s.endpoint.replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1")
                     try workers.start(count: localWorkers, threads: workerThreads, endpoint: endpoint,
@@ -205,8 +206,11 @@ struct RunOptions: ParsableArguments {
         }
         if let c = summary.checkpoint { lines.append("checkpoint: \(c)") }
         lines.append("metrics:    \(summary.metrics)")
-        if summary.stopped {
-            lines.append("resume:     svite train --resume \(summary.runDirectory)")
+        if summary.stopped && summary.checkpoint == nil {
+            lines.append("resume:     nothing to resume (no step was made); start it again with the same command")
+        } else if summary.stopped {
+            let same = command == "svite train" ? "" : " (and the same --bind, --status and --workers)"
+            lines.append("resume:     \(command) --resume \(summary.runDirectory)\(same)")
         } else {
             lines.append("export:     svite export \(summary.runDirectory) --out \(summary.runDirectory)/model.safetensors")
         }
@@ -234,7 +238,8 @@ struct Train: ParsableCommand {
           svite train
           svite train --config fmnist-tiny --set training.epochs=3
           svite train --resume runs/fmnist-tiny
-          svite train --config configs/fmnist-tiny.yaml --init model.safetensors --out runs/finetune
+          svite train --config configs/fmnist-tiny.yaml --init model.safetensors \\
+              --out runs/finetune
         """
     )
 

@@ -97,6 +97,9 @@ struct SafeTensorsTests {
         var huge = Data()
         withUnsafeBytes(of: UInt64(1 << 40).littleEndian) { huge.append(contentsOf: $0) }
         expectError(huge) { if case .badHeader(_, let r) = $0 { return r.contains("exceeds") }; return false }
+        // Another kind of file is named as such, not as a bad header length.
+        expectError(Data("name: typo\nmodel:\n  dim: 96\n".utf8)) { if case .notSafeTensors(_, let start) = $0 { return start.hasPrefix("\"name: typo model:") }; return false }
+        #expect(SafeTensorsError.notSafeTensors(path: "x.yaml", start: "\"a…\"").description.contains("not a safetensors file"))
     }
 
     @Test func wrongShapeIsNamed() throws {

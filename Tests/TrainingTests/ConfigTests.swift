@@ -80,6 +80,28 @@ struct ConfigTests {
 
     let good = "model:\n  image_size: 28\n  patch_size: 4\n  in_channels: 1\n  num_classes: 10\n  dim: 96\n  depth: 6\n  heads: 3\n"
 
+    /// A config with several problems names them all in one error, section by section, each
+    /// with its key (a user fixes them in one go instead of one run per typo).
+    @Test func everyProblemIsReportedAtOnce() throws {
+        let yaml = good + "  hedas: 2\ntraining:\n  epohcs: 3\n  batch_size: many\noptimiser: {}\n"
+        do {
+            _ = try parse(yaml)
+            Issue.record("expected an error")
+        } catch let e as ConfigError {
+            #expect(e.all.map(\.key) == ["model.hedas", "training.batch_size", "training.epohcs", "optimiser"], "\(e)")
+            let lines = e.description.split(separator: "\n")
+            #expect(lines.count == 4 && lines[0].contains("did you mean 'heads'") && lines[1].contains("expected an integer")
+                     && lines[2].contains("did you mean 'epochs'") && lines[3].contains("did you mean 'optimizer'"), "\(e)")
+        }
+        // Overrides keep their own label when several problems are reported.
+        do {
+            _ = try parse(good + "training:\n  epohcs: 3\n", overrides: ["sparsity.sparsty=0.5"])
+            Issue.record("expected an error")
+        } catch let e as ConfigError {
+            #expect(e.all.count == 2 && e.all[0].file.contains("bad.yaml") && e.all[1].file.hasPrefix("--set"), "\(e)")
+        }
+    }
+
     @Test func badModelSectionIsNamed() throws {
         #expect(try parse(good).model == ViTConfig.presets["fmnist-tiny"])
         expectError(good + "  hedas: 2\n", key: "model.hedas", containing: "did you mean 'heads'")

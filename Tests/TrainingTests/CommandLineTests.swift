@@ -1,0 +1,123 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a user sees from the command line when something is off: a word that says what to
+/// do, at once or within seconds, never silence or a libzmq errno.
+@Suite("command line", .serialized)
+struct CommandLineTests {
+    func svite(_ exe: String, _ args: [String], environment: [String: String] = [:], seconds: Double = 60) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = args
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let killer = DispatchWorkItem { if p.isRunning { kill(p.processIdentifier, SIGINT) } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds, execute: killer)
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        killer.cancel()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    @Test func unknownCommandsGetASuggestion() throws {
+        guard let exe = sviteBinary() else { return }
+        let r = try svite(exe, ["trian", "--config", "x"])
+        #expect(r.status == 64 && r.err.contains("'trian' is not a svite command; did you mean 'train'?") && r.err.contains("Commands: train,"), "\(r)")
+        let far = try svite(exe, ["frobnicate"])
+        #expect(far.status == 64 && !far.err.contains("did you mean") && far.err.contains("Commands:"), "\(far)")
+        #expect(try svite(exe, ["help", "train"]).status == 0)
+    }
+
+    /// `HOST:PORT` is taken as tcp://HOST:PORT; what is not an endpoint says the right form
+    /// (libzmq would say only "Invalid argument").
+    @Test func endpointsAreCheckedWithTheRightForm() throws {
+        guard let exe = sviteBinary() else { return }
+        for (args, form) in [(["worker", "--coordinator", "head-node"], "tcp://HOST:PORT"),
+                             (["worker", "--coordinator", "tcp://*:5555"], "name the coordinator's host"),
+                             (["worker", "--coordinator", "udp://head:5555"], "svite speaks tcp://"),
+                             (["coordinator", "--bind", "5555"], "tcp://ADDRESS:PORT"),
+                             (["status", "--connect", "head:99999"], "the port must be 1 to 65535")] {
+            let r = try svite(exe, args)
+            #expect(r.status == 64 && r.err.contains(form), "\(args): \(r.err)")
+        }
+    }
+
+    /// A worker with nothing at its endpoint says so within 10 s, naming the endpoint and
+    /// what to check.
+    @Test func aWorkerThatHearsNothingSaysSo() throws {
+        guard let exe = sviteBinary() else { return }
+        let port = try freePort()
+        let r = try svite(exe, ["worker", "--coordinator", "127.0.0.1:\(port)", "--threads", "1"], seconds: 7)
+        #expect(r.err.contains("no coordinator answers at tcp://127.0.0.1:\(port) after 5 s") && r.err.contains("--bind tcp://*:PORT"), "\(r.err)")
+    }
+
+    /// A busy --metrics port stops the coordinator at once, before it makes the run directory.
+    @Test func aBusyMetricsPortSaysAddressInUse() throws {
+        guard let exe = sviteBinary() else { return }
+        try withTemporaryDirectory { dir in
+            let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(listener) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            #expect(withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0)
+            #expect(listen(listener, 1) == 0)
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+            let port = UInt16(bigEndian: address.sin_port)
+            let start = Date()
+            let r = try svite(exe, ["coordinator", "--out", "\(dir)/run", "--metrics", "127.0.0.1:\(port)",
+                                    "--bind", "tcp://127.0.0.1:\(try freePort())", "--status", "none"], seconds: 30)
+            #expect(r.status == 1 && r.err.contains("address in use"), "\(r.err)")
+            #expect(Date().timeIntervalSince(start) < 4 && !FileManager.default.fileExists(atPath: "\(dir)/run"))
+        }
+    }
+
+    @Test func evalOfAnotherKindOfFileSaysSo() throws {
+        guard let exe = sviteBinary() else { return }
+        let r = try svite(exe, ["eval", "\(repoRoot)/configs/default.yaml"])
+        #expect(r.status == 1 && r.err.contains("not a safetensors file") && r.err.contains("svite export"), "\(r.err)")
+    }
+
+    /// Help examples are whole commands at 80 columns: a long one is continued with `\`,
+    /// never wrapped mid-command, so copy and paste works.
+    @Test func helpExamplesAreNotWrapped() throws {
+        guard let exe = sviteBinary() else { return }
+        let commands = [["train"], ["coordinator"], ["worker"], ["status"], ["keygen"], ["eval"], ["export"], ["masks"], ["tokens"],
+                        ["data-folder"], ["plot"], ["experiment"], ["bench", "model"], ["bench", "gemm"], ["bench", "comm"], ["fuzz"]]
+        for command in commands {
+            let help = try svite(exe, command + ["--help"], environment: ["COLUMNS": "80"]).out
+            guard let examples = help.range(of: "Examples:") else { continue }
+            var previous = ""
+            var checked = 0
+            for line in help[examples.upperBound...].split(separator: "\n", omittingEmptySubsequences: false).dropFirst() {
+                if line.trimmingCharacters(in: .whitespaces).isEmpty { break }
+                let text = line.trimmingCharacters(in: .whitespaces)
+                #expect(text.hasPrefix("svite ") || previous.hasSuffix("\\") || text.hasPrefix("#"),
+                        "svite \(command.joined(separator: " ")) --help: a wrapped example line: '\(line)'")
+                previous = text
+                checked += 1
+            }
+            #expect(checked > 0, "svite \(command.joined(separator: " ")) --help: no example read")
+        }
+    }
+}
+
+/// A TCP port nothing listens on (bound and released).
+func freePort() throws -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return UInt16(bigEndian: address.sin_port)
+}
