@@ -8,7 +8,9 @@ public enum StatusTable {
     /// A ready worker below this fraction of the median images/s of the ready workers is a straggler.
     public static let stragglerFraction = 0.67
 
-    public static func render(_ d: StatusDocument) -> String {
+    /// `columns`: the terminal's width; the worker table leaves out its least needed
+    /// columns (host, then bytes, then heard) until it fits.
+    public static func render(_ d: StatusDocument, columns: Int = 80) -> String {
         var lines: [String] = []
         let workers = d.workers ?? []
         let ready = workers.filter { $0.state == "ready" }
@@ -28,33 +30,64 @@ public enum StatusTable {
             lines.append(String(format: "last eval: top-1 %.2f%%, loss %.4f (step %d)", acc * 100, d.evalLoss ?? .nan, d.evalStep ?? 0))
         }
         if let sp = d.sparsity {
-            lines.append(String(format: "sparsity %.1f%%: %.2fM parameters active, FLOPs saving %.1f%%, explored %.1f%%, mask version %d",
+            lines.append(String(format: "sparsity %.1f%%: %.2fM active, FLOPs -%.1f%%, explored %.1f%%, masks v%d",
                                 (1 - sp.density) * 100, Double(sp.activeParameters) / 1e6, sp.flopsSaving * 100,
                                 sp.explorationRate * 100, sp.maskVersion))
         }
         if let up = d.bytesUpPerStep, let down = d.bytesDownPerStep {
-            lines.append(String(format: "bytes per step: up %@ (%.3f× dense fp32), down %@ (%.3f×)",
+            lines.append(String(format: "per step: up %@ (%.3f× dense fp32), down %@ (%.3f×)",
                                 bytes(Double(up)), d.bytesUpRatioToDenseFp32 ?? 0, bytes(Double(down)), d.bytesDownRatioToDenseFp32 ?? 0))
         }
         lines.append("")
-        lines.append("rank  id                        host              state   heard   steps  share    img/s  up          down")
-        let slow = stragglers(workers)
-        for w in workers {
-            func pad(_ v: String, _ n: Int) -> String { String(v.prefix(n)).padding(toLength: n, withPad: " ", startingAt: 0) }
-            var row = String(format: "%4d  ", w.rank) + pad(w.id, 24) + "  " + pad(w.host, 16) + "  " + pad(w.state, 6)
-                + String(format: "  %5.1fs  %6d  %5d  %7.0f  ", w.secondsSinceHeard, w.stepsDone, w.share, w.imagesPerSecond)
-                + pad(bytes(Double(w.bytesUp)), 10) + "  " + bytes(Double(w.bytesDown))
-            if let f = slow[w.id] { row += String(format: "  ← straggler (%.2f× the median img/s)", f) }
-            if w.refused > 0 { row += "  \(w.refused) answer(s) refused" }
-            lines.append(row)
-        }
+        lines += workerRows(workers, columns: columns)
         if workers.isEmpty { lines.append("(no worker has joined)") }
         if let bad = d.badFrames, bad > 0 { lines.append("bad frames dropped: \(bad)") }
         if let c = d.curve {
-            lines.append("CURVE: \(c.authorizedKeys.count) key(s) admitted by the allow-list, \(c.admitted) handshake(s) let in, \(c.refusedKeys) refused for their key, \(c.refusedHandshakes) refused before (plaintext, wrong coordinator key)"
-                + (c.lastRefusal.map { "; last: \($0)" } ?? ""))
+            lines.append("CURVE: \(c.authorizedKeys.count) key(s) listed, \(c.admitted) let in, \(c.refusedKeys) refused for their key,")
+            lines.append("       \(c.refusedHandshakes) refused before it (plaintext, wrong coordinator key)")
+            if let last = c.lastRefusal { lines.append("       last refused: \(last)") }
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// One row per worker, in columns chosen to fit `columns` characters; the straggler
+    /// and refusal notes go on a line of their own under the row.
+    static func workerRows(_ workers: [StatusDocument.WorkerStatus], columns: Int) -> [String] {
+        typealias W = StatusDocument.WorkerStatus
+        struct Column { var title: String; var width: Int; var right: Bool; var priority: Int; var value: (W) -> String }
+        func cut(_ v: String, _ n: Int) -> String { v.count <= n ? v : String(v.prefix(n - 1)) + "…" }
+        let all = [
+            Column(title: "rank", width: 4, right: true, priority: 0) { "\($0.rank)" },
+            Column(title: "id", width: 18, right: false, priority: 0) { cut($0.id, 18) },
+            Column(title: "host", width: 12, right: false, priority: 4) { cut($0.host, 12) },
+            Column(title: "state", width: 5, right: false, priority: 0) { $0.state },
+            Column(title: "heard", width: 6, right: true, priority: 2) { String(format: "%.1fs", $0.secondsSinceHeard) },
+            Column(title: "steps", width: 6, right: true, priority: 0) { "\($0.stepsDone)" },
+            Column(title: "share", width: 5, right: true, priority: 1) { "\($0.share)" },
+            Column(title: "img/s", width: 6, right: true, priority: 0) { String(format: "%.0f", $0.imagesPerSecond) },
+            Column(title: "up", width: 9, right: true, priority: 3) { bytes(Double($0.bytesUp)) },
+            Column(title: "down", width: 9, right: true, priority: 3) { bytes(Double($0.bytesDown)) },
+        ]
+        var shown = all
+        for drop in [4, 3, 2, 1] where shown.map({ $0.width + 2 }).reduce(-2, +) > columns - 1 {
+            shown.removeAll { $0.priority == drop }
+        }
+        func row(_ cells: [String]) -> String {
+            zip(shown, cells).map { c, v in
+                let pad = String(repeating: " ", count: max(0, c.width - v.count))
+                return c.right ? pad + v : v + pad
+            }.joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
+        }
+        var lines = [row(shown.map(\.title))]
+        let slow = stragglers(workers)
+        for w in workers {
+            lines.append(row(shown.map { $0.value(w) }))
+            var notes: [String] = []
+            if let f = slow[w.id] { notes.append(String(format: "straggler: %.2f× the median img/s", f)) }
+            if w.refused > 0 { notes.append("\(w.refused) answer(s) refused") }
+            if !notes.isEmpty { lines.append("      ↳ \(w.id): " + notes.joined(separator: "; ")) }
+        }
+        return lines
     }
 
     /// Ready workers with a measured speed below `stragglerFraction` of the median of

@@ -328,16 +328,26 @@ struct StatusCommand: ParsableCommand {
     }
 
     func run() throws {
+        // A run directory whose coordinator is gone: what its metrics say.
+        if let dir = runDirectory, !FileManager.default.fileExists(atPath: StatusFile.path(dir)), let history = RunHistory.read(runDirectory: dir) {
+            return show(history, dir)
+        }
         let connect = try endpoint()
         let curve = try keys.load()
+        let terminal = isatty(STDOUT_FILENO) == 1
         var answered = false
         repeat {
             let doc: StatusDocument
             do {
                 doc = try Self.query(connect, timeout: timeout, curve: curve)
-            } catch let e as CommandFailure where watch && answered {
-                // It answered before: the run has ended (or its coordinator stopped).
-                _ = e
+            } catch let e as CommandFailure {
+                // It answered before (the run has ended), or its status file outlived it
+                // (killed): the metrics tell the rest.
+                if let dir = runDirectory, let history = RunHistory.read(runDirectory: dir) {
+                    if !answered { print("\(connect) does not answer: its coordinator is not running") }
+                    return show(history, dir)
+                }
+                guard watch && answered else { throw e }
                 print("\(connect) no longer answers: the run has ended or its coordinator stopped")
                 return
             }
@@ -345,11 +355,33 @@ struct StatusCommand: ParsableCommand {
             if json {
                 print(String(decoding: doc.encoded(), as: UTF8.self))
             } else {
-                if watch { print("\u{1B}[H\u{1B}[2J", terminator: "") }
-                print(StatusTable.render(doc))
+                // On a terminal the table redraws in place; into a file or a pipe each
+                // snapshot follows the last under a time stamp.
+                if watch && terminal { print("\u{1B}[H\u{1B}[2J", terminator: "") }
+                if watch && !terminal { print("--- \(Self.clockTime())") }
+                print(StatusTable.render(doc, columns: terminal ? ProgressDisplay.terminalColumns(STDOUT_FILENO) : 100))
             }
+            fflush(nil)
             if watch { Thread.sleep(forTimeInterval: interval) }
         } while watch
+    }
+
+    func show(_ history: RunHistory, _ dir: String) {
+        if json {
+            var d = history.json
+            d["run_directory"] = dir
+            let data = (try? JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])) ?? Data("{}".utf8)
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(history.text(runDirectory: dir))
+        }
+        fflush(nil)
+    }
+
+    static func clockTime() -> String {
+        let f = DateFormatter()
+        f.dateFormat = "HH:mm:ss"
+        return f.string(from: Date())
     }
 
     static func query(_ endpoint: String, timeout: Double, curve: CurveClientKeys? = nil) throws -> StatusDocument {

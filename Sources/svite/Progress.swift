@@ -129,9 +129,9 @@ final class ProgressDisplay: @unchecked Sendable {
     }
 
     /// The terminal's width (80 when it does not say).
-    static func terminalColumns() -> Int {
+    static func terminalColumns(_ fd: Int32 = STDERR_FILENO) -> Int {
         var w = winsize()
-        if ioctl(STDERR_FILENO, UInt(TIOCGWINSZ), &w) == 0, w.ws_col > 0 { return Int(w.ws_col) }
+        if ioctl(fd, UInt(TIOCGWINSZ), &w) == 0, w.ws_col > 0 { return Int(w.ws_col) }
         return Int(ProcessInfo.processInfo.environment["COLUMNS"] ?? "") ?? 80
     }
 

@@ -23,6 +23,11 @@ struct Svite: ParsableCommand {
     )
 
     static func main() {
+        // A process started from a thread that blocks signals (a dispatch worker's, some
+        // supervisors') inherits that mask: Ctrl-C and SIGTERM would never arrive.
+        var none = sigset_t()
+        sigemptyset(&none)
+        sigprocmask(SIG_SETMASK, &none, nil)
         Relaunch.withFittingOpenBLASKernels()
         if let message = UnknownCommand.message(Array(CommandLine.arguments.dropFirst())) {
             FileHandle.standardError.write(Data((message + "\n").utf8))

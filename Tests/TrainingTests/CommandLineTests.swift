@@ -17,7 +17,8 @@ struct CommandLineTests {
         p.standardOutput = out
         p.standardError = err
         try p.run()
-        let killer = DispatchWorkItem { if p.isRunning { kill(p.processIdentifier, SIGINT) } }
+        // SIGTERM: a test runner may leave SIGINT ignored in the processes it starts.
+        let killer = DispatchWorkItem { if p.isRunning { kill(p.processIdentifier, SIGTERM) } }
         DispatchQueue.global().asyncAfter(deadline: .now() + seconds, execute: killer)
         let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
@@ -76,6 +77,31 @@ struct CommandLineTests {
                                     "--bind", "tcp://127.0.0.1:\(try freePort())", "--status", "none"], seconds: 30)
             #expect(r.status == 1 && r.err.contains("address in use"), "\(r.err)")
             #expect(Date().timeIntervalSince(start) < 4 && !FileManager.default.fileExists(atPath: "\(dir)/run"))
+        }
+    }
+
+    /// `svite status RUN_DIR` on a run whose coordinator is gone summarises its metrics;
+    /// `--watch` into a pipe prints plain, flushed snapshots (no screen-clearing codes).
+    @Test func statusOfAFinishedRunAndWatchIntoAPipe() throws {
+        guard let exe = sviteBinary() else { return }
+        try withTemporaryDirectory { dir in
+            try FileManager.default.createDirectory(atPath: "\(dir)/run", withIntermediateDirectories: true)
+            let lines = [#"{"kind":"start","step":0,"run":"tiny","total_steps":12}"#,
+                         #"{"kind":"eval","step":12,"eval_accuracy":0.5,"eval_loss":1.2}"#,
+                         #"{"kind":"end","step":12,"elapsed_seconds":9.5}"#]
+            try (lines.joined(separator: "\n") + "\n").write(toFile: "\(dir)/run/metrics.jsonl", atomically: true, encoding: .utf8)
+            let r = try svite(exe, ["status", "\(dir)/run"])
+            #expect(r.status == 0 && r.out.contains("finished, 12 steps of 12") && r.out.contains("top-1 50.00%"), "\(r)")
+            let j = try svite(exe, ["status", "\(dir)/run", "--json"])
+            #expect(j.status == 0 && j.out.contains(#""state":"finished""#), "\(j)")
+            // A live coordinator waiting for its workers, watched through a pipe.
+            let port = try freePort(), statusPort = try freePort()
+            let coordinator = try startSvite(exe, ["coordinator", "--plain", "--out", "\(dir)/live", "--workers", "1",
+                                                   "--bind", "tcp://127.0.0.1:\(port)", "--status", "tcp://127.0.0.1:\(statusPort)"])
+            defer { kill(coordinator.processIdentifier, SIGKILL); coordinator.waitUntilExit() }
+            let w = try svite(exe, ["status", "--connect", "tcp://127.0.0.1:\(statusPort)", "--watch", "--interval", "0.3", "--timeout", "5"], seconds: 4)
+            let snapshots = w.out.components(separatedBy: "\n--- ").count
+            #expect(w.out.hasPrefix("--- ") && snapshots >= 3 && !w.out.contains("\u{1B}[") && w.out.contains("waiting for workers"), "\(w.out.prefix(600))")
         }
     }
 

@@ -58,6 +58,39 @@ struct StatusTableTests {
     }
 }
 
+extension StatusTableTests {
+    /// The worker table fits the terminal: at 80 columns every line does (host and bytes
+    /// go first), at 120 they come back; a straggler's note keeps its own line.
+    @Test func theTableFitsTheTerminal() throws {
+        let doc = try document(step: 5, state: "training", speeds: [100, 40, 110])
+        let narrow = StatusTable.render(doc, columns: 80)
+        for line in narrow.split(separator: "\n") { #expect(line.count <= 79, "\(line.count): \(line)") }
+        #expect(narrow.contains("rank") && narrow.contains("img/s") && !narrow.contains("host"), "\(narrow)")
+        let wide = StatusTable.render(doc, columns: 120)
+        #expect(wide.contains("host") && wide.contains("down") && wide.contains("200 B"), "\(wide)")
+        #expect(wide.split(separator: "\n").contains { $0.contains("straggler") && $0.contains("w1") })
+    }
+
+    /// A run that no coordinator serves any more is told from its metrics: how it ended,
+    /// the last evaluation, the training time apart from the wait, what to do next.
+    @Test func aFinishedOrStoppedRunIsSummarisedFromItsMetrics() throws {
+        var start = MetricsRecord(kind: .start, step: 0); start.run = "tiny"; start.totalSteps = 40
+        var eval = MetricsRecord(kind: .eval, step: 40); eval.evalAccuracy = 0.8617; eval.evalLoss = 0.4445
+        var end = MetricsRecord(kind: .end, step: 40); end.elapsedSeconds = 510; end.waitedSeconds = 72; end.time = 1_796_580_000
+        let finished = try #require(RunHistory(records: [start, eval, end]))
+        let text = finished.text(runDirectory: "runs/x")
+        #expect(text.contains("runs/x: finished, 40 steps of 40") && text.contains("top-1 86.17%") && text.contains("8:30 training, 1:12 waiting")
+                && text.contains("svite export runs/x"), "\(text)")
+        var stopped = MetricsRecord(kind: .stopped, step: 17); stopped.elapsedSeconds = 60
+        let s = try #require(RunHistory(records: [start, stopped]))
+        #expect(s.ending == .stopped(reason: nil) && s.text(runDirectory: "r").contains("svite train --resume r"))
+        let killed = try #require(RunHistory(records: [start, MetricsRecord(kind: .train, step: 20)]))
+        #expect(killed.ending == .noEnding && killed.text(runDirectory: "r").contains("no end record"))
+        #expect(RunHistory(records: []) == nil)
+        #expect(finished.json["state"] as? String == "finished" && finished.json["waited_seconds"] as? Double == 72)
+    }
+}
+
 @Suite("progress bar")
 struct ProgressLineTests {
     /// The bar fits every terminal width in one line shorter than it (no wrap, no stale
