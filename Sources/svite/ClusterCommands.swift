@@ -138,8 +138,12 @@ struct CoordinatorCommand: ParsableCommand {
         keys, anyone who reaches --bind can join and send gradients.
 
         Environment (flags win): SVITE_BIND, SVITE_STATUS, SVITE_WORKERS, SVITE_CONFIG, \
-        SVITE_WORKER_TIMEOUT, SVITE_GRADIENT_CODEC, SVITE_BALANCE, SVITE_SECRET_KEY, \
-        SVITE_AUTHORIZED_KEYS.
+        SVITE_THREADS, SVITE_METRICS, SVITE_WORKER_TIMEOUT, SVITE_GRADIENT_CODEC, \
+        SVITE_BALANCE, SVITE_SECRET_KEY, SVITE_AUTHORIZED_KEYS.
+
+        Exit status: 0 when the run is over (also when it was over before this start), 75 \
+        when SIGTERM or Ctrl-C stopped it before the end (a checkpoint was written; start \
+        it again with --auto-resume, or --resume, to go on), 1 on an error.
 
         Examples:
           svite coordinator --config fmnist-tiny --bind 'tcp://*:5555' --workers 4
@@ -188,7 +192,12 @@ struct CoordinatorCommand: ParsableCommand {
                 throw CommandFailure("\(error)")
             }
         }
-        try runOptions.execute(log: log, cluster: options, metrics: cluster.metricsAddress, command: "svite coordinator")
+        var run = runOptions
+        if run.threads == nil, let t = environment["SVITE_THREADS"] {
+            guard let n = Int(t), (0 ... 1024).contains(n) else { throw ValidationError("SVITE_THREADS must be 0 (every core) to 1024 (got '\(t)')") }
+            run.threads = n
+        }
+        try run.execute(log: log, cluster: options, metrics: cluster.metricsAddress, command: "svite coordinator")
     }
 }
 

@@ -153,7 +153,9 @@ struct RunOptions: ParsableArguments {
             if let s = clusterSource {
                 display.line("coordinator on \(s.endpoint)\(s.statusEndpoint.map { ", status on \($0) (svite status \(options.runDirectory))" } ?? "")")
                 if let e = s.statusEndpoint { StatusFile.write(e, runDirectory: options.runDirectory, log: log) }
-                if let endpoint = metricsEndpoint { display.line("Prometheus metrics on \(endpoint.url)") }
+                if let endpoint = metricsEndpoint {
+                    display.line("Prometheus metrics on \(endpoint.url)\(endpoint.host == "0.0.0.0" ? " (every interface)" : "")")
+                }
                 if localWorkers > 0 {
                     let endpoint = s.endpoint.replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1")
                     try workers.start(count: localWorkers, threads: workerThreads, endpoint: endpoint,
@@ -215,6 +217,10 @@ struct RunOptions: ParsableArguments {
             lines.append("export:     svite export \(summary.runDirectory) --out \(summary.runDirectory)/model.safetensors")
         }
         print(lines.joined(separator: "\n"))
+        // A coordinator stopped before the end (SIGTERM from a supervisor, a node drain)
+        // exits 75 (EX_TEMPFAIL), as its workers do: the run is not over, and a restart
+        // policy that restarts failures brings it back to resume (--auto-resume).
+        if summary.stopped && command == "svite coordinator" { throw ExitCode(75) }
     }
 }
 
