@@ -3,7 +3,9 @@
 # Idempotent: with everything present it changes nothing and runs no apt-get at all.
 set -euo pipefail
 
-packages=(pkg-config libzmq3-dev libopenblas-dev libdnnl-dev liblz4-dev zlib1g-dev libcairo2-dev fonts-dejavu-core libcurl4-openssl-dev libturbojpeg0-dev libpng-dev dataset-fashion-mnist)
+# The last one is for the tests only: the Prometheus project's own parser reads svite's
+# /metrics text in a test.
+packages=(pkg-config libzmq3-dev libopenblas-dev libdnnl-dev liblz4-dev zlib1g-dev libcairo2-dev fonts-dejavu-core libcurl4-openssl-dev libturbojpeg0-dev libpng-dev dataset-fashion-mnist python3-prometheus-client)
 
 missing=()
 for p in "${packages[@]}"; do

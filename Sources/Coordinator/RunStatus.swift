@@ -27,8 +27,10 @@ public final class RunStatus: @unchecked Sendable {
             doc.runDirectory = p.runDirectory
         case .waiting(let connected, let needed):
             doc.state = "waiting for workers (\(connected)/\(needed))"
+            doc.workersNeeded = needed
         case .advanced(let step):
             if doc.state?.hasPrefix("waiting") ?? true { doc.state = "training" }
+            doc.workersNeeded = nil
             if step > (doc.step ?? 0) {
                 doc.step = step
                 if let perEpoch = doc.stepsPerEpoch, perEpoch > 0 { doc.epoch = Double(step) / Double(perEpoch) }

@@ -10,8 +10,10 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     public var endpoint: String?
     public var config: String?
     public var model: String?
-    /// starting, training, evaluating.
+    /// starting, waiting for workers (C/N), training, evaluating.
     public var state: String?
+    /// While the run waits for workers: how many it needs to go on.
+    public var workersNeeded: Int?
     public var parameters: Int?
     public var runDirectory: String?
     public var step: Int?

@@ -16,8 +16,22 @@ public enum PrometheusText {
         func gauge(_ name: String, _ help: String, _ value: Int?, labels: [(String, String)] = []) {
             gauge(name, help, value.map(Double.init), labels: labels)
         }
+        // Running totals since the coordinator started (or the worker joined): counters,
+        // named _total, so rate() and increase() apply.
+        func counter(_ name: String, _ help: String, _ value: Int?, labels: [(String, String)] = []) {
+            guard let value, value >= 0 else { return }
+            let c = r.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "total", helpText: help), labels: labels)
+            c.increment(by: Int64(value))
+        }
         let run = [("run", d.runId ?? "unknown"), ("config", d.config ?? "unknown")]
-        gauge("svite_info", "1, with the run id and config as labels", 1, labels: run + [("state", d.state ?? "unknown")])
+        // The state without its counts ("waiting for workers (1/2)" is one series, not one
+        // per count); the counts are gauges of their own.
+        let state = d.state.map { $0.split(separator: "(").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? $0 } ?? "unknown"
+        gauge("svite_info", "1, with the run id, config and state (starting, waiting for workers, training, evaluating) as labels", 1,
+              labels: run + [("state", state)])
+        if let needed = d.workersNeeded {
+            gauge("svite_workers_needed", "Workers the run waits for before it goes on (present while it waits)", needed)
+        }
         gauge("svite_step", "Steps done", d.step)
         gauge("svite_total_steps", "Steps the run will make", d.totalSteps)
         gauge("svite_epoch", "Epochs done (fractional)", d.epoch)
@@ -33,7 +47,14 @@ public enum PrometheusText {
         gauge("svite_bytes_down_per_step", "Bytes to the workers in the last step", d.bytesDownPerStep)
         gauge("svite_bytes_up_ratio_dense_fp32", "Uplink bytes per worker against a dense fp32 exchange", d.bytesUpRatioToDenseFp32)
         gauge("svite_bytes_down_ratio_dense_fp32", "Downlink bytes per worker against a dense fp32 exchange", d.bytesDownRatioToDenseFp32)
-        gauge("svite_bad_frames", "Frames dropped as malformed since the coordinator started", d.badFrames)
+        counter("svite_bad_frames", "Frames dropped as malformed since the coordinator started", d.badFrames)
+        if let c = d.curve {
+            gauge("svite_curve_authorized_keys", "Public keys in the CURVE allow-list directory", c.authorizedKeys.count)
+            counter("svite_curve_admitted", "CURVE handshakes let in by the allow-list", c.admitted)
+            counter("svite_curve_refused", "CURVE handshakes refused, by why", c.refusedKeys, labels: [("reason", "key not listed")])
+            counter("svite_curve_refused", "CURVE handshakes refused, by why", c.refusedHandshakes,
+                    labels: [("reason", "handshake (plaintext or wrong coordinator key)")])
+        }
         if let s = d.sparsity {
             gauge("svite_density", "Fraction of the prunable weights active", s.density)
             gauge("svite_active_parameters", "Parameters active (all tensors)", s.activeParameters)
@@ -50,13 +71,13 @@ public enum PrometheusText {
             let l = [("worker", w.id), ("host", w.host), ("rank", "\(w.rank)")]
             gauge("svite_worker_ready", "1 while the worker takes part in steps", w.state == "ready" ? 1 : 0, labels: l)
             gauge("svite_worker_images_per_second", "The worker's measured speed", w.imagesPerSecond, labels: l)
-            gauge("svite_worker_steps", "Steps the worker has answered", w.stepsDone, labels: l)
+            counter("svite_worker_steps", "Steps the worker has answered", w.stepsDone, labels: l)
             gauge("svite_worker_share", "Images of the worker's last share", w.share, labels: l)
             gauge("svite_worker_seconds_since_heard", "Seconds since the worker was last heard", w.secondsSinceHeard, labels: l)
-            gauge("svite_worker_refused", "Answers of the worker refused (bad frame, NaN, other mask version)", w.refused, labels: l)
-            gauge("svite_worker_joins", "Times the worker has joined", w.joins, labels: l)
-            gauge("svite_worker_bytes_up", "Bytes the worker has sent", w.bytesUp, labels: l)
-            gauge("svite_worker_bytes_down", "Bytes sent to the worker", w.bytesDown, labels: l)
+            counter("svite_worker_refused", "Answers of the worker refused (bad frame, NaN, other mask version)", w.refused, labels: l)
+            counter("svite_worker_joins", "Times the worker has joined", w.joins, labels: l)
+            counter("svite_worker_up_bytes", "Bytes the worker has sent", w.bytesUp, labels: l)
+            counter("svite_worker_down_bytes", "Bytes sent to the worker", w.bytesDown, labels: l)
             gauge("svite_worker_straggler", "1 when the worker is below 2/3 of the median speed", slow[w.id] == nil ? 0 : 1, labels: l)
         }
         return r.emitToString()
