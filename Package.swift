@@ -25,13 +25,17 @@ let package = Package(
         .library(name: "Model", targets: ["Model"]),
         .library(name: "Kernels", targets: ["Kernels"]),
     ],
+    // Exact versions: every build (the quick start, CI, the Dockerfile) gets the same code
+    // without a Package.resolved, which is kept out of git (its commit ids are those of the
+    // copy it was resolved from). Their own dependencies (swift-atomics, swift-metrics)
+    // follow the ranges these versions declare.
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         // The Prometheus endpoint: text format, and a small HTTP server without NIO.
-        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
-        .package(url: "https://github.com/swhitty/FlyingFox", from: "0.20.0"),
-        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        .package(url: "https://github.com/swhitty/FlyingFox", exact: "0.27.1"),
+        .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
     ],
     targets: [
         // C libraries from Debian, each a module map plus a one-line shim header.
