@@ -1,12 +1,14 @@
 /// SViTE+'s selection drawn on the images (like the paper's Fig. 5): each image enlarged,
-/// its removed patches tinted red with a darker frame (`svite tokens` lays them out with
-/// their true and predicted classes).
+/// its removed patches washed out to grey with a darker grey frame (`svite tokens` lays them
+/// out with their true and predicted classes). Grey, not a hue: it reads the same to every
+/// colour vision and in print.
 public enum TokenPictures {
-    /// The colour removed patches are blended toward, and how far: a strong red that shows
-    /// on black background and on light garments alike.
-    static let removedTint: [Double] = [220, 40, 40], removedMix = 0.6
+    /// The grey removed patches are blended toward, and how far, and their frame: a mid
+    /// grey shows on black background and on light garments alike, the frame tells a
+    /// removed light patch from a kept one.
+    static let removedTint: [Double] = [175, 175, 175], removedMix = 0.7, frameGrey = 90.0
 
-    /// One image enlarged by `scale`, its removed patches tinted red with a darker frame
+    /// One image enlarged by `scale`, its removed patches washed out to grey with a frame
     /// (RGB bytes, (size·scale)² pixels).
     public static func marked(pixels: [UInt8], channels: Int, size: Int, patch: Int, kept: Set<Int>, scale: Int) -> [UInt8] {
         let side = size * scale, grid = size / patch
@@ -18,7 +20,7 @@ public enum TokenPictures {
                 let edge = y % (patch * scale) == 0 || x % (patch * scale) == 0
                 for ch in 0 ..< 3 {
                     var v = Double(pixels[(channels == 3 ? ch : 0) * size * size + py * size + px])
-                    if removed { v = edge ? removedTint[ch] * 0.6 : v + (removedTint[ch] - v) * removedMix }
+                    if removed { v = edge ? frameGrey : v + (removedTint[ch] - v) * removedMix }
                     out[(y * side + x) * 3 + ch] = UInt8(max(0, min(255, v.rounded())))
                 }
             }

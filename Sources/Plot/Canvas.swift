@@ -3,20 +3,22 @@ import CCairo
 /// What the charts and figures share: a PNG or SVG surface of a size, a context on it
 /// handed to the drawing, and text placed by its alignment (DejaVu Sans throughout).
 enum Canvas {
-    static func write(width: Int, height: Int, to path: String, format: LineChart.Format, draw: (OpaquePointer) throws -> Void) throws {
+    /// `width` × `height` in drawing units: points in an SVG, `scale` pixels each in a PNG.
+    static func write(width: Double, height: Double, scale: Double = 1, to path: String, format: LineChart.Format,
+                      draw: (OpaquePointer) throws -> Void) throws {
         switch format {
         case .png:
-            guard let surface = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, Int32(width), Int32(height)) else {
+            guard let surface = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, Int32((width * scale).rounded()), Int32((height * scale).rounded())) else {
                 throw CairoError(call: "cairo_image_surface_create", status: "no surface")
             }
             defer { cairo_surface_destroy(surface) }
-            try drawing(on: surface, draw)
+            try drawing(on: surface, scale: scale, draw)
             try check("cairo_surface_write_to_png(\(path))", cairo_surface_write_to_png(surface, path))
         case .svg:
-            guard let surface = cairo_svg_surface_create(path, Double(width), Double(height)) else {
+            guard let surface = cairo_svg_surface_create(path, width, height) else {
                 throw CairoError(call: "cairo_svg_surface_create(\(path))", status: "no surface")
             }
-            try drawing(on: surface, draw)
+            try drawing(on: surface, scale: 1, draw)
             cairo_surface_finish(surface)
             let status = cairo_surface_status(surface)
             cairo_surface_destroy(surface)
@@ -25,11 +27,12 @@ enum Canvas {
     }
 
     /// A white page, the font chosen, the drawing, and cairo's first error if any.
-    static func drawing(on surface: OpaquePointer, _ draw: (OpaquePointer) throws -> Void) throws {
+    static func drawing(on surface: OpaquePointer, scale: Double, _ draw: (OpaquePointer) throws -> Void) throws {
         guard let cr = cairo_create(surface) else { throw CairoError(call: "cairo_create", status: "no context") }
         defer { cairo_destroy(cr) }
         cairo_set_source_rgb(cr, 1, 1, 1)
         cairo_paint(cr)
+        cairo_scale(cr, scale, scale)
         cairo_select_font_face(cr, "DejaVu Sans", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL)
         try draw(cr)
         try check("drawing", cairo_status(cr))

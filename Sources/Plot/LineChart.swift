@@ -3,7 +3,8 @@ import Foundation
 
 /// A line chart as a paper would print it: title, labelled axes with ticks and a grid, one
 /// line per series in a colour-blind-safe palette, and a legend; written as PNG and SVG by
-/// cairo (text in DejaVu Sans).
+/// cairo (text in DejaVu Sans). It is laid out in points at one column's width (3.5 in),
+/// so its smallest text is 8 pt printed at that width; the PNG is that page at 300 dpi.
 public struct LineChart: Sendable {
     public struct Series: Sendable {
         public var name: String
@@ -24,8 +25,13 @@ public struct LineChart: Sendable {
     public var series: [Series]
     /// A logarithmic y axis (loss, bytes); points at or below zero are left out.
     public var logY = false
-    public var width = 900
-    public var height = 540
+    /// The page in points (1/72 in): a paper column wide.
+    public var width = 252.0
+    public var height = 180.0
+    /// Pixels per point of the PNG (300 dpi).
+    public static let pngScale = 300.0 / 72
+    /// Text sizes in points: ticks and legend, axis labels, title.
+    public static let fontSizes = (ticks: 8.0, labels: 8.5, title: 9.5)
 
     public init(title: String, xLabel: String, yLabel: String, series: [Series], logY: Bool = false) {
         self.title = title; self.xLabel = xLabel; self.yLabel = yLabel; self.series = series; self.logY = logY
@@ -45,12 +51,12 @@ public struct LineChart: Sendable {
     }
 
     public func write(to path: String, format: Format) throws {
-        try Canvas.write(width: width, height: height, to: path, format: format) { try draw($0) }
+        try Canvas.write(width: width, height: height, scale: Self.pngScale, to: path, format: format) { try draw($0) }
     }
 
     /// The plot area in device units.
     public var plotArea: (left: Double, top: Double, right: Double, bottom: Double) {
-        (82, 52, Double(width) - 24, Double(height) - 64)
+        (46, 20, width - 8, height - 30)
     }
 
     func draw(_ cr: OpaquePointer) throws {
@@ -67,14 +73,15 @@ public struct LineChart: Sendable {
         func py(_ y: Double) -> Double { area.bottom - ((logY ? log10(y) : y) - y0) / max(y1 - y0, 1e-300) * (area.bottom - area.top) }
 
         // Grid and ticks.
-        cairo_set_line_width(cr, 1)
-        cairo_set_font_size(cr, 13)
+        let f = Self.fontSizes
+        cairo_set_line_width(cr, 0.4)
+        cairo_set_font_size(cr, f.ticks)
         for t in xTicks {
             let x = px(t)
             cairo_set_source_rgb(cr, 0.88, 0.88, 0.88)
             cairo_move_to(cr, x, area.top); cairo_line_to(cr, x, area.bottom); cairo_stroke(cr)
             cairo_set_source_rgb(cr, 0.15, 0.15, 0.15)
-            Canvas.text(cr, Self.label(t), x: x, y: area.bottom + 18, align: 0.5)
+            Canvas.text(cr, Self.label(t), x: x, y: area.bottom + 9, align: 0.5)
         }
         for t in yTicks {
             let value = logY ? pow(10, t) : t
@@ -82,37 +89,38 @@ public struct LineChart: Sendable {
             cairo_set_source_rgb(cr, 0.88, 0.88, 0.88)
             cairo_move_to(cr, area.left, y); cairo_line_to(cr, area.right, y); cairo_stroke(cr)
             cairo_set_source_rgb(cr, 0.15, 0.15, 0.15)
-            Canvas.text(cr, Self.label(value), x: area.left - 8, y: y + 4.5, align: 1)
+            Canvas.text(cr, Self.label(value), x: area.left - 3, y: y + 2.8, align: 1)
         }
         // Axes box.
         cairo_set_source_rgb(cr, 0.15, 0.15, 0.15)
+        cairo_set_line_width(cr, 0.6)
         cairo_rectangle(cr, area.left, area.top, area.right - area.left, area.bottom - area.top)
         cairo_stroke(cr)
         // Labels and title.
-        cairo_set_font_size(cr, 14)
-        Canvas.text(cr, xLabel, x: (area.left + area.right) / 2, y: Double(height) - 18, align: 0.5)
+        cairo_set_font_size(cr, f.labels)
+        Canvas.text(cr, xLabel, x: (area.left + area.right) / 2, y: height - 5, align: 0.5)
         cairo_save(cr)
-        cairo_translate(cr, 22, (area.top + area.bottom) / 2)
+        cairo_translate(cr, 8.5, (area.top + area.bottom) / 2)
         cairo_rotate(cr, -Double.pi / 2)
         Canvas.text(cr, yLabel + (logY ? " (log scale)" : ""), x: 0, y: 0, align: 0.5)
         cairo_restore(cr)
-        cairo_set_font_size(cr, 17)
-        Canvas.text(cr, title, x: (area.left + area.right) / 2, y: 32, align: 0.5)
+        cairo_set_font_size(cr, f.title)
+        Canvas.text(cr, title, x: (area.left + area.right) / 2, y: 12, align: 0.5)
 
         // The lines, clipped to the plot area.
         cairo_save(cr)
         cairo_rectangle(cr, area.left, area.top, area.right - area.left, area.bottom - area.top)
         cairo_clip(cr)
-        cairo_set_line_width(cr, 2)
+        cairo_set_line_width(cr, 1.1)
         cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND)
         for (k, s) in series.enumerated() {
             let points = visible(s)
             let c = Self.palette[(s.colour ?? k) % Self.palette.count]
             cairo_set_source_rgb(cr, c.0, c.1, c.2)
-            var dash: [Double] = [7, 4]
+            var dash: [Double] = [3.5, 2]
             if s.dashed { cairo_set_dash(cr, &dash, 2, 0) } else { cairo_set_dash(cr, nil, 0, 0) }
             if points.count == 1 {
-                cairo_arc(cr, px(points[0].x), py(points[0].y), 3.5, 0, 2 * .pi); cairo_fill(cr)
+                cairo_arc(cr, px(points[0].x), py(points[0].y), 1.8, 0, 2 * .pi); cairo_fill(cr)
                 continue
             }
             for (j, p) in points.enumerated() {
@@ -124,13 +132,13 @@ public struct LineChart: Sendable {
 
         // Legend, top right inside the plot, on white.
         if !series.isEmpty {
-            cairo_set_font_size(cr, 13)
+            cairo_set_font_size(cr, f.ticks)
             var widest = 0.0
             for s in series { widest = max(widest, Canvas.advance(cr, s.name)) }
-            let rowH = 20.0, boxW = widest + 48, boxH = rowH * Double(series.count) + 10
+            let rowH = 10.0, boxW = widest + 24, boxH = rowH * Double(series.count) + 4
             // The corner whose box covers the fewest drawn points (top right on a tie).
-            let corners = [(area.right - boxW - 10, area.top + 10), (area.left + 10, area.top + 10),
-                           (area.right - boxW - 10, area.bottom - boxH - 10), (area.left + 10, area.bottom - boxH - 10)]
+            let corners = [(area.right - boxW - 3, area.top + 3), (area.left + 3, area.top + 3),
+                           (area.right - boxW - 3, area.bottom - boxH - 3), (area.left + 3, area.bottom - boxH - 3)]
             let device = series.flatMap(visible).map { (px($0.x), py($0.y)) }
             let covered = corners.map { c in device.filter { $0.0 >= c.0 && $0.0 <= c.0 + boxW && $0.1 >= c.1 && $0.1 <= c.1 + boxH }.count }
             let best = covered.indices.min { covered[$0] < covered[$1] } ?? 0
@@ -138,24 +146,24 @@ public struct LineChart: Sendable {
             cairo_set_source_rgba(cr, 1, 1, 1, 0.9)
             cairo_rectangle(cr, bx, by, boxW, boxH); cairo_fill(cr)
             cairo_set_source_rgb(cr, 0.6, 0.6, 0.6)
-            cairo_set_line_width(cr, 1)
+            cairo_set_line_width(cr, 0.4)
             cairo_set_dash(cr, nil, 0, 0)
             cairo_rectangle(cr, bx, by, boxW, boxH); cairo_stroke(cr)
             for (k, s) in series.enumerated() {
-                let y = by + 5 + rowH * Double(k) + rowH / 2
+                let y = by + 2 + rowH * Double(k) + rowH / 2
                 let c = Self.palette[(s.colour ?? k) % Self.palette.count]
                 cairo_set_source_rgb(cr, c.0, c.1, c.2)
-                cairo_set_line_width(cr, 2.5)
-                var dash: [Double] = [7, 4]
+                cairo_set_line_width(cr, 1.3)
+                var dash: [Double] = [3.5, 2]
                 if s.dashed { cairo_set_dash(cr, &dash, 2, 0) } else { cairo_set_dash(cr, nil, 0, 0) }
-                cairo_move_to(cr, bx + 8, y); cairo_line_to(cr, bx + 34, y); cairo_stroke(cr)
+                cairo_move_to(cr, bx + 3, y); cairo_line_to(cr, bx + 17, y); cairo_stroke(cr)
                 cairo_set_dash(cr, nil, 0, 0)
                 cairo_set_source_rgb(cr, 0.1, 0.1, 0.1)
-                Canvas.text(cr, s.name, x: bx + 40, y: y + 4.5, align: 0)
+                Canvas.text(cr, s.name, x: bx + 20, y: y + 2.8, align: 0)
             }
         }
         if all.isEmpty {
-            cairo_set_font_size(cr, 15)
+            cairo_set_font_size(cr, f.labels)
             cairo_set_source_rgb(cr, 0.4, 0.4, 0.4)
             Canvas.text(cr, "no data", x: (area.left + area.right) / 2, y: (area.top + area.bottom) / 2, align: 0.5)
         }
@@ -185,15 +193,24 @@ public struct LineChart: Sendable {
         return out
     }
 
-    /// Ticks on a log10 axis (values are exponents): every decade, or every few.
+    /// Ticks on a log10 axis (values are exponents): every decade, or every few; over a
+    /// short range 1, 2 and 5 of each decade, or 1 to 9, or round values, so that at least
+    /// three ticks label the data.
     static func logTicks(_ lo: Double, _ hi: Double) -> [Double] {
-        // Over a short range, 1, 2 and 5 of each decade, from the last below the data to
-        // the first above it, so the data fills the axis.
-        let candidates = stride(from: floor(lo) - 1, through: ceil(hi) + 1, by: 1).flatMap { k in [k, k + log10(2.0), k + log10(5.0)] }
-        let start = candidates.last { $0 <= lo + 1e-12 } ?? floor(lo)
-        let end = candidates.first { $0 >= hi - 1e-12 } ?? ceil(hi)
-        let fine = candidates.filter { $0 >= start - 1e-12 && $0 <= end + 1e-12 }
-        if fine.count <= 8 { return fine }
+        for mantissas in [[1.0, 2, 5], Array(stride(from: 1.0, through: 9, by: 1))] {
+            // From the last below the data to the first above it, so the data fills the axis.
+            let candidates = stride(from: floor(lo) - 1, through: ceil(hi) + 1, by: 1).flatMap { k in mantissas.map { k + log10($0) } }
+            let start = candidates.last { $0 <= lo + 1e-12 } ?? floor(lo)
+            let end = candidates.first { $0 >= hi - 1e-12 } ?? ceil(hi)
+            let fine = candidates.filter { $0 >= start - 1e-12 && $0 <= end + 1e-12 }
+            if fine.count >= 4 && fine.count <= 8 { return fine }
+            if fine.count > 8 { break }
+        }
+        if ceil(hi) - floor(lo) <= 1 {
+            // Within one decade or two neighbours: round values of the data's own range.
+            let values = ticks(pow(10, lo), pow(10, hi)).filter { $0 > 0 }
+            if values.count >= 3 { return values.map(log10) }
+        }
         let a = floor(lo), b = ceil(hi)
         let every = max(1, ((b - a) / 6).rounded(.up))
         return stride(from: a, through: b, by: every).map { $0 }

@@ -64,8 +64,10 @@ struct Masks: ParsableCommand {
         }
         let title = String(format: "%@, step %d: %.1f%% sparse, %.1f%% of prunable weights explored",
                            c.name, w.step ?? 0, (1 - masks.density) * 100, masks.explorationRate * 100)
-        try MaskPictures.densityChart(layers, title: title).write(toFile: "\(dir)/density.svg", atomically: true, encoding: .utf8)
-        print("\(layers.count) layer pictures and density.svg in \(dir)")
+        func share(_ m: [Float]) -> Double { m.isEmpty ? 0 : Double(m.filter { $0 != 0 }.count) / Double(m.count) }
+        let bars = MaskCharts.DensityBars(title: title, rows: layers.map { ($0.name, share($0.current), share($0.explored)) })
+        for f in LineChart.Format.allCases { try bars.write(to: "\(dir)/density.\(f.rawValue)", format: f) }
+        print("\(layers.count) layer pictures and density.png/.svg in \(dir)")
         print(Self.untrainedLine(masks: masks, params: w.params))
     }
 
@@ -82,41 +84,45 @@ struct Masks: ParsableCommand {
                       total, active, 100 * Double(total) / Double(max(active, 1)), t.name, counts[worst], masks.activeCount(t))
     }
 
-    /// initial | current | explored as one titled figure, each panel captioned with its
-    /// density, with the axes named and a legend of the tints.
+    /// initial | current | explored as one titled figure, each panel captioned with the
+    /// share of weights active (ever active, for explored), the axes named and a legend.
     func figure(_ l: MaskPictures.Layer, title: String, xLabel: String, yLabel: String) -> Figure {
         func density(_ m: [Float]) -> Double { m.isEmpty ? 0 : Double(m.filter { $0 != 0 }.count) / Double(m.count) }
-        let panels = [("initial", l.initial, MaskPictures.initialColour), ("current", l.current, MaskPictures.currentColour),
-                      ("ever active (explored)", l.explored, MaskPictures.exploredColour)].map { name, m, colour in
+        // Short captions (the legend says what each colour is), so the text can be 8 pt
+        // with three panels in a paper's column.
+        var panels = [("initial", l.initial, MaskPictures.initialColour), ("now", l.current, MaskPictures.currentColour)].map { name, m, colour in
             let img = MaskPictures.heatmap(m, rows: l.rows, cols: l.cols, maxSide: maxSide, colour: colour)
-            return Figure.Panel(caption: String(format: "%@: %.1f%% active", name, 100 * density(m)), width: img.width, height: img.height, rgb: img.pixels)
+            return Figure.Panel(caption: String(format: "%@ %.1f%%", name, 100 * density(m)), width: img.width, height: img.height, rgb: img.pixels)
         }
+        let map = MaskPictures.explorationMap(current: l.current, explored: l.explored, rows: l.rows, cols: l.cols, maxSide: maxSide)
+        panels.append(Figure.Panel(caption: String(format: "explored %.1f%%", 100 * density(l.explored)),
+                                   width: map.width, height: map.height, rgb: map.pixels))
         func tint(_ c: [UInt8]) -> (Double, Double, Double) { (Double(c[0]) / 255, Double(c[1]) / 255, Double(c[2]) / 255) }
-        let scaled = max(l.rows, l.cols) > maxSide ? " (blocks of weights: darker = more active)" : ""
+        let scaled = max(l.rows, l.cols) > maxSide ? " (blocks of weights: deeper = more of them)" : ""
         return Figure(title: title, panels: panels, columns: 3, xLabel: xLabel + scaled, yLabel: yLabel,
                       legend: [.init(colour: tint(MaskPictures.initialColour), label: "active at the start"),
                                .init(colour: tint(MaskPictures.currentColour), label: "active now"),
-                               .init(colour: tint(MaskPictures.exploredColour), label: "active at some step"),
-                               .init(colour: (1, 1, 1), label: "inactive")])
+                               .init(colour: tint(MaskPictures.exploredColour), label: "active earlier, not now"),
+                               .init(colour: (1, 1, 1), label: "inactive (never)")])
     }
 
-    /// S2ViTE/SSP: the heads grid (SVG) and the heads and neurons as block × unit panels
-    /// (initial | current | explored).
+    /// S2ViTE/SSP: the heads grid (PNG and SVG) and the heads and neurons as block × unit
+    /// panels (initial | now | explored).
     func drawUnits(masks: MaskSet, initial: MaskSet, config c: RunConfig, step: Int, dir: String) throws {
         let model = ViTModel(config: c.model)
         let now = UnitSelection(masks: masks, model: model), first = UnitSelection(masks: initial, model: model)
         let ever = UnitSelection(mask: masks.everActive.pointer, model: model)
         let title = "\(c.name), step \(step): \(now.headCount) of \(c.model.depth * c.model.heads) heads, \(now.neuronCount) of \(c.model.depth * c.model.hidden) MLP neurons kept"
-        try MaskPictures.unitGrid(current: now.heads, explored: ever.heads, initial: first.heads, unitName: "head ", title: title)
-            .write(toFile: "\(dir)/heads.svg", atomically: true, encoding: .utf8)
+        let grid = MaskCharts.UnitGrid(title: title, unitName: "head", current: now.heads, explored: ever.heads, initial: first.heads)
+        for f in LineChart.Format.allCases { try grid.write(to: "\(dir)/heads.\(f.rawValue)", format: f) }
         func flat(_ s: [[Bool]]) -> [Float] { s.flatMap { $0.map { $0 ? 1 : 0 } } }
         for (name, pick) in [("heads", { (s: UnitSelection) in s.heads }), ("neurons", { (s: UnitSelection) in s.neurons })] {
             let cols = pick(now).first?.count ?? 0
             let layer = MaskPictures.Layer(name: name, rows: c.model.depth, cols: cols, initial: flat(pick(first)),
                                            current: flat(pick(now)), explored: flat(pick(ever)))
             try figure(layer, title: "\(name == "heads" ? "Attention heads" : "MLP neurons") per block, \(c.name) at step \(step)",
-                       xLabel: name == "heads" ? "head" : "neuron", yLabel: "block").write(to: "\(dir)/\(name).png", format: .png)
+                       xLabel: name == "heads" ? "head" : "neuron", yLabel: "block").write(to: "\(dir)/\(name)-panels.png", format: .png)
         }
-        print("heads.svg, heads.png and neurons.png (blocks × units: initial | current | explored) in \(dir)")
+        print("heads.png/.svg (blocks × heads), heads-panels.png and neurons-panels.png (initial | now | explored) in \(dir)")
     }
 }

@@ -11,7 +11,7 @@ struct PlotCommand: ParsableCommand {
         Reads each run's metrics.jsonl and writes one chart per quantity, every run a line \
         of its own (labelled by its directory name), against steps or wall time: \
         loss, accuracy (test, and train as dashed lines), lr, density (sparse runs), \
-        bytes (per step up and dashed down, log scale; runs through workers) and \
+        bytes (per step, up and dashed down in MiB or KiB; runs through workers) and \
         throughput, each as PNG and SVG.
 
         Examples:
@@ -55,10 +55,12 @@ struct PlotCommand: ParsableCommand {
         func points(_ p: [TrainingCurves.Point]) -> [(x: Double, y: Double)] {
             p.map { (x: x == .step ? $0.step : $0.seconds / 60, y: $0.value) }
         }
-        func series(_ kp: KeyPath<TrainingCurves, [TrainingCurves.Point]>, suffix: String = "", dashed: Bool = false) -> [LineChart.Series] {
+        func series(_ kp: KeyPath<TrainingCurves, [TrainingCurves.Point]>, suffix: String = "", dashed: Bool = false,
+                    colour: (Int) -> Int = { $0 }, scale: Double = 1) -> [LineChart.Series] {
             curves.enumerated().compactMap { k, c in
                 let p = c[keyPath: kp]
-                return p.isEmpty ? nil : LineChart.Series(name: c.name + suffix, points: points(p), dashed: dashed, colour: k)
+                return p.isEmpty ? nil : LineChart.Series(name: c.name + suffix, points: points(p).map { ($0.x, $0.y / scale) },
+                                                          dashed: dashed, colour: colour(k))
             }
         }
         var charts: [(String, LineChart)] = [
@@ -73,9 +75,13 @@ struct PlotCommand: ParsableCommand {
                                                 series: series(\.density))))
         }
         if curves.contains(where: { !$0.bytesUp.isEmpty }) {
-            charts.append(("bytes", LineChart(title: "Bytes per step through the coordinator", xLabel: xLabel, yLabel: "bytes per step",
-                                              series: series(\.bytesUp, suffix: " up") + series(\.bytesDown, suffix: " down", dashed: true),
-                                              logY: true)))
+            // On a linear axis in the unit the end-of-run summary uses; up and down in
+            // colours of their own (and down dashed), each run its own pair.
+            let most = curves.flatMap { $0.bytesUp + $0.bytesDown }.map(\.value).max() ?? 0
+            let (unit, scale) = most >= 1_048_576 ? ("MiB", 1_048_576.0) : ("KiB", 1024.0)
+            charts.append(("bytes", LineChart(title: "Bytes per step through the coordinator", xLabel: xLabel, yLabel: "\(unit) per step",
+                                              series: series(\.bytesUp, suffix: " up", colour: { 2 * $0 }, scale: scale)
+                                                  + series(\.bytesDown, suffix: " down", dashed: true, colour: { 2 * $0 + 1 }, scale: scale))))
         }
         let formats: [LineChart.Format] = format == .both ? [.png, .svg] : [format == .png ? .png : .svg]
         var written: [String] = []

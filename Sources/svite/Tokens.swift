@@ -83,13 +83,13 @@ struct Tokens: ParsableCommand {
                          rgb: TokenPictures.marked(pixels: raw[i], channels: data.channels, size: c.model.imageSize,
                                                    patch: c.model.patchSize, kept: Set(kept[i]), scale: scale),
                          note: "predicted: \(name(survey.predicted[i]))",
-                         noteColour: survey.predicted[i] == survey.labels[i] ? (0.0, 0.5, 0.2) : (0.85, 0.4, 0.0))
+                         noteColour: survey.predicted[i] == survey.labels[i] ? (0.0, 0.447, 0.698) : (0.835, 0.369, 0.0))
         }
-        let title = String(format: "%@: %d of %d patches kept per image; removed patches in red (%.0f%% of them background, %.0f%% of all patches)",
+        let title = String(format: "%@: %d of %d patches kept per image; removed patches greyed out (%.0f%% of them background, %.0f%% of all patches)",
                            c.name, k, c.model.numPatches, 100 * stats.backgroundAmongRemoved, 100 * stats.backgroundOverall)
         var figure = Figure(title: title, panels: panels, columns: columns,
-                            legend: [.init(colour: (220 / 255, 40 / 255, 40 / 255), label: "removed by the selector"),
-                                     .init(colour: (0.0, 0.5, 0.2), label: "prediction right"), .init(colour: (0.85, 0.4, 0.0), label: "prediction wrong")])
+                            legend: [.init(colour: (175 / 255, 175 / 255, 175 / 255), label: "removed by the selector"),
+                                     .init(colour: (0.0, 0.447, 0.698), label: "prediction right"), .init(colour: (0.835, 0.369, 0.0), label: "prediction wrong")])
         figure.minSide = side
         try figure.write(to: "\(dir)/tokens.png", format: .png)
         let statsObject = try JSONSerialization.jsonObject(with: JSONEncoder().encode(stats))

@@ -256,9 +256,16 @@ struct PictureTests {
         let explored = MaskPictures.heatmap(l.explored, rows: 4, cols: 2, maxSide: 16, colour: MaskPictures.exploredColour)
         #expect(initial.width == 2 && initial.height == 4)
         #expect(initial[0, 0] == [40, 40, 40] && initial[1, 0] == [255, 255, 255])
-        #expect(current[1, 0] == [20, 60, 160] && explored[0, 0] == [170, 40, 40] && explored[1, 0] == [170, 40, 40])
-        let svg = MaskPictures.densityChart([l], title: "t")
-        #expect(svg.contains("<svg") && svg.contains("12.5% / 25.0%"))
+        #expect(current[1, 0] == [0, 114, 178] && explored[0, 0] == [230, 159, 0] && explored[1, 0] == [230, 159, 0])
+        // The exploration panel: weight 1 is active now (blue), weight 0 was active earlier
+        // only (orange), the rest never (white).
+        let map = MaskPictures.explorationMap(current: l.current, explored: l.explored, rows: 4, cols: 2, maxSide: 16)
+        #expect(map[1, 0] == [0, 114, 178] && map[0, 0] == [230, 159, 0] && map[0, 1] == [255, 255, 255])
+        // A block half active now and half explored-only mixes the two over white.
+        let block = MaskPictures.explorationMap(current: [1, 0, 0, 0], explored: [1, 1, 0, 0], rows: 2, cols: 2, maxSide: 1)
+        // 127.5 (white over half) + a quarter of blue (0, 114, 178) + a quarter of orange (230, 159, 0).
+        let mixed: [UInt8] = [185, 196, 172]
+        #expect(block[0, 0] == mixed, "\(block[0, 0])")
     }
 
     @Test func tokenPicturesMarkRemovedPatches() {
@@ -267,21 +274,9 @@ struct PictureTests {
         func px(_ x: Int, _ y: Int) -> [UInt8] { Array(rgb[(y * 8 + x) * 3 ..< (y * 8 + x) * 3 + 3]) }
         #expect(rgb.count == 8 * 8 * 3)
         #expect(px(1, 1) == [10, 10, 10] && px(5, 5) == [10, 10, 10])  // patches 0 and 3, kept
-        // Patch 1, removed: 60% of the way to (220, 40, 40): 10 + 210·0.6 = 136, 10 + 30·0.6 = 28.
-        #expect(px(5, 1) == [136, 28, 28])
-        #expect(px(4, 1) == [132, 24, 24])  // its frame: the tint at 60%
-    }
-
-    @Test func headGridMarksKeptEarlierAndInitialUnits() {
-        let svg = MaskPictures.unitGrid(current: [[true, false], [false, false]], explored: [[true, true], [false, false]],
-                                        initial: [[false, true], [false, false]], unitName: "head ", title: "t")
-        // One kept (blue), one kept earlier (pink), two never kept (grey); one initial dot.
-        #expect(svg.components(separatedBy: "fill=\"#1f4fa0\" stroke").count - 1 == 1)
-        #expect(svg.components(separatedBy: "fill=\"#e8b0b0\" stroke").count - 1 == 1)
-        #expect(svg.components(separatedBy: "fill=\"#f2f2f2\" stroke=\"#999\"/>\n").count - 1 == 2)
-        #expect(svg.components(separatedBy: "<circle").count - 1 == 2)  // the legend's and one cell's
-        // Columns numbered, the unit named once under them (a name per 28-px column overlapped).
-        #expect(svg.contains(">block 1<") && svg.contains(">1</text>") && svg.components(separatedBy: ">head</text>").count - 1 == 1)
+        // Patch 1, removed: 70% of the way to grey 175: 10 + 165·0.7 = 125.5 (125.499… in floating point).
+        #expect(px(5, 1) == [125, 125, 125])
+        #expect(px(4, 1) == [90, 90, 90])  // its frame, a darker grey
     }
 }
 
