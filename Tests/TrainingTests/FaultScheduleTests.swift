@@ -11,20 +11,7 @@ import Glibc
 /// Elastic's and TF's parameter-server tests inject them: at given steps, by signals.
 extension ClusterTests {
     /// A free TCP port on 127.0.0.1 (bound and released; the coordinator binds it next).
-    func freeLoopbackPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        a.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &a) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard ok else { throw CheckpointError(path: "127.0.0.1:0", message: "no free port: \(String(cString: strerror(errno)))") }
-        return Int(UInt16(bigEndian: a.sin_port))
-    }
+    func freeLoopbackPort() throws -> Int { Int(try freePort()) }
 
     /// The last step the run's metrics log reports (0 before the first).
     func stepReached(_ run: String) -> Int {

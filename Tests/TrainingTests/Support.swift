@@ -88,3 +88,19 @@ func tinyRunConfig(dataDir: String, extra: [String] = []) throws -> RunConfig {
     """
     return try RunConfig.parse(yaml: yaml, file: "tiny.yaml", overrides: extra)
 }
+
+/// A TCP port on 127.0.0.1 that nothing listens on (bound and released; the process under
+/// test binds it next).
+func freePort() throws -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var a = sockaddr_in()
+    a.sin_family = sa_family_t(AF_INET)
+    a.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &a) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+    }
+    guard ok else { throw CheckpointError(path: "127.0.0.1:0", message: "no free port: \(String(cString: strerror(errno)))") }
+    return UInt16(bigEndian: a.sin_port)
+}
