@@ -7,7 +7,8 @@
 #   e.g. deploy/local.sh 2 --config fmnist-tiny --set training.epochs=1
 #
 # Environment: SVITE (the binary; default .build/release/svite), SVITE_PORT (5555),
-# SVITE_STATUS_PORT (5556), SVITE_THREADS (threads per worker; default cores / WORKERS).
+# SVITE_STATUS_PORT (5556), SVITE_THREADS (threads per worker; default cores / WORKERS; the
+# coordinator reads it too when it is exported).
 set -euo pipefail
 
 workers=${1:-2}
