@@ -210,6 +210,10 @@ struct WorkerCommand: ParsableCommand {
         set from its own disk (the config's data.dir). It runs until the coordinator says \
         stop. A worker restarted with the same --name takes over its old place.
 
+        Exit status: 0 when the run is over, 75 when it is not (the coordinator stopped \
+        early, or SIGTERM or Ctrl-C stopped this worker): a supervisor that restarts \
+        failures brings the worker back to rejoin. 64 for wrong arguments.
+
         With --secret-key and --coordinator-key the worker talks CURVE (see `svite keygen \
         --help`); a coordinator that does not admit its key sends nothing, and the worker \
         logs what the handshake said and keeps trying.
@@ -272,10 +276,12 @@ struct WorkerCommand: ParsableCommand {
         StopSignals.install(stop) {}
         let reason = try node.run(stop: stop)
         // Exit 0 only when the run is over: a coordinator stopped before the end (to be
-        // resumed) or failed leaves its workers with 75 (EX_TEMPFAIL), so a supervisor that
-        // restarts on failure (Kubernetes' OnFailure, systemd) brings them back to rejoin.
-        guard reason == "done" || stop.isRaised else {
-            log.notice("worker \(resolvedName): the coordinator ended before the run did (\(reason)); exiting with 75 so a supervisor starts this worker again to rejoin")
+        // resumed) or failed, or a signal to this worker (a drained node, a deleted pod,
+        // Ctrl-C) leaves the worker with 75 (EX_TEMPFAIL), so a supervisor that restarts on
+        // failure (Kubernetes' pod failure policy, systemd) brings it back to rejoin.
+        guard reason == "done" else {
+            let why = stop.isRaised ? "stopped by a signal before the run ended" : "the coordinator ended before the run did (\(reason))"
+            log.notice("worker \(resolvedName): \(why); exiting with 75 so a supervisor starts this worker again to rejoin")
             throw ExitCode(75)
         }
         log.info("worker \(resolvedName) done (\(reason))")

@@ -659,7 +659,7 @@ extension ClusterTests {
 
 extension ClusterTests {
     /// SIGTERM to a worker process (2 compute threads) mid-run: it lets the gradient being
-    /// computed finish, says leave and exits 0, eight times at different moments (before:
+    /// computed finish, says leave and exits 75 (the run is not over), eight times at different moments (before:
     /// 3 of 8 such exits segfaulted inside oneDNN or OpenBLAS, the compute thread still
     /// running; SVITE_TEST_WORKER_EXE runs another binary as the worker).
     @Test func terminatedWorkerExitsCleanly() throws {
@@ -685,7 +685,8 @@ extension ClusterTests {
             }
             stop.raise()
             while runner.isExecuting || stay.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
-            #expect(statuses.allSatisfy { $0 == "exit 0" }, "\(statuses)")
+            // A clean exit, 75: the run is not over, a supervisor may start the worker again.
+            #expect(statuses.allSatisfy { $0 == "exit 75" }, "\(statuses)")
         }
     }
 }
