@@ -38,7 +38,7 @@ public enum PrometheusText {
         gauge("svite_loss", "Training loss (label-smoothed) over the last log window", d.loss)
         gauge("svite_learning_rate", "Learning rate of the last step", d.lr)
         gauge("svite_images_per_second", "Training images per second over the last log window", d.imagesPerSecond)
-        gauge("svite_elapsed_seconds", "Training time so far (across resumes)", d.elapsedSeconds)
+        gauge("svite_elapsed_seconds", "Training time so far (across resumes; waits for workers left out)", d.elapsedSeconds)
         gauge("svite_eta_seconds", "Estimated seconds to the end of training", d.etaSeconds)
         gauge("svite_eval_top1", "Top-1 accuracy (fraction) of the last evaluation", d.evalAccuracy)
         gauge("svite_eval_loss", "Loss of the last evaluation", d.evalLoss)
