@@ -53,8 +53,9 @@ final class ProgressDisplay: @unchecked Sendable {
             line("run directory: \(p.runDirectory)")
         case .waiting(let connected, let needed):
             phase = "waiting for workers (\(connected)/\(needed))"
+            // Said once a wait (the joins are logged as they come); the bar shows the count.
+            if interactive && last != nil { drawBar() } else if waitingSince == nil { line("\(phase!): the clock starts at the first step") }
             waitingSince = waitingSince ?? clock.seconds
-            if interactive && last != nil { drawBar() } else { line("\(phase!): the clock starts at the first step") }
         case .advanced(let step):
             if phase?.hasPrefix("waiting") ?? false { phase = nil; waitingSince = nil }
             guard var r = last, step > r.step else { return }
