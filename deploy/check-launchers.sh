@@ -53,6 +53,19 @@ tiny=(--plain --set training.epochs=0 --set training.max_steps=6 --set data.trai
 
 say() { echo "check-launchers: $*"; }
 die() { echo "check-launchers: FAILED: $*" >&2; exit 1; }
+show_logs() { echo "--- coordinator"; tail -n 40 "$tmp/coordinator.log" 2>/dev/null; echo "--- worker"; tail -n 20 "$tmp/worker.log" 2>/dev/null || true; }
+
+# run_processes WHAT EXPECTED: runs $tmp/runner.sh in namespaces of its own (--kill-child:
+# nothing of it outlives the runner; its mounts go with the namespace), then checks that it
+# served Prometheus metrics on 9464 and that its processes' exit statuses ($tmp/exits) are
+# EXPECTED.
+run_processes() {
+    local status=0
+    unshare --mount --net --pid --fork --kill-child --mount-proc bash "$tmp/runner.sh" || status=$?
+    [ "$status" -eq 0 ] || { show_logs; die "the $1' runner failed ($status)"; }
+    grep -q '^svite_info' "$tmp/metrics.txt" 2>/dev/null || { show_logs; die "no Prometheus metrics on the coordinator's port 9464"; }
+    [ "$(cat "$tmp/exits")" = "$2" ] || { show_logs; die "exit statuses: $(cat "$tmp/exits") (expected: $2)"; }
+}
 
 # --- helpers for the parts ---------------------------------------------------------------
 
@@ -444,13 +457,7 @@ echo "again: coordinator \$s" >>$tmp/exits
 (svite-worker SVITE_COORDINATOR=coordinator.example.internal) >$tmp/malformed.log 2>&1 && s=0 || s=\$?
 echo "malformed: worker \$s" >>$tmp/exits
 EOF
-    local status=0 expected
-    unshare --mount --net --pid --fork --kill-child --mount-proc bash "$tmp/runner.sh" || status=$?
-    show_logs() { echo "--- coordinator"; tail -n 30 "$tmp/coordinator.log" 2>/dev/null; echo "--- worker"; tail -n 20 "$tmp/worker.log" 2>/dev/null || true; }
-    [ "$status" -eq 0 ] || { show_logs; die "the services' runner failed ($status)"; }
-    grep -q '^svite_info' "$tmp/metrics.txt" 2>/dev/null || { show_logs; die "no Prometheus metrics on port 9464"; }
-    expected=$'stopped: coordinator 75 worker 75\nresumed: coordinator 0 worker 0\nagain: coordinator 0\nmalformed: worker 64'
-    [ "$(cat "$tmp/exits")" = "$expected" ] || { show_logs; die "exit statuses: $(cat "$tmp/exits") (expected: $expected)"; }
+    run_processes "services" $'stopped: coordinator 75 worker 75\nresumed: coordinator 0 worker 0\nagain: coordinator 0\nmalformed: worker 64'
     for line in "CURVE on" "^Prometheus metrics on .* (every interface)" "^stopped at step" "resuming at step" "^done: 40 steps" "already finished"; do
         grep -q "$line" "$tmp/coordinator.log" || { show_logs; die "the coordinator's log lacks '$line'"; }
     done
@@ -730,14 +737,7 @@ echo "finished: coordinator \$s" >>"$tmp/exits"
 find "\$runs" -printf '%p %s %T@\n' | sort >"$tmp/run-after"
 EOF
     bash -n "$tmp/runner.sh"
-    local status=0 expected
-    # --kill-child: nothing of the pods outlives the runner; the mounts go with the namespace.
-    unshare --mount --net --pid --fork --kill-child --mount-proc bash "$tmp/runner.sh" || status=$?
-    show_logs() { echo "--- coordinator"; tail -n 40 "$tmp/coordinator.log" 2>/dev/null; echo "--- worker"; tail -n 20 "$tmp/worker.log" 2>/dev/null || true; }
-    [ "$status" -eq 0 ] || { show_logs; die "the pods' runner failed ($status)"; }
-    grep -q '^svite_info' "$tmp/metrics.txt" 2>/dev/null || { show_logs; die "no Prometheus metrics on the coordinator's port 9464"; }
-    expected=$'stopped: coordinator 75 worker 75\nresumed: coordinator 0 worker 0\nfinished: coordinator 0'
-    [ "$(cat "$tmp/exits")" = "$expected" ] || { show_logs; die "exit statuses: $(cat "$tmp/exits") (expected: $expected)"; }
+    run_processes "pods" $'stopped: coordinator 75 worker 75\nresumed: coordinator 0 worker 0\nfinished: coordinator 0'
     grep -q "CURVE on" "$tmp/coordinator.log" || { show_logs; die "the coordinator did not run with CURVE"; }
     for line in "^stopped at step" "resuming at step" "^done: 40 steps" "already finished" \
                 "^Prometheus metrics on .* (every interface)" "^training .* 1 thread(s)"; do
