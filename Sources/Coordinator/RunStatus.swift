@@ -28,6 +28,9 @@ public final class RunStatus: @unchecked Sendable {
         case .waiting(let connected, let needed):
             doc.state = "waiting for workers (\(connected)/\(needed))"
             doc.workersNeeded = needed
+        case .ready:
+            doc.state = "training"
+            doc.workersNeeded = nil
         case .advanced(let step):
             if doc.state?.hasPrefix("waiting") ?? true { doc.state = "training" }
             doc.workersNeeded = nil

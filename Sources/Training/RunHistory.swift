@@ -40,7 +40,9 @@ public struct RunHistory: Sendable, Equatable {
         }
         if let e = records.last(where: { $0.kind == .eval }) { evalAccuracy = e.evalAccuracy; evalLoss = e.evalLoss; evalStep = e.step }
         elapsedSeconds = records.last(where: { $0.elapsedSeconds != nil })?.elapsedSeconds
-        waitedSeconds = last.waitedSeconds
+        // Every session's wait (each end or stopped record names its own).
+        let waits = records.compactMap(\.waitedSeconds)
+        waitedSeconds = waits.isEmpty ? nil : waits.reduce(0, +)
         lastTime = last.time
     }
 

@@ -182,10 +182,12 @@ public final class Trainer {
                                 selector: config.selectorSchedule(step: step, total: totalSteps),
                                 gradientDensity: compression.density(step: step))
             work.estimate = compression.estimates(step: step)
-            guard try source.waitUntilReady(stop: stop, waiting: { observe(.waiting(connected: $0, needed: $1)) }) else {
+            var waited = false
+            guard try source.waitUntilReady(stop: stop, waiting: { waited = true; observe(.waiting(connected: $0, needed: $1)) }) else {
                 stopped = true
                 break
             }
+            if waited { observe(.ready) }
             guard let g = try source.gradient(params: server.params.pointer, work: work, stop: stop) else {
                 stopped = true
                 break
@@ -385,7 +387,7 @@ public final class Trainer {
 
 /// One training process per run directory: an exclusive flock on RUN/.lock (held until the
 /// run returns, released by the kernel if the process dies) with the holder's pid inside.
-final class RunDirectoryLock {
+public final class RunDirectoryLock {
     private var fd: Int32
 
     init(_ runDirectory: String) throws {
@@ -402,6 +404,16 @@ final class RunDirectoryLock {
         let pid = "\(getpid())\n"
         _ = ftruncate(fd, 0)
         _ = pid.withCString { pwrite(fd, $0, strlen($0), 0) }
+    }
+
+    /// Whether a process trains in `runDirectory` now (holds its lock).
+    public static func isHeld(_ runDirectory: String) -> Bool {
+        let fd = open("\(runDirectory)/.lock", O_RDONLY)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        guard flock(fd, LOCK_SH | LOCK_NB) == 0 else { return errno == EWOULDBLOCK }
+        _ = flock(fd, LOCK_UN)
+        return false
     }
 
     func release() {

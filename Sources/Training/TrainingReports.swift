@@ -11,6 +11,8 @@ public enum TrainingEvent: Sendable {
     /// The run waits for workers before a step (`connected` of `needed` are there); the
     /// next `.step` ends the wait. The run's clock leaves the wait out.
     case waiting(connected: Int, needed: Int)
+    /// The workers a wait was for are there: the step starts (only after a `.waiting`).
+    case ready
     /// A step was applied: `step` steps are done (every step; `.step` reports come per log window).
     case advanced(step: Int)
 }

@@ -34,7 +34,7 @@ final class ProgressDisplay: @unchecked Sendable {
             t.setEventHandler { [weak self] in self?.tick() }
             t.resume()
             ticker = t
-            TerminalLog.beforeWrite = { [weak self] in self?.clearBarForLog() }
+            TerminalLog.setWriter { [weak self] text in self?.writeLog(text) ?? FileHandle.standardError.write(text) }
         }
     }
 
@@ -56,13 +56,18 @@ final class ProgressDisplay: @unchecked Sendable {
             // Said once a wait (the joins are logged as they come); the bar shows the count.
             if interactive && last != nil { drawBar() } else if waitingSince == nil { line("\(phase!): the clock starts at the first step") }
             waitingSince = waitingSince ?? clock.seconds
+        case .ready:
+            // The wait's seconds are not training time: the bar's clock goes on from where
+            // it stopped when the wait began.
+            if let since = waitingSince, last != nil { lastAt += clock.seconds - since }
+            if phase?.hasPrefix("waiting") ?? false { phase = nil }
+            waitingSince = nil
         case .advanced(let step):
-            if phase?.hasPrefix("waiting") ?? false { phase = nil; waitingSince = nil }
             guard var r = last, step > r.step else { return }
             // Between log windows the bar moves with every step; the ETA is the last
             // window's speed over the steps left.
             let perStep = r.etaSeconds / Double(max(1, r.totalSteps - r.step))
-            if waitingSince == nil { r.elapsedSeconds += clock.seconds - lastAt }
+            r.elapsedSeconds += clock.seconds - lastAt
             r.step = step
             r.epoch = Double(step) / Double(max(1, plan?.stepsPerEpoch ?? 1))
             r.etaSeconds = perStep * Double(r.totalSteps - step)
@@ -102,10 +107,12 @@ final class ProgressDisplay: @unchecked Sendable {
         if last != nil { drawBar() }
     }
 
-    /// Before a log line reaches the terminal: the bar goes (the next step or tick redraws it).
-    func clearBarForLog() {
+    /// A log line, written with the bar cleared first (the next step or tick redraws it),
+    /// under the display's lock so no redraw comes between.
+    func writeLog(_ text: Data) {
         lock.lock(); defer { lock.unlock() }
         if barShown { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)); barShown = false }
+        FileHandle.standardError.write(text)
     }
 
     func summary(_ r: StepReport) -> String {
@@ -147,7 +154,7 @@ final class ProgressDisplay: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         ticker?.cancel()
         ticker = nil
-        TerminalLog.beforeWrite = nil
+        TerminalLog.setWriter(nil)
         if barShown, let r = last { line(summary(r)) }
         last = nil
     }
@@ -163,8 +170,10 @@ enum Format {
     }
 }
 
-/// Ctrl-C and SIGTERM ask the run to stop after the current step and checkpoint; a
-/// second signal exits at once.
+/// Ctrl-C and SIGTERM ask the run to stop after the current step and checkpoint; a second
+/// Ctrl-C exits at once. A second SIGTERM does not: supervisors send it more than once (Slurm's
+/// `scancel --full` reaches a job step directly and through its batch script), and one that
+/// wants the process gone sends SIGKILL.
 /// The signal sources are made once per process; later calls (an experiment's next
 /// variant) only point them at the new run's flag, since a second source for the same
 /// signal leaves neither delivering.
@@ -180,7 +189,11 @@ enum StopSignals {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
-                guard let t = lock.withLock({ target }), !t.flag.isRaised else { exit(130) }
+                guard let t = lock.withLock({ target }) else { exit(130) }
+                if t.flag.isRaised {
+                    if sig == SIGINT { exit(130) }
+                    return
+                }
                 t.flag.raise()
                 t.message()
             }

@@ -10,12 +10,17 @@ import Glibc
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Ask a coordinator how its run is going.",
+        abstract: "Ask a coordinator how its run is going, or a run directory how its run went.",
         discussion: """
         Reads only: nothing sent to the status socket changes the run.
 
         A run directory names its coordinator: `svite train` and `svite coordinator` write \
-        the status endpoint to RUN_DIR/status.endpoint while they run.
+        the status endpoint to RUN_DIR/status.endpoint while they run. Once no coordinator \
+        serves the run (finished, stopped, killed), RUN_DIR's metrics.jsonl tells how it \
+        ended, its last evaluation and its training time.
+
+        --watch redraws the table in place on a terminal; into a file or a pipe it appends \
+        time-stamped snapshots, flushed as they come.
 
         Examples:
           svite status runs/default --watch
@@ -30,7 +35,7 @@ struct StatusCommand: ParsableCommand {
 
     @OptionGroup var keys: CurveClientCLIOptions
 
-    @Argument(help: ArgumentHelp("A run directory whose coordinator is running (it names its status endpoint).", valueName: "run-dir"))
+    @Argument(help: ArgumentHelp("A run directory: its running coordinator is asked (it names its status endpoint), or its metrics are summarised.", valueName: "run-dir"))
     var runDirectory: String?
 
     @Option(name: .long, help: ArgumentHelp("The coordinator's status endpoint (default: SVITE_STATUS, or tcp://127.0.0.1:5556).", valueName: "endpoint"))
@@ -76,9 +81,10 @@ struct StatusCommand: ParsableCommand {
                 doc = try Self.query(connect, timeout: timeout, curve: curve)
             } catch let e as CommandFailure {
                 // It answered before (the run has ended), or its status file outlived it
-                // (killed): the metrics tell the rest.
-                if let dir = runDirectory, let history = RunHistory.read(runDirectory: dir) {
-                    if !answered { print("\(connect) does not answer: its coordinator is not running") }
+                // (killed): the metrics tell the rest. A coordinator that still holds the
+                // run directory is running and did not answer: that is the error to show.
+                if let dir = runDirectory, !RunDirectoryLock.isHeld(dir), let history = RunHistory.read(runDirectory: dir) {
+                    if !answered { FileHandle.standardError.write(Data("\(connect) does not answer and no process holds \(dir): its coordinator is not running\n".utf8)) }
                     return show(history, dir)
                 }
                 guard watch && answered else { throw e }

@@ -5,9 +5,12 @@ import Logging
 /// write per line) and after the live progress bar has been cleared, so a log line never
 /// glues itself to the bar.
 struct TerminalLog: LogHandler {
-    /// Set while a live bar is on the terminal (ProgressDisplay).
-    nonisolated(unsafe) static var beforeWrite: (@Sendable () -> Void)?
+    /// Set while a live bar is on the terminal (ProgressDisplay): writes a line with the
+    /// bar out of its way.
+    nonisolated(unsafe) private static var writer: (@Sendable (Data) -> Void)?
     static let lock = NSLock()
+
+    static func setWriter(_ w: (@Sendable (Data) -> Void)?) { lock.withLock { writer = w } }
 
     let label: String
     var logLevel: Logger.Level
@@ -25,8 +28,7 @@ struct TerminalLog: LogHandler {
         let meta = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         let text = "\(Self.timestamp()) \(event.level) \(label):\(meta) [\(event.source)] \(event.message)\n"
         Self.lock.withLock {
-            Self.beforeWrite?()
-            FileHandle.standardError.write(Data(text.utf8))
+            if let write = Self.writer { write(Data(text.utf8)) } else { FileHandle.standardError.write(Data(text.utf8)) }
         }
     }
 

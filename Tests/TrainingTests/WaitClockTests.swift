@@ -33,7 +33,7 @@ extension ClusterTests {
             let summary = try #require(events.summary)
             #expect(summary.steps == 4 && summary.waitedSeconds >= 2 && summary.waitedSeconds < total)
             #expect(summary.elapsedSeconds <= total - 2 + 0.05, "elapsed \(summary.elapsedSeconds) of \(total) s with \(summary.waitedSeconds) s waiting")
-            #expect(events.waits == [(0, 1)].map { "\($0.0)/\($0.1)" })
+            #expect(events.waits == ["0/1", "ready"], "a wait, then its end: \(events.waits)")
             #expect(status.document.state == "training" && (status.document.elapsedSeconds ?? .infinity) <= total - 2 + 0.05)
             let end = try String(contentsOfFile: "\(dir)/run/metrics.jsonl", encoding: .utf8).split(separator: "\n").last.map(String.init) ?? ""
             let record = try MetricsRecord.decoder().decode(MetricsRecord.self, from: Data(end.utf8))
@@ -49,6 +49,9 @@ final class EventBox: @unchecked Sendable {
     var waits: [String] = []
     var summary: TrainingSummary?
     func append(_ e: TrainingEvent) {
-        lock.withLock { if case let .waiting(c, n) = e { waits.append("\(c)/\(n)") } }
+        lock.withLock {
+            if case let .waiting(c, n) = e { waits.append("\(c)/\(n)") }
+            if case .ready = e { waits.append("ready") }
+        }
     }
 }
