@@ -27,8 +27,8 @@ let package = Package(
     ],
     // Exact versions: every build (the quick start, CI, the Dockerfile) gets the same code
     // without a Package.resolved, which is kept out of git (its commit ids are those of the
-    // copy it was resolved from). Their own dependencies (swift-atomics, swift-metrics)
-    // follow the ranges these versions declare.
+    // copy it was resolved from). swift-prometheus's own dependencies are named here too,
+    // so they are pinned as well.
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
@@ -36,6 +36,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
         .package(url: "https://github.com/swhitty/FlyingFox", exact: "0.27.1"),
         .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-atomics", exact: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
     ],
     targets: [
         // C libraries from Debian, each a module map plus a one-line shim header.
@@ -92,7 +94,10 @@ let package = Package(
         .target(name: "Monitoring", dependencies: ["Coordinator",
                                                    .product(name: "Prometheus", package: "swift-prometheus"),
                                                    .product(name: "FlyingFox", package: "FlyingFox"),
-                                                   .product(name: "FlyingSocks", package: "FlyingFox")]),
+                                                   .product(name: "FlyingSocks", package: "FlyingFox"),
+                                                   // (swift-prometheus's own, named to pin them)
+                                                   .product(name: "Atomics", package: "swift-atomics"),
+                                                   .product(name: "CoreMetrics", package: "swift-metrics")]),
         .target(name: "Benchmarks", dependencies: ["Core", "Config", "Coordinator", "Kernels", "Model", "Optim", "Sparsity", "Training", "Transport", "Wire", .product(name: "Logging", package: "swift-log")], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
             "Core", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport", "Plot", "Monitoring", "Images",

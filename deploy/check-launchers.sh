@@ -485,7 +485,7 @@ EOF
     }
     for want in "svite_coordinator_policy 75 stop inactive" "svite_coordinator_policy 75 - inactive" \
                 "svite_coordinator_policy 0 - inactive" "svite_coordinator_policy 1 - restarted" \
-                "svite_coordinator_policy 64 - failed" "svite_worker_policy 75 - restarted" \
+                "svite_coordinator_policy 64 - failed" "svite_coordinator_policy 78 - failed" "svite_worker_policy 75 - restarted" \
                 "svite_worker_policy 0 - inactive" "svite_worker_policy 75 stop inactive" "svite_worker_policy 1 - restarted" \
                 "svite_worker_policy 64 - failed"; do
         read -r role code how state <<<"$want"

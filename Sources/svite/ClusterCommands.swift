@@ -193,10 +193,7 @@ struct CoordinatorCommand: ParsableCommand {
             }
         }
         var run = runOptions
-        if run.threads == nil, let t = environment["SVITE_THREADS"] {
-            guard let n = Int(t), (0 ... 1024).contains(n) else { throw ValidationError("SVITE_THREADS must be 0 (every core) to 1024 (got '\(t)')") }
-            run.threads = n
-        }
+        run.threads = try ThreadCount.flagOrEnvironment(run.threads)
         try run.execute(log: log, cluster: options, metrics: cluster.metricsAddress, command: "svite coordinator")
     }
 }
@@ -245,7 +242,7 @@ struct WorkerCommand: ParsableCommand {
     var name: String?
 
     /// Flags win over the environment.
-    var resolvedThreads: Int { ThreadCount.resolve(threads ?? Int(environment["SVITE_THREADS"] ?? "") ?? 0) }
+    var resolvedThreads: Int { ThreadCount.resolve((try? ThreadCount.flagOrEnvironment(threads)) ?? 0) }
     var resolvedName: String {
         name ?? environment["SVITE_WORKER_NAME"] ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
     }
@@ -255,7 +252,7 @@ struct WorkerCommand: ParsableCommand {
 
     func validate() throws {
         _ = try EndpointOption.check(coordinator, "--coordinator", role: .connect)
-        try ThreadCount.check(threads ?? Int(environment["SVITE_THREADS"] ?? ""))
+        _ = try ThreadCount.flagOrEnvironment(threads)
         guard !resolvedName.isEmpty && resolvedName.utf8.count <= 200 else { throw ValidationError("--name must be 1 to 200 bytes") }
     }
 

@@ -64,8 +64,7 @@ struct Masks: ParsableCommand {
         }
         let title = String(format: "%@, step %d: %.1f%% sparse, %.1f%% of prunable weights explored",
                            c.name, w.step ?? 0, (1 - masks.density) * 100, masks.explorationRate * 100)
-        func share(_ m: [Float]) -> Double { m.isEmpty ? 0 : Double(m.filter { $0 != 0 }.count) / Double(m.count) }
-        let bars = MaskCharts.DensityBars(title: title, rows: layers.map { ($0.name, share($0.current), share($0.explored)) })
+        let bars = MaskCharts.DensityBars(title: title, rows: layers.map { ($0.name, Self.density($0.current), Self.density($0.explored)) })
         for f in LineChart.Format.allCases { try bars.write(to: "\(dir)/density.\(f.rawValue)", format: f) }
         print("\(layers.count) layer pictures and density.png/.svg in \(dir)")
         print(Self.untrainedLine(masks: masks, params: w.params))
@@ -84,18 +83,20 @@ struct Masks: ParsableCommand {
                       total, active, 100 * Double(total) / Double(max(active, 1)), t.name, counts[worst], masks.activeCount(t))
     }
 
+    /// The share of a mask's entries that are active.
+    static func density(_ m: [Float]) -> Double { m.isEmpty ? 0 : Double(m.filter { $0 != 0 }.count) / Double(m.count) }
+
     /// initial | current | explored as one titled figure, each panel captioned with the
     /// share of weights active (ever active, for explored), the axes named and a legend.
     func figure(_ l: MaskPictures.Layer, title: String, xLabel: String, yLabel: String) -> Figure {
-        func density(_ m: [Float]) -> Double { m.isEmpty ? 0 : Double(m.filter { $0 != 0 }.count) / Double(m.count) }
         // Short captions (the legend says what each colour is), so the text can be 8 pt
         // with three panels in a paper's column.
         var panels = [("initial", l.initial, MaskPictures.initialColour), ("now", l.current, MaskPictures.currentColour)].map { name, m, colour in
             let img = MaskPictures.heatmap(m, rows: l.rows, cols: l.cols, maxSide: maxSide, colour: colour)
-            return Figure.Panel(caption: String(format: "%@ %.1f%%", name, 100 * density(m)), width: img.width, height: img.height, rgb: img.pixels)
+            return Figure.Panel(caption: String(format: "%@ %.1f%%", name, 100 * Self.density(m)), width: img.width, height: img.height, rgb: img.pixels)
         }
         let map = MaskPictures.explorationMap(current: l.current, explored: l.explored, rows: l.rows, cols: l.cols, maxSide: maxSide)
-        panels.append(Figure.Panel(caption: String(format: "explored %.1f%%", 100 * density(l.explored)),
+        panels.append(Figure.Panel(caption: String(format: "explored %.1f%%", 100 * Self.density(l.explored)),
                                    width: map.width, height: map.height, rgb: map.pixels))
         func tint(_ c: [UInt8]) -> (Double, Double, Double) { (Double(c[0]) / 255, Double(c[1]) / 255, Double(c[2]) / 255) }
         let scaled = max(l.rows, l.cols) > maxSide ? " (blocks of weights: deeper = more of them)" : ""

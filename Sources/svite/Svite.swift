@@ -143,4 +143,15 @@ enum ThreadCount {
     static func check(_ n: Int?) throws {
         if let n, n < 0 || n > 1024 { throw ValidationError("--threads must be 0 (every core) to 1024 (got \(n))") }
     }
+
+    /// `--threads`, else SVITE_THREADS (workers, the coordinator), checked alike: a value
+    /// that is not a count is an error, never "every core".
+    static func flagOrEnvironment(_ flag: Int?) throws -> Int? {
+        if let flag { try check(flag); return flag }
+        guard let text = ProcessInfo.processInfo.environment["SVITE_THREADS"] else { return nil }
+        guard let n = Int(text.trimmingCharacters(in: .whitespaces)), (0 ... 1024).contains(n) else {
+            throw ValidationError("SVITE_THREADS must be 0 (every core) to 1024 (got '\(text)')")
+        }
+        return n
+    }
 }

@@ -105,7 +105,7 @@ struct RunOptions: ParsableArguments {
     /// here (`localWorkers` > 0) or elsewhere.
     func execute(log: Logger, cluster: ClusterOptions?, metrics: String? = nil, localWorkers: Int = 0, workerThreads: Int = 1,
                  logLevel: String = "info", command: String = "svite train") throws {
-        var (config, options) = try prepare(log: log)
+        var (config, options) = try ConfigExit.map { try prepare(log: log) }
         options.workers = cluster?.expectedWorkers ?? 0
         var clusterSource: ClusterGradientSource?
         let status = RunStatus(config: config, parameters: ViTModel(config: config.model).layout.parameterCount)
@@ -299,5 +299,19 @@ struct Train: ParsableCommand {
             n += 1
         }
         return candidate
+    }
+}
+
+/// A config that cannot be read (an unknown key, a bad value) exits 78 (EX_CONFIG) rather
+/// than 1, so a supervisor tells it from a crash: systemd's units leave it alone
+/// (`RestartPreventExitStatus=`) instead of starting it again every few seconds.
+enum ConfigExit {
+    static let status: Int32 = 78
+
+    static func map<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as ConfigError {
+            FileHandle.standardError.write(Data("Error: \(e)\n".utf8))
+            throw ExitCode(status)
+        }
     }
 }

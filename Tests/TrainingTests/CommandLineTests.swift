@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import Training
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -94,6 +95,10 @@ struct CommandLineTests {
             #expect(r.status == 0 && r.out.contains("finished, 12 steps of 12") && r.out.contains("top-1 50.00%"), "\(r)")
             let j = try svite(exe, ["status", "\(dir)/run", "--json"])
             #expect(j.status == 0 && j.out.contains(#""state":"finished""#), "\(j)")
+            // A status file left by a killed coordinator: a word on stderr, the JSON alone on stdout.
+            try "tcp://127.0.0.1:\(try freePort())\n".write(toFile: "\(dir)/run/status.endpoint", atomically: true, encoding: .utf8)
+            let stale = try svite(exe, ["status", "\(dir)/run", "--json", "--timeout", "0.3"])
+            #expect(stale.status == 0 && (try? JSONSerialization.jsonObject(with: Data(stale.out.utf8))) != nil && stale.err.contains("does not answer"), "\(stale)")
             // A live coordinator waiting for its workers, watched through a pipe.
             let port = try freePort(), statusPort = try freePort()
             let coordinator = try startSvite(exe, ["coordinator", "--plain", "--out", "\(dir)/live", "--workers", "1",
@@ -102,6 +107,41 @@ struct CommandLineTests {
             let w = try svite(exe, ["status", "--connect", "tcp://127.0.0.1:\(statusPort)", "--watch", "--interval", "0.3", "--timeout", "5"], seconds: 4)
             let snapshots = w.out.components(separatedBy: "\n--- ").count
             #expect(w.out.hasPrefix("--- ") && snapshots >= 3 && !w.out.contains("\u{1B}[") && w.out.contains("waiting for workers"), "\(w.out.prefix(600))")
+        }
+    }
+
+    /// A config error exits 78 (EX_CONFIG), which the systemd units do not retry; a thread
+    /// count in SVITE_THREADS that is not one is refused, not taken as "every core".
+    @Test func configErrorsAndBadThreadCountsHaveTheirOwnExit() throws {
+        guard let exe = sviteBinary() else { return }
+        let config = try svite(exe, ["coordinator", "--set", "training.epohcs=3", "--bind", "tcp://127.0.0.1:\(try freePort())", "--status", "none"])
+        #expect(config.status == 78 && config.err.contains("did you mean 'epochs'"), "\(config)")
+        for command in [["worker", "--coordinator", "tcp://127.0.0.1:1"], ["coordinator", "--status", "none"]] {
+            let r = try svite(exe, command, environment: ["SVITE_THREADS": "eight"])
+            #expect(r.status == 64 && r.err.contains("SVITE_THREADS must be 0 (every core) to 1024 (got 'eight')"), "\(command): \(r)")
+        }
+    }
+
+    /// SIGTERM twice (a supervisor's repeat, Slurm reaching a step twice) still stops at a
+    /// checkpoint; only a second Ctrl-C quits at once.
+    @Test func aSecondSigtermStillStopsAtACheckpoint() throws {
+        guard let exe = sviteBinary() else { return }
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 256, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=1000000"])
+            try config.yaml.write(toFile: "\(dir)/tiny.yaml", atomically: true, encoding: .utf8)
+            let p = try startSvite(exe, ["train", "--plain", "--workers", "0", "--config", "\(dir)/tiny.yaml", "--out", "\(dir)/run"])
+            let deadline = Date().addingTimeInterval(60)
+            while !MetricsLog.read("\(dir)/run/metrics.jsonl").contains(where: { $0.kind == .train }) && p.isRunning && Date() < deadline {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            kill(p.processIdentifier, SIGTERM)
+            Thread.sleep(forTimeInterval: 0.01)
+            kill(p.processIdentifier, SIGTERM)
+            p.waitUntilExit()
+            #expect(p.terminationReason == .exit && p.terminationStatus == 0, "\(p.terminationStatus)")
+            #expect(MetricsLog.read("\(dir)/run/metrics.jsonl").last?.kind == .stopped)
+            #expect((try? Checkpoint.newestValid("\(dir)/run")) != nil)
         }
     }
 
