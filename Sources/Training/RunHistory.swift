@@ -64,6 +64,11 @@ public struct RunHistory: Sendable, Equatable {
         return d
     }
 
+    /// The command that exports a finished run's model for timm (every summary suggests it).
+    public static func exportCommand(_ runDirectory: String) -> String {
+        "svite export \(runDirectory) --out \(runDirectory)/model.safetensors"
+    }
+
     public static func read(runDirectory: String) -> RunHistory? {
         RunHistory(records: MetricsLog.read("\(runDirectory)/metrics.jsonl"))
     }
@@ -88,13 +93,11 @@ public struct RunHistory: Sendable, Equatable {
             lines.append("time:       \(clockText(t)) training" + (waitedSeconds.map { ", \(clockText($0)) waiting for workers" } ?? ""))
         }
         if let lastTime {
-            let f = DateFormatter()
-            f.dateFormat = "yyyy-MM-dd HH:mm:ss"
-            lines.append("last word:  \(f.string(from: Date(timeIntervalSince1970: lastTime)))")
+            lines.append("last word:  \(localTimeText(lastTime))")
         }
         switch ending {
         case _ where steps == 0: lines.append("next:       start it again with the same command (no step was made)")
-        case .finished: lines.append("next:       svite export \(runDirectory) --out \(runDirectory)/model.safetensors; svite plot \(runDirectory)")
+        case .finished: lines.append("next:       \(Self.exportCommand(runDirectory)); svite plot \(runDirectory)")
         case .stopped, .noEnding: lines.append("next:       svite train --resume \(runDirectory) (or the coordinator with --resume), svite plot \(runDirectory)")
         }
         return lines.joined(separator: "\n")

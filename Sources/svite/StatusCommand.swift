@@ -1,5 +1,6 @@
 import ArgumentParser
 import Coordinator
+import Core
 import Foundation
 import Training
 import Transport
@@ -98,7 +99,7 @@ struct StatusCommand: ParsableCommand {
                 // On a terminal the table redraws in place; into a file or a pipe each
                 // snapshot follows the last under a time stamp.
                 if watch && terminal { print("\u{1B}[H\u{1B}[2J", terminator: "") }
-                if watch && !terminal { print("--- \(Self.clockTime())") }
+                if watch && !terminal { print("--- \(localTimeText(format: "%H:%M:%S"))") }
                 print(StatusTable.render(doc, columns: terminal ? ProgressDisplay.terminalColumns(STDOUT_FILENO) : 100))
             }
             fflush(nil)
@@ -116,12 +117,6 @@ struct StatusCommand: ParsableCommand {
             print(history.text(runDirectory: dir))
         }
         fflush(nil)
-    }
-
-    static func clockTime() -> String {
-        let f = DateFormatter()
-        f.dateFormat = "HH:mm:ss"
-        return f.string(from: Date())
     }
 
     static func query(_ endpoint: String, timeout: Double, curve: CurveClientKeys? = nil) throws -> StatusDocument {

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import Logging
 
@@ -26,18 +27,9 @@ struct TerminalLog: LogHandler {
     func log(event: LogEvent) {
         let all = metadata.merging(event.metadata ?? [:]) { _, new in new }
         let meta = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        let text = "\(Self.timestamp()) \(event.level) \(label):\(meta) [\(event.source)] \(event.message)\n"
+        let text = "\(localTimeText(format: "%Y-%m-%dT%H:%M:%S%z")) \(event.level) \(label):\(meta) [\(event.source)] \(event.message)\n"
         Self.lock.withLock {
             if let write = Self.writer { write(Data(text.utf8)) } else { FileHandle.standardError.write(Data(text.utf8)) }
         }
-    }
-
-    static func timestamp() -> String {
-        var now = time(nil)
-        var parts = tm()
-        localtime_r(&now, &parts)
-        var buffer = [CChar](repeating: 0, count: 64)
-        let n = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &parts)
-        return String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

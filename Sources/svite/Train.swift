@@ -146,7 +146,7 @@ struct RunOptions: ParsableArguments {
                 clusterSource?.finish(reason: "done")
                 let accuracy = options.resume?.state.lastEvalAccuracy.map { String(format: ", test accuracy %.2f%%", $0 * 100) } ?? ""
                 print("\(options.runDirectory) already finished: step \(trainer.server.step) of \(trainer.totalSteps)\(accuracy); nothing to do\n"
-                    + "export:     svite export \(options.runDirectory) --out \(options.runDirectory)/model.safetensors\n"
+                    + "export:     \(RunHistory.exportCommand(options.runDirectory))\n"
                     + "longer:     svite train --resume \(options.runDirectory) --set training.epochs=N (more epochs than the run had)")
                 return
             }
@@ -214,7 +214,7 @@ struct RunOptions: ParsableArguments {
             let same = command == "svite train" ? "" : " (and the same --bind, --status and --workers)"
             lines.append("resume:     \(command) --resume \(summary.runDirectory)\(same)")
         } else {
-            lines.append("export:     svite export \(summary.runDirectory) --out \(summary.runDirectory)/model.safetensors")
+            lines.append("export:     \(RunHistory.exportCommand(summary.runDirectory))")
         }
         print(lines.joined(separator: "\n"))
         // A coordinator stopped before the end (SIGTERM from a supervisor, a node drain)
