@@ -56,6 +56,10 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     public var feedback: TopKFeedback = .residual
     /// Where each step's k entries are chosen: k per tensor, or their sum over the model.
     public var topkScope: TopKScope = .tensor
+    /// When a worker's answer to a step is late: it is taken off that step (its images
+    /// are counted as missing, in the log and the metrics) and benched after a few misses
+    /// in a row, so one slow box or link does not pace the cluster.
+    public var stepDeadline = DeadlinePolicy()
 
     public init() {}
 
@@ -257,6 +261,12 @@ extension Double {
 
 extension CommunicationConfig: ConfigSection {
     public static let sectionName = "communication"
+    public func check(_ m: ConfigMapping) throws {
+        if stepDeadline.floorSeconds > stepDeadline.ceilingSeconds {
+            throw m.error("step_deadline_floor_seconds",
+                          "\(stepDeadline.floorSeconds) is above step_deadline_ceiling_seconds (\(stepDeadline.ceilingSeconds)): the floor must not exceed the ceiling")
+        }
+    }
     public static var defaults: CommunicationConfig { CommunicationConfig() }
     public static var keys: [ConfigKey<CommunicationConfig>] {
         [
@@ -283,6 +293,14 @@ extension CommunicationConfig: ConfigSection {
             .value("topk_scope", \.topkScope),
             .value("downlink", \.downlink),
             .value("checksum_every_steps", \.checksumEverySteps, check: { $0 >= 1 ? nil : "must be at least 1, got \($0)" }),
+            .value("step_deadline_floor_seconds", \.stepDeadline.floorSeconds,
+                   check: { $0 >= 0.1 && $0 <= 3600 ? nil : "must be 0.1 to 3600 seconds (no worker is late sooner), got \($0)" }),
+            .value("step_deadline_ceiling_seconds", \.stepDeadline.ceilingSeconds,
+                   check: { $0 >= 0.1 && $0 <= 86400 ? nil : "must be 0.1 to 86400 seconds (no worker is given longer), got \($0)" }),
+            .value("step_deadline_factor", \.stepDeadline.factor,
+                   check: { $0 >= 1 && $0 <= 1000 ? nil : "must be 1 to 1000 (times what a worker's measured speed says its share takes), got \($0)" }),
+            .value("missed_steps_to_bench", \.stepDeadline.missesToBench,
+                   check: { $0 >= 1 && $0 <= 1000 ? nil : "must be 1 to 1000 (missed deadlines in a row before a worker is benched), got \($0)" }),
         ]
     }
 }

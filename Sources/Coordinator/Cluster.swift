@@ -33,6 +33,8 @@ public struct ClusterOptions: Sendable {
     public var statusCurve: Bool?
     /// Tests: keep a CRC-32 of the weights and moments after every update (`stateDigests`).
     public var recordStateDigests = false
+    /// Tests: the step frame to this worker at this step is not sent (a frame lost on the way).
+    public var dropStepFrame: (worker: String, step: Int)?
     public init() {}
 }
 
@@ -115,10 +117,11 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
             if stop.isRaised { return nil }
             guard try waitUntilReady(stop: stop, waiting: { _, _ in }) else { return nil }
             stepsStarted += 1
-            if let g = try service.runRound(work) {
+            if let g = try service.runRound(work, stop: stop) {
                 rejectedAttempts = 0
                 return g
             }
+            if stop.isRaised { return nil }
             // Workers that are lost come back and the step is repeated; but when every try
             // ends with the step's own workers' frames refused, repeating cannot help: stop
             // and say why.
@@ -130,7 +133,7 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
                 if nonFinite == refused { throw ClusterError.diverged(step: work.step, attempts: rejectedAttempts, lastReason: last) }
                 throw ClusterError.stepRefused(step: work.step, attempts: rejectedAttempts, lastReason: last)
             }
-            log.warning("step \(work.step): no gradient arrived (every worker left or was lost); repeating the step")
+            log.warning("step \(work.step + 1): no gradient arrived (every worker with a share was late, left or was lost); repeating the step")
         }
     }
 

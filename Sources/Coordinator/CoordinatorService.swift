@@ -90,14 +90,27 @@ final class CoordinatorService: @unchecked Sendable {
     /// Gradients that arrived before their turn in `roundOrder`.
     private var early: [[UInt8]: (payload: [UInt8], bytes: Int, at: Double)] = [:]
     private var roundUp = 0, roundDown = 0
-    /// Images per member of the round, in name order.
-    private var roundShares: [Int] = []
+    /// The round's members (benched ones sit it out), in name order, and the images each
+    /// one's gradient brought (a late, lost or refused one brings none).
+    private var roundMembers: [[UInt8]] = []
+    private var roundImages: [[UInt8]: Int] = [:]
+    /// The images the step asked for, and the answers so far (images, seconds) that
+    /// judge a worker not yet measured (`StepDeadline.roundRate`).
+    private var roundPlanned = 0
+    private var roundAnswers: [(images: Int, seconds: Double)] = []
+    /// Workers taken off this step for missing its deadline.
+    private(set) var lateThisRound: [String] = []
+    let deadlines: DeadlinePolicy
+    /// Tests: the step frame to this worker at this step is not sent (as a frame lost on
+    /// the way), so the round must end by the deadline.
+    var dropStepFrame: (worker: String, step: Int)?
     /// Frames refused this round from workers the round waited for, and the last such refusal.
     private(set) var refusedThisRound = 0
     /// Of those, the ones refused for a NaN or infinite loss or gradient.
     private(set) var nonFiniteThisRound = 0
     private(set) var lastRefusal: String?
     private(set) var badFrames: [String: Int] = [:]
+    private var lastRejectSent: [[UInt8]: Double] = [:]
     private(set) var badFrameTotal = 0
 
     /// The downlink carries updates (`communication.downlink`): workers replicate the
@@ -159,6 +172,8 @@ final class CoordinatorService: @unchecked Sendable {
         aggregator = GradientAggregator(layout: layout, model: config.model)
         packedParams = FloatBuffer(count: layout.count)
         balancer = BatchBalancer(mode: options.balance)
+        deadlines = config.communication.stepDeadline
+        dropStepFrame = options.dropStepFrame
         log.info("coordinator listening on \(endpoint)\(statusEndpoint.map { ", status on \($0)" } ?? "") (run \(String(runID, radix: 16)))")
         if let guardian = curveGuard {
             log.info("CURVE on: admitting \(guardian.allowedNames.count) key(s) from \(options.curve?.authorizedDirectory ?? "?") (\(guardian.allowedNames.joined(separator: ", ")))\(statusCurve ? "; the status socket too" : "")")
@@ -245,18 +260,33 @@ final class CoordinatorService: @unchecked Sendable {
         }
     }
 
-    /// Sends the step to the live workers and waits until every one has answered or is
-    /// gone: the merged gradient, or nil when no images arrived.
-    func runRound(_ work: StepWork) throws -> StepGradient? {
+    /// Sends the step to the live workers and waits until every one has answered, is
+    /// gone or has missed its deadline: the merged gradient, or nil when no images arrived.
+    /// Once `stop` is raised the round has `stopGrace` seconds more, then is given up
+    /// (nil): a stop must not wait on a stuck step.
+    func runRound(_ work: StepWork, stop: StopFlag, stopGrace: Double = 2) throws -> StepGradient? {
         cond.lock()
         postedRound = work
         roundDone = false
         cond.unlock()
         wake()
         cond.lock(); defer { cond.unlock() }
+        var stopSeen: Double?
         while !roundDone {
             if let failure { throw failure }
-            _ = cond.wait(until: Date().addingTimeInterval(0.5))
+            if stop.isRaised {
+                let now = clock.seconds
+                if stopSeen == nil { stopSeen = now }
+                if now - stopSeen! >= stopGrace {
+                    let waiting = pending.compactMap { membership[$0]?.name }.sorted()
+                    log.warning("stopping: step \(work.step + 1) is given up (still waiting for \(waiting.joined(separator: ", "))); the checkpoint is of the step before")
+                    postedRound = nil
+                    roundActive = false
+                    pending = []; early = [:]
+                    return nil
+                }
+            }
+            _ = cond.wait(until: Date().addingTimeInterval(stop.isRaised ? 0.1 : 0.5))
         }
         return roundResult
     }
@@ -357,8 +387,45 @@ final class CoordinatorService: @unchecked Sendable {
             _ = send(.heartbeat, [], to: w, step: windowStep)
         }
         addInOrder()
+        if roundActive { checkDeadlines(now: now) }
         if roundActive && pending.isEmpty { completeRound() }
         return false
+    }
+
+    /// Takes off the step every worker whose answer is later than its deadline
+    /// (`StepDeadline`); one that keeps missing is benched or dropped (`DeadlineRecord`).
+    private func checkDeadlines(now: Double) {
+        let rate = StepDeadline.roundRate(answers: roundAnswers)
+        for identity in pending.sorted(by: { $0.lexicographicallyPrecedes($1) }) where early[identity] == nil {
+            guard let w = membership[identity] else { continue }
+            let allowed = StepDeadline.seconds(share: w.share, throughput: w.throughput, roundRate: rate, policy: deadlines)
+            let elapsed = now - w.sentAt
+            guard elapsed > allowed else { continue }
+            stopWaiting(for: identity)
+            lateThisRound.append(w.name)
+            // Its speed is measured when the late answer arrives (if it does), not guessed
+            // from the miss: a deadline must not grow with each one a worker misses.
+            w.missed = (roundStep, w.sentAt, w.share)
+            let last = w.deadline.lastAnswer.map { String(format: "%.1f s ago", now - $0) } ?? "never"
+            let outcome = w.deadline.missed(images: w.share, at: now, policy: deadlines)
+            let head = String(format: "worker %@ (rank %d, %@) missed step %d's deadline (%.1f s): its %d images are left out of this step (last answer in time: %@)",
+                              w.name, w.rank, w.host, roundStep + 1, allowed, w.share, last)
+            switch outcome {
+            case .late:
+                log.warning("\(head)")
+            case let .benched(until):
+                let why = "missed \(w.deadline.missesInARow) step deadlines in a row"
+                log.warning("\(head); it \(why): no share for \(Int((until - now).rounded())) s, then it is tried again")
+                record(.benched, w, reason: why)
+            case .dropped:
+                let why = "it answered none of its \(w.deadline.missedSteps) steps within their deadlines (last allowed \(String(format: "%.1f", allowed)) s): check its CPU and its link to the coordinator"
+                log.warning("\(head); dropped: \(why)")
+                w.state = .left
+                record(.dropped, w, reason: why)
+                let header = FrameHeader(type: .reject, runID: runID, step: UInt64(windowStep), maskVersion: maskVersion, layoutHash: layout.hash)
+                _ = try? router.send([identity, Frame(header: header, payload: Payload.reason("dropped from the run: \(why)")).encoded(compress: false)])
+            }
+        }
     }
 
     // MARK: the step round
@@ -378,10 +445,26 @@ final class CoordinatorService: @unchecked Sendable {
     /// parameters and the mask. Runs while the trainer waits (its window is open).
     private func startRound(_ work: StepWork) {
         let params = window!
-        let members = membership.live.sorted { ($0.name, $0.rank) < ($1.name, $1.rank) }
+        let now = clock.seconds
+        let live = membership.live.sorted { ($0.name, $0.rank) < ($1.name, $1.rank) }
+        // Benched workers sit the step out, unless every one is benched: the run then goes
+        // at the pace of those it has.
+        let taking = live.filter { $0.deadline.takesPart(at: now) }
+        let members = taking.isEmpty ? live : taking
         let weights = balancer.shares(step: work.step, members: members.map { ($0.rank, $0.throughput) })
-        let shares = EpochPlan.split(work.positions, shares: weights)
-        roundShares = shares.map(\.count)
+        var shares = EpochPlan.split(work.positions, shares: weights)
+        roundMembers = members.map(\.identity)
+        roundImages = [:]
+        roundPlanned = work.positions.count
+        roundAnswers = []
+        lateThisRound = []
+        var everyone = members
+        if replicated {
+            // Benched workers still apply the step's update to their replicas.
+            let benched = live.filter { w in !members.contains { $0 === w } }
+            everyone += benched
+            shares += benched.map { _ in work.positions.lowerBound ..< work.positions.lowerBound }
+        }
         let m = masks
         aggregator.begin(request: work.request, masks: m)
         roundStep = work.step
@@ -392,7 +475,7 @@ final class CoordinatorService: @unchecked Sendable {
         pending = []
         roundOrder = []; roundNext = 0; early = [:]
         if replicated {
-            startReplicatedRound(work, members: members, shares: shares)
+            startReplicatedRound(work, members: everyone, shares: shares)
             return
         }
         // Sparse runs send only the active values; both sides know the mask.
@@ -409,6 +492,14 @@ final class CoordinatorService: @unchecked Sendable {
                                          gradientDensity: work.gradientDensity, estimate: work.estimate,
                                          values: fresh ? nil : values, count: count)
             w.share = range.count
+            if let drop = dropStepFrame, drop.worker == w.name, drop.step == work.step {
+                // As a frame lost on the way: the worker never sees the step.
+                dropStepFrame = nil
+                w.sentAt = clock.seconds
+                pending.insert(w.identity)
+                roundOrder.append(w.identity)
+                continue
+            }
             if send(.params, payload, to: w, step: work.step) {
                 w.sentAt = clock.seconds
                 w.version = work.step
@@ -478,7 +569,8 @@ final class CoordinatorService: @unchecked Sendable {
     private func completeRound() {
         roundActive = false
         roundResult = aggregator.finish(bytesUp: roundUp, bytesDown: roundDown, workers: roundWorkers)
-        roundResult?.workerImages = roundShares
+        roundResult?.workerImages = roundMembers.map { roundImages[$0] ?? 0 }
+        roundResult?.missingImages = max(0, roundPlanned - aggregator.images)
         if roundResult != nil {
             runStatus?.recordBytes(up: roundUp, down: roundDown, workers: roundWorkers)
             runStatus?.recordStepDone(roundStep + 1)
@@ -521,7 +613,11 @@ final class CoordinatorService: @unchecked Sendable {
                 throw WireError.malformedPayload("\(frame.header.type) from a peer that has not joined")
             }
         } catch {
-            return countBad(peer: identity, error)
+            countBad(peer: identity, error)
+            if membership[identity] == nil, let why = Self.refusalForStranger(error, header: Frame.peek(bytes), layout: layout.hash) {
+                reject(identity, why)
+            }
+            return
         }
         if let w = membership[identity] {
             w.lastHeard = clock.seconds
@@ -533,6 +629,11 @@ final class CoordinatorService: @unchecked Sendable {
         case .grads:
             guard let w = membership[identity], w.state == .ready else { return countBad(peer: identity, WireError.malformedPayload("grads from a worker not in the run")) }
             guard roundActive, Int(frame.header.step) == roundStep, pending.contains(identity), early[identity] == nil else {
+                if let missed = w.missed, missed.step == Int(frame.header.step) {
+                    // The answer to a step it missed: it tells how slow the worker really is.
+                    w.missed = nil
+                    w.measured(images: missed.images, seconds: clock.seconds - missed.sentAt)
+                }
                 log.debug("worker \(w.name): stale gradient for step \(frame.header.step) dropped (now \(roundStep))")
                 return
             }
@@ -570,6 +671,9 @@ final class CoordinatorService: @unchecked Sendable {
                 do {
                     let summary = try aggregator.add(payload: e.payload)
                     w.measured(images: Int(summary.images), seconds: e.at - w.sentAt)
+                    w.deadline.answered(at: e.at)
+                    roundImages[identity] = Int(summary.images)
+                    roundAnswers.append((Int(summary.images), e.at - w.sentAt))
                     roundUp += e.bytes
                     w.stepsDone += 1
                     pending.remove(identity)
@@ -595,16 +699,17 @@ final class CoordinatorService: @unchecked Sendable {
         do {
             join = try Payload.decodeJSON(JoinMessage.self, frame.payload)
         } catch {
-            return countBad(peer: identity, error)
+            countBad(peer: identity, error)
+            return reject(identity, "the join could not be read (\(error)): is this an svite worker of the same version?")
         }
         guard frame.header.layoutHash == layout.hash || frame.header.layoutHash == 0 else {
-            return countBad(peer: identity, WireError.wrongLayout(expected: layout.hash, found: frame.header.layoutHash))
+            let error = WireError.wrongLayout(expected: layout.hash, found: frame.header.layoutHash)
+            countBad(peer: identity, error)
+            return reject(identity, Self.anotherModel(layout.hash, theirs: frame.header.layoutHash))
         }
         if let problem = join.problem {
             countBad(peer: identity, WireError.malformedPayload("join refused: \(problem)"))
-            let header = FrameHeader(type: .reject, runID: runID, step: UInt64(windowStep), maskVersion: maskVersion, layoutHash: layout.hash)
-            _ = try? router.send([identity, Frame(header: header, payload: Payload.reason(problem)).encoded(compress: false)])
-            return
+            return reject(identity, problem)
         }
         let record: WorkerRecord, isNew: Bool
         switch membership.admit(identity, join: join, now: clock.seconds, aliveWithin: max(2 * options.heartbeatSeconds, 1)) {
@@ -612,9 +717,7 @@ final class CoordinatorService: @unchecked Sendable {
             (record, isNew) = (r, fresh)
         case let .refused(why):
             countBad(peer: identity, WireError.malformedPayload("join refused: \(why)"))
-            let header = FrameHeader(type: .reject, runID: runID, step: UInt64(windowStep), maskVersion: maskVersion, layoutHash: layout.hash)
-            _ = try? router.send([identity, Frame(header: header, payload: Payload.reason(why)).encoded(compress: false)])
-            return
+            return reject(identity, why)
         }
         stopWaiting(for: identity)
         if isNew {
@@ -627,6 +730,37 @@ final class CoordinatorService: @unchecked Sendable {
             self.record(.rejoined, record)
         }
         _ = send(.welcome, welcomePayload(for: record), to: record, step: windowStep)
+    }
+
+    /// Tells a peer why it is refused (at most once a second per peer: a peer that keeps
+    /// trying must not make the coordinator send without end).
+    private func reject(_ identity: [UInt8], _ why: String) {
+        let now = clock.seconds
+        if let last = lastRejectSent[identity], now - last < 1 { return }
+        if lastRejectSent.count > 1000 { lastRejectSent = [:] }
+        lastRejectSent[identity] = now
+        let name = String(decoding: identity.prefix(64), as: UTF8.self).escapedForLog
+        log.warning("refused \(name): \(why.escapedForLog)")
+        let header = FrameHeader(type: .reject, runID: runID, step: UInt64(windowStep), maskVersion: maskVersion, layoutHash: layout.hash)
+        _ = try? router.send([identity, Frame(header: header, payload: Payload.reason(why)).encoded(compress: false)])
+    }
+
+    static func anotherModel(_ ours: UInt64, theirs: UInt64) -> String {
+        "this coordinator trains another model (layout \(String(ours, radix: 16)); the worker's is \(String(theirs, radix: 16))): "
+            + "the run the worker belonged to is gone; restart the worker to join this one"
+    }
+
+    /// Why a frame from a peer that is not in the run is answered with a reject, or nil when
+    /// it is not: a frame of another svite version, or of a worker of another model (a
+    /// coordinator restarted with a new config on the same port). A frame of another run of
+    /// the same model is not answered: its worker joins again by itself (a coordinator
+    /// restarted with --auto-resume), and anything that is not an svite frame is only counted.
+    static func refusalForStranger(_ error: Error, header: FrameHeader?, layout: UInt64) -> String? {
+        if case let .unsupportedVersion(v)? = error as? WireError {
+            return "this coordinator speaks svite wire protocol \(FrameHeader.protocolVersion), the worker \(v): run the same svite version on both"
+        }
+        if let h = header, h.layoutHash != 0, h.layoutHash != layout { return anotherModel(layout, theirs: h.layoutHash) }
+        return nil
     }
 
     private func markLost(_ w: WorkerRecord, why: String) {

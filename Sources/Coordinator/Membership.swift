@@ -29,10 +29,19 @@ final class WorkerRecord {
     var share = 0
     var sentAt = 0.0
     var throughput: Double?
+    /// The longest it took from a step frame leaving to its gradient arriving (or to the
+    /// deadline it missed): a frame that takes that long on its link is not a lost peer.
+    var slowestRoundTrip = 0.0
+    /// Its deadlines: misses in a row, benching, its last answer in time.
+    var deadline = DeadlineRecord()
+    /// The step it last missed and when that step's frame left, to time the late answer.
+    var missed: (step: Int, sentAt: Double, images: Int)?
 
     /// Folds in one step's speed.
     func measured(images: Int, seconds: Double) {
         guard images > 0, seconds > 0 else { return }
+        // A decaying maximum: one slow step (the first loads data) is forgotten in tens of steps.
+        slowestRoundTrip = max(seconds, 0.9 * slowestRoundTrip)
         let rate = Double(images) / seconds
         throughput = throughput.map { 0.7 * $0 + 0.3 * rate } ?? rate
     }
@@ -89,13 +98,20 @@ final class Membership {
         }
         let record = WorkerRecord(identity: identity, join: join, rank: rank, now: now)
         record.joins = (previous?.joins ?? 0) + 1
+        // A restart does not wipe its standing: a benched worker restarted stays benched.
+        if let previous {
+            record.deadline = previous.deadline
+            record.throughput = previous.throughput
+            record.slowestRoundTrip = previous.slowestRoundTrip
+        }
         records[identity] = record
         return .admitted(record, isNew: true)
     }
 
-    /// Ready workers not heard from for longer than `timeout` seconds.
+    /// Ready workers not heard from for longer than `timeout` seconds, or than twice its
+    /// slowest round trip: its heartbeats queue behind a big frame on a slow link.
     func silent(now: Double, timeout: Double) -> [WorkerRecord] {
-        all.filter { $0.state == .ready && now - $0.lastHeard > timeout }
+        all.filter { $0.state == .ready && now - $0.lastHeard > max(timeout, 2 * $0.slowestRoundTrip) }
     }
 
     /// Ready workers the coordinator has sent nothing for `interval` seconds.

@@ -74,7 +74,8 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         public var host: String
         public var pid: Int
         public var threads: Int
-        /// ready, lost, left.
+        /// ready; late (missed its last step's deadline), stuck (benched after missing
+        /// several in a row: no share until it is tried again); lost, left.
         public var state: String
         public var secondsSinceHeard: Double
         public var stepsDone: Int
@@ -86,6 +87,11 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         public var imagesPerSecond: Double
         public var bytesUp: Int
         public var bytesDown: Int
+        /// Seconds since its last answer within the deadline (absent: none yet).
+        public var secondsSinceAnswer: Double? = nil
+        /// Steps it missed the deadline of, and their images.
+        public var missedSteps: Int? = nil
+        public var missedImages: Int? = nil
     }
 
     public static func encoder() -> JSONEncoder { RecordCoding.encoder() }

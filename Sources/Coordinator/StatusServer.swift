@@ -12,9 +12,13 @@ enum StatusServer {
         doc.badFrames = badFrames
         doc.curve = curve
         doc.workers = workers.map { w in
-            .init(id: w.name, rank: w.rank, host: w.host, pid: Int(w.pid), threads: w.threads, state: w.state.rawValue,
+            .init(id: w.name, rank: w.rank, host: w.host, pid: Int(w.pid), threads: w.threads,
+                  state: w.state == .ready ? w.deadline.standing(at: now) ?? "ready" : w.state.rawValue,
                   secondsSinceHeard: (now - w.lastHeard).rounded(toPlaces: 2), stepsDone: w.stepsDone, refused: w.refused, joins: w.joins,
-                  share: w.share, imagesPerSecond: (w.throughput ?? 0).rounded(toPlaces: 1), bytesUp: w.bytesUp, bytesDown: w.bytesDown)
+                  share: w.share, imagesPerSecond: (w.throughput ?? 0).rounded(toPlaces: 1), bytesUp: w.bytesUp, bytesDown: w.bytesDown,
+                  secondsSinceAnswer: w.deadline.lastAnswer.map { (now - $0).rounded(toPlaces: 2) },
+                  missedSteps: w.deadline.missedSteps > 0 ? w.deadline.missedSteps : nil,
+                  missedImages: w.deadline.missedSteps > 0 ? w.deadline.missedImages : nil)
         }
         return doc
     }

@@ -13,7 +13,7 @@ public enum StatusTable {
     public static func render(_ d: StatusDocument, columns: Int = 80) -> String {
         var lines: [String] = []
         let workers = d.workers ?? []
-        let ready = workers.filter { $0.state == "ready" }
+        let ready = workers.filter { ["ready", "late", "stuck"].contains($0.state) }
         lines.append("run \(d.runId ?? "?")  config \(d.config ?? "?")  state \(d.state ?? "?")")
         if d.state == "starting" || (d.step ?? 0) == 0 {
             // No step yet: there is no loss or speed to show, only who has come.
@@ -85,6 +85,11 @@ public enum StatusTable {
             var notes: [String] = []
             if let f = slow[w.id] { notes.append(String(format: "straggler: %.2f× the median img/s", f)) }
             if w.refused > 0 { notes.append("\(w.refused) answer(s) refused") }
+            if let missed = w.missedSteps {
+                let last = w.secondsSinceAnswer.map { String(format: "last answer in time %.1f s ago", $0) } ?? "no answer in time yet"
+                notes.append("missed \(missed) step deadline(s) (\(w.missedImages ?? 0) images left out); \(last)"
+                    + (w.state == "stuck" ? "; benched: no share until it is tried again" : ""))
+            }
             if !notes.isEmpty { lines.append("      ↳ \(w.id): " + notes.joined(separator: "; ")) }
         }
         return lines
@@ -93,7 +98,7 @@ public enum StatusTable {
     /// Ready workers with a measured speed below `stragglerFraction` of the median of
     /// them all, by id, with their fraction of it (none among fewer than two).
     public static func stragglers(_ workers: [StatusDocument.WorkerStatus]) -> [String: Double] {
-        let timed = workers.filter { $0.state == "ready" && $0.imagesPerSecond > 0 }
+        let timed = workers.filter { ($0.state == "ready" || $0.state == "late") && $0.imagesPerSecond > 0 }
         guard timed.count >= 2 else { return [:] }
         let speeds = timed.map(\.imagesPerSecond).sorted()
         let median = speeds.count % 2 == 1 ? speeds[speeds.count / 2] : (speeds[speeds.count / 2 - 1] + speeds[speeds.count / 2]) / 2

@@ -63,13 +63,18 @@ public enum PrometheusText {
             gauge("svite_mask_version", "Topology updates so far", s.maskVersion)
         }
         let workers = d.workers ?? []
-        for state in ["ready", "lost", "left"] {
+        for state in ["ready", "late", "stuck", "lost", "left"] {
             gauge("svite_workers", "Workers by membership state", workers.filter { $0.state == state }.count, labels: [("state", state)])
         }
         let slow = StatusTable.stragglers(workers)
         for w in workers {
             let l = [("worker", w.id), ("host", w.host), ("rank", "\(w.rank)")]
-            gauge("svite_worker_ready", "1 while the worker takes part in steps", w.state == "ready" ? 1 : 0, labels: l)
+            gauge("svite_worker_ready", "1 while the worker takes part in steps (ready or late; not stuck, lost or left)",
+                  w.state == "ready" || w.state == "late" ? 1 : 0, labels: l)
+            counter("svite_worker_missed_steps", "Steps whose deadline the worker missed (its images left out)", w.missedSteps ?? 0, labels: l)
+            if let s = w.secondsSinceAnswer {
+                gauge("svite_worker_seconds_since_answer", "Seconds since the worker's last answer within the deadline", s, labels: l)
+            }
             gauge("svite_worker_images_per_second", "The worker's measured speed", w.imagesPerSecond, labels: l)
             counter("svite_worker_steps", "Steps the worker has answered", w.stepsDone, labels: l)
             gauge("svite_worker_share", "Images of the worker's last share", w.share, labels: l)

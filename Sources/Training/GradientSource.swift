@@ -46,8 +46,12 @@ public struct StepGradient {
     public var growScore: UnsafeMutablePointer<Float>?
     /// When the work asked for them: per-unit scores, means over the step's images.
     public var unitScores: UnitScores?
-    /// From the cluster: the images each worker was given, in rank order.
+    /// From the cluster: the images each worker's gradient brought, by worker name (0 for
+    /// one that was given a share and missed its deadline, was lost or refused).
     public var workerImages: [Int]?
+    /// Images of the step that no gradient brought (a worker late, lost or refused): the
+    /// mean is over the others. Zero in one process.
+    public var missingImages = 0
     /// From workers that send them (communication.track_variance): the image-weighted
     /// mean of their gradients' mean square per tensor, for `VarianceTracker`.
     public var meanSquares: [Double]?
@@ -101,7 +105,9 @@ public protocol GradientSource: AnyObject {
 
 /// A worker joining, rejoining, being lost or leaving, as the trainer records it.
 public struct WorkerEvent: Sendable, Equatable {
-    public enum Kind: String, Sendable, Codable { case joined, rejoined, lost, left }
+    /// benched: taken off the steps for a while after missing deadlines in a row;
+    /// dropped: refused for good (it never answered a step in time).
+    public enum Kind: String, Sendable, Codable { case joined, rejoined, lost, left, benched, dropped }
     public var kind: Kind
     public var worker: String
     public var host: String

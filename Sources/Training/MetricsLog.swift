@@ -121,8 +121,12 @@ public struct MetricsRecord: Codable, Sendable, Equatable {
     /// Those bytes per worker against a dense fp32 exchange (4 bytes a parameter each way).
     public var bytesUpRatioToDenseFp32: Double?
     public var bytesDownRatioToDenseFp32: Double?
-    /// The cluster's split of the window's last step, images per worker in rank order.
+    /// The window's last step: the images each worker's gradient brought, by worker name
+    /// (0: it was given a share and was late, lost or refused).
     public var imagesPerWorker: [Int]?
+    /// Images of the window's steps that no gradient brought (a worker late, lost or
+    /// refused; the step's mean is over the rest). Absent when none was missing.
+    public var imagesMissing: Int?
     /// Top-k with a tracked frozen variance: the median over tensors of the factor on √v
     /// the window's last update took (`VarianceTracker`).
     public var varianceScale: Double?

@@ -23,6 +23,7 @@ public final class Trainer {
     let log: Logger
     var metricsWarned = false
     let workers: Int?
+    let heldLock: RunDirectoryLock?
     let train: ImageDataset
     let test: ImageDataset
     public let server: ServerState
@@ -49,6 +50,9 @@ public final class Trainer {
         public var workers: Int? = nil
         /// Where gradients come from (default: a replica in this process).
         public var source: ((_ plan: EpochPlan, _ train: ImageDataset, _ threads: Int) throws -> GradientSource)? = nil
+        /// The run directory's lock, taken by the caller before it touched anything there
+        /// (nil: `run` takes it).
+        public var lock: RunDirectoryLock? = nil
         public init(runDirectory: String) { self.runDirectory = runDirectory }
     }
 
@@ -57,6 +61,7 @@ public final class Trainer {
         self.config = config
         self.log = logger
         runDirectory = options.runDirectory
+        heldLock = options.lock
         workers = options.workers
         threads = options.threads ?? config.training.resolvedThreads
         train = try config.loadData(.train)
@@ -133,8 +138,8 @@ public final class Trainer {
     public func run(stop: StopFlag = StopFlag(), observe: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
         let fm = FileManager.default
         try fm.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
-        let lock = try RunDirectoryLock(runDirectory)
-        defer { lock.release() }
+        let ownLock = heldLock == nil ? try RunDirectoryLock(runDirectory) : nil
+        defer { ownLock?.release() }
         // Half-written files of a process that was killed mid-write (the lock says none runs).
         for dir in [runDirectory, checkpointDirectory] {
             for name in AtomicFile.removeLeftovers(in: dir) { log.info("removed \(dir)/\(name), left by a process killed while writing it") }
@@ -164,7 +169,7 @@ public final class Trainer {
         let waitedAtStart = source.waitedSeconds
         func clock() -> Double { session.seconds - (source.waitedSeconds - waitedAtStart) }
         let cpu = ProcessCPUClock()
-        var window = (loss: 0.0, correct: 0, images: 0, steps: 0, start: 0.0, up: 0, down: 0, workerSteps: 0)
+        var window = (loss: 0.0, correct: 0, images: 0, steps: 0, start: 0.0, up: 0, down: 0, workerSteps: 0, missing: 0)
         var wire = (up: 0, down: 0, workerSteps: 0)
         let denseFp32Bytes = 4 * server.model.layout.parameterCount
         var lastCheckpoint: String? = nil
@@ -234,6 +239,7 @@ public final class Trainer {
                     wire.up += g.bytesUp; wire.down += g.bytesDown; wire.workerSteps += g.workers
                 }
                 lastWorkerImages = g.workerImages
+                window.missing += g.missingImages
             }
 
             let done = server.step
@@ -265,10 +271,11 @@ public final class Trainer {
                 }
                 if let s = report.sparsity { record.add(s) }
                 record.imagesPerWorker = lastWorkerImages
+                if window.missing > 0 { record.imagesMissing = window.missing }
                 if let f = server.lastVarianceScale, !f.isEmpty { record.varianceScale = Double(f.sorted()[f.count / 2]) }
                 metrics.write(record)
                 observe(.step(report))
-                window = (0, 0, 0, 0, clock(), 0, 0, 0)
+                window = (0, 0, 0, 0, clock(), 0, 0, 0, 0)
             }
 
             for e in source.drainWorkerEvents() {
@@ -390,7 +397,13 @@ public final class Trainer {
 public final class RunDirectoryLock {
     private var fd: Int32
 
-    init(_ runDirectory: String) throws {
+    /// Makes the directory if need be and takes its lock, or throws naming the holder.
+    public init(_ runDirectory: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw TrainingError(step: 0, message: "cannot make the run directory \(runDirectory): \(FileErrorText.describe(error))")
+        }
         let path = "\(runDirectory)/.lock"
         fd = open(path, O_RDWR | O_CREAT, 0o644)
         guard fd >= 0 else { throw TrainingError(step: 0, message: "cannot open \(path): \(String(cString: strerror(errno)))") }
@@ -416,7 +429,7 @@ public final class RunDirectoryLock {
         return false
     }
 
-    func release() {
+    public func release() {
         guard fd >= 0 else { return }
         _ = flock(fd, LOCK_UN)
         close(fd)

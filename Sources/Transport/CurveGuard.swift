@@ -10,6 +10,11 @@ public struct HandshakeFailure: Sendable, Equatable, CustomStringConvertible {
     public var value: UInt32
     public var endpoint: String
 
+    /// The peers use different security mechanisms (one has CURVE keys, the other none).
+    public var isMechanismMismatch: Bool {
+        kind == .protocolError && Int32(bitPattern: value) == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+    }
+
     public var description: String {
         switch kind {
         case .authentication: "the server refused the key (ZAP status \(value)) on \(endpoint)"

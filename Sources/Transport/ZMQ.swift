@@ -172,10 +172,19 @@ public final class ZMQSocket: @unchecked Sendable {
         return s
     }
 
+    /// ZMTP pings every `ms`; a connection is closed when nothing arrives for a minute.
+    /// libzmq counts only whole messages as an answer to a ping, so a bound of a few
+    /// intervals closed connections that were carrying one big frame over a slow link
+    /// (a 1.3 MB step frame takes 10 s at 1 Mbit/s) and the worker flapped. Whether a
+    /// peer is gone is decided above the socket, by rules that know what is in flight
+    /// (the coordinator's step deadlines and silence bound, the worker's rejoin bound).
+    public static let connectionTimeoutMs: Int32 = 60_000
+
     func heartbeats(_ ms: Int32) throws {
+        let timeout = max(3 * ms, Self.connectionTimeoutMs)
         try set(ZMQ_HEARTBEAT_IVL, ms, name: "HEARTBEAT_IVL")
-        try set(ZMQ_HEARTBEAT_TIMEOUT, 3 * ms, name: "HEARTBEAT_TIMEOUT")
-        try set(ZMQ_HEARTBEAT_TTL, 3 * ms, name: "HEARTBEAT_TTL")
+        try set(ZMQ_HEARTBEAT_TIMEOUT, timeout, name: "HEARTBEAT_TIMEOUT")
+        try set(ZMQ_HEARTBEAT_TTL, timeout, name: "HEARTBEAT_TTL")
     }
 }
 

@@ -35,6 +35,9 @@ public struct WorkerOptions: Sendable {
     /// Tests: after replaying the update to this step, change one weight (as a bit flip in
     /// memory would), so the next checksum differs and the worker resyncs.
     public var corruptAfterStep: Int?
+    /// Tests: each step from `fromStep` on takes `seconds` longer to compute (a straggler,
+    /// or with a long delay a compute that is stuck while the socket thread heartbeats).
+    public var computeDelay: (seconds: Double, fromStep: Int)?
     public init(coordinator: String, name: String, threads: Int, backend: BackendChoice? = nil) {
         self.coordinator = coordinator; self.name = name; self.threads = threads; self.backend = backend
     }
@@ -42,7 +45,12 @@ public struct WorkerOptions: Sendable {
 
 public struct WorkerError: Error, CustomStringConvertible {
     public var message: String
+    /// The exit status a worker process ends with: 1, or 75 (EX_TEMPFAIL) when starting it
+    /// again would help (its coordinator now trains another model), 78 (EX_CONFIG) when
+    /// only changing its flags would (plaintext against a CURVE coordinator).
+    public var exitCode: Int32 = 1
     public var description: String { message }
+    public init(message: String, exitCode: Int32 = 1) { self.message = message; self.exitCode = exitCode }
 }
 
 /// A worker process: joins the coordinator, receives the config and the weights, and
@@ -110,7 +118,17 @@ public final class WorkerNode: @unchecked Sendable {
 
     var lastSent = -Double.infinity
     var lastReceived: Double = 0
+    /// The longest wait that ended with a frame arriving (a decaying maximum): a big frame
+    /// on a slow link holds back the coordinator's heartbeats behind it, so silence is
+    /// judged against it.
+    var slowestFrame = 0.0
     var lastJoin = -Double.infinity
+    /// Seconds between joins while no welcome comes on a connection that is up: doubles
+    /// (a welcome with the weights can take seconds on a slow link, and every join would
+    /// bring another), back to 2 s when a connection comes up or a welcome arrives.
+    var joinInterval = 2.0
+    /// Handshakes that failed while this worker has no CURVE keys and none succeeded.
+    var failedHandshakes = 0
     /// Whether the last join left this socket (false: there was no connection to take it).
     var joinWentOut = false
     var job: ComputeJob?
@@ -181,15 +199,17 @@ public final class WorkerNode: @unchecked Sendable {
                 case let .handshakeFailed(f): failures.append(f)
                 }
             }
-            if info == nil { explainMissingWelcome(now: now, failures: failures) }
-            if info == nil && Self.joinsNow(now: now, lastJoin: lastJoin, joinWentOut: joinWentOut, connectedNow: connectedNow) {
+            if info == nil { try explainMissingWelcome(now: now, failures: failures) }
+            if connectedNow { joinInterval = 2 }
+            if info == nil && Self.joinsNow(now: now, lastJoin: lastJoin, joinWentOut: joinWentOut, connectedNow: connectedNow, interval: joinInterval) {
+                if joinWentOut && now - lastJoin > joinInterval { joinInterval = min(2 * joinInterval, 30) }
                 try sendJoin()
             } else if info != nil, reconnected, job == nil {
                 log.info("worker \(options.name): the connection to \(options.coordinator) came up again; joining again")
                 reconnected = false; disconnected = false
                 info = nil
                 try sendJoin()
-            } else if let i = info, job == nil, now - lastReceived > options.rejoinAfter ?? max(2, 3 * i.heartbeatSeconds) {
+            } else if let i = info, job == nil, now - lastReceived > options.rejoinAfter ?? max(2, 3 * i.heartbeatSeconds, 3 * slowestFrame) {
                 log.warning("no word from the coordinator for \(String(format: "%.1f", now - lastReceived)) s; asking to join again")
                 info = nil; reconnected = false; disconnected = false
                 try sendJoin()
@@ -212,7 +232,7 @@ public final class WorkerNode: @unchecked Sendable {
                 // (or the same one, which has let the step go on without it) has no use for it.
                 if reconnected { queued = nil; continue }
                 try sendGradient(step: j.step, result: result, request: j.request, density: j.gradientDensity, estimate: j.estimate)
-                if let f = queued { queued = nil; try start(f) }
+                if let f = queued { queued = nil; try startOrResync(f) }
             }
             if info != nil && clock.seconds - lastSent > (info?.heartbeatSeconds ?? 1) {
                 try send(.heartbeat, [], step: 0)
@@ -223,7 +243,18 @@ public final class WorkerNode: @unchecked Sendable {
     /// A worker that is not welcomed hears nothing at all (nobody there, a refused CURVE
     /// key, a plaintext worker at a CURVE coordinator): say what the handshake monitor saw
     /// (every 10 s at most), and after 5 s without a welcome, then every 30 s, what to check.
-    func explainMissingWelcome(now: Double, failures: [HandshakeFailure]) {
+    func explainMissingWelcome(now: Double, failures: [HandshakeFailure]) throws {
+        // Without keys, a handshake fails only at a coordinator with them (libzmq reports
+        // it to the client with no detail, about ten times a second): no retry can succeed.
+        if options.curve == nil && !handshakeSeen {
+            failedHandshakes += failures.count
+            if failedHandshakes >= 10 {
+                throw WorkerError(message: "the coordinator at \(options.coordinator) refused this worker's handshake \(failedHandshakes) times: "
+                    + "it has CURVE keys and this worker none. Start the worker with --secret-key (its key from `svite keygen`) and "
+                    + "--coordinator-key (the coordinator's public key), and put its public key in the coordinator's --authorized-keys "
+                    + "directory (or something other than svite listens on that port)", exitCode: 78)
+            }
+        }
         if let keys = options.curve, let f = failures.last, now - lastRefusalLog >= 10 {
             lastRefusalLog = now
             let hint = f.kind == .authentication
@@ -278,16 +309,25 @@ public final class WorkerNode: @unchecked Sendable {
             if info == nil { lim.runID = nil; lim.layoutHash = nil }
             frame = try Frame.decode(parts[0], limits: lim)
         } catch {
+            if let reason = try rejectReason(parts[0]) { throw reason }
+            if case let .unsupportedVersion(v)? = error as? WireError {
+                throw WorkerError(message: "the coordinator at \(options.coordinator) speaks svite wire protocol \(v), this worker \(FrameHeader.protocolVersion): run the same svite version on both")
+            }
             log.warning("dropped a bad frame from the coordinator: \(error)")
             return nil
         }
-        lastReceived = clock.seconds
+        let now = clock.seconds
+        if info != nil { slowestFrame = max(now - lastReceived, 0.9 * slowestFrame) }
+        lastReceived = now
         switch frame.header.type {
         case .welcome:
+            // The welcome's wait (a join to it) primes the silence bound: it carried the weights.
+            slowestFrame = max(slowestFrame, now - lastJoin)
+            joinInterval = 2
             try welcome(frame)
         case .params:
             guard info != nil else { return nil }
-            if job != nil { queued = frame } else { try start(frame) }
+            if job != nil { queued = frame } else { try startOrResync(frame) }
         case .stop:
             let why = (try? Payload.decodeReason(frame.payload)) ?? "stop"
             log.info("coordinator says stop (\(why)) after \(stepsDone) steps")
@@ -296,7 +336,7 @@ public final class WorkerNode: @unchecked Sendable {
         case .heartbeat:
             break  // the coordinator is alive (it sends these between steps, e.g. while it evaluates)
         case .reject:
-            throw WorkerError(message: "the coordinator refused this worker: \((try? Payload.decodeReason(frame.payload)) ?? "?")")
+            throw refusal(frame.header, reason: (try? Payload.decodeReason(frame.payload)) ?? "?")
         default:
             log.warning("unexpected \(frame.header.type) from the coordinator")
         }
@@ -383,6 +423,36 @@ public final class WorkerNode: @unchecked Sendable {
         self.info = info
     }
 
+    /// A step frame that checks out on the wire but cannot be used (a malformed header,
+    /// an update that does not fit) is not a reason to stop: the worker asks for the whole
+    /// state again, and the coordinator's deadline lets the step go on without it.
+    func startOrResync(_ frame: Frame) throws {
+        do {
+            try start(frame)
+        } catch let e as WireError {
+            try resync("step \(frame.header.step)'s frame could not be read (\(e))")
+        } catch let e as WorkerError {
+            try resync("step \(frame.header.step)'s frame could not be used (\(e.message))")
+        }
+    }
+
+    /// What a refusal means for this worker, with what to do about it.
+    func refusal(_ header: FrameHeader, reason: String) -> WorkerError {
+        if let layout, header.layoutHash != 0, header.layoutHash != layout.hash {
+            return WorkerError(message: "the coordinator at \(options.coordinator) now trains another model (layout \(String(header.layoutHash, radix: 16)), "
+                + "this worker's \(String(layout.hash, radix: 16))): the run this worker belonged to is gone. Start the worker again to join "
+                + "the new run (exit status 75: a supervisor does that). The coordinator said: \(reason)", exitCode: 75)
+        }
+        return WorkerError(message: "the coordinator refused this worker: \(reason)")
+    }
+
+    /// A reject frame that fails the checks of a welcomed worker (another run's id or
+    /// layout: a new coordinator on the same port) is still read for its reason.
+    func rejectReason(_ bytes: [UInt8]) throws -> WorkerError? {
+        guard let frame = try? Frame.decode(bytes, limits: FrameLimits(maxRawBytes: 1 << 20)), frame.header.type == .reject else { return nil }
+        return refusal(frame.header, reason: (try? Payload.decodeReason(frame.payload)) ?? "?")
+    }
+
     func start(_ frame: Frame) throws {
         guard let replica, let params, let plan, let packed, let info, let layout else { return }
         let context = optimizer.map {
@@ -448,7 +518,9 @@ public final class WorkerNode: @unchecked Sendable {
         let p = UnsafePointer(params.pointer)
         // The request (with its seed) and the selector's τ and noise come with the step.
         let m = masks, request = header.request, selector = header.selector
+        let delay = options.computeDelay.flatMap { Int(frame.header.step) >= $0.fromStep ? $0.seconds : nil }
         nonisolated(unsafe) let work = {
+            if let delay { Thread.sleep(forTimeInterval: delay) }
             j.finish(replica.computeGradient(params: p, indices: indices, epoch: epoch, masks: m, request: request, selector: selector, next: next))
         }
         Thread.detachNewThread { work() }
@@ -561,8 +633,8 @@ public final class WorkerNode: @unchecked Sendable {
     /// a second would reach the coordinator as a rejoin, which stops it waiting for this
     /// worker's share of the step under way (about one run in five took another path from
     /// the same seed: the first step without one worker's half of the batch).
-    public static func joinsNow(now: Double, lastJoin: Double, joinWentOut: Bool, connectedNow: Bool) -> Bool {
-        now - lastJoin > 2 || (connectedNow && (!joinWentOut || now - lastJoin > 0.5))
+    public static func joinsNow(now: Double, lastJoin: Double, joinWentOut: Bool, connectedNow: Bool, interval: Double = 2) -> Bool {
+        now - lastJoin > interval || (connectedNow && (!joinWentOut || now - lastJoin > 0.5))
     }
 
     func sendJoin() throws {

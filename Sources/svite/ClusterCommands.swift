@@ -260,6 +260,13 @@ struct WorkerCommand: ParsableCommand {
         let log = global.bootstrap("svite.worker")
         var options = WorkerOptions(coordinator: try EndpointOption.check(coordinator, "--coordinator", role: .connect), name: resolvedName, threads: resolvedThreads, backend: backend)
         options.curve = try keys.load()
+        // Tests only (not in --help): "SECONDS" or "SECONDS@STEP" makes every step (from STEP
+        // on) slower by that much, as a straggler or a stuck compute would be.
+        if let spec = environment["SVITE_TEST_COMPUTE_DELAY"] {
+            let parts = spec.split(separator: "@").map(String.init)
+            guard let seconds = Double(parts[0]), seconds >= 0 else { throw CommandFailure("SVITE_TEST_COMPUTE_DELAY must be SECONDS or SECONDS@STEP, got '\(spec)'") }
+            options.computeDelay = (seconds, parts.count > 1 ? Int(parts[1]) ?? 0 : 0)
+        }
         if let parent = parentPid {
             // A local worker of `svite train` ends with it, however it ends (SIGKILL, OOM,
             // a second Ctrl-C): the worker's loop sees its parent change and leaves.
@@ -271,7 +278,14 @@ struct WorkerCommand: ParsableCommand {
         let node = try WorkerNode(options: options, logger: log)
         let stop = StopFlag()
         StopSignals.install(stop) {}
-        let reason = try node.run(stop: stop)
+        let reason: String
+        do {
+            reason = try node.run(stop: stop)
+        } catch let e as WorkerError {
+            // Refused, with what to do; the status says whether starting it again helps.
+            FileHandle.standardError.write(Data("Error: \(e.message)\n".utf8))
+            throw ExitCode(e.exitCode)
+        }
         // Exit 0 only when the run is over: a coordinator stopped before the end (to be
         // resumed) or failed, or a signal to this worker (a drained node, a deleted pod,
         // Ctrl-C) leaves the worker with 75 (EX_TEMPFAIL), so a supervisor that restarts on

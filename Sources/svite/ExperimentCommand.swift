@@ -110,7 +110,12 @@ struct ExperimentCommand: ParsableCommand {
                 FileHandle.standardError.write(Data("\(label): recorded in \(resultsFile(e)), skipped\n".utf8))
                 continue
             }
+            // Taken before anything in the run's directory is read or written: a run another
+            // process trains is refused at once.
+            let lock = try RunDirectoryLock(dir)
+            defer { lock.release() }
             var options = Trainer.Options(runDirectory: dir)
+            options.lock = lock
             options.threads = threads.map(ThreadCount.resolve)
             if !Checkpoint.list(in: "\(dir)/checkpoints").isEmpty {
                 let contents = try Checkpoint.read(try Checkpoint.locate(dir))

@@ -106,6 +106,12 @@ struct RunOptions: ParsableArguments {
     func execute(log: Logger, cluster: ClusterOptions?, metrics: String? = nil, localWorkers: Int = 0, workerThreads: Int = 1,
                  logLevel: String = "info", command: String = "svite train") throws {
         var (config, options) = try ConfigExit.map { try prepare(log: log) }
+        // Before any file in the run directory is touched or a worker started: a second
+        // trainer of a running run is refused at once and leaves its files alone. A run
+        // directory not made yet is made and locked once the ports are bound, so a busy
+        // port leaves nothing behind.
+        var lock = FileManager.default.fileExists(atPath: options.runDirectory) ? try RunDirectoryLock(options.runDirectory) : nil
+        defer { lock?.release() }
         options.workers = cluster?.expectedWorkers ?? 0
         var clusterSource: ClusterGradientSource?
         let status = RunStatus(config: config, parameters: ViTModel(config: config.model).layout.parameterCount)
@@ -126,6 +132,15 @@ struct RunOptions: ParsableArguments {
                 }
             }
         }
+        if lock == nil {
+            do {
+                lock = try RunDirectoryLock(options.runDirectory)
+            } catch {
+                clusterSource?.finish(reason: "error: \(error)")
+                throw error
+            }
+        }
+        options.lock = lock
         let display = ProgressDisplay(interactive: plain ? false : nil)
         let stop = StopFlag()
         StopSignals.install(stop) {

@@ -60,7 +60,7 @@ struct ClusterTests {
     func twoWorkersFollowTheSingleProcessRun(sparse: [String]) throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 128, test: 32)
-            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.threads=2"] + sparse)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.threads=2"] + sparse + noStepDeadlines)
             let single = try trainer(config, dir: "\(dir)/single", source: nil)
             let singleSummary = try single.run()
 
@@ -258,7 +258,7 @@ struct ClusterTests {
             try writeSyntheticIDX(dir: dir, train: 192, test: 32)
             // dense_below 0: every tensor of this tiny model is small enough to go whole.
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=3", "communication.gradient_density=0.05", "communication.dense_below=0",
-                                                                 "communication.dense_warmup_epochs=1", "communication.checksum_every_steps=4"] + method)
+                                                                 "communication.dense_warmup_epochs=1", "communication.checksum_every_steps=4"] + method + noStepDeadlines)
             #expect(config.communication.replicatesUpdates)
             var o = ClusterOptions()
             o.bind = "tcp://127.0.0.1:*"; o.statusBind = nil; o.expectedWorkers = 2; o.heartbeatSeconds = 0.5

@@ -52,7 +52,7 @@ extension ClusterTests {
             let config = try tinyRunConfig(dataDir: dir, extra: [
                 "training.epochs=0", "training.max_steps=\(steps)", "training.batch_size=33", "training.checkpoint_every_steps=3",
                 "training.keep_checkpoints=20", "sparsity.method=svite", "sparsity.sparsity=0.5", "sparsity.update_interval=4",
-            ])
+            ] + noStepDeadlines)
             try config.yaml.write(toFile: "\(dir)/tiny.yaml", atomically: true, encoding: .utf8)
 
             func coordinator(_ run: String, port: Int) throws -> Process {

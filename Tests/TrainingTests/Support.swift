@@ -29,11 +29,13 @@ func sviteBinary(environment key: String? = nil, sourceLocation: SourceLocation 
     return exe
 }
 
-/// A started svite process, its output discarded unless `output` is given.
-func startSvite(_ exe: String, _ args: [String], output: Pipe? = nil) throws -> Process {
+/// A started svite process, its output discarded unless `output` is given; `environment`
+/// adds to this process's.
+func startSvite(_ exe: String, _ args: [String], output: Pipe? = nil, environment: [String: String] = [:]) throws -> Process {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: exe)
     p.arguments = args
+    if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
     p.standardOutput = output ?? FileHandle.nullDevice
     p.standardError = output ?? FileHandle.nullDevice
     try p.run()
@@ -75,6 +77,11 @@ struct SplitMix {
         return z ^ (z >> 31)
     }
 }
+
+/// Step deadlines an hour long: tests that compare runs to the float (bit for bit, or with
+/// the one-process run) must not see a worker left out of a step because the machine was
+/// busy for a few seconds.
+let noStepDeadlines = ["communication.step_deadline_floor_seconds=3600", "communication.step_deadline_ceiling_seconds=3600"]
 
 /// A run config for a very small ViT on the synthetic data in `dir`.
 func tinyRunConfig(dataDir: String, extra: [String] = []) throws -> RunConfig {
