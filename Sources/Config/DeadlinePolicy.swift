@@ -3,10 +3,11 @@
 /// `DeadlineRecord` in Coordinator).
 public struct DeadlinePolicy: Sendable, Equatable, Codable {
     /// No worker is late before this many seconds from when its frame left.
-    public var floorSeconds = 3.0
+    public var floorSeconds = 1.0
     /// Nor given longer than this, whatever its measured speed.
     public var ceilingSeconds = 60.0
-    /// Times what the worker's measured speed says its share takes.
+    /// Times what the worker's measured speed says its share takes, or (once half the
+    /// round has answered) times the slowest answer so far.
     public var factor = 4.0
     /// Misses in a row that take a worker off the steps for a while (benched).
     public var missesToBench = 3

@@ -396,9 +396,10 @@ final class CoordinatorService: @unchecked Sendable {
     /// (`StepDeadline`); one that keeps missing is benched or dropped (`DeadlineRecord`).
     private func checkDeadlines(now: Double) {
         let rate = StepDeadline.roundRate(answers: roundAnswers)
+        let straggler = StepDeadline.stragglerSeconds(answers: roundAnswers, members: roundOrder.count, policy: deadlines) ?? .infinity
         for identity in pending.sorted(by: { $0.lexicographicallyPrecedes($1) }) where early[identity] == nil {
             guard let w = membership[identity] else { continue }
-            let allowed = StepDeadline.seconds(share: w.share, throughput: w.throughput, roundRate: rate, policy: deadlines)
+            let allowed = min(StepDeadline.seconds(share: w.share, throughput: w.throughput, roundRate: rate, policy: deadlines), straggler)
             let elapsed = now - w.sentAt
             guard elapsed > allowed else { continue }
             stopWaiting(for: identity)
@@ -452,19 +453,12 @@ final class CoordinatorService: @unchecked Sendable {
         let taking = live.filter { $0.deadline.takesPart(at: now) }
         let members = taking.isEmpty ? live : taking
         let weights = balancer.shares(step: work.step, members: members.map { ($0.rank, $0.throughput) })
-        var shares = EpochPlan.split(work.positions, shares: weights)
+        let shares = EpochPlan.split(work.positions, shares: weights)
         roundMembers = members.map(\.identity)
         roundImages = [:]
         roundPlanned = work.positions.count
         roundAnswers = []
         lateThisRound = []
-        var everyone = members
-        if replicated {
-            // Benched workers still apply the step's update to their replicas.
-            let benched = live.filter { w in !members.contains { $0 === w } }
-            everyone += benched
-            shares += benched.map { _ in work.positions.lowerBound ..< work.positions.lowerBound }
-        }
         let m = masks
         aggregator.begin(request: work.request, masks: m)
         roundStep = work.step
@@ -475,7 +469,9 @@ final class CoordinatorService: @unchecked Sendable {
         pending = []
         roundOrder = []; roundNext = 0; early = [:]
         if replicated {
-            startReplicatedRound(work, members: everyone, shares: shares)
+            // Benched workers get no frame: a slow link would only queue more of them. The
+            // whole state brings their replicas back when the bench ends.
+            startReplicatedRound(work, members: members, shares: shares)
             return
         }
         // Sparse runs send only the active values; both sides know the mask.
@@ -552,7 +548,9 @@ final class CoordinatorService: @unchecked Sendable {
         let info = WelcomeInfo(rank: record.rank, runID: runID, config: config.yaml,
                                heartbeatSeconds: options.heartbeatSeconds, gradientCodec: options.gradientCodec,
                                replicated: replicated ? true : nil)
-        if let p = window {
+        // A benched worker gets the weights with its next share, not now: on a slow link
+        // they would take seconds that its next try then waits behind.
+        if let p = window, record.deadline.takesPart(at: clock.seconds) {
             record.version = windowStep
             record.maskVersion = masks?.version ?? -1
             let snapshot = replicated ? server.map { s in
@@ -622,6 +620,14 @@ final class CoordinatorService: @unchecked Sendable {
         if let w = membership[identity] {
             w.lastHeard = clock.seconds
             w.bytesUp += bytes.count
+            if w.state == .lost && frame.header.type != .join && frame.header.type != .leave {
+                // Silent, not gone: a stopped process continued, or its heartbeats waited
+                // behind a big frame on a slow link. It holds what it held; the round
+                // sends it whatever it lacks.
+                w.state = .ready
+                log.info("worker \(w.name) is heard again; it takes part from the next step")
+                record(.rejoined, w, reason: "heard again")
+            }
         }
         switch frame.header.type {
         case .join:

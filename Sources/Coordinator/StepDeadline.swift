@@ -19,6 +19,16 @@ public enum StepDeadline {
         return min(policy.ceilingSeconds, max(policy.floorSeconds, policy.factor * expected))
     }
 
+    /// A worker the round still waits for once at least half of its `members` have
+    /// answered is a straggler after `factor` times the slowest of those answers (within
+    /// the floor and the ceiling): a worker slow for any share (its fixed costs at a few
+    /// percent of a CPU, a frame that takes seconds on its link) is judged against the
+    /// others, not against its own slowness. Nil before half have answered.
+    public static func stragglerSeconds(answers: [(images: Int, seconds: Double)], members: Int, policy: DeadlinePolicy) -> Double? {
+        guard let slowest = answers.map(\.seconds).max(), 2 * answers.count >= members else { return nil }
+        return min(policy.ceilingSeconds, max(policy.floorSeconds, policy.factor * slowest))
+    }
+
     /// The speed the answers of a round so far show: their images over their seconds
     /// (nil before any answer).
     public static func roundRate(answers: [(images: Int, seconds: Double)]) -> Double? {

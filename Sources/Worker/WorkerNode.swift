@@ -20,9 +20,12 @@ public struct WorkerOptions: Sendable {
     /// over its place.
     public var name: String
     public var threads: Int
-    /// With no word from the coordinator for this long, ask to join again (it may have
-    /// restarted). nil: three of the coordinator's heartbeat intervals (it sends one at
-    /// least that often, during steps too), but at least 2 s.
+    /// With no word from the coordinator for this long, ask to join again. nil: 30 s, or
+    /// three of its heartbeat intervals or three times the slowest frame seen, if longer.
+    /// A restarted coordinator is noticed at once (the connection drops and comes back);
+    /// one that marked this worker lost takes it back when it hears it again. What is left
+    /// is a coordinator gone without closing the connection, and a short bound would make
+    /// a worker whose step frames take seconds on its link ask to join over and over.
     public var rejoinAfter: Double? = nil
     /// The matrix-product backend, overriding the run config's compute.backend.
     public var backend: BackendChoice?
@@ -209,7 +212,7 @@ public final class WorkerNode: @unchecked Sendable {
                 reconnected = false; disconnected = false
                 info = nil
                 try sendJoin()
-            } else if let i = info, job == nil, now - lastReceived > options.rejoinAfter ?? max(2, 3 * i.heartbeatSeconds, 3 * slowestFrame) {
+            } else if let i = info, job == nil, now - lastReceived > options.rejoinAfter ?? max(30, 3 * i.heartbeatSeconds, 3 * slowestFrame) {
                 log.warning("no word from the coordinator for \(String(format: "%.1f", now - lastReceived)) s; asking to join again")
                 info = nil; reconnected = false; disconnected = false
                 try sendJoin()

@@ -180,7 +180,8 @@ extension CoordinatorLayersTests {
     @Test func slowWorkerGetsASmallerShare() throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 32 * 26, test: 16)
-            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=26", "training.batch_size=32"])
+            // The balancer alone: a busy machine must not make a step late and change a split.
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=26", "training.batch_size=32"] + noStepDeadlines)
             var o = ClusterOptions()
             o.bind = "tcp://127.0.0.1:*"
             o.statusBind = nil
@@ -450,5 +451,47 @@ extension CoordinatorLayersTests {
         #expect(source.workers.isEmpty && source.badFrameTotal == joins.count)
         #expect("a\nb\u{202E}c\u{1B}[2J".escapedForLog == "a\\u{a}b\\u{202e}c\\u{1b}[2J")
         source.finish(reason: "test")
+    }
+}
+
+extension CoordinatorLayersTests {
+    /// A join that does not parse, one of another model's layout and a frame of another
+    /// wire version each get a reject saying why (before: no reply at all, and the peer
+    /// waited forever); a heartbeat of another run of the same model gets none (its worker
+    /// joins again by itself, as after a coordinator restart).
+    @Test func strangersHearWhyTheyAreRefused() throws {
+        let config = try tinyRunConfig(dataDir: "/nonexistent", extra: [])
+        var o = ClusterOptions()
+        o.bind = "tcp://127.0.0.1:*"
+        o.statusBind = nil
+        let source = try ClusterGradientSource(config: config, options: o, logger: log)
+        defer { source.finish(reason: "test") }
+        let join = Payload.encodeJSON(JoinMessage(name: "w", host: "h", pid: 1, threads: 1))
+        var otherVersion = Frame(header: FrameHeader(type: .join, runID: 0, layoutHash: source.layout.hash), payload: join).encoded()
+        otherVersion[4] &+= 1
+        let cases: [(String, [UInt8], String?)] = [
+            ("bad JSON", Frame(header: FrameHeader(type: .join, runID: 0, layoutHash: source.layout.hash), payload: Array("{\"name\":".utf8)).encoded(),
+             "could not be read"),
+            ("another model", Frame(header: FrameHeader(type: .join, runID: 0, layoutHash: source.layout.hash ^ 1), payload: join).encoded(),
+             "trains another model"),
+            ("another version", otherVersion, "wire protocol"),
+            ("another run, same model", Frame(header: FrameHeader(type: .heartbeat, runID: 12345, layoutHash: source.layout.hash), payload: []).encoded(), nil),
+        ]
+        let ctx = try ZMQContext()
+        for (k, (what, bytes, expected)) in cases.enumerated() {
+            let s = try ZMQSocket.workerDealer(ctx, identity: "stranger-\(k)", maxMessageBytes: -1, heartbeatMs: 500)
+            defer { s.close() }
+            try s.connect(source.endpoint)
+            _ = try s.send([bytes])
+            let answered = try Poller.readable([s], timeoutMs: expected == nil ? 1000 : 5000)[0]
+            guard let expected else {
+                #expect(!answered, "\(what): answered"); continue
+            }
+            guard answered, let parts = try s.receive() else { Issue.record("\(what): no answer"); continue }
+            let frame = try Frame.decode(parts[0], limits: FrameLimits(maxRawBytes: 1 << 20))
+            let reason = try Payload.decodeReason(frame.payload)
+            #expect(frame.header.type == .reject && reason.contains(expected), "\(what): \(reason)")
+        }
+        #expect(source.workers.isEmpty)
     }
 }

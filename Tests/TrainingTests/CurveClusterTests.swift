@@ -44,7 +44,13 @@ extension ClusterTests {
                 return (try startSvite(exe, args, output: out), out)
             }
             let (stranger, strangerOut) = try worker("stranger", keyed: true)
-            let (plain, _) = try worker("plain", keyed: false)
+            let (plain, plainOut) = try worker("plain", keyed: false)
+            // The plaintext worker gives up at once (below); a plaintext socket that keeps
+            // reconnecting stands in for it at the coordinator's count.
+            let rawContext = try ZMQContext()
+            let rawPlain = try ZMQSocket.workerDealer(rawContext, identity: "raw-plain", maxMessageBytes: -1, heartbeatMs: 500)
+            defer { rawPlain.close() }
+            try rawPlain.connect(source.endpoint)
             // Both are refused before the listed one exists (waited for: a loaded machine
             // may take seconds to start a debug binary).
             let deadline = Date().addingTimeInterval(60)
@@ -75,7 +81,12 @@ extension ClusterTests {
             #expect(summary.steps == 20)
             let names = Set(source.workers.values.map(\.name))
             #expect(names == ["listed"], "\(names)")
-            // The plaintext worker keeps retrying; libzmq reports most of its failed
+            // The plaintext worker said what it needs and exited 78 (a config error: a
+            // supervisor does not restart it).
+            #expect(waitForExit(plain, seconds: 60) && plain.terminationStatus == 78, "plaintext worker: \(plain.terminationStatus)")
+            let plainSaid = String(decoding: plainOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(plainSaid.contains("CURVE keys") && plainSaid.contains("--coordinator-key"), "\(plainSaid)")
+            // The plaintext socket keeps retrying; libzmq reports most of its failed
             // handshakes as NO_DETAIL, which is not counted (a ZAP refusal ends in one too),
             // so the first counted PROTOCOL failure can take a minute (seen in 1 of 5 runs).
             let late = Date().addingTimeInterval(90)

@@ -30,6 +30,11 @@ struct DeadlineTests {
         // Two answers of 32 images, the slower in 0.5 s: 64 images a second per worker.
         #expect(StepDeadline.roundRate(answers: [(32, 0.25), (32, 0.5)]) == 64)
         #expect(StepDeadline.roundRate(answers: []) == nil)
+        // Against the others: once half the round has answered, factor times the slowest.
+        #expect(StepDeadline.stragglerSeconds(answers: [(32, 0.25), (32, 1.5)], members: 4, policy: p) == 6)
+        #expect(StepDeadline.stragglerSeconds(answers: [(32, 0.1)], members: 2, policy: p) == 2, "the floor")
+        #expect(StepDeadline.stragglerSeconds(answers: [(32, 0.1)], members: 3, policy: p) == nil, "fewer than half answered")
+        #expect(StepDeadline.stragglerSeconds(answers: [], members: 1, policy: p) == nil)
     }
 
     /// Misses in a row bench a worker, each failed try doubles the bench up to the
