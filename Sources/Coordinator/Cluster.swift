@@ -33,8 +33,10 @@ public struct ClusterOptions: Sendable {
     public var statusCurve: Bool?
     /// Tests: keep a CRC-32 of the weights and moments after every update (`stateDigests`).
     public var recordStateDigests = false
-    /// Tests: the step frame to this worker at this step is not sent (a frame lost on the way).
+    /// Tests: the step frame to this worker at this step is not sent (a frame lost on the
+    /// way), or with `garble` sent with its payload replaced by noise under a valid checksum.
     public var dropStepFrame: (worker: String, step: Int)?
+    public var garbleStepFrame = false
     public init() {}
 }
 

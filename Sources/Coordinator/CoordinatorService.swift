@@ -489,8 +489,13 @@ final class CoordinatorService: @unchecked Sendable {
                                          values: fresh ? nil : values, count: count)
             w.share = range.count
             if let drop = dropStepFrame, drop.worker == w.name, drop.step == work.step {
-                // As a frame lost on the way: the worker never sees the step.
                 dropStepFrame = nil
+                if options.garbleStepFrame {
+                    // As a frame damaged where no checksum sees it (a bug, a hostile peer).
+                    var noise = Xoshiro256(seed: UInt64(work.step))
+                    _ = send(.params, (0 ..< max(64, payload.count / 8)).map { _ in UInt8(truncatingIfNeeded: noise.next()) }, to: w, step: work.step)
+                }
+                // As a frame lost on the way: the worker never sees the step.
                 w.sentAt = clock.seconds
                 pending.insert(w.identity)
                 roundOrder.append(w.identity)

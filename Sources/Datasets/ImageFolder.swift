@@ -230,10 +230,7 @@ public final class FolderImageLoader: @unchecked Sendable {
         let path = "\(f.root)/\(f.paths[Int(k.index)])"
         var out = [UInt8](repeating: 0, count: imageBytes)
         do {
-            guard let d = FileManager.default.contents(atPath: path) else {
-                throw ImageDecodeError(file: path, call: "open", message: String(cString: strerror(errno)))
-            }
-            let data = [UInt8](d)
+            let data = try ImageDecoder.read(file: path)
             let (w, h) = try ImageDecoder.dimensions(data, file: path)
             var rng = Xoshiro256(seed: StreamSeed.mix(seed, StreamSeed.augmentation, UInt64(k.epoch), UInt64(k.index)))
             let region: PixelRegion

@@ -1,6 +1,9 @@
 import CPNG
 import CTurboJPEG
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A decoded picture: 8-bit RGB, row-major, `width × height × 3` bytes.
 public struct RGBImage: Sendable, Equatable {
@@ -48,10 +51,33 @@ public enum ImageDecoder {
     }
 
     public static func decode(file: String) throws -> RGBImage {
-        guard let d = FileManager.default.contents(atPath: file) else {
-            throw ImageDecodeError(file: file, call: "open", message: String(cString: strerror(errno)))
+        try decode(try read(file: file), file: file)
+    }
+
+    /// A picture file's bytes. Only regular files are read: a FIFO would block the reader
+    /// until something writes to it, and a device has no end.
+    public static func read(file: String) throws -> [UInt8] {
+        var st = stat()
+        guard stat(file, &st) == 0 else { throw ImageDecodeError(file: file, call: "stat", message: String(cString: strerror(errno))) }
+        let kind = st.st_mode & S_IFMT
+        guard kind == S_IFREG else {
+            let what = kind == S_IFIFO ? "a FIFO" : kind == S_IFDIR ? "a directory" : kind == S_IFSOCK ? "a socket" : "a device"
+            throw ImageDecodeError(file: file, call: "open", message: "\(what), not a regular file: remove it from the image folder")
         }
-        return try decode([UInt8](d), file: file)
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ImageDecodeError(file: file, call: "open", message: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw ImageDecodeError(file: file, call: "read", message: n == 0 ? "the file ended at byte \(done) of \(bytes.count) (it shrank while read)" : String(cString: strerror(errno)))
+            }
+            done += n
+        }
+        return bytes
     }
 
     /// The picture's width and height from its header, without decoding a pixel.

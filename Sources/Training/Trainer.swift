@@ -392,6 +392,12 @@ public final class Trainer {
     }
 }
 
+/// Why a run directory cannot be trained in (another process holds it, it cannot be made).
+public struct RunDirectoryError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
 /// One training process per run directory: an exclusive flock on RUN/.lock (held until the
 /// run returns, released by the kernel if the process dies) with the holder's pid inside.
 public final class RunDirectoryLock {
@@ -402,17 +408,17 @@ public final class RunDirectoryLock {
         do {
             try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
         } catch {
-            throw TrainingError(step: 0, message: "cannot make the run directory \(runDirectory): \(FileErrorText.describe(error))")
+            throw RunDirectoryError(message: "cannot make the run directory \(runDirectory): \(FileErrorText.describe(error))")
         }
         let path = "\(runDirectory)/.lock"
         fd = open(path, O_RDWR | O_CREAT, 0o644)
-        guard fd >= 0 else { throw TrainingError(step: 0, message: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw RunDirectoryError(message: "cannot open \(path): \(String(cString: strerror(errno)).lowercased())") }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             var buffer = [UInt8](repeating: 0, count: 32)
             let n = pread(fd, &buffer, 31, 0)
             let holder = n > 0 ? String(decoding: buffer.prefix(n), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
             close(fd)
-            throw TrainingError(step: 0, message: "another svite process (pid \(holder)) is training in \(runDirectory); stop it first, or use another --out")
+            throw RunDirectoryError(message: "another svite process (pid \(holder)) is training in \(runDirectory); stop it first, or use another --out")
         }
         let pid = "\(getpid())\n"
         _ = ftruncate(fd, 0)

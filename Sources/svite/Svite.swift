@@ -33,7 +33,14 @@ struct Svite: ParsableCommand {
             FileHandle.standardError.write(Data((message + "\n").utf8))
             Glibc.exit(ExitCode.validationFailure.rawValue)
         }
-        main(nil)
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            // Foundation's file errors read "The operation could not be completed.
+            // (NSCocoaErrorDomain error 513.)": say which file and what went wrong.
+            exit(withError: FileErrorText.isFoundationFileError(error) ? CommandFailure(FileErrorText.withPath(error)) : error)
+        }
     }
 }
 

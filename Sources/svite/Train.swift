@@ -91,6 +91,7 @@ struct RunOptions: ParsableArguments {
             config = contents.config
             options = Trainer.Options(runDirectory: out ?? Checkpoint.runDirectory(of: path))
             options.resume = contents
+            warnAboutEditedConfig(options.runDirectory, using: config, log: log)
         } else {
             config = try RunConfig.resolve(configOptions.config ?? environment["SVITE_CONFIG"] ?? "default",
                                            overrides: configOptions.overrides + compute.overrides)
@@ -99,6 +100,23 @@ struct RunOptions: ParsableArguments {
         }
         options.threads = threads.map(ThreadCount.resolve)
         return (config, options)
+    }
+
+    /// A resume trains with the checkpoint's config (and --set): keys edited in the run's
+    /// config.yaml since are named, with the --set that would apply them (before: the
+    /// file was silently rewritten with the old values).
+    func warnAboutEditedConfig(_ runDirectory: String, using config: RunConfig, log: Logger?) {
+        let file = "\(runDirectory)/config.yaml"
+        guard let log, let text = try? String(contentsOfFile: file, encoding: .utf8),
+              let edited = try? RunConfig.parse(yaml: text, file: file) else { return }
+        let set = Set(configOptions.overrides.compactMap { $0.split(separator: "=").first.map(String.init) } + compute.overrides.compactMap { $0.split(separator: "=").first.map(String.init) })
+        let changed = edited.differences(from: config).filter { !set.contains($0.key) }
+        guard !changed.isEmpty else { return }
+        let list = changed.map { "\($0.key): \($0.value) in the file, \($0.other) in the checkpoint" }.joined(separator: "; ")
+        let sets = changed.map { "--set \($0.key)=\($0.value)" }.joined(separator: " ")
+        let message = "\(file) was edited since the checkpoint (\(list)); a resume trains with the checkpoint's config and --set, "
+            + "and config.yaml is rewritten with it. To apply the edit, resume with \(sets)"
+        log.warning("\(message)")
     }
 
     /// Trains: in this process (cluster nil) or as the coordinator of workers, started

@@ -79,3 +79,24 @@ struct ImagesTests {
         }
     }
 }
+
+extension ImagesTests {
+    /// A FIFO, a directory or a missing file named like a picture is an error that says
+    /// what it is (before: "open failed: Success"); a real file reads whole.
+    @Test func onlyRegularFilesAreRead() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("svite-images-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: "\(dir)/d.png", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(mkfifo("\(dir)/f.jpg", 0o644) == 0)
+        let png = try ImageEncoder.png(picture(9, 5))
+        FileManager.default.createFile(atPath: "\(dir)/ok.png", contents: Data(png))
+        for (name, words) in [("f.jpg", "a FIFO, not a regular file"), ("d.png", "a directory"), ("none.png", "No such file")] {
+            #expect {
+                _ = try ImageDecoder.read(file: "\(dir)/\(name)")
+            } throws: { error in
+                "\(error)".contains(words) && "\(error)".contains(name)
+            }
+        }
+        #expect(try ImageDecoder.read(file: "\(dir)/ok.png") == png)
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import Core
 import Testing
 @testable import Training
 #if canImport(Glibc)
@@ -172,5 +173,21 @@ struct CommandLineTests {
             }
             #expect(checked > 0, "svite \(command.joined(separator: " ")) --help: no example read")
         }
+    }
+}
+
+extension CommandLineTests {
+    /// A run directory that cannot be made, or one on a read-only file system, is an
+    /// error naming the directory and the reason in words (before: a raw
+    /// "NSCocoaErrorDomain error" string, or "step 0: ..."); Foundation's file errors read
+    /// as "PATH: reason" wherever they surface.
+    @Test func fileErrorsSayWhichFileAndWhy() throws {
+        #expect(FileErrorText.withPath(CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: "/runs/x"])) == "/runs/x: permission denied")
+        #expect(FileErrorText.describe(CocoaError(.fileWriteVolumeReadOnly)) == "read-only file system")
+        #expect(FileErrorText.describe(NSError(domain: NSPOSIXErrorDomain, code: Int(ENOSPC))) == "no space left on device")
+        #expect(FileErrorText.isFoundationFileError(CocoaError(.fileWriteNoPermission)) && !FileErrorText.isFoundationFileError(RunDirectoryError(message: "x")))
+        guard let exe = sviteBinary() else { return }
+        let r = try svite(exe, ["train", "--workers", "0", "--out", "/proc/svite-cannot-make/run"])
+        #expect(r.status == 1 && r.err.contains("Error: cannot make the run directory /proc/svite-cannot-make/run:") && !r.err.contains("step 0"), "\(r.err)")
     }
 }

@@ -483,3 +483,18 @@ struct PackageTests {
         #expect(!worker.contains("Training") && !worker.contains("Coordinator"), "the worker links \(worker.sorted())")
     }
 }
+
+extension ConfigTests {
+    /// Two configs differ exactly in the keys changed, named `section.key` (nested keys
+    /// too), so a resume can name what an edited config.yaml would have changed.
+    @Test func differencesNameTheChangedKeys() throws {
+        let a = try RunConfig.resolve("default", overrides: [])
+        let b = try RunConfig.resolve("default", overrides: ["optimizer.lr=0.002", "training.epochs=7"])
+        let keys = a.differences(from: b).map(\.key)
+        #expect(keys.contains("optimizer.lr") && keys.contains("training.epochs"), "\(keys)")
+        #expect(keys == ["optimizer.lr", "training.epochs"], "\(keys)")
+        #expect(RunConfig.flatten("a:\n  b: 1\n  c:\n    d: [2, 3]\ne: x\n") == ["a.b": "1", "a.c.d": "[2, 3]", "e": "x"])
+        #expect(a.differences(from: b).first { $0.key == "optimizer.lr" }?.other == "0.002")
+        #expect(a.differences(from: a).isEmpty)
+    }
+}

@@ -63,7 +63,7 @@ struct DeadlineTests {
         #expect(never.missed(images: 4, at: 40, policy: p) == .dropped)
     }
 
-    func cluster(_ config: RunConfig, workers: Int, drop: (String, Int)? = nil, status: Bool = false) throws -> ClusterGradientSource {
+    func cluster(_ config: RunConfig, workers: Int, drop: (String, Int)? = nil, garble: Bool = false, status: Bool = false) throws -> ClusterGradientSource {
         var o = ClusterOptions()
         o.bind = "tcp://127.0.0.1:*"
         o.statusBind = status ? "tcp://127.0.0.1:*" : nil
@@ -71,6 +71,7 @@ struct DeadlineTests {
         o.heartbeatSeconds = 0.3
         o.balance = .equal
         o.dropStepFrame = drop
+        o.garbleStepFrame = garble
         return try ClusterGradientSource(config: config, options: o, logger: log)
     }
 
@@ -151,6 +152,25 @@ struct DeadlineTests {
             let b = try #require(source.workers.values.first { $0.name == "b" })
             #expect(b.deadline.missedSteps >= 1 && b.deadline.takesPart(at: .infinity) && b.state == .ready)
             #expect(records.filter { $0.kind == .worker && $0.event == "benched" }.isEmpty)
+        }
+    }
+
+    /// A step frame whose payload is noise under a valid checksum (before: the worker
+    /// ended with "an update for a worker that holds no replica of the optimizer") is
+    /// logged, the worker asks for the whole state again and answers the next steps.
+    @Test func aGarbledStepFrameIsSurvived() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 16 * 6, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=6", "training.batch_size=16",
+                                                                 "communication.step_deadline_floor_seconds=1"])
+            let source = try cluster(config, workers: 2, drop: ("b", 2), garble: true)
+            let threads = [worker(source.endpoint, name: "a"), worker(source.endpoint, name: "b")]
+            let (summary, records) = try run(config, dir: "\(dir)/run", source: source)
+            while threads.contains(where: \.isExecuting) { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(summary.steps == 6)
+            let b = try #require(source.workers.values.first { $0.name == "b" })
+            #expect(b.state == .ready && b.joins == 2 && b.stepsDone >= 4, "b: \(b.state) joins \(b.joins) steps \(b.stepsDone)")
+            #expect(records.first { $0.kind == .train && $0.step == 3 }?.imagesMissing == 8)
         }
     }
 
