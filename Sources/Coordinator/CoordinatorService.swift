@@ -31,7 +31,7 @@ final class CoordinatorService: @unchecked Sendable {
     // The router, status and wake receiver belong to the service thread; the wake sender
     // to whoever holds `wakeLock`.
     private let context: ZMQContext
-    private let router: ZMQSocket
+    let router: ZMQSocket
     private let status: ZMQSocket?
     private let wakeIn: ZMQSocket
     private let wakeOut: ZMQSocket
@@ -59,7 +59,7 @@ final class CoordinatorService: @unchecked Sendable {
     func drainWorkerEvents() -> [WorkerEvent] {
         snapshotLock.withLock { defer { workerEvents = [] }; return workerEvents }
     }
-    private func record(_ kind: WorkerEvent.Kind, _ w: WorkerRecord, reason: String? = nil) {
+    func record(_ kind: WorkerEvent.Kind, _ w: WorkerRecord, reason: String? = nil) {
         let e = WorkerEvent(kind: kind, worker: w.name, host: w.host, rank: w.rank,
                             time: (Date().timeIntervalSince1970 * 1000).rounded() / 1000, reason: reason)
         snapshotLock.withLock {
@@ -69,26 +69,26 @@ final class CoordinatorService: @unchecked Sendable {
     }
     /// The trainer's parameters while it waits in `gradient` (nil otherwise), and its step.
     private var window: UnsafePointer<Float>?
-    private var windowStep = 0
+    var windowStep = 0
     /// The topology version frames carry (0: dense), as of the last window.
-    private var maskVersion: UInt32 = 0
+    var maskVersion: UInt32 = 0
     private var masks: MaskSet? { server?.masks }
 
     private var postedRound: StepWork?
     private var roundActive = false
     private var roundDone = false
     private var roundResult: StepGradient?
-    private var roundStep = 0
+    var roundStep = 0
     private var roundWorkers = 0
     /// The round's workers whose gradient has not been added yet (arrived or not).
-    private(set) var pending: Set<[UInt8]> = []
+    var pending: Set<[UInt8]> = []
     /// The round's workers in the order their gradients are added: by name, so the sum's
     /// float rounding, and with it the run, does not depend on who answered first or who
     /// joined first (a run resumed after a crash repeats the uninterrupted one bit for bit).
-    private var roundOrder: [[UInt8]] = []
+    var roundOrder: [[UInt8]] = []
     private var roundNext = 0
     /// Gradients that arrived before their turn in `roundOrder`.
-    private var early: [[UInt8]: (payload: [UInt8], bytes: Int, at: Double)] = [:]
+    var early: [[UInt8]: (payload: [UInt8], bytes: Int, at: Double)] = [:]
     private var roundUp = 0, roundDown = 0
     /// The round's members (benched ones sit it out), in name order, and the images each
     /// one's gradient brought (a late, lost or refused one brings none).
@@ -97,9 +97,9 @@ final class CoordinatorService: @unchecked Sendable {
     /// The images the step asked for, and the answers so far (images, seconds) that
     /// judge a worker not yet measured (`StepDeadline.roundRate`).
     private var roundPlanned = 0
-    private var roundAnswers: [(images: Int, seconds: Double)] = []
+    var roundAnswers: [(images: Int, seconds: Double)] = []
     /// Workers taken off this step for missing its deadline.
-    private(set) var lateThisRound: [String] = []
+    var lateThisRound: [String] = []
     let deadlines: DeadlinePolicy
     /// Tests: the step frame to this worker at this step is not sent (as a frame lost on
     /// the way), so the round must end by the deadline.
@@ -110,7 +110,7 @@ final class CoordinatorService: @unchecked Sendable {
     private(set) var nonFiniteThisRound = 0
     private(set) var lastRefusal: String?
     private(set) var badFrames: [String: Int] = [:]
-    private var lastRejectSent: [[UInt8]: Double] = [:]
+    var lastRejectSent: [[UInt8]: Double] = [:]
     private(set) var badFrameTotal = 0
 
     /// The downlink carries updates (`communication.downlink`): workers replicate the
@@ -392,43 +392,6 @@ final class CoordinatorService: @unchecked Sendable {
         return false
     }
 
-    /// Takes off the step every worker whose answer is later than its deadline
-    /// (`StepDeadline`); one that keeps missing is benched or dropped (`DeadlineRecord`).
-    private func checkDeadlines(now: Double) {
-        let rate = StepDeadline.roundRate(answers: roundAnswers)
-        let straggler = StepDeadline.stragglerSeconds(answers: roundAnswers, members: roundOrder.count, policy: deadlines) ?? .infinity
-        for identity in pending.sorted(by: { $0.lexicographicallyPrecedes($1) }) where early[identity] == nil {
-            guard let w = membership[identity] else { continue }
-            let allowed = min(StepDeadline.seconds(share: w.share, throughput: w.throughput, roundRate: rate, policy: deadlines), straggler)
-            let elapsed = now - w.sentAt
-            guard elapsed > allowed else { continue }
-            stopWaiting(for: identity)
-            lateThisRound.append(w.name)
-            // Its speed is measured when the late answer arrives (if it does), not guessed
-            // from the miss: a deadline must not grow with each one a worker misses.
-            w.missed = (roundStep, w.sentAt, w.share)
-            let last = w.deadline.lastAnswer.map { String(format: "%.1f s ago", now - $0) } ?? "never"
-            let outcome = w.deadline.missed(images: w.share, at: now, policy: deadlines)
-            let head = String(format: "worker %@ (rank %d, %@) missed step %d's deadline (%.1f s): its %d images are left out of this step (last answer in time: %@)",
-                              w.name, w.rank, w.host, roundStep + 1, allowed, w.share, last)
-            switch outcome {
-            case .late:
-                log.warning("\(head)")
-            case let .benched(until):
-                let why = "missed \(w.deadline.missesInARow) step deadlines in a row"
-                log.warning("\(head); it \(why): no share for \(Int((until - now).rounded())) s, then it is tried again")
-                record(.benched, w, reason: why)
-            case .dropped:
-                let why = "it answered none of its \(w.deadline.missedSteps) steps within their deadlines (last allowed \(String(format: "%.1f", allowed)) s): check its CPU and its link to the coordinator"
-                log.warning("\(head); dropped: \(why)")
-                w.state = .left
-                record(.dropped, w, reason: why)
-                let header = FrameHeader(type: .reject, runID: runID, step: UInt64(windowStep), maskVersion: maskVersion, layoutHash: layout.hash)
-                _ = try? router.send([identity, Frame(header: header, payload: Payload.reason("dropped from the run: \(why)")).encoded(compress: false)])
-            }
-        }
-    }
-
     // MARK: the step round
 
     /// What a worker holding mask version `have` needs to reach the current one.
@@ -701,7 +664,7 @@ final class CoordinatorService: @unchecked Sendable {
 
     /// The round stops waiting for a worker (lost, left, rejoined, refused), except for a
     /// gradient of it that is already here: that one is still added in its turn.
-    private func stopWaiting(for identity: [UInt8]) {
+    func stopWaiting(for identity: [UInt8]) {
         if early[identity] == nil { pending.remove(identity) }
     }
 
@@ -741,37 +704,6 @@ final class CoordinatorService: @unchecked Sendable {
             self.record(.rejoined, record)
         }
         _ = send(.welcome, welcomePayload(for: record), to: record, step: windowStep)
-    }
-
-    /// Tells a peer why it is refused (at most once a second per peer: a peer that keeps
-    /// trying must not make the coordinator send without end).
-    private func reject(_ identity: [UInt8], _ why: String) {
-        let now = clock.seconds
-        if let last = lastRejectSent[identity], now - last < 1 { return }
-        if lastRejectSent.count > 1000 { lastRejectSent = [:] }
-        lastRejectSent[identity] = now
-        let name = String(decoding: identity.prefix(64), as: UTF8.self).escapedForLog
-        log.warning("refused \(name): \(why.escapedForLog)")
-        let header = FrameHeader(type: .reject, runID: runID, step: UInt64(windowStep), maskVersion: maskVersion, layoutHash: layout.hash)
-        _ = try? router.send([identity, Frame(header: header, payload: Payload.reason(why)).encoded(compress: false)])
-    }
-
-    static func anotherModel(_ ours: UInt64, theirs: UInt64) -> String {
-        "this coordinator trains another model (layout \(String(ours, radix: 16)); the worker's is \(String(theirs, radix: 16))): "
-            + "the run the worker belonged to is gone; restart the worker to join this one"
-    }
-
-    /// Why a frame from a peer that is not in the run is answered with a reject, or nil when
-    /// it is not: a frame of another svite version, or of a worker of another model (a
-    /// coordinator restarted with a new config on the same port). A frame of another run of
-    /// the same model is not answered: its worker joins again by itself (a coordinator
-    /// restarted with --auto-resume), and anything that is not an svite frame is only counted.
-    static func refusalForStranger(_ error: Error, header: FrameHeader?, layout: UInt64) -> String? {
-        if case let .unsupportedVersion(v)? = error as? WireError {
-            return "this coordinator speaks svite wire protocol \(FrameHeader.protocolVersion), the worker \(v): run the same svite version on both"
-        }
-        if let h = header, h.layoutHash != 0, h.layoutHash != layout { return anotherModel(layout, theirs: h.layoutHash) }
-        return nil
     }
 
     private func markLost(_ w: WorkerRecord, why: String) {

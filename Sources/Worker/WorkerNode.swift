@@ -173,6 +173,10 @@ public final class WorkerNode: @unchecked Sendable {
     /// Runs until the coordinator says stop (returns its reason), `stop` is raised (the
     /// worker says leave and returns), or the coordinator refuses this worker (throws).
     public func run(stop: StopFlag = StopFlag()) throws -> String {
+        // However the loop ends (a reject throws out of it), the process must not exit
+        // while the compute thread is inside OpenBLAS or oneDNN (a dropped straggler at 2%
+        // of a CPU segfaulted in exit otherwise).
+        defer { finishComputing() }
         log.info("worker \(options.name) connecting to \(options.coordinator) with \(options.threads) thread(s)")
         while true {
             if let parent = options.parentPID, getppid() != parent {
@@ -241,50 +245,6 @@ public final class WorkerNode: @unchecked Sendable {
                 try send(.heartbeat, [], step: 0)
             }
         }
-    }
-
-    /// A worker that is not welcomed hears nothing at all (nobody there, a refused CURVE
-    /// key, a plaintext worker at a CURVE coordinator): say what the handshake monitor saw
-    /// (every 10 s at most), and after 5 s without a welcome, then every 30 s, what to check.
-    func explainMissingWelcome(now: Double, failures: [HandshakeFailure]) throws {
-        // Without keys, a handshake fails only at a coordinator with them (libzmq reports
-        // it to the client with no detail, about ten times a second): no retry can succeed.
-        if options.curve == nil && !handshakeSeen {
-            failedHandshakes += failures.count
-            if failedHandshakes >= 10 {
-                throw WorkerError(message: "the coordinator at \(options.coordinator) refused this worker's handshake \(failedHandshakes) times: "
-                    + "it has CURVE keys and this worker none. Start the worker with --secret-key (its key from `svite keygen`) and "
-                    + "--coordinator-key (the coordinator's public key), and put its public key in the coordinator's --authorized-keys "
-                    + "directory (or something other than svite listens on that port)", exitCode: 78)
-            }
-        }
-        if let keys = options.curve, let f = failures.last, now - lastRefusalLog >= 10 {
-            lastRefusalLog = now
-            let hint = f.kind == .authentication
-                ? "copy this worker's public key (\(keys.pair.publicKey.z85), its NAME.key file) into the coordinator's --authorized-keys directory"
-                : "check that --coordinator-key is the coordinator's public key"
-            log.error("worker \(options.name): \(f); \(hint). Trying again.")
-        }
-        guard now >= 5, now - lastSilenceLog >= (lastSilenceLog == 0 ? 5 : 30) else { return }
-        lastSilenceLog = now
-        log.warning("worker \(options.name): \(Self.silenceHint(endpoint: options.coordinator, seconds: now, connected: handshakeSeen, curvePublicKey: options.curve?.pair.publicKey.z85)); still trying")
-    }
-
-    /// What to check when no welcome comes: whether a connection ever came up says
-    /// whether anything listens there.
-    static func silenceHint(endpoint: String, seconds: Double, connected: Bool, curvePublicKey: String?) -> String {
-        let waited = String(format: "%.0f s", seconds)
-        guard connected else {
-            return "no coordinator answers at \(endpoint) after \(waited): is `svite coordinator` (or `svite train`) running there, "
-                + "bound to that port (--bind tcp://*:PORT)? Check the host name and port, and that no firewall drops TCP to it"
-                + (curvePublicKey == nil ? "; a coordinator with CURVE keys also says nothing to a worker without --secret-key and --coordinator-key" : "")
-        }
-        if let key = curvePublicKey {
-            return "connected to \(endpoint) but no welcome after \(waited): check that --coordinator-key is the coordinator's public key "
-                + "and that this worker's public key \(key) is in its --authorized-keys directory; the coordinator's log says why it refused"
-        }
-        return "connected to \(endpoint) but no welcome after \(waited): the coordinator's log says why it refused this worker "
-            + "(another svite version, a name already in use); a coordinator with CURVE keys needs --secret-key and --coordinator-key here"
     }
 
     /// Waits for a gradient being computed to finish: the process must not exit while the
@@ -437,23 +397,6 @@ public final class WorkerNode: @unchecked Sendable {
         } catch let e as WorkerError {
             try resync("step \(frame.header.step)'s frame could not be used (\(e.message))")
         }
-    }
-
-    /// What a refusal means for this worker, with what to do about it.
-    func refusal(_ header: FrameHeader, reason: String) -> WorkerError {
-        if let layout, header.layoutHash != 0, header.layoutHash != layout.hash {
-            return WorkerError(message: "the coordinator at \(options.coordinator) now trains another model (layout \(String(header.layoutHash, radix: 16)), "
-                + "this worker's \(String(layout.hash, radix: 16))): the run this worker belonged to is gone. Start the worker again to join "
-                + "the new run (exit status 75: a supervisor does that). The coordinator said: \(reason)", exitCode: 75)
-        }
-        return WorkerError(message: "the coordinator refused this worker: \(reason)")
-    }
-
-    /// A reject frame that fails the checks of a welcomed worker (another run's id or
-    /// layout: a new coordinator on the same port) is still read for its reason.
-    func rejectReason(_ bytes: [UInt8]) throws -> WorkerError? {
-        guard let frame = try? Frame.decode(bytes, limits: FrameLimits(maxRawBytes: 1 << 20)), frame.header.type == .reject else { return nil }
-        return refusal(frame.header, reason: (try? Payload.decodeReason(frame.payload)) ?? "?")
     }
 
     func start(_ frame: Frame) throws {
