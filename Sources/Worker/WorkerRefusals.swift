@@ -12,10 +12,12 @@ extension WorkerNode {
     func explainMissingWelcome(now: Double, failures: [HandshakeFailure]) throws {
         // Without keys, a handshake fails only at a coordinator with them (libzmq reports
         // it to the client with no detail, about ten times a second): no retry can succeed.
+        // An explicit mechanism mismatch settles it (and libzmq may not try again after
+        // one: the worker would wait in silence).
         if options.curve == nil && !handshakeSeen {
             failedHandshakes += failures.count
-            if failedHandshakes >= 10 {
-                throw WorkerError(message: "the coordinator at \(options.coordinator) refused this worker's handshake \(failedHandshakes) times: "
+            if failedHandshakes >= 10 || failures.contains(where: \.isMechanismMismatch) {
+                throw WorkerError(message: "the coordinator at \(options.coordinator) refused this worker's handshake: "
                     + "it has CURVE keys and this worker none. Start the worker with --secret-key (its key from `svite keygen`) and "
                     + "--coordinator-key (the coordinator's public key), and put its public key in the coordinator's --authorized-keys "
                     + "directory (or something other than svite listens on that port)", exitCode: 78)

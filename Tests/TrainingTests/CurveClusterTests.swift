@@ -83,7 +83,8 @@ extension ClusterTests {
             #expect(names == ["listed"], "\(names)")
             // The plaintext worker said what it needs and exited 78 (a config error: a
             // supervisor does not restart it).
-            #expect(waitForExit(plain, seconds: 60) && plain.terminationStatus == 78, "plaintext worker: \(plain.terminationStatus)")
+            let plainExited = waitForExit(plain, seconds: 60)
+            #expect(plainExited && plain.terminationStatus == 78, "plaintext worker: \(plainExited ? "exit \(plain.terminationStatus)" : "still running")")
             let plainSaid = String(decoding: plainOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             #expect(plainSaid.contains("CURVE keys") && plainSaid.contains("--coordinator-key"), "\(plainSaid)")
             // The plaintext socket keeps retrying; libzmq reports most of its failed

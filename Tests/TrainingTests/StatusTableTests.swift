@@ -1,4 +1,5 @@
 import Coordinator
+import Monitoring
 @testable import Training
 import Foundation
 import Testing
@@ -110,5 +111,22 @@ struct ProgressLineTests {
         #expect(wide.hasPrefix("epoch 3/10 ") && wide.contains("loss 0.8123") && wide.contains("lr 6.40e-04") && wide.contains("1344 img/s"), "\(wide)")
         // The bar's 24 cells are about 26% full.
         #expect(wide.filter { $0 == "█" }.count == 6 && wide.filter { $0 == "░" }.count == 18, "\(wide)")
+    }
+}
+
+extension StatusTableTests {
+    /// A stuck (benched) worker and a late one are shown as such, with what they missed
+    /// and when they last answered in time; a stuck worker is not counted among the
+    /// stragglers (it has no share to hold the step back with).
+    @Test func lateAndStuckWorkersAreSaid() throws {
+        var d = try document(step: 5, state: "training", speeds: [100, 100, 30])
+        d.workers![1].state = "late"; d.workers![1].missedSteps = 1; d.workers![1].missedImages = 32; d.workers![1].secondsSinceAnswer = 2.5
+        d.workers![2].state = "stuck"; d.workers![2].missedSteps = 3; d.workers![2].missedImages = 96
+        let table = StatusTable.render(d)
+        #expect(table.contains("w1: missed 1 step deadline(s) (32 images left out); last answer in time 2.5 s ago"), "\(table)")
+        #expect(table.contains("w2: missed 3 step deadline(s) (96 images left out); no answer in time yet; benched"), "\(table)")
+        #expect(StatusTable.stragglers(d.workers!).isEmpty)
+        let text = PrometheusText.render(d)
+        #expect(text.contains("svite_workers{state=\"stuck\"} 1") && text.contains("svite_worker_missed_steps_total{"), "\(text.prefix(400))")
     }
 }
