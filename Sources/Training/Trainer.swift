@@ -140,6 +140,9 @@ public final class Trainer {
         try fm.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
         let ownLock = heldLock == nil ? try RunDirectoryLock(runDirectory) : nil
         defer { ownLock?.release() }
+        // The pid goes into the lock file once training starts: a process that only finds
+        // the run finished writes nothing in its directory.
+        heldLock?.recordHolder()
         // Half-written files of a process that was killed mid-write (the lock says none runs).
         for dir in [runDirectory, checkpointDirectory] {
             for name in AtomicFile.removeLeftovers(in: dir) { log.info("removed \(dir)/\(name), left by a process killed while writing it") }
@@ -390,57 +393,4 @@ public final class Trainer {
         log.debug("checkpoint \(path)")
         return path
     }
-}
-
-/// Why a run directory cannot be trained in (another process holds it, it cannot be made).
-public struct RunDirectoryError: Error, CustomStringConvertible {
-    public var message: String
-    public var description: String { message }
-}
-
-/// One training process per run directory: an exclusive flock on RUN/.lock (held until the
-/// run returns, released by the kernel if the process dies) with the holder's pid inside.
-public final class RunDirectoryLock {
-    private var fd: Int32
-
-    /// Makes the directory if need be and takes its lock, or throws naming the holder.
-    public init(_ runDirectory: String) throws {
-        do {
-            try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
-        } catch {
-            throw RunDirectoryError(message: "cannot make the run directory \(runDirectory): \(FileErrorText.describe(error))")
-        }
-        let path = "\(runDirectory)/.lock"
-        fd = open(path, O_RDWR | O_CREAT, 0o644)
-        guard fd >= 0 else { throw RunDirectoryError(message: "cannot open \(path): \(String(cString: strerror(errno)).lowercased())") }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            var buffer = [UInt8](repeating: 0, count: 32)
-            let n = pread(fd, &buffer, 31, 0)
-            let holder = n > 0 ? String(decoding: buffer.prefix(n), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
-            close(fd)
-            throw RunDirectoryError(message: "another svite process (pid \(holder)) is training in \(runDirectory); stop it first, or use another --out")
-        }
-        let pid = "\(getpid())\n"
-        _ = ftruncate(fd, 0)
-        _ = pid.withCString { pwrite(fd, $0, strlen($0), 0) }
-    }
-
-    /// Whether a process trains in `runDirectory` now (holds its lock).
-    public static func isHeld(_ runDirectory: String) -> Bool {
-        let fd = open("\(runDirectory)/.lock", O_RDONLY)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        guard flock(fd, LOCK_SH | LOCK_NB) == 0 else { return errno == EWOULDBLOCK }
-        _ = flock(fd, LOCK_UN)
-        return false
-    }
-
-    public func release() {
-        guard fd >= 0 else { return }
-        _ = flock(fd, LOCK_UN)
-        close(fd)
-        fd = -1
-    }
-
-    deinit { release() }
 }

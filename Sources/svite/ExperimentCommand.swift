@@ -112,7 +112,7 @@ struct ExperimentCommand: ParsableCommand {
             }
             // Taken before anything in the run's directory is read or written: a run another
             // process trains is refused at once.
-            let lock = try RunDirectoryLock(dir)
+            let lock = try RunDirectoryLock(dir, recordingHolder: false)
             defer { lock.release() }
             var options = Trainer.Options(runDirectory: dir)
             options.lock = lock

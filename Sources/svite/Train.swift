@@ -128,7 +128,7 @@ struct RunOptions: ParsableArguments {
         // trainer of a running run is refused at once and leaves its files alone. A run
         // directory not made yet is made and locked once the ports are bound, so a busy
         // port leaves nothing behind.
-        var lock = FileManager.default.fileExists(atPath: options.runDirectory) ? try RunDirectoryLock(options.runDirectory) : nil
+        var lock = FileManager.default.fileExists(atPath: options.runDirectory) ? try RunDirectoryLock(options.runDirectory, recordingHolder: false) : nil
         defer { lock?.release() }
         options.workers = cluster?.expectedWorkers ?? 0
         var clusterSource: ClusterGradientSource?
@@ -152,7 +152,7 @@ struct RunOptions: ParsableArguments {
         }
         if lock == nil {
             do {
-                lock = try RunDirectoryLock(options.runDirectory)
+                lock = try RunDirectoryLock(options.runDirectory, recordingHolder: false)
             } catch {
                 clusterSource?.finish(reason: "error: \(error)")
                 throw error
