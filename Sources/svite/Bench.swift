@@ -11,7 +11,7 @@ import Wire
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure speed: prints a table (or JSON) of what was timed and on what machine.",
-        subcommands: [BenchModel.self, BenchGemm.self, BenchComm.self, BenchCluster.self]
+        subcommands: [BenchModel.self, BenchGemm.self, BenchSparse.self, BenchComm.self, BenchCluster.self]
     )
 }
 
@@ -168,6 +168,52 @@ struct BenchGemm: ParsableCommand {
         let log = global.bootstrap("svite.bench")
         let file = try RunConfig.resolve(config)
         let result = GemmBenchmark(config: file.model, configName: file.name, laneBatch: laneBatch, repeats: repeats).run { log.info("\($0)") }
+        try printResult(result, json: json) { result.table }
+    }
+}
+
+struct BenchSparse: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sparse",
+        abstract: "Time one lane's prunable linear layers dense against the sparse kernels, by density.",
+        discussion: """
+        qkv, proj, fc1 and fc2 of one block for the images of one lane, single-threaded as a \
+        lane runs them: forward, dx and dW on the dense weight (the engine's products) against \
+        the sparse kernels on the active entries only, with the transposes they need. Masks \
+        are drawn uniformly at each --density (the fraction of weights active).
+
+        Example: svite bench sparse --config deit-tiny --lane-batch 32 --density 0.1 --density 0.2
+        """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .long, help: "Config file or built-in name.")
+    var config: String = "fmnist-tiny"
+
+    @Option(name: .long, help: "Images in one lane (a batch of B on T threads runs lanes of B/T).")
+    var laneBatch: Int = 64
+
+    @Option(name: .long, help: "Fraction of weights active (repeatable; default 0.5, 0.3, 0.2, 0.1, 0.05).")
+    var density: [Double] = []
+
+    @Option(name: .long, help: "Timed runs per measurement (the best is reported).")
+    var repeats: Int = 5
+
+    @Flag(name: .long, help: "Print JSON instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard laneBatch >= 1 && laneBatch <= 4096 else { throw ValidationError("--lane-batch must be 1 to 4096 (got \(laneBatch))") }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1 (got \(repeats))") }
+        if let bad = density.first(where: { !($0 > 0 && $0 <= 1) }) { throw ValidationError("--density must be in (0, 1] (got \(bad))") }
+    }
+
+    func run() throws {
+        let log = global.bootstrap("svite.bench")
+        let file = try RunConfig.resolve(config)
+        let result = SparseLinearBenchmark(config: file.model, configName: file.name, laneBatch: laneBatch,
+                                           densities: density.isEmpty ? [0.5, 0.3, 0.2, 0.1, 0.05] : density, repeats: repeats).run { log.info("\($0)") }
         try printResult(result, json: json) { result.table }
     }
 }

@@ -1,0 +1,220 @@
+/// A linear layer whose weight is mostly zero (an unstructured mask), computed on its
+/// active entries only, as SparseProp does on CPUs: the activations are transposed so the
+/// vectorised dimension is the rows of the batch (R), and each active weight becomes an
+/// AXPY over a block of R — contiguous loads, no gathers.
+///
+///   forward        yᵀ: (O, R) = W: (O, I) · xᵀ: (I, R)         W by output rows (CSR)
+///   input grad     dxᵀ: (I, R) = Wᵀ · dyᵀ: (O, R)              W by input columns (CSC)
+///   weight grad    dW[o, k] = dyᵀ[o, :] · xᵀ[k, :]  only where the mask is on (SDDMM)
+///
+/// The structure is built from the mask when the mask changes; the values are gathered
+/// from the dense weight (which stays the optimizer's) before each use, O(active).
+public struct SparseWeight: Sendable {
+    public let outFeatures: Int
+    public let inFeatures: Int
+    /// CSR: the active entries of output row o are rowStart[o] ..< rowStart[o + 1], at
+    /// input column column[e], dense index o·I + column[e].
+    public let rowStart: [Int32]
+    public let column: [Int32]
+    /// CSC: the active entries of input column k are columnStart[k] ..< columnStart[k + 1],
+    /// at output row row[e]; csrIndex[e] is the same entry's place in the CSR order.
+    public let columnStart: [Int32]
+    public let row: [Int32]
+    public let csrIndex: [Int32]
+    /// The active values in CSR and in CSC order (`gather` fills both).
+    public var values: [Float]
+    public var valuesByColumn: [Float]
+
+    public var activeCount: Int { column.count }
+    public var density: Double { Double(activeCount) / Double(max(1, outFeatures * inFeatures)) }
+
+    /// The structure of `mask` (O, I), nonzero = active; values left at zero.
+    public init(mask: UnsafePointer<Float>, outFeatures o: Int, inFeatures i: Int) {
+        outFeatures = o; inFeatures = i
+        var rowStart = [Int32](repeating: 0, count: o + 1)
+        var column: [Int32] = []
+        var perColumn = [Int32](repeating: 0, count: i + 1)
+        for r in 0 ..< o {
+            for k in 0 ..< i where mask[r * i + k] != 0 {
+                column.append(Int32(k))
+                perColumn[k + 1] += 1
+            }
+            rowStart[r + 1] = Int32(column.count)
+        }
+        for k in 0 ..< i { perColumn[k + 1] += perColumn[k] }
+        var next = perColumn
+        var row = [Int32](repeating: 0, count: column.count)
+        var csrIndex = [Int32](repeating: 0, count: column.count)
+        for r in 0 ..< o {
+            for e in Int(rowStart[r]) ..< Int(rowStart[r + 1]) {
+                let k = Int(column[e]), slot = Int(next[k])
+                row[slot] = Int32(r)
+                csrIndex[slot] = Int32(e)
+                next[k] += 1
+            }
+        }
+        self.rowStart = rowStart; self.column = column
+        columnStart = perColumn; self.row = row; self.csrIndex = csrIndex
+        values = [Float](repeating: 0, count: column.count)
+        valuesByColumn = values
+    }
+
+    /// Takes the active values from the dense weight w: (O, I).
+    public mutating func gather(from w: UnsafePointer<Float>) {
+        let i = inFeatures
+        rowStart.withUnsafeBufferPointer { rs in
+            column.withUnsafeBufferPointer { col in
+                values.withUnsafeMutableBufferPointer { v in
+                    for r in 0 ..< outFeatures {
+                        let base = w + r * i
+                        for e in Int(rs[r]) ..< Int(rs[r + 1]) { v[e] = base[Int(col[e])] }
+                    }
+                }
+            }
+        }
+        let v = values
+        csrIndex.withUnsafeBufferPointer { map in
+            valuesByColumn.withUnsafeMutableBufferPointer { out in
+                for e in 0 ..< map.count { out[e] = v[Int(map[e])] }
+            }
+        }
+    }
+}
+
+public enum SparseLinear {
+    /// Rows of the batch one thread computes at a time: eight 8-wide accumulators.
+    @usableFromInline static let block = 64
+
+    /// yᵀ: (O, R) ← W·xᵀ, xᵀ: (I, R), over the CSR structure (no bias: it is added after
+    /// the transpose back). Threads split R in blocks, so they write disjoint columns.
+    public static func forward(yT: UnsafeMutablePointer<Float>, xT: UnsafePointer<Float>, weight w: SparseWeight,
+                               rows r: Int, threads: Int = 1) {
+        w.rowStart.withUnsafeBufferPointer { start in
+            w.column.withUnsafeBufferPointer { index in
+                w.values.withUnsafeBufferPointer { v in
+                    product(out: yT, input: xT, outputs: w.outFeatures, start: start.baseAddress!, index: index.baseAddress!,
+                            values: v.baseAddress!, rows: r, threads: threads)
+                }
+            }
+        }
+    }
+
+    /// dxᵀ: (I, R) ← Wᵀ·dyᵀ (overwritten), dyᵀ: (O, R), over the CSC structure.
+    public static func backwardInput(dxT: UnsafeMutablePointer<Float>, dyT: UnsafePointer<Float>, weight w: SparseWeight,
+                                     rows r: Int, threads: Int = 1) {
+        w.columnStart.withUnsafeBufferPointer { start in
+            w.row.withUnsafeBufferPointer { index in
+                w.valuesByColumn.withUnsafeBufferPointer { v in
+                    product(out: dxT, input: dyT, outputs: w.inFeatures, start: start.baseAddress!, index: index.baseAddress!,
+                            values: v.baseAddress!, rows: r, threads: threads)
+                }
+            }
+        }
+    }
+
+    /// dvalues[e] += dyᵀ[o, :]·xᵀ[k, :] for each active entry e = (o, k), in CSR order.
+    /// Threads split the output rows, so they write disjoint entries.
+    public static func backwardWeight(dvalues: UnsafeMutablePointer<Float>, dyT: UnsafePointer<Float>, xT: UnsafePointer<Float>,
+                                      weight w: SparseWeight, rows r: Int, threads: Int = 1) {
+        // R in chunks whose rows of xᵀ (I of them) stay in the L2 cache across output rows.
+        let chunk = max(block, min(r, (1 << 19) / max(1, 4 * w.inFeatures)) / block * block)
+        w.rowStart.withUnsafeBufferPointer { start in
+            w.column.withUnsafeBufferPointer { column in
+                let s = start.baseAddress!, col = column.baseAddress!
+                Parallel.forRanges(total: w.outFeatures, threads: threads, grain: 8) { outputs in
+                    var lo = 0
+                    while lo < r {
+                        let n = min(chunk, r - lo)
+                        for o in outputs {
+                            let dy = dyT + o * r + lo
+                            for e in Int(s[o]) ..< Int(s[o + 1]) {
+                                dvalues[e] += dot(dy, xT + Int(col[e]) * r + lo, n)
+                            }
+                        }
+                        lo += n
+                    }
+                }
+            }
+        }
+    }
+
+    /// out[o, :] = Σ_e values[e]·input[index[e], :] over e in start[o] ..< start[o + 1].
+    @inlinable
+    static func product(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, outputs: Int,
+                        start: UnsafePointer<Int32>, index: UnsafePointer<Int32>, values: UnsafePointer<Float>,
+                        rows r: Int, threads: Int) {
+        let blocks = (r + block - 1) / block
+        Parallel.forRanges(total: blocks, threads: threads, grain: 1) { range in
+            for b in range {
+                let lo = b * block, n = min(block, r - lo)
+                if n == block {
+                    for o in 0 ..< outputs {
+                        var a0 = Vec8(), a1 = Vec8(), a2 = Vec8(), a3 = Vec8(), a4 = Vec8(), a5 = Vec8(), a6 = Vec8(), a7 = Vec8()
+                        for e in Int(start[o]) ..< Int(start[o + 1]) {
+                            let w = Vec8(repeating: values[e])
+                            let x = input + Int(index[e]) * r + lo
+                            a0 += w * x.loadVec8(0); a1 += w * x.loadVec8(8); a2 += w * x.loadVec8(16); a3 += w * x.loadVec8(24)
+                            a4 += w * x.loadVec8(32); a5 += w * x.loadVec8(40); a6 += w * x.loadVec8(48); a7 += w * x.loadVec8(56)
+                        }
+                        let y = out + o * r + lo
+                        y.storeVec8(a0, 0); y.storeVec8(a1, 8); y.storeVec8(a2, 16); y.storeVec8(a3, 24)
+                        y.storeVec8(a4, 32); y.storeVec8(a5, 40); y.storeVec8(a6, 48); y.storeVec8(a7, 56)
+                    }
+                } else {
+                    for o in 0 ..< outputs {
+                        let y = out + o * r + lo
+                        for j in 0 ..< n { y[j] = 0 }
+                        for e in Int(start[o]) ..< Int(start[o + 1]) {
+                            let w = values[e], x = input + Int(index[e]) * r + lo
+                            for j in 0 ..< n { y[j] += w * x[j] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @inlinable
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var s0 = Vec8(), s1 = Vec8(), s2 = Vec8(), s3 = Vec8()
+        var j = 0
+        while j + 32 <= n {
+            s0 += a.loadVec8(j) * b.loadVec8(j); s1 += a.loadVec8(j + 8) * b.loadVec8(j + 8)
+            s2 += a.loadVec8(j + 16) * b.loadVec8(j + 16); s3 += a.loadVec8(j + 24) * b.loadVec8(j + 24)
+            j += 32
+        }
+        while j + 8 <= n { s0 += a.loadVec8(j) * b.loadVec8(j); j += 8 }
+        var s = ((s0 + s1) + (s2 + s3)).sum()
+        while j < n { s += a[j] * b[j]; j += 1 }
+        return s
+    }
+
+    /// dst: (C, R) ← src: (R, C): 8×8 tiles, each read as eight rows of 8 and written as
+    /// eight columns of 8, walked in 64-wide strips so both sides stay in cache.
+    public static func transpose(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, rows r: Int, cols c: Int,
+                                 threads: Int = 1) {
+        let strips = (r + 63) / 64
+        Parallel.forRanges(total: strips, threads: threads, grain: 2) { range in
+            for strip in range {
+                let r0 = strip * 64, r1 = min(r, r0 + 64)
+                var i = r0
+                while i + 8 <= r1 {
+                    var j = 0
+                    while j + 8 <= c {
+                        let s = src + i * c + j
+                        let a0 = s.loadVec8(0), a1 = s.loadVec8(c), a2 = s.loadVec8(2 * c), a3 = s.loadVec8(3 * c)
+                        let a4 = s.loadVec8(4 * c), a5 = s.loadVec8(5 * c), a6 = s.loadVec8(6 * c), a7 = s.loadVec8(7 * c)
+                        let d = dst + j * r + i
+                        for t in 0 ..< 8 {
+                            d.storeVec8(Vec8(a0[t], a1[t], a2[t], a3[t], a4[t], a5[t], a6[t], a7[t]), t * r)
+                        }
+                        j += 8
+                    }
+                    for jj in j ..< c { for ii in i ..< i + 8 { dst[jj * r + ii] = src[ii * c + jj] } }
+                    i += 8
+                }
+                for ii in i ..< r1 { for jj in 0 ..< c { dst[jj * r + ii] = src[ii * c + jj] } }
+            }
+        }
+    }
+}
