@@ -19,6 +19,10 @@ public struct SparseLinearBenchmark {
         public var transposeMs: Double
         public var sparseMs: Double
         public var speedup: Double
+        /// The row-major form (`forwardRows` + `backwardRows`: block transposes in cache,
+        /// dx and dW in one pass, the bias and its gradient included), and its speed-up.
+        public var rowsMs: Double
+        public var rowsSpeedup: Double
     }
 
     public struct Result: Codable, Sendable {
@@ -81,9 +85,14 @@ public struct SparseLinearBenchmark {
                     SparseLinear.backwardWeight(dvalues: dvalues.pointer, dyT: dyT.pointer, xT: xT.pointer, weight: sparse, rows: r)
                 }
                 let total = transposeMs + forwardMs + inputMs + weightMs
+                let rowsMs = best {
+                    SparseLinear.forwardRows(y: y.pointer, x: x.pointer, bias: b.pointer, weight: sparse, rows: r)
+                    SparseLinear.backwardRows(dx: dx.pointer, dvalues: dvalues.pointer, dbias: db.pointer, dy: dy.pointer, x: x.pointer,
+                                              weight: sparse, rows: r)
+                }
                 rows.append(Row(layer: name, shape: "\(r)×\(i)→\(o)", density: density, denseMs: denseMs, sparseForwardMs: forwardMs,
                                 sparseInputGradMs: inputMs, sparseWeightGradMs: weightMs, transposeMs: transposeMs,
-                                sparseMs: total, speedup: denseMs / total))
+                                sparseMs: total, speedup: denseMs / total, rowsMs: rowsMs, rowsSpeedup: denseMs / rowsMs))
             }
         }
         return Result(config: configName, laneBatch: laneBatch, rows: rows, machine: .current())
@@ -94,12 +103,12 @@ extension SparseLinearBenchmark.Result {
     public var table: String {
         var lines = ["svite bench sparse: \(config), one lane of \(laneBatch) images, 1 thread, fp32, ms (best of the runs)",
                      "machine: \(machine.summary)", "",
-                     "layer shape              density   dense   sparse (fwd + dx + dW + transposes)   speed-up"]
+                     "layer shape              density   dense | transposed form: sparse (fwd + dx + dW + transposes) speed-up | row-major form: sparse speed-up"]
         for r in rows {
-            lines.append(String(format: "%@ %@ %6.3f %8.2f %8.2f (%.2f + %.2f + %.2f + %.2f) %8.2fx",
+            lines.append(String(format: "%@ %@ %6.3f %8.2f | %8.2f (%.2f + %.2f + %.2f + %.2f) %6.2fx | %8.2f %6.2fx",
                                 r.layer.padding(toLength: 5, withPad: " ", startingAt: 0), r.shape.padding(toLength: 18, withPad: " ", startingAt: 0),
                                 r.density, r.denseMs, r.sparseMs, r.sparseForwardMs, r.sparseInputGradMs, r.sparseWeightGradMs,
-                                r.transposeMs, r.speedup))
+                                r.transposeMs, r.speedup, r.rowsMs, r.rowsSpeedup))
         }
         return lines.joined(separator: "\n")
     }

@@ -146,29 +146,38 @@ public enum SparseLinear {
         let blocks = (r + block - 1) / block
         Parallel.forRanges(total: blocks, threads: threads, grain: 1) { range in
             for b in range {
-                let lo = b * block, n = min(block, r - lo)
-                if n == block {
-                    for o in 0 ..< outputs {
-                        var a0 = Vec8(), a1 = Vec8(), a2 = Vec8(), a3 = Vec8(), a4 = Vec8(), a5 = Vec8(), a6 = Vec8(), a7 = Vec8()
-                        for e in Int(start[o]) ..< Int(start[o + 1]) {
-                            let w = Vec8(repeating: values[e])
-                            let x = input + Int(index[e]) * r + lo
-                            a0 += w * x.loadVec8(0); a1 += w * x.loadVec8(8); a2 += w * x.loadVec8(16); a3 += w * x.loadVec8(24)
-                            a4 += w * x.loadVec8(32); a5 += w * x.loadVec8(40); a6 += w * x.loadVec8(48); a7 += w * x.loadVec8(56)
-                        }
-                        let y = out + o * r + lo
-                        y.storeVec8(a0, 0); y.storeVec8(a1, 8); y.storeVec8(a2, 16); y.storeVec8(a3, 24)
-                        y.storeVec8(a4, 32); y.storeVec8(a5, 40); y.storeVec8(a6, 48); y.storeVec8(a7, 56)
-                    }
-                } else {
-                    for o in 0 ..< outputs {
-                        let y = out + o * r + lo
-                        for j in 0 ..< n { y[j] = 0 }
-                        for e in Int(start[o]) ..< Int(start[o + 1]) {
-                            let w = values[e], x = input + Int(index[e]) * r + lo
-                            for j in 0 ..< n { y[j] += w * x[j] }
-                        }
-                    }
+                let lo = b * block
+                blockProduct(out: out + lo, outStride: r, input: input + lo, inStride: r, width: min(block, r - lo),
+                             outputs: outputs, start: start, index: index, values: values)
+            }
+        }
+    }
+
+    /// One block of at most 64 columns: out[o, 0..<width] = Σ_e values[e]·input[index[e], 0..<width],
+    /// rows `outStride` and `inStride` apart.
+    @inlinable
+    static func blockProduct(out: UnsafeMutablePointer<Float>, outStride: Int, input: UnsafePointer<Float>, inStride: Int, width n: Int,
+                             outputs: Int, start: UnsafePointer<Int32>, index: UnsafePointer<Int32>, values: UnsafePointer<Float>) {
+        if n == block {
+            for o in 0 ..< outputs {
+                var a0 = Vec8(), a1 = Vec8(), a2 = Vec8(), a3 = Vec8(), a4 = Vec8(), a5 = Vec8(), a6 = Vec8(), a7 = Vec8()
+                for e in Int(start[o]) ..< Int(start[o + 1]) {
+                    let w = Vec8(repeating: values[e])
+                    let x = input + Int(index[e]) * inStride
+                    a0 += w * x.loadVec8(0); a1 += w * x.loadVec8(8); a2 += w * x.loadVec8(16); a3 += w * x.loadVec8(24)
+                    a4 += w * x.loadVec8(32); a5 += w * x.loadVec8(40); a6 += w * x.loadVec8(48); a7 += w * x.loadVec8(56)
+                }
+                let y = out + o * outStride
+                y.storeVec8(a0, 0); y.storeVec8(a1, 8); y.storeVec8(a2, 16); y.storeVec8(a3, 24)
+                y.storeVec8(a4, 32); y.storeVec8(a5, 40); y.storeVec8(a6, 48); y.storeVec8(a7, 56)
+            }
+        } else {
+            for o in 0 ..< outputs {
+                let y = out + o * outStride
+                for j in 0 ..< n { y[j] = 0 }
+                for e in Int(start[o]) ..< Int(start[o + 1]) {
+                    let w = values[e], x = input + Int(index[e]) * inStride
+                    for j in 0 ..< n { y[j] += w * x[j] }
                 }
             }
         }
@@ -189,32 +198,39 @@ public enum SparseLinear {
         return s
     }
 
-    /// dst: (C, R) ← src: (R, C): 8×8 tiles, each read as eight rows of 8 and written as
-    /// eight columns of 8, walked in 64-wide strips so both sides stay in cache.
+    /// dst: (C, R) ← src: (R, C), in 64-row strips split over threads.
     public static func transpose(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, rows r: Int, cols c: Int,
                                  threads: Int = 1) {
         let strips = (r + 63) / 64
         Parallel.forRanges(total: strips, threads: threads, grain: 2) { range in
             for strip in range {
-                let r0 = strip * 64, r1 = min(r, r0 + 64)
-                var i = r0
-                while i + 8 <= r1 {
-                    var j = 0
-                    while j + 8 <= c {
-                        let s = src + i * c + j
-                        let a0 = s.loadVec8(0), a1 = s.loadVec8(c), a2 = s.loadVec8(2 * c), a3 = s.loadVec8(3 * c)
-                        let a4 = s.loadVec8(4 * c), a5 = s.loadVec8(5 * c), a6 = s.loadVec8(6 * c), a7 = s.loadVec8(7 * c)
-                        let d = dst + j * r + i
-                        for t in 0 ..< 8 {
-                            d.storeVec8(Vec8(a0[t], a1[t], a2[t], a3[t], a4[t], a5[t], a6[t], a7[t]), t * r)
-                        }
-                        j += 8
-                    }
-                    for jj in j ..< c { for ii in i ..< i + 8 { dst[jj * r + ii] = src[ii * c + jj] } }
-                    i += 8
-                }
-                for ii in i ..< r1 { for jj in 0 ..< c { dst[jj * r + ii] = src[ii * c + jj] } }
+                let r0 = strip * 64
+                transposeBlock(dst + r0, dstStride: r, src + r0 * c, srcStride: c, rows: min(64, r - r0), cols: c)
             }
         }
+    }
+
+    /// dst[j·dstStride + i] = src[i·srcStride + j] for i < rows, j < cols: 8×8 tiles, each
+    /// read as eight rows of 8 and written as eight columns of 8.
+    @inlinable
+    static func transposeBlock(_ dst: UnsafeMutablePointer<Float>, dstStride: Int, _ src: UnsafePointer<Float>, srcStride: Int,
+                               rows: Int, cols c: Int) {
+        var i = 0
+        while i + 8 <= rows {
+            var j = 0
+            while j + 8 <= c {
+                let s = src + i * srcStride + j, ld = srcStride
+                let a0 = s.loadVec8(0), a1 = s.loadVec8(ld), a2 = s.loadVec8(2 * ld), a3 = s.loadVec8(3 * ld)
+                let a4 = s.loadVec8(4 * ld), a5 = s.loadVec8(5 * ld), a6 = s.loadVec8(6 * ld), a7 = s.loadVec8(7 * ld)
+                let d = dst + j * dstStride + i
+                for t in 0 ..< 8 {
+                    d.storeVec8(Vec8(a0[t], a1[t], a2[t], a3[t], a4[t], a5[t], a6[t], a7[t]), t * dstStride)
+                }
+                j += 8
+            }
+            for jj in j ..< c { for ii in i ..< i + 8 { dst[jj * dstStride + ii] = src[ii * srcStride + jj] } }
+            i += 8
+        }
+        for ii in i ..< rows { for jj in 0 ..< c { dst[jj * dstStride + ii] = src[ii * srcStride + jj] } }
     }
 }

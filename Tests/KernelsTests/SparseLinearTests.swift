@@ -143,3 +143,35 @@ struct SparseLinearTests {
         #expect(report.passed, "dW: \(report)")
     }
 }
+
+extension SparseLinearTests {
+    /// The row-major form (block transposes in cache, dx and dW in one pass) gives what the
+    /// whole-matrix form and the naive masked layer give, with the bias and its gradient,
+    /// over rows that span several backward blocks and a remainder; dx accumulates.
+    @Test(arguments: [(300, 0.1), (600, 0.3), (37, 1.0), (64, 0.0)])
+    func rowMajorFormMatchesTheNaiveLayer(rows: Int, density: Float) {
+        let c = Case(rows: rows, inFeatures: 24, outFeatures: 40, density: density, seed: UInt64(rows) + 7)
+        var rng = Xoshiro256(seed: 3)
+        let dy = Buf(random: rows * 40, rng: &rng), bias = Buf(random: 40, rng: &rng)
+        let ref = Self.naive(c, dy: dy)
+        for n in 0 ..< rows { for o in 0 ..< 40 { ref.y.p[n * 40 + o] += bias.p[o] } }
+        let dbRef = Buf(40)
+        for n in 0 ..< rows { for o in 0 ..< 40 { dbRef.p[o] += dy.p[n * 40 + o] } }
+        for threads in [1, 3] {
+            let y = Buf(rows * 40)
+            SparseLinear.forwardRows(y: y.p, x: c.x.p, bias: bias.p, weight: c.sparse, rows: rows, threads: threads)
+            let dx = Buf(rows * 24), db = Buf(40), dvalues = Buf(c.sparse.activeCount)
+            for e in 0 ..< dx.count { dx.p[e] = 1 }  // dx accumulates onto what is there
+            SparseLinear.backwardRows(dx: dx.p, dvalues: dvalues.p, dbias: db.p, dy: dy.p, x: c.x.p, weight: c.sparse, rows: rows, threads: threads)
+            for e in 0 ..< dx.count { dx.p[e] -= 1 }
+            let dw = Buf(40 * 24)
+            for o in 0 ..< 40 {
+                for e in Int(c.sparse.rowStart[o]) ..< Int(c.sparse.rowStart[o + 1]) { dw.p[o * 24 + Int(c.sparse.column[e])] = dvalues.p[e] }
+            }
+            #expect(relative(y, ref.y) < 1e-5, "threads \(threads): y \(relative(y, ref.y))")
+            #expect(density == 0 ? maxAbs(dx) < 1e-6 : relative(dx, ref.dx) < 1e-5, "threads \(threads): dx \(relative(dx, ref.dx))")
+            #expect(density == 0 ? maxAbs(dw) == 0 : relative(dw, ref.dw) < 1e-5, "threads \(threads): dW \(relative(dw, ref.dw))")
+            #expect(relative(db, dbRef) < 1e-5, "threads \(threads): dbias \(relative(db, dbRef))")
+        }
+    }
+}

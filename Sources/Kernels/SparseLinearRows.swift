@@ -1,0 +1,122 @@
+/// The sparse linear layer on row-major activations, as the model holds them: each block of
+/// rows is transposed into a buffer that stays in cache, computed there, and transposed
+/// back, so no whole activation is transposed through memory (the transposes of the
+/// whole-matrix form cost as much as the products).
+extension SparseLinear {
+    /// Rows of a backward block: dW's dot products run over this many rows at a time.
+    @usableFromInline static let backwardBlock = 256
+
+    /// y: (R, O) ← x: (R, I)·Wᵀ + b over the active entries. Threads split the rows.
+    public static func forwardRows(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                                   weight w: SparseWeight, rows r: Int, threads: Int = 1) {
+        let i = w.inFeatures, o = w.outFeatures
+        let blocks = (r + block - 1) / block
+        w.rowStart.withUnsafeBufferPointer { start in
+            w.column.withUnsafeBufferPointer { index in
+                w.values.withUnsafeBufferPointer { v in
+                    let s = start.baseAddress!, ix = index.baseAddress!, vals = v.baseAddress!
+                    Parallel.forRanges(total: blocks, threads: threads, grain: 1) { range in
+                        let xT = UnsafeMutablePointer<Float>.allocate(capacity: i * block)
+                        let yT = UnsafeMutablePointer<Float>.allocate(capacity: o * block)
+                        defer { xT.deallocate(); yT.deallocate() }
+                        for b in range {
+                            let lo = b * block, n = min(block, r - lo)
+                            transposeBlock(xT, dstStride: block, x + lo * i, srcStride: i, rows: n, cols: i)
+                            blockProduct(out: yT, outStride: block, input: xT, inStride: block, width: n,
+                                         outputs: o, start: s, index: ix, values: vals)
+                            let out = y + lo * o
+                            transposeBlock(out, dstStride: o, yT, srcStride: block, rows: o, cols: n)
+                            if let bias {
+                                for row in 0 ..< n {
+                                    let yr = out + row * o
+                                    for k in 0 ..< o { yr[k] += bias[k] }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// dx: (R, I) += dy·W (skipped when nil), dvalues += dW at the active entries in CSR
+    /// order, dbias += Σ dy (when given), from dy: (R, O) and x: (R, I). Threads split the
+    /// rows; each sums its own dW and dbias, added at the end in thread order.
+    public static func backwardRows(dx: UnsafeMutablePointer<Float>?, dvalues: UnsafeMutablePointer<Float>,
+                                    dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                                    weight w: SparseWeight, rows r: Int, threads: Int = 1) {
+        let i = w.inFeatures, o = w.outFeatures, nnz = w.activeCount, bb = backwardBlock
+        let blocks = (r + bb - 1) / bb
+        let parts = max(1, min(threads, blocks))
+        // Per thread: its dW and dbias sums (thread 0 writes straight into the outputs).
+        let partials = parts > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: (parts - 1) * (nnz + o)) : nil
+        partials?.initialize(repeating: 0, count: (parts - 1) * (nnz + o))
+        defer { partials?.deallocate() }
+        w.rowStart.withUnsafeBufferPointer { rs in
+            w.column.withUnsafeBufferPointer { col in
+                w.columnStart.withUnsafeBufferPointer { cs in
+                    w.row.withUnsafeBufferPointer { rowIndex in
+                        w.valuesByColumn.withUnsafeBufferPointer { vc in
+                            let rowStart = rs.baseAddress!, column = col.baseAddress!
+                            let columnStart = cs.baseAddress!, row = rowIndex.baseAddress!, byColumn = vc.baseAddress!
+                            Parallel.forEach(parts) { part in
+                                let dv = part == 0 ? dvalues : partials! + (part - 1) * (nnz + o)
+                                let db: UnsafeMutablePointer<Float>? = part == 0 ? dbias : (dbias == nil ? nil : dv + nnz)
+                                let xT = UnsafeMutablePointer<Float>.allocate(capacity: i * bb)
+                                let dyT = UnsafeMutablePointer<Float>.allocate(capacity: o * bb)
+                                let dxT = UnsafeMutablePointer<Float>.allocate(capacity: i * block)
+                                defer { xT.deallocate(); dyT.deallocate(); dxT.deallocate() }
+                                for b in Parallel.slice(part, of: parts, total: blocks) {
+                                    let lo = b * bb, n = min(bb, r - lo)
+                                    transposeBlock(xT, dstStride: bb, x + lo * i, srcStride: i, rows: n, cols: i)
+                                    transposeBlock(dyT, dstStride: bb, dy + lo * o, srcStride: o, rows: n, cols: o)
+                                    for oo in 0 ..< o {
+                                        let g = dyT + oo * bb
+                                        if let db { db[oo] += sum(g, n) }
+                                        for e in Int(rowStart[oo]) ..< Int(rowStart[oo + 1]) {
+                                            dv[e] += dot(g, xT + Int(column[e]) * bb, n)
+                                        }
+                                    }
+                                    guard let dx else { continue }
+                                    var sub = 0
+                                    while sub < n {
+                                        let m = min(block, n - sub)
+                                        blockProduct(out: dxT, outStride: block, input: dyT + sub, inStride: bb, width: m,
+                                                     outputs: i, start: columnStart, index: row, values: byColumn)
+                                        addTransposed(dx + (lo + sub) * i, stride: i, dxT, blockStride: block, rows: m, cols: i)
+                                        sub += m
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        guard let partials else { return }
+        for p in 0 ..< parts - 1 {
+            let dv = partials + p * (nnz + o)
+            for e in 0 ..< nnz { dvalues[e] += dv[e] }
+            if let dbias { for k in 0 ..< o { dbias[k] += dv[nnz + k] } }
+        }
+    }
+
+    @inlinable
+    static func sum(_ a: UnsafePointer<Float>, _ n: Int) -> Float {
+        var s0 = Vec8(), j = 0
+        while j + 8 <= n { s0 += a.loadVec8(j); j += 8 }
+        var s = s0.sum()
+        while j < n { s += a[j]; j += 1 }
+        return s
+    }
+
+    /// out[row·stride + k] += t[k·blockStride + row] for row < rows, k < cols.
+    @inlinable
+    static func addTransposed(_ out: UnsafeMutablePointer<Float>, stride: Int, _ t: UnsafePointer<Float>, blockStride: Int,
+                              rows: Int, cols: Int) {
+        for row in 0 ..< rows {
+            let o = out + row * stride
+            for k in 0 ..< cols { o[k] += t[k * blockStride + row] }
+        }
+    }
+}
