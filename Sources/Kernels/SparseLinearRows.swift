@@ -73,8 +73,18 @@ extension SparseLinear {
                                     for oo in 0 ..< o {
                                         let g = dyT + oo * bb
                                         if let db { db[oo] += sum(g, n) }
-                                        for e in Int(rowStart[oo]) ..< Int(rowStart[oo + 1]) {
+                                        var e = Int(rowStart[oo])
+                                        let end = Int(rowStart[oo + 1])
+                                        // Four entries at a time share the loads of dy's row.
+                                        while e + 4 <= end {
+                                            let d = dot4(g, xT + Int(column[e]) * bb, xT + Int(column[e + 1]) * bb,
+                                                         xT + Int(column[e + 2]) * bb, xT + Int(column[e + 3]) * bb, n)
+                                            dv[e] += d.0; dv[e + 1] += d.1; dv[e + 2] += d.2; dv[e + 3] += d.3
+                                            e += 4
+                                        }
+                                        while e < end {
                                             dv[e] += dot(g, xT + Int(column[e]) * bb, n)
+                                            e += 1
                                         }
                                     }
                                     guard let dx else { continue }
@@ -99,6 +109,22 @@ extension SparseLinear {
             for e in 0 ..< nnz { dvalues[e] += dv[e] }
             if let dbias { for k in 0 ..< o { dbias[k] += dv[nnz + k] } }
         }
+    }
+
+    /// (g·a, g·b, g·c, g·d) over n entries.
+    @inlinable
+    static func dot4(_ g: UnsafePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafePointer<Float>,
+                     _ d: UnsafePointer<Float>, _ n: Int) -> (Float, Float, Float, Float) {
+        var sa = Vec8(), sb = Vec8(), sc = Vec8(), sd = Vec8()
+        var j = 0
+        while j + 8 <= n {
+            let v = g.loadVec8(j)
+            sa += v * a.loadVec8(j); sb += v * b.loadVec8(j); sc += v * c.loadVec8(j); sd += v * d.loadVec8(j)
+            j += 8
+        }
+        var ra = sa.sum(), rb = sb.sum(), rc = sc.sum(), rd = sd.sum()
+        while j < n { ra += g[j] * a[j]; rb += g[j] * b[j]; rc += g[j] * c[j]; rd += g[j] * d[j]; j += 1 }
+        return (ra, rb, rc, rd)
     }
 
     @inlinable
