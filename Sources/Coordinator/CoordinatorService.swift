@@ -493,7 +493,9 @@ final class CoordinatorService: @unchecked Sendable {
         for (w, range) in zip(members, shares) {
             let inSync = w.version == work.step || (update != nil && w.version == work.step - 1)
             if !inSync {
-                guard send(.welcome, welcomePayload(for: w), to: w, step: work.step) else { continue }
+                // A member of the round gets the whole state, benched or not (every worker may be).
+                guard send(.welcome, welcomePayload(for: w, withState: true), to: w, step: work.step) else { continue }
+                w.stateSentInRound = work.step
                 w.version = work.step
             }
             guard sendEncoded(.params, frame, to: w) else { continue }
@@ -512,13 +514,13 @@ final class CoordinatorService: @unchecked Sendable {
     /// The welcome a worker gets: while the trainer waits, the weights of the step being
     /// gathered and the whole mask (and, replicated, the optimizer's state), and the worker
     /// takes part from the next step; between steps, neither (the next step brings both).
-    private func welcomePayload(for record: WorkerRecord) -> [UInt8] {
+    private func welcomePayload(for record: WorkerRecord, withState: Bool? = nil) -> [UInt8] {
         let info = WelcomeInfo(rank: record.rank, runID: runID, config: config.yaml,
                                heartbeatSeconds: options.heartbeatSeconds, gradientCodec: options.gradientCodec,
                                replicated: replicated ? true : nil)
         // A benched worker gets the weights with its next share, not now: on a slow link
         // they would take seconds that its next try then waits behind.
-        if let p = window, record.deadline.takesPart(at: clock.seconds) {
+        if let p = window, withState ?? record.deadline.takesPart(at: clock.seconds) {
             record.version = windowStep
             record.maskVersion = masks?.version ?? -1
             let snapshot = replicated ? server.map { s in
@@ -602,6 +604,14 @@ final class CoordinatorService: @unchecked Sendable {
             admit(identity, frame)
         case .grads:
             guard let w = membership[identity], w.state == .ready else { return countBad(peer: identity, WireError.malformedPayload("grads from a worker not in the run")) }
+            if let missed = w.missed, missed.step == Int(frame.header.step) {
+                // The late answer to a step it missed, also when that step is being tried
+                // again under the same number (its share may differ): timed, not added.
+                w.missed = nil
+                w.measured(images: missed.images, seconds: clock.seconds - missed.sentAt)
+                log.debug("worker \(w.name): late gradient for step \(frame.header.step) dropped")
+                return
+            }
             guard roundActive, Int(frame.header.step) == roundStep, pending.contains(identity), early[identity] == nil else {
                 if let missed = w.missed, missed.step == Int(frame.header.step) {
                     // The answer to a step it missed: it tells how slow the worker really is.
@@ -694,6 +704,11 @@ final class CoordinatorService: @unchecked Sendable {
             return reject(identity, why)
         }
         stopWaiting(for: identity)
+        // A restart under the same name replaced an older connection: the round stops
+        // waiting for that one too.
+        for old in membership.all where old.name == join.name && old.identity != identity && old.state == .left {
+            stopWaiting(for: old.identity)
+        }
         if isNew {
             // handle() counts the bytes of known workers' frames; a new one's join is counted here.
             record.bytesUp += FrameHeader.size + frame.payload.count

@@ -34,6 +34,9 @@ final class WorkerRecord {
     var slowestRoundTrip = 0.0
     /// Its deadlines: misses in a row, benching, its last answer in time.
     var deadline = DeadlineRecord()
+    /// The round (step) in which it was last sent the whole state: that round's answer
+    /// carries the transfer, so its deadline is the ceiling.
+    var stateSentInRound: Int?
     /// The step it last missed and when that step's frame left, to time the late answer.
     var missed: (step: Int, sentAt: Double, images: Int)?
 

@@ -11,7 +11,8 @@ extension CoordinatorService {
         let straggler = StepDeadline.stragglerSeconds(answers: roundAnswers, members: roundOrder.count, policy: deadlines) ?? .infinity
         for identity in pending.sorted(by: { $0.lexicographicallyPrecedes($1) }) where early[identity] == nil {
             guard let w = membership[identity] else { continue }
-            let allowed = min(StepDeadline.seconds(share: w.share, throughput: w.throughput, roundRate: rate, policy: deadlines), straggler)
+            let allowed = w.stateSentInRound == roundStep ? deadlines.ceilingSeconds
+                : min(StepDeadline.seconds(share: w.share, throughput: w.throughput, roundRate: rate, policy: deadlines), straggler)
             let elapsed = now - w.sentAt
             guard elapsed > allowed else { continue }
             stopWaiting(for: identity)

@@ -132,6 +132,8 @@ public final class WorkerNode: @unchecked Sendable {
     var joinInterval = 2.0
     /// Handshakes that failed while this worker has no CURVE keys and none succeeded.
     var failedHandshakes = 0
+    /// Resyncs asked for because a step frame could not be used, since the last gradient sent.
+    var resyncsWithoutProgress = 0
     /// Whether the last join left this socket (false: there was no connection to take it).
     var joinWentOut = false
     var job: ComputeJob?
@@ -285,7 +287,8 @@ public final class WorkerNode: @unchecked Sendable {
         switch frame.header.type {
         case .welcome:
             // The welcome's wait (a join to it) primes the silence bound: it carried the weights.
-            slowestFrame = max(slowestFrame, now - lastJoin)
+            // (Only a welcome asked for: one the coordinator sends on its own follows no join.)
+            if info == nil { slowestFrame = max(slowestFrame, now - lastJoin) }
             joinInterval = 2
             try welcome(frame)
         case .params:
@@ -389,13 +392,19 @@ public final class WorkerNode: @unchecked Sendable {
     /// A step frame that checks out on the wire but cannot be used (a malformed header,
     /// an update that does not fit) is not a reason to stop: the worker asks for the whole
     /// state again, and the coordinator's deadline lets the step go on without it.
+    /// Resyncs in a row with no gradient sent between them: a frame that still cannot be
+    /// used after the whole state came again is not a damaged frame but a worker that does
+    /// not fit the run (its data set differs), and it stops saying why.
     func startOrResync(_ frame: Frame) throws {
         do {
             try start(frame)
-        } catch let e as WireError {
-            try resync("step \(frame.header.step)'s frame could not be read (\(e))")
-        } catch let e as WorkerError {
-            try resync("step \(frame.header.step)'s frame could not be used (\(e.message))")
+        } catch let error where error is WireError || error is WorkerError {
+            resyncsWithoutProgress += 1
+            let why = (error as? WorkerError)?.message ?? "\(error)"
+            guard resyncsWithoutProgress <= 3 else {
+                throw WorkerError(message: "step \(frame.header.step)'s frame cannot be used after \(resyncsWithoutProgress - 1) resyncs: \(why)")
+            }
+            try resync("step \(frame.header.step)'s frame could not be used (\(why))")
         }
     }
 
@@ -571,6 +580,7 @@ public final class WorkerNode: @unchecked Sendable {
         }
         try send(.grads, payload, step: step)
         stepsDone += 1
+        resyncsWithoutProgress = 0
     }
 
     /// Whether a worker not yet welcomed sends a join now: every 2 s, and the moment a

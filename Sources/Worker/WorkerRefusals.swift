@@ -10,17 +10,22 @@ extension WorkerNode {
     /// key, a plaintext worker at a CURVE coordinator): say what the handshake monitor saw
     /// (every 10 s at most), and after 5 s without a welcome, then every 30 s, what to check.
     func explainMissingWelcome(now: Double, failures: [HandshakeFailure]) throws {
-        // Without keys, a handshake fails only at a coordinator with them (libzmq reports
-        // it to the client with no detail, about ten times a second): no retry can succeed.
-        // An explicit mechanism mismatch settles it (and libzmq may not try again after
-        // one: the worker would wait in silence).
+        // Without keys: an explicit mechanism mismatch means the coordinator has CURVE keys,
+        // and no retry can succeed (libzmq may not even try again after one). Handshakes
+        // closed with no detail (about ten a second at a CURVE coordinator, but also from a
+        // proxy with nothing behind it yet) are said, not acted on.
         if options.curve == nil && !handshakeSeen {
+            let keysNeeded = "start the worker with --secret-key (its key from `svite keygen`) and --coordinator-key (the coordinator's "
+                + "public key), and put its public key in the coordinator's --authorized-keys directory"
+            if failures.contains(where: \.isMechanismMismatch) {
+                throw WorkerError(message: "the coordinator at \(options.coordinator) has CURVE keys and this worker none: \(keysNeeded)", exitCode: 78)
+            }
             failedHandshakes += failures.count
-            if failedHandshakes >= 10 || failures.contains(where: \.isMechanismMismatch) {
-                throw WorkerError(message: "the coordinator at \(options.coordinator) refused this worker's handshake: "
-                    + "it has CURVE keys and this worker none. Start the worker with --secret-key (its key from `svite keygen`) and "
-                    + "--coordinator-key (the coordinator's public key), and put its public key in the coordinator's --authorized-keys "
-                    + "directory (or something other than svite listens on that port)", exitCode: 78)
+            if failedHandshakes >= 10 && !failures.isEmpty && now - lastRefusalLog >= 10 {
+                lastRefusalLog = now
+                let message = "worker \(options.name): \(failedHandshakes) handshakes with \(options.coordinator) were closed before they completed: "
+                    + "a coordinator with CURVE keys does that to a worker without them (then \(keysNeeded)); so does a proxy with nothing listening behind it. Trying again."
+                log.error("\(message)")
             }
         }
         if let keys = options.curve, let f = failures.last, now - lastRefusalLog >= 10 {

@@ -96,7 +96,7 @@ extension ClusterTests {
             coordinator.terminate()
             let exited = waitForExit(coordinator, seconds: 30)
             let seconds = Date().timeIntervalSince(signalled)
-            #expect(exited && coordinator.terminationStatus == 75, "exit \(coordinator.terminationStatus) after \(seconds) s")
+            #expect(exited && coordinator.terminationStatus == 75, "\(exited ? "exit \(coordinator.terminationStatus)" : "still running") after \(seconds) s")
             #expect(Checkpoint.list(in: "\(run)/checkpoints").map(\.step) == [3], "\(Checkpoint.list(in: "\(run)/checkpoints"))")
             let stopped = MetricsLog.read("\(run)/metrics.jsonl").last
             #expect(stopped?.kind == .stopped && stopped?.step == 3)
