@@ -54,21 +54,14 @@ public struct GemmBenchmark {
     public func run(progress: (String) -> Void = { _ in }) -> Result {
         MatMul.setThreadsForCallingThread(1)
         BLAS.setThreads(1)
-        var rng = Xoshiro256(seed: 7)
+        var timing = LaneTiming(repeats: repeats, seed: 7)
         let bf16 = CPUFeatures.current.level.hasNativeBF16
         var variants: [(String, MatMulMode)] = [("openblas fp32", MatMulMode(.fp32, backend: .openblas)),
                                                  ("onednn fp32", MatMulMode(.fp32, backend: .onednn))]
         if bf16 { variants.append(("onednn bf16", .bf16)) }
 
-        func buffer(_ n: Int) -> FloatBuffer {
-            let b = FloatBuffer(count: n)
-            for i in 0 ..< n { b.pointer[i] = rng.nextUniform() - 0.5 }
-            return b
-        }
-        func best(_ body: () -> Void) -> Double {
-            body()
-            return (0 ..< repeats).map { _ in Stopwatch.seconds(body) }.min()!
-        }
+        func buffer(_ n: Int) -> FloatBuffer { timing.buffer(n) }
+        func best(_ body: () -> Void) -> Double { timing.bestSeconds(body) }
         var rows: [Row] = []
         for s in shapes {
             progress("\(s.name): \(s.m)×\(s.n)×\(s.k)")

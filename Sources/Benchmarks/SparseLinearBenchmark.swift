@@ -45,16 +45,9 @@ public struct SparseLinearBenchmark {
     public func run(progress: (String) -> Void = { _ in }) -> Result {
         MatMul.setThreadsForCallingThread(1)
         BLAS.setThreads(1)
-        var rng = Xoshiro256(seed: 11)
-        func buffer(_ n: Int) -> FloatBuffer {
-            let b = FloatBuffer(count: n)
-            for i in 0 ..< n { b.pointer[i] = rng.nextUniform() - 0.5 }
-            return b
-        }
-        func best(_ body: () -> Void) -> Double {
-            body()
-            return (0 ..< repeats).map { _ in Stopwatch.seconds(body) }.min()! * 1000
-        }
+        var timing = LaneTiming(repeats: repeats, seed: 11)
+        func buffer(_ n: Int) -> FloatBuffer { timing.buffer(n) }
+        func best(_ body: () -> Void) -> Double { 1000 * timing.bestSeconds(body) }
         let c = config, r = laneBatch * c.blockTokens, d = c.dim, h = c.hidden
         var rows: [Row] = []
         for (name, i, o) in [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, h), ("fc2", h, d)] {
@@ -69,7 +62,7 @@ public struct SparseLinearBenchmark {
             }
             for density in densities {
                 progress("\(name) \(r)×\(i)→\(o) at density \(density)")
-                for e in 0 ..< o * i { mask.pointer[e] = rng.nextUniform() < Float(density) ? 1 : 0 }
+                for e in 0 ..< o * i { mask.pointer[e] = timing.rng.nextUniform() < Float(density) ? 1 : 0 }
                 var sparse = SparseWeight(mask: mask.pointer, outFeatures: o, inFeatures: i)
                 sparse.gather(from: w.pointer)
                 let dvalues = FloatBuffer(count: max(1, sparse.activeCount))

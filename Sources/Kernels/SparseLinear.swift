@@ -59,6 +59,34 @@ public struct SparseWeight: Sendable {
         valuesByColumn = values
     }
 
+    /// One layout as pointers: the entries of line l are start[l] ..< start[l + 1], at
+    /// index[e] across, with values[e].
+    public struct Lines {
+        public let start: UnsafePointer<Int32>
+        public let index: UnsafePointer<Int32>
+        public let values: UnsafePointer<Float>
+    }
+
+    /// The layout by output rows (CSR) and by input columns (CSC), valid during `body`.
+    public func withLines<T>(_ body: (_ byRow: Lines, _ byColumn: Lines) -> T) -> T {
+        // An empty array may have no storage; no entry is read then, but a pointer is needed.
+        func base<E>(_ p: UnsafeBufferPointer<E>) -> UnsafePointer<E> { p.baseAddress ?? UnsafePointer(bitPattern: MemoryLayout<E>.alignment)! }
+        return rowStart.withUnsafeBufferPointer { rs in
+            column.withUnsafeBufferPointer { col in
+                values.withUnsafeBufferPointer { v in
+                    columnStart.withUnsafeBufferPointer { cs in
+                        row.withUnsafeBufferPointer { r in
+                            valuesByColumn.withUnsafeBufferPointer { vc in
+                                body(Lines(start: base(rs), index: base(col), values: base(v)),
+                                     Lines(start: base(cs), index: base(r), values: base(vc)))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Takes the active values from the dense weight w: (O, I).
     public mutating func gather(from w: UnsafePointer<Float>) {
         let i = inFeatures
@@ -89,26 +117,18 @@ public enum SparseLinear {
     /// the transpose back). Threads split R in blocks, so they write disjoint columns.
     public static func forward(yT: UnsafeMutablePointer<Float>, xT: UnsafePointer<Float>, weight w: SparseWeight,
                                rows r: Int, threads: Int = 1) {
-        w.rowStart.withUnsafeBufferPointer { start in
-            w.column.withUnsafeBufferPointer { index in
-                w.values.withUnsafeBufferPointer { v in
-                    product(out: yT, input: xT, outputs: w.outFeatures, start: start.baseAddress!, index: index.baseAddress!,
-                            values: v.baseAddress!, rows: r, threads: threads)
-                }
-            }
+        w.withLines { byRow, _ in
+            product(out: yT, input: xT, outputs: w.outFeatures, start: byRow.start, index: byRow.index, values: byRow.values,
+                    rows: r, threads: threads)
         }
     }
 
     /// dxᵀ: (I, R) ← Wᵀ·dyᵀ (overwritten), dyᵀ: (O, R), over the CSC structure.
     public static func backwardInput(dxT: UnsafeMutablePointer<Float>, dyT: UnsafePointer<Float>, weight w: SparseWeight,
                                      rows r: Int, threads: Int = 1) {
-        w.columnStart.withUnsafeBufferPointer { start in
-            w.row.withUnsafeBufferPointer { index in
-                w.valuesByColumn.withUnsafeBufferPointer { v in
-                    product(out: dxT, input: dyT, outputs: w.inFeatures, start: start.baseAddress!, index: index.baseAddress!,
-                            values: v.baseAddress!, rows: r, threads: threads)
-                }
-            }
+        w.withLines { _, byColumn in
+            product(out: dxT, input: dyT, outputs: w.inFeatures, start: byColumn.start, index: byColumn.index, values: byColumn.values,
+                    rows: r, threads: threads)
         }
     }
 
@@ -118,21 +138,19 @@ public enum SparseLinear {
                                       weight w: SparseWeight, rows r: Int, threads: Int = 1) {
         // R in chunks whose rows of xᵀ (I of them) stay in the L2 cache across output rows.
         let chunk = max(block, min(r, (1 << 19) / max(1, 4 * w.inFeatures)) / block * block)
-        w.rowStart.withUnsafeBufferPointer { start in
-            w.column.withUnsafeBufferPointer { column in
-                let s = start.baseAddress!, col = column.baseAddress!
-                Parallel.forRanges(total: w.outFeatures, threads: threads, grain: 8) { outputs in
-                    var lo = 0
-                    while lo < r {
-                        let n = min(chunk, r - lo)
-                        for o in outputs {
-                            let dy = dyT + o * r + lo
-                            for e in Int(s[o]) ..< Int(s[o + 1]) {
-                                dvalues[e] += dot(dy, xT + Int(col[e]) * r + lo, n)
-                            }
+        w.withLines { byRow, _ in
+            let s = byRow.start, col = byRow.index
+            Parallel.forRanges(total: w.outFeatures, threads: threads, grain: 8) { outputs in
+                var lo = 0
+                while lo < r {
+                    let n = min(chunk, r - lo)
+                    for o in outputs {
+                        let dy = dyT + o * r + lo
+                        for e in Int(s[o]) ..< Int(s[o + 1]) {
+                            dvalues[e] += dot(dy, xT + Int(col[e]) * r + lo, n)
                         }
-                        lo += n
                     }
+                    lo += n
                 }
             }
         }

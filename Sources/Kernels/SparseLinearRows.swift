@@ -11,27 +11,23 @@ extension SparseLinear {
                                    weight w: SparseWeight, rows r: Int, threads: Int = 1) {
         let i = w.inFeatures, o = w.outFeatures
         let blocks = (r + block - 1) / block
-        w.rowStart.withUnsafeBufferPointer { start in
-            w.column.withUnsafeBufferPointer { index in
-                w.values.withUnsafeBufferPointer { v in
-                    let s = start.baseAddress!, ix = index.baseAddress!, vals = v.baseAddress!
-                    Parallel.forRanges(total: blocks, threads: threads, grain: 1) { range in
-                        let xT = UnsafeMutablePointer<Float>.allocate(capacity: i * block)
-                        let yT = UnsafeMutablePointer<Float>.allocate(capacity: o * block)
-                        defer { xT.deallocate(); yT.deallocate() }
-                        for b in range {
-                            let lo = b * block, n = min(block, r - lo)
-                            transposeBlock(xT, dstStride: block, x + lo * i, srcStride: i, rows: n, cols: i)
-                            blockProduct(out: yT, outStride: block, input: xT, inStride: block, width: n,
-                                         outputs: o, start: s, index: ix, values: vals)
-                            let out = y + lo * o
-                            transposeBlock(out, dstStride: o, yT, srcStride: block, rows: o, cols: n)
-                            if let bias {
-                                for row in 0 ..< n {
-                                    let yr = out + row * o
-                                    for k in 0 ..< o { yr[k] += bias[k] }
-                                }
-                            }
+        w.withLines { byRow, _ in
+            let s = byRow.start, ix = byRow.index, vals = byRow.values
+            Parallel.forRanges(total: blocks, threads: threads, grain: 1) { range in
+                let xT = UnsafeMutablePointer<Float>.allocate(capacity: i * block)
+                let yT = UnsafeMutablePointer<Float>.allocate(capacity: o * block)
+                defer { xT.deallocate(); yT.deallocate() }
+                for b in range {
+                    let lo = b * block, n = min(block, r - lo)
+                    transposeBlock(xT, dstStride: block, x + lo * i, srcStride: i, rows: n, cols: i)
+                    blockProduct(out: yT, outStride: block, input: xT, inStride: block, width: n,
+                                 outputs: o, start: s, index: ix, values: vals)
+                    let out = y + lo * o
+                    transposeBlock(out, dstStride: o, yT, srcStride: block, rows: o, cols: n)
+                    if let bias {
+                        for row in 0 ..< n {
+                            let yr = out + row * o
+                            for k in 0 ..< o { yr[k] += bias[k] }
                         }
                     }
                 }
@@ -52,53 +48,45 @@ extension SparseLinear {
         let partials = parts > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: (parts - 1) * (nnz + o)) : nil
         partials?.initialize(repeating: 0, count: (parts - 1) * (nnz + o))
         defer { partials?.deallocate() }
-        w.rowStart.withUnsafeBufferPointer { rs in
-            w.column.withUnsafeBufferPointer { col in
-                w.columnStart.withUnsafeBufferPointer { cs in
-                    w.row.withUnsafeBufferPointer { rowIndex in
-                        w.valuesByColumn.withUnsafeBufferPointer { vc in
-                            let rowStart = rs.baseAddress!, column = col.baseAddress!
-                            let columnStart = cs.baseAddress!, row = rowIndex.baseAddress!, byColumn = vc.baseAddress!
-                            Parallel.forEach(parts) { part in
-                                let dv = part == 0 ? dvalues : partials! + (part - 1) * (nnz + o)
-                                let db: UnsafeMutablePointer<Float>? = part == 0 ? dbias : (dbias == nil ? nil : dv + nnz)
-                                let xT = UnsafeMutablePointer<Float>.allocate(capacity: i * bb)
-                                let dyT = UnsafeMutablePointer<Float>.allocate(capacity: o * bb)
-                                let dxT = UnsafeMutablePointer<Float>.allocate(capacity: i * block)
-                                defer { xT.deallocate(); dyT.deallocate(); dxT.deallocate() }
-                                for b in Parallel.slice(part, of: parts, total: blocks) {
-                                    let lo = b * bb, n = min(bb, r - lo)
-                                    transposeBlock(xT, dstStride: bb, x + lo * i, srcStride: i, rows: n, cols: i)
-                                    transposeBlock(dyT, dstStride: bb, dy + lo * o, srcStride: o, rows: n, cols: o)
-                                    for oo in 0 ..< o {
-                                        let g = dyT + oo * bb
-                                        if let db { db[oo] += sum(g, n) }
-                                        var e = Int(rowStart[oo])
-                                        let end = Int(rowStart[oo + 1])
-                                        // Four entries at a time share the loads of dy's row.
-                                        while e + 4 <= end {
-                                            let d = dot4(g, xT + Int(column[e]) * bb, xT + Int(column[e + 1]) * bb,
-                                                         xT + Int(column[e + 2]) * bb, xT + Int(column[e + 3]) * bb, n)
-                                            dv[e] += d.0; dv[e + 1] += d.1; dv[e + 2] += d.2; dv[e + 3] += d.3
-                                            e += 4
-                                        }
-                                        while e < end {
-                                            dv[e] += dot(g, xT + Int(column[e]) * bb, n)
-                                            e += 1
-                                        }
-                                    }
-                                    guard let dx else { continue }
-                                    var sub = 0
-                                    while sub < n {
-                                        let m = min(block, n - sub)
-                                        blockProduct(out: dxT, outStride: block, input: dyT + sub, inStride: bb, width: m,
-                                                     outputs: i, start: columnStart, index: row, values: byColumn)
-                                        addTransposed(dx + (lo + sub) * i, stride: i, dxT, blockStride: block, rows: m, cols: i)
-                                        sub += m
-                                    }
-                                }
-                            }
+        w.withLines { byRow, byCol in
+            let rowStart = byRow.start, column = byRow.index
+            let columnStart = byCol.start, row = byCol.index, byColumn = byCol.values
+            Parallel.forEach(parts) { part in
+                let dv = part == 0 ? dvalues : partials! + (part - 1) * (nnz + o)
+                let db: UnsafeMutablePointer<Float>? = part == 0 ? dbias : (dbias == nil ? nil : dv + nnz)
+                let xT = UnsafeMutablePointer<Float>.allocate(capacity: i * bb)
+                let dyT = UnsafeMutablePointer<Float>.allocate(capacity: o * bb)
+                let dxT = UnsafeMutablePointer<Float>.allocate(capacity: i * block)
+                defer { xT.deallocate(); dyT.deallocate(); dxT.deallocate() }
+                for b in Parallel.slice(part, of: parts, total: blocks) {
+                    let lo = b * bb, n = min(bb, r - lo)
+                    transposeBlock(xT, dstStride: bb, x + lo * i, srcStride: i, rows: n, cols: i)
+                    transposeBlock(dyT, dstStride: bb, dy + lo * o, srcStride: o, rows: n, cols: o)
+                    for oo in 0 ..< o {
+                        let g = dyT + oo * bb
+                        if let db { db[oo] += sum(g, n) }
+                        var e = Int(rowStart[oo])
+                        let end = Int(rowStart[oo + 1])
+                        // Four entries at a time share the loads of dy's row.
+                        while e + 4 <= end {
+                            let d = dot4(g, xT + Int(column[e]) * bb, xT + Int(column[e + 1]) * bb,
+                                         xT + Int(column[e + 2]) * bb, xT + Int(column[e + 3]) * bb, n)
+                            dv[e] += d.0; dv[e + 1] += d.1; dv[e + 2] += d.2; dv[e + 3] += d.3
+                            e += 4
                         }
+                        while e < end {
+                            dv[e] += dot(g, xT + Int(column[e]) * bb, n)
+                            e += 1
+                        }
+                    }
+                    guard let dx else { continue }
+                    var sub = 0
+                    while sub < n {
+                        let m = min(block, n - sub)
+                        blockProduct(out: dxT, outStride: block, input: dyT + sub, inStride: bb, width: m,
+                                     outputs: i, start: columnStart, index: row, values: byColumn)
+                        addTransposed(dx + (lo + sub) * i, stride: i, dxT, blockStride: block, rows: m, cols: i)
+                        sub += m
                     }
                 }
             }

@@ -27,6 +27,27 @@ func printResult<T: Encodable>(_ value: T, json: Bool, table: () -> String) thro
     }
 }
 
+/// What the one-lane benchmarks (`bench gemm`, `bench sparse`) share: the config, the
+/// lane's images, the timed runs and the output form.
+struct LaneBenchOptions: ParsableArguments {
+    @Option(name: .long, help: "Config file or built-in name.")
+    var config: String = "fmnist-tiny"
+
+    @Option(name: .long, help: "Images in one lane (a batch of B on T threads runs lanes of B/T).")
+    var laneBatch: Int = 64
+
+    @Option(name: .long, help: "Timed runs per measurement (the best is reported).")
+    var repeats: Int = 5
+
+    @Flag(name: .long, help: "Print JSON instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard laneBatch >= 1 && laneBatch <= 4096 else { throw ValidationError("--lane-batch must be 1 to 4096 (got \(laneBatch))") }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1 (got \(repeats))") }
+    }
+}
+
 struct BenchModel: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model",
@@ -146,29 +167,13 @@ struct BenchGemm: ParsableCommand {
     )
 
     @OptionGroup var global: GlobalOptions
-
-    @Option(name: .long, help: "Config file or built-in name.")
-    var config: String = "fmnist-tiny"
-
-    @Option(name: .long, help: "Images in one lane (a batch of B on T threads runs lanes of B/T).")
-    var laneBatch: Int = 64
-
-    @Option(name: .long, help: "Timed runs per product (the best is reported).")
-    var repeats: Int = 5
-
-    @Flag(name: .long, help: "Print JSON instead of a table.")
-    var json = false
-
-    func validate() throws {
-        guard laneBatch >= 1 && laneBatch <= 4096 else { throw ValidationError("--lane-batch must be 1 to 4096 (got \(laneBatch))") }
-        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1 (got \(repeats))") }
-    }
+    @OptionGroup var lane: LaneBenchOptions
 
     func run() throws {
         let log = global.bootstrap("svite.bench")
-        let file = try RunConfig.resolve(config)
-        let result = GemmBenchmark(config: file.model, configName: file.name, laneBatch: laneBatch, repeats: repeats).run { log.info("\($0)") }
-        try printResult(result, json: json) { result.table }
+        let file = try RunConfig.resolve(lane.config)
+        let result = GemmBenchmark(config: file.model, configName: file.name, laneBatch: lane.laneBatch, repeats: lane.repeats).run { log.info("\($0)") }
+        try printResult(result, json: lane.json) { result.table }
     }
 }
 
@@ -182,39 +187,26 @@ struct BenchSparse: ParsableCommand {
         the sparse kernels on the active entries only, with the transposes they need. Masks \
         are drawn uniformly at each --density (the fraction of weights active).
 
-        Example: svite bench sparse --config deit-tiny --lane-batch 32 --density 0.1 --density 0.2
+        Example: svite bench sparse --config deit-tiny --lane-batch 32 --density 0.1
         """
     )
 
     @OptionGroup var global: GlobalOptions
-
-    @Option(name: .long, help: "Config file or built-in name.")
-    var config: String = "fmnist-tiny"
-
-    @Option(name: .long, help: "Images in one lane (a batch of B on T threads runs lanes of B/T).")
-    var laneBatch: Int = 64
+    @OptionGroup var lane: LaneBenchOptions
 
     @Option(name: .long, help: "Fraction of weights active (repeatable; default 0.5, 0.3, 0.2, 0.1, 0.05).")
     var density: [Double] = []
 
-    @Option(name: .long, help: "Timed runs per measurement (the best is reported).")
-    var repeats: Int = 5
-
-    @Flag(name: .long, help: "Print JSON instead of a table.")
-    var json = false
-
     func validate() throws {
-        guard laneBatch >= 1 && laneBatch <= 4096 else { throw ValidationError("--lane-batch must be 1 to 4096 (got \(laneBatch))") }
-        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1 (got \(repeats))") }
         if let bad = density.first(where: { !($0 > 0 && $0 <= 1) }) { throw ValidationError("--density must be in (0, 1] (got \(bad))") }
     }
 
     func run() throws {
         let log = global.bootstrap("svite.bench")
-        let file = try RunConfig.resolve(config)
-        let result = SparseLinearBenchmark(config: file.model, configName: file.name, laneBatch: laneBatch,
-                                           densities: density.isEmpty ? [0.5, 0.3, 0.2, 0.1, 0.05] : density, repeats: repeats).run { log.info("\($0)") }
-        try printResult(result, json: json) { result.table }
+        let file = try RunConfig.resolve(lane.config)
+        let result = SparseLinearBenchmark(config: file.model, configName: file.name, laneBatch: lane.laneBatch,
+                                           densities: density.isEmpty ? [0.5, 0.3, 0.2, 0.1, 0.05] : density, repeats: lane.repeats).run { log.info("\($0)") }
+        try printResult(result, json: lane.json) { result.table }
     }
 }
 
