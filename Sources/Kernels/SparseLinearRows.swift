@@ -6,9 +6,10 @@ extension SparseLinear {
     /// Rows of a backward block: dW's dot products run over this many rows at a time.
     @usableFromInline static let backwardBlock = 256
 
-    /// y: (R, O) ← x: (R, I)·Wᵀ + b over the active entries. Threads split the rows.
+    /// y: (R, O) ← [residual: (R, O) +] x: (R, I)·Wᵀ + b over the active entries. Threads
+    /// split the rows.
     public static func forwardRows(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                                   weight w: SparseWeight, rows r: Int, threads: Int = 1) {
+                                   residual: UnsafePointer<Float>? = nil, weight w: SparseWeight, rows r: Int, threads: Int = 1) {
         let i = w.inFeatures, o = w.outFeatures
         let blocks = (r + block - 1) / block
         w.withLines { byRow, _ in
@@ -24,47 +25,49 @@ extension SparseLinear {
                                  outputs: o, start: s, index: ix, values: vals)
                     let out = y + lo * o
                     transposeBlock(out, dstStride: o, yT, srcStride: block, rows: o, cols: n)
-                    if let bias {
-                        for row in 0 ..< n {
-                            let yr = out + row * o
-                            for k in 0 ..< o { yr[k] += bias[k] }
-                        }
+                    for row in 0 ..< n {
+                        let yr = out + row * o
+                        if let residual { VectorOps.accumulate(yr, residual + (lo + row) * o, o) }
+                        if let bias { VectorOps.accumulate(yr, bias, o) }
                     }
                 }
             }
         }
     }
 
-    /// dx: (R, I) += dy·W (skipped when nil), dvalues += dW at the active entries in CSR
-    /// order, dbias += Σ dy (when given), from dy: (R, O) and x: (R, I). Threads split the
-    /// rows; each sums its own dW and dbias, added at the end in thread order.
-    public static func backwardRows(dx: UnsafeMutablePointer<Float>?, dvalues: UnsafeMutablePointer<Float>,
+    /// dx: (R, I) += dy·W, dvalues += dW at the active entries in CSR order, dbias += Σ dy,
+    /// each skipped when nil, from dy: (R, O) and x: (R, I). Threads split the rows; each
+    /// sums its own dW and dbias, added at the end in thread order.
+    public static func backwardRows(dx: UnsafeMutablePointer<Float>?, dvalues: UnsafeMutablePointer<Float>?,
                                     dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
                                     weight w: SparseWeight, rows r: Int, threads: Int = 1) {
         let i = w.inFeatures, o = w.outFeatures, nnz = w.activeCount, bb = backwardBlock
         let blocks = (r + bb - 1) / bb
         let parts = max(1, min(threads, blocks))
         // Per thread: its dW and dbias sums (thread 0 writes straight into the outputs).
-        let partials = parts > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: (parts - 1) * (nnz + o)) : nil
+        let sums = dvalues != nil || dbias != nil
+        let partials = parts > 1 && sums ? UnsafeMutablePointer<Float>.allocate(capacity: (parts - 1) * (nnz + o)) : nil
         partials?.initialize(repeating: 0, count: (parts - 1) * (nnz + o))
         defer { partials?.deallocate() }
         w.withLines { byRow, byCol in
             let rowStart = byRow.start, column = byRow.index
             let columnStart = byCol.start, row = byCol.index, byColumn = byCol.values
             Parallel.forEach(parts) { part in
-                let dv = part == 0 ? dvalues : partials! + (part - 1) * (nnz + o)
-                let db: UnsafeMutablePointer<Float>? = part == 0 ? dbias : (dbias == nil ? nil : dv + nnz)
+                let own = part == 0 ? nil : partials.map { $0 + (part - 1) * (nnz + o) }
+                let dv = part == 0 ? dvalues : (dvalues == nil ? nil : own)
+                let db = part == 0 ? dbias : (dbias == nil ? nil : own.map { $0 + nnz })
                 let xT = UnsafeMutablePointer<Float>.allocate(capacity: i * bb)
                 let dyT = UnsafeMutablePointer<Float>.allocate(capacity: o * bb)
                 let dxT = UnsafeMutablePointer<Float>.allocate(capacity: i * block)
                 defer { xT.deallocate(); dyT.deallocate(); dxT.deallocate() }
                 for b in Parallel.slice(part, of: parts, total: blocks) {
                     let lo = b * bb, n = min(bb, r - lo)
-                    transposeBlock(xT, dstStride: bb, x + lo * i, srcStride: i, rows: n, cols: i)
+                    if dv != nil { transposeBlock(xT, dstStride: bb, x + lo * i, srcStride: i, rows: n, cols: i) }
                     transposeBlock(dyT, dstStride: bb, dy + lo * o, srcStride: o, rows: n, cols: o)
-                    for oo in 0 ..< o {
+                    for oo in 0 ..< o where sums {
                         let g = dyT + oo * bb
                         if let db { db[oo] += sum(g, n) }
+                        guard let dv else { continue }
                         var e = Int(rowStart[oo])
                         let end = Int(rowStart[oo + 1])
                         // Four entries at a time share the loads of dy's row.
@@ -94,7 +97,7 @@ extension SparseLinear {
         guard let partials else { return }
         for p in 0 ..< parts - 1 {
             let dv = partials + p * (nnz + o)
-            for e in 0 ..< nnz { dvalues[e] += dv[e] }
+            if let dvalues { for e in 0 ..< nnz { dvalues[e] += dv[e] } }
             if let dbias { for k in 0 ..< o { dbias[k] += dv[nnz + k] } }
         }
     }

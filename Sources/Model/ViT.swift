@@ -77,7 +77,7 @@ public final class ViTWorkspace: @unchecked Sendable {
         lanes = (0 ..< laneCount).map { i in
             let r = Parallel.slice(i, of: laneCount, total: batch)
             return Lane(config: model.config, layoutCount: model.layout.count, range: r,
-                        training: training, ownsGradients: i > 0)
+                        training: training, ownsGradients: i > 0, threads: laneCount > 1 ? 1 : threads)
         }
     }
 
@@ -89,7 +89,11 @@ public final class ViTWorkspace: @unchecked Sendable {
 final class Lane: @unchecked Sendable {
     let range: Range<Int>
     var batch: Int { range.count }
+    /// Threads of this lane's products: 1 when the batch is split, all of them otherwise.
+    let threads: Int
     let store: FloatBuffer
+    /// A sparse layer's weight gradient at its active entries, before it is scattered.
+    var sparseScratch: FloatBuffer?
     let grads: FloatBuffer?
     var result = BatchResult()
     /// Per (block, head): Σ A·∂L/∂A over this lane's rows, when asked for (S2ViTE scores).
@@ -118,8 +122,9 @@ final class Lane: @unchecked Sendable {
 
     var bytes: Int { (store.count + (grads?.count ?? 0)) * 4 }
 
-    init(config c: ViTConfig, layoutCount: Int, range: Range<Int>, training: Bool, ownsGradients: Bool) {
+    init(config c: ViTConfig, layoutCount: Int, range: Range<Int>, training: Bool, ownsGradients: Bool, threads: Int) {
         self.range = range
+        self.threads = threads
         let b = range.count, n = c.blockTokens, d = c.dim
         let rows = b * n
         var cursor = 0
@@ -184,13 +189,15 @@ extension ViTModel {
     @discardableResult
     public func forward(params: UnsafePointer<Float>, images: UnsafePointer<Float>,
                         labels: UnsafePointer<Int32>?, smoothing: Float = 0,
-                        workspace ws: ViTWorkspace, selection: TokenSelection? = nil, mix: MixedTargets? = nil) -> BatchResult {
+                        workspace ws: ViTWorkspace, selection: TokenSelection? = nil, mix: MixedTargets? = nil,
+                        sparse: SparseLayers? = nil) -> BatchResult {
         precondition(ws.model === self, "ViTModel.forward: workspace belongs to another model")
-        let perLane = ws.lanes.count > 1 ? 1 : ws.threads
+        precondition(sparse.map { $0.model === self } ?? true, "ViTModel.forward: sparse layers of another model")
+        sparse?.gather(params)
         Parallel.forEach(ws.lanes.count) { i in
-            MatMul.setThreadsForCallingThread(perLane, backend: ws.mode.backend)
             let lane = ws.lanes[i]
-            lane.result = self.laneForward(lane, params: params, mode: ws.mode,
+            MatMul.setThreadsForCallingThread(lane.threads, backend: ws.mode.backend)
+            lane.result = self.laneForward(lane, params: params, mode: ws.mode, sparse: sparse,
                                            images: images + lane.range.lowerBound * self.config.imageValues,
                                            labels: labels.map { $0 + lane.range.lowerBound }, smoothing: smoothing,
                                            selection: selection?.lane(lane.range, patches: self.config.numPatches, kept: self.config.keptPatches),
@@ -205,30 +212,39 @@ extension ViTModel {
     /// is overwritten with each head's Σ A·∂L/∂A over the batch, A being the head's
     /// attention output (before attn.proj): the first-order change of L when the head's
     /// output is scaled, i.e. its Taylor importance before the absolute value.
+    /// `sparse`: the block layers computed on sparse kernels; their weight gradient is
+    /// computed at the active entries only (zero elsewhere) unless `fullWeightGradient`.
     @discardableResult
     public func forwardBackward(params: UnsafePointer<Float>, grads: UnsafeMutablePointer<Float>,
                                 images: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
                                 smoothing: Float = 0, workspace ws: ViTWorkspace,
                                 inputGrad: UnsafeMutablePointer<Float>? = nil,
                                 headSaliency: UnsafeMutablePointer<Float>? = nil,
-                                selection: TokenSelection? = nil, mix: MixedTargets? = nil) -> BatchResult {
+                                selection: TokenSelection? = nil, mix: MixedTargets? = nil,
+                                sparse: SparseLayers? = nil, fullWeightGradient: Bool = false) -> BatchResult {
         precondition(ws.model === self, "ViTModel.forwardBackward: workspace belongs to another model")
         precondition(ws.training, "ViTModel.forwardBackward: workspace was made with training: false")
-        let perLane = ws.lanes.count > 1 ? 1 : ws.threads
+        precondition(sparse.map { $0.model === self } ?? true, "ViTModel.forwardBackward: sparse layers of another model")
+        sparse?.gather(params)
         let total = layout.count
         let lossScale = 1 / Float(ws.batch)
         let headSlots = (0 ..< config.depth).reduce(0) { $0 + config.heads(inBlock: $1) }
         Parallel.forEach(ws.lanes.count) { i in
-            MatMul.setThreadsForCallingThread(perLane, backend: ws.mode.backend)
             let lane = ws.lanes[i]
+            MatMul.setThreadsForCallingThread(lane.threads, backend: ws.mode.backend)
+            if let sparse, !sparse.isEmpty, (lane.sparseScratch?.count ?? 0) < sparse.maxActive {
+                lane.sparseScratch = FloatBuffer(count: sparse.maxActive)
+            }
             lane.saliency = headSaliency == nil ? [] : [Float](repeating: 0, count: headSlots)
             let g = lane.grads?.pointer ?? grads
             VectorOps.zero(g, total)
             let start = lane.range.lowerBound
             let sel = selection?.lane(lane.range, patches: self.config.numPatches, kept: self.config.keptPatches)
-            lane.result = self.laneForward(lane, params: params, mode: ws.mode, images: images + start * self.config.imageValues,
+            lane.result = self.laneForward(lane, params: params, mode: ws.mode, sparse: sparse,
+                                           images: images + start * self.config.imageValues,
                                            labels: labels + start, smoothing: smoothing, selection: sel, mix: mix?.advanced(by: start))
-            self.laneBackward(lane, params: params, mode: ws.mode, grads: g, labels: labels + start,
+            self.laneBackward(lane, params: params, mode: ws.mode, sparse: sparse, fullWeightGradient: fullWeightGradient,
+                              grads: g, labels: labels + start,
                               smoothing: smoothing, lossScale: lossScale, mix: mix?.advanced(by: start),
                               inputGrad: inputGrad.map { $0 + start * self.config.imageValues }, selection: sel)
         }
@@ -257,7 +273,8 @@ extension ViTModel {
 
     // MARK: - one lane
 
-    func laneForward(_ lane: Lane, params P: UnsafePointer<Float>, mode pr: MatMulMode, images: UnsafePointer<Float>,
+    func laneForward(_ lane: Lane, params P: UnsafePointer<Float>, mode pr: MatMulMode, sparse: SparseLayers?,
+                     images: UnsafePointer<Float>,
                      labels: UnsafePointer<Int32>?, smoothing: Float, selection: TokenSelection? = nil,
                      mix: MixedTargets? = nil) -> BatchResult {
         let c = config, o = offsets
@@ -295,26 +312,24 @@ extension ViTModel {
             LayerNorm.forward(y: A + act.ln1, mean: A + act.ln1Mean, rstd: A + act.ln1Rstd, x: A + act.xIn,
                               weight: P + w.norm1Weight, bias: P + w.norm1Bias, rows: rows, dim: d, eps: eps)
             // qkv: (b·N, 3a)
-            Linear.forward(y: A + act.qkv, x: A + act.ln1, weight: P + w.qkvWeight, bias: P + w.qkvBias,
-                           rows: rows, inFeatures: d, outFeatures: 3 * a, mode: pr)
+            linearForward(.qkv, block: l, y: A + act.qkv, x: A + act.ln1, params: P, rows: rows, mode: pr,
+                          sparse: sparse, threads: lane.threads)
             // attn: (b, N, a); probs: (b, H, N, N)
             Attention.forward(out: A + act.attn, probs: A + act.probs, qkv: A + act.qkv,
                               batch: b, tokens: n, heads: c.heads(inBlock: l), headDim: c.headDim, mode: pr,
                               keyBias: keyBias)
             // xMid = xIn + attn·Wpᵀ + bp
-            Linear.forwardResidual(y: A + act.xMid, residual: A + act.xIn, x: A + act.attn,
-                                   weight: P + w.projWeight, bias: P + w.projBias,
-                                   rows: rows, inFeatures: a, outFeatures: d, mode: pr)
+            linearForward(.proj, block: l, y: A + act.xMid, x: A + act.attn, residual: A + act.xIn, params: P,
+                          rows: rows, mode: pr, sparse: sparse, threads: lane.threads)
             LayerNorm.forward(y: A + act.ln2, mean: A + act.ln2Mean, rstd: A + act.ln2Rstd, x: A + act.xMid,
                               weight: P + w.norm2Weight, bias: P + w.norm2Bias, rows: rows, dim: d, eps: eps)
             // fc1: (b·N, hidden), gelu: (b·N, hidden)
-            Linear.forward(y: A + act.fc1, x: A + act.ln2, weight: P + w.fc1Weight, bias: P + w.fc1Bias,
-                           rows: rows, inFeatures: d, outFeatures: hid, mode: pr)
+            linearForward(.fc1, block: l, y: A + act.fc1, x: A + act.ln2, params: P, rows: rows, mode: pr,
+                          sparse: sparse, threads: lane.threads)
             GELU.forward(A + act.gelu, A + act.fc1, count: rows * hid)
             // xOut = xMid + gelu·W2ᵀ + b2
-            Linear.forwardResidual(y: A + act.xOut, residual: A + act.xMid, x: A + act.gelu,
-                                   weight: P + w.fc2Weight, bias: P + w.fc2Bias,
-                                   rows: rows, inFeatures: hid, outFeatures: d, mode: pr)
+            linearForward(.fc2, block: l, y: A + act.xOut, x: A + act.gelu, residual: A + act.xMid, params: P,
+                          rows: rows, mode: pr, sparse: sparse, threads: lane.threads)
         }
 
         // Only the CLS token reaches the head, so the final norm runs on it alone.
@@ -334,7 +349,8 @@ extension ViTModel {
         return result
     }
 
-    func laneBackward(_ lane: Lane, params P: UnsafePointer<Float>, mode pr: MatMulMode, grads G: UnsafeMutablePointer<Float>,
+    func laneBackward(_ lane: Lane, params P: UnsafePointer<Float>, mode pr: MatMulMode, sparse: SparseLayers?,
+                      fullWeightGradient: Bool, grads G: UnsafeMutablePointer<Float>,
                       labels: UnsafePointer<Int32>, smoothing: Float, lossScale: Float, mix: MixedTargets? = nil,
                       inputGrad: UnsafeMutablePointer<Float>?, selection: TokenSelection? = nil) {
         let c = config, o = offsets
@@ -359,27 +375,28 @@ extension ViTModel {
         for i in 0 ..< b { (dX + i * n * d).update(from: A + lane.dCls + i * d, count: d) }
         let keyGrad = c.hasTokenSelector && selection?.relaxation == .attention
         if keyGrad { VectorOps.zero(A + lane.selKeyGrad, rows) }
+        let scratch = lane.sparseScratch?.pointer
 
         for l in stride(from: c.depth - 1, through: 0, by: -1) {
             let act = lane.blocks[l], w = o.blocks[l]
             let a = c.attentionWidth(inBlock: l), hid = c.hidden(inBlock: l)
             // MLP branch: xOut = xMid + fc2(gelu(fc1(ln2(xMid))))
             VectorOps.zero(A + lane.dGelu, rows * hid)
-            Linear.backward(dx: A + lane.dGelu, dweight: G + w.fc2Weight, dbias: G + w.fc2Bias, dy: dX,
-                            x: A + act.gelu, weight: P + w.fc2Weight, rows: rows, inFeatures: hid, outFeatures: d, mode: pr)
+            linearBackward(.fc2, block: l, dx: A + lane.dGelu, dy: dX, x: A + act.gelu, params: P, grads: G, rows: rows,
+                           mode: pr, sparse: sparse, fullWeightGradient: fullWeightGradient, scratch: scratch, threads: lane.threads)
             VectorOps.zero(A + lane.dH, rows * hid)
             GELU.backward(dx: A + lane.dH, dy: A + lane.dGelu, x: A + act.fc1, count: rows * hid)
             VectorOps.zero(A + lane.dLn, rows * d)
-            Linear.backward(dx: A + lane.dLn, dweight: G + w.fc1Weight, dbias: G + w.fc1Bias, dy: A + lane.dH,
-                            x: A + act.ln2, weight: P + w.fc1Weight, rows: rows, inFeatures: d, outFeatures: hid, mode: pr)
+            linearBackward(.fc1, block: l, dx: A + lane.dLn, dy: A + lane.dH, x: A + act.ln2, params: P, grads: G, rows: rows,
+                           mode: pr, sparse: sparse, fullWeightGradient: fullWeightGradient, scratch: scratch, threads: lane.threads)
             // dX now becomes ∂L/∂xMid: the residual path plus the norm's contribution
             LayerNorm.backward(dx: dX, dweight: G + w.norm2Weight, dbias: G + w.norm2Bias, dy: A + lane.dLn,
                                x: A + act.xMid, mean: A + act.ln2Mean, rstd: A + act.ln2Rstd,
                                weight: P + w.norm2Weight, rows: rows, dim: d)
             // Attention branch: xMid = xIn + proj(attn(qkv(ln1(xIn))))
             VectorOps.zero(A + lane.dAttn, rows * a)
-            Linear.backward(dx: A + lane.dAttn, dweight: G + w.projWeight, dbias: G + w.projBias, dy: dX,
-                            x: A + act.attn, weight: P + w.projWeight, rows: rows, inFeatures: a, outFeatures: d, mode: pr)
+            linearBackward(.proj, block: l, dx: A + lane.dAttn, dy: dX, x: A + act.attn, params: P, grads: G, rows: rows,
+                           mode: pr, sparse: sparse, fullWeightGradient: fullWeightGradient, scratch: scratch, threads: lane.threads)
             if !lane.saliency.isEmpty {
                 let heads = c.heads(inBlock: l), hd = c.headDim
                 let first = (0 ..< l).reduce(0) { $0 + c.heads(inBlock: $1) }
@@ -396,8 +413,8 @@ extension ViTModel {
                                heads: c.heads(inBlock: l), headDim: c.headDim, mode: pr)
             if keyGrad { accumulateKeyGradient(lane, heads: c.heads(inBlock: l)) }
             VectorOps.zero(A + lane.dLn, rows * d)
-            Linear.backward(dx: A + lane.dLn, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dy: A + lane.dQkv,
-                            x: A + act.ln1, weight: P + w.qkvWeight, rows: rows, inFeatures: d, outFeatures: 3 * a, mode: pr)
+            linearBackward(.qkv, block: l, dx: A + lane.dLn, dy: A + lane.dQkv, x: A + act.ln1, params: P, grads: G, rows: rows,
+                           mode: pr, sparse: sparse, fullWeightGradient: fullWeightGradient, scratch: scratch, threads: lane.threads)
             LayerNorm.backward(dx: dX, dweight: G + w.norm1Weight, dbias: G + w.norm1Bias, dy: A + lane.dLn,
                                x: A + act.xIn, mean: A + act.ln1Mean, rstd: A + act.ln1Rstd,
                                weight: P + w.norm1Weight, rows: rows, dim: d)
