@@ -2,6 +2,7 @@ import Core
 import Datasets
 import Foundation
 import Kernels
+import Logging
 import Model
 import Sparsity
 
@@ -33,15 +34,24 @@ public final class Replica: @unchecked Sendable {
     var compact: (plan: CompactPlan, params: FloatBuffer, grads: FloatBuffer, workspaces: [Int: ViTWorkspace])?
     /// Full parameters with the inactive units' candidate weights (scoring steps).
     var scoringParams: FloatBuffer?
+    /// What the last mask's sparse-kernel choice was (nil before the first masked step).
+    public var sparseKernelChoice: SparseKernelChoice? { sparseLayers.choice }
+
     /// The unit scores of the last scoring step.
     public private(set) var unitScores: UnitScores?
     /// SViTE+: Gumbel noise per (image, patch) of the current batch.
     var tokenNoise: FloatBuffer?
+    /// Unstructured masks: the block layers computed on sparse kernels.
+    let sparseLayers: SparseLayerCache
 
+    /// `sparseKernels`: how the masked block layers compute (`compute.sparse_kernels`); the
+    /// choice is logged to `log`.
     public init(model: ViTModel, assembler: BatchAssembler, threads: Int, smoothing: Float, maxBatch: Int,
                 precision: Precision = .fp32, selectorRelaxation: SelectorRelaxation = .attention,
-                selectorObjective: SelectorObjective = .taylor) {
+                selectorObjective: SelectorObjective = .taylor, sparseKernels: SparseKernelMode = .off, log: Logger? = nil) {
         self.model = model
+        sparseLayers = SparseLayerCache(model: model, mode: sparseKernels, batch: maxBatch, threads: threads, precision: precision,
+                                        training: true, log: log)
         self.selectorRelaxation = selectorRelaxation
         self.selectorObjective = selectorObjective
         self.assembler = assembler
@@ -95,7 +105,8 @@ public final class Replica: @unchecked Sendable {
             guard let masks, masks.isStructured else {
                 return model.forwardBackward(params: params, grads: grads.pointer, images: images.pointer,
                                              labels: lab.baseAddress!, smoothing: smoothing, workspace: workspace(b),
-                                             selection: tokens, mix: mix)
+                                             selection: tokens, mix: mix, sparse: sparseLayers.layers(for: masks),
+                                             fullWeightGradient: request.needsInactiveGradient)
             }
             if let seed = request.unitScoreSeed {
                 let full = scoringParams ?? FloatBuffer(count: model.layout.count)
@@ -162,13 +173,18 @@ public final class Evaluator: @unchecked Sendable {
     var workspaces: [Int: ViTWorkspace] = [:]
     let images: FloatBuffer
     var labels: [Int32]
+    /// Unstructured masks: the block layers computed on sparse kernels.
+    let sparseLayers: SparseLayerCache
 
-    public init(model: ViTModel, assembler: BatchAssembler, batch: Int, threads: Int, precision: Precision = .fp32) {
+    public init(model: ViTModel, assembler: BatchAssembler, batch: Int, threads: Int, precision: Precision = .fp32,
+                sparseKernels: SparseKernelMode = .off, log: Logger? = nil) {
         self.model = model
         self.assembler = assembler
         self.batch = min(batch, assembler.dataset.count)
         self.threads = threads
         self.precision = precision
+        sparseLayers = SparseLayerCache(model: model, mode: sparseKernels, batch: min(self.batch, Self.chunk(threads: threads)),
+                                        threads: threads, precision: precision, training: false, log: log)
         images = FloatBuffer(count: self.batch * model.config.imageValues)
         labels = [Int32](repeating: 0, count: self.batch)
         assembler.loader?.threads = threads
@@ -178,7 +194,8 @@ public final class Evaluator: @unchecked Sendable {
     /// image for fmnist-tiny), so the default eval batch of 500 made a 1.07 GB workspace
     /// (the coordinator's memory jumped from 80 MB to 1.08 GB at its first evaluation);
     /// 32 images a thread are as fast and hold about 0.13 GB at 2 threads.
-    public var chunk: Int { max(1, 32 * threads) }
+    public var chunk: Int { Self.chunk(threads: threads) }
+    static func chunk(threads: Int) -> Int { max(1, 32 * threads) }
 
     /// Structured masks: the compact model of the topology last evaluated.
     var compact: (plan: CompactPlan, params: FloatBuffer, workspaces: [Int: ViTWorkspace])?
@@ -187,6 +204,7 @@ public final class Evaluator: @unchecked Sendable {
     public func evaluate(params full: UnsafePointer<Float>, masks: MaskSet? = nil, progress: (Int, Int) -> Void = { _, _ in }) -> BatchResult {
         var model = self.model
         var params = full
+        let sparse = sparseLayers.layers(for: masks)
         if let masks, masks.isStructured {
             let units = UnitSelection(masks: masks, model: model)
             if compact?.plan.keeps(units.keptHeads, units.keptNeurons) != true {
@@ -219,7 +237,8 @@ public final class Evaluator: @unchecked Sendable {
                 if next < n {
                     assembler.prefetch(indices: (Int32(next) ..< Int32(min(n, next + min(batch, chunk)))).map { $0 }, epoch: 0, augment: false)
                 }
-                return model.forward(params: params, images: images.pointer, labels: lab.baseAddress!, smoothing: 0, workspace: ws)
+                return model.forward(params: params, images: images.pointer, labels: lab.baseAddress!, smoothing: 0, workspace: ws,
+                                     sparse: model === self.model ? sparse : nil)
             }
             start += b
             progress(start, n)

@@ -109,6 +109,7 @@ public enum NonFiniteAction: String, Sendable, CaseIterable, Codable {
     case skip
 }
 extension BackendChoice: ConfigChoice {}
+extension SparseKernelMode: ConfigChoice {}
 
 /// The `compute:` section: how this machine computes. Each process decides for itself
 /// (a worker may run another backend than the coordinator); only `training.precision`
@@ -116,6 +117,9 @@ extension BackendChoice: ConfigChoice {}
 public struct ComputeConfig: Sendable, Equatable, Codable {
     /// auto: oneDNN on x86-64, OpenBLAS elsewhere.
     public var backend: BackendChoice = .auto
+    /// Whether masked block layers run on the sparse kernels: auto (the faster of dense and
+    /// sparse per layer, measured), on, off.
+    public var sparseKernels: SparseKernelMode = .auto
 
     public init() {}
 
@@ -124,7 +128,7 @@ public struct ComputeConfig: Sendable, Equatable, Codable {
 extension ComputeConfig: ConfigSection {
     public static let sectionName = "compute"
     public static var defaults: ComputeConfig { ComputeConfig() }
-    public static var keys: [ConfigKey<ComputeConfig>] { [.value("backend", \.backend)] }
+    public static var keys: [ConfigKey<ComputeConfig>] { [.value("backend", \.backend), .value("sparse_kernels", \.sparseKernels)] }
 }
 
 /// A whole run config: every section validated, every unknown key an error naming the

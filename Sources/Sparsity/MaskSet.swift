@@ -14,6 +14,9 @@ public final class MaskSet: @unchecked Sendable {
     /// 1 where a weight has been active at any time since the start (exploration rate).
     public let everActive: FloatBuffer
     public private(set) var version: Int = 0
+    /// Changes made to this object's mask, counted from 0 and never restored (a version
+    /// can be set back by a checkpoint): what anything built from the mask is keyed by.
+    public private(set) var edits: Int = 0
     /// The mask switches whole heads and neurons (S2ViTE, SSP; see `UnitSelection`).
     public let isStructured: Bool
 
@@ -63,6 +66,7 @@ public final class MaskSet: @unchecked Sendable {
             for i in order[0 ..< k] { m[i] = 1; e[i] = 1 }
         }
         version += 1
+        edits += 1
     }
 
     /// Sets the ever-active map to the current mask (a run's starting topology).
@@ -71,10 +75,10 @@ public final class MaskSet: @unchecked Sendable {
     }
 
     /// Marks a topology change (after prune-and-grow has edited `mask`).
-    public func bumpVersion() { version += 1 }
+    public func bumpVersion() { version += 1; edits += 1 }
 
     /// After a checkpoint has written `mask` and `everActive` back.
-    public func restoreVersion(_ v: Int) { version = v }
+    public func restoreVersion(_ v: Int) { version = v; edits += 1 }
 
     /// Zeroes the inactive values of a buffer in the same layout (weights, gradients,
     /// optimizer moments).
@@ -219,6 +223,7 @@ extension MaskSet {
             }
         }
         version = v
+        edits += 1
         return true
     }
 
@@ -238,6 +243,7 @@ extension MaskSet {
             for i in c.on { m[Int(i)] = 1; noteActive(t, Int(i)) }
         }
         version = v
+        edits += 1
         return true
     }
 }

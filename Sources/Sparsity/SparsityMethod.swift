@@ -26,6 +26,13 @@ public enum StepRequest: Sendable, Hashable {
     /// inactive unit given its candidate weights drawn from `seed`.
     case unitScores(seed: UInt64)
 
+    /// The gradient must cover the inactive weights too: the update ranks them by it (a
+    /// sparse layer's weight gradient is otherwise computed at its active weights only).
+    public var needsInactiveGradient: Bool {
+        if case .growCandidates = self { return true }
+        return false
+    }
+
     /// The candidate-weight seed of a unit-score request.
     public var unitScoreSeed: UInt64? {
         if case let .unitScores(seed) = self { return seed }

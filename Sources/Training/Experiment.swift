@@ -113,8 +113,10 @@ public struct Experiment: Sendable {
     }
 
     /// Keys added after runs were recorded, at the defaults that change nothing a finite
-    /// run computes: left out of the fingerprint, so those rows still stand.
+    /// run computes: left out of the fingerprint, so those rows still stand. (The sparse
+    /// kernels compute the same products to fp32 rounding, where they are faster.)
     static let fingerprintNeutralLines: Set<String> = [
+        "  sparse_kernels: auto",
         "  on_nonfinite: stop", "  max_skipped_steps: 10",
         "communication:", "  gradient_density: 1.0",
         "  dense_warmup_epochs: auto", "  freeze_variance: auto",

@@ -69,7 +69,7 @@ public struct StepTiming {
                                                             augmentation: data.augmentation, seed: c.training.seed),
                                   threads: threads, smoothing: Float(c.training.labelSmoothing), maxBatch: indices.count,
                                   precision: engine.precision, selectorRelaxation: c.training.selectorRelaxation,
-                                  selectorObjective: c.training.selectorObjective)
+                                  selectorObjective: c.training.selectorObjective, sparseKernels: c.compute.sparseKernels)
             let selector = c.selectorSchedule(step: 1, total: 1)
             return {
                 replica.computeGradient(params: params.pointer, indices: indices, epoch: 0, masks: masks, selector: selector)

@@ -83,12 +83,14 @@ public final class Trainer {
                                   assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed, prefetch: d.prefetch),
                                   threads: threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize,
                                   precision: engine.precision, selectorRelaxation: t.selectorRelaxation,
-                                  selectorObjective: t.selectorObjective)
+                                  selectorObjective: t.selectorObjective,
+                                  sparseKernels: config.compute.sparseKernels, log: logger)
             source = LocalGradientSource(replica: replica, plan: plan)
         }
         evaluator = Evaluator(model: model,
                               assembler: BatchAssembler(dataset: test, mean: d.mean, std: d.std, augmentation: .none, seed: t.seed, prefetch: d.prefetch),
-                              batch: t.evalBatchSize, threads: threads, precision: engine.precision)
+                              batch: t.evalBatchSize, threads: threads, precision: engine.precision,
+                              sparseKernels: config.compute.sparseKernels, log: logger)
         resumedFrom = options.resume
         server.enableSparsity(config.sparsity, seed: config.topologySeed)
         if source.compressesGradients || !config.communication.compresses {

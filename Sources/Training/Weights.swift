@@ -4,6 +4,7 @@ import Core
 import Datasets
 import Foundation
 import Kernels
+import Logging
 import Model
 import Sparsity
 
@@ -74,7 +75,9 @@ public struct LoadedWeights {
     }
 
     /// Accuracy and mean cross-entropy on a split of the config's data set.
+    /// `sparseKernels`: nil takes the config's compute.sparse_kernels.
     public func evaluate(split: Split = .test, threads: Int, batch: Int, precision: Precision = .fp32,
+                         sparseKernels: SparseKernelMode? = nil, log: Logger? = nil,
                          progress: (Int, Int) -> Void = { _, _ in }) throws -> EvalReport {
         try config.checkData()
         let data = try config.loadData(split)
@@ -82,7 +85,8 @@ public struct LoadedWeights {
         let evaluator = Evaluator(model: model,
                                   assembler: BatchAssembler(dataset: data, mean: config.data.mean, std: config.data.std,
                                                             augmentation: .none, seed: 0),
-                                  batch: batch, threads: threads, precision: precision)
+                                  batch: batch, threads: threads, precision: precision,
+                                  sparseKernels: sparseKernels ?? config.compute.sparseKernels, log: log)
         let clock = MonotonicClock()
         let r = evaluator.evaluate(params: params.pointer, masks: masks, progress: progress)
         return EvalReport(step: step ?? 0, epoch: 0, accuracy: r.accuracy, loss: r.meanLoss, images: r.count, seconds: clock.seconds)

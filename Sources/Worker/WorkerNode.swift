@@ -29,6 +29,8 @@ public struct WorkerOptions: Sendable {
     public var rejoinAfter: Double? = nil
     /// The matrix-product backend, overriding the run config's compute.backend.
     public var backend: BackendChoice?
+    /// The masked block layers' kernels, overriding the run config's compute.sparse_kernels.
+    public var sparseKernels: SparseKernelMode?
     /// A local worker's parent (`svite train`): when it is gone, the worker leaves.
     public var parentPID: Int32?
     /// CURVE: this worker's key pair and the coordinator's public key (nil: plaintext).
@@ -325,7 +327,8 @@ public final class WorkerNode: @unchecked Sendable {
                               assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed, prefetch: d.prefetch),
                               threads: options.threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize,
                               precision: engine.precision, selectorRelaxation: t.selectorRelaxation,
-                              selectorObjective: t.selectorObjective)
+                              selectorObjective: t.selectorObjective,
+                              sparseKernels: options.sparseKernels ?? config.compute.sparseKernels, log: log)
             plan = EpochPlan(datasetSize: train.count, batchSize: t.batchSize, seed: t.seed)
             layout = model.layout
             params = FloatBuffer(count: model.layout.count)

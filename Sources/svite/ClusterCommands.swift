@@ -4,6 +4,7 @@ import Core
 import Foundation
 import Kernels
 import Logging
+import Model
 import Training
 import Transport
 import Wire
@@ -238,6 +239,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(name: .long, help: "Matrix-product backend on this machine: auto, onednn or openblas (default: the run config's compute.backend). The precision is the run's.")
     var backend: BackendChoice?
 
+    @Option(name: .long, help: "Masked block layers on sparse kernels: auto (per layer, whichever this machine runs faster), on or off (default: the run config's compute.sparse_kernels).")
+    var sparseKernels: SparseKernelMode?
+
     @Option(name: .long, help: "Worker id (default: HOST-PID).")
     var name: String?
 
@@ -260,6 +264,7 @@ struct WorkerCommand: ParsableCommand {
         let log = global.bootstrap("svite.worker")
         var options = WorkerOptions(coordinator: try EndpointOption.check(coordinator, "--coordinator", role: .connect), name: resolvedName, threads: resolvedThreads, backend: backend)
         options.curve = try keys.load()
+        options.sparseKernels = sparseKernels
         // Tests only (not in --help): "SECONDS" or "SECONDS@STEP" makes every step (from STEP
         // on) slower by that much, as a straggler or a stuck compute would be.
         if let spec = environment["SVITE_TEST_COMPUTE_DELAY"] {

@@ -4,6 +4,7 @@ import Config
 import Datasets
 import Foundation
 import Kernels
+import Model
 import Training
 
 struct Eval: ParsableCommand {
@@ -34,6 +35,9 @@ struct Eval: ParsableCommand {
     @Option(name: .long, help: "Matrix-product precision (fp32 gives the model's exact accuracy; bf16 what a bf16 run sees).")
     var precision: Precision = .fp32
 
+    @Option(name: .long, help: "Masked block layers on sparse kernels: auto (per layer, whichever this machine runs faster), on or off (default: the run config's compute.sparse_kernels).")
+    var sparseKernels: SparseKernelMode?
+
     @Option(name: .long, help: "Split to evaluate: test or train.")
     var split: String = "test"
 
@@ -48,7 +52,8 @@ struct Eval: ParsableCommand {
         Engine.log(engine, to: log)
         let explicit = try configOptions.config.map { try RunConfig.resolve($0, overrides: configOptions.overrides) }
         let weights = try LoadedWeights.load(path, config: explicit, overrides: configOptions.overrides)
-        let r = try weights.evaluate(split: Split(rawValue: split)!, threads: threading.threads, batch: batch, precision: engine.precision)
+        let r = try weights.evaluate(split: Split(rawValue: split)!, threads: threading.threads, batch: batch, precision: engine.precision,
+                                       sparseKernels: sparseKernels, log: log)
         var out: [String: Any] = ["path": weights.path, "config": weights.config.name, "split": split,
                                   "images": r.images, "accuracy": r.accuracy, "loss": r.loss, "seconds": r.seconds,
                                   "dataset": weights.config.data.kind.rawValue]

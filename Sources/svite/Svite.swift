@@ -4,6 +4,7 @@ import Core
 import Foundation
 import Kernels
 import Logging
+import Model
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -88,6 +89,7 @@ struct CommandFailure: Error, CustomStringConvertible {
 
 extension BackendChoice: ExpressibleByArgument {}
 extension Precision: ExpressibleByArgument {}
+extension SparseKernelMode: ExpressibleByArgument {}
 
 /// How this process computes: flags that override the config's compute.backend and
 /// training.precision.
@@ -98,9 +100,13 @@ struct ComputeOptions: ParsableArguments {
     @Option(name: .long, help: "Matrix-product precision: fp32, or bf16 (bf16 operands, fp32 accumulation and master weights; needs AVX512-BF16 or AMX, else fp32 runs). Overrides training.precision.")
     var precision: Precision?
 
+    @Option(name: .long, help: "Masked block layers on sparse kernels: auto (per layer, whichever this machine runs faster), on or off. Overrides compute.sparse_kernels.")
+    var sparseKernels: SparseKernelMode?
+
     /// The flags as config overrides (`--set` form).
     var overrides: [String] {
         (backend.map { ["compute.backend=\($0.rawValue)"] } ?? []) + (precision.map { ["training.precision=\($0.rawValue)"] } ?? [])
+            + (sparseKernels.map { ["compute.sparse_kernels=\($0.rawValue)"] } ?? [])
     }
 }
 

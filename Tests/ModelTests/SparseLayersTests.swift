@@ -114,3 +114,80 @@ struct SparseLayersTests {
         #expect(abs(after.loss - dense.loss) <= 1e-5 * abs(dense.loss))
     }
 }
+
+/// The choice of dense or sparse per layer, on made-up costs.
+@Suite("Sparse kernel choice")
+struct SparseKernelChoiceTests {
+    /// Every block layer of the tiny model with the given active counts (all: unmasked).
+    static func active(_ model: ViTModel, _ count: (LinearSite) -> Int) -> [(site: LinearSite, activeCount: Int)] {
+        model.linearSites.map { ($0, count($0)) }
+    }
+
+    @Test func autoTakesSparseOnlyWhereItIsClearlyFaster() {
+        let model = ViTModel(config: tinyConfig)
+        // fc1 unmasked; qkv at 10%, proj at 50%, fc2 at 80%.
+        let density: [BlockLinear: Double] = [.qkv: 0.1, .proj: 0.5, .fc1: 1, .fc2: 0.8]
+        let active = Self.active(model) { s in Int((density[s.layer]! * Double(s.outFeatures * s.inFeatures)).rounded()) }
+        var asked: [LinearSite] = []
+        // Made up: dense 1 ms; sparse 0.2 ms + 2 ms × density, i.e. 0.4, 1.2, 1.8 ms.
+        let choice = SparseKernelChoice(mode: .auto, active: active) { site, n in
+            asked.append(site)
+            return LayerCost(dense: 1e-3, sparse: 2e-4 + 2e-3 * Double(n) / Double(site.outFeatures * site.inFeatures))
+        }
+        #expect(Set(choice.sparseSites.map(\.layer)) == [.qkv])
+        #expect(choice.sparseSites.count == tinyConfig.depth)
+        #expect(!asked.contains { $0.layer == .fc1 }, "an unmasked layer is not measured: it has nothing to skip")
+        // Both blocks: qkv 1 → 0.4, proj and fc2 stay at 1 ms.
+        let e = choice.expectedSeconds!
+        #expect(abs(e.dense - 6e-3) < 1e-12 && abs(e.chosen - 4.8e-3) < 1e-5)
+        #expect(choice.summary.contains("2 of 8 block layers run sparse (density 0.10)"), "\(choice.summary)")
+        #expect(choice.summary.contains("4 masked layer(s) stay dense"), "\(choice.summary)")
+        #expect(choice.byKind == "attn.qkv 2/2, attn.proj 0/2, mlp.fc1 0/2, mlp.fc2 0/2")
+    }
+
+    /// A layer only a little faster sparse stays dense: the margin is what keeps a noisy
+    /// measurement from making the step slower.
+    @Test func nearBreakEvenStaysDense() {
+        let model = ViTModel(config: tinyConfig)
+        let active = Self.active(model) { $0.outFeatures * $0.inFeatures / 10 }
+        let slightly = SparseKernelChoice(mode: .auto, active: active) { _, _ in LayerCost(dense: 1, sparse: 0.9) }
+        #expect(slightly.sparseSites.isEmpty)
+        let clearly = SparseKernelChoice(mode: .auto, active: active) { _, _ in LayerCost(dense: 1, sparse: 0.85) }
+        #expect(clearly.sparseSites.count == 8)
+        #expect(clearly.expectedSeconds!.chosen <= clearly.expectedSeconds!.dense)
+    }
+
+    @Test func onAndOffNeedNoMeasurement() {
+        let model = ViTModel(config: tinyConfig)
+        let active = Self.active(model) { $0.layer == .fc1 ? $0.outFeatures * $0.inFeatures : 3 }
+        let on = SparseKernelChoice(mode: .on, active: active) { _, _ in Issue.record("on measured"); return LayerCost(dense: 0, sparse: 0) }
+        #expect(on.sparseSites.count == 6 && !on.sparseSites.contains { $0.layer == .fc1 })
+        #expect(on.expectedSeconds == nil)
+        let off = SparseKernelChoice(mode: .off, active: active) { _, _ in Issue.record("off measured"); return LayerCost(dense: 0, sparse: 0) }
+        #expect(off.sparseSites.isEmpty)
+        #expect(off.summary.hasPrefix("sparse kernels (off): 0 of 8"))
+    }
+
+    /// The cost line through measured points: linear between them, extended past the ends,
+    /// never below zero.
+    @Test func costLineThroughThePoints() {
+        let points = [(active: 100, seconds: 2.0), (active: 300, seconds: 4.0), (active: 500, seconds: 10.0)]
+        #expect(MeasuredLayerCosts.interpolate(points, 200) == 3)
+        #expect(MeasuredLayerCosts.interpolate(points, 400) == 7)
+        #expect(MeasuredLayerCosts.interpolate(points, 600) == 13)
+        #expect(MeasuredLayerCosts.interpolate(points, 0) == 1)
+        #expect(MeasuredLayerCosts.interpolate([(100, 1.0), (200, 3.0)], 0) == 0)
+    }
+
+    /// Measured on this machine (tiny shapes, so quick): the costs are positive and the
+    /// sparse cost grows with the active weights.
+    @Test func measuredCostsGrowWithTheActiveWeights() {
+        let model = ViTModel(config: tinyConfig)
+        let costs = MeasuredLayerCosts(rows: 100, threads: 1, mode: .fp32, training: true, repeats: 2)
+        let site = model.site(block: 0, .fc1)
+        let total = site.outFeatures * site.inFeatures
+        let few = costs.cost(site, active: total / 20), many = costs.cost(site, active: total)
+        #expect(few.dense > 0 && few.dense == many.dense)
+        #expect(few.sparse > 0 && many.sparse > few.sparse)
+    }
+}

@@ -53,8 +53,10 @@ struct ClusterTests {
     }
 
     /// Two workers with half the batch each follow the single-process run to float
-    /// rounding (same data, same augmentation draws, same order).
+    /// rounding (same data, same augmentation draws, same order); SViTE with its masked
+    /// layers on the sparse kernels and on dense products.
     @Test(arguments: [[], ["sparsity.method=svite", "sparsity.update_interval=2", "sparsity.candidate_multiplier=1000"],
+                      ["sparsity.method=svite", "sparsity.update_interval=2", "sparsity.candidate_multiplier=1000", "compute.sparse_kernels=off"],
                       ["sparsity.method=s2vite", "sparsity.update_interval=2", "sparsity.sparsity=0.5"],
                       ["model.token_keep=0.75", "model.selector_hidden=4"]])
     func twoWorkersFollowTheSingleProcessRun(sparse: [String]) throws {

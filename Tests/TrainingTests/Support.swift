@@ -83,7 +83,9 @@ struct SplitMix {
 /// busy for a few seconds.
 let noStepDeadlines = ["communication.step_deadline_floor_seconds=3600", "communication.step_deadline_ceiling_seconds=3600"]
 
-/// A run config for a very small ViT on the synthetic data in `dir`.
+/// A run config for a very small ViT on the synthetic data in `dir`. Its masked layers run
+/// on the sparse kernels whatever they cost (`auto` measures, and may choose otherwise in a
+/// resumed run or another process, which tests that compare runs bit for bit cannot have).
 func tinyRunConfig(dataDir: String, extra: [String] = []) throws -> RunConfig {
     let yaml = """
     name: tiny
@@ -92,6 +94,7 @@ func tinyRunConfig(dataDir: String, extra: [String] = []) throws -> RunConfig {
     optimizer: {name: adamw, lr: 3.0e-3, weight_decay: 0.05}
     schedule: {warmup_steps: 2}
     training: {epochs: 2, batch_size: 16, label_smoothing: 0.1, seed: 5, log_every_steps: 1, threads: 2, eval_batch_size: 32}
+    compute: {sparse_kernels: on}
     """
     return try RunConfig.parse(yaml: yaml, file: "tiny.yaml", overrides: extra)
 }

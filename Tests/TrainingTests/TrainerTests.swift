@@ -104,6 +104,32 @@ struct TrainerTests {
 
     /// A short run on a few hundred images: the loss falls and the test accuracy is far
     /// above chance.
+    /// SViTE at 90% with its masked layers on the sparse kernels trains as on dense products:
+    /// the same topology updates (grow steps rank inactive weights by the dense gradient
+    /// either way) and the same weights to fp32 rounding, inactive weights zero in both.
+    @Test func sparseKernelsTrainAsTheDenseProducts() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 96, test: 32)
+            let extra = ["sparsity.method=svite", "sparsity.sparsity=0.9", "sparsity.update_interval=2", "training.epochs=1"]
+            let (on, sOn, _) = try run(try tinyRunConfig(dataDir: dir, extra: extra + ["compute.sparse_kernels=on"]), dir: "\(dir)/on")
+            let (off, sOff, _) = try run(try tinyRunConfig(dataDir: dir, extra: extra + ["compute.sparse_kernels=off"]), dir: "\(dir)/off")
+            let choice = try #require((on.source as? LocalGradientSource)?.replica.sparseKernelChoice)
+            #expect(choice.sparseSites.count == on.server.model.linearSites.count)
+            #expect((off.source as? LocalGradientSource)?.replica.sparseKernelChoice == nil)
+            let m = try #require(on.server.masks)
+            #expect(m.version > 1, "the run made topology updates")
+            #expect(m.mask.array == off.server.masks!.mask.array)
+            var worst: Float = 0, scale: Float = 0
+            for i in 0 ..< on.server.params.count {
+                worst = max(worst, abs(on.server.params[i] - off.server.params[i]))
+                scale = max(scale, abs(off.server.params[i]))
+                if m.mask[i] == 0 { #expect(on.server.params[i] == 0) }
+            }
+            #expect(worst <= 1e-5 * scale, "max |Δθ| = \(worst), max |θ| = \(scale)")
+            #expect(abs(sOn.lastEval!.accuracy - sOff.lastEval!.accuracy) <= 1.0 / 32)
+        }
+    }
+
     @Test func lossFallsOnASmallRun() throws {
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 320, test: 100)
