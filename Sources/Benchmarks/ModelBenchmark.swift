@@ -25,6 +25,10 @@ public struct ModelBenchmark {
         public var headDensity: Double? = nil
         /// SViTE+ rows: token keep ratios to time (the selector's scorer included).
         public var tokenKeeps: [Double] = []
+        /// SViTE rows: unstructured sparsities (ERK) to time against the dense products,
+        /// the masked layers' kernels chosen as `sparseKernels` says.
+        public var unstructuredSparsities: [Double] = []
+        public var sparseKernels: SparseKernelMode = .auto
         /// The precision of the matrix products, and the engine's one-line report.
         public var precision: Precision = .fp32
         public var engine = ""
@@ -60,6 +64,7 @@ public struct ModelBenchmark {
         public var engine: String
         public var structured: [StructuredRow] = []
         public var tokens: [TokenRow] = []
+        public var unstructured: [UnstructuredRow] = []
         public var machine: MachineInfo
     }
 
@@ -213,12 +218,16 @@ public struct ModelBenchmark {
                                       forward: f.variant, forwardBackward: t.variant, plainForward: f.reference,
                                       plainForwardBackward: t.reference, forwardSaving: f.saving, stepSaving: t.saving))
         }
+        let unstructured = unstructuredRows(model: model, params: params, images: images, labels: labels) {
+            timePair($0, reference: $1, refFLOPs: $2, $3, flops: $4)
+        }
         progress("gemm \(o.sgemmSize)³ on \(o.threads) threads, \(MatMul.backend.rawValue) \(o.precision.rawValue)")
         let sgemm = Self.sgemmGflops(size: o.sgemmSize, threads: o.threads, precision: o.precision)
         return Result(config: o.configName, model: o.config, batch: o.batch, threads: o.threads, lanes: ws.laneCount,
                       parameters: model.layout.parameterCount, forwardGFLOPPerImage: model.forwardFLOPsPerImage / 1e9,
                       forward: fwd, forwardBackward: train, trainStep: step, sgemmSize: o.sgemmSize, sgemmGflops: sgemm,
-                      workspaceMiB: Double(ws.bytes) / 1_048_576, precision: o.precision, engine: o.engine, structured: rows, tokens: tokenRows, machine: MachineInfo.current())
+                      workspaceMiB: Double(ws.bytes) / 1_048_576, precision: o.precision, engine: o.engine, structured: rows, tokens: tokenRows, unstructured: unstructured,
+                      machine: MachineInfo.current())
     }
 
     /// Best of 3 for an n×n×n product on `threads` threads, on the process's backend and
@@ -256,7 +265,7 @@ extension ModelBenchmark.Result {
         \(row("forward+backward", forwardBackward))
         \(row("train step", trainStep))
         \("gemm \(sgemmSize)³".padding(toLength: 20, withPad: " ", startingAt: 0))\(String(repeating: " ", count: 25))\(String(format: "%11.1f", sgemmGflops))  (roofline: one product, \(threads) thread\(threads == 1 ? "" : "s"), \(precision.rawValue))
-        """ + structuredTable + tokenTable
+        """ + structuredTable + tokenTable + unstructuredTable
     }
 
     var tokenTable: String {

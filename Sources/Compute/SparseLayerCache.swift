@@ -16,30 +16,20 @@ final class SparseLayerCache: @unchecked Sendable {
     private var built: (masks: MaskSet, edits: Int, layers: SparseLayers?)?
     private(set) var choice: SparseKernelChoice?
 
-    /// batch: the largest batch a pass takes; threads: the pass's. The costs are measured
-    /// for one lane of that batch (`ViTWorkspace` splits it over min(threads, batch) lanes).
+    /// batch: the largest batch a pass takes; threads: the pass's.
     init(model: ViTModel, mode: SparseKernelMode, batch: Int, threads: Int, precision: Precision, training: Bool, log: Logger?) {
         self.model = model
         self.mode = mode
         self.log = log
         purpose = training ? "training" : "evaluation"
-        let lanes = min(threads, batch)
-        let laneBatch = (batch + lanes - 1) / lanes
-        costs = MeasuredLayerCosts(rows: laneBatch * model.config.blockTokens, threads: lanes > 1 ? 1 : threads,
-                                   mode: MatMulMode(precision), training: training)
+        costs = MeasuredLayerCosts(model: model, batch: batch, threads: threads, precision: precision, training: training)
     }
 
     /// The sparse layers for `masks` (nil: no unstructured mask, or none chosen).
     func layers(for masks: MaskSet?) -> SparseLayers? {
         guard let masks, !masks.isStructured, mode != .off else { return nil }
         if let b = built, b.masks === masks, b.edits == masks.edits { return b.layers }
-        let mask = masks.mask.pointer
-        let active = model.linearSites.map { s in
-            (site: s, activeCount: (0 ..< s.outFeatures * s.inFeatures).reduce(0) { $0 + (mask[s.weight + $1] != 0 ? 1 : 0) })
-        }
-        let choice = SparseKernelChoice(mode: mode, active: active) { costs.cost($0, active: $1) }
-        let layers = choice.sparseSites.isEmpty ? nil
-            : SparseLayers(model: model, layouts: choice.sparseSites.map { ($0, SparseLayers.layout($0, mask: mask)) })
+        let (choice, layers) = SparseLayers.choose(model: model, mask: masks.mask.pointer, mode: mode, costs: costs)
         if choice.sparseSites != self.choice?.sparseSites || self.choice == nil {
             log?.info("\(purpose): \(choice.summary)")
             log?.debug("\(purpose): sparse layers by kind: \(choice.byKind)")

@@ -229,7 +229,7 @@ public enum SparseLinear {
     }
 
     /// dst[j·dstStride + i] = src[i·srcStride + j] for i < rows, j < cols: 8×8 tiles, each
-    /// read as eight rows of 8 and written as eight columns of 8.
+    /// read as eight rows of 8, transposed in registers and written as eight rows of 8.
     @inlinable
     static func transposeBlock(_ dst: UnsafeMutablePointer<Float>, dstStride: Int, _ src: UnsafePointer<Float>, srcStride: Int,
                                rows: Int, cols c: Int) {
@@ -238,17 +238,30 @@ public enum SparseLinear {
             var j = 0
             while j + 8 <= c {
                 let s = src + i * srcStride + j, ld = srcStride
-                let a0 = s.loadVec8(0), a1 = s.loadVec8(ld), a2 = s.loadVec8(2 * ld), a3 = s.loadVec8(3 * ld)
-                let a4 = s.loadVec8(4 * ld), a5 = s.loadVec8(5 * ld), a6 = s.loadVec8(6 * ld), a7 = s.loadVec8(7 * ld)
-                let d = dst + j * dstStride + i
-                for t in 0 ..< 8 {
-                    d.storeVec8(Vec8(a0[t], a1[t], a2[t], a3[t], a4[t], a5[t], a6[t], a7[t]), t * dstStride)
-                }
+                let t = transpose8(s.loadVec8(0), s.loadVec8(ld), s.loadVec8(2 * ld), s.loadVec8(3 * ld),
+                                   s.loadVec8(4 * ld), s.loadVec8(5 * ld), s.loadVec8(6 * ld), s.loadVec8(7 * ld))
+                let d = dst + j * dstStride + i, ds = dstStride
+                d.storeVec8(t.0, 0); d.storeVec8(t.1, ds); d.storeVec8(t.2, 2 * ds); d.storeVec8(t.3, 3 * ds)
+                d.storeVec8(t.4, 4 * ds); d.storeVec8(t.5, 5 * ds); d.storeVec8(t.6, 6 * ds); d.storeVec8(t.7, 7 * ds)
                 j += 8
             }
             for jj in j ..< c { for ii in i ..< i + 8 { dst[jj * dstStride + ii] = src[ii * srcStride + jj] } }
             i += 8
         }
         for ii in i ..< rows { for jj in 0 ..< c { dst[jj * dstStride + ii] = src[ii * srcStride + jj] } }
+    }
+
+    /// The transpose of the 8×8 matrix whose rows are r0 … r7: three perfect unshuffles of
+    /// its 64 entries (each moves the index's bits one place round, and row and column are
+    /// three bits each), eight two-vector shuffles apiece.
+    @inlinable @inline(__always)
+    static func transpose8(_ r0: Vec8, _ r1: Vec8, _ r2: Vec8, _ r3: Vec8, _ r4: Vec8, _ r5: Vec8, _ r6: Vec8, _ r7: Vec8)
+        -> (Vec8, Vec8, Vec8, Vec8, Vec8, Vec8, Vec8, Vec8) {
+        @inline(__always) func unshuffle(_ v: (Vec8, Vec8, Vec8, Vec8, Vec8, Vec8, Vec8, Vec8)) -> (Vec8, Vec8, Vec8, Vec8, Vec8, Vec8, Vec8, Vec8) {
+            let p0 = SIMD16(lowHalf: v.0, highHalf: v.1), p1 = SIMD16(lowHalf: v.2, highHalf: v.3)
+            let p2 = SIMD16(lowHalf: v.4, highHalf: v.5), p3 = SIMD16(lowHalf: v.6, highHalf: v.7)
+            return (p0.evenHalf, p1.evenHalf, p2.evenHalf, p3.evenHalf, p0.oddHalf, p1.oddHalf, p2.oddHalf, p3.oddHalf)
+        }
+        return unshuffle(unshuffle(unshuffle((r0, r1, r2, r3, r4, r5, r6, r7))))
     }
 }

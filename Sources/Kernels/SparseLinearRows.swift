@@ -131,9 +131,23 @@ extension SparseLinear {
     @inlinable
     static func addTransposed(_ out: UnsafeMutablePointer<Float>, stride: Int, _ t: UnsafePointer<Float>, blockStride: Int,
                               rows: Int, cols: Int) {
-        for row in 0 ..< rows {
-            let o = out + row * stride
-            for k in 0 ..< cols { o[k] += t[k * blockStride + row] }
+        var row = 0
+        while row + 8 <= rows {
+            var k = 0
+            while k + 8 <= cols {
+                let s = t + k * blockStride + row, ld = blockStride
+                let v = transpose8(s.loadVec8(0), s.loadVec8(ld), s.loadVec8(2 * ld), s.loadVec8(3 * ld),
+                                   s.loadVec8(4 * ld), s.loadVec8(5 * ld), s.loadVec8(6 * ld), s.loadVec8(7 * ld))
+                let o = out + row * stride + k
+                o.storeVec8(o.loadVec8(0) + v.0, 0); o.storeVec8(o.loadVec8(stride) + v.1, stride)
+                o.storeVec8(o.loadVec8(2 * stride) + v.2, 2 * stride); o.storeVec8(o.loadVec8(3 * stride) + v.3, 3 * stride)
+                o.storeVec8(o.loadVec8(4 * stride) + v.4, 4 * stride); o.storeVec8(o.loadVec8(5 * stride) + v.5, 5 * stride)
+                o.storeVec8(o.loadVec8(6 * stride) + v.6, 6 * stride); o.storeVec8(o.loadVec8(7 * stride) + v.7, 7 * stride)
+                k += 8
+            }
+            for r in row ..< row + 8 { for kk in k ..< cols { out[r * stride + kk] += t[kk * blockStride + r] } }
+            row += 8
         }
+        for r in row ..< rows { for k in 0 ..< cols { out[r * stride + k] += t[k * blockStride + r] } }
     }
 }

@@ -117,6 +117,16 @@ public final class MeasuredLayerCosts: @unchecked Sendable {
         self.rows = rows; self.threads = threads; self.mode = mode; self.training = training; self.repeats = repeats
     }
 
+    /// The costs for one lane of a `batch`-image pass on `threads` threads: a workspace
+    /// splits the batch over min(threads, batch) lanes, each on one thread when there are
+    /// several.
+    public convenience init(model: ViTModel, batch: Int, threads: Int, precision: Precision, training: Bool) {
+        let lanes = max(1, min(threads, batch))
+        let laneBatch = (batch + lanes - 1) / lanes
+        self.init(rows: laneBatch * model.config.blockTokens, threads: lanes > 1 ? 1 : threads, mode: MatMulMode(precision),
+                  training: training)
+    }
+
     public func cost(_ site: LinearSite, active: Int) -> LayerCost {
         lock.lock(); defer { lock.unlock() }
         let shape = Shape(outFeatures: site.outFeatures, inFeatures: site.inFeatures)

@@ -74,6 +74,18 @@ public final class SparseLayers: @unchecked Sendable {
         SparseWeight(mask: mask + site.weight, outFeatures: site.outFeatures, inFeatures: site.inFeatures)
     }
 
+    /// The choice for `mask` (the full parameter layout, nonzero = active) and the layers it
+    /// runs sparse (nil: none).
+    public static func choose(model: ViTModel, mask: UnsafePointer<Float>, mode: SparseKernelMode,
+                              costs: MeasuredLayerCosts) -> (choice: SparseKernelChoice, layers: SparseLayers?) {
+        let active = model.linearSites.map { s in
+            (site: s, activeCount: (0 ..< s.outFeatures * s.inFeatures).reduce(0) { $0 + (mask[s.weight + $1] != 0 ? 1 : 0) })
+        }
+        let choice = SparseKernelChoice(mode: mode, active: active) { costs.cost($0, active: $1) }
+        let sites = choice.sparseSites
+        return (choice, sites.isEmpty ? nil : SparseLayers(model: model, layouts: sites.map { ($0, layout($0, mask: mask)) }))
+    }
+
     /// The layers that run sparse, in block order.
     public var sites: [LinearSite] {
         model.linearSites.filter { weight(block: $0.block, $0.layer) != nil }

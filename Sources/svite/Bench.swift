@@ -61,12 +61,18 @@ struct BenchModel: ParsableCommand {
         backend and precision gives the machine's practical roofline. The first lines say \
         which backend, instruction set and precision ran (--backend, --precision).
 
+        --sparsity S times SViTE's unstructured masks at sparsity S: a train step and \
+        inference with the masked layers on the sparse kernels (as --sparse-kernels, default \
+        auto, chooses them per layer) against the same masked model on dense products, and \
+        per layer kind what the choice measured.
+
         --reference also runs benchmarks/reference.py (timm's VisionTransformer in PyTorch, \
         fp32 and bf16 autocast) in this command and prints the ratios.
 
         Examples:
           svite bench model --config deit-tiny --batch 64 --threads 2 --precision bf16
           svite bench model --config fmnist-tiny --batch 128 --threads 2 --reference
+          svite bench model --config deit-tiny --batch 64 --threads 2 --sparsity 0.5 --sparsity 0.9
         """
     )
 
@@ -100,6 +106,10 @@ struct BenchModel: ParsableCommand {
             help: "Also time the model with an SViTE+ token selector keeping this fraction of the patches (repeatable; e.g. 1 0.95 0.9 0.7).")
     var tokenKeep: [Double] = []
 
+    @Option(name: .long, parsing: .singleValue,
+            help: "Also time the model with SViTE's unstructured masks at this sparsity (repeatable; e.g. 0.5 0.7 0.8 0.9 0.95; ERK over the block layers), its masked layers on the kernels --sparse-kernels chooses, against the same masked model on dense products.")
+    var sparsity: [Double] = []
+
     @Flag(name: .long, help: "Also run the PyTorch/timm reference (benchmarks/reference.py) in this command and print both with their ratio; svite runs in fp32 and, where the CPU has native bf16, in bf16. Needs torch and timm (SVITE_REFERENCE_PYTHON, default /opt/ref/bin/python3).")
     var reference = false
 
@@ -107,7 +117,10 @@ struct BenchModel: ParsableCommand {
     var json = false
 
     func validate() throws {
-        if reference && (!structured.isEmpty || !tokenKeep.isEmpty) { throw ValidationError("--reference compares the plain model; drop --structured and --token-keep") }
+        if reference && (!structured.isEmpty || !tokenKeep.isEmpty || !sparsity.isEmpty) {
+            throw ValidationError("--reference compares the plain model; drop --structured, --token-keep and --sparsity")
+        }
+        if let bad = sparsity.first(where: { !($0 > 0 && $0 < 1) }) { throw ValidationError("--sparsity must be in (0, 1) (got \(bad))") }
         if let bad = structured.first(where: { !($0 >= 0 && $0 < 1) }) { throw ValidationError("--structured must be in [0, 1) (got \(bad))") }
         if let h = headDensity, !(h > 0 && h <= 1) { throw ValidationError("--head-density must be in (0, 1] (got \(h))") }
         if let bad = tokenKeep.first(where: { !($0 > 0 && $0 <= 1) }) { throw ValidationError("--token-keep must be in (0, 1] (got \(bad))") }
@@ -132,6 +145,8 @@ struct BenchModel: ParsableCommand {
             options.structuredSparsities = structured
             options.headDensity = headDensity
             options.tokenKeeps = tokenKeep
+            options.unstructuredSparsities = sparsity
+            options.sparseKernels = file.compute.sparseKernels
             return ModelBenchmark(options).run { log.info("\($0)") }
         }
         if reference {
