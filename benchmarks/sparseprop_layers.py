@@ -21,6 +21,7 @@ from sparseprop.modules import SparseLinear
 SHAPES = {  # config: (tokens per image, dim, hidden)
     "deit-tiny": (197, 192, 768),
     "fmnist-tiny": (50, 96, 384),
+    "fmnist-6head": (50, 96, 384),
 }
 
 

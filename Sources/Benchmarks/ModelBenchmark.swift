@@ -218,7 +218,7 @@ public struct ModelBenchmark {
                                       forward: f.variant, forwardBackward: t.variant, plainForward: f.reference,
                                       plainForwardBackward: t.reference, forwardSaving: f.saving, stepSaving: t.saving))
         }
-        let unstructured = unstructuredRows(model: model, params: params, images: images, labels: labels) {
+        let unstructured = unstructuredRows(model: model, params: params, images: images, labels: labels, workspace: ws) {
             timePair($0, reference: $1, refFLOPs: $2, $3, flops: $4)
         }
         progress("gemm \(o.sgemmSize)³ on \(o.threads) threads, \(MatMul.backend.rawValue) \(o.precision.rawValue)")

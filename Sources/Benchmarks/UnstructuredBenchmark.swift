@@ -40,18 +40,21 @@ extension ModelBenchmark {
         /// The masked layers' weights and their sparse layouts (CSR and CSC), MiB.
         public var layoutMiB: Double
         public var maskedWeightsMiB: Double
+        /// No layer ran sparse in either pass: both sides computed the same thing, and the
+        /// speed-ups show the timing's noise.
+        public var sameComputation: Bool
     }
 
     /// One row per sparsity; `timePair` times a variant against a reference alternately
     /// and gives 1 − the median ratio.
-    func unstructuredRows(model: ViTModel, params: FloatBuffer, images: FloatBuffer, labels: [Int32],
+    /// `ws`: the training workspace the dense rows ran in (one is 2.3 GiB for DeiT-Tiny at batch 64).
+    func unstructuredRows(model: ViTModel, params: FloatBuffer, images: FloatBuffer, labels: [Int32], workspace ws: ViTWorkspace,
                           timePair: (String, () -> Void, Double, () -> Void, Double) -> (reference: Timing, variant: Timing, saving: Double))
         -> [UnstructuredRow] {
         let o = options
         let flops = model.forwardFLOPsPerImage * Double(o.batch)
         let trainCosts = MeasuredLayerCosts(model: model, batch: o.batch, threads: o.threads, precision: o.precision, training: true)
         let inferCosts = MeasuredLayerCosts(model: model, batch: o.batch, threads: o.threads, precision: o.precision, training: false)
-        let ws = ViTWorkspace(model: model, batch: o.batch, threads: o.threads, precision: o.precision)
         let infer = ViTWorkspace(model: model, batch: o.batch, threads: o.threads, training: false, precision: o.precision)
         let grads = FloatBuffer(count: model.layout.count)
         let masked = FloatBuffer(count: model.layout.count)
@@ -96,7 +99,8 @@ extension ModelBenchmark {
                                    inferenceChoice: inference.choice.summary, layers: layers,
                                    trainStep: step.variant, denseTrainStep: step.reference, trainSpeedup: 1 / (1 - step.saving),
                                    forward: fwd.variant, denseForward: fwd.reference, forwardSpeedup: 1 / (1 - fwd.saving),
-                                   layoutMiB: Double(layoutBytes) / 1_048_576, maskedWeightsMiB: Double(4 * weights) / 1_048_576)
+                                   layoutMiB: Double(layoutBytes) / 1_048_576, maskedWeightsMiB: Double(4 * weights) / 1_048_576,
+                                   sameComputation: train.layers == nil && inference.layers == nil)
         }
     }
 }
@@ -110,7 +114,7 @@ extension ModelBenchmark.Result {
             lines.append(String(format: "%7.0f%%  %6.1f (%6.1f)  %7.1f (%7.1f)  %8.2fx  %7.1f (%7.1f)  %7.1f (%7.1f)  %8.2fx", r.sparsity * 100,
                                 r.trainStep.medianMs, r.denseTrainStep.medianMs, r.trainStep.imagesPerSecond, r.denseTrainStep.imagesPerSecond,
                                 r.trainSpeedup, r.forward.medianMs, r.denseForward.medianMs, r.forward.imagesPerSecond,
-                                r.denseForward.imagesPerSecond, r.forwardSpeedup))
+                                r.denseForward.imagesPerSecond, r.forwardSpeedup) + (r.sameComputation ? "  (all dense: the same computation, timing noise)" : ""))
         }
         for r in unstructured {
             lines.append("")
@@ -118,7 +122,8 @@ extension ModelBenchmark.Result {
             lines.append(String(format: "%.0f%%: inference: %@", r.sparsity * 100, r.inferenceChoice))
             lines.append("  layer       density  sparse  lane ms dense  sparse  speed-up (forward+backward, all blocks, as measured for the choice)")
             for l in r.layers {
-                lines.append(String(format: "  %-10@  %7.3f  %2d/%-3d  %13.2f  %6.2f  %7.2fx", l.kind as NSString, l.density, l.sparseLayers, l.layers,
+                lines.append("  " + l.kind.padding(toLength: 10, withPad: " ", startingAt: 0)
+                             + String(format: "  %7.3f  %2d/%-3d  %13.2f  %6.2f  %7.2fx", l.density, l.sparseLayers, l.layers,
                                     l.denseMs, l.sparseMs, l.denseMs / max(l.sparseMs, 1e-9)))
             }
             lines.append(String(format: "  the sparse layouts hold %.1f MiB beside the %.1f MiB of the block layers' dense weights", r.layoutMiB, r.maskedWeightsMiB))

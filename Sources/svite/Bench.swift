@@ -110,6 +110,9 @@ struct BenchModel: ParsableCommand {
             help: "Also time the model with SViTE's unstructured masks at this sparsity (repeatable; e.g. 0.5 0.7 0.8 0.9 0.95; ERK over the block layers), its masked layers on the kernels --sparse-kernels chooses, against the same masked model on dense products.")
     var sparsity: [Double] = []
 
+    @Option(name: .long, help: ArgumentHelp("With --sparsity: also draw the speed-up against sparsity into this .png or .svg.", valueName: "file"))
+    var plot: String?
+
     @Flag(name: .long, help: "Also run the PyTorch/timm reference (benchmarks/reference.py) in this command and print both with their ratio; svite runs in fp32 and, where the CPU has native bf16, in bf16. Needs torch and timm (SVITE_REFERENCE_PYTHON, default /opt/ref/bin/python3).")
     var reference = false
 
@@ -121,6 +124,10 @@ struct BenchModel: ParsableCommand {
             throw ValidationError("--reference compares the plain model; drop --structured, --token-keep and --sparsity")
         }
         if let bad = sparsity.first(where: { !($0 > 0 && $0 < 1) }) { throw ValidationError("--sparsity must be in (0, 1) (got \(bad))") }
+        if let plot {
+            guard !sparsity.isEmpty else { throw ValidationError("--plot draws the --sparsity rows: give at least one --sparsity") }
+            guard BenchPlots.format(plot) != nil else { throw ValidationError("--plot must name a .png or .svg file (got \(plot))") }
+        }
         if let bad = structured.first(where: { !($0 >= 0 && $0 < 1) }) { throw ValidationError("--structured must be in [0, 1) (got \(bad))") }
         if let h = headDensity, !(h > 0 && h <= 1) { throw ValidationError("--head-density must be in (0, 1] (got \(h))") }
         if let bad = tokenKeep.first(where: { !($0 > 0 && $0 <= 1) }) { throw ValidationError("--token-keep must be in (0, 1] (got \(bad))") }
@@ -163,6 +170,7 @@ struct BenchModel: ParsableCommand {
         }
         let result = measure(file.training.precision)
         try printResult(result, json: json) { result.table }
+        if let plot { try BenchPlots.model(result, to: plot) }
     }
 }
 
@@ -212,8 +220,12 @@ struct BenchSparse: ParsableCommand {
     @Option(name: .long, help: "Fraction of weights active (repeatable; default 0.5, 0.3, 0.2, 0.1, 0.05).")
     var density: [Double] = []
 
+    @Option(name: .long, help: ArgumentHelp("Also draw the speed-up against sparsity per layer into this .png or .svg.", valueName: "file"))
+    var plot: String?
+
     func validate() throws {
         if let bad = density.first(where: { !($0 > 0 && $0 <= 1) }) { throw ValidationError("--density must be in (0, 1] (got \(bad))") }
+        if let plot, BenchPlots.format(plot) == nil { throw ValidationError("--plot must name a .png or .svg file (got \(plot))") }
     }
 
     func run() throws {
@@ -222,6 +234,7 @@ struct BenchSparse: ParsableCommand {
         let result = SparseLinearBenchmark(config: file.model, configName: file.name, laneBatch: lane.laneBatch,
                                            densities: density.isEmpty ? [0.5, 0.3, 0.2, 0.1, 0.05] : density, repeats: lane.repeats).run { log.info("\($0)") }
         try printResult(result, json: lane.json) { result.table }
+        if let plot { try BenchPlots.layers(result, to: plot) }
     }
 }
 
