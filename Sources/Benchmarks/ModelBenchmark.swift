@@ -29,6 +29,9 @@ public struct ModelBenchmark {
         /// the masked layers' kernels chosen as `sparseKernels` says.
         public var unstructuredSparsities: [Double] = []
         public var sparseKernels: SparseKernelMode = .auto
+        /// A trained model to time instead of random weights: its parameters and, for an
+        /// unstructured run, its masks (a row of its own beside the ERK ones).
+        public var weights: (params: FloatBuffer, masks: MaskSet?, name: String)?
         /// The precision of the matrix products, and the engine's one-line report.
         public var precision: Precision = .fp32
         public var engine = ""
@@ -108,7 +111,12 @@ public struct ModelBenchmark {
         let o = options
         let model = ViTModel(config: o.config)
         let params = FloatBuffer(count: model.layout.count)
-        Initializer.initialize(params, layout: model.layout, seed: 0)
+        if let w = o.weights {
+            precondition(w.params.count == params.count, "ModelBenchmark: the weights are of another model")
+            params.pointer.update(from: w.params.pointer, count: params.count)
+        } else {
+            Initializer.initialize(params, layout: model.layout, seed: 0)
+        }
         let grads = FloatBuffer(count: model.layout.count)
         var rng = Xoshiro256(seed: 1)
         let images = FloatBuffer(count: o.batch * o.config.imageValues)

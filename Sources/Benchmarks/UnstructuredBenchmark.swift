@@ -24,6 +24,8 @@ extension ModelBenchmark {
         }
 
         public var sparsity: Double
+        /// "ERK" (a fresh mask at that sparsity) or the checkpoint the masks came from.
+        public var masks: String
         public var mode: SparseKernelMode
         /// What the choice said for training (forward + backward) and for inference.
         public var trainChoice: String
@@ -59,11 +61,15 @@ extension ModelBenchmark {
         let grads = FloatBuffer(count: model.layout.count)
         let masked = FloatBuffer(count: model.layout.count)
         let optimizer = Optimizer(config: OptimizerConfig(), layout: model.layout)
-        return o.unstructuredSparsities.map { sparsity in
+        var cases: [(masks: MaskSet, source: String)] = o.unstructuredSparsities.map { sparsity in
             var config = SparsityConfig()
             config.method = .svite
             config.sparsity = sparsity
-            let masks = config.makeMethod().initialMasks(model: model, seed: 4)!
+            return (config.makeMethod().initialMasks(model: model, seed: 4)!, "ERK")
+        }
+        if let w = o.weights, let m = w.masks, !m.isStructured { cases.append((m, w.name)) }
+        return cases.map { masks, source in
+            let sparsity = 1 - masks.density
             masked.pointer.update(from: params.pointer, count: params.count)
             masks.apply(to: masked)
             let train = SparseLayers.choose(model: model, mask: masks.mask.pointer, mode: o.sparseKernels, costs: trainCosts)
@@ -95,7 +101,7 @@ extension ModelBenchmark {
             // Per active weight of a sparse layer: its value in both orders, its column, row
             // and CSR place; per layer the two offset arrays.
             let layoutBytes = train.choice.layers.filter(\.sparse).reduce(0) { $0 + 4 * (5 * $1.activeCount + $1.site.outFeatures + $1.site.inFeatures + 2) }
-            return UnstructuredRow(sparsity: sparsity, mode: o.sparseKernels, trainChoice: train.choice.summary,
+            return UnstructuredRow(sparsity: sparsity, masks: source, mode: o.sparseKernels, trainChoice: train.choice.summary,
                                    inferenceChoice: inference.choice.summary, layers: layers,
                                    trainStep: step.variant, denseTrainStep: step.reference, trainSpeedup: 1 / (1 - step.saving),
                                    forward: fwd.variant, denseForward: fwd.reference, forwardSpeedup: 1 / (1 - fwd.saving),
@@ -108,18 +114,19 @@ extension ModelBenchmark {
 extension ModelBenchmark.Result {
     var unstructuredTable: String {
         guard !unstructured.isEmpty else { return "" }
-        var lines = ["", "SViTE unstructured masks (ERK), sparse_kernels \(unstructured[0].mode.rawValue), each timed alternately with the same masked model on dense products:",
+        var lines = ["", "SViTE unstructured masks (ERK unless named), sparse_kernels \(unstructured[0].mode.rawValue), each timed alternately with the same masked model on dense products:",
                      "sparsity  train step ms (dense)   img/s (dense)    speed-up   inference ms (dense)   img/s (dense)    speed-up"]
         for r in unstructured {
-            lines.append(String(format: "%7.0f%%  %6.1f (%6.1f)  %7.1f (%7.1f)  %8.2fx  %7.1f (%7.1f)  %7.1f (%7.1f)  %8.2fx", r.sparsity * 100,
+            lines.append(String(format: "%7.1f%%  %6.1f (%6.1f)  %7.1f (%7.1f)  %8.2fx  %7.1f (%7.1f)  %7.1f (%7.1f)  %8.2fx", r.sparsity * 100,
                                 r.trainStep.medianMs, r.denseTrainStep.medianMs, r.trainStep.imagesPerSecond, r.denseTrainStep.imagesPerSecond,
                                 r.trainSpeedup, r.forward.medianMs, r.denseForward.medianMs, r.forward.imagesPerSecond,
-                                r.denseForward.imagesPerSecond, r.forwardSpeedup) + (r.sameComputation ? "  (all dense: the same computation, timing noise)" : ""))
+                                r.denseForward.imagesPerSecond, r.forwardSpeedup) + (r.masks == "ERK" ? "" : "  masks of \(r.masks)")
+                         + (r.sameComputation ? "  (all dense: the same computation, timing noise)" : ""))
         }
         for r in unstructured {
             lines.append("")
-            lines.append(String(format: "%.0f%%: training: %@", r.sparsity * 100, r.trainChoice))
-            lines.append(String(format: "%.0f%%: inference: %@", r.sparsity * 100, r.inferenceChoice))
+            lines.append(String(format: "%.1f%%: training: %@", r.sparsity * 100, r.trainChoice))
+            lines.append(String(format: "%.1f%%: inference: %@", r.sparsity * 100, r.inferenceChoice))
             lines.append("  layer       density  sparse  lane ms dense  sparse  speed-up (forward+backward, all blocks, as measured for the choice)")
             for l in r.layers {
                 lines.append("  " + l.kind.padding(toLength: 10, withPad: " ", startingAt: 0)

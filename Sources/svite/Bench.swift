@@ -61,7 +61,8 @@ struct BenchModel: ParsableCommand {
         backend and precision gives the machine's practical roofline. The first lines say \
         which backend, instruction set and precision ran (--backend, --precision).
 
-        --sparsity S times SViTE's unstructured masks at sparsity S: a train step and \
+        --checkpoint PATH times a trained model (its config, weights and, for an unstructured \
+        run, its own masks as one more row). --sparsity S times SViTE's unstructured masks at sparsity S: a train step and \
         inference with the masked layers on the sparse kernels (as --sparse-kernels, default \
         auto, chooses them per layer) against the same masked model on dense products, and \
         per layer kind what the choice measured.
@@ -110,6 +111,9 @@ struct BenchModel: ParsableCommand {
             help: "Also time the model with SViTE's unstructured masks at this sparsity (repeatable; e.g. 0.5 0.7 0.8 0.9 0.95; ERK over the block layers), its masked layers on the kernels --sparse-kernels chooses, against the same masked model on dense products.")
     var sparsity: [Double] = []
 
+    @Option(name: .long, help: ArgumentHelp("Time a trained model: its weights instead of random ones, and an SViTE run's own masks as a row beside any --sparsity (checkpoint, run directory or safetensors file; its config replaces --config).", valueName: "path"))
+    var checkpoint: String?
+
     @Option(name: .long, help: ArgumentHelp("With --sparsity: also draw the speed-up against sparsity into this .png or .svg.", valueName: "file"))
     var plot: String?
 
@@ -120,12 +124,12 @@ struct BenchModel: ParsableCommand {
     var json = false
 
     func validate() throws {
-        if reference && (!structured.isEmpty || !tokenKeep.isEmpty || !sparsity.isEmpty) {
-            throw ValidationError("--reference compares the plain model; drop --structured, --token-keep and --sparsity")
+        if reference && (!structured.isEmpty || !tokenKeep.isEmpty || !sparsity.isEmpty || checkpoint != nil) {
+            throw ValidationError("--reference compares the plain model; drop --structured, --token-keep, --sparsity and --checkpoint")
         }
         if let bad = sparsity.first(where: { !($0 > 0 && $0 < 1) }) { throw ValidationError("--sparsity must be in (0, 1) (got \(bad))") }
         if let plot {
-            guard !sparsity.isEmpty else { throw ValidationError("--plot draws the --sparsity rows: give at least one --sparsity") }
+            guard !sparsity.isEmpty || checkpoint != nil else { throw ValidationError("--plot draws the --sparsity rows: give at least one --sparsity") }
             guard BenchPlots.format(plot) != nil else { throw ValidationError("--plot must name a .png or .svg file (got \(plot))") }
         }
         if let bad = structured.first(where: { !($0 >= 0 && $0 < 1) }) { throw ValidationError("--structured must be in [0, 1) (got \(bad))") }
@@ -139,7 +143,9 @@ struct BenchModel: ParsableCommand {
 
     func run() throws {
         let log = global.bootstrap("svite.bench")
-        let file = try RunConfig.resolve(config, overrides: compute.overrides)
+        let weights = try checkpoint.map { try LoadedWeights.load($0, overrides: compute.overrides) }
+        let file = try weights?.config ?? RunConfig.resolve(config, overrides: compute.overrides)
+        if let w = weights { log.info("timing \(w.path)\(w.masks.map { String(format: " with its masks (density %.3f)", $0.density) } ?? "")") }
         func measure(_ precision: Precision) -> ModelBenchmark.Result {
             let engine = Engine.configure(backend: file.compute.backend, precision: precision)
             Engine.log(engine, to: log)
@@ -154,6 +160,7 @@ struct BenchModel: ParsableCommand {
             options.tokenKeeps = tokenKeep
             options.unstructuredSparsities = sparsity
             options.sparseKernels = file.compute.sparseKernels
+            options.weights = weights.map { ($0.params, $0.masks, $0.path) }
             return ModelBenchmark(options).run { log.info("\($0)") }
         }
         if reference {
