@@ -34,15 +34,14 @@ public final class Replica: @unchecked Sendable {
     var compact: (plan: CompactPlan, params: FloatBuffer, grads: FloatBuffer, workspaces: [Int: ViTWorkspace])?
     /// Full parameters with the inactive units' candidate weights (scoring steps).
     var scoringParams: FloatBuffer?
-    /// What the last mask's sparse-kernel choice was (nil before the first masked step).
-    public var sparseKernelChoice: SparseKernelChoice? { sparseLayers.choice }
-
     /// The unit scores of the last scoring step.
     public private(set) var unitScores: UnitScores?
     /// SViTE+: Gumbel noise per (image, patch) of the current batch.
     var tokenNoise: FloatBuffer?
     /// Unstructured masks: the block layers computed on sparse kernels.
     let sparseLayers: SparseLayerCache
+    /// What the last mask's sparse-kernel choice was (nil before the first masked step).
+    public var sparseKernelChoice: SparseKernelChoice? { sparseLayers.choice }
 
     /// `sparseKernels`: how the masked block layers compute (`compute.sparse_kernels`); the
     /// choice is logged to `log`.
