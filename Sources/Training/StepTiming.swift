@@ -15,9 +15,9 @@ import Sparsity
 /// (the same dense run took 997 and 3,237 CPU seconds on two seeds); this can.
 ///
 /// A structured run's step is its compact model's (what its workers run); an
-/// unstructured one's is the dense product with masked weights (svite has no sparse
-/// kernels, so its FLOPs saving is not a time saving); a token selector's is taken at
-/// the end of its temperature and noise schedule.
+/// unstructured one's runs its masked layers as `compute.sparse_kernels` chooses (sparse
+/// kernels where this machine runs them faster, dense products on the masked weights
+/// elsewhere); a token selector's is taken at the end of its temperature and noise schedule.
 public struct StepTiming {
     public struct Entry: Sendable {
         public var name: String

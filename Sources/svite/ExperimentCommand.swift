@@ -155,6 +155,7 @@ struct ExperimentCommand: ParsableCommand {
                          dense.name as NSString))
         }
         let doc: [String: Any] = ["reference": dense.name, "batch": timing.batch, "threads": timing.threads, "rounds": timing.rounds,
+                                  "precision": base.training.precision.rawValue, "sparse_kernels": base.compute.sparseKernels.rawValue,
                                   "machine": machineLine, "date": ISO8601DateFormatter().string(from: Date()), "variants": variants]
         try Experiment.writeStepTiming(doc, to: resultsFile(e))
     }
@@ -193,8 +194,13 @@ struct ExperimentCommand: ParsableCommand {
             md += "a token selector at the end of its schedule), each variant's step timed in turn with every other's, "
             md += "\(t["rounds"] as? Int ?? 0) rounds in one process (`svite experiment --time-steps`, batch \(t["batch"] as? Int ?? 0), "
             md += "\(t["threads"] as? Int ?? 0) threads, \(t["machine"] as? String ?? "?"), \(t["date"] as? String ?? "?")), "
-            md += "1 − the median per-round ratio to \(t["reference"] as? String ?? "Dense"); unstructured sparsity runs dense products on masked weights, "
-            md += "so its FLOPs saving is not a time saving; "
+            md += "1 − the median per-round ratio to \(t["reference"] as? String ?? "Dense"); "
+            if let kernels = t["sparse_kernels"] as? String {
+                md += "the masked layers of unstructured runs were timed as `compute.sparse_kernels: \(kernels)` chose them "
+                md += "(sparse kernels where faster on this machine, else dense products on masked weights) in \(t["precision"] as? String ?? "?"); "
+            } else {
+                md += "unstructured sparsity ran dense products on masked weights, so its FLOPs saving was not a time saving; "
+            }
         } else {
             md += "time saving is in CPU seconds against Dense, fair only between runs made on an otherwise idle machine "
             md += "(`svite experiment --time-steps` times step against step); "
