@@ -73,7 +73,7 @@ struct BenchModel: ParsableCommand {
         Examples:
           svite bench model --config deit-tiny --batch 64 --threads 2 --precision bf16
           svite bench model --config fmnist-tiny --batch 128 --threads 2 --reference
-          svite bench model --config deit-tiny --batch 64 --threads 2 --sparsity 0.5 --sparsity 0.9
+          svite bench model --config deit-tiny --batch 64 --sparsity 0.9
         """
     )
 

@@ -198,17 +198,19 @@ struct ExperimentTests {
         #expect(Set(configs.map(\.name)).count == 20)
     }
 
-    /// The claims experiment: 19 variants of the 6-head model, three seeds each, run
+    /// The claims experiment: 21 variants of the 6-head model, three seeds each, run
     /// seed-major into VARIANT/seed-N; its Small-Dense rows have about the active
-    /// parameters of the SViTE rows they face; S2ViTE keeps 4 of 6 heads.
+    /// parameters of the SViTE rows they face; S2ViTE keeps 4 of 6 heads; SViTE also at
+    /// 90% and 95%, where its sparse kernels can pay.
     @Test func theClaimsExperimentRunsEveryVariantPerSeed() throws {
         let e = try Experiment.load("\(repoRoot)/configs/experiments/fmnist-claims.yaml")
-        #expect(e.variants.count == 19 && e.seeds == [0, 1, 2] && e.runs.count == 57)
-        #expect(e.runs[0].seed == 0 && e.runs[19].seed == 1 && e.runs[19].variant.name == "Dense")
-        #expect(e.runDirectory(e.runs[20]) == "runs/experiments/fmnist-claims/svite-50/seed-1")
+        #expect(e.variants.count == 21 && e.seeds == [0, 1, 2] && e.runs.count == 63)
+        #expect(e.runs[0].seed == 0 && e.runs[21].seed == 1 && e.runs[21].variant.name == "Dense")
+        #expect(e.runDirectory(e.runs[22]) == "runs/experiments/fmnist-claims/svite-50/seed-1")
         let configs = try e.configs()
         #expect(configs.allSatisfy { $0.model.heads == 6 && $0.training.epochs == 10 })
-        #expect(e.config(e.runs[20], variantConfig: configs[1]).training.seed == 1)
+        #expect(e.config(e.runs[22], variantConfig: configs[1]).training.seed == 1)
+        #expect(configs[3].sparsity.method == .svite && configs[3].sparsity.sparsity == 0.9 && configs[4].sparsity.sparsity == 0.95)
         func active(_ i: Int) -> Double {
             let c = configs[i], m = ViTModel(config: c.model)
             let prunable = MaskSet.prunableTensors(m.layout).reduce(0) { $0 + $1.count }
