@@ -112,6 +112,10 @@ public final class MeasuredLayerCosts: @unchecked Sendable {
 
     /// Densities of the two first points: around where the kernels break even.
     static let calibrationDensities = [0.05, 0.3]
+    /// At most this many rows are timed, and the times scaled to the pass's rows: both
+    /// sides' costs grow in proportion to the rows, and a DeiT-Base lane would otherwise
+    /// spend seconds measuring.
+    static let timedRows = 4096
 
     public init(rows: Int, threads: Int, mode: MatMulMode, training: Bool, repeats: Int = 3) {
         self.rows = rows; self.threads = threads; self.mode = mode; self.training = training; self.repeats = repeats
@@ -162,7 +166,7 @@ public final class MeasuredLayerCosts: @unchecked Sendable {
     /// Best of `repeats` after one untimed run: the dense layer (active nil) or the sparse
     /// kernels on a uniformly random mask with `active` entries.
     func time(_ shape: Shape, active: Int?) -> Double {
-        let o = shape.outFeatures, i = shape.inFeatures, r = rows
+        let o = shape.outFeatures, i = shape.inFeatures, r = min(rows, Self.timedRows)
         var rng = Xoshiro256(seed: UInt64(o * 7919 + i))
         func filled(_ n: Int) -> FloatBuffer {
             let b = FloatBuffer(count: n)
@@ -200,6 +204,6 @@ public final class MeasuredLayerCosts: @unchecked Sendable {
             }
         }
         run()
-        return (0 ..< repeats).map { _ in Stopwatch.seconds(run) }.min()!
+        return (0 ..< repeats).map { _ in Stopwatch.seconds(run) }.min()! * Double(rows) / Double(r)
     }
 }
