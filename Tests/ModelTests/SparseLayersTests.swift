@@ -53,9 +53,18 @@ struct SparseLayersTests {
         return Pass(loss: r.lossSum, grads: Array(UnsafeBufferPointer(start: grads.pointer, count: grads.count)))
     }
 
+    /// Tokens removed by SViTE+'s selector (keeps 8 of 16 patches: 9 tokens a block).
+    static let selectorConfig: ViTConfig = {
+        var c = ViTConfig(imageSize: 12, patchSize: 3, inChannels: 1, numClasses: 4, dim: 8, depth: 2, heads: 2, mlpRatio: 2)
+        c.tokenKeep = 0.5
+        c.selectorHidden = 4
+        return c
+    }()
+
     /// Batch 20 of 5 tokens = 100 rows: a full 64-row block and a part one; 1 thread, 3 lanes,
-    /// and one lane of 2 threads (batch 1 takes the threads into the kernels).
-    @Test(arguments: [(20, 1), (20, 3), (1, 2)], [tinyConfig, tinyConfig.compacted(heads: [1, 2], hidden: [24, 7])])
+    /// and one lane of 2 threads (batch 1 takes the threads into the kernels); the full
+    /// model, a compact one, and one with a token selector.
+    @Test(arguments: [(20, 1), (20, 3), (1, 2)], [tinyConfig, tinyConfig.compacted(heads: [1, 2], hidden: [24, 7]), selectorConfig])
     func sparsePathEqualsMaskedDense(shape: (batch: Int, threads: Int), config: ViTConfig) {
         let model = ViTModel(config: config)
         let params = randomParameters(model, seed: 5)
