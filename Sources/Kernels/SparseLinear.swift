@@ -147,7 +147,7 @@ public enum SparseLinear {
                     for o in outputs {
                         let dy = dyT + o * r + lo
                         for e in Int(s[o]) ..< Int(s[o + 1]) {
-                            dvalues[e] += dot(dy, xT + Int(col[e]) * r + lo, n)
+                            dvalues[e] += VectorOps.dot(dy, xT + Int(col[e]) * r + lo, n)
                         }
                     }
                     lo += n
@@ -201,20 +201,6 @@ public enum SparseLinear {
         }
     }
 
-    @inlinable
-    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        var s0 = Vec8(), s1 = Vec8(), s2 = Vec8(), s3 = Vec8()
-        var j = 0
-        while j + 32 <= n {
-            s0 += a.loadVec8(j) * b.loadVec8(j); s1 += a.loadVec8(j + 8) * b.loadVec8(j + 8)
-            s2 += a.loadVec8(j + 16) * b.loadVec8(j + 16); s3 += a.loadVec8(j + 24) * b.loadVec8(j + 24)
-            j += 32
-        }
-        while j + 8 <= n { s0 += a.loadVec8(j) * b.loadVec8(j); j += 8 }
-        var s = ((s0 + s1) + (s2 + s3)).sum()
-        while j < n { s += a[j] * b[j]; j += 1 }
-        return s
-    }
 
     /// dst: (C, R) ← src: (R, C), in 64-row strips split over threads.
     public static func transpose(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, rows r: Int, cols c: Int,
@@ -228,11 +214,16 @@ public enum SparseLinear {
         }
     }
 
-    /// dst[j·dstStride + i] = src[i·srcStride + j] for i < rows, j < cols: 8×8 tiles, each
-    /// read as eight rows of 8, transposed in registers and written as eight rows of 8.
+    /// dst[j·dstStride + i] = src[i·srcStride + j] for i < rows, j < cols (`+=` when
+    /// `accumulate`): 8×8 tiles, each read as eight rows of 8, transposed in registers and
+    /// written as eight rows of 8.
     @inlinable
     static func transposeBlock(_ dst: UnsafeMutablePointer<Float>, dstStride: Int, _ src: UnsafePointer<Float>, srcStride: Int,
-                               rows: Int, cols c: Int) {
+                               rows: Int, cols c: Int, accumulate: Bool = false) {
+        @inline(__always) func put(_ d: UnsafeMutablePointer<Float>, _ v: Vec8, _ at: Int) {
+            d.storeVec8(accumulate ? d.loadVec8(at) + v : v, at)
+        }
+        @inline(__always) func put(_ k: Int, _ v: Float) { dst[k] = accumulate ? dst[k] + v : v }
         var i = 0
         while i + 8 <= rows {
             var j = 0
@@ -241,14 +232,14 @@ public enum SparseLinear {
                 let t = transpose8(s.loadVec8(0), s.loadVec8(ld), s.loadVec8(2 * ld), s.loadVec8(3 * ld),
                                    s.loadVec8(4 * ld), s.loadVec8(5 * ld), s.loadVec8(6 * ld), s.loadVec8(7 * ld))
                 let d = dst + j * dstStride + i, ds = dstStride
-                d.storeVec8(t.0, 0); d.storeVec8(t.1, ds); d.storeVec8(t.2, 2 * ds); d.storeVec8(t.3, 3 * ds)
-                d.storeVec8(t.4, 4 * ds); d.storeVec8(t.5, 5 * ds); d.storeVec8(t.6, 6 * ds); d.storeVec8(t.7, 7 * ds)
+                put(d, t.0, 0); put(d, t.1, ds); put(d, t.2, 2 * ds); put(d, t.3, 3 * ds)
+                put(d, t.4, 4 * ds); put(d, t.5, 5 * ds); put(d, t.6, 6 * ds); put(d, t.7, 7 * ds)
                 j += 8
             }
-            for jj in j ..< c { for ii in i ..< i + 8 { dst[jj * dstStride + ii] = src[ii * srcStride + jj] } }
+            for jj in j ..< c { for ii in i ..< i + 8 { put(jj * dstStride + ii, src[ii * srcStride + jj]) } }
             i += 8
         }
-        for ii in i ..< rows { for jj in 0 ..< c { dst[jj * dstStride + ii] = src[ii * srcStride + jj] } }
+        for ii in i ..< rows { for jj in 0 ..< c { put(jj * dstStride + ii, src[ii * srcStride + jj]) } }
     }
 
     /// The transpose of the 8×8 matrix whose rows are r0 … r7: three perfect unshuffles of

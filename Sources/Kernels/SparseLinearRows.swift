@@ -66,7 +66,7 @@ extension SparseLinear {
                     transposeBlock(dyT, dstStride: bb, dy + lo * o, srcStride: o, rows: n, cols: o)
                     for oo in 0 ..< o where sums {
                         let g = dyT + oo * bb
-                        if let db { db[oo] += sum(g, n) }
+                        if let db { db[oo] += VectorOps.sum(g, n) }
                         guard let dv else { continue }
                         var e = Int(rowStart[oo])
                         let end = Int(rowStart[oo + 1])
@@ -78,7 +78,7 @@ extension SparseLinear {
                             e += 4
                         }
                         while e < end {
-                            dv[e] += dot(g, xT + Int(column[e]) * bb, n)
+                            dv[e] += VectorOps.dot(g, xT + Int(column[e]) * bb, n)
                             e += 1
                         }
                     }
@@ -88,7 +88,8 @@ extension SparseLinear {
                         let m = min(block, n - sub)
                         blockProduct(out: dxT, outStride: block, input: dyT + sub, inStride: bb, width: m,
                                      outputs: i, start: columnStart, index: row, values: byColumn)
-                        addTransposed(dx + (lo + sub) * i, stride: i, dxT, blockStride: block, rows: m, cols: i)
+                        // dx rows (lo + sub …) += the block's columns
+                        transposeBlock(dx + (lo + sub) * i, dstStride: i, dxT, srcStride: block, rows: i, cols: m, accumulate: true)
                         sub += m
                     }
                 }
@@ -116,38 +117,5 @@ extension SparseLinear {
         var ra = sa.sum(), rb = sb.sum(), rc = sc.sum(), rd = sd.sum()
         while j < n { ra += g[j] * a[j]; rb += g[j] * b[j]; rc += g[j] * c[j]; rd += g[j] * d[j]; j += 1 }
         return (ra, rb, rc, rd)
-    }
-
-    @inlinable
-    static func sum(_ a: UnsafePointer<Float>, _ n: Int) -> Float {
-        var s0 = Vec8(), j = 0
-        while j + 8 <= n { s0 += a.loadVec8(j); j += 8 }
-        var s = s0.sum()
-        while j < n { s += a[j]; j += 1 }
-        return s
-    }
-
-    /// out[row·stride + k] += t[k·blockStride + row] for row < rows, k < cols.
-    @inlinable
-    static func addTransposed(_ out: UnsafeMutablePointer<Float>, stride: Int, _ t: UnsafePointer<Float>, blockStride: Int,
-                              rows: Int, cols: Int) {
-        var row = 0
-        while row + 8 <= rows {
-            var k = 0
-            while k + 8 <= cols {
-                let s = t + k * blockStride + row, ld = blockStride
-                let v = transpose8(s.loadVec8(0), s.loadVec8(ld), s.loadVec8(2 * ld), s.loadVec8(3 * ld),
-                                   s.loadVec8(4 * ld), s.loadVec8(5 * ld), s.loadVec8(6 * ld), s.loadVec8(7 * ld))
-                let o = out + row * stride + k
-                o.storeVec8(o.loadVec8(0) + v.0, 0); o.storeVec8(o.loadVec8(stride) + v.1, stride)
-                o.storeVec8(o.loadVec8(2 * stride) + v.2, 2 * stride); o.storeVec8(o.loadVec8(3 * stride) + v.3, 3 * stride)
-                o.storeVec8(o.loadVec8(4 * stride) + v.4, 4 * stride); o.storeVec8(o.loadVec8(5 * stride) + v.5, 5 * stride)
-                o.storeVec8(o.loadVec8(6 * stride) + v.6, 6 * stride); o.storeVec8(o.loadVec8(7 * stride) + v.7, 7 * stride)
-                k += 8
-            }
-            for r in row ..< row + 8 { for kk in k ..< cols { out[r * stride + kk] += t[kk * blockStride + r] } }
-            row += 8
-        }
-        for r in row ..< rows { for k in 0 ..< cols { out[r * stride + k] += t[k * blockStride + r] } }
     }
 }
