@@ -12,14 +12,7 @@ struct LaneTiming {
         rng = Xoshiro256(seed: seed)
     }
 
-    mutating func buffer(_ n: Int) -> FloatBuffer {
-        let b = FloatBuffer(count: n)
-        for i in 0 ..< n { b.pointer[i] = rng.nextUniform() - 0.5 }
-        return b
-    }
+    mutating func buffer(_ n: Int) -> FloatBuffer { FloatBuffer(uniformCount: n, rng: &rng) }
 
-    func bestSeconds(_ body: () -> Void) -> Double {
-        body()
-        return (0 ..< repeats).map { _ in Stopwatch.seconds(body) }.min()!
-    }
+    func bestSeconds(_ body: () -> Void) -> Double { Stopwatch.best(of: repeats, body) }
 }

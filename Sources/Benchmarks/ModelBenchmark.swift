@@ -250,8 +250,7 @@ public struct ModelBenchmark {
             MatMul.gemm(transA: false, transB: true, m: n, n: n, k: n, alpha: 1, a: a.pointer, lda: n,
                         b: b.pointer, ldb: n, beta: 0, c: c.pointer, ldc: n, mode: MatMulMode(precision))
         }
-        run()
-        let best = (0 ..< 3).map { _ in Stopwatch.seconds(run) }.min()!
+        let best = Stopwatch.best(of: 3, run)
         return 2 * Double(n) * Double(n) * Double(n) / best / 1e9
     }
 }

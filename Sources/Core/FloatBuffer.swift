@@ -23,6 +23,12 @@ public final class FloatBuffer: @unchecked Sendable {
         self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
     }
 
+    /// `count` values uniform in [−0.5, 0.5) (operands for timings).
+    public convenience init(uniformCount count: Int, rng: inout Xoshiro256) {
+        self.init(count: count)
+        for i in 0 ..< count { pointer[i] = rng.nextUniform() - 0.5 }
+    }
+
     public convenience init(_ values: [Float]) {
         self.init(count: values.count)
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }

@@ -168,12 +168,8 @@ public final class MeasuredLayerCosts: @unchecked Sendable {
     func time(_ shape: Shape, active: Int?) -> Double {
         let o = shape.outFeatures, i = shape.inFeatures, r = min(rows, Self.timedRows)
         var rng = Xoshiro256(seed: UInt64(o * 7919 + i))
-        func filled(_ n: Int) -> FloatBuffer {
-            let b = FloatBuffer(count: n)
-            for k in 0 ..< n { b.pointer[k] = rng.nextUniform() - 0.5 }
-            return b
-        }
-        let x = filled(r * i), dy = filled(r * o), w = filled(o * i), b = filled(o)
+        let x = FloatBuffer(uniformCount: r * i, rng: &rng), dy = FloatBuffer(uniformCount: r * o, rng: &rng)
+        let w = FloatBuffer(uniformCount: o * i, rng: &rng), b = FloatBuffer(uniformCount: o, rng: &rng)
         let y = FloatBuffer(count: r * o), dx = FloatBuffer(count: r * i), dw = FloatBuffer(count: o * i), db = FloatBuffer(count: o)
         MatMul.setThreadsForCallingThread(threads, backend: mode.backend)
         let run: () -> Void
@@ -203,7 +199,6 @@ public final class MeasuredLayerCosts: @unchecked Sendable {
                 }
             }
         }
-        run()
-        return (0 ..< repeats).map { _ in Stopwatch.seconds(run) }.min()! * Double(rows) / Double(r)
+        return Stopwatch.best(of: repeats, run) * Double(rows) / Double(r)
     }
 }
