@@ -98,9 +98,7 @@ extension ModelBenchmark {
                                              denseMs: 1000 * costs.reduce(0) { $0 + $1.dense }, sparseMs: 1000 * costs.reduce(0) { $0 + $1.sparse })
             }
             let weights = model.linearSites.reduce(0) { $0 + $1.outFeatures * $1.inFeatures }
-            // Per active weight of a sparse layer: its value in both orders, its column, row
-            // and CSR place; per layer the two offset arrays.
-            let layoutBytes = train.choice.layers.filter(\.sparse).reduce(0) { $0 + 4 * (5 * $1.activeCount + $1.site.outFeatures + $1.site.inFeatures + 2) }
+            let layoutBytes = train.layers?.bytes ?? 0
             return UnstructuredRow(sparsity: sparsity, masks: source, mode: o.sparseKernels, trainChoice: train.choice.summary,
                                    inferenceChoice: inference.choice.summary, layers: layers,
                                    trainStep: step.variant, denseTrainStep: step.reference, trainSpeedup: 1 / (1 - step.saving),

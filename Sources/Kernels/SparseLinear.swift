@@ -26,6 +26,10 @@ public struct SparseWeight: Sendable {
     public var valuesByColumn: [Float]
 
     public var activeCount: Int { column.count }
+    /// What the two layouts hold.
+    public var bytes: Int {
+        4 * (rowStart.count + column.count + columnStart.count + row.count + csrIndex.count + values.count + valuesByColumn.count)
+    }
     public var density: Double { Double(activeCount) / Double(max(1, outFeatures * inFeatures)) }
 
     /// The structure of `mask` (O, I), nonzero = active; values left at zero.

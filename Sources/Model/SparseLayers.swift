@@ -93,6 +93,9 @@ public final class SparseLayers: @unchecked Sendable {
 
     public var isEmpty: Bool { weights.allSatisfy { $0 == nil } }
 
+    /// What the layouts hold.
+    public var bytes: Int { weights.reduce(0) { $0 + ($1?.bytes ?? 0) } }
+
     func weight(block l: Int, _ layer: BlockLinear) -> SparseWeight? {
         weights[l * BlockLinear.allCases.count + layer.rawValue]
     }
