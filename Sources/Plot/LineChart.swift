@@ -136,12 +136,10 @@ public struct LineChart: Sendable {
             var widest = 0.0
             for s in series { widest = max(widest, Canvas.advance(cr, s.name)) }
             let rowH = 10.0, boxW = widest + 24, boxH = rowH * Double(series.count) + 4
-            // The corner whose box covers the fewest drawn points (top right on a tie).
             let corners = [(area.right - boxW - 3, area.top + 3), (area.left + 3, area.top + 3),
                            (area.right - boxW - 3, area.bottom - boxH - 3), (area.left + 3, area.bottom - boxH - 3)]
-            let device = series.flatMap(visible).map { (px($0.x), py($0.y)) }
-            let covered = corners.map { c in device.filter { $0.0 >= c.0 && $0.0 <= c.0 + boxW && $0.1 >= c.1 && $0.1 <= c.1 + boxH }.count }
-            let best = covered.indices.min { covered[$0] < covered[$1] } ?? 0
+            let lines = series.map { s in visible(s).map { (px($0.x), py($0.y)) } }
+            let best = Self.legendCorner(corners, width: boxW, height: boxH, lines: lines)
             let (bx, by) = corners[best]
             cairo_set_source_rgba(cr, 1, 1, 1, 0.9)
             cairo_rectangle(cr, bx, by, boxW, boxH); cairo_fill(cr)
@@ -169,6 +167,26 @@ public struct LineChart: Sendable {
         }
     }
 
+
+    /// Of the legend's candidate corners (top right first), the one whose box covers the
+    /// least of the drawn lines: sampled along each segment, not only at its data points,
+    /// since a line of few points still crosses a box between them.
+    static func legendCorner(_ corners: [(Double, Double)], width: Double, height: Double, lines: [[(Double, Double)]]) -> Int {
+        var samples: [(Double, Double)] = []
+        for p in lines {
+            for (a, b) in zip(p, p.dropFirst()) {
+                for k in 0 ..< 16 {
+                    let t = Double(k) / 16
+                    samples.append((a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1)))
+                }
+            }
+            if let last = p.last { samples.append(last) }
+        }
+        let covered = corners.map { c in
+            samples.filter { $0.0 >= c.0 && $0.0 <= c.0 + width && $0.1 >= c.1 && $0.1 <= c.1 + height }.count
+        }
+        return covered.indices.min { covered[$0] < covered[$1] } ?? 0
+    }
 
     /// The data's range, widened when it is a single value (and [0, 1] when there is none).
     static func range(_ v: [Double]) -> (Double, Double) {

@@ -25,8 +25,8 @@ enum BenchPlots {
             LineChart.Series(name: k, points: r.rows.filter { $0.layer == k }.map { (100 * (1 - $0.density), $0.rowsSpeedup) }.sorted { $0.x < $1.x })
         }
         let x = r.rows.map { 100 * (1 - $0.density) }
-        let chart = LineChart(title: "\(r.config): one lane of \(r.laneBatch), forward + backward", xLabel: "sparsity (%)",
-                              yLabel: "speed-up over dense", series: series + [breakEven(x)])
+        let chart = LineChart(title: "\(r.config), one lane of \(r.laneBatch)", xLabel: "sparsity (%)",
+                              yLabel: "forward + backward speed-up", series: series + [breakEven(x)])
         try write(chart, to: path)
     }
 
@@ -37,7 +37,7 @@ enum BenchPlots {
             LineChart.Series(name: "train step", points: r.unstructured.map { (100 * $0.sparsity, $0.trainSpeedup) }),
             LineChart.Series(name: "inference", points: r.unstructured.map { (100 * $0.sparsity, $0.forwardSpeedup) }),
         ]
-        let chart = LineChart(title: "\(r.config), batch \(r.batch), \(r.threads) threads, \(r.precision.rawValue)", xLabel: "sparsity (%)",
+        let chart = LineChart(title: "\(r.config) b\(r.batch), \(r.threads) threads, \(r.precision.rawValue)", xLabel: "sparsity (%)",
                               yLabel: "speed-up over dense", series: series + [breakEven(x)])
         try write(chart, to: path)
     }

@@ -148,3 +148,24 @@ extension PlotTests {
         }
     }
 }
+
+/// Where a line chart's legend goes: the corner its lines cross least, counting the lines
+/// between their data points too.
+@Suite("line chart legend")
+struct LegendCornerTests {
+    // Boxes of 40×20 in the four corners of a 200×100 area (y grows downwards), top right first.
+    let corners = [(157.0, 3.0), (3.0, 3.0), (157.0, 77.0), (3.0, 77.0)]
+
+    @Test func aLineThroughACornerBetweenItsPointsMovesTheLegend() {
+        // Two points, both outside every box: from the middle left to past the top right
+        // corner. Its segment crosses the top-right box; only sampling along it sees that.
+        let line = [(100.0, 50.0), (200.0, 0.0)]
+        let corner = LineChart.legendCorner(corners, width: 40, height: 20, lines: [line])
+        #expect(corner != 0, "the top-right box lies on the line")
+    }
+
+    @Test func anEmptyTopRightStaysTheChoice() {
+        let line = [(0.0, 90.0), (60.0, 95.0)]  // along the bottom left
+        #expect(LineChart.legendCorner(corners, width: 40, height: 20, lines: [line]) == 0)
+    }
+}
