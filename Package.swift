@@ -62,10 +62,13 @@ let package = Package(
         .target(name: "Datasets", dependencies: ["Core", "Kernels", "CZlib", "Images"], swiftSettings: numericFlags),
         .target(name: "Optim", dependencies: ["Core", "Kernels", "Model", "Config"], swiftSettings: numericFlags),
         .target(name: "Sparsity", dependencies: ["Core", "Kernels", "Model"], swiftSettings: numericFlags),
+        // What a worker's gradient becomes on the wire: value codecs, positions, top-k with
+        // error feedback, the shared estimate, behind one GradientCompressor protocol.
+        .target(name: "Compression", dependencies: ["Core", "Kernels", "Model", "Sparsity"], swiftSettings: numericFlags),
         .target(name: "Pictures", dependencies: ["CZlib"]),
         // The run config: every section, the built-in configs.
         .target(name: "Config", dependencies: [
-            "Core", "Kernels", "Model", "Datasets", "Sparsity",
+            "Core", "Kernels", "Model", "Datasets", "Sparsity", "Compression",
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: numericFlags),
         // What computes a gradient or an evaluation: the replica and the evaluator, used by
@@ -79,14 +82,14 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: numericFlags),
-        .target(name: "Wire", dependencies: ["Core", "Model", "Sparsity", "CLZ4", "CZlib"], swiftSettings: numericFlags),
+        .target(name: "Wire", dependencies: ["Core", "Model", "Sparsity", "Compression", "CLZ4", "CZlib"], swiftSettings: numericFlags),
         .target(name: "Transport", dependencies: ["Core", "CZeroMQ"]),
         .target(name: "Coordinator", dependencies: [
-            "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Training", "Transport", "Wire",
+            "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Compression", "Training", "Transport", "Wire",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
         .target(name: "Worker", dependencies: [
-            "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Compute", "Transport", "Wire",
+            "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Compute", "Compression", "Transport", "Wire",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
         .target(name: "Plot", dependencies: ["CCairo"]),
@@ -98,9 +101,9 @@ let package = Package(
                                                    // (swift-prometheus's own, named to pin them)
                                                    .product(name: "Atomics", package: "swift-atomics"),
                                                    .product(name: "CoreMetrics", package: "swift-metrics")]),
-        .target(name: "Benchmarks", dependencies: ["Core", "Config", "Coordinator", "Kernels", "Model", "Optim", "Sparsity", "Training", "Transport", "Wire", .product(name: "Logging", package: "swift-log")], swiftSettings: numericFlags),
+        .target(name: "Benchmarks", dependencies: ["Core", "Compression", "Config", "Coordinator", "Kernels", "Model", "Optim", "Sparsity", "Training", "Transport", "Wire", .product(name: "Logging", package: "swift-log")], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
-            "Core", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport", "Plot", "Monitoring", "Images",
+            "Core", "Compression", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport", "Plot", "Monitoring", "Images",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
@@ -113,11 +116,12 @@ let package = Package(
         .testTarget(name: "ImagesTests", dependencies: ["Images"]),
         .testTarget(name: "ModelTests", dependencies: ["Core", "Model", "Kernels"],
                     swiftSettings: numericFlags),
-        .testTarget(name: "WireTests", dependencies: ["Core", "Wire", "Sparsity", "Model"], swiftSettings: numericFlags),
+        .testTarget(name: "WireTests", dependencies: ["Core", "Compression", "Wire", "Sparsity", "Model", "TestSupport"], swiftSettings: numericFlags),
+        .testTarget(name: "CompressionTests", dependencies: ["Core", "Compression", "Sparsity", "Model", "TestSupport"], swiftSettings: numericFlags),
         .testTarget(name: "SparsityTests", dependencies: ["Core", "Sparsity", "Model", "Kernels", "Pictures", "CZlib"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Core", "Config", "Compute", "TestSupport", "Images", "Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity", "Pictures",
-                                                    "Coordinator", "Worker", "Transport", "Wire", "Monitoring",
+                                                    "Coordinator", "Worker", "Transport", "Compression", "Wire", "Monitoring",
                                                     .product(name: "Logging", package: "swift-log")],
                     swiftSettings: numericFlags),
     ]

@@ -1,3 +1,4 @@
+import Compression
 import Config
 import Coordinator
 import Core

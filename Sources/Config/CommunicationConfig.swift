@@ -1,3 +1,4 @@
+import Compression
 import Core
 import Foundation
 
@@ -51,7 +52,7 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     public var rankBy: TopKRank = .update
     /// How the values of top-k gradients travel (uncompressed steps use the coordinator's
     /// --gradient-codec).
-    public var values: TopKValues = .int8
+    public var values: ValueCodec = .int8
     /// What a worker's top-k is taken of and what keeps what it leaves out.
     public var feedback: TopKFeedback = .residual
     /// Where each step's k entries are chosen: k per tensor, or their sum over the model.
@@ -139,38 +140,6 @@ public enum Downlink: String, Sendable, Codable, CaseIterable, ConfigChoice {
     case updates
 }
 
-/// `communication.rank_by`: which entries of a tensor are the k "largest".
-public enum TopKRank: String, Sendable, Codable, CaseIterable, ConfigChoice {
-    /// The step each would make: |g| / (√v + ε) with AdamW's variance v from the worker's
-    /// replica (the replicated downlink), so a weight whose gradients are small but steady
-    /// is not starved by a noisy neighbour's; |g| without a replica or with SGD.
-    case update
-    /// |g|, as Deep Gradient Compression.
-    case gradient
-}
-
-/// `communication.feedback`: what keeps the part of a worker's gradient that top-k leaves out.
-public enum TopKFeedback: String, Sendable, Codable, CaseIterable, ConfigChoice {
-    /// Error feedback (EF-SGD, Deep Gradient Compression): each worker adds its gradient to
-    /// what it has not sent yet and sends the k largest; an entry's gradient waits in the
-    /// residual until it is large enough, about 1/density steps for a typical entry.
-    case residual
-    /// A shared estimate of the momentum (EF21-SGDM with one estimate for all): each worker
-    /// keeps its own momentum of its gradients and sends the k largest differences between
-    /// it and the estimate G, which the coordinator and every replica hold alike
-    /// (AdamW's first moment); G moves by the merged differences, and every weight takes a
-    /// step from G every step, so an unsent entry moves with its last known momentum
-    /// instead of waiting. An unsent entry's estimate is off by at most the worker's k-th
-    /// largest difference, and it keeps the noise of the step that last sent it: on the
-    /// reference recipe (crop and flip, noisier steps) it lost 0.6 and 2.0 pt to
-    /// uncompressed where the residual lost 0.15 and 0.8, so it is not the default
-    /// (docs/benchmarks.md). On a sparse run it also leaves grown weights untrained: a
-    /// grown weight's estimate starts at zero, and one whose momentum stays within the
-    /// threshold of it is never sent (27-35% of the default run's active weights ended at
-    /// exactly zero; the residual left 3%).
-    case estimate
-}
-
 /// `communication.topk_scope`: where a step's k entries are chosen.
 public enum TopKScope: String, Sendable, Codable, CaseIterable, ConfigChoice {
     /// ⌈density · active⌉ entries of each tensor (Deep Gradient Compression's layer-wise top-k).
@@ -181,18 +150,6 @@ public enum TopKScope: String, Sendable, Codable, CaseIterable, ConfigChoice {
     /// the weights furthest from AdamW's step. Measured on the default run over three
     /// seeds: no better than per tensor (mean gap 0.52 against 0.47 pt).
     case model
-}
-
-/// `communication.values`: how the values of a top-k gradient travel. Error feedback keeps
-/// each value's rounding in the worker's residual, so a coarse code delays a little of each
-/// value by a step instead of losing it.
-public enum TopKValues: String, Sendable, Codable, CaseIterable, ConfigChoice {
-    /// One byte each and a power-of-two scale per tensor (a quarter of fp32).
-    case int8
-    /// bfloat16, two bytes each.
-    case bf16
-    /// Exact, four bytes each.
-    case fp32
 }
 
 /// `communication.freeze_variance`.
@@ -229,6 +186,12 @@ public struct CompressionSchedule: Sendable, Equatable {
         guard densityWarmupSteps > 0, s < densityWarmupSteps else { return target }
         let t = Double(s) / Double(densityWarmupSteps)
         return (start.logarithm * (1 - t) + target.logarithm * t).exponential
+    }
+
+    /// How the workers send step `step`'s gradient.
+    public func compression(step: Int) -> GradientCompression {
+        guard let d = density(step: step) else { return .dense }
+        return estimates(step: step) ? .estimate(density: d) : .topK(density: d)
     }
 
     /// Whether the update of step `step` uses a frozen variance.
@@ -302,5 +265,18 @@ extension CommunicationConfig: ConfigSection {
             .value("missed_steps_to_bench", \.stepDeadline.missesToBench,
                    check: { $0 >= 1 && $0 <= 1000 ? nil : "must be 1 to 1000 (missed deadlines in a row before a worker is benched), got \($0)" }),
         ]
+    }
+}
+
+extension RunConfig {
+    /// The run's compression choices, resolved once: what every worker's `GradientEncoder`
+    /// is built from. `denseCodec`: the coordinator's --gradient-codec for uncompressed steps.
+    public func compressionSpec(denseCodec: ValueCodec) -> CompressionSpec {
+        let c = communication
+        return CompressionSpec(denseCodec: denseCodec,
+                               topK: TopKSettings(codec: c.values, denseVectors: c.denseVectors, denseBelow: c.denseBelow,
+                                                  smallDensity: c.smallTensorDensity, acrossTensors: c.topkScope == .model,
+                                                  eps: Float(optimizer.eps)),
+                               rankBy: c.rankBy, clipGradNorm: optimizer.clipGradNorm, beta1: Float(optimizer.beta1))
     }
 }

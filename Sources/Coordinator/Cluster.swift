@@ -1,3 +1,4 @@
+import Compression
 import Config
 import Core
 import Datasets

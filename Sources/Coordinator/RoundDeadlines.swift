@@ -1,4 +1,5 @@
 import Training
+import Core
 import Wire
 
 /// The step round's deadlines and the coordinator's refusals: the rules are `StepDeadline`

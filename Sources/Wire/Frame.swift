@@ -33,7 +33,9 @@ public struct FrameHeader: Sendable, Equatable {
     /// 3: int8 top-k values (ValueCodec 2) and the communication.values and dense_below keys.
     /// 4: gradients may carry per-tensor mean squares, updates per-tensor variance scales
     /// (communication.track_variance).
-    public static let protocolVersion: UInt16 = 4
+    /// 5: params fields tagged, the step's compression named by kind, gradient values
+    /// with their form and codec in bytes of their own, codecs named in JSON.
+    public static let protocolVersion: UInt16 = 5
     /// flags bit 0: the payload is LZ4-compressed.
     public static let flagLZ4: UInt8 = 1
 

@@ -1,3 +1,4 @@
+import Compression
 import Core
 import Foundation
 import Model
@@ -284,50 +285,45 @@ public enum Payload {
         return (h.assignment, h.hasValues)
     }
 
-    // grads: u32 images, f64 loss sum, u32 correct, u8 codec, u32 n, values,
-    //        [codec & 0x40: u32 tensors, fp32 mean square per tensor],
-    //        u8 reply: 0 none
-    //                  1 grow candidates: u32 layers, per layer: indices (delta varints), fp32 values
-    //                  2 unit scores (S2ViTE, SSP): u32 n, fp32 values
+    // grads: u32 images, f64 loss sum, u32 correct, GradientValues (what the worker's
+    //        compressor wrote), u8 mean squares (0 none; 1: u32 tensors, fp32 mean square
+    //        per tensor), reply:
+    //        u8 0 none
+    //           1 grow candidates: u32 layers, per layer: indices (delta varints), fp32 values
+    //           2 unit scores (S2ViTE, SSP): u32 n, fp32 values
 
+    /// A gradient frame: the summary, the values `values` writes (a `GradientEncoder`),
+    /// the worker's mean squares per tensor (for `VarianceTracker`) and the reply.
+    public static func grads(_ s: GradientSummary, reply: StepReply = .none, meanSquares: [Float]? = nil, capacity: Int = 0,
+                             values: (inout ByteWriter) throws -> Void) rethrows -> [UInt8] {
+        var w = ByteWriter(capacity: 64 + capacity + 4 * (meanSquares?.count ?? 0))
+        w.u32(s.images); w.f64(s.lossSum); w.u32(s.correct)
+        try values(&w)
+        if let m = meanSquares {
+            w.u8(1)
+            w.u32(UInt32(m.count))
+            m.withUnsafeBufferPointer { w.floats($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: m.count) }
+        } else {
+            w.u8(0)
+        }
+        encodeReply(reply, into: &w)
+        return w.bytes
+    }
+
+    /// Every value, in `codec` (tests and benchmarks; workers go through their encoder).
     public static func grads(_ s: GradientSummary, codec: ValueCodec, values: UnsafePointer<Float>, count: Int,
                              reply: StepReply = .none, meanSquares: [Float]? = nil) -> [UInt8] {
-        var w = ByteWriter(capacity: 32 + codec.bytesPerValue * count + 4 * (meanSquares?.count ?? 0))
-        w.u32(s.images); w.f64(s.lossSum); w.u32(s.correct)
-        w.u8(codec.rawValue | (meanSquares != nil ? meanSquaresFlag : 0))
-        w.u32(UInt32(count))
-        codec.encode(values, count: count, into: &w)
-        encodeMeanSquares(meanSquares, into: &w)
-        encodeReply(reply, into: &w)
-        return w.bytes
+        grads(s, reply: reply, meanSquares: meanSquares, capacity: codec.bytesPerValue * count) {
+            GradientValues.encodeDense(values, count: count, codec: codec, into: &$0)
+        }
     }
 
-    /// The codec byte's 0x40 bit: after the values, one fp32 mean square of the worker's
-    /// gradient per tensor of the layout (u32 count first), for `VarianceTracker`.
-    public static let meanSquaresFlag: UInt8 = 0x40
-
-    static func encodeMeanSquares(_ m: [Float]?, into w: inout ByteWriter) {
-        guard let m else { return }
-        w.u32(UInt32(m.count))
-        m.withUnsafeBufferPointer { w.floats($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: m.count) }
-    }
-
-    /// The codec byte's top bit: the values are a top-k `SparseGradient` over the full
-    /// layout instead of every (active) value.
-    public static let sparseValuesFlag: UInt8 = 0x80
-
-    // sparse grads: as grads, the codec byte with 0x80, then a SparseGradient for the
-    // layout instead of u32 n, values.
-
+    /// Top-k entries, in `codec`.
     public static func sparseGrads(_ s: GradientSummary, codec: ValueCodec, sparse: SparseGradient, layout: ParameterLayout,
                                    reply: StepReply = .none, meanSquares: [Float]? = nil) -> [UInt8] {
-        var w = ByteWriter(capacity: 64 + (codec.bytesPerValue + 2) * sparse.entries + 4 * (meanSquares?.count ?? 0))
-        w.u32(s.images); w.f64(s.lossSum); w.u32(s.correct)
-        w.u8(codec.rawValue | sparseValuesFlag | (meanSquares != nil ? meanSquaresFlag : 0))
-        sparse.encode(codec: codec, layout: layout, into: &w)
-        encodeMeanSquares(meanSquares, into: &w)
-        encodeReply(reply, into: &w)
-        return w.bytes
+        grads(s, reply: reply, meanSquares: meanSquares, capacity: (codec.bytesPerValue + 2) * sparse.entries) {
+            GradientValues.encodeSparse(sparse, codec: codec, layout: layout, into: &$0)
+        }
     }
 
     static func encodeReply(_ reply: StepReply, into w: inout ByteWriter) {
@@ -373,21 +369,13 @@ public enum Payload {
                                    expecting: ExpectedReply = .none, layout: ParameterLayout? = nil) throws -> DecodedGrads {
         var r = ByteReader(payload)
         let s = GradientSummary(images: try r.u32("images"), lossSum: try r.f64("loss sum"), correct: try r.u32("correct"))
-        let c = try r.u8("codec")
-        guard let codec = ValueCodec(rawValue: c & ~(sparseValuesFlag | meanSquaresFlag)) else { throw WireError.malformedPayload("value codec \(c)") }
         // A NaN loss is a value, not a framing fault: the aggregator refuses it as non-finite.
         guard s.correct <= s.images else { throw WireError.malformedPayload("summary \(s)") }
-        var sparse: SparseGradient? = nil
-        if c & sparseValuesFlag != 0 {
-            guard let layout else { throw WireError.malformedPayload("top-k values where every value was expected") }
-            sparse = try SparseGradient.decode(&r, codec: codec, layout: layout)
-        } else {
-            let n = Int(try r.u32("value count"))
-            guard n == count else { throw WireError.malformedPayload("\(n) values, expected \(count)") }
-            try codec.decode(&r, into: out, count: count)
-        }
+        let sparse = try GradientValues.decode(&r, into: out, count: count, layout: layout)
         var meanSquares: [Float]? = nil
-        if c & meanSquaresFlag != 0 {
+        switch try r.u8("mean squares") {
+        case 0: break
+        case 1:
             let n = Int(try r.u32("mean square count"))
             guard let layout, n == layout.tensors.count else {
                 throw WireError.malformedPayload("\(n) mean squares, this layout has \(layout.map { "\($0.tensors.count)" } ?? "no") tensors")
@@ -396,6 +384,8 @@ public enum Payload {
             try v.withUnsafeMutableBufferPointer { try r.floats(into: $0.baseAddress!, count: n) }
             guard v.allSatisfy({ $0.isFinite && $0 >= 0 }) else { throw WireError.nonFinite("mean squares") }
             meanSquares = v
+        case let m:
+            throw WireError.malformedPayload("mean squares flag \(m)")
         }
         let kind = try r.u8("reply kind")
         let reply: StepReply

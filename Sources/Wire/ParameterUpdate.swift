@@ -1,3 +1,4 @@
+import Compression
 import Core
 import Model
 import Sparsity
@@ -124,32 +125,6 @@ public struct ParameterUpdate: Sendable, Equatable {
             u.varianceScale = v
         }
         return u
-    }
-}
-
-extension SparseGradient {
-    /// The non-zero entries of a full-layout vector (−0 counts: a replay must see the
-    /// very bits the optimizer saw).
-    public static func nonzeros(of g: UnsafePointer<Float>, layout: ParameterLayout) -> SparseGradient {
-        var indices: [[UInt32]] = [], values: [[Float]] = []
-        indices.reserveCapacity(layout.tensors.count); values.reserveCapacity(layout.tensors.count)
-        for t in layout.tensors {
-            let p = g + t.offset
-            var idx: [UInt32] = [], val: [Float] = []
-            for i in 0 ..< t.count where p[i].bitPattern != 0 { idx.append(UInt32(i)); val.append(p[i]) }
-            indices.append(idx); values.append(val)
-        }
-        return SparseGradient(indices: indices, values: values)
-    }
-
-    /// Writes the entries into a zeroed full-layout vector (exactly: 0 + v is v).
-    public func scatter(into out: UnsafeMutablePointer<Float>, layout: ParameterLayout) {
-        for (t, spec) in layout.tensors.enumerated() {
-            let base = out + spec.offset
-            values[t].withUnsafeBufferPointer { v in
-                for (j, p) in indices[t].enumerated() { base[Int(p)] = v[j] }
-            }
-        }
     }
 }
 

@@ -1,4 +1,5 @@
 import Compute
+import Compression
 import Config
 import Core
 import Datasets
@@ -94,21 +95,12 @@ public final class WorkerNode: @unchecked Sendable {
     /// The topology of a sparse run, kept in step with the coordinator's.
     var masks: MaskSet?
     var packed: FloatBuffer?
-    /// Top-k with error feedback, made when a step first asks for it. Its residual is this
-    /// worker's alone: a worker that leaves (or rejoins) loses only what it had not sent.
-    var compressor: TopKCompressor?
-    /// Top-k of this worker's momentum against the shared estimate (communication.feedback
-    /// estimate), made when a step first asks for it; its momentum is this worker's alone.
-    var estimateCompressor: EstimateCompressor?
-    /// optimizer.clip_grad_norm of the run: with the estimate, each worker clips its own
-    /// gradient before its momentum takes it (the coordinator sees only changes).
-    var clipGradNorm = 0.0
+    /// What this worker's gradients become on the wire, built from the run's spec: its
+    /// compressors' state (a residual, a momentum) is this worker's alone, so a worker that
+    /// leaves (or rejoins) loses only what it had not sent.
+    var encoder: GradientEncoder?
     /// The frozen variance's factors the last update took (ranks compare across tensors).
     var lastVarianceScale: [Float]?
-    /// The run's top-k choices (its `communication:` section; ε from the optimizer).
-    var topK = TopKSettings(codec: .int8, denseVectors: true)
-    /// What top-k ranks by (`communication.rank_by`).
-    var rankBy: TopKRank = .update
     /// Send each tensor's mean square with the gradient (communication.track_variance).
     var sendsMeanSquares = false
     /// The replicated downlink: this worker's copy of the optimizer, whose moments follow
@@ -146,10 +138,8 @@ public final class WorkerNode: @unchecked Sendable {
         let step: UInt64
         /// What the coordinator asked of this step besides the gradient.
         var request = StepRequest.none
-        /// Top-k density of this step's gradient (nil: every value).
-        var gradientDensity: Double?
-        /// Top-k of the momentum against the shared estimate (else of the gradient).
-        var estimate = false
+        /// How this step's gradient goes on the wire.
+        var compression = GradientCompression.dense
         let lock = NSLock()
         /// Signalled when the gradient is ready, so the socket thread sends it at once.
         let done = DispatchSemaphore(value: 0)
@@ -242,7 +232,7 @@ public final class WorkerNode: @unchecked Sendable {
                 // Computed for the coordinator before the reconnection: the one there now
                 // (or the same one, which has let the step go on without it) has no use for it.
                 if reconnected { queued = nil; continue }
-                try sendGradient(step: j.step, result: result, request: j.request, density: j.gradientDensity, estimate: j.estimate)
+                try sendGradient(step: j.step, result: result, request: j.request, compression: j.compression)
                 if let f = queued { queued = nil; try startOrResync(f) }
             }
             if info != nil && clock.seconds - lastSent > (info?.heartbeatSeconds ?? 1) {
@@ -338,16 +328,7 @@ public final class WorkerNode: @unchecked Sendable {
             masks = config.sparsity.isSparse
                 ? MaskSet(for: config.sparsity, layout: model.layout)
                 : nil
-            let c = config.communication
-            let codec: ValueCodec = switch c.values {
-            case .int8: .int8
-            case .bf16: .bf16
-            case .fp32: .fp32
-            }
-            topK = TopKSettings(codec: codec, denseVectors: c.denseVectors, denseBelow: c.denseBelow, smallDensity: c.smallTensorDensity,
-                                acrossTensors: c.topkScope == .model, eps: Float(config.optimizer.eps))
-            rankBy = c.rankBy
-            clipGradNorm = config.optimizer.clipGradNorm
+            encoder = GradientEncoder(spec: config.compressionSpec(denseCodec: info.gradientCodec), layout: model.layout)
             sendsMeanSquares = config.communication.compresses && config.communication.trackVariance
                 && config.optimizer.kind == .adamw && config.communication.freezeVariance != .off
             optimizer = info.replicated == true ? Optimizer(config: config.optimizer, layout: model.layout) : nil
@@ -387,8 +368,7 @@ public final class WorkerNode: @unchecked Sendable {
         try reader.expectEnd("welcome")
         // A (re)join starts from the coordinator's weights: what was left unsent belongs
         // to steps the coordinator has finished without it.
-        compressor?.reset()
-        estimateCompressor?.reset()
+        encoder?.reset()
         self.info = info
     }
 
@@ -438,8 +418,7 @@ public final class WorkerNode: @unchecked Sendable {
             }
             guard ok else { throw WorkerError(message: "mask update to version \(update.version) does not fit this worker's mask (version \(m.version))") }
             // Pruned weights drop their residual; grown ones start from zero.
-            compressor?.follow(m)
-            if let o = optimizer { estimateCompressor?.follow(m, estimate: o.firstMoment.pointer) }
+            encoder?.follow(m, estimate: optimizer.map { UnsafePointer($0.firstMoment.pointer) })
         }
         // The step's frame names the topology its values are packed for.
         if let m = masks, UInt32(clamping: m.version) != frame.header.maskVersion {
@@ -470,8 +449,7 @@ public final class WorkerNode: @unchecked Sendable {
         }
         let j = ComputeJob(step: frame.header.step)
         j.request = header.request
-        j.gradientDensity = header.gradientDensity
-        j.estimate = header.estimate
+        j.compression = header.gradientDensity.map { header.estimate ? .estimate(density: $0) : .topK(density: $0) } ?? .dense
         job = j
         let p = UnsafePointer(params.pointer)
         // The request (with its seed) and the selector's τ and noise come with the step.
@@ -516,8 +494,7 @@ public final class WorkerNode: @unchecked Sendable {
                             for (k, b) in buffers.enumerated() { b.pointer[t.offset + Int(i)] = values[(k + 1) * n + j] }
                         }
                     }
-                    compressor?.follow(m)
-                    estimateCompressor?.follow(m, estimate: o.firstMoment.pointer)
+                    encoder?.follow(m, estimate: o.firstMoment.pointer)
                 }
             }
         }
@@ -538,15 +515,15 @@ public final class WorkerNode: @unchecked Sendable {
     /// whole state (weights, moments, masks); the step goes on without this worker's share.
     func resync(_ why: String) throws {
         resyncs += 1
-        estimateCompressor?.reset()
+        encoder?.reset()
         log.warning("worker \(options.name): \(why); asking the coordinator for the whole state")
         info = nil
         version = -1
         try sendJoin()
     }
 
-    func sendGradient(step: UInt64, result: BatchResult, request: StepRequest, density: Double?, estimate: Bool) throws {
-        guard let replica, let info, let packed, let layout else { return }
+    func sendGradient(step: UInt64, result: BatchResult, request: StepRequest, compression: GradientCompression) throws {
+        guard let replica, let layout, let encoder else { return }
         let summary = GradientSummary(images: UInt32(result.count), lossSum: result.lossSum, correct: UInt32(result.correct))
         let g = replica.grads.pointer
         let reply = StepReply.make(request, gradient: g, masks: masks, unitScores: replica.unitScores)
@@ -554,32 +531,12 @@ public final class WorkerNode: @unchecked Sendable {
         let meanSquares = sendsMeanSquares
             ? VarianceTracker.meanSquares(g, tensors: layout.tensors.map { ($0.offset, $0.count) }, mask: masks.map { UnsafePointer($0.mask.pointer) })
             : nil
-        let payload: [UInt8]
-        if let density {
-            // Ranked by the step each entry would make, from the replica's AdamW variance
-            // (a scalar bias correction does not change the order within a tensor).
-            let variance = (rankBy == .update && (optimizer?.updates ?? 0) > 0 ? optimizer?.secondMoment : nil).map { UnsafePointer($0.pointer) }
-            let sparse: SparseGradient
-            if estimate {
-                // The estimate is the replica's first moment: a worker without a replica cannot take part.
-                guard let o = optimizer else { throw WorkerError(message: "step \(step) asks for top-k against the shared estimate, but this worker holds no replica of the optimizer (communication.downlink weights)") }
-                let c = estimateCompressor ?? EstimateCompressor(layout: layout)
-                estimateCompressor = c
-                if clipGradNorm > 0 { GradientClipping.clip(g, count: layout.count, maxNorm: clipGradNorm) }
-                sparse = c.compress(g, estimate: o.firstMoment.pointer, beta: Float(o.config.beta1), mask: masks, density: density,
-                                    settings: topK, variance: variance, tensorScale: lastVarianceScale)
-            } else {
-                let c = compressor ?? TopKCompressor(layout: layout)
-                compressor = c
-                sparse = c.compress(g, mask: masks, density: density, settings: topK, variance: variance, tensorScale: lastVarianceScale)
-            }
-            payload = Payload.sparseGrads(summary, codec: topK.codec, sparse: sparse, layout: layout, reply: reply, meanSquares: meanSquares)
-        } else if let m = masks {
-            m.pack(g, into: packed.pointer)
-            payload = Payload.grads(summary, codec: info.gradientCodec, values: packed.pointer, count: m.packedCount, reply: reply,
-                                    meanSquares: meanSquares)
-        } else {
-            payload = Payload.grads(summary, codec: info.gradientCodec, values: g, count: layout.count, reply: reply, meanSquares: meanSquares)
+        let context = CompressionContext(masks: masks,
+                                         variance: ((optimizer?.updates ?? 0) > 0 ? optimizer?.secondMoment : nil).map { UnsafePointer($0.pointer) },
+                                         varianceScale: lastVarianceScale,
+                                         estimate: optimizer.map { UnsafePointer($0.firstMoment.pointer) })
+        let payload = try Payload.grads(summary, reply: reply, meanSquares: meanSquares, capacity: 4 * (masks?.packedCount ?? layout.count)) {
+            try encoder.encode(g, compression, context: context, into: &$0)
         }
         try send(.grads, payload, step: step)
         stepsDone += 1

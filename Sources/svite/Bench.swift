@@ -1,3 +1,4 @@
+import Compression
 import ArgumentParser
 import Benchmarks
 import Compute

@@ -1,3 +1,4 @@
+import Compression
 import ArgumentParser
 import Coordinator
 import Core
@@ -18,7 +19,10 @@ struct ClusterCLIOptions: ParsableArguments {
     var workerTimeout: Double = Double(environment["SVITE_WORKER_TIMEOUT"] ?? "") ?? 5
 
     @Option(name: .long, help: "How uncompressed gradients travel: fp32 (exact) or bf16 (half the bytes). Top-k gradients use communication.values.")
-    var gradientCodec: String = environment["SVITE_GRADIENT_CODEC"] ?? "fp32"
+    var gradientCodec: ValueCodec?
+
+    /// The flag, else SVITE_GRADIENT_CODEC, else fp32.
+    var codec: ValueCodec { gradientCodec ?? environment["SVITE_GRADIENT_CODEC"].flatMap(ValueCodec.init(rawValue:)) ?? .fp32 }
 
     @Option(name: .long, help: ArgumentHelp("Serve Prometheus text at http://ADDRESS/metrics (HOST:PORT, or :PORT for every interface; env SVITE_METRICS). Off by default.", valueName: "address"))
     var metrics: String?
@@ -31,10 +35,14 @@ struct ClusterCLIOptions: ParsableArguments {
 
     func validate() throws {
         guard workerTimeout >= 0.5 && workerTimeout <= 3600 else { throw ValidationError("--worker-timeout must be 0.5 to 3600 seconds (got \(workerTimeout))") }
-        guard codec != nil else { throw ValidationError("--gradient-codec must be fp32 or bf16 (got '\(gradientCodec)')") }
+        let allowed = ValueCodec.allCases.filter(\.keepsUncompressedSteps).map(\.rawValue).joined(separator: " or ")
+        if gradientCodec == nil, let e = environment["SVITE_GRADIENT_CODEC"], ValueCodec(rawValue: e) == nil {
+            throw ValidationError("SVITE_GRADIENT_CODEC must be \(allowed) (got '\(e)')")
+        }
+        guard codec.keepsUncompressedSteps else {
+            throw ValidationError("--gradient-codec must be \(allowed) (got '\(codec.rawValue)': it is for top-k values, communication.values)")
+        }
     }
-
-    var codec: ValueCodec? { ["fp32": ValueCodec.fp32, "bf16": .bf16][gradientCodec] }
 
     func options(bind: String, status: String?, workers: Int) -> ClusterOptions {
         var o = ClusterOptions()
@@ -42,7 +50,7 @@ struct ClusterCLIOptions: ParsableArguments {
         o.statusBind = status
         o.expectedWorkers = workers
         o.workerTimeout = workerTimeout
-        o.gradientCodec = codec ?? .fp32
+        o.gradientCodec = codec
         o.balance = balance
         return o
     }
@@ -336,6 +344,7 @@ final class LocalWorkers {
 }
 
 extension BatchBalance: ExpressibleByArgument {}
+extension ValueCodec: ExpressibleByArgument {}
 
 /// An endpoint flag in libzmq's form (`HOST:PORT` becomes `tcp://HOST:PORT`), or a usage
 /// error that shows the form.

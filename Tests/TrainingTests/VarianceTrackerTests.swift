@@ -5,6 +5,7 @@ import Model
 import Optim
 import Testing
 @testable import Training
+import Compression
 @testable import Wire
 
 /// AdamW's frozen variance under top-k, kept in scale with the gradients

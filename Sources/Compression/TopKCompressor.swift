@@ -2,60 +2,6 @@ import Core
 import Model
 import Sparsity
 
-/// A gradient as the k largest-magnitude entries of each tensor: per tensor of the layout,
-/// strictly increasing positions within the tensor and their values.
-public struct SparseGradient: Sendable, Equatable {
-    public var indices: [[UInt32]]
-    public var values: [[Float]]
-
-    public init(indices: [[UInt32]], values: [[Float]]) { self.indices = indices; self.values = values }
-
-    public var entries: Int { indices.reduce(0) { $0 + $1.count } }
-
-    /// tensor count, then per tensor: positions (PositionCodec, smallest code), values.
-    public func encode(codec: ValueCodec, layout: ParameterLayout, into w: inout ByteWriter) {
-        w.u32(UInt32(indices.count))
-        for (t, spec) in layout.tensors.enumerated() {
-            indices[t].withUnsafeBufferPointer { PositionCodec.encode($0, bound: spec.count, into: &w) }
-            values[t].withUnsafeBufferPointer { v in
-                codec.encode(v.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: v.count, into: &w)
-            }
-        }
-    }
-
-    /// Reads what `encode` wrote for this layout, checking every position against its
-    /// tensor.
-    public static func decode(_ r: inout ByteReader, codec: ValueCodec, layout: ParameterLayout) throws -> SparseGradient {
-        let n = Int(try r.u32("sparse tensors"))
-        guard n == layout.tensors.count else { throw WireError.malformedPayload("\(n) sparse tensors, this layout has \(layout.tensors.count)") }
-        var indices: [[UInt32]] = [], values: [[Float]] = []
-        indices.reserveCapacity(n); values.reserveCapacity(n)
-        var positions: [UInt32] = []
-        for spec in layout.tensors {
-            try PositionCodec.decode(&r, bound: spec.count, maxCount: spec.count, into: &positions)
-            var v = [Float](repeating: 0, count: positions.count)
-            try v.withUnsafeMutableBufferPointer { p in
-                if !p.isEmpty { try codec.decode(&r, into: p.baseAddress!, count: p.count) }
-            }
-            indices.append(positions); values.append(v)
-        }
-        return SparseGradient(indices: indices, values: values)
-    }
-
-    /// Whether every value is finite.
-    public var isFinite: Bool { values.allSatisfy { $0.allSatisfy(\.isFinite) } }
-
-    /// Adds weight · value at each entry's place in `out` (full layout).
-    public func add(into out: UnsafeMutablePointer<Float>, weight: Float, layout: ParameterLayout) {
-        for (t, spec) in layout.tensors.enumerated() {
-            let base = out + spec.offset
-            values[t].withUnsafeBufferPointer { v in
-                for (j, p) in indices[t].enumerated() { base[Int(p)] += weight * v[j] }
-            }
-        }
-    }
-}
-
 /// What a run's workers select and how they code it: fixed for the run (its
 /// `communication:` section). What changes step by step (the density, the replica's
 /// variance and each tensor's factor on it) goes with each call instead.
@@ -104,6 +50,8 @@ public struct TopKSettings: Sendable, Equatable {
 /// gradient per entry it never got to send, and nothing the others sent.
 public final class TopKCompressor: @unchecked Sendable {
     public let layout: ParameterLayout
+    /// The run's choices (`GradientEncoder` sets them; direct calls pass their own).
+    public var settings = TopKSettings()
     /// Unsent gradient, full layout.
     public let residual: FloatBuffer
     /// One tensor's active positions, their ranks and a copy to select in (grown to the
@@ -489,93 +437,4 @@ final class SelectionScratch: @unchecked Sendable {
     }
 
     deinit { release() }
-}
-
-/// A worker's top-k uplink with a shared estimate (`TopKFeedback.estimate`, EF21-SGDM with
-/// one estimate for all workers): the worker keeps its own momentum M of its gradients
-/// (β·M + (1−β)·g, AdamW's moving average) and sends the k largest entries of M − G per
-/// tensor, where G is the estimate every replica and the coordinator hold alike (AdamW's
-/// first moment, which the merged differences move). Nothing waits in a residual: an
-/// entry not sent is off in G by at most the k-th largest difference (in rank units), and
-/// the next step measures it again (`unsentEntriesAreWithinTheKthDifference` checks it).
-///
-/// M follows the masks (inactive weights hold none; a grown weight starts at G's value)
-/// and lives in this worker only: a worker that leaves or resyncs starts again from G.
-public final class EstimateCompressor: @unchecked Sendable {
-    public let layout: ParameterLayout
-    /// This worker's momentum, full layout (valid once `started`).
-    public let momentum: FloatBuffer
-    /// Selects the top k of M − G, which `advance` writes into its residual (so the
-    /// difference needs no buffer of its own); nothing is left there across steps.
-    let selector: TopKCompressor
-    /// Whether `momentum` holds this worker's momentum (false: it starts from G).
-    public private(set) var started = false
-
-    public init(layout: ParameterLayout) {
-        self.layout = layout
-        momentum = FloatBuffer(count: layout.count)
-        selector = TopKCompressor(layout: layout)
-    }
-
-    /// Takes this step's `gradient` into the momentum (β = AdamW's β1) and returns the top k
-    /// of M − `estimate` per tensor, as `TopKCompressor.compress` selects them (the same
-    /// density, whole tensors, codec and ranking; the values sent are those the coordinator
-    /// will decode). A non-finite gradient is sent (and refused by the coordinator) and the
-    /// momentum starts again from G at the next step.
-    public func compress(_ gradient: UnsafePointer<Float>, estimate: UnsafePointer<Float>, beta: Float, mask: MaskSet?, density: Double,
-                         settings: TopKSettings = TopKSettings(), variance: UnsafePointer<Float>? = nil,
-                         tensorScale: [Float]? = nil) -> SparseGradient {
-        let n = layout.count
-        let m = momentum.pointer
-        if !started { m.update(from: estimate, count: n); started = true }
-        // d ← M − G overwrites whatever the last step's selection left (its rounding).
-        Self.advance(m, selector.residual.pointer, gradient, estimate, beta: beta, mask: mask.map { UnsafePointer($0.mask.pointer) }, count: n)
-        let sparse = selector.select(adding: nil, mask: mask, density: density, settings: settings, variance: variance, tensorScale: tensorScale)
-        if !Self.allFinite(m, n) { started = false }
-        return sparse
-    }
-
-    /// m ← β·m + (1−β)·g and d ← m − G on active weights; both 0 on inactive ones.
-    static func advance(_ m: UnsafeMutablePointer<Float>, _ d: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
-                        _ e: UnsafePointer<Float>, beta: Float, mask: UnsafePointer<Float>?, count: Int) {
-        typealias V = SIMD16<Float>
-        let b = 1 - beta
-        var i = 0
-        while i + 16 <= count {
-            var mi = beta * m.simd(V.self, at: i) + b * g.simd(V.self, at: i)
-            if let mask { mi = mi.replacing(with: 0, where: mask.simd(V.self, at: i) .== 0) }
-            m.store(mi, at: i)
-            d.store(mi - e.simd(V.self, at: i), at: i)
-            i += 16
-        }
-        while i < count {
-            let mi = mask.map { $0[i] == 0 } ?? false ? 0 : beta * m[i] + b * g[i]
-            m[i] = mi
-            d[i] = mi - e[i]
-            i += 1
-        }
-    }
-
-    static func allFinite(_ p: UnsafePointer<Float>, _ n: Int) -> Bool {
-        typealias V = SIMD16<Float>
-        // x − x is 0 for every finite x and NaN for ±∞ and NaN.
-        var acc = V(repeating: 0), i = 0
-        while i + 16 <= n { let x = p.simd(V.self, at: i); acc += x - x; i += 16 }
-        var tail: Float = 0
-        while i < n { tail += p[i] - p[i]; i += 1 }
-        return (acc.sum() + tail) == 0
-    }
-
-    /// After a topology change: inactive weights hold no momentum, and an active one that
-    /// holds none (grown) starts at the estimate's value.
-    public func follow(_ mask: MaskSet, estimate: UnsafePointer<Float>) {
-        guard started else { return }
-        let m = momentum.pointer, k = mask.mask.pointer
-        for i in 0 ..< layout.count {
-            if k[i] == 0 { m[i] = 0 } else if m[i] == 0 { m[i] = estimate[i] }
-        }
-    }
-
-    /// Forgets this worker's momentum (a rejoin or resync): the next step starts from G.
-    public func reset() { started = false }
 }

@@ -3,7 +3,8 @@ import Foundation
 import Model
 import Sparsity
 import Testing
-@testable import Wire
+@testable import Compression
+import TestSupport
 
 /// k distinct sorted positions below n, drawn uniformly.
 func randomPositions(_ k: Int, below n: Int, _ rng: inout Rand) -> [UInt32] {
@@ -413,65 +414,6 @@ struct TopKTests {
     /// The downlink's update frame reads back as written: the merged gradient (−0 kept),
     /// the topology change with its grown weights and moments, the checksum, every
     /// worker's share; a frame cut short or mutated is refused, never fatal.
-    @Test func updateFramesRoundTripAndRefuseDamage() throws {
-        let layout = smallLayout()
-        let g = FloatBuffer(count: layout.count)
-        var rng = Rand(s: 5)
-        for i in stride(from: 0, to: layout.count, by: 7) { g.pointer[i] = rng.float() }
-        g.pointer[3] = -0.0
-        let sparse = SparseGradient.nonzeros(of: g.pointer, layout: layout)
-        #expect(sparse.entries == (layout.count + 6) / 7 + 1)
-        let back = FloatBuffer(count: layout.count)
-        sparse.scatter(into: back.pointer, layout: layout)
-        for i in 0 ..< layout.count { #expect(back.pointer[i].bitPattern == g.pointer[i].bitPattern) }
-        var update = ParameterUpdate(step: 41, applied: true, lr: 3e-4, optimizerUpdates: 40, freezeVariance: true, gradient: sparse,
-                                     maskVersion: 3, topology: [.init(off: [1, 5], on: [2, 9, 700]), .init(off: [], on: [])],
-                                     grown: [[0.5, -0.25, 1, 0, 0, 0, 1e-6, 2e-6, 3e-6], []], checksum: 0xDEAD_BEEF)
-        update.varianceScale = [0.5, 1, 1.25]
-        update.estimate = true
-        let table = [RankAssignment(rank: 0, assignment: Assignment(epoch: 2, start: 0, count: 64)),
-                     RankAssignment(rank: 3, assignment: Assignment(epoch: 2, start: 64, count: 64))]
-        let payload = Payload.params(Assignment(epoch: 2, start: 0, count: 0), gradientDensity: 0.01, estimate: true, update: update, layout: layout,
-                                     table: table, values: nil, count: 0)
-        let context = Payload.UpdateContext(layout: layout, layerSizes: [768, 160], moments: 2)
-        let (h, _) = try Payload.decodeParamsHeader(payload, maxLayers: 2, maxIndices: 768, updates: context)
-        #expect(h.update == update && h.table == table && h.gradientDensity == 0.01 && h.estimate)
-        #expect(h.share(rank: 3) == table[1].assignment && h.share(rank: 1) == nil)
-        // Without a replica the update cannot be read; with the wrong moments it does not fit.
-        #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(payload, maxLayers: 2, maxIndices: 768) }
-        #expect(throws: WireError.self) {
-            _ = try Payload.decodeParamsHeader(payload, maxLayers: 2, maxIndices: 768,
-                                               updates: .init(layout: layout, layerSizes: [768, 160], moments: 1))
-        }
-        for cut in stride(from: 0, to: payload.count - 1, by: 3) {
-            #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(Array(payload[..<cut]), maxLayers: 2, maxIndices: 768, updates: context) }
-        }
-        var refused = 0
-        for k in 0 ..< 2000 {
-            var b = payload
-            b[Int(rng.next() % UInt64(b.count))] ^= UInt8(1 << (k % 8))
-            do { _ = try Payload.decodeParamsHeader(b, maxLayers: 2, maxIndices: 768, updates: context) } catch { refused += 1 }
-        }
-        #expect(refused > 0)
-    }
-
-    /// The largest frame a run sends, the welcome with the whole replicated state (weights,
-    /// AdamW's two moments, the mask), fits the receivers' bound at every model size (the
-    /// 64 KiB slack hid it for test models: a 0.68M-parameter welcome was refused).
-    @Test func aReplicatedWelcomeFitsTheFrameBound() throws {
-        for n in [1000, 50_000, 678_730] {
-            let p = FloatBuffer(count: n)
-            let info = WelcomeInfo(rank: 0, runID: 1, config: String(repeating: "x", count: 4000), heartbeatSeconds: 1, gradientCodec: .fp32, replicated: true)
-            let snapshot = OptimizerSnapshot(updates: 3, varianceFrozen: false, buffers: [UnsafePointer(p.pointer), UnsafePointer(p.pointer)])
-            let payload = Payload.welcome(info, params: p.pointer, count: n, mask: (1, [UInt8](repeating: 0, count: (n + 7) / 8)), optimizer: snapshot)
-            #expect(payload.count <= FrameLimits.payloadBound(parameters: n), "\(n) parameters: \(payload.count) bytes")
-            let frame = Frame(header: FrameHeader(type: .welcome, runID: 1, layoutHash: 2), payload: payload).encoded(compress: false)
-            _ = try Frame.decode(frame, limits: FrameLimits(maxRawBytes: FrameLimits.payloadBound(parameters: n)))
-        }
-    }
-
-    /// With dense vectors, one-dimensional tensors (the bias here) go whole and keep no
-    /// residual; matrices still send their top k.
     @Test func denseVectorsSendBiasesWhole() {
         let layout = smallLayout()
         let c = TopKCompressor(layout: layout)

@@ -1,10 +1,14 @@
-/// How gradient and parameter values travel.
-public enum ValueCodec: UInt8, Sendable, CaseIterable, Codable {
+import Core
+
+/// How gradient and parameter values travel: `communication.values` for top-k gradients,
+/// `--gradient-codec` for uncompressed ones. The name is what configs, flags and JSON say;
+/// `tag` is the byte a frame says.
+public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
     /// IEEE fp32, exact.
-    case fp32 = 0
+    case fp32
     /// bfloat16 (the top 16 bits of fp32, rounded to nearest even): half the bytes,
     /// about 3 significant digits.
-    case bf16 = 1
+    case bf16
     /// A list as one power-of-two scale 2^e (a signed exponent byte) and one signed byte q
     /// per value, v = q · 2^e with |q| ≤ 127: a quarter of fp32's bytes, at least 7
     /// significant bits for the largest value of the list and fewer for small ones. Lossy,
@@ -12,7 +16,21 @@ public enum ValueCodec: UInt8, Sendable, CaseIterable, Codable {
     /// A power of two makes a list exact under re-encoding: `roundTrip` gives the values the
     /// receiver decodes, bit for bit, and encoding those again writes the same list.
     /// A list with a non-finite value is sent as all NaN (the coordinator refuses it).
-    case int8 = 2
+    case int8
+
+    /// The byte that names the codec in a frame.
+    public var tag: UInt8 {
+        switch self {
+        case .fp32: 0
+        case .bf16: 1
+        case .int8: 2
+        }
+    }
+
+    public init?(tag: UInt8) {
+        guard let c = Self.allCases.first(where: { $0.tag == tag }) else { return nil }
+        self = c
+    }
 
     public var bytesPerValue: Int {
         switch self {
@@ -21,6 +39,10 @@ public enum ValueCodec: UInt8, Sendable, CaseIterable, Codable {
         case .int8: 1
         }
     }
+
+    /// Whether uncompressed steps may use it: int8's rounding is only delayed where a
+    /// residual keeps it (top-k), elsewhere it would be lost every step.
+    public var keepsUncompressedSteps: Bool { self != .int8 }
 
     /// Whether every value arrives exactly as it was.
     public var isExact: Bool { self == .fp32 }

@@ -1,4 +1,4 @@
-/// Why a frame was refused. Every case is a reason to count and drop the frame, never to
+/// Why bytes from another process (a frame, a payload) were refused. Every case is a reason to count and drop the frame, never to
 /// stop the receiver.
 public enum WireError: Error, Equatable, CustomStringConvertible {
     case truncated(have: Int, need: Int)
@@ -20,7 +20,7 @@ public enum WireError: Error, Equatable, CustomStringConvertible {
         switch self {
         case let .truncated(have, need): return "truncated frame: \(have) bytes, need \(need)"
         case let .badMagic(m): return "bad magic 0x\(String(m, radix: 16)) (not an svite frame)"
-        case let .unsupportedVersion(v): return "protocol version \(v) (this svite speaks \(FrameHeader.protocolVersion))"
+        case let .unsupportedVersion(v): return "protocol version \(v) (another svite version's)"
         case .badHeaderChecksum: return "header checksum mismatch"
         case let .unknownMessageType(t): return "unknown message type \(t)"
         case let .payloadSizeMismatch(d, a): return "payload declared as \(d) bytes, frame carries \(a)"

@@ -1,3 +1,4 @@
+import Core
 import CLZ4
 import CZlib
 

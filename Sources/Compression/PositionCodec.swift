@@ -1,3 +1,5 @@
+import Core
+
 /// How the positions of a top-k gradient travel: k strictly increasing indices below n.
 /// Which code is smallest depends on the density k/n, so each list is coded all three ways
 /// (by size, without writing) and the smallest goes, after a one-byte tag:
