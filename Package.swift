@@ -60,11 +60,14 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: numericFlags),
         .target(name: "Model", dependencies: ["Core", "Kernels"], swiftSettings: numericFlags),
         .target(name: "Datasets", dependencies: ["Core", "Kernels", "CZlib", "Images"], swiftSettings: numericFlags),
-        .target(name: "Optim", dependencies: ["Core", "Kernels", "Model", "Config"], swiftSettings: numericFlags),
+        .target(name: "Optim", dependencies: ["Core", "Kernels", "Model", "Config", "Sparsity", "Compression", "Steps"], swiftSettings: numericFlags),
         .target(name: "Sparsity", dependencies: ["Core", "Kernels", "Model"], swiftSettings: numericFlags),
         // What a worker's gradient becomes on the wire: value codecs, positions, top-k with
         // error feedback, the shared estimate, behind one GradientCompressor protocol.
         .target(name: "Compression", dependencies: ["Core", "Kernels", "Model", "Sparsity"], swiftSettings: numericFlags),
+        // The two records of a step: the order a step gives (StepOrder) and the update it
+        // made (ParameterUpdate), each with its one encoding.
+        .target(name: "Steps", dependencies: ["Core", "Model", "Sparsity", "Compression"]),
         .target(name: "Pictures", dependencies: ["CZlib"]),
         // The run config: every section, the built-in configs.
         .target(name: "Config", dependencies: [
@@ -78,18 +81,18 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
         .target(name: "Training", dependencies: [
-            "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Compute",
+            "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Compute", "Compression", "Steps",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: numericFlags),
-        .target(name: "Wire", dependencies: ["Core", "Model", "Sparsity", "Compression", "CLZ4", "CZlib"], swiftSettings: numericFlags),
+        .target(name: "Wire", dependencies: ["Core", "Model", "Sparsity", "Compression", "Steps", "CLZ4", "CZlib"], swiftSettings: numericFlags),
         .target(name: "Transport", dependencies: ["Core", "CZeroMQ"]),
         .target(name: "Coordinator", dependencies: [
-            "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Compression", "Training", "Transport", "Wire",
+            "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Compression", "Steps", "Training", "Transport", "Wire",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
         .target(name: "Worker", dependencies: [
-            "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Compute", "Compression", "Transport", "Wire",
+            "Core", "Kernels", "Model", "Datasets", "Optim", "Sparsity", "Config", "Compute", "Compression", "Steps", "Transport", "Wire",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
         .target(name: "Plot", dependencies: ["CCairo"]),
@@ -101,9 +104,9 @@ let package = Package(
                                                    // (swift-prometheus's own, named to pin them)
                                                    .product(name: "Atomics", package: "swift-atomics"),
                                                    .product(name: "CoreMetrics", package: "swift-metrics")]),
-        .target(name: "Benchmarks", dependencies: ["Core", "Compression", "Config", "Coordinator", "Kernels", "Model", "Optim", "Sparsity", "Training", "Transport", "Wire", .product(name: "Logging", package: "swift-log")], swiftSettings: numericFlags),
+        .target(name: "Benchmarks", dependencies: ["Core", "Compression", "Steps", "Config", "Coordinator", "Kernels", "Model", "Optim", "Sparsity", "Training", "Transport", "Wire", .product(name: "Logging", package: "swift-log")], swiftSettings: numericFlags),
         .executableTarget(name: "svite", dependencies: [
-            "Core", "Compression", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport", "Plot", "Monitoring", "Images",
+            "Core", "Compression", "Steps", "Config", "Compute", "Model", "Kernels", "Benchmarks", "Datasets", "Training", "Coordinator", "Worker", "Wire", "Sparsity", "Pictures", "Transport", "Plot", "Monitoring", "Images",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
@@ -116,12 +119,12 @@ let package = Package(
         .testTarget(name: "ImagesTests", dependencies: ["Images"]),
         .testTarget(name: "ModelTests", dependencies: ["Core", "Model", "Kernels"],
                     swiftSettings: numericFlags),
-        .testTarget(name: "WireTests", dependencies: ["Core", "Compression", "Wire", "Sparsity", "Model", "TestSupport"], swiftSettings: numericFlags),
+        .testTarget(name: "WireTests", dependencies: ["Core", "Compression", "Steps", "Wire", "Sparsity", "Model", "TestSupport"], swiftSettings: numericFlags),
         .testTarget(name: "CompressionTests", dependencies: ["Core", "Compression", "Sparsity", "Model", "TestSupport"], swiftSettings: numericFlags),
         .testTarget(name: "SparsityTests", dependencies: ["Core", "Sparsity", "Model", "Kernels", "Pictures", "CZlib"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Core", "Config", "Compute", "TestSupport", "Images", "Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity", "Pictures",
-                                                    "Coordinator", "Worker", "Transport", "Compression", "Wire", "Monitoring",
+                                                    "Coordinator", "Worker", "Transport", "Compression", "Steps", "Wire", "Monitoring",
                                                     .product(name: "Logging", package: "swift-log")],
                     swiftSettings: numericFlags),
     ]

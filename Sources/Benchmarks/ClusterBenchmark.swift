@@ -11,6 +11,7 @@ import Logging
 import Model
 import Optim
 import Sparsity
+import Steps
 import Training
 import Transport
 import Wire
@@ -95,12 +96,12 @@ public struct ClusterBenchmark {
         let warm = 2
         for step in 0 ..< warm + options.steps {
             let work = StepWork(step: step, epoch: 0, stepInEpoch: step, positions: 0 ..< batch,
-                                gradientDensity: options.density)
+                                order: StepOrder(compression: options.density.map { .topK(density: $0) } ?? .dense))
             let clock = MonotonicClock(), cpu = ProcessCPUClock()
             let farmBefore = farm.cpuSeconds
             guard let g = try source.gradient(params: server.params.pointer, work: work, stop: stop) else { break }
             let update = server.apply(averagedGradient: g.gradient)
-            source.applied(AppliedStep(step: step, update: update, gradient: UnsafePointer(g.gradient)), server: server)
+            source.applied(AppliedStep(step: step, report: update, record: update.record), server: server)
             if step >= warm {
                 timed.wall += clock.seconds; timed.cpu += cpu.seconds; timed.farmCPU += farm.cpuSeconds - farmBefore
                 timed.up += g.bytesUp; timed.down += g.bytesDown; timed.steps += 1

@@ -6,6 +6,7 @@ import Kernels
 import Model
 import Optim
 import Training
+import Steps
 import Wire
 
 /// `svite bench comm`: the coordinator's side of a step without the network: decode each
@@ -85,7 +86,8 @@ public struct CommBenchmark {
             server.apply(averagedGradient: averager.sum.pointer)
             let t2 = DispatchTime.now().uptimeNanoseconds
             for k in 0 ..< o.workers {
-                let payload = Payload.params(Assignment(epoch: 0, start: UInt32(k * 32), count: 32), values: server.params.pointer, count: n)
+                let payload = Payload.params(StepFrame(order: StepOrder(), shares: .one(Assignment(epoch: 0, start: UInt32(k * 32), count: 32))),
+                                             values: server.params.pointer, count: n)
                 paramsBytes = Frame(header: FrameHeader(type: .params, runID: 1, step: UInt64(max(step, 0)), layoutHash: layout.hash), payload: payload)
                     .encoded(compress: o.compress).count
             }

@@ -194,6 +194,10 @@ public struct CompressionSchedule: Sendable, Equatable {
         return estimates(step: step) ? .estimate(density: d) : .topK(density: d)
     }
 
+    /// Whether the coordinator tracks the frozen variance's scale, so workers send their
+    /// gradients' mean squares (the one rule for both).
+    public func tracksVariance(_ c: CommunicationConfig) -> Bool { freezeStep != nil && c.trackVariance }
+
     /// Whether the update of step `step` uses a frozen variance.
     public func freezesVariance(step: Int) -> Bool { freezeStep.map { step >= $0 } ?? false }
 

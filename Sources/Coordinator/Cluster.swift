@@ -7,6 +7,7 @@ import Kernels
 import Logging
 import Model
 import Sparsity
+import Steps
 import Training
 import Transport
 import Wire
@@ -97,6 +98,9 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     public func attach(server: ServerState) { service.attach(server: server) }
 
     public func applied(_ step: AppliedStep, server: ServerState) { service.recordApplied(step, server: server) }
+
+    /// The server's last update record (what the next step's frame carries down).
+    public var lastUpdate: ParameterUpdate? { locked { service.lastUpdate } }
 
     /// With `recordStateDigests`: CRC-32 of weights and moments by the step they are of.
     public var stateDigests: [Int: UInt32] { locked { service.stateDigests } }

@@ -8,6 +8,7 @@ import Logging
 import Model
 import Optim
 import Sparsity
+import Steps
 import Training
 import Transport
 import Wire
@@ -117,8 +118,8 @@ final class CoordinatorService: @unchecked Sendable {
     /// The downlink carries updates (`communication.downlink`): workers replicate the
     /// optimizer and each step's frame is one for all.
     let replicated: Bool
-    /// The update that takes the replicas from the previous step's weights to the window's.
-    private var pendingUpdate: ParameterUpdate?
+    /// The update that took the server from the previous step's weights to the window's.
+    private(set) var lastUpdate: ParameterUpdate?
     /// Tests: CRC-32 of weights and moments after each update, by the step they are of.
     private(set) var stateDigests: [Int: UInt32] = [:]
 
@@ -189,6 +190,8 @@ final class CoordinatorService: @unchecked Sendable {
     // MARK: the trainer's side
 
     func attach(server: ServerState) {
+        // Replicas replay the records, so they carry the gradient the optimizer took.
+        server.keepsUpdateGradients = replicated || options.recordStateDigests
         cond.lock(); self.server = server; cond.unlock()
     }
 
@@ -205,32 +208,17 @@ final class CoordinatorService: @unchecked Sendable {
         cond.lock(); window = nil; cond.unlock()
     }
 
-    /// Keeps what the server just applied for the next step's frame (replicated downlink):
-    /// the gradient's non-zero entries as the optimizer took them, the topology change
-    /// with the grown places' weights and moments, and every few steps the weights' CRC.
+    /// Keeps what the server just applied (its update record) for the next step's frame:
+    /// the replicas' update (the update downlink), and the topology change every worker
+    /// one mask version behind is sent; every few steps the record carries the weights' CRC.
     func recordApplied(_ a: AppliedStep, server: ServerState) {
-        guard replicated || options.recordStateDigests else { return }
-        let opt = server.optimizer
-        let gradient = a.gradient.map { SparseGradient.nonzeros(of: $0, layout: layout) }
-            ?? SparseGradient(indices: layout.tensors.map { _ in [] }, values: layout.tensors.map { _ in [] })
-        var u = ParameterUpdate(step: UInt32(a.step), applied: a.update != nil, lr: a.update?.lr ?? 0,
-                                optimizerUpdates: UInt32(opt.updates), freezeVariance: opt.varianceFrozen, gradient: gradient)
-        if a.update != nil { u.varianceScale = server.lastVarianceScale; u.estimate = server.lastUpdateEstimated }
-        if a.update != nil, let m = server.masks, !server.lastChanges.isEmpty {
-            let buffers = opt.stateBuffers.map(\.buffer)
-            u.maskVersion = UInt32(m.version)
-            u.topology = server.lastChanges.map { MaskUpdate.LayerChange(off: $0.pruned.map(UInt32.init), on: $0.grown.map(UInt32.init)) }
-            u.grown = zip(m.prunable, server.lastChanges).map { t, c in
-                c.grown.map { server.params.pointer[t.offset + $0] } + buffers.flatMap { b in c.grown.map { b.pointer[t.offset + $0] } }
-            }
-        }
-        let every = config.communication.checksumEverySteps
-        if (a.step + 1) % every == 0 || u.topology != nil {
+        var u = a.record
+        if replicated, (a.step + 1) % config.communication.checksumEverySteps == 0 || u.topology != nil {
             u.checksum = ParameterUpdate.checksum(server.params.pointer, count: layout.count)
         }
-        let digest = options.recordStateDigests ? opt.stateDigest(params: server.params.pointer) : nil
+        let digest = options.recordStateDigests ? server.state.digest : nil
         cond.lock()
-        pendingUpdate = u
+        lastUpdate = u
         if let digest { stateDigests[a.step + 1] = digest }
         cond.unlock()
     }
@@ -398,10 +386,8 @@ final class CoordinatorService: @unchecked Sendable {
     /// What a worker holding mask version `have` needs to reach the current one.
     private func maskUpdate(for have: Int) -> MaskUpdate? {
         guard let m = masks, have != m.version else { return nil }
-        if have >= 0, have == m.version - 1, let changes = server?.lastChanges, changes.count == m.prunable.count {
-            return .change(version: UInt32(m.version), layers: changes.map {
-                MaskUpdate.LayerChange(off: $0.pruned.map(UInt32.init), on: $0.grown.map(UInt32.init))
-            })
+        if have >= 0, have == m.version - 1, let t = lastUpdate?.topology, t.maskVersion == UInt32(m.version) {
+            return .change(version: t.maskVersion, layers: t.layers.map { MaskUpdate.LayerChange(off: $0.off, on: $0.on) })
         }
         return .bitmap(version: UInt32(m.version), bits: m.bitmap)
     }
@@ -424,7 +410,7 @@ final class CoordinatorService: @unchecked Sendable {
         roundAnswers = []
         lateThisRound = []
         let m = masks
-        aggregator.begin(request: work.request, masks: m)
+        aggregator.begin(request: work.order.request, masks: m)
         roundStep = work.step
         roundWorkers = members.count
         roundUp = 0; roundDown = 0
@@ -448,8 +434,7 @@ final class CoordinatorService: @unchecked Sendable {
         for (w, range) in zip(members, shares) where !range.isEmpty {
             let a = Assignment(epoch: UInt32(work.epoch), start: UInt32(range.lowerBound), count: UInt32(range.count))
             let fresh = w.version == work.step && w.maskVersion == (m?.version ?? -1)
-            let payload = Payload.params(a, mask: maskUpdate(for: w.maskVersion), request: work.request, selector: work.selector,
-                                         gradientDensity: work.gradientDensity, estimate: work.estimate,
+            let payload = Payload.params(StepFrame(order: work.order, shares: .one(a), mask: maskUpdate(for: w.maskVersion)),
                                          values: fresh ? nil : values, count: count)
             w.share = range.count
             if let drop = dropStepFrame, drop.worker == w.name, drop.step == work.step {
@@ -482,13 +467,11 @@ final class CoordinatorService: @unchecked Sendable {
     /// joined between steps, or asked for a resync) is first sent the whole state.
     private func startReplicatedRound(_ work: StepWork, members: [WorkerRecord], shares: [Range<Int>]) {
         let m = masks
-        let update = pendingUpdate.flatMap { Int($0.step) + 1 == work.step ? $0 : nil }
+        let update = lastUpdate.flatMap { Int($0.step) + 1 == work.step ? $0 : nil }
         let table = zip(members, shares).filter { !$0.1.isEmpty }.map {
             RankAssignment(rank: UInt32($0.0.rank), assignment: Assignment(epoch: UInt32(work.epoch), start: UInt32($0.1.lowerBound), count: UInt32($0.1.count)))
         }
-        let payload = Payload.params(Assignment(epoch: UInt32(work.epoch), start: 0, count: 0), request: work.request, selector: work.selector,
-                                     gradientDensity: work.gradientDensity, estimate: work.estimate, update: update, layout: layout, table: table,
-                                     values: nil, count: 0)
+        let payload = Payload.params(StepFrame(order: work.order, shares: .table(table), update: update), layout: layout)
         let header = FrameHeader(type: .params, runID: runID, step: UInt64(work.step), maskVersion: maskVersion, layoutHash: layout.hash)
         let frame = Frame(header: header, payload: payload).encoded(compress: options.compress)
         for (w, range) in zip(members, shares) {

@@ -44,10 +44,12 @@ public struct ByteWriter {
 public struct ByteReader {
     public let bytes: [UInt8]
     public private(set) var offset: Int
+    /// Where this reader's bytes end (a tagged field's reader ends with its body).
+    public private(set) var end: Int
 
-    public init(_ bytes: [UInt8], offset: Int = 0) { self.bytes = bytes; self.offset = offset }
+    public init(_ bytes: [UInt8], offset: Int = 0) { self.bytes = bytes; self.offset = offset; end = bytes.count }
 
-    public var remaining: Int { bytes.count - offset }
+    public var remaining: Int { end - offset }
 
     mutating func take(_ n: Int, _ what: String) throws -> Range<Int> {
         guard n >= 0, n <= remaining else {
@@ -110,5 +112,55 @@ public struct ByteReader {
 
     public func expectEnd(_ what: String) throws {
         if remaining != 0 { throw WireError.malformedPayload("\(what): \(remaining) unexpected trailing bytes") }
+    }
+}
+
+// Tagged fields: u8 tag, u32 length, the body. A message of tagged fields names what it
+// carries instead of spending a flag bit on each, and a reader checks that each body is
+// read to its end.
+
+extension ByteWriter {
+    /// Writes one tagged field whose body `body` writes.
+    public mutating func field(_ tag: UInt8, _ body: (inout ByteWriter) -> Void) {
+        u8(tag)
+        let at = bytes.count
+        u32(0)
+        body(&self)
+        let length = UInt32(bytes.count - at - 4)
+        withUnsafeBytes(of: length.littleEndian) { b in for i in 0 ..< 4 { bytes[at + i] = b[i] } }
+    }
+}
+
+extension ByteReader {
+    /// Reads tagged fields in increasing tag order until the end of the bytes, or until
+    /// the field tagged `last` (whose body is then left for the caller, the reader at its
+    /// start). `read` reads one body and must read all of it; a tag out of order, a body
+    /// read short or past its length, or a tag `read` does not know (it throws) is malformed.
+    public mutating func fields(_ what: String, last: UInt8? = nil, _ read: (UInt8, inout ByteReader) throws -> Void) throws {
+        var previous = -1
+        while remaining > 0 {
+            let tag = try u8("\(what) field tag")
+            guard Int(tag) > previous else { throw WireError.malformedPayload("\(what): field \(tag) after field \(previous)") }
+            previous = Int(tag)
+            let length = Int(try u32("\(what) field \(tag) length"))
+            guard length <= remaining else { throw WireError.malformedPayload("\(what) field \(tag): \(length) bytes, \(remaining) left") }
+            if tag == last { return }
+            // The body's reader shares the bytes (no copy) and ends where the body does.
+            var body = self
+            body.end = offset + length
+            try read(tag, &body)
+            try body.expectEnd("\(what) field \(tag)")
+            offset = body.end
+        }
+    }
+}
+
+extension ByteReader {
+    /// `count` fp32 values as an array.
+    public mutating func floatArray(_ count: Int, _ what: String = "floats") throws -> [Float] {
+        guard count >= 0, 4 * count <= remaining else { throw WireError.malformedPayload("\(what): needs \(4 * count) bytes, \(remaining) left") }
+        var v = [Float](repeating: 0, count: count)
+        try v.withUnsafeMutableBufferPointer { p in if count > 0 { try floats(into: p.baseAddress!, count: count, what) } }
+        return v
     }
 }

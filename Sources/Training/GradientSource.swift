@@ -3,32 +3,21 @@ import Core
 import Datasets
 import Model
 import Sparsity
+import Steps
 
-/// One step's work: which images of which epoch.
+/// One step's work: which images of which epoch, and the order every worker gets.
 public struct StepWork: Sendable {
     public var step: Int
     public var epoch: Int
     public var stepInEpoch: Int
     /// Positions in the epoch's permutation (see EpochPlan).
     public var positions: Range<Int>
-    /// What the sparsity method asks of the step besides the gradient (grow candidates,
-    /// or unit scores with their candidate-weight seed).
-    public var request: StepRequest
-    /// SViTE+: the token selector's temperature and noise at this step (nil: no selector).
-    public var selector: SelectorSchedule?
-    /// The fraction of each tensor's active weights workers send (top-k with error
-    /// feedback; nil: every value). A source in this process has no wire and ignores it.
-    public var gradientDensity: Double?
-    /// Workers send the top k of their momentum against the shared estimate rather than of
-    /// their gradient with error feedback (`TopKFeedback.estimate`).
-    public var estimate = false
+    /// What the step asks besides the gradient, and how workers send it.
+    public var order: StepOrder
 
-    public init(step: Int, epoch: Int, stepInEpoch: Int, positions: Range<Int>, request: StepRequest = .none,
-                selector: SelectorSchedule? = nil, gradientDensity: Double? = nil) {
+    public init(step: Int, epoch: Int, stepInEpoch: Int, positions: Range<Int>, order: StepOrder = StepOrder()) {
         self.step = step; self.epoch = epoch; self.stepInEpoch = stepInEpoch; self.positions = positions
-        self.request = request
-        self.selector = selector
-        self.gradientDensity = gradientDensity
+        self.order = order
     }
 }
 
@@ -69,11 +58,11 @@ public struct AppliedStep {
     /// The step whose update this was: the weights are now those of step + 1.
     public var step: Int
     /// nil: the step was skipped (non-finite), nothing changed.
-    public var update: ServerState.Update?
-    /// What the optimizer took (masked and clipped), valid during the call.
-    public var gradient: UnsafePointer<Float>?
-    public init(step: Int, update: ServerState.Update?, gradient: UnsafePointer<Float>?) {
-        self.step = step; self.update = update; self.gradient = gradient
+    public var report: ServerState.Update?
+    /// What the update did (a skipped step's record says so), for replicas.
+    public var record: ParameterUpdate
+    public init(step: Int, report: ServerState.Update?, record: ParameterUpdate) {
+        self.step = step; self.report = report; self.record = record
     }
 }
 
@@ -89,7 +78,7 @@ public protocol GradientSource: AnyObject {
     /// Called once before the first step with the state whose parameters (and masks) the
     /// source serves.
     func attach(server: ServerState)
-    /// Whether `StepWork.gradientDensity` reaches anything: workers compress, the
+    /// Whether `StepWork.order.compression` reaches anything: workers compress, the
     /// in-process replica has no wire and computes every value.
     var compressesGradients: Bool { get }
     /// Membership changes since the last call (joins, losses, leaves), for metrics.jsonl.
@@ -153,10 +142,10 @@ public final class LocalGradientSource: GradientSource {
             next = (Array((n.epoch == work.epoch ? cached!.order : plan.permutation(epoch: n.epoch))[n.positions]), n.epoch)
         }
         let result = replica.computeGradient(params: params, indices: indices, epoch: work.epoch,
-                                             masks: masks, request: work.request, selector: work.selector, next: next)
+                                             masks: masks, request: work.order.request, selector: work.order.selector, next: next)
         // Grow candidates are not needed here: the whole gradient is the grow score.
         return StepGradient(gradient: replica.grads.pointer, result: result,
-                            unitScores: work.request.unitScoreSeed == nil ? nil : replica.unitScores)
+                            unitScores: work.order.request.unitScoreSeed == nil ? nil : replica.unitScores)
     }
 
     public func finish(reason: String) {}

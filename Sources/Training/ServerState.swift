@@ -1,3 +1,4 @@
+import Compression
 import Compute
 import Config
 import Core
@@ -5,6 +6,7 @@ import Kernels
 import Model
 import Optim
 import Sparsity
+import Steps
 
 /// What the coordinator owns: the parameters, the optimizer and its moments, the step
 /// count and the schedule. It takes one averaged gradient per step and applies it; it
@@ -12,15 +14,12 @@ import Sparsity
 /// server it lives in the coordinator and the gradient arrives over the wire.
 public final class ServerState: @unchecked Sendable {
     public let model: ViTModel
-    public let params: FloatBuffer
-    public let optimizer: Optimizer
+    /// The weights, the optimizer's moments and the masks: what an update changes.
+    public let state: ModelState
     public let schedule: LRSchedule
     public let clipGradNorm: Double
     /// Updates applied so far; the next update is made at this 0-based step.
     public private(set) var step: Int = 0
-    /// The sparse topology (nil: dense). Inactive weights and their moments stay zero and
-    /// their gradients never reach the optimizer.
-    public private(set) var masks: MaskSet?
     /// The sparsity method in force (nil: dense).
     public private(set) var method: (any SparsityMethod)?
     /// The mean gradient kept before masking for updates that score by it.
@@ -30,18 +29,12 @@ public final class ServerState: @unchecked Sendable {
     /// AdamW's variance freezes for the updates of steps from this one on (nil: never;
     /// top-k runs, see `CompressionSchedule`).
     public var varianceFreezeStep: Int?
-    /// From this step on the averaged gradient is the merged change to the workers' shared
-    /// estimate, which AdamW's first moment holds (`TopKFeedback.estimate`; nil: never).
-    public var estimateStep: Int?
-    /// Whether the last update moved the estimate (the replicas replay it so).
-    public private(set) var lastUpdateEstimated = false
-    /// The changes of the last topology update (empty when the last step made none).
-    public private(set) var lastChanges: [PruneAndGrow.LayerChange] = []
     /// Keeps a frozen variance in scale with the workers' gradients (top-k runs with
     /// communication.track_variance; nil: off).
     public var varianceTracker: VarianceTracker?
-    /// The variance scales the last update took (nil: none), for the replicas.
-    public private(set) var lastVarianceScale: [Float]?
+    /// Whether the update records carry the gradient the optimizer took (someone replays
+    /// them: the update downlink, or a test); building it costs a pass over the model.
+    public var keepsUpdateGradients = false
 
     public struct Update: Sendable {
         public var step: Int
@@ -50,15 +43,22 @@ public final class ServerState: @unchecked Sendable {
         public var gradNorm: Double
         /// The prune-and-grow fraction when this step updated the topology.
         public var topologyFraction: Double? = nil
+        /// What the update did, for replicas (`ModelState.apply`).
+        public var record: ParameterUpdate
     }
 
     public init(model: ViTModel, optimizer: OptimizerConfig, schedule: LRSchedule) {
         self.model = model
-        params = FloatBuffer(count: model.layout.count)
-        self.optimizer = Optimizer(config: optimizer, layout: model.layout)
+        state = ModelState(layout: model.layout, optimizer: Optimizer(config: optimizer, layout: model.layout))
         self.schedule = schedule
         clipGradNorm = optimizer.clipGradNorm
     }
+
+    public var params: FloatBuffer { state.params }
+    public var optimizer: Optimizer { state.optimizer! }
+    /// The sparse topology (nil: dense). Inactive weights and their moments stay zero and
+    /// their gradients never reach the optimizer.
+    public var masks: MaskSet? { state.masks }
 
     /// The sparsity settings in force (nil: dense).
     public var sparsity: SparsityConfig? { method?.config }
@@ -74,9 +74,11 @@ public final class ServerState: @unchecked Sendable {
     /// `growScore`: the workers' merged grow candidates (else the gradient is the score);
     /// `unitScores`: their merged unit scores when the plan asked for them.
     /// `meanSquares`: the workers' mean squares per tensor, for the variance tracker.
+    /// `estimate`: the step's order said the gradient is the merged change to the shared
+    /// estimate (`GradientCompression.estimate`), which AdamW's first moment holds.
     @discardableResult
     public func apply(averagedGradient g: UnsafeMutablePointer<Float>, growScore given: UnsafePointer<Float>? = nil,
-                      unitScores: UnitScores? = nil, meanSquares: [Double]? = nil) -> Update {
+                      unitScores: UnitScores? = nil, meanSquares: [Double]? = nil, estimate: Bool = false) -> Update {
         let lr = schedule.lr(step: step)
         let plan = pendingPlan
         if let masks {
@@ -92,35 +94,30 @@ public final class ServerState: @unchecked Sendable {
             }
         }
         if let ms = meanSquares { varianceTracker?.record(ms) }
-        if let s = varianceFreezeStep, step >= s, !optimizer.varianceFrozen {
-            optimizer.freezeVariance()
-            varianceTracker?.freeze()
-        }
-        let estimate = optimizer.varianceFrozen && (estimateStep.map { step >= $0 } ?? false)
+        let freeze = varianceFreezeStep.map { step >= $0 } ?? false
+        if freeze && !optimizer.varianceFrozen { varianceTracker?.freeze() }
         // A change to the estimate is not a gradient: its norm is reported, not clipped (the
         // workers clip their own gradients before their momentum takes them).
         let norm = estimate ? GradientClipping.norm(g, count: model.layout.count)
             : GradientClipping.clip(g, count: model.layout.count, maxNorm: clipGradNorm)
-        lastVarianceScale = optimizer.varianceFrozen ? varianceTracker?.scales : nil
-        lastUpdateEstimated = estimate
-        optimizer.step(params: params.pointer, grads: g, lr: lr, varianceScale: lastVarianceScale, estimate: estimate)
-        lastChanges = []
+        let frozen = optimizer.varianceFrozen || (freeze && optimizer.config.kind == .adamw)
+        var record = ParameterUpdate(step: UInt32(step), applied: true, lr: lr, optimizerUpdates: UInt32(optimizer.updates + 1),
+                                     freezeVariance: frozen, varianceScale: frozen ? varianceTracker?.scales : nil, estimate: estimate,
+                                     gradient: keepsUpdateGradients ? SparseGradient.nonzeros(of: g, layout: model.layout) : nil)
+        state.step(record, gradient: g)
         var fraction: Double? = nil
-        if let masks, let method {
-            masks.apply(to: params)
-            if plan.event != nil {
-                let moments = [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? [])
-                let evidence = StepEvidence(gradient: plan.usesGradient ? gradientScore : nil, unitScores: unitScores)
-                // Without the evidence it needs (a source that cannot give it) the topology stays.
-                if let changes = method.update(plan, masks: masks, model: model, params: params, moments: moments, evidence: evidence) {
-                    lastChanges = changes
-                    if optimizer.varianceFrozen { seedFrozenVariance(changes, masks: masks) }
-                    fraction = plan.fraction
-                }
+        if let masks, let method, plan.event != nil {
+            let moments = [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? [])
+            let evidence = StepEvidence(gradient: plan.usesGradient ? gradientScore : nil, unitScores: unitScores)
+            // Without the evidence it needs (a source that cannot give it) the topology stays.
+            if let changes = method.update(plan, masks: masks, model: model, params: params, moments: moments, evidence: evidence) {
+                if optimizer.varianceFrozen { seedFrozenVariance(changes, masks: masks) }
+                record.topology = state.recordTopology(changes)
+                fraction = plan.fraction
             }
         }
         step += 1
-        return Update(step: step, lr: lr, gradNorm: norm, topologyFraction: fraction)
+        return Update(step: step, lr: lr, gradNorm: norm, topologyFraction: fraction, record: record)
     }
 
     /// A grown weight's variance is zeroed with its moments; frozen, it would stay zero and
@@ -140,15 +137,13 @@ public final class ServerState: @unchecked Sendable {
     /// Counts a step without an update (a skipped non-finite step): the weights, moments
     /// and masks stay, the optimizer's update count stays (so its bias correction is that
     /// of the updates made), and a topology update due at this step does not happen.
-    /// Returns whether one was due.
+    /// Returns its record and whether one was due.
     @discardableResult
-    public func skip() -> Bool {
+    public func skip() -> (record: ParameterUpdate, topologyWasDue: Bool) {
         let due = pendingPlan.event != nil
-        lastChanges = []
-        lastVarianceScale = nil
-        lastUpdateEstimated = false
+        let record = ParameterUpdate.skipped(step: step, optimizerUpdates: optimizer.updates, varianceFrozen: optimizer.varianceFrozen)
         step += 1
-        return due
+        return (record, due)
     }
 
     /// Starts sparse training: the method's starting topology, applied to the weights.
@@ -157,7 +152,7 @@ public final class ServerState: @unchecked Sendable {
         guard let m = method.initialMasks(model: model, seed: seed) else { return }
         m.apply(to: params)
         for b in [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? []) { m.apply(to: b) }
-        masks = m
+        state.masks = m
         self.method = method
         topologySeed = seed
     }

@@ -11,6 +11,7 @@ import Logging
 import Model
 import Optim
 import Sparsity
+import Steps
 
 /// A training run in one process: a `ServerState` and a `Replica` joined directly. The
 /// parameter server puts a wire between the same two pieces.
@@ -104,8 +105,7 @@ public final class Trainer {
             log.notice("communication.gradient_density \(config.communication.gradientDensity) applies to workers; this run computes its gradients in process (--workers 0) and sends every value")
         }
         server.varianceFreezeStep = compression.freezeStep
-        server.estimateStep = compression.estimateStep
-        if compression.freezeStep != nil && config.communication.trackVariance {
+        if compression.tracksVariance(config.communication) {
             server.varianceTracker = VarianceTracker(tensors: model.layout.tensors.count, beta2: config.optimizer.beta2)
         }
         if let c = options.resume {
@@ -179,7 +179,7 @@ public final class Trainer {
         let denseFp32Bytes = 4 * server.model.layout.parameterCount
         var lastCheckpoint: String? = nil
         var secondsPerStep: Double? = nil
-        var lastUpdate = ServerState.Update(step: startStep, lr: 0, gradNorm: 0)
+        var lastUpdate = ServerState.Update(step: startStep, lr: 0, gradNorm: 0, record: .skipped(step: startStep, optimizerUpdates: 0, varianceFrozen: false))
         var stopped = false
         var lastWorkerImages: [Int]?
         var skippedInARow = 0, skippedSteps = 0
@@ -187,11 +187,10 @@ public final class Trainer {
         while server.step < totalSteps {
             let step = server.step
             let epoch = step / stepsPerEpoch, inEpoch = step % stepsPerEpoch
-            var work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch),
-                                request: server.pendingPlan.request,
-                                selector: config.selectorSchedule(step: step, total: totalSteps),
-                                gradientDensity: compression.density(step: step))
-            work.estimate = compression.estimates(step: step)
+            let work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch),
+                                order: StepOrder(request: server.pendingPlan.request,
+                                                 selector: config.selectorSchedule(step: step, total: totalSteps),
+                                                 compression: compression.compression(step: step)))
             var waited = false
             guard try source.waitUntilReady(stop: stop, waiting: { waited = true; observe(.waiting(connected: $0, needed: $1)) }) else {
                 stopped = true
@@ -217,8 +216,8 @@ public final class Trainer {
                 }
                 skippedInARow += 1
                 skippedSteps += 1
-                let topologyDue = server.skip()
-                source.applied(AppliedStep(step: step, update: nil, gradient: nil), server: server)
+                let (skipped, topologyDue) = server.skip()
+                source.applied(AppliedStep(step: step, report: nil, record: skipped), server: server)
                 let reason = "\(what) is not finite (NaN or infinity): step \(step + 1) skipped, no update "
                     + "(\(skippedInARow) in a row of at most \(t.maxSkippedSteps), \(skippedSteps) in this session)"
                     + (topologyDue ? "; the topology update due at this step is left out" : "")
@@ -229,12 +228,13 @@ public final class Trainer {
             } else {
                 skippedInARow = 0
                 lastUpdate = server.apply(averagedGradient: g.gradient, growScore: g.growScore.map { UnsafePointer($0) },
-                                          unitScores: g.unitScores, meanSquares: g.meanSquares)
+                                          unitScores: g.unitScores, meanSquares: g.meanSquares,
+                                          estimate: work.order.compression.movesEstimate)
                 if !VectorOps.allFinite(server.params.pointer, server.params.count) {
                     throw stopNonFinite(metrics, step: step, what: "the weights after the update", lastCheckpoint: lastCheckpoint,
                                         elapsed: elapsedBefore + clock())
                 }
-                source.applied(AppliedStep(step: step, update: lastUpdate, gradient: UnsafePointer(g.gradient)), server: server)
+                source.applied(AppliedStep(step: step, report: lastUpdate, record: lastUpdate.record), server: server)
                 imagesSeen += result.count
                 window.loss += result.lossSum; window.correct += result.correct
                 window.images += result.count; window.steps += 1
@@ -277,7 +277,7 @@ public final class Trainer {
                 if let s = report.sparsity { record.add(s) }
                 record.imagesPerWorker = lastWorkerImages
                 if window.missing > 0 { record.imagesMissing = window.missing }
-                if let f = server.lastVarianceScale, !f.isEmpty { record.varianceScale = Double(f.sorted()[f.count / 2]) }
+                if let f = server.state.varianceScale, !f.isEmpty { record.varianceScale = Double(f.sorted()[f.count / 2]) }
                 metrics.write(record)
                 observe(.step(report))
                 window = (0, 0, 0, 0, clock(), 0, 0, 0, 0)
@@ -326,7 +326,7 @@ public final class Trainer {
                                wire: wire.workerSteps == 0 ? nil
                                    : WireTotals(upPerWorkerStep: Double(wire.up) / Double(wire.workerSteps),
                                                 downPerWorkerStep: Double(wire.down) / Double(wire.workerSteps), denseFp32Bytes: denseFp32Bytes),
-                               varianceScale: server.lastVarianceScale,
+                               varianceScale: server.state.varianceScale,
                                untrainedWeights: server.masks.map { $0.untrainedCounts(server.params.pointer).reduce(0, +) },
                                activePrunableWeights: server.masks?.activePrunable)
     }

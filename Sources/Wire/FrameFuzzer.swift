@@ -1,6 +1,7 @@
 import Core
 import Model
 import Sparsity
+import Steps
 
 /// Random and mutated frames for the decoders: valid frames of every message type with
 /// bits flipped, cut short, replaced by noise, or with the payload or header changed and
@@ -37,8 +38,9 @@ public struct FrameFuzzer {
             case .grads:
                 payload = Payload.grads(GradientSummary(images: 2, lossSum: 1, correct: 1), codec: .bf16, values: values, count: n)
             case .params:
-                payload = Payload.params(Assignment(epoch: 0, start: 0, count: 2), request: .growCandidates(multiplier: 2, perLayer: [1, 2]),
-                                         selector: SelectorSchedule(temperature: 1, noiseScale: 0.5), values: values, count: n)
+                let order = StepOrder(request: .growCandidates(multiplier: 2, perLayer: [1, 2]),
+                                      selector: SelectorSchedule(temperature: 1, noiseScale: 0.5))
+                payload = Payload.params(StepFrame(order: order, shares: .one(Assignment(epoch: 0, start: 0, count: 2))), values: values, count: n)
             case .welcome:
                 payload = Payload.welcome(WelcomeInfo(rank: 0, runID: 42, config: "x", heartbeatSeconds: 1, gradientCodec: .fp32), params: values, count: n)
             case .join:
@@ -99,7 +101,7 @@ public struct FrameFuzzer {
             let n = valueCount
             switch f.header.type {
             case .grads: _ = try Payload.decodeGrads(f.payload, into: out, count: n)
-            case .params: _ = try Payload.decodeParams(f.payload, into: out, count: n)
+            case .params: _ = try Payload.decodeParams(f.payload, into: out, count: n, maxLayers: 2, maxIndices: n)
             case .welcome: var (_, r) = try Payload.welcomeInfo(f.payload); try Payload.values(&r, into: out, count: n)
             case .join: _ = try Payload.decodeJSON(JoinMessage.self, f.payload)
             default: _ = try Payload.decodeReason(f.payload)

@@ -59,7 +59,7 @@ extension WorkerNode {
 
     /// What a refusal means for this worker, with what to do about it.
     func refusal(_ header: FrameHeader, reason: String) -> WorkerError {
-        if let layout, header.layoutHash != 0, header.layoutHash != layout.hash {
+        if let layout = run?.layout, header.layoutHash != 0, header.layoutHash != layout.hash {
             return WorkerError(message: "the coordinator at \(options.coordinator) now trains another model (layout \(String(header.layoutHash, radix: 16)), "
                 + "this worker's \(String(layout.hash, radix: 16))): the run this worker belonged to is gone. Start the worker again to join "
                 + "the new run (exit status 75: a supervisor does that). The coordinator said: \(reason)", exitCode: 75)

@@ -275,10 +275,11 @@ struct WorkerCommand: ParsableCommand {
         options.sparseKernels = sparseKernels
         // Tests only (not in --help): "SECONDS" or "SECONDS@STEP" makes every step (from STEP
         // on) slower by that much, as a straggler or a stuck compute would be.
+        var hooks = WorkerTestHooks()
         if let spec = environment["SVITE_TEST_COMPUTE_DELAY"] {
             let parts = spec.split(separator: "@").map(String.init)
             guard let seconds = Double(parts[0]), seconds >= 0 else { throw CommandFailure("SVITE_TEST_COMPUTE_DELAY must be SECONDS or SECONDS@STEP, got '\(spec)'") }
-            options.computeDelay = (seconds, parts.count > 1 ? Int(parts[1]) ?? 0 : 0)
+            hooks.computeDelay = (seconds, parts.count > 1 ? Int(parts[1]) ?? 0 : 0)
         }
         if let parent = parentPid {
             // A local worker of `svite train` ends with it, however it ends (SIGKILL, OOM,
@@ -288,7 +289,7 @@ struct WorkerCommand: ParsableCommand {
             guard getppid() == parent else { throw CommandFailure("the svite process that started this worker (pid \(parent)) is gone") }
             options.parentPID = parent
         }
-        let node = try WorkerNode(options: options, logger: log)
+        let node = try WorkerNode(options: options, logger: log, hooks: hooks)
         let stop = StopFlag()
         StopSignals.install(stop) {}
         let reason: String

@@ -179,7 +179,7 @@ struct ClusterTests {
             let threads = [workerThread(source.endpoint, name: "a"), workerThread(source.endpoint, name: "b")]
             let distributed = try trainer(config, dir: "\(dir)/cluster", source: source)
             let summary = try distributed.run()
-            #expect(summary.steps == 64 && distributed.server.lastUpdateEstimated)
+            #expect(summary.steps == 64 && source.lastUpdate?.estimate == true)
             let records = MetricsLog.read(summary.metrics).filter { $0.kind == .train }
             let first = records.first!.loss!, last = records.last!.loss!
             let reference = MetricsLog.read(single.metrics).filter { $0.kind == .train }.last!.loss!
@@ -234,11 +234,11 @@ struct ClusterTests {
     }
 
     /// A worker node run on a thread, kept so the test can look at its replica.
-    func workerNode(_ endpoint: String, name: String, configure: (inout WorkerOptions) -> Void = { _ in }) throws -> (WorkerNode, Thread) {
-        var o = WorkerOptions(coordinator: endpoint, name: name, threads: 1)
-        o.recordStateDigests = true
-        configure(&o)
-        let node = try WorkerNode(options: o, logger: log)
+    func workerNode(_ endpoint: String, name: String, configure: (inout WorkerTestHooks) -> Void = { _ in }) throws -> (WorkerNode, Thread) {
+        var hooks = WorkerTestHooks()
+        hooks.recordStateDigests = true
+        configure(&hooks)
+        let node = try WorkerNode(options: WorkerOptions(coordinator: endpoint, name: name, threads: 1), logger: log, hooks: hooks)
         let t = Thread {
             do { _ = try node.run() } catch { Issue.record("worker \(name): \(error)") }
         }
@@ -281,14 +281,14 @@ struct ClusterTests {
                 for s in steps { #expect(w.stateDigests[s] == coordinator[s], "worker \(name) differs after step \(s)") }
             }
             // The shared estimate: the last update moved it, as every one after the warm-up.
-            #expect(trainer.server.lastUpdateEstimated == (config.communication.feedback == .estimate))
+            #expect(source.lastUpdate?.estimate == (config.communication.feedback == .estimate))
             if config.optimizer.kind == .adamw {
                 #expect(trainer.server.optimizer.varianceFrozen)
                 // The frozen variance was scaled (track_variance), every step's mean squares
                 // were recorded, and the replicas above took the same factors.
                 let tracker = try #require(trainer.server.varianceTracker)
                 #expect(tracker.atFreeze != nil && tracker.steps == 36, "\(tracker.steps) steps recorded")
-                #expect(trainer.server.lastVarianceScale?.contains { $0 != 1 } == true)
+                #expect(trainer.server.state.varianceScale?.contains { $0 != 1 } == true)
                 // The checkpoint keeps the tracker exactly, and a resume takes it back.
                 let contents = try Checkpoint.read(Checkpoint.locate("\(dir)/run"))
                 #expect(contents.state.varianceTracker == tracker)

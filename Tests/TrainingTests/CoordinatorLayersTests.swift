@@ -254,9 +254,7 @@ func fakeWorker(_ name: String, endpoint: String, count: Int, layoutHash: UInt64
                 let frame = try Frame.decode(parts[0], limits: FrameLimits(maxRawBytes: 1 << 26))
                 if frame.header.type == .stop { return }
                 guard frame.header.type == .params else { continue }
-                var r = ByteReader(frame.payload)
-                _ = try r.u32(); _ = try r.u32()
-                let images = try r.u32()
+                let images = try Payload.decodeParams(frame.payload, maxLayers: 0, maxIndices: 0).0.share(rank: 0)?.count ?? 0
                 seen?(frame.header.step, images)
                 if delay > 0 { Thread.sleep(forTimeInterval: delay) }
                 let payload = values.withUnsafeBufferPointer {

@@ -79,9 +79,9 @@ struct DeadlineTests {
         let log = self.log
         let t = Thread {
             do {
-                var o = WorkerOptions(coordinator: endpoint, name: name, threads: 1)
-                o.computeDelay = delay
-                _ = try WorkerNode(options: o, logger: log).run()
+                var hooks = WorkerTestHooks()
+                hooks.computeDelay = delay
+                _ = try WorkerNode(options: WorkerOptions(coordinator: endpoint, name: name, threads: 1), logger: log, hooks: hooks).run()
             } catch {
                 Issue.record("worker \(name): \(error)")
             }

@@ -6,6 +6,7 @@ import Optim
 import Testing
 @testable import Training
 import Compression
+import Steps
 @testable import Wire
 
 /// AdamW's frozen variance under top-k, kept in scale with the gradients
@@ -128,18 +129,18 @@ struct VarianceTrackerTests {
             let p = Payload.sparseGrads(s, codec: .int8, sparse: sparse, layout: layout, meanSquares: bad)
             #expect(throws: WireError.self) { _ = try Payload.decodeGrads(p, into: &out, count: layout.count, layout: layout) }
         }
-        var u = ParameterUpdate(step: 3, applied: true, lr: 1e-3, optimizerUpdates: 3, freezeVariance: true, gradient: sparse)
-        u.varianceScale = [0.5, 1, 1.75]
+        var u = ParameterUpdate(step: 3, applied: true, lr: 1e-3, optimizerUpdates: 3, freezeVariance: true, varianceScale: [0.5, 1, 1.75],
+                                gradient: sparse)
         var w = ByteWriter()
         u.encode(into: &w, layout: layout)
         var r = ByteReader(w.bytes)
-        #expect(try ParameterUpdate.decode(&r, layout: layout, layerSizes: [], moments: 2) == u)
+        #expect(try ParameterUpdate.decode(&r, context: UpdateContext(layout: layout, layerSizes: [], moments: 2)) == u)
         for bad in [[Float](arrayLiteral: 0, 1, 1), [1, .nan, 1], [1, 1]] {
             u.varianceScale = bad
             var w2 = ByteWriter()
             u.encode(into: &w2, layout: layout)
             var r2 = ByteReader(w2.bytes)
-            #expect(throws: WireError.self) { _ = try ParameterUpdate.decode(&r2, layout: layout, layerSizes: [], moments: 2) }
+            #expect(throws: WireError.self) { _ = try ParameterUpdate.decode(&r2, context: UpdateContext(layout: layout, layerSizes: [], moments: 2)) }
         }
     }
 }

@@ -3,6 +3,7 @@ import Core
 import Foundation
 import Model
 import Sparsity
+import Steps
 import Testing
 import TestSupport
 @testable import Wire
@@ -20,33 +21,37 @@ struct UpdateFrameTests {
         let back = FloatBuffer(count: layout.count)
         sparse.scatter(into: back.pointer, layout: layout)
         for i in 0 ..< layout.count { #expect(back.pointer[i].bitPattern == g.pointer[i].bitPattern) }
-        var update = ParameterUpdate(step: 41, applied: true, lr: 3e-4, optimizerUpdates: 40, freezeVariance: true, gradient: sparse,
-                                     maskVersion: 3, topology: [.init(off: [1, 5], on: [2, 9, 700]), .init(off: [], on: [])],
-                                     grown: [[0.5, -0.25, 1, 0, 0, 0, 1e-6, 2e-6, 3e-6], []], checksum: 0xDEAD_BEEF)
-        update.varianceScale = [0.5, 1, 1.25]
-        update.estimate = true
+        let topology = TopologyChange(maskVersion: 3, layers: [
+            .init(off: [1, 5], on: [2, 9, 700], weights: [0.5, -0.25, 1], moments: [[0, 0, 0], [1e-6, 2e-6, 3e-6]]),
+            .init(off: [], on: [], weights: [], moments: [[], []])])
+        let update = ParameterUpdate(step: 41, applied: true, lr: 3e-4, optimizerUpdates: 40, freezeVariance: true, varianceScale: [0.5, 1, 1.25],
+                                     estimate: true, gradient: sparse, topology: topology, checksum: 0xDEAD_BEEF)
         let table = [RankAssignment(rank: 0, assignment: Assignment(epoch: 2, start: 0, count: 64)),
                      RankAssignment(rank: 3, assignment: Assignment(epoch: 2, start: 64, count: 64))]
-        let payload = Payload.params(Assignment(epoch: 2, start: 0, count: 0), gradientDensity: 0.01, estimate: true, update: update, layout: layout,
-                                     table: table, values: nil, count: 0)
-        let context = Payload.UpdateContext(layout: layout, layerSizes: [768, 160], moments: 2)
-        let (h, _) = try Payload.decodeParamsHeader(payload, maxLayers: 2, maxIndices: 768, updates: context)
-        #expect(h.update == update && h.table == table && h.gradientDensity == 0.01 && h.estimate)
+        let order = StepOrder(compression: .estimate(density: 0.01))
+        let payload = Payload.params(StepFrame(order: order, shares: .table(table), update: update), layout: layout)
+        let context = UpdateContext(layout: layout, layerSizes: [768, 160], moments: 2)
+        let (h, _) = try Payload.decodeParams(payload, maxLayers: 2, maxIndices: 768, updates: context)
+        #expect(h.update == update && h.shares == .table(table) && h.order == order)
         #expect(h.share(rank: 3) == table[1].assignment && h.share(rank: 1) == nil)
         // Without a replica the update cannot be read; with the wrong moments it does not fit.
-        #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(payload, maxLayers: 2, maxIndices: 768) }
+        #expect(throws: WireError.self) { _ = try Payload.decodeParams(payload, maxLayers: 2, maxIndices: 768) }
         #expect(throws: WireError.self) {
-            _ = try Payload.decodeParamsHeader(payload, maxLayers: 2, maxIndices: 768,
+            _ = try Payload.decodeParams(payload, maxLayers: 2, maxIndices: 768,
                                                updates: .init(layout: layout, layerSizes: [768, 160], moments: 1))
         }
+        // A payload cut short is refused, or (cut between two fields: the frame's size and
+        // checksum catch that on the wire) reads as a frame without the fields cut off.
         for cut in stride(from: 0, to: payload.count - 1, by: 3) {
-            #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(Array(payload[..<cut]), maxLayers: 2, maxIndices: 768, updates: context) }
+            if let f = try? Payload.decodeParams(Array(payload[..<cut]), maxLayers: 2, maxIndices: 768, updates: context).0 {
+                #expect(f != h, "cut at \(cut)")
+            }
         }
         var refused = 0
         for k in 0 ..< 2000 {
             var b = payload
             b[Int(rng.next() % UInt64(b.count))] ^= UInt8(1 << (k % 8))
-            do { _ = try Payload.decodeParamsHeader(b, maxLayers: 2, maxIndices: 768, updates: context) } catch { refused += 1 }
+            do { _ = try Payload.decodeParams(b, maxLayers: 2, maxIndices: 768, updates: context) } catch { refused += 1 }
         }
         #expect(refused > 0)
     }

@@ -2,6 +2,7 @@ import Core
 import Foundation
 import Model
 import Sparsity
+import Steps
 import Testing
 import Compression
 import TestSupport
@@ -63,10 +64,10 @@ struct WireTests {
         let params: [Float] = [1, -2, 3.5]
         var out = [Float](repeating: 0, count: 3)
         let a = Assignment(epoch: 2, start: 256, count: 64)
-        let p = try Payload.decodeParams(Payload.params(a, values: params, count: 3), into: &out, count: 3)
-        #expect(p.0 == a && p.hadValues && out == params)
-        let q = try Payload.decodeParams(Payload.params(a, values: nil, count: 3), into: &out, count: 3)
-        #expect(q.0 == a && !q.hadValues)
+        let p = try Payload.decodeParams(Payload.params(StepFrame(order: StepOrder(), shares: .one(a)), values: params, count: 3), into: &out, count: 3)
+        #expect(p.0.share(rank: 5) == a && p.hadValues && out == params)
+        let q = try Payload.decodeParams(Payload.params(StepFrame(order: StepOrder(), shares: .one(a))), into: &out, count: 3)
+        #expect(q.0.share(rank: 0) == a && !q.hadValues)
 
         let info = WelcomeInfo(rank: 1, runID: 42, config: "name: x\n", heartbeatSeconds: 1, gradientCodec: .bf16)
         var (back, r) = try Payload.welcomeInfo(Payload.welcome(info, params: params, count: 3))
@@ -157,39 +158,48 @@ struct SparseWireTests {
         let request = StepRequest.growCandidates(multiplier: 2, perLayer: [2, 0])
         let selector = SelectorSchedule(temperature: 0.5, noiseScale: 0.25)
         let values: [Float] = [1, 2, 3]
-        let p = Payload.params(Assignment(epoch: 1, start: 2, count: 3), mask: change, request: request, selector: selector, values: values, count: 3)
-        var (h, r) = try Payload.decodeParamsHeader(p, maxLayers: 2, maxIndices: 10)
-        #expect(h.mask == change && h.request == request && h.selector == selector && h.hasValues)
+        let one = StepFrame.Shares.one(Assignment(epoch: 1, start: 2, count: 3))
+        let p = Payload.params(StepFrame(order: StepOrder(request: request, selector: selector), shares: one, mask: change), values: values, count: 3)
+        let (h, values0) = try Payload.decodeParams(p, maxLayers: 2, maxIndices: 10)
+        #expect(h.mask == change && h.order.request == request && h.order.selector == selector)
+        var r = try #require(values0)
         var out = [Float](repeating: 0, count: 3)
         try Payload.values(&r, into: &out, count: 3)
         #expect(out == values)
         // An index beyond the layer, or more layers than the model has, is refused.
-        #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(p, maxLayers: 1, maxIndices: 10) }
-        #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(p, maxLayers: 2, maxIndices: 8) }
+        #expect(throws: WireError.self) { _ = try Payload.decodeParams(p, maxLayers: 1, maxIndices: 10) }
+        #expect(throws: WireError.self) { _ = try Payload.decodeParams(p, maxLayers: 2, maxIndices: 8) }
         let bitmap = MaskUpdate.bitmap(version: 2, bits: [0xFF, 0x01])
-        let q = Payload.params(Assignment(epoch: 0, start: 0, count: 1), mask: bitmap, values: nil, count: 0)
-        let plain = try Payload.decodeParamsHeader(q, maxLayers: 2, maxIndices: 8).0
-        #expect(plain.mask == bitmap && plain.request == .none && plain.selector == nil)
+        let q = Payload.params(StepFrame(order: StepOrder(), shares: one, mask: bitmap))
+        let plain = try Payload.decodeParams(q, maxLayers: 2, maxIndices: 8)
+        #expect(plain.0.mask == bitmap && plain.0.order == StepOrder() && plain.values == nil)
         // A unit-score request carries its seed; a selector with τ ≤ 0 or NaN is refused
         // (the worker would trap on it).
-        let scoring = Payload.params(Assignment(epoch: 0, start: 0, count: 1), request: .unitScores(seed: 0xDEAD_BEEF_0123), values: nil, count: 0)
-        #expect(try Payload.decodeParamsHeader(scoring, maxLayers: 0, maxIndices: 0).0.request == .unitScores(seed: 0xDEAD_BEEF_0123))
+        let scoring = Payload.params(StepFrame(order: StepOrder(request: .unitScores(seed: 0xDEAD_BEEF_0123)), shares: one))
+        #expect(try Payload.decodeParams(scoring, maxLayers: 0, maxIndices: 0).0.order.request == .unitScores(seed: 0xDEAD_BEEF_0123))
         for tau in [Float(0), -1, .nan, .infinity] {
-            let bad = Payload.params(Assignment(epoch: 0, start: 0, count: 1), selector: SelectorSchedule(temperature: 1), values: nil, count: 0)
-            var b = bad
-            withUnsafeBytes(of: tau.bitPattern.littleEndian) { b.replaceSubrange(13 ..< 17, with: $0) }
-            #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(b, maxLayers: 0, maxIndices: 0) }
+            let bad = Payload.params(StepFrame(order: StepOrder(selector: SelectorSchedule(temperature: tau)), shares: one))
+            #expect(throws: WireError.self) { _ = try Payload.decodeParams(bad, maxLayers: 0, maxIndices: 0) }
         }
 
-        // The top-k density of a step travels with it; outside (0, 1] it is refused.
-        let dense = Payload.params(Assignment(epoch: 0, start: 0, count: 1), values: nil, count: 0)
-        #expect(try Payload.decodeParamsHeader(dense, maxLayers: 0, maxIndices: 0).0.gradientDensity == nil)
-        let topK = Payload.params(Assignment(epoch: 0, start: 0, count: 1), gradientDensity: 0.01, values: nil, count: 0)
-        #expect(try Payload.decodeParamsHeader(topK, maxLayers: 0, maxIndices: 0).0.gradientDensity == 0.01)
-        for d in [0.0, -0.5, 1.5, .nan] {
-            let bad = Payload.params(Assignment(epoch: 0, start: 0, count: 1), gradientDensity: d, values: nil, count: 0)
-            #expect(throws: WireError.self) { _ = try Payload.decodeParamsHeader(bad, maxLayers: 0, maxIndices: 0) }
+        // The compression of a step travels with it; a density outside (0, 1] is refused.
+        let dense = Payload.params(StepFrame(order: StepOrder(), shares: one))
+        #expect(try Payload.decodeParams(dense, maxLayers: 0, maxIndices: 0).0.order.compression == .dense)
+        for c in [GradientCompression.topK(density: 0.01), .estimate(density: 0.5)] {
+            let topK = Payload.params(StepFrame(order: StepOrder(compression: c), shares: one))
+            #expect(try Payload.decodeParams(topK, maxLayers: 0, maxIndices: 0).0.order.compression == c)
         }
+        for d in [0.0, -0.5, 1.5, .nan] {
+            let bad = Payload.params(StepFrame(order: StepOrder(compression: .topK(density: d)), shares: one))
+            #expect(throws: WireError.self) { _ = try Payload.decodeParams(bad, maxLayers: 0, maxIndices: 0) }
+        }
+        // A field out of order, or one this version does not know, is refused.
+        var unknown = dense
+        unknown += [9, 0, 0, 0, 0]
+        #expect(throws: WireError.self) { _ = try Payload.decodeParams(unknown, maxLayers: 0, maxIndices: 0) }
+        var twice = dense
+        twice += Array(dense.prefix(17))
+        #expect(throws: WireError.self) { _ = try Payload.decodeParams(twice, maxLayers: 0, maxIndices: 0) }
 
         let cands = [GrowCandidates(indices: [0, 4], values: [0.5, -1]), GrowCandidates(indices: [], values: [])]
         let g = Payload.grads(GradientSummary(images: 3, lossSum: 1, correct: 2), codec: .fp32, values: values, count: 3, reply: .growCandidates(cands))

@@ -1,0 +1,100 @@
+import Compression
+import Config
+import Core
+import Model
+import Optim
+import Sparsity
+import Steps
+import Testing
+import TestSupport
+@testable import Training
+
+/// The update rule is written once (`ModelState.step`, `ModelState.apply`): a replica fed
+/// nothing but the server's update records stays equal to the server bit for bit, through
+/// prune-and-grow, AdamW's variance freezing with per-tensor scales, and the shared estimate.
+@Suite("update records")
+struct ReplayTests {
+    @Test(arguments: ["adamw", "sgd"])
+    func aReplicaDrivenOnlyByTheRecordsEqualsTheServer(optimizer: String) throws {
+        let config = try tinyRunConfig(dataDir: "/nonexistent", extra: ["optimizer.name=\(optimizer)", "optimizer.lr=0.01", "sparsity.method=svite",
+                                                                          "sparsity.update_interval=3", "sparsity.sparsity=0.5"])
+        let model = ViTModel(config: config.model)
+        let server = ServerState(model: model, optimizer: config.optimizer,
+                                 schedule: LRSchedule(config.schedule, base: config.optimizer.lr, totalSteps: 24, stepsPerEpoch: 8))
+        server.enableSparsity(config.sparsity, seed: config.topologySeed)
+        server.keepsUpdateGradients = true
+        let adamw = optimizer == "adamw"
+        if adamw {
+            server.varianceFreezeStep = 6
+            server.varianceTracker = VarianceTracker(tensors: model.layout.tensors.count, beta2: config.optimizer.beta2)
+        }
+        var rng = Rand(s: 11)
+        for i in 0 ..< server.params.count { server.params.pointer[i] = 0.1 * rng.float() }
+        server.masks!.apply(to: server.params)
+        // The replica starts from the server's state, as a welcome gives it.
+        let replica = ModelState(layout: model.layout, optimizer: Optim.Optimizer(config: config.optimizer, layout: model.layout),
+                                 masks: MaskSet(layout: model.layout, prunable: server.masks!.prunable))
+        replica.params.pointer.update(from: server.params.pointer, count: server.params.count)
+        #expect(replica.masks!.setBitmap(server.masks!.bitmap, version: server.masks!.version))
+        #expect(replica.digest == server.state.digest)
+
+        let g = FloatBuffer(count: model.layout.count)
+        var topologyUpdates = 0
+        for step in 0 ..< 24 {
+            for i in 0 ..< g.count { g.pointer[i] = rng.float() }
+            let meanSquares = adamw ? (0 ..< model.layout.tensors.count).map { _ in Double(1 + rng.float()) } : nil
+            let estimate = adamw && step >= 12
+            let record = server.apply(averagedGradient: g.pointer, meanSquares: meanSquares, estimate: estimate).record
+            #expect(record.estimate == estimate && record.gradient != nil)
+            if record.topology != nil { topologyUpdates += 1 }
+            try replica.apply(record)
+            #expect(replica.digest == server.state.digest, "step \(step)")
+            #expect(replica.masks!.version == server.masks!.version && replica.masks!.bitmap == server.masks!.bitmap)
+        }
+        #expect(topologyUpdates >= 5, "prune-and-grow ran \(topologyUpdates) times")
+        if adamw {
+            #expect(server.optimizer.varianceFrozen && replica.optimizer!.varianceFrozen)
+            #expect(replica.varianceScale != nil && replica.varianceScale == server.state.varianceScale)
+        }
+        // A skipped step changes nothing on either side.
+        let (skipped, _) = server.skip()
+        try replica.apply(skipped)
+        #expect(replica.digest == server.state.digest)
+    }
+
+    /// What a replay does with a topology change: switched-off places are zero in the
+    /// weights and every moment, grown places hold the values the record carries; a change
+    /// that does not fit the replica's mask is refused and touches nothing.
+    @Test func aTopologyChangeZeroesPrunedPlacesAndSetsGrownOnes() throws {
+        let config = try tinyRunConfig(dataDir: "/nonexistent", extra: ["sparsity.method=svite", "sparsity.sparsity=0.5"])
+        let model = ViTModel(config: config.model)
+        let server = ServerState(model: model, optimizer: config.optimizer,
+                                 schedule: LRSchedule(config.schedule, base: config.optimizer.lr, totalSteps: 4, stepsPerEpoch: 4))
+        server.enableSparsity(config.sparsity, seed: 3)
+        let masks = try #require(server.masks)
+        let replica = ModelState(layout: model.layout, optimizer: Optim.Optimizer(config: config.optimizer, layout: model.layout),
+                                 masks: MaskSet(layout: model.layout, prunable: masks.prunable))
+        #expect(replica.masks!.setBitmap(masks.bitmap, version: masks.version))
+        for b in [replica.params] + replica.optimizer!.stateBuffers.map(\.buffer) { for i in 0 ..< b.count { b.pointer[i] = 1 } }
+        replica.masks!.apply(to: replica.params)
+        let t = masks.prunable[0]
+        let active = (0 ..< t.count).first { masks.mask.pointer[t.offset + $0] != 0 }!
+        let inactive = (0 ..< t.count).first { masks.mask.pointer[t.offset + $0] == 0 }!
+        var layers = masks.prunable.map { _ in TopologyChange.Layer(off: [], on: [], weights: [], moments: [[], []]) }
+        layers[0] = TopologyChange.Layer(off: [UInt32(active)], on: [UInt32(inactive)], weights: [0.5], moments: [[0.25], [0.125]])
+        let change = TopologyChange(maskVersion: UInt32(masks.version + 1), layers: layers)
+        try replica.applyTopology(change)
+        let buffers = [replica.params] + replica.optimizer!.stateBuffers.map(\.buffer)
+        #expect(buffers.map { $0.pointer[t.offset + active] } == [0, 0, 0])
+        #expect(buffers.map { $0.pointer[t.offset + inactive] } == [0.5, 0.25, 0.125])
+        #expect(replica.masks!.version == masks.version + 1 && replica.masks!.mask.pointer[t.offset + inactive] == 1)
+        // The same change again does not fit (its version, and the places are already so).
+        let before = replica.digest
+        #expect(throws: ReplayError.self) { try replica.applyTopology(change) }
+        #expect(replica.digest == before)
+        // Grown values that do not match the grown places are refused before anything changes.
+        layers[0].moments = [[0.25]]
+        #expect(throws: ReplayError.self) { try replica.applyTopology(TopologyChange(maskVersion: change.maskVersion + 1, layers: layers)) }
+        #expect(replica.digest == before)
+    }
+}
