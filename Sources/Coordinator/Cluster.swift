@@ -33,12 +33,6 @@ public struct ClusterOptions: Sendable {
     /// Whether the status socket takes CURVE too (nil: when the coordinator has keys and
     /// the status socket is not bound to loopback).
     public var statusCurve: Bool?
-    /// Tests: keep a CRC-32 of the weights and moments after every update (`stateDigests`).
-    public var recordStateDigests = false
-    /// Tests: the step frame to this worker at this step is not sent (a frame lost on the
-    /// way), or with `garble` sent with its payload replaced by noise under a valid checksum.
-    public var dropStepFrame: (worker: String, step: Int)?
-    public var garbleStepFrame = false
     public init() {}
 }
 
@@ -67,9 +61,9 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
         get { locked { service.runStatus } }
         set { locked { service.runStatus = newValue } }
     }
-    public var badFrameTotal: Int { locked { service.badFrameTotal } }
-    var badFrames: [String: Int] { locked { service.badFrames } }
-    var lastRefusal: String? { locked { service.lastRefusal } }
+    public var badFrameTotal: Int { locked { service.refusals.total } }
+    var badFrames: [String: Int] { locked { service.refusals.byPeer } }
+    var lastRefusal: String? { locked { service.refusals.last } }
     var workers: [[UInt8]: WorkerRecord] { locked { service.membership.records } }
     var live: [WorkerRecord] { locked { service.membership.live } }
 
@@ -77,10 +71,10 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     var rejectedAttempts = 0
     static let maxRejectedAttempts = 3
 
-    public init(config: RunConfig, options: ClusterOptions, logger: Logger) throws {
+    public init(config: RunConfig, options: ClusterOptions, logger: Logger, hooks: CoordinatorTestHooks = CoordinatorTestHooks()) throws {
         self.options = options
         log = logger
-        service = try CoordinatorService(config: config, options: options, logger: logger)
+        service = try CoordinatorService(config: config, options: options, hooks: hooks, logger: logger)
     }
 
     deinit { service.shutdown(reason: nil) }
@@ -102,7 +96,7 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     /// The server's last update record (what the next step's frame carries down).
     public var lastUpdate: ParameterUpdate? { locked { service.lastUpdate } }
 
-    /// With `recordStateDigests`: CRC-32 of weights and moments by the step they are of.
+    /// With `hooks.recordStateDigests`: CRC-32 of weights and moments by the step they are of.
     public var stateDigests: [Int: UInt32] { locked { service.stateDigests } }
 
     public private(set) var waitedSeconds = 0.0
@@ -132,7 +126,7 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
             // Workers that are lost come back and the step is repeated; but when every try
             // ends with the step's own workers' frames refused, repeating cannot help: stop
             // and say why.
-            let (refused, nonFinite, last) = locked { (service.refusedThisRound, service.nonFiniteThisRound, service.lastRefusal) }
+            let (refused, nonFinite, last) = locked { (service.round?.refused ?? 0, service.round?.nonFinite ?? 0, service.refusals.last) }
             rejectedAttempts = refused > 0 ? rejectedAttempts + 1 : 0
             if rejectedAttempts >= Self.maxRejectedAttempts, let last {
                 // Every worker's loss or gradient not finite, every time: the weights they

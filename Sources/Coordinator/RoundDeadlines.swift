@@ -8,23 +8,17 @@ extension CoordinatorService {
     /// Takes off the step every worker whose answer is later than its deadline
     /// (`StepDeadline`); one that keeps missing is benched or dropped (`DeadlineRecord`).
     func checkDeadlines(now: Double) {
-        let rate = StepDeadline.roundRate(answers: roundAnswers)
-        let straggler = StepDeadline.stragglerSeconds(answers: roundAnswers, members: roundOrder.count, policy: deadlines) ?? .infinity
-        for identity in pending.sorted(by: { $0.lexicographicallyPrecedes($1) }) where early[identity] == nil {
-            guard let w = membership[identity] else { continue }
-            let allowed = w.stateSentInRound == roundStep ? deadlines.ceilingSeconds
-                : min(StepDeadline.seconds(share: w.share, throughput: w.throughput, roundRate: rate, policy: deadlines), straggler)
-            let elapsed = now - w.sentAt
-            guard elapsed > allowed else { continue }
-            stopWaiting(for: identity)
-            lateThisRound.append(w.name)
+        guard let round else { return }
+        for (w, allowed) in round.overdue(now: now, member: { membership[$0] }, policy: deadlines) {
+            round.stopWaiting(for: w.identity)
+            round.late.append(w.name)
             // Its speed is measured when the late answer arrives (if it does), not guessed
             // from the miss: a deadline must not grow with each one a worker misses.
-            w.missed = (roundStep, w.sentAt, w.share)
+            w.missed = (round.step, w.sentAt, w.share)
             let last = w.deadline.lastAnswer.map { String(format: "%.1f s ago", now - $0) } ?? "never"
             let outcome = w.deadline.missed(images: w.share, at: now, policy: deadlines)
             let head = String(format: "worker %@ (rank %d, %@) missed step %d's deadline (%.1f s): its %d images are left out of this step (last answer in time: %@)",
-                              w.name, w.rank, w.host, roundStep + 1, allowed, w.share, last)
+                              w.name, w.rank, w.host, round.step + 1, allowed, w.share, last)
             switch outcome {
             case .late:
                 log.warning("\(head)")
@@ -37,23 +31,26 @@ extension CoordinatorService {
                 log.warning("\(head); dropped: \(why)")
                 w.state = .left
                 record(.dropped, w, reason: why)
-                let header = FrameHeader(type: .reject, runID: runID, step: UInt64(windowStep), maskVersion: maskVersion, layoutHash: layout.hash)
-                _ = try? router.send([identity, Frame(header: header, payload: Payload.reason("dropped from the run: \(why)")).encoded(compress: false)])
+                sendReject(w.identity, "dropped from the run: \(why)")
             }
         }
+    }
+
+    private func sendReject(_ identity: [UInt8], _ why: String) {
+        let header = FrameHeader(type: .reject, runID: runID, step: UInt64(trainer.step), maskVersion: trainer.maskVersion, layoutHash: layout.hash)
+        try? sockets.send(Frame(header: header, payload: Payload.reason(why)).encoded(compress: false), to: identity)
     }
 
     /// Tells a peer why it is refused (at most once a second per peer: a peer that keeps
     /// trying must not make the coordinator send without end).
     func reject(_ identity: [UInt8], _ why: String) {
         let now = clock.seconds
-        if let last = lastRejectSent[identity], now - last < 1 { return }
-        if lastRejectSent.count > 1000 { lastRejectSent = [:] }
-        lastRejectSent[identity] = now
+        if let last = refusals.lastRejectSent[identity], now - last < 1 { return }
+        if refusals.lastRejectSent.count > 1000 { refusals.lastRejectSent = [:] }
+        refusals.lastRejectSent[identity] = now
         let name = String(decoding: identity.prefix(64), as: UTF8.self).escapedForLog
         log.warning("refused \(name): \(why.escapedForLog)")
-        let header = FrameHeader(type: .reject, runID: runID, step: UInt64(windowStep), maskVersion: maskVersion, layoutHash: layout.hash)
-        _ = try? router.send([identity, Frame(header: header, payload: Payload.reason(why)).encoded(compress: false)])
+        sendReject(identity, why)
     }
 
     static func anotherModel(_ ours: UInt64, theirs: UInt64) -> String {

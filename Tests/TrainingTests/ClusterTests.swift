@@ -264,8 +264,9 @@ struct ClusterTests {
             #expect(config.communication.replicatesUpdates)
             var o = ClusterOptions()
             o.bind = "tcp://127.0.0.1:*"; o.statusBind = nil; o.expectedWorkers = 2; o.heartbeatSeconds = 0.5
-            o.recordStateDigests = true
-            let source = try ClusterGradientSource(config: config, options: o, logger: log)
+            var hooks = CoordinatorTestHooks()
+            hooks.recordStateDigests = true
+            let source = try ClusterGradientSource(config: config, options: o, logger: log, hooks: hooks)
             let (a, ta) = try workerNode(source.endpoint, name: "a")
             let (b, tb) = try workerNode(source.endpoint, name: "b")
             let trainer = try trainer(config, dir: "\(dir)/run", source: source)
@@ -330,8 +331,9 @@ struct ClusterTests {
                                                                  "sparsity.method=svite", "sparsity.update_interval=5"])
             var o = ClusterOptions()
             o.bind = "tcp://127.0.0.1:*"; o.statusBind = nil; o.expectedWorkers = 2; o.heartbeatSeconds = 0.5
-            o.recordStateDigests = true
-            let source = try ClusterGradientSource(config: config, options: o, logger: log)
+            var hooks = CoordinatorTestHooks()
+            hooks.recordStateDigests = true
+            let source = try ClusterGradientSource(config: config, options: o, logger: log, hooks: hooks)
             let (a, ta) = try workerNode(source.endpoint, name: "a") { $0.corruptAfterStep = 7 }
             let (b, tb) = try workerNode(source.endpoint, name: "b")
             let summary = try trainer(config, dir: "\(dir)/run", source: source).run()

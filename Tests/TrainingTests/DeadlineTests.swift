@@ -70,9 +70,10 @@ struct DeadlineTests {
         o.expectedWorkers = workers
         o.heartbeatSeconds = 0.3
         o.balance = .equal
-        o.dropStepFrame = drop
-        o.garbleStepFrame = garble
-        return try ClusterGradientSource(config: config, options: o, logger: log)
+        var hooks = CoordinatorTestHooks()
+        hooks.dropStepFrame = drop
+        hooks.garbleStepFrame = garble
+        return try ClusterGradientSource(config: config, options: o, logger: log, hooks: hooks)
     }
 
     func worker(_ endpoint: String, name: String, delay: (Double, Int)? = nil) -> Thread {
