@@ -22,23 +22,9 @@ import Wire
 public final class WorkerNode: @unchecked Sendable {
     let options: WorkerOptions
     let log: Logger
-    let context: ZMQContext
-    let socket: ZMQSocket
-    /// The connection's handshakes: one that completes after the worker was welcomed means
-    /// a coordinator came back (restarted, or the network did), so the worker joins again
-    /// at once instead of after seconds of silence; with CURVE, the refused ones say why
-    /// no welcome comes.
-    let handshakes: HandshakeMonitor
-    /// The connection dropped after the welcome (the coordinator died, or the network).
-    var disconnected = false
-    /// ... and a new one came up: join again when no step is computing.
-    var reconnected = false
-    var lastRefusalLog = -Double.infinity
-    /// Before the welcome: when the worker last said it hears nothing, and whether any
-    /// connection has come up (a coordinator is there) or none has.
-    var lastSilenceLog = 0.0
-    var handshakeSeen = false
     let clock = MonotonicClock()
+    /// The connection to the coordinator and what it has seen (the worker's transport).
+    let link: WorkerLink
 
     /// The welcome this worker holds (nil: it is not (or no longer) in a run).
     var info: WelcomeInfo?
@@ -52,23 +38,8 @@ public final class WorkerNode: @unchecked Sendable {
     public var stateDigests: [Int: UInt32] { run?.stateDigests ?? [:] }
     let hooks: WorkerTestHooks
 
-    var lastSent = -Double.infinity
-    var lastReceived: Double = 0
-    /// The longest wait that ended with a frame arriving (a decaying maximum): a big frame
-    /// on a slow link holds back the coordinator's heartbeats behind it, so silence is
-    /// judged against it.
-    var slowestFrame = 0.0
-    var lastJoin = -Double.infinity
-    /// Seconds between joins while no welcome comes on a connection that is up: doubles
-    /// (a welcome with the weights can take seconds on a slow link, and every join would
-    /// bring another), back to 2 s when a connection comes up or a welcome arrives.
-    var joinInterval = 2.0
-    /// Handshakes that failed while this worker has no CURVE keys and none succeeded.
-    var failedHandshakes = 0
     /// Resyncs asked for because a step frame could not be used, since the last gradient sent.
     var resyncsWithoutProgress = 0
-    /// Whether the last join left this socket (false: there was no connection to take it).
-    var joinWentOut = false
     var job: ComputeJob?
     var queued: Frame?
     public private(set) var stepsDone = 0
@@ -77,16 +48,7 @@ public final class WorkerNode: @unchecked Sendable {
         self.options = options
         self.hooks = hooks
         log = logger
-        context = try ZMQContext()
-        // The routing id is this process's own (name, pid, a random part), so two processes
-        // given one --name do not take each other's connection; the coordinator knows the
-        // worker by the name in its join and refuses a second live one.
-        var rng = SystemRandomNumberGenerator()
-        let identity = "\(options.name)#\(getpid())#\(String(rng.next() as UInt32, radix: 16))"
-        socket = try ZMQSocket.workerDealer(context, identity: identity, maxMessageBytes: -1, heartbeatMs: 1000)
-        if let keys = options.curve { try socket.makeCurveClient(keys) }
-        handshakes = try HandshakeMonitor(context, watching: socket, label: "worker", connections: true)
-        try socket.connect(options.coordinator)
+        link = try WorkerLink(options: options)
     }
 
     /// Runs until the coordinator says stop (returns its reason), `stop` is raised (the
@@ -114,30 +76,30 @@ public final class WorkerNode: @unchecked Sendable {
             let now = clock.seconds
             var failures: [HandshakeFailure] = []
             var connectedNow = false
-            for event in try handshakes.drainEvents() {
+            for event in try link.handshakes.drainEvents() {
                 switch event {
                 // (The first connection's event may be read after the welcome: only a
                 // connection after a drop is a reconnection.)
                 case .connected:
-                    handshakeSeen = true
-                    if info != nil && disconnected { reconnected = true } else { connectedNow = true }
-                case .disconnected: if info != nil { disconnected = true }
+                    link.handshakeSeen = true
+                    if info != nil && link.disconnected { link.reconnected = true } else { connectedNow = true }
+                case .disconnected: if info != nil { link.disconnected = true }
                 case let .handshakeFailed(f): failures.append(f)
                 }
             }
             if info == nil { try explainMissingWelcome(now: now, failures: failures) }
-            if connectedNow { joinInterval = 2 }
-            if info == nil && Self.joinsNow(now: now, lastJoin: lastJoin, joinWentOut: joinWentOut, connectedNow: connectedNow, interval: joinInterval) {
-                if joinWentOut && now - lastJoin > joinInterval { joinInterval = min(2 * joinInterval, 30) }
+            if connectedNow { link.joinInterval = 2 }
+            if info == nil && Self.joinsNow(now: now, lastJoin: link.lastJoin, joinWentOut: link.joinWentOut, connectedNow: connectedNow, interval: link.joinInterval) {
+                if link.joinWentOut && now - link.lastJoin > link.joinInterval { link.joinInterval = min(2 * link.joinInterval, 30) }
                 try sendJoin()
-            } else if info != nil, reconnected, job == nil {
+            } else if info != nil, link.reconnected, job == nil {
                 log.info("worker \(options.name): the connection to \(options.coordinator) came up again; joining again")
-                reconnected = false; disconnected = false
+                link.reconnected = false; link.disconnected = false
                 info = nil
                 try sendJoin()
-            } else if let i = info, job == nil, now - lastReceived > options.rejoinAfter ?? max(30, 3 * i.heartbeatSeconds, 3 * slowestFrame) {
-                log.warning("no word from the coordinator for \(String(format: "%.1f", now - lastReceived)) s; asking to join again")
-                info = nil; reconnected = false; disconnected = false
+            } else if let i = info, job == nil, now - link.lastReceived > options.rejoinAfter ?? max(30, 3 * i.heartbeatSeconds, 3 * link.slowestFrame) {
+                log.warning("no word from the coordinator for \(String(format: "%.1f", now - link.lastReceived)) s; asking to join again")
+                info = nil; link.reconnected = false; link.disconnected = false
                 try sendJoin()
             }
             // While a gradient is being computed, wake the moment it is ready (and look at
@@ -147,8 +109,8 @@ public final class WorkerNode: @unchecked Sendable {
                 _ = j.done.wait(timeout: .now() + .milliseconds(100))
                 socketTimeout = 0
             }
-            if try Poller.readable([socket], timeoutMs: socketTimeout)[0] {
-                while let parts = try socket.receive() {
+            if try Poller.readable([link.socket], timeoutMs: socketTimeout)[0] {
+                while let parts = try link.socket.receive() {
                     if let reason = try handle(parts) { return reason }
                 }
             }
@@ -156,11 +118,11 @@ public final class WorkerNode: @unchecked Sendable {
                 job = nil
                 // Computed for the coordinator before the reconnection: the one there now
                 // (or the same one, which has let the step go on without it) has no use for it.
-                if reconnected { queued = nil; continue }
+                if link.reconnected { queued = nil; continue }
                 try sendGradient(j, result: result)
                 if let f = queued { queued = nil; try startOrResync(f) }
             }
-            if info != nil && clock.seconds - lastSent > (info?.heartbeatSeconds ?? 1) {
+            if info != nil && clock.seconds - link.lastSent > (info?.heartbeatSeconds ?? 1) {
                 try send(.heartbeat, [], step: 0)
             }
         }
@@ -199,14 +161,14 @@ public final class WorkerNode: @unchecked Sendable {
             return nil
         }
         let now = clock.seconds
-        if info != nil { slowestFrame = max(now - lastReceived, 0.9 * slowestFrame) }
-        lastReceived = now
+        if info != nil { link.slowestFrame = max(now - link.lastReceived, 0.9 * link.slowestFrame) }
+        link.lastReceived = now
         switch frame.header.type {
         case .welcome:
             // The welcome's wait (a join to it) primes the silence bound: it carried the weights.
             // (Only a welcome asked for: one the coordinator sends on its own follows no join.)
-            if info == nil { slowestFrame = max(slowestFrame, now - lastJoin) }
-            joinInterval = 2
+            if info == nil { link.slowestFrame = max(link.slowestFrame, now - link.lastJoin) }
+            link.joinInterval = 2
             try welcome(frame)
         case .params:
             guard info != nil else { return nil }
@@ -313,8 +275,8 @@ public final class WorkerNode: @unchecked Sendable {
                                pid: ProcessInfo.processInfo.processIdentifier, threads: options.threads)
         // Without a connection (a refused CURVE handshake tears it down) a blocking send
         // would wait forever, deaf to SIGTERM; a join that cannot go now is retried in 2 s.
-        joinWentOut = try send(.join, Payload.encodeJSON(join), step: 0, dontWait: true)
-        lastJoin = clock.seconds
+        link.joinWentOut = try send(.join, Payload.encodeJSON(join), step: 0, dontWait: true)
+        link.lastJoin = clock.seconds
     }
 
     /// Whether the frame left (with `dontWait`, false when there is no connection for it).
@@ -323,8 +285,8 @@ public final class WorkerNode: @unchecked Sendable {
         // Gradients say which topology they were computed on (0: dense, or none yet).
         let header = FrameHeader(type: type, runID: info?.runID ?? 0, step: step, maskVersion: UInt32(clamping: run?.masks?.version ?? 0),
                                  layoutHash: run?.layout.hash ?? 0)
-        guard try socket.send([Frame(header: header, payload: payload).encoded()], dontWait: dontWait) else { return false }
-        lastSent = clock.seconds
+        guard try link.socket.send([Frame(header: header, payload: payload).encoded()], dontWait: dontWait) else { return false }
+        link.lastSent = clock.seconds
         return true
     }
 }

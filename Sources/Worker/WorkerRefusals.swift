@@ -14,30 +14,30 @@ extension WorkerNode {
         // and no retry can succeed (libzmq may not even try again after one). Handshakes
         // closed with no detail (about ten a second at a CURVE coordinator, but also from a
         // proxy with nothing behind it yet) are said, not acted on.
-        if options.curve == nil && !handshakeSeen {
+        if options.curve == nil && !link.handshakeSeen {
             let keysNeeded = "start the worker with --secret-key (its key from `svite keygen`) and --coordinator-key (the coordinator's "
                 + "public key), and put its public key in the coordinator's --authorized-keys directory"
             if failures.contains(where: \.isMechanismMismatch) {
                 throw WorkerError(message: "the coordinator at \(options.coordinator) has CURVE keys and this worker none: \(keysNeeded)", exitCode: 78)
             }
-            failedHandshakes += failures.count
-            if failedHandshakes >= 10 && !failures.isEmpty && now - lastRefusalLog >= 10 {
-                lastRefusalLog = now
-                let message = "worker \(options.name): \(failedHandshakes) handshakes with \(options.coordinator) were closed before they completed: "
+            link.failedHandshakes += failures.count
+            if link.failedHandshakes >= 10 && !failures.isEmpty && now - link.lastRefusalLog >= 10 {
+                link.lastRefusalLog = now
+                let message = "worker \(options.name): \(link.failedHandshakes) link.handshakes with \(options.coordinator) were closed before they completed: "
                     + "a coordinator with CURVE keys does that to a worker without them (then \(keysNeeded)); so does a proxy with nothing listening behind it. Trying again."
                 log.error("\(message)")
             }
         }
-        if let keys = options.curve, let f = failures.last, now - lastRefusalLog >= 10 {
-            lastRefusalLog = now
+        if let keys = options.curve, let f = failures.last, now - link.lastRefusalLog >= 10 {
+            link.lastRefusalLog = now
             let hint = f.kind == .authentication
                 ? "copy this worker's public key (\(keys.pair.publicKey.z85), its NAME.key file) into the coordinator's --authorized-keys directory"
                 : "check that --coordinator-key is the coordinator's public key"
             log.error("worker \(options.name): \(f); \(hint). Trying again.")
         }
-        guard now >= 5, now - lastSilenceLog >= (lastSilenceLog == 0 ? 5 : 30) else { return }
-        lastSilenceLog = now
-        log.warning("worker \(options.name): \(Self.silenceHint(endpoint: options.coordinator, seconds: now, connected: handshakeSeen, curvePublicKey: options.curve?.pair.publicKey.z85)); still trying")
+        guard now >= 5, now - link.lastSilenceLog >= (link.lastSilenceLog == 0 ? 5 : 30) else { return }
+        link.lastSilenceLog = now
+        log.warning("worker \(options.name): \(Self.silenceHint(endpoint: options.coordinator, seconds: now, connected: link.handshakeSeen, curvePublicKey: options.curve?.pair.publicKey.z85)); still trying")
     }
 
     /// What to check when no welcome comes: whether a connection ever came up says
