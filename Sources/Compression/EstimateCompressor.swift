@@ -12,7 +12,7 @@ import Sparsity
 ///
 /// M follows the masks (inactive weights hold none; a grown weight starts at G's value)
 /// and lives in this worker only: a worker that leaves or resyncs starts again from G.
-public final class EstimateCompressor: @unchecked Sendable {
+public final class EstimateCompressor {
     public let layout: ParameterLayout
     /// The run's choices (`GradientEncoder` sets them; direct calls pass their own).
     public var spec = CompressionSpec()

@@ -48,7 +48,7 @@ public struct TopKSettings: Sendable, Equatable {
 /// residual is dropped with it, a grown one starts at zero). It lives in this worker
 /// only: a worker that leaves loses its own unsent residual, at most one step's worth of
 /// gradient per entry it never got to send, and nothing the others sent.
-public final class TopKCompressor: @unchecked Sendable {
+public final class TopKCompressor {
     public let layout: ParameterLayout
     /// The run's choices (`GradientEncoder` sets them; direct calls pass their own).
     public var settings = TopKSettings()
@@ -414,7 +414,7 @@ public final class TopKCompressor: @unchecked Sendable {
 /// The compressor's per-tensor scratch, as raw buffers: the hot loops write through
 /// pointers taken once (class-held arrays there cost an exclusivity check and a
 /// uniqueness check per element: 45% of a worker's CPU at batch 8 before).
-final class SelectionScratch: @unchecked Sendable {
+final class SelectionScratch {
     private(set) var capacity = 0
     private var positions: UnsafeMutablePointer<UInt32>?
     private var ranks: UnsafeMutablePointer<Float>?

@@ -10,7 +10,7 @@ import Sparsity
 /// gradient buffer. Given parameters and a list of image indices it assembles the batch
 /// (normalised, augmented) and computes the mean-loss gradient. It owns no parameters
 /// and no optimizer state.
-public final class Replica: @unchecked Sendable {
+public final class Replica {
     public let model: ViTModel
     public let threads: Int
     public let precision: Precision
@@ -163,7 +163,7 @@ public final class Replica: @unchecked Sendable {
 }
 
 /// Top-1 accuracy and mean (unsmoothed) cross-entropy over a whole split.
-public final class Evaluator: @unchecked Sendable {
+public final class Evaluator {
     public let model: ViTModel
     public let assembler: BatchAssembler
     public let batch: Int

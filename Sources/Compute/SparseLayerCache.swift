@@ -6,7 +6,7 @@ import Sparsity
 /// A replica's or evaluator's sparse block layers: chosen and laid out from the mask when
 /// the mask changes (a topology update, a resume, a join), and not otherwise. Says what it
 /// chose when the choice changes.
-final class SparseLayerCache: @unchecked Sendable {
+final class SparseLayerCache {
     let model: ViTModel
     let mode: SparseKernelMode
     let costs: MeasuredLayerCosts

@@ -1,13 +1,14 @@
 import Core
 import Foundation
 import Logging
+import Synchronization
 import Training
 import Transport
 
 /// The coordinator's transport (ps-lite's Van): the workers' ROUTER, the status REP, the
 /// wake pair that lets the trainer's thread interrupt a poll, and the CURVE gatekeeper.
 /// Everything but `wake` belongs to the service thread.
-final class CoordinatorSockets: @unchecked Sendable {
+final class CoordinatorSockets {
     let endpoint: String
     let statusEndpoint: String?
     private let context: ZMQContext
@@ -108,27 +109,30 @@ final class CoordinatorSockets: @unchecked Sendable {
 /// The status as other threads read it (the Prometheus endpoint, the trainer's metrics):
 /// the document as of the last half second, and the membership changes not yet written
 /// to metrics.jsonl. Membership itself belongs to the service thread.
-final class StatusPublisher: @unchecked Sendable {
-    private let lock = NSLock()
-    private var snapshot: (doc: StatusDocument, at: Double)?
-    /// Bounded: a flapping worker must not grow it without end while no step runs.
-    private var events: [WorkerEvent] = []
+final class StatusPublisher: Sendable {
+    private struct State {
+        var snapshot: (doc: StatusDocument, at: Double)?
+        /// Bounded: a flapping worker must not grow it without end while no step runs.
+        var events: [WorkerEvent] = []
+    }
+    private let state = Mutex(State())
 
-    var document: StatusDocument? { lock.withLock { snapshot?.doc } }
+    var document: StatusDocument? { state.withLock { $0.snapshot?.doc } }
 
     /// Makes a new document when the last is half a second old.
     func refresh(now: Double, _ make: () -> StatusDocument) {
-        guard now - (lock.withLock { snapshot?.at } ?? -1) >= 0.5 else { return }
+        let last = state.withLock { s in s.snapshot?.at } ?? -1
+        guard now - last >= 0.5 else { return }
         let doc = make()
-        lock.withLock { snapshot = (doc, now) }
+        state.withLock { $0.snapshot = (doc, now) }
     }
 
     func record(_ e: WorkerEvent) {
-        lock.withLock {
-            events.append(e)
-            if events.count > 1000 { events.removeFirst(events.count - 1000) }
+        state.withLock {
+            $0.events.append(e)
+            if $0.events.count > 1000 { $0.events.removeFirst($0.events.count - 1000) }
         }
     }
 
-    func drain() -> [WorkerEvent] { lock.withLock { defer { events = [] }; return events } }
+    func drain() -> [WorkerEvent] { state.withLock { s in defer { s.events = [] }; return s.events } }
 }

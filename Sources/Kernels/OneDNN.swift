@@ -129,7 +129,7 @@ struct MatMulKey: Hashable {
 /// A made primitive and what it needs. Immutable once made, and run with a user
 /// scratchpad, so any thread may execute it (oneDNN allows concurrent execution then);
 /// the memory objects, whose handles change per call, belong to each thread.
-final class MatMulPrimitive: @unchecked Sendable {
+final class MatMulPrimitive {
     let primitive: OpaquePointer
     let srcDesc: dnnl_memory_desc_t, weightsDesc: dnnl_memory_desc_t, dstDesc: dnnl_memory_desc_t
     let scratchpadBytes: Int

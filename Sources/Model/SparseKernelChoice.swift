@@ -98,7 +98,7 @@ public struct SparseKernelChoice: Sendable, Equatable {
 /// fixed part, the block transposes, plus a part proportional to the active weights).
 /// A layer whose choice would rest on a point far from the two is measured at its own
 /// density, and the line passes through that point from then on.
-public final class MeasuredLayerCosts: @unchecked Sendable {
+public final class MeasuredLayerCosts {
     public let rows: Int
     public let threads: Int
     public let mode: MatMulMode

@@ -49,7 +49,7 @@ extension ViTModel {
 /// The block layers a pass computes on sparse kernels, each with its layout built from the
 /// mask. The layouts change only with the mask; the values are taken from the parameters
 /// at the start of every pass (`gather`), O(active weights).
-public final class SparseLayers: @unchecked Sendable {
+public final class SparseLayers {
     public let model: ViTModel
     /// Indexed by block · 4 + layer; nil where the layer runs dense.
     private var weights: [SparseWeight?]

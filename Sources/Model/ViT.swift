@@ -46,7 +46,7 @@ public struct BatchResult: Sendable, Equatable {
 /// split into lanes (one per thread); each lane owns its slice's activations, its
 /// backward scratch and (for lanes after the first) a private gradient buffer that is
 /// summed into the caller's at the end of the step.
-public final class ViTWorkspace: @unchecked Sendable {
+public final class ViTWorkspace {
     public let batch: Int
     public let threads: Int
     public let training: Bool
@@ -86,7 +86,7 @@ public final class ViTWorkspace: @unchecked Sendable {
 }
 
 /// One lane's activation memory: a single buffer, sliced by offsets.
-final class Lane: @unchecked Sendable {
+final class Lane {
     let range: Range<Int>
     var batch: Int { range.count }
     /// Threads of this lane's products: 1 when the batch is split, all of them otherwise.

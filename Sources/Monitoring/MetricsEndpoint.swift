@@ -9,7 +9,7 @@ import Glibc
 /// GET /metrics over HTTP (FlyingFox, a small HTTP server on BSD sockets), answering with
 /// `PrometheusText` of the document `provider` gives; anything else is 404. Runs on its own
 /// task until `stop`.
-public final class MetricsEndpoint: @unchecked Sendable {
+public final class MetricsEndpoint {
     public let host: String
     public private(set) var port: UInt16
     let server: HTTPServer

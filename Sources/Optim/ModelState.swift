@@ -9,7 +9,7 @@ import Steps
 /// holds a replica. The update rule is written here once: `step` is the optimizer part both
 /// make, `apply` is what a replica does with a `ParameterUpdate`, and `recordTopology` /
 /// `applyTopology` are the two ends of a topology change's grown values.
-public final class ModelState: @unchecked Sendable {
+public final class ModelState {
     public let layout: ParameterLayout
     public let params: FloatBuffer
     /// nil: a worker of the weights downlink, which holds no replica of the optimizer.

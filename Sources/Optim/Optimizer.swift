@@ -8,7 +8,7 @@ import Model
 /// (same offsets), so they checkpoint by tensor name and, later, mask like the weights.
 /// Weight decay follows timm: none on 1-D tensors (biases, LayerNorm) nor on pos_embed
 /// and cls_token.
-public final class Optimizer: @unchecked Sendable {
+public final class Optimizer {
     public let config: OptimizerConfig
     public let layout: ParameterLayout
     /// AdamW: exp_avg; SGD: the momentum buffer.

@@ -9,7 +9,7 @@ import Sparsity
 /// crash loses at most the line being written. When the disk refuses a line (full, gone),
 /// training goes on: the lines are kept in memory (up to `maxUnwritten`) and written as
 /// soon as a write succeeds again.
-public final class MetricsLog: @unchecked Sendable {
+public final class MetricsLog {
     public let path: String
     let handle: FileHandle
     private var unwritten: [Data] = []

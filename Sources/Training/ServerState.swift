@@ -12,7 +12,7 @@ import Steps
 /// count and the schedule. It takes one averaged gradient per step and applies it; it
 /// never sees data. In a single process it sits beside a `Replica`; in the parameter
 /// server it lives in the coordinator and the gradient arrives over the wire.
-public final class ServerState: @unchecked Sendable {
+public final class ServerState {
     public let model: ViTModel
     /// The weights, the optimizer's moments and the masks: what an update changes.
     public let state: ModelState
@@ -167,7 +167,7 @@ public final class ServerState: @unchecked Sendable {
 
 /// Averages gradients from several replicas weighted by their batch sizes, so the result
 /// is the gradient of the mean loss over the union of their batches.
-public final class GradientAverager: @unchecked Sendable {
+public final class GradientAverager {
     public let sum: FloatBuffer
     public private(set) var images = 0
 

@@ -10,6 +10,7 @@ import Model
 import Optim
 import Sparsity
 import Steps
+import Synchronization
 import Wire
 
 /// What a welcome sets up for a run, none of it optional: the config, the replica that
@@ -222,21 +223,20 @@ final class WorkerRun: @unchecked Sendable {
 
 /// A step's gradient being computed on its own thread, so the socket thread keeps
 /// heartbeats flowing during long steps.
-final class ComputeJob: @unchecked Sendable {
+final class ComputeJob: Sendable {
     let step: UInt64
     let order: StepOrder
     let indices: [Int32]
     let epoch: Int
     let next: (indices: [Int32], epoch: Int)?
-    private let lock = NSLock()
     /// Signalled when the gradient is ready, so the socket thread sends it at once.
     let done = DispatchSemaphore(value: 0)
-    private var result: BatchResult?
+    private let result = Mutex<BatchResult?>(nil)
 
     init(step: UInt64, order: StepOrder, indices: [Int32], epoch: Int, next: (indices: [Int32], epoch: Int)?) {
         self.step = step; self.order = order; self.indices = indices; self.epoch = epoch; self.next = next
     }
 
-    var finished: BatchResult? { lock.withLock { result } }
-    func finish(_ r: BatchResult) { lock.withLock { result = r }; done.signal() }
+    var finished: BatchResult? { result.withLock { $0 } }
+    func finish(_ r: BatchResult) { result.withLock { $0 = r }; done.signal() }
 }
