@@ -40,6 +40,15 @@ final class WorkerRecord {
     /// The step it last missed and when that step's frame left, to time the late answer.
     var missed: (step: Int, sentAt: Double, images: Int)?
 
+    /// Where it stands, as the status says it.
+    func phase(at now: Double) -> StatusDocument.WorkerPhase {
+        switch state {
+        case .ready: deadline.standing(at: now)
+        case .lost: .lost
+        case .left: .left
+        }
+    }
+
     /// Folds in one step's speed.
     func measured(images: Int, seconds: Double) {
         guard images > 0, seconds > 0 else { return }

@@ -12,7 +12,7 @@ public final class RunStatus: @unchecked Sendable {
         denseBytesPerWorker = 4 * parameters
         doc.config = config.name
         doc.model = config.model.description
-        doc.state = "starting"
+        doc.state = .starting
         doc.parameters = parameters
         doc.step = 0
     }
@@ -21,18 +21,21 @@ public final class RunStatus: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         switch event {
         case .started(let p):
-            doc.state = "training"
+            doc.state = .training
             doc.totalSteps = p.totalSteps
             doc.stepsPerEpoch = p.stepsPerEpoch
             doc.runDirectory = p.runDirectory
         case .waiting(let connected, let needed):
-            doc.state = "waiting for workers (\(connected)/\(needed))"
+            doc.state = .waiting
+            doc.workersConnected = connected
             doc.workersNeeded = needed
         case .ready:
-            doc.state = "training"
+            doc.state = .training
+            doc.workersConnected = nil
             doc.workersNeeded = nil
         case .advanced(let step):
-            if doc.state?.hasPrefix("waiting") ?? true { doc.state = "training" }
+            if doc.state == .waiting || doc.state == nil { doc.state = .training }
+            doc.workersConnected = nil
             doc.workersNeeded = nil
             if step > (doc.step ?? 0) {
                 doc.step = step
@@ -41,19 +44,11 @@ public final class RunStatus: @unchecked Sendable {
         case .step(let r):
             doc.step = r.step
             doc.epoch = r.epoch
-            doc.loss = r.loss
-            doc.lr = r.lr
-            doc.imagesPerSecond = r.imagesPerSecond
-            doc.etaSeconds = r.etaSeconds
-            doc.elapsedSeconds = r.elapsedSeconds
-            if let sp = r.sparsity {
-                doc.sparsity = .init(density: sp.density, activeParameters: sp.activeParameters, flopsSaving: sp.flopsSaving,
-                                     explorationRate: sp.explorationRate, maskVersion: sp.maskVersion, heads: sp.heads, neurons: sp.neurons)
-            }
+            doc.window = r
         case .evaluating:
-            doc.state = "evaluating"
+            doc.state = .evaluating
         case .evaluated(let e):
-            doc.state = "training"
+            doc.state = .training
             doc.evalAccuracy = e.accuracy
             doc.evalLoss = e.loss
             doc.evalStep = e.step

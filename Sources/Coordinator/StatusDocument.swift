@@ -1,5 +1,6 @@
 import Core
 import Foundation
+import Training
 
 /// What the status socket answers: one typed record shared by the coordinator (writer),
 /// `svite status` (reader) and the tests. JSON keys are the fields in snake_case; values a
@@ -10,21 +11,20 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     public var endpoint: String?
     public var config: String?
     public var model: String?
-    /// starting, waiting for workers (C/N), training, evaluating.
-    public var state: String?
-    /// While the run waits for workers: how many it needs to go on.
+    public var state: RunPhase?
+    /// While the run waits for workers: how many have joined and how many it needs to go on.
+    public var workersConnected: Int?
     public var workersNeeded: Int?
     public var parameters: Int?
     public var runDirectory: String?
     public var step: Int?
     public var totalSteps: Int?
     public var stepsPerEpoch: Int?
+    /// Steps and epochs done, as the rounds finish (the window's figures come per log window).
     public var epoch: Double?
-    public var loss: Double?
-    public var lr: Double?
-    public var imagesPerSecond: Double?
-    public var etaSeconds: Double?
-    public var elapsedSeconds: Double?
+    /// The last log window: the run's one progress record (`StepReport`), as metrics.jsonl
+    /// has it too.
+    public var window: StepReport?
     public var evalAccuracy: Double?
     public var evalLoss: Double?
     public var evalStep: Int?
@@ -34,7 +34,6 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     public var bytesDownPerStep: Int?
     public var bytesUpRatioToDenseFp32: Double?
     public var bytesDownRatioToDenseFp32: Double?
-    public var sparsity: SparsityStatus?
     public var badFrames: Int?
     /// Present when the coordinator runs CURVE.
     public var curve: CurveStatus?
@@ -42,18 +41,33 @@ public struct StatusDocument: Codable, Sendable, Equatable {
 
     public init() {}
 
-    /// Sparse runs: the masks' figures as of the last logged step.
-    public struct SparsityStatus: Codable, Sendable, Equatable {
-        public var density: Double
-        public var activeParameters: Int
-        public var flopsSaving: Double
-        public var explorationRate: Double
-        public var maskVersion: Int
-        public var heads: Int?
-        public var neurons: Int?
+    /// Where a worker stands.
+    public enum WorkerPhase: String, Codable, Sendable, CaseIterable {
+        /// Takes part in steps.
+        case ready
+        /// Missed its last step's deadline; still takes part.
+        case late
+        /// Benched after missing several in a row: no share until it is tried again.
+        case stuck
+        case lost, left
+        /// Given shares (ready or late).
+        public var takesPart: Bool { self == .ready || self == .late }
+        /// In the run (not lost or left).
+        public var joined: Bool { takesPart || self == .stuck }
     }
 
-    /// The CURVE gatekeeper's counts: who was let in and who was refused.
+    /// The state as people read it: "waiting for workers (1/2)".
+    public var stateText: String {
+        guard let state else { return "?" }
+        guard state == .waiting else { return state.rawValue }
+        return "waiting for workers" + (workersNeeded.map { " (\(workersConnected ?? 0)/\($0))" } ?? "")
+    }
+
+    /// What the run is doing.
+    public enum RunPhase: String, Codable, Sendable, CaseIterable {
+        case starting, waiting, training, evaluating
+    }
+
     public struct CurveStatus: Codable, Sendable, Equatable {
         /// Names of the admitted public keys (files in the allow-list directory).
         public var authorizedKeys: [String]
@@ -74,9 +88,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         public var host: String
         public var pid: Int
         public var threads: Int
-        /// ready; late (missed its last step's deadline), stuck (benched after missing
-        /// several in a row: no share until it is tried again); lost, left.
-        public var state: String
+        public var state: WorkerPhase
         public var secondsSinceHeard: Double
         public var stepsDone: Int
         /// Answers to a step refused (bad frame, NaN values, another mask version).

@@ -13,7 +13,7 @@ enum StatusServer {
         doc.curve = curve
         doc.workers = workers.map { w in
             .init(id: w.name, rank: w.rank, host: w.host, pid: Int(w.pid), threads: w.threads,
-                  state: w.state == .ready ? w.deadline.standing(at: now) ?? "ready" : w.state.rawValue,
+                  state: w.phase(at: now),
                   secondsSinceHeard: (now - w.lastHeard).rounded(toPlaces: 2), stepsDone: w.stepsDone, refused: w.refused, joins: w.joins,
                   share: w.share, imagesPerSecond: (w.throughput ?? 0).rounded(toPlaces: 1), bytesUp: w.bytesUp, bytesDown: w.bytesDown,
                   secondsSinceAnswer: w.deadline.lastAnswer.map { (now - $0).rounded(toPlaces: 2) },

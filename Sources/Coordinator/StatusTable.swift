@@ -13,9 +13,9 @@ public enum StatusTable {
     public static func render(_ d: StatusDocument, columns: Int = 80) -> String {
         var lines: [String] = []
         let workers = d.workers ?? []
-        let ready = workers.filter { ["ready", "late", "stuck"].contains($0.state) }
-        lines.append("run \(d.runId ?? "?")  config \(d.config ?? "?")  state \(d.state ?? "?")")
-        if d.state == "starting" || (d.step ?? 0) == 0 {
+        let ready = workers.filter(\.state.joined)
+        lines.append("run \(d.runId ?? "?")  config \(d.config ?? "?")  state \(d.stateText)")
+        if d.state == .starting || (d.step ?? 0) == 0 {
             // No step yet: there is no loss or speed to show, only who has come.
             lines.append("waiting for workers: \(ready.count) joined" + (d.totalSteps.map { ", \($0) steps to run" } ?? ""))
         } else {
@@ -23,13 +23,13 @@ public enum StatusTable {
             // first log window ("–" until then).
             func shown(_ v: Double?, _ format: String) -> String { v.map { String(format: format, $0) } ?? "–" }
             lines.append(String(format: "step %d/%d  epoch %.2f  loss %@  lr %@  %@ img/s  ETA %@",
-                                d.step ?? 0, d.totalSteps ?? 0, d.epoch ?? 0, shown(d.loss, "%.4f"), shown(d.lr, "%.2e"),
-                                shown(d.imagesPerSecond, "%.0f"), d.etaSeconds.map { clockText($0) } ?? "–"))
+                                d.step ?? 0, d.totalSteps ?? 0, d.epoch ?? 0, shown(d.window?.loss, "%.4f"), shown(d.window?.lr, "%.2e"),
+                                shown(d.window?.imagesPerSecond, "%.0f"), d.window.map { clockText($0.etaSeconds) } ?? "–"))
         }
         if let acc = d.evalAccuracy {
             lines.append(String(format: "last eval: top-1 %.2f%%, loss %.4f (step %d)", acc * 100, d.evalLoss ?? .nan, d.evalStep ?? 0))
         }
-        if let sp = d.sparsity {
+        if let sp = d.window?.sparsity {
             lines.append(String(format: "sparsity %.1f%%: %.2fM active, FLOPs -%.1f%%, explored %.1f%%, masks v%d",
                                 (1 - sp.density) * 100, Double(sp.activeParameters) / 1e6, sp.flopsSaving * 100,
                                 sp.explorationRate * 100, sp.maskVersion))
@@ -60,7 +60,7 @@ public enum StatusTable {
             Column(title: "rank", width: 4, right: true, priority: 0) { "\($0.rank)" },
             Column(title: "id", width: 18, right: false, priority: 0) { cut($0.id, 18) },
             Column(title: "host", width: 12, right: false, priority: 4) { cut($0.host, 12) },
-            Column(title: "state", width: 5, right: false, priority: 0) { $0.state },
+            Column(title: "state", width: 5, right: false, priority: 0) { $0.state.rawValue },
             Column(title: "heard", width: 6, right: true, priority: 2) { String(format: "%.1fs", $0.secondsSinceHeard) },
             Column(title: "steps", width: 6, right: true, priority: 0) { "\($0.stepsDone)" },
             Column(title: "share", width: 5, right: true, priority: 1) { "\($0.share)" },
@@ -88,7 +88,7 @@ public enum StatusTable {
             if let missed = w.missedSteps {
                 let last = w.secondsSinceAnswer.map { String(format: "last answer in time %.1f s ago", $0) } ?? "no answer in time yet"
                 notes.append("missed \(missed) step deadline(s) (\(w.missedImages ?? 0) images left out); \(last)"
-                    + (w.state == "stuck" ? "; benched: no share until it is tried again" : ""))
+                    + (w.state == .stuck ? "; benched: no share until it is tried again" : ""))
             }
             if !notes.isEmpty { lines.append("      ↳ \(w.id): " + notes.joined(separator: "; ")) }
         }
@@ -98,7 +98,7 @@ public enum StatusTable {
     /// Ready workers with a measured speed below `stragglerFraction` of the median of
     /// them all, by id, with their fraction of it (none among fewer than two).
     public static func stragglers(_ workers: [StatusDocument.WorkerStatus]) -> [String: Double] {
-        let timed = workers.filter { ($0.state == "ready" || $0.state == "late") && $0.imagesPerSecond > 0 }
+        let timed = workers.filter { $0.state.takesPart && $0.imagesPerSecond > 0 }
         guard timed.count >= 2 else { return [:] }
         let speeds = timed.map(\.imagesPerSecond).sorted()
         let median = speeds.count % 2 == 1 ? speeds[speeds.count / 2] : (speeds[speeds.count / 2 - 1] + speeds[speeds.count / 2]) / 2

@@ -94,9 +94,9 @@ public struct DeadlineRecord: Sendable, Equatable {
     /// Whether the worker gets a share of a step starting at `now`.
     public func takesPart(at now: Double) -> Bool { benchedUntil.map { now >= $0 } ?? true }
 
-    /// "stuck" while benched, "late" after a miss, nil in good standing.
-    public func standing(at now: Double) -> String? {
-        if !takesPart(at: now) { return "stuck" }
-        return missesInARow > 0 ? "late" : nil
+    /// A ready worker's standing: stuck while benched, late after a miss, else ready.
+    public func standing(at now: Double) -> StatusDocument.WorkerPhase {
+        if !takesPart(at: now) { return .stuck }
+        return missesInARow > 0 ? .late : .ready
     }
 }

@@ -24,22 +24,22 @@ public enum PrometheusText {
             c.increment(by: Int64(value))
         }
         let run = [("run", d.runId ?? "unknown"), ("config", d.config ?? "unknown")]
-        // The state without its counts ("waiting for workers (1/2)" is one series, not one
-        // per count); the counts are gauges of their own.
-        let state = d.state.map { $0.split(separator: "(").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? $0 } ?? "unknown"
-        gauge("svite_info", "1, with the run id, config and state (starting, waiting for workers, training, evaluating) as labels", 1,
-              labels: run + [("state", state)])
+        // The state without its counts (waiting is one series, not one per count); the
+        // counts are gauges of their own.
+        gauge("svite_info", "1, with the run id, config and state (\(StatusDocument.RunPhase.allCases.map(\.rawValue).joined(separator: ", "))) as labels", 1,
+              labels: run + [("state", d.state?.rawValue ?? "unknown")])
         if let needed = d.workersNeeded {
             gauge("svite_workers_needed", "Workers the run waits for before it goes on (present while it waits)", needed)
         }
         gauge("svite_step", "Steps done", d.step)
         gauge("svite_total_steps", "Steps the run will make", d.totalSteps)
         gauge("svite_epoch", "Epochs done (fractional)", d.epoch)
-        gauge("svite_loss", "Training loss (label-smoothed) over the last log window", d.loss)
-        gauge("svite_learning_rate", "Learning rate of the last step", d.lr)
-        gauge("svite_images_per_second", "Training images per second over the last log window", d.imagesPerSecond)
-        gauge("svite_elapsed_seconds", "Training time so far (across resumes; waits for workers left out)", d.elapsedSeconds)
-        gauge("svite_eta_seconds", "Estimated seconds to the end of training", d.etaSeconds)
+        let w = d.window
+        gauge("svite_loss", "Training loss (label-smoothed) over the last log window", w?.loss)
+        gauge("svite_learning_rate", "Learning rate of the last step", w?.lr)
+        gauge("svite_images_per_second", "Training images per second over the last log window", w?.imagesPerSecond)
+        gauge("svite_elapsed_seconds", "Training time so far (across resumes; waits for workers left out)", w?.elapsedSeconds)
+        gauge("svite_eta_seconds", "Estimated seconds to the end of training", w?.etaSeconds)
         gauge("svite_eval_top1", "Top-1 accuracy (fraction) of the last evaluation", d.evalAccuracy)
         gauge("svite_eval_loss", "Loss of the last evaluation", d.evalLoss)
         gauge("svite_eval_step", "Step of the last evaluation", d.evalStep)
@@ -55,7 +55,7 @@ public enum PrometheusText {
             counter("svite_curve_refused", "CURVE handshakes refused, by why", c.refusedHandshakes,
                     labels: [("reason", "handshake (plaintext or wrong coordinator key)")])
         }
-        if let s = d.sparsity {
+        if let s = w?.sparsity {
             gauge("svite_density", "Fraction of the prunable weights active", s.density)
             gauge("svite_active_parameters", "Parameters active (all tensors)", s.activeParameters)
             gauge("svite_flops_saving", "Forward FLOPs saved against the dense model (fraction)", s.flopsSaving)
@@ -63,14 +63,14 @@ public enum PrometheusText {
             gauge("svite_mask_version", "Topology updates so far", s.maskVersion)
         }
         let workers = d.workers ?? []
-        for state in ["ready", "late", "stuck", "lost", "left"] {
-            gauge("svite_workers", "Workers by membership state", workers.filter { $0.state == state }.count, labels: [("state", state)])
+        for state in StatusDocument.WorkerPhase.allCases {
+            gauge("svite_workers", "Workers by membership state", workers.filter { $0.state == state }.count, labels: [("state", state.rawValue)])
         }
         let slow = StatusTable.stragglers(workers)
         for w in workers {
             let l = [("worker", w.id), ("host", w.host), ("rank", "\(w.rank)")]
             gauge("svite_worker_ready", "1 while the worker takes part in steps (ready or late; not stuck, lost or left)",
-                  w.state == "ready" || w.state == "late" ? 1 : 0, labels: l)
+                  w.state.takesPart ? 1 : 0, labels: l)
             counter("svite_worker_missed_steps", "Steps whose deadline the worker missed (its images left out)", w.missedSteps ?? 0, labels: l)
             if let s = w.secondsSinceAnswer {
                 gauge("svite_worker_seconds_since_answer", "Seconds since the worker's last answer within the deadline", s, labels: l)

@@ -119,7 +119,7 @@ extension UpdateSchedule.Decay: ConfigChoice {}
 extension UnitExchange: ConfigChoice {}
 
 /// Parameters and FLOPs of a masked model, in the paper's terms.
-public struct SparsityReport: Sendable, Equatable {
+public struct SparsityReport: Sendable, Equatable, Codable {
     public var density: Double
     /// Active parameters: every non-prunable parameter plus the active prunable ones.
     public var activeParameters: Int
@@ -142,6 +142,19 @@ public struct SparsityReport: Sendable, Equatable {
     /// Kept heads and neurons over all blocks (structured masks only).
     public var heads: Int? = nil
     public var neurons: Int? = nil
+
+    public init(density: Double, activeParameters: Int, totalParameters: Int, denseFLOPs: Double, sparseFLOPs: Double,
+                explorationRate: Double, maskVersion: Int, heads: Int? = nil, neurons: Int? = nil) {
+        self.density = density; self.activeParameters = activeParameters; self.totalParameters = totalParameters
+        self.denseFLOPs = denseFLOPs; self.sparseFLOPs = sparseFLOPs; self.explorationRate = explorationRate
+        self.maskVersion = maskVersion; self.heads = heads; self.neurons = neurons
+    }
+
+    // snake_case keys as the metrics log names them (dense_flops, not dense_fl_o_ps).
+    enum CodingKeys: String, CodingKey {
+        case density, activeParameters, totalParameters, explorationRate, maskVersion, heads, neurons
+        case denseFLOPs = "denseFlops", sparseFLOPs = "sparseFlops"
+    }
 
     /// Unstructured: linear layers scale with their density; attention products, norms
     /// and the rest do not. Per image, forward: a block linear runs on every token, the

@@ -160,6 +160,17 @@ public struct MetricsRecord: Codable, Sendable, Equatable {
 
     public init(kind: Kind, step: Int) { self.kind = kind; self.step = step }
 
+    /// A train line: the log window's progress record, flat.
+    public init(train r: StepReport) {
+        self.init(kind: .train, step: r.step)
+        epoch = r.epoch; loss = r.loss; trainAccuracy = r.trainAccuracy; lr = r.lr; gradNorm = r.gradNorm
+        imagesPerSecond = r.imagesPerSecond; elapsedSeconds = r.elapsedSeconds
+        bytesUpPerStep = r.bytesUpPerStep; bytesDownPerStep = r.bytesDownPerStep
+        bytesUpRatioToDenseFp32 = r.bytesUpRatioToDenseFp32; bytesDownRatioToDenseFp32 = r.bytesDownRatioToDenseFp32
+        if let s = r.sparsity { add(s) }
+        imagesPerWorker = r.imagesPerWorker; imagesMissing = r.imagesMissing; varianceScale = r.varianceScale
+    }
+
     /// Adds a sparse run's figures.
     public mutating func add(_ s: SparsityReport) {
         density = s.density; sparsity = 1 - s.density; activeParameters = s.activeParameters; parameters = s.totalParameters

@@ -256,7 +256,7 @@ public final class Trainer {
                 let seconds = now - window.start
                 let sps = seconds / Double(window.steps)
                 secondsPerStep = secondsPerStep.map { 0.7 * $0 + 0.3 * sps } ?? sps
-                let report = StepReport(step: done, totalSteps: totalSteps,
+                var report = StepReport(step: done, totalSteps: totalSteps,
                                         epoch: Double(done) / Double(stepsPerEpoch),
                                         loss: window.loss / Double(window.images),
                                         trainAccuracy: Double(window.correct) / Double(window.images),
@@ -265,19 +265,15 @@ public final class Trainer {
                                         elapsedSeconds: elapsedBefore + now,
                                         etaSeconds: Double(totalSteps - done) * (secondsPerStep ?? 0),
                                         sparsity: sparsityReport)
-                var record = MetricsRecord(kind: .train, step: report.step)
-                record.epoch = report.epoch; record.loss = report.loss; record.trainAccuracy = report.trainAccuracy
-                record.lr = report.lr; record.gradNorm = report.gradNorm; record.imagesPerSecond = report.imagesPerSecond
-                record.elapsedSeconds = report.elapsedSeconds
-                record.bytesUpPerStep = window.up / window.steps; record.bytesDownPerStep = window.down / window.steps
+                report.bytesUpPerStep = window.up / window.steps; report.bytesDownPerStep = window.down / window.steps
                 if window.workerSteps > 0 {
-                    record.bytesUpRatioToDenseFp32 = Double(window.up) / Double(window.workerSteps * denseFp32Bytes)
-                    record.bytesDownRatioToDenseFp32 = Double(window.down) / Double(window.workerSteps * denseFp32Bytes)
+                    report.bytesUpRatioToDenseFp32 = Double(window.up) / Double(window.workerSteps * denseFp32Bytes)
+                    report.bytesDownRatioToDenseFp32 = Double(window.down) / Double(window.workerSteps * denseFp32Bytes)
                 }
-                if let s = report.sparsity { record.add(s) }
-                record.imagesPerWorker = lastWorkerImages
-                if window.missing > 0 { record.imagesMissing = window.missing }
-                if let f = server.state.varianceScale, !f.isEmpty { record.varianceScale = Double(f.sorted()[f.count / 2]) }
+                report.imagesPerWorker = lastWorkerImages
+                if window.missing > 0 { report.imagesMissing = window.missing }
+                if let f = server.state.varianceScale, !f.isEmpty { report.varianceScale = Double(f.sorted()[f.count / 2]) }
+                let record = MetricsRecord(train: report)
                 metrics.write(record)
                 observe(.step(report))
                 window = (0, 0, 0, 0, clock(), 0, 0, 0, 0)

@@ -32,7 +32,10 @@ public struct TrainingPlan: Sendable {
     public var wire: String? = nil
 }
 
-public struct StepReport: Sendable {
+/// A log window's progress: the run's one progress record. metrics.jsonl's train lines
+/// (`MetricsRecord(train:)`), the status document (`StatusDocument.window`), its
+/// Prometheus text and the progress display all come from it.
+public struct StepReport: Sendable, Codable, Equatable {
     public var step: Int
     public var totalSteps: Int
     /// Fractional epochs done (1.5 = halfway through the second epoch).
@@ -47,6 +50,20 @@ public struct StepReport: Sendable {
     public var etaSeconds: Double
     /// Density, FLOPs and exploration of a sparse run.
     public var sparsity: SparsityReport? = nil
+    /// Bytes from and to the workers per step over the window (0 in one process), and per
+    /// worker against a dense fp32 exchange (4 bytes a parameter each way; nil in one process).
+    public var bytesUpPerStep = 0
+    public var bytesDownPerStep = 0
+    public var bytesUpRatioToDenseFp32: Double? = nil
+    public var bytesDownRatioToDenseFp32: Double? = nil
+    /// The window's last step: the images each worker's gradient brought, by worker name
+    /// (0: it was given a share and was late, lost or refused; nil in one process).
+    public var imagesPerWorker: [Int]? = nil
+    /// Images of the window's steps that no gradient brought (nil: none missing).
+    public var imagesMissing: Int? = nil
+    /// Top-k with a tracked frozen variance: the median over tensors of the factor on √v
+    /// the window's last update took.
+    public var varianceScale: Double? = nil
 }
 
 public struct EvalReport: Sendable {

@@ -125,7 +125,7 @@ struct CoordinatorLayersTests {
             let poller = Thread {
                 while !answers.done {
                     if let doc = try? queryStatus(statusEndpoint, timeoutMs: 500), let state = doc.state {
-                        answers.add(state)
+                        answers.add(state.rawValue)
                     }
                     Thread.sleep(forTimeInterval: 0.05)
                 }
@@ -222,17 +222,23 @@ extension CoordinatorLayersTests {
     /// scripts read), a NaN loss as "nan" instead of failing the answer, and reads back equal.
     @Test func statusDocumentRoundTrips() throws {
         var d = StatusDocument()
-        d.runId = "ab12"; d.state = "training"; d.loss = .nan; d.bytesUpRatioToDenseFp32 = 0.25; d.totalSteps = 9
-        d.sparsity = .init(density: 0.5, activeParameters: 10, flopsSaving: 0.4, explorationRate: 0.1, maskVersion: 3, heads: 4, neurons: nil)
-        d.workers = [.init(id: "w", rank: 0, host: "h", pid: 7, threads: 2, state: "ready", secondsSinceHeard: 0.5, stepsDone: 3,
+        d.runId = "ab12"; d.state = .training; d.bytesUpRatioToDenseFp32 = 0.25; d.totalSteps = 9
+        var w = StepReport(step: 3, totalSteps: 9, epoch: 1, loss: .nan, trainAccuracy: 0.5, lr: 1e-3, gradNorm: 1, imagesPerSecond: 10,
+                           elapsedSeconds: 2, etaSeconds: 4)
+        w.sparsity = SparsityReport(density: 0.5, activeParameters: 10, totalParameters: 20, denseFLOPs: 100, sparseFLOPs: 60,
+                                    explorationRate: 0.1, maskVersion: 3, heads: 4)
+        d.window = w
+        d.workers = [.init(id: "w", rank: 0, host: "h", pid: 7, threads: 2, state: .ready, secondsSinceHeard: 0.5, stepsDone: 3,
                            refused: 0, joins: 1, share: 64, imagesPerSecond: 120, bytesUp: 100, bytesDown: 200)]
         let json = try #require(try JSONSerialization.jsonObject(with: d.encoded()) as? [String: Any])
-        #expect(json["run_id"] as? String == "ab12" && json["loss"] as? String == "nan" && json["total_steps"] as? Int == 9)
+        let window = try #require(json["window"] as? [String: Any])
+        #expect(json["run_id"] as? String == "ab12" && window["loss"] as? String == "nan" && json["total_steps"] as? Int == 9)
         #expect(json["bytes_up_ratio_to_dense_fp32"] as? Double == 0.25 && json["eval_accuracy"] == nil)
         #expect(((json["workers"] as? [[String: Any]])?.first?["images_per_second"] as? Double) == 120)
-        #expect((json["sparsity"] as? [String: Any])?["mask_version"] as? Int == 3)
+        let sparsity = try #require(window["sparsity"] as? [String: Any])
+        #expect(sparsity["mask_version"] as? Int == 3 && sparsity["dense_flops"] as? Double == 100)
         let back = try StatusDocument.decode(d.encoded())
-        #expect(back.loss?.isNaN == true && back.runId == "ab12" && back.workers == d.workers && back.sparsity == d.sparsity)
+        #expect(back.window?.loss.isNaN == true && back.runId == "ab12" && back.workers == d.workers && back.window?.sparsity == w.sparsity)
     }
 }
 

@@ -13,7 +13,10 @@ struct StatusTableTests {
              "steps_done": 10, "refused": 0, "joins": 1, "share": 32, "images_per_second": \(s), "bytes_up": 100, "bytes_down": 200}
             """
         }
-        let stepField = step.map { "\"step\": \($0), \"loss\": 1.5, " } ?? ""
+        let stepField = step.map {
+            "\"step\": \($0), \"window\": {\"step\": \($0), \"total_steps\": 100, \"epoch\": 1, \"loss\": 1.5, \"train_accuracy\": 0.5, \"lr\": 0.001, "
+                + "\"grad_norm\": 1, \"images_per_second\": 300, \"elapsed_seconds\": 10, \"eta_seconds\": 60, \"bytes_up_per_step\": 0, \"bytes_down_per_step\": 0}, "
+        } ?? ""
         let json = "{\"run_id\": \"ab\", \"state\": \"\(state)\", \(stepField)\"total_steps\": 100, \"workers\": [\(workers.joined(separator: ","))]}"
         return try StatusDocument.decode(Data(json.utf8))
     }
@@ -43,9 +46,9 @@ struct StatusTableTests {
                                              trainImages: 128, testImages: 32, parameters: 1000, threads: 2, engine: "matrix products: x")))
         #expect(StatusTable.render(status.document).contains("waiting for workers"))
         status.observe(.waiting(connected: 1, needed: 2))
-        #expect(status.document.state == "waiting for workers (1/2)")
+        #expect(status.document.state == .waiting && status.document.stateText == "waiting for workers (1/2)")
         status.observe(.advanced(step: 1))
-        #expect(status.document.state == "training" && status.document.step == 1)
+        #expect(status.document.state == .training && status.document.step == 1)
         status.recordStepDone(3)
         var header = StatusTable.render(status.document)
         #expect(header.contains("step 3/40  epoch 0.38  loss –  lr –  – img/s  ETA –") && !header.contains("nan"), "\(header)")
@@ -120,8 +123,8 @@ extension StatusTableTests {
     /// stragglers (it has no share to hold the step back with).
     @Test func lateAndStuckWorkersAreSaid() throws {
         var d = try document(step: 5, state: "training", speeds: [100, 100, 30])
-        d.workers![1].state = "late"; d.workers![1].missedSteps = 1; d.workers![1].missedImages = 32; d.workers![1].secondsSinceAnswer = 2.5
-        d.workers![2].state = "stuck"; d.workers![2].missedSteps = 3; d.workers![2].missedImages = 96
+        d.workers![1].state = .late; d.workers![1].missedSteps = 1; d.workers![1].missedImages = 32; d.workers![1].secondsSinceAnswer = 2.5
+        d.workers![2].state = .stuck; d.workers![2].missedSteps = 3; d.workers![2].missedImages = 96
         let table = StatusTable.render(d)
         #expect(table.contains("w1: missed 1 step deadline(s) (32 images left out); last answer in time 2.5 s ago"), "\(table)")
         #expect(table.contains("w2: missed 3 step deadline(s) (96 images left out); no answer in time yet; benched"), "\(table)")

@@ -24,8 +24,8 @@ extension ClusterTests {
             }
             runner.start()
             let deadline = Date().addingTimeInterval(10)
-            while status.document.state != "waiting for workers (0/1)" && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-            #expect(status.document.state == "waiting for workers (0/1)")
+            while status.document.stateText != "waiting for workers (0/1)" && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(status.document.stateText == "waiting for workers (0/1)")
             Thread.sleep(forTimeInterval: 2)
             let worker = workerThread(source.endpoint, name: "late")
             while runner.isExecuting || worker.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
@@ -34,7 +34,7 @@ extension ClusterTests {
             #expect(summary.steps == 4 && summary.waitedSeconds >= 2 && summary.waitedSeconds < total)
             #expect(summary.elapsedSeconds <= total - 2 + 0.05, "elapsed \(summary.elapsedSeconds) of \(total) s with \(summary.waitedSeconds) s waiting")
             #expect(events.waits == ["0/1", "ready"], "a wait, then its end: \(events.waits)")
-            #expect(status.document.state == "training" && (status.document.elapsedSeconds ?? .infinity) <= total - 2 + 0.05)
+            #expect(status.document.state == .training && (status.document.window?.elapsedSeconds ?? .infinity) <= total - 2 + 0.05)
             let end = try String(contentsOfFile: "\(dir)/run/metrics.jsonl", encoding: .utf8).split(separator: "\n").last.map(String.init) ?? ""
             let record = try MetricsRecord.decoder().decode(MetricsRecord.self, from: Data(end.utf8))
             #expect(record.kind == .end && (record.waitedSeconds ?? 0) >= 2 && (record.elapsedSeconds ?? .infinity) <= total - 2 + 0.05)
