@@ -21,15 +21,14 @@ final class GradientAggregator {
     /// Σ images·value of top-k frames, in layout order (they name their places).
     private let topKSum: FloatBuffer
     private var sawTopK = false
-    /// Σ images·value of the workers' grow candidates, in layout order.
-    private let candidateScore: FloatBuffer
-    private var unitScoreSum: UnitScores?
+    /// The replies to the step's request (grow candidates, unit scores), merged.
+    private let replies: ReplyMerger
     /// Σ images·mean square per tensor of the workers that sent them, and their images.
     private var meanSquareSum: [Double] = []
     private var meanSquareImages = 0
     private var masks: MaskSet?
     private(set) var request = StepRequest.none
-    private(set) var expectedReply = Payload.ExpectedReply.none
+    private(set) var expectedReply = ExpectedReply.none
     private(set) var images = 0
     private(set) var result = BatchResult()
 
@@ -40,7 +39,7 @@ final class GradientAggregator {
         incoming = FloatBuffer(count: layout.count)
         unpacked = FloatBuffer(count: layout.count)
         topKSum = FloatBuffer(count: layout.count)
-        candidateScore = FloatBuffer(count: layout.count)
+        replies = ReplyMerger(parameters: layout.count, model: model)
     }
 
     /// Values a worker sends: the active ones of a sparse run, else all.
@@ -54,19 +53,10 @@ final class GradientAggregator {
         result = BatchResult()
         sum.zero()
         if sawTopK { topKSum.zero(); sawTopK = false }
-        unitScoreSum = nil
         meanSquareSum = []
         meanSquareImages = 0
-        switch request {
-        case .none:
-            expectedReply = .none
-        case .growCandidates:
-            expectedReply = .growCandidates(layerSizes: masks?.prunable.map(\.count) ?? [])
-            candidateScore.zero()
-        case .unitScores:
-            expectedReply = .unitScores(count: UnitScores.count(config: model))
-            unitScoreSum = UnitScores(config: model)
-        }
+        expectedReply = request.expectedReply(masks: masks, model: model)
+        replies.begin(request: request, masks: masks)
     }
 
     /// Decodes one worker's grads payload and adds it, weighted by its images. A bad
@@ -81,27 +71,13 @@ final class GradientAggregator {
         guard d.sparse?.isFinite ?? VectorOps.allFinite(incoming.pointer, n), s.lossSum.isFinite else {
             throw WireError.nonFinite(s.lossSum.isFinite ? "gradient values" : "loss")
         }
-        var units: UnitScores?
-        if case let .unitScores(flat) = d.reply {
-            guard flat.allSatisfy(\.isFinite) else { throw WireError.nonFinite("unit scores") }
-            guard let u = UnitScores(flat: flat, config: model) else { throw WireError.malformedPayload("unit scores do not fit the model") }
-            units = u
-        }
-        if case let .growCandidates(candidates) = d.reply, !candidates.allSatisfy({ $0.values.allSatisfy(\.isFinite) }) {
-            throw WireError.nonFinite("grow candidates")
-        }
+        try replies.check(d.reply)
         // Everything is checked: accumulate.
-        if let u = units { unitScoreSum?.add(u, weight: weight) }
+        replies.add(d.reply, weight: weight)
         if let ms = d.meanSquares {
             if meanSquareSum.isEmpty { meanSquareSum = [Double](repeating: 0, count: ms.count) }
             for (i, v) in ms.enumerated() { meanSquareSum[i] += Double(s.images) * Double(v) }
             meanSquareImages += Int(s.images)
-        }
-        if case let .growCandidates(candidates) = d.reply {
-            for (t, c) in zip(masks?.prunable ?? [], candidates) {
-                let dst = candidateScore.pointer + t.offset
-                for (i, v) in zip(c.indices, c.values) { dst[Int(i)] += weight * v }
-            }
         }
         if let sparse = d.sparse {
             // Entries on inactive weights (none from an honest worker) are masked by the update.
@@ -131,14 +107,9 @@ final class GradientAggregator {
             let g = gradient, t = UnsafePointer(topKSum.pointer)
             for i in 0 ..< layout.count { g[i] += inverse * t[i] }
         }
-        var score: UnsafeMutablePointer<Float>? = nil
-        if case .growCandidates = request {
-            VectorOps.scale(candidateScore.pointer, inverse, candidateScore.count)
-            score = candidateScore.pointer
-        }
-        unitScoreSum?.scale(inverse)
+        let merged = replies.finish(inverse: inverse)
         var step = StepGradient(gradient: gradient, result: result, bytesUp: bytesUp, bytesDown: bytesDown,
-                                workers: workers, growScore: score, unitScores: unitScoreSum)
+                                workers: workers, growScore: merged.growScore, unitScores: merged.unitScores)
         if meanSquareImages > 0 { step.meanSquares = meanSquareSum.map { $0 / Double(meanSquareImages) } }
         return step
     }

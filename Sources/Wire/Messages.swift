@@ -153,7 +153,7 @@ public enum Payload {
         } else {
             w.u8(0)
         }
-        encodeReply(reply, into: &w)
+        reply.encode(into: &w)
         return w.bytes
     }
 
@@ -171,33 +171,6 @@ public enum Payload {
         grads(s, reply: reply, meanSquares: meanSquares, capacity: (codec.bytesPerValue + 2) * sparse.entries) {
             GradientValues.encodeSparse(sparse, codec: codec, layout: layout, into: &$0)
         }
-    }
-
-    static func encodeReply(_ reply: StepReply, into w: inout ByteWriter) {
-        switch reply {
-        case .none:
-            w.u8(0)
-        case let .growCandidates(candidates):
-            w.u8(1)
-            w.u32(UInt32(candidates.count))
-            for c in candidates {
-                IndexCodec.encode(c.indices, into: &w)
-                c.values.withUnsafeBufferPointer { w.floats($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: c.values.count) }
-            }
-        case let .unitScores(scores):
-            w.u8(2)
-            w.u32(UInt32(scores.count))
-            scores.withUnsafeBufferPointer { w.floats($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: scores.count) }
-        }
-    }
-
-    /// The reply a receiver accepts: what it asked for, with the shapes it knows.
-    public enum ExpectedReply: Sendable, Equatable {
-        case none
-        /// Grow candidates for layers of these sizes (indices are bounded by them).
-        case growCandidates(layerSizes: [Int])
-        /// This many unit scores.
-        case unitScores(count: Int)
     }
 
     public struct DecodedGrads: Sendable {
@@ -234,30 +207,7 @@ public enum Payload {
         case let m:
             throw WireError.malformedPayload("mean squares flag \(m)")
         }
-        let kind = try r.u8("reply kind")
-        let reply: StepReply
-        switch (kind, expecting) {
-        case (0, .none):
-            reply = .none
-        case let (2, .unitScores(expected)):
-            let n = Int(try r.u32("unit score count"))
-            guard n == expected, n > 0 else { throw WireError.malformedPayload("\(n) unit scores, expected \(expected)") }
-            var v = [Float](repeating: 0, count: n)
-            try v.withUnsafeMutableBufferPointer { try r.floats(into: $0.baseAddress!, count: n) }
-            guard v.allSatisfy(\.isFinite) else { throw WireError.malformedPayload("unit scores not finite") }
-            reply = .unitScores(v)
-        case let (1, .growCandidates(layerSizes)):
-            let layers = Int(try r.u32("candidate layers"))
-            guard layers == layerSizes.count else { throw WireError.malformedPayload("candidates for \(layers) layers, expected \(layerSizes.count)") }
-            reply = .growCandidates(try layerSizes.map { size in
-                let idx = try IndexCodec.decode(&r, bound: UInt32(size), maxCount: size)
-                var v = [Float](repeating: 0, count: idx.count)
-                try v.withUnsafeMutableBufferPointer { try r.floats(into: $0.baseAddress ?? UnsafeMutablePointer(bitPattern: 4)!, count: idx.count) }
-                return GrowCandidates(indices: idx, values: v)
-            })
-        default:
-            throw WireError.malformedPayload("reply kind \(kind) where \(expecting) was asked for")
-        }
+        let reply = try StepReply.decode(&r, expecting: expecting)
         try r.expectEnd("grads")
         return DecodedGrads(summary: s, reply: reply, sparse: sparse, meanSquares: meanSquares)
     }
