@@ -112,7 +112,7 @@ let package = Package(
         ], swiftSettings: numericFlags),
 
         // Code only tests use (writers of data files the libraries only read).
-        .target(name: "TestSupport", dependencies: ["Datasets", "CZlib", "Images"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Config", "Datasets", "CZlib", "Images"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelsTests", dependencies: ["Core", "Kernels"], swiftSettings: numericFlags),
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CZeroMQ", "CLZ4", "CZlib"]),
         .testTarget(name: "PlotTests", dependencies: ["Plot"]),
@@ -123,9 +123,23 @@ let package = Package(
         .testTarget(name: "CompressionTests", dependencies: ["Core", "Compression", "Sparsity", "Model", "TestSupport"], swiftSettings: numericFlags),
         .testTarget(name: "SparsityTests", dependencies: ["Core", "Sparsity", "Model", "Kernels", "Pictures", "CZlib"], swiftSettings: numericFlags),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Core", "Config", "Compute", "TestSupport", "Images", "Training", "Datasets", "Optim", "Model", "Kernels", "Sparsity", "Pictures",
-                                                    "Coordinator", "Worker", "Transport", "Compression", "Steps", "Wire", "Monitoring",
-                                                    .product(name: "Logging", package: "swift-log")],
+        // One test target per module or concern; the network tests (a coordinator and
+        // workers over loopback or namespaces) and the command-line tests (the svite binary)
+        // are concerns of their own.
+        .testTarget(name: "DatasetsTests", dependencies: ["Core", "Config", "Datasets", "Images", "Kernels", "Training", "TestSupport",
+                                                       .product(name: "Logging", package: "swift-log")], swiftSettings: numericFlags),
+        .testTarget(name: "ConfigTests", dependencies: ["Core", "Config", "Datasets", "Model", "Optim", "Sparsity", "Training", "TestSupport"],
                     swiftSettings: numericFlags),
+        .testTarget(name: "TrainingTests", dependencies: ["Core", "Config", "Compute", "Compression", "Steps", "TestSupport", "Training", "Datasets",
+                                                       "Optim", "Model", "Kernels", "Sparsity", "Pictures", "Wire",
+                                                       .product(name: "Logging", package: "swift-log")],
+                    swiftSettings: numericFlags),
+        .testTarget(name: "CoordinatorTests", dependencies: ["Core", "Config", "Model", "Training", "Coordinator", "Monitoring", "Wire", "TestSupport"],
+                    swiftSettings: numericFlags),
+        .testTarget(name: "ClusterTests", dependencies: ["Core", "Config", "Compute", "TestSupport", "Training", "Datasets", "Optim", "Model", "Kernels",
+                                                      "Sparsity", "Coordinator", "Worker", "Transport", "Compression", "Steps", "Wire", "Monitoring",
+                                                      .product(name: "Logging", package: "swift-log")],
+                    swiftSettings: numericFlags),
+        .testTarget(name: "CommandLineTests", dependencies: ["Core", "Training", "TestSupport", .product(name: "Logging", package: "swift-log")]),
     ]
 )

@@ -239,6 +239,16 @@ public enum TopKRank: String, Sendable, Codable, CaseIterable, ConfigChoice {
     case gradient
 }
 
+extension TopKFeedback {
+    /// The compression of a step at `density` under this feedback.
+    public func compression(density: Double) -> GradientCompression {
+        switch self {
+        case .residual: .topK(density: density)
+        case .estimate: .estimate(density: density)
+        }
+    }
+}
+
 /// `communication.feedback`: what keeps the part of a worker's gradient that top-k leaves out.
 public enum TopKFeedback: String, Sendable, Codable, CaseIterable, ConfigChoice {
     /// Error feedback (EF-SGD, Deep Gradient Compression): each worker adds its gradient to

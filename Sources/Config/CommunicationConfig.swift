@@ -191,7 +191,7 @@ public struct CompressionSchedule: Sendable, Equatable {
     /// How the workers send step `step`'s gradient.
     public func compression(step: Int) -> GradientCompression {
         guard let d = density(step: step) else { return .dense }
-        return estimates(step: step) ? .estimate(density: d) : .topK(density: d)
+        return (estimates(step: step) ? TopKFeedback.estimate : .residual).compression(density: d)
     }
 
     /// Whether the coordinator tracks the frozen variance's scale, so workers send their

@@ -5,6 +5,7 @@ import Kernels
 import Model
 import Optim
 import Testing
+import TestSupport
 @testable import Training
 
 @Suite("optimizer")

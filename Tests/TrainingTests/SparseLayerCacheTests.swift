@@ -3,6 +3,7 @@ import Kernels
 import Model
 import Sparsity
 import Testing
+import TestSupport
 
 /// The sparse layouts follow the mask: built again when the mask is edited (a topology
 /// update, a checkpoint's mask, a welcome's bitmap, a change from the coordinator) and

@@ -6,6 +6,7 @@ import Logging
 import Model
 import Pictures
 import Testing
+import TestSupport
 @testable import Training
 
 /// 28×28 images whose outer ring of 4×4 patches (24 of the 49) is constant black and

@@ -9,6 +9,7 @@ import Model
 import Optim
 import Sparsity
 import Testing
+import TestSupport
 @testable import Training
 
 @Suite("training runs")

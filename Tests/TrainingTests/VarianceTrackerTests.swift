@@ -4,6 +4,7 @@ import Foundation
 import Model
 import Optim
 import Testing
+import TestSupport
 @testable import Training
 import Compression
 import Steps

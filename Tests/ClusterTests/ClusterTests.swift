@@ -7,6 +7,7 @@ import Model
 import Optim
 import Sparsity
 import Testing
+import TestSupport
 import Transport
 import Wire
 import Worker

@@ -5,6 +5,7 @@ import Logging
 import Model
 import Sparsity
 import Testing
+import TestSupport
 import Transport
 import Wire
 import Worker

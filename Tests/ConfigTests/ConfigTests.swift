@@ -6,6 +6,7 @@ import Model
 import Optim
 import Sparsity
 import Testing
+import TestSupport
 @testable import Training
 
 @Suite("configs")

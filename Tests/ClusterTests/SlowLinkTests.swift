@@ -1,6 +1,7 @@
 import Config
 import Foundation
 import Testing
+import TestSupport
 @testable import Training
 
 /// Two network namespaces joined by a veth pair shaped with tbf (this kernel has no netem):

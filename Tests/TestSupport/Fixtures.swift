@@ -1,26 +1,28 @@
 import Config
-import Core
 import Datasets
 import Foundation
-import Model
-import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
-@testable import Training
+
+// What many test targets share: temporary directories, synthetic data, the tiny run
+// config, free ports, the svite binary.
 
 /// A fresh temporary directory, removed when the closure returns.
-func withTemporaryDirectory<T>(_ body: (String) throws -> T) throws -> T {
+public func withTemporaryDirectory<T>(_ body: (String) throws -> T) throws -> T {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("svite-test-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: dir) }
     return try body(dir)
 }
 
-let repoRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+public let repoRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().path
 
 /// The debug svite binary the process tests run (`environment` may name another one), or
 /// nil after recording that it is not built.
-func sviteBinary(environment key: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) -> String? {
+public func sviteBinary(environment key: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) -> String? {
     let exe = key.flatMap { ProcessInfo.processInfo.environment[$0] } ?? "\(repoRoot)/.build/debug/svite"
     guard FileManager.default.isExecutableFile(atPath: exe) else {
         Issue.record("\(exe) not built (swift build first)", sourceLocation: sourceLocation)
@@ -31,7 +33,7 @@ func sviteBinary(environment key: String? = nil, sourceLocation: SourceLocation 
 
 /// A started svite process, its output discarded unless `output` is given; `environment`
 /// adds to this process's.
-func startSvite(_ exe: String, _ args: [String], output: Pipe? = nil, environment: [String: String] = [:]) throws -> Process {
+public func startSvite(_ exe: String, _ args: [String], output: Pipe? = nil, environment: [String: String] = [:]) throws -> Process {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: exe)
     p.arguments = args
@@ -45,7 +47,7 @@ func startSvite(_ exe: String, _ args: [String], output: Pipe? = nil, environmen
 /// A small MNIST-format data set in `dir`: `count` 28×28 images whose label is drawn as a
 /// bright horizontal bar at row 2·label + 4, plus noise, so a model can learn it quickly.
 /// `draw` replaces the picture: it gets the zeroed 784 pixels, the label and the stream.
-func writeSyntheticIDX(dir: String, train: Int, test: Int, seed: UInt64 = 7,
+public func writeSyntheticIDX(dir: String, train: Int, test: Int, seed: UInt64 = 7,
                        draw: (inout [UInt8], Int, inout SplitMix) -> Void = { image, label, rng in
                            for p in image.indices { image[p] = UInt8(rng.next() % 60) }
                            for x in 4 ..< 24 { image[(2 * label + 4) * 28 + x] = 255 }
@@ -66,27 +68,15 @@ func writeSyntheticIDX(dir: String, train: Int, test: Int, seed: UInt64 = 7,
     }
 }
 
-struct SplitMix {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Step deadlines an hour long: tests that compare runs to the float (bit for bit, or with
 /// the one-process run) must not see a worker left out of a step because the machine was
 /// busy for a few seconds.
-let noStepDeadlines = ["communication.step_deadline_floor_seconds=3600", "communication.step_deadline_ceiling_seconds=3600"]
+public let noStepDeadlines = ["communication.step_deadline_floor_seconds=3600", "communication.step_deadline_ceiling_seconds=3600"]
 
 /// A run config for a very small ViT on the synthetic data in `dir`. Its masked layers run
 /// on the sparse kernels whatever they cost (`auto` measures, and may choose otherwise in a
 /// resumed run or another process, which tests that compare runs bit for bit cannot have).
-func tinyRunConfig(dataDir: String, extra: [String] = []) throws -> RunConfig {
+public func tinyRunConfig(dataDir: String, extra: [String] = []) throws -> RunConfig {
     let yaml = """
     name: tiny
     model: {image_size: 28, patch_size: 7, in_channels: 1, num_classes: 10, dim: 16, depth: 2, heads: 2, mlp_ratio: 2}
@@ -101,7 +91,7 @@ func tinyRunConfig(dataDir: String, extra: [String] = []) throws -> RunConfig {
 
 /// A TCP port on 127.0.0.1 that nothing listens on (bound and released; the process under
 /// test binds it next).
-func freePort() throws -> UInt16 {
+public func freePort() throws -> UInt16 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var a = sockaddr_in()
@@ -111,6 +101,11 @@ func freePort() throws -> UInt16 {
     let ok = withUnsafeMutablePointer(to: &a) { p in
         p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
     }
-    guard ok else { throw CheckpointError(path: "127.0.0.1:0", message: "no free port: \(String(cString: strerror(errno)))") }
+    guard ok else { throw FixtureError("no free port on 127.0.0.1: \(String(cString: strerror(errno)))") }
     return UInt16(bigEndian: a.sin_port)
+}
+
+public struct FixtureError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
 }

@@ -3,6 +3,7 @@ import Core
 import Foundation
 import Logging
 import Testing
+import TestSupport
 import Transport
 import Wire
 import Worker

@@ -2,6 +2,7 @@ import Config
 import Core
 import Foundation
 import Testing
+import TestSupport
 @testable import Training
 
 /// What a refused or stuck process does, as a user meets it: the svite binary, run by

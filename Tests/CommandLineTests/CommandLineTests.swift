@@ -1,6 +1,7 @@
 import Foundation
 import Core
 import Testing
+import TestSupport
 @testable import Training
 #if canImport(Glibc)
 import Glibc

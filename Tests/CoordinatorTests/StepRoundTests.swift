@@ -2,6 +2,7 @@ import Config
 import Core
 import Model
 import Testing
+import TestSupport
 import Wire
 @testable import Coordinator
 @testable import Training

@@ -2,6 +2,7 @@ import Config
 import Foundation
 import Model
 import Testing
+import TestSupport
 @testable import Training
 #if canImport(Glibc)
 import Glibc

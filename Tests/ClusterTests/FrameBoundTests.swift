@@ -3,6 +3,7 @@ import Kernels
 import Model
 import Sparsity
 import Testing
+import TestSupport
 import Wire
 
 /// The frame bound both sides enforce must admit the largest frame a correct peer sends:

@@ -2,6 +2,7 @@ import Core
 import Datasets
 import Foundation
 import Testing
+import TestSupport
 
 @Suite("augmentation")
 struct AugmentationTests {

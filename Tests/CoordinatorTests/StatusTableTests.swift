@@ -3,6 +3,7 @@ import Monitoring
 @testable import Training
 import Foundation
 import Testing
+import TestSupport
 
 @Suite("status table")
 struct StatusTableTests {

@@ -5,6 +5,7 @@ import FoundationNetworking
 import Logging
 import Monitoring
 import Testing
+import TestSupport
 @testable import Coordinator
 @testable import Training
 import Core
