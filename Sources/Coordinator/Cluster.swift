@@ -94,10 +94,10 @@ public final class ClusterGradientSource: GradientSource, @unchecked Sendable {
     public func applied(_ step: AppliedStep, server: ServerState) { service.recordApplied(step, server: server) }
 
     /// The server's last update record (what the next step's frame carries down).
-    public var lastUpdate: ParameterUpdate? { locked { service.lastUpdate } }
+    public var lastUpdate: ParameterUpdate? { locked { service.updates.last } }
 
     /// With `hooks.recordStateDigests`: CRC-32 of weights and moments by the step they are of.
-    public var stateDigests: [Int: UInt32] { locked { service.stateDigests } }
+    public var stateDigests: [Int: UInt32] { locked { service.updates.digests } }
 
     public private(set) var waitedSeconds = 0.0
 

@@ -37,13 +37,9 @@ final class CoordinatorService: @unchecked Sendable {
     let layout: ParameterLayout
     let log: Logger
     let runID: UInt64
-    let limits: FrameLimits
     let clock = MonotonicClock()
     let sockets: CoordinatorSockets
     let status = StatusPublisher()
-    /// The downlink carries updates (`communication.downlink`): workers replicate the
-    /// optimizer and each step's frame is one for all.
-    let replicated: Bool
     var hooks: CoordinatorTestHooks
 
     // Everything below is guarded by `cond`.
@@ -57,11 +53,7 @@ final class CoordinatorService: @unchecked Sendable {
     var trainer = TrainerHandoff()
     /// The step's round (kept after it ends, for its refusals).
     var round: StepRound?
-    /// The update that took the server from the previous step's weights to the window's.
-    private(set) var lastUpdate: ParameterUpdate?
-    /// With `hooks.recordStateDigests`: CRC-32 of weights and moments after each update, by
-    /// the step they are of.
-    private(set) var stateDigests: [Int: UInt32] = [:]
+    private(set) var updates = UpdateLog()
     var refusals = Refusals()
 
     /// What the trainer's thread and the service thread hand each other.
@@ -81,6 +73,15 @@ final class CoordinatorService: @unchecked Sendable {
         var failure: Error?
     }
 
+    /// The server's update records as the downlink needs them.
+    struct UpdateLog {
+        /// The update that took the server from the previous step's weights to the window's.
+        var last: ParameterUpdate?
+        /// With `hooks.recordStateDigests`: CRC-32 of weights and moments after each update,
+        /// by the step they are of.
+        var digests: [Int: UInt32] = [:]
+    }
+
     /// Frames refused, by peer name, and when each peer was last told why.
     struct Refusals {
         var byPeer: [String: Int] = [:]
@@ -91,6 +92,13 @@ final class CoordinatorService: @unchecked Sendable {
     }
 
     var masks: MaskSet? { server?.masks }
+    /// The downlink carries updates (`communication.downlink`): workers replicate the
+    /// optimizer and each step's frame is one for all.
+    var replicated: Bool { config.communication.replicatesUpdates }
+    /// What a frame from a worker of this run must fit.
+    var limits: FrameLimits {
+        FrameLimits(maxRawBytes: FrameLimits.payloadBound(parameters: layout.count), runID: runID, layoutHash: layout.hash)
+    }
     var deadlines: DeadlinePolicy { config.communication.stepDeadline }
 
     init(config: RunConfig, options: ClusterOptions, hooks: CoordinatorTestHooks, logger: Logger) throws {
@@ -101,10 +109,8 @@ final class CoordinatorService: @unchecked Sendable {
         layout = ParameterLayout(config: config.model)
         var seed = Xoshiro256(seed: UInt64(ProcessInfo.processInfo.processIdentifier) ^ UInt64(Date().timeIntervalSince1970 * 1e6))
         runID = seed.next()
-        let maxBytes = FrameLimits.payloadBound(parameters: layout.count)
-        limits = FrameLimits(maxRawBytes: maxBytes, runID: runID, layoutHash: layout.hash)
-        sockets = try CoordinatorSockets(options: options, runID: runID, maxMessageBytes: maxBytes + 1 << 20, log: logger)
-        replicated = config.communication.replicatesUpdates
+        sockets = try CoordinatorSockets(options: options, runID: runID, maxMessageBytes: FrameLimits.payloadBound(parameters: layout.count) + 1 << 20,
+                                         log: logger)
         aggregator = GradientAggregator(layout: layout, model: config.model)
         packedParams = FloatBuffer(count: layout.count)
         balancer = BatchBalancer(mode: options.balance)
@@ -148,8 +154,8 @@ final class CoordinatorService: @unchecked Sendable {
         }
         let digest = hooks.recordStateDigests ? server.state.digest : nil
         cond.lock()
-        lastUpdate = u
-        if let digest { stateDigests[a.step + 1] = digest }
+        updates.last = u
+        if let digest { updates.digests[a.step + 1] = digest }
         cond.unlock()
     }
 

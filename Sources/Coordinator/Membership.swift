@@ -5,9 +5,11 @@ final class WorkerRecord {
     enum State: String { case ready, lost, left }
     let identity: [UInt8]
     let name: String
-    var host: String
-    var pid: Int32
-    var threads: Int
+    /// What it said when it last joined (its host, pid and threads).
+    var join: JoinMessage
+    var host: String { join.host }
+    var pid: Int32 { join.pid }
+    var threads: Int { join.threads }
     let rank: Int
     var state: State = .ready
     /// When a frame of this worker last arrived, and when the coordinator last sent it one.
@@ -60,7 +62,7 @@ final class WorkerRecord {
 
     init(identity: [UInt8], join: JoinMessage, rank: Int, now: Double) {
         self.identity = identity
-        name = join.name; host = join.host; pid = join.pid; threads = join.threads
+        name = join.name; self.join = join
         self.rank = rank; lastHeard = now
     }
 }
@@ -90,7 +92,7 @@ final class Membership {
     /// worker) and takes over its rank. Anything else gets the next rank.
     func admit(_ identity: [UInt8], join: JoinMessage, now: Double, aliveWithin: Double) -> Admission {
         if let old = records[identity] {
-            old.state = .ready; old.host = join.host; old.pid = join.pid; old.threads = join.threads
+            old.state = .ready; old.join = JoinMessage(name: old.name, host: join.host, pid: join.pid, threads: join.threads)
             old.lastHeard = now; old.version = -1; old.maskVersion = -1
             old.joins += 1
             return .admitted(old, isNew: false)

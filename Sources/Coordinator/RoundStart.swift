@@ -13,7 +13,7 @@ extension CoordinatorService {
     /// What a worker holding mask version `have` needs to reach the current one.
     func maskUpdate(for have: Int) -> MaskUpdate? {
         guard let m = masks, have != m.version else { return nil }
-        if have >= 0, have == m.version - 1, let t = lastUpdate?.topology, t.maskVersion == UInt32(m.version) {
+        if have >= 0, have == m.version - 1, let t = updates.last?.topology, t.maskVersion == UInt32(m.version) {
             return .change(version: t.maskVersion, layers: t.layers.map { MaskUpdate.LayerChange(off: $0.off, on: $0.on) })
         }
         return .bitmap(version: UInt32(m.version), bits: m.bitmap)
@@ -81,7 +81,7 @@ extension CoordinatorService {
     /// joined between steps, or asked for a resync) is first sent the whole state.
     private func startReplicatedRound(_ work: StepWork, round: StepRound, shares: [Range<Int>]) {
         let m = masks
-        let update = lastUpdate.flatMap { Int($0.step) + 1 == work.step ? $0 : nil }
+        let update = updates.last.flatMap { Int($0.step) + 1 == work.step ? $0 : nil }
         let table = zip(round.members, shares).filter { !$0.1.isEmpty }.map {
             RankAssignment(rank: UInt32($0.0.rank), assignment: Assignment(epoch: UInt32(work.epoch), start: UInt32($0.1.lowerBound), count: UInt32($0.1.count)))
         }

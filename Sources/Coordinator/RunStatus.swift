@@ -49,9 +49,7 @@ public final class RunStatus: @unchecked Sendable {
             doc.state = .evaluating
         case .evaluated(let e):
             doc.state = .training
-            doc.evalAccuracy = e.accuracy
-            doc.evalLoss = e.loss
-            doc.evalStep = e.step
+            doc.lastEval = e
         case .checkpointed(let path, _):
             doc.lastCheckpoint = path
         }
@@ -70,11 +68,9 @@ public final class RunStatus: @unchecked Sendable {
     /// down and every gradient up, per worker).
     public func recordBytes(up: Int, down: Int, workers: Int) {
         lock.lock(); defer { lock.unlock() }
-        doc.bytesUpPerStep = up
-        doc.bytesDownPerStep = down
         let dense = max(1, denseBytesPerWorker * max(workers, 1))
-        doc.bytesUpRatioToDenseFp32 = Double(up) / Double(dense)
-        doc.bytesDownRatioToDenseFp32 = Double(down) / Double(dense)
+        doc.lastStepBytes = .init(up: up, down: down, upRatioToDenseFp32: Double(up) / Double(dense),
+                                  downRatioToDenseFp32: Double(down) / Double(dense))
     }
 
     public var document: StatusDocument { lock.lock(); defer { lock.unlock() }; return doc }

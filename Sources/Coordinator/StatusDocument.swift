@@ -25,21 +25,26 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     /// The last log window: the run's one progress record (`StepReport`), as metrics.jsonl
     /// has it too.
     public var window: StepReport?
-    public var evalAccuracy: Double?
-    public var evalLoss: Double?
-    public var evalStep: Int?
+    /// The last evaluation.
+    public var lastEval: EvalReport?
     public var lastCheckpoint: String?
-    /// Bytes of the last step, and their ratio to a dense fp32 exchange.
-    public var bytesUpPerStep: Int?
-    public var bytesDownPerStep: Int?
-    public var bytesUpRatioToDenseFp32: Double?
-    public var bytesDownRatioToDenseFp32: Double?
+    /// Bytes of the last step (a round), and their ratio to a dense fp32 exchange.
+    public var lastStepBytes: StepBytes?
     public var badFrames: Int?
     /// Present when the coordinator runs CURVE.
     public var curve: CurveStatus?
     public var workers: [WorkerStatus]?
 
     public init() {}
+
+    /// Bytes of one step, and per worker against a dense fp32 exchange (every parameter
+    /// down and every gradient up).
+    public struct StepBytes: Codable, Sendable, Equatable {
+        public var up: Int
+        public var down: Int
+        public var upRatioToDenseFp32: Double
+        public var downRatioToDenseFp32: Double
+    }
 
     /// Where a worker stands.
     public enum WorkerPhase: String, Codable, Sendable, CaseIterable {

@@ -26,17 +26,17 @@ public enum StatusTable {
                                 d.step ?? 0, d.totalSteps ?? 0, d.epoch ?? 0, shown(d.window?.loss, "%.4f"), shown(d.window?.lr, "%.2e"),
                                 shown(d.window?.imagesPerSecond, "%.0f"), d.window.map { clockText($0.etaSeconds) } ?? "–"))
         }
-        if let acc = d.evalAccuracy {
-            lines.append(String(format: "last eval: top-1 %.2f%%, loss %.4f (step %d)", acc * 100, d.evalLoss ?? .nan, d.evalStep ?? 0))
+        if let e = d.lastEval {
+            lines.append(String(format: "last eval: top-1 %.2f%%, loss %.4f (step %d)", e.accuracy * 100, e.loss, e.step))
         }
         if let sp = d.window?.sparsity {
             lines.append(String(format: "sparsity %.1f%%: %.2fM active, FLOPs -%.1f%%, explored %.1f%%, masks v%d",
                                 (1 - sp.density) * 100, Double(sp.activeParameters) / 1e6, sp.flopsSaving * 100,
                                 sp.explorationRate * 100, sp.maskVersion))
         }
-        if let up = d.bytesUpPerStep, let down = d.bytesDownPerStep {
+        if let b = d.lastStepBytes {
             lines.append(String(format: "per step: up %@ (%.3f× dense fp32), down %@ (%.3f×)",
-                                bytes(Double(up)), d.bytesUpRatioToDenseFp32 ?? 0, bytes(Double(down)), d.bytesDownRatioToDenseFp32 ?? 0))
+                                bytes(Double(b.up)), b.upRatioToDenseFp32, bytes(Double(b.down)), b.downRatioToDenseFp32))
         }
         lines.append("")
         lines += workerRows(workers, columns: columns)

@@ -66,7 +66,7 @@ public struct StepReport: Sendable, Codable, Equatable {
     public var varianceScale: Double? = nil
 }
 
-public struct EvalReport: Sendable {
+public struct EvalReport: Sendable, Codable, Equatable {
     public var step: Int
     public var epoch: Int
     public var accuracy: Double

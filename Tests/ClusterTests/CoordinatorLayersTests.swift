@@ -223,7 +223,8 @@ extension CoordinatorLayersTests {
     /// scripts read), a NaN loss as "nan" instead of failing the answer, and reads back equal.
     @Test func statusDocumentRoundTrips() throws {
         var d = StatusDocument()
-        d.runId = "ab12"; d.state = .training; d.bytesUpRatioToDenseFp32 = 0.25; d.totalSteps = 9
+        d.runId = "ab12"; d.state = .training; d.totalSteps = 9
+        d.lastStepBytes = .init(up: 10, down: 20, upRatioToDenseFp32: 0.25, downRatioToDenseFp32: 0.5)
         var w = StepReport(step: 3, totalSteps: 9, epoch: 1, loss: .nan, trainAccuracy: 0.5, lr: 1e-3, gradNorm: 1, imagesPerSecond: 10,
                            elapsedSeconds: 2, etaSeconds: 4)
         w.sparsity = SparsityReport(density: 0.5, activeParameters: 10, totalParameters: 20, denseFLOPs: 100, sparseFLOPs: 60,
@@ -234,7 +235,7 @@ extension CoordinatorLayersTests {
         let json = try #require(try JSONSerialization.jsonObject(with: d.encoded()) as? [String: Any])
         let window = try #require(json["window"] as? [String: Any])
         #expect(json["run_id"] as? String == "ab12" && window["loss"] as? String == "nan" && json["total_steps"] as? Int == 9)
-        #expect(json["bytes_up_ratio_to_dense_fp32"] as? Double == 0.25 && json["eval_accuracy"] == nil)
+        #expect((json["last_step_bytes"] as? [String: Any])?["up_ratio_to_dense_fp32"] as? Double == 0.25 && json["last_eval"] == nil)
         #expect(((json["workers"] as? [[String: Any]])?.first?["images_per_second"] as? Double) == 120)
         let sparsity = try #require(window["sparsity"] as? [String: Any])
         #expect(sparsity["mask_version"] as? Int == 3 && sparsity["dense_flops"] as? Double == 100)
