@@ -75,9 +75,9 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: numericFlags),
         // What computes a gradient or an evaluation: the replica and the evaluator, used by
-        // the trainer and by workers (which link neither the optimizer nor the trainer).
+        // the trainer and by workers (which do not link the trainer).
         .target(name: "Compute", dependencies: [
-            "Core", "Kernels", "Model", "Datasets", "Sparsity",
+            "Core", "Kernels", "Model", "Datasets", "Sparsity", "Config",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: numericFlags),
         .target(name: "Training", dependencies: [

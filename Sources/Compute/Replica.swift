@@ -1,3 +1,4 @@
+import Config
 import Core
 import Datasets
 import Foundation
@@ -161,6 +162,29 @@ public final class Replica {
         return c
     }
 }
+
+extension Replica {
+    /// The replica a run's config makes (the trainer's in one process, each worker's):
+    /// its data pipeline, label smoothing, batch, selector and sparse kernels as the config
+    /// says; `threads`, `precision` and `sparseKernels` as this machine resolved them.
+    public convenience init(config: RunConfig, dataset: ImageDataset, threads: Int, precision: Precision,
+                            sparseKernels: SparseKernelMode? = nil, log: Logger? = nil) {
+        let d = config.data, t = config.training
+        self.init(model: ViTModel(config: config.model),
+                  assembler: BatchAssembler(dataset: dataset, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed, prefetch: d.prefetch),
+                  threads: threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize, precision: precision,
+                  selectorRelaxation: t.selectorRelaxation, selectorObjective: t.selectorObjective,
+                  sparseKernels: sparseKernels ?? config.compute.sparseKernels, log: log)
+    }
+
+    /// The images of a share (`positions` of `epoch`), and the likely next share's when an
+    /// image folder can decode them while this one computes (nil otherwise).
+    public func shareImages(_ positions: Range<Int>, epoch: Int, order: inout EpochOrder) -> (indices: [Int32], next: (indices: [Int32], epoch: Int)?) {
+        let indices = order.indices(positions, epoch: epoch)
+        return (indices, assembler.loader == nil ? nil : order.next(after: positions, epoch: epoch))
+    }
+}
+
 
 /// Top-1 accuracy and mean (unsmoothed) cross-entropy over a whole split.
 public final class Evaluator {

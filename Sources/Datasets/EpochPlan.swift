@@ -83,3 +83,27 @@ public struct EpochPlan: Sendable, Equatable {
         return (e, lo ..< min(lo + positions.count, batch.upperBound))
     }
 }
+
+/// The images at an epoch's positions, the epoch's permutation made once and kept: what a
+/// gradient source (in this process or a worker) turns its share into, and the likely next
+/// share an image folder decodes while this one computes.
+public struct EpochOrder {
+    public let plan: EpochPlan
+    private var cached: (epoch: Int, order: [Int32])?
+
+    public init(plan: EpochPlan) { self.plan = plan }
+
+    /// The images at `positions` of `epoch`'s permutation.
+    public mutating func indices(_ positions: Range<Int>, epoch: Int) -> [Int32] {
+        if cached?.epoch != epoch { cached = (epoch, plan.permutation(epoch: epoch)) }
+        return Array(cached!.order[positions])
+    }
+
+    /// The images of the same positions of the next step (`EpochPlan.nextPositions`).
+    public mutating func next(after positions: Range<Int>, epoch: Int) -> (indices: [Int32], epoch: Int) {
+        let n = plan.nextPositions(after: positions, epoch: epoch)
+        if n.epoch == epoch { return (indices(n.positions, epoch: epoch), epoch) }
+        // The next epoch's order is made here and not kept: this epoch's goes on being asked for.
+        return (Array(plan.permutation(epoch: n.epoch)[n.positions]), n.epoch)
+    }
+}

@@ -123,7 +123,7 @@ extension GradientSource {
 public final class LocalGradientSource: GradientSource {
     public let replica: Replica
     public let plan: EpochPlan
-    var cached: (epoch: Int, order: [Int32])?
+    var order: EpochOrder
     var masks: MaskSet?
 
     public func attach(server: ServerState) { masks = server.masks }
@@ -131,16 +131,11 @@ public final class LocalGradientSource: GradientSource {
     public init(replica: Replica, plan: EpochPlan) {
         self.replica = replica
         self.plan = plan
+        order = EpochOrder(plan: plan)
     }
 
     public func gradient(params: UnsafePointer<Float>, work: StepWork, stop: StopFlag) throws -> StepGradient? {
-        if cached?.epoch != work.epoch { cached = (work.epoch, plan.permutation(epoch: work.epoch)) }
-        let indices = Array(cached!.order[work.positions])
-        var next: (indices: [Int32], epoch: Int)? = nil
-        if replica.assembler.loader != nil {
-            let n = plan.nextPositions(after: work.positions, epoch: work.epoch)
-            next = (Array((n.epoch == work.epoch ? cached!.order : plan.permutation(epoch: n.epoch))[n.positions]), n.epoch)
-        }
+        let (indices, next) = replica.shareImages(work.positions, epoch: work.epoch, order: &order)
         let result = replica.computeGradient(params: params, indices: indices, epoch: work.epoch,
                                              masks: masks, request: work.order.request, selector: work.order.selector, next: next)
         // Grow candidates are not needed here: the whole gradient is the grow score.

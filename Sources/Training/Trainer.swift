@@ -80,12 +80,7 @@ public final class Trainer {
         if let make = options.source {
             source = try make(plan, train, threads)
         } else {
-            let replica = Replica(model: model,
-                                  assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed, prefetch: d.prefetch),
-                                  threads: threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize,
-                                  precision: engine.precision, selectorRelaxation: t.selectorRelaxation,
-                                  selectorObjective: t.selectorObjective,
-                                  sparseKernels: config.compute.sparseKernels, log: logger)
+            let replica = Replica(config: config, dataset: train, threads: threads, precision: engine.precision, log: logger)
             source = LocalGradientSource(replica: replica, plan: plan)
         }
         evaluator = Evaluator(model: model,

@@ -30,7 +30,7 @@ final class WorkerRun: @unchecked Sendable {
     /// The step the replica's weights are of (-1: none; the whole state is awaited).
     var version = -1
     private let packed: FloatBuffer
-    private var permutation: (epoch: Int, order: [Int32])?
+    private var order: EpochOrder
     private let hooks: WorkerTestHooks
     /// With `hooks.recordStateDigests`: CRC-32 of weights and moments by the step they are of.
     private(set) var stateDigests: [Int: UInt32] = [:]
@@ -39,19 +39,16 @@ final class WorkerRun: @unchecked Sendable {
         let config = try RunConfig.parse(yaml: info.config, file: "<config from the coordinator>")
         try config.checkData()
         let train = try config.loadData(.train)
-        let model = ViTModel(config: config.model)
-        let d = config.data, t = config.training
+        let t = config.training
         // The precision is the run's (every worker computes alike); the backend is this
         // machine's own choice unless --backend says otherwise.
         let engine = Engine.configure(backend: options.backend ?? config.compute.backend, precision: t.precision)
         Engine.log(engine, to: log)
-        replica = Replica(model: model,
-                          assembler: BatchAssembler(dataset: train, mean: d.mean, std: d.std, augmentation: d.augmentation, seed: t.seed, prefetch: d.prefetch),
-                          threads: options.threads, smoothing: Float(t.labelSmoothing), maxBatch: t.batchSize,
-                          precision: engine.precision, selectorRelaxation: t.selectorRelaxation,
-                          selectorObjective: t.selectorObjective,
-                          sparseKernels: options.sparseKernels ?? config.compute.sparseKernels, log: log)
+        replica = Replica(config: config, dataset: train, threads: options.threads, precision: engine.precision,
+                          sparseKernels: options.sparseKernels, log: log)
+        let model = replica.model
         plan = EpochPlan(datasetSize: train.count, batchSize: t.batchSize, seed: t.seed)
+        order = EpochOrder(plan: plan)
         layout = model.layout
         state = ModelState(layout: model.layout,
                            optimizer: info.replicated == true ? Optimizer(config: config.optimizer, layout: model.layout) : nil,
@@ -160,19 +157,12 @@ final class WorkerRun: @unchecked Sendable {
         // A broadcast step names every worker's share; this one may have none.
         guard let a = f.share(rank: rank) else { return .idle }
         let epoch = Int(a.epoch)
-        if permutation?.epoch != epoch { permutation = (epoch, plan.permutation(epoch: epoch)) }
         let lo = Int(a.start), hi = lo + Int(a.count)
         guard lo >= 0, hi <= plan.datasetSize, a.count > 0, Int(a.count) <= plan.batchSize else {
             throw WorkerError(message: "assignment \(a) is outside the data set or the batch")
         }
-        let order = permutation!.order
-        // An image folder decodes the likely next share while this one computes.
-        var next: (indices: [Int32], epoch: Int)? = nil
-        if replica.assembler.loader != nil {
-            let n = plan.nextPositions(after: lo ..< hi, epoch: epoch)
-            next = (Array((n.epoch == epoch ? order : plan.permutation(epoch: n.epoch))[n.positions]), n.epoch)
-        }
-        return .compute(ComputeJob(step: frame.header.step, order: f.order, indices: Array(order[lo ..< hi]), epoch: epoch, next: next))
+        let (indices, next) = replica.shareImages(lo ..< hi, epoch: epoch, order: &order)
+        return .compute(ComputeJob(step: frame.header.step, order: f.order, indices: indices, epoch: epoch, next: next))
     }
 
     /// Applies the coordinator's update to the replica (`ModelState.apply`, the rule the
