@@ -21,6 +21,8 @@ public struct CoordinatorTestHooks: Sendable {
     /// or with `garbleStepFrame` sent with its payload replaced by noise under a valid checksum.
     public var dropStepFrame: (worker: String, step: Int)?
     public var garbleStepFrame = false
+    /// Every step frame to this worker is noise under a valid checksum.
+    public var garbleEveryStepFrameTo: String?
     public init() {}
 }
 

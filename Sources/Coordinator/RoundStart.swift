@@ -54,9 +54,10 @@ extension CoordinatorService {
             let payload = Payload.params(StepFrame(order: work.order, shares: .one(a), mask: maskUpdate(for: w.maskVersion)),
                                          values: fresh ? nil : values, count: count)
             w.share = range.count
-            if let drop = hooks.dropStepFrame, drop.worker == w.name, drop.step == work.step {
-                hooks.dropStepFrame = nil
-                if hooks.garbleStepFrame {
+            let dropped = hooks.dropStepFrame.map { $0.worker == w.name && $0.step == work.step } ?? false
+            if dropped || hooks.garbleEveryStepFrameTo == w.name {
+                if dropped { hooks.dropStepFrame = nil }
+                if hooks.garbleStepFrame || !dropped {
                     // As a frame damaged where no checksum sees it (a bug, a hostile peer).
                     var noise = Xoshiro256(seed: UInt64(work.step))
                     _ = send(.params, (0 ..< max(64, payload.count / 8)).map { _ in UInt8(truncatingIfNeeded: noise.next()) }, to: w, step: work.step)

@@ -205,7 +205,10 @@ final class WorkerRun: @unchecked Sendable {
                                          variance: ((o?.updates ?? 0) > 0 ? o?.secondMoment : nil).map { UnsafePointer($0.pointer) },
                                          varianceScale: state.varianceScale,
                                          estimate: o.map { UnsafePointer($0.firstMoment.pointer) })
-        return try Payload.grads(summary, reply: reply, meanSquares: meanSquares, capacity: 4 * (masks?.packedCount ?? layout.count)) {
+        // About what the values take: every one in fp32, or k entries of a byte or two each.
+        let values = masks?.packedCount ?? layout.count
+        let capacity = job.order.compression.density.map { 4096 + Int(6 * $0 * Double(values)) } ?? 4 * values
+        return try Payload.grads(summary, reply: reply, meanSquares: meanSquares, capacity: capacity) {
             try encoder.encode(g, job.order.compression, context: context, into: &$0)
         }
     }

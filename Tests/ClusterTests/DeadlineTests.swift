@@ -2,6 +2,7 @@ import Config
 import Core
 import Foundation
 import Logging
+import Synchronization
 import Testing
 import TestSupport
 import Transport
@@ -173,6 +174,34 @@ struct DeadlineTests {
             let b = try #require(source.workers.values.first { $0.name == "b" })
             #expect(b.state == .ready && b.joins == 2 && b.stepsDone >= 4, "b: \(b.state) joins \(b.joins) steps \(b.stepsDone)")
             #expect(records.first { $0.kind == .train && $0.step == 3 }?.imagesMissing == 8)
+        }
+    }
+
+    /// Every step frame a worker gets is noise under a valid checksum: each is counted and
+    /// answered with a resync, and the worker runs to the end of the run and leaves when
+    /// told (before: after three it stopped with "cannot be used after 3 resyncs").
+    @Test func aWorkerSentOnlyMalformedStepFramesKeepsRunning() throws {
+        try withTemporaryDirectory { dir in
+            try writeSyntheticIDX(dir: dir, train: 16 * 6, test: 16)
+            let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=6", "training.batch_size=16",
+                                                                 "communication.step_deadline_floor_seconds=1",
+                                                                 "communication.missed_steps_to_bench=1000"])
+            var o = ClusterOptions()
+            o.bind = "tcp://127.0.0.1:*"; o.statusBind = nil; o.expectedWorkers = 2; o.heartbeatSeconds = 0.3; o.balance = .equal
+            var hooks = CoordinatorTestHooks()
+            hooks.garbleEveryStepFrameTo = "b"
+            let source = try ClusterGradientSource(config: config, options: o, logger: log, hooks: hooks)
+            let a = worker(source.endpoint, name: "a")
+            let b = try WorkerNode(options: WorkerOptions(coordinator: source.endpoint, name: "b", threads: 1), logger: log)
+            let outcome = Mutex<Result<String, any Error>?>(nil)
+            let tb = Thread { let r = Result { try b.run() }; outcome.withLock { $0 = r } }
+            tb.start()
+            let (summary, _) = try run(config, dir: "\(dir)/run", source: source)
+            while a.isExecuting || tb.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(summary.steps == 6)
+            #expect(b.badFrames >= 5 && b.stepsDone == 0, "bad frames \(b.badFrames), steps \(b.stepsDone)")
+            let reason = try #require(outcome.withLock { $0 }).get()
+            #expect(reason == "done", "the worker ended with \(reason)")
         }
     }
 
