@@ -99,7 +99,7 @@ public struct CommBenchmark {
         let steps = Double(o.steps), w = Double(o.workers)
         let rawBytes = Double(4 * n)
         return Result(config: o.configName, parameters: layout.parameterCount, workers: o.workers,
-                      codec: o.codec == .fp32 ? "fp32" : "bf16", compressed: o.compress,
+                      codec: o.codec.rawValue, compressed: o.compress,
                       gradientFrameBytes: frames[0].count, paramsFrameBytes: paramsBytes,
                       decodeAverageMsPerFrame: 1000 * decode / (steps * w), applyMsPerStep: 1000 * apply / steps,
                       encodeMsPerFrame: 1000 * encode / (steps * w),

@@ -364,7 +364,7 @@ struct BenchCluster: ParsableCommand {
     var density: Double = 0.01
 
     @Option(name: .long, help: "Value codec of the compressed rows (int8, bf16 or fp32).")
-    var codec: String = "bf16"
+    var codec: ValueCodec = .bf16
 
     @Flag(name: .long, inversion: .prefixedNo, help: "Also measure dense fp32 (no compression) at each worker count.")
     var dense = true
@@ -379,10 +379,7 @@ struct BenchCluster: ParsableCommand {
         guard !workers.isEmpty, workers.allSatisfy({ (1 ... 256).contains($0) }) else { throw ValidationError("--workers must be 1 to 256 (got \(workers))") }
         guard density > 0 && density < 1 else { throw ValidationError("--density must be in (0, 1) (got \(density))") }
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1 (got \(steps))") }
-        guard valueCodec != nil else { throw ValidationError("--codec must be int8, bf16 or fp32 (got '\(codec)')") }
     }
-
-    var valueCodec: ValueCodec? { ["fp32": ValueCodec.fp32, "bf16": .bf16, "int8": .int8][codec] }
 
     func run() throws {
         let log = global.bootstrap("svite.bench")
@@ -392,7 +389,7 @@ struct BenchCluster: ParsableCommand {
             let file = try RunConfig.resolve(name)
             for d in (dense ? [nil] : []) + [Optional(density)] {
                 var o = ClusterBenchmark.Options(config: file)
-                o.workers = workers; o.density = d; o.codec = valueCodec ?? .bf16; o.steps = steps
+                o.workers = workers; o.density = d; o.codec = codec; o.steps = steps
                 rows += try ClusterBenchmark(o).run(log: log)
             }
         }
