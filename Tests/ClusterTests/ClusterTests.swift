@@ -408,7 +408,7 @@ struct ClusterTests {
     /// no step is applied twice, the loss falls, and metrics.jsonl records the joins and
     /// the loss of the worker.
     @Test func killedWorkerIsDroppedAndLateWorkerJoins() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 3200, test: 32)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.batch_size=16"])
@@ -556,7 +556,7 @@ extension ClusterTests {
     /// the usage text (before: usage and exit 64, as for a wrong argument); a wrong
     /// argument still gets the usage and 64.
     @Test func runtimeErrorsAreNotUsageErrors() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         func svite(_ args: [String]) throws -> (status: Int32, stderr: String) {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: exe)
@@ -594,7 +594,7 @@ extension ClusterTests {
     /// `svite --version` names the release and the wire protocol; --threads takes 0 for
     /// every core and refuses a negative count; no option's help shows two defaults.
     @Test func versionThreadsAndOneDefaultPerOption() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         func svite(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: exe)
@@ -627,7 +627,7 @@ extension ClusterTests {
     /// worker behind: each sees its parent gone and leaves within about a second (before:
     /// they lived on and asked to join forever).
     @Test func localWorkersDieWithTheirParent() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 256, test: 16)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=1000000"])
@@ -668,7 +668,7 @@ extension ClusterTests {
     /// 3 of 8 such exits segfaulted inside oneDNN or OpenBLAS, the compute thread still
     /// running; SVITE_TEST_WORKER_EXE runs another binary as the worker).
     @Test func terminatedWorkerExitsCleanly() throws {
-        guard let exe = sviteBinary(environment: "SVITE_TEST_WORKER_EXE") else { return }
+        let exe = try sviteBinary(environment: "SVITE_TEST_WORKER_EXE")
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 3200, test: 16)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=100000", "training.batch_size=64"])
@@ -700,7 +700,7 @@ extension ClusterTests {
     /// A worker exits 0 when the run is over and 75 when the coordinator stops before its
     /// end (to be resumed), so a supervisor that restarts on failure brings it back.
     @Test func aWorkerExitsNonZeroWhenTheCoordinatorStopsEarly() throws {
-        guard let exe = sviteBinary(environment: "SVITE_TEST_WORKER_EXE") else { return }
+        let exe = try sviteBinary(environment: "SVITE_TEST_WORKER_EXE")
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 96, test: 16)
             for early in [true, false] {
@@ -764,7 +764,7 @@ extension ClusterTests {
     /// `svite train --resume` without --workers keeps the run's own choice: a run trained in
     /// one process resumes in one process (before: with 2 local workers, another run).
     @Test func resumeKeepsTheRunsWorkers() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 64, test: 16)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=2"])
@@ -791,7 +791,7 @@ extension ClusterTests {
     /// `svite status RUN_DIR` finds a run on a random port; `--watch` ends cleanly (exit 0)
     /// when the run ends, with the run's summary, and the file goes with the coordinator.
     @Test func statusFindsARunByItsDirectoryAndWatchEndsWithIt() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 256, test: 16)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=400", "training.batch_size=8"])
@@ -882,7 +882,7 @@ extension ClusterTests {
     /// step, each time resumed with --auto-resume: every checkpoint left reads back whole,
     /// the run goes on from the newest, and no half-written temporary is left behind.
     @Test func killsDuringCheckpointWritesLoseNothing() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 512, test: 16)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=100000",

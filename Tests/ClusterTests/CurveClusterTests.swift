@@ -14,7 +14,7 @@ extension ClusterTests {
     /// and the refused worker says what to do. The status socket (CURVE here although on
     /// loopback) answers `svite status` with keys and nothing without.
     @Test func curveAdmitsOnlyListedWorkers() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 640, test: 32)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.batch_size=32"])
@@ -120,7 +120,7 @@ extension ClusterTests {
     /// complete and both directions carry every frame (the numbers themselves are not
     /// asserted; they go to docs/benchmarks.md).
     @Test func benchCommTimesPlainAndCurveSockets() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         let out = Pipe()
         let p = try startSvite(exe, ["bench", "comm", "--config", "fmnist-tiny", "--workers", "1", "--steps", "3", "--sockets-only", "--socket-megabytes", "20", "--json"], output: out)
         let data = out.fileHandleForReading.readDataToEndOfFile()

@@ -46,7 +46,7 @@ extension ClusterTests {
     /// run with the same workers, and the run took every step exactly once after the
     /// checkpoint it resumed from.
     @Test func coordinatorKilledAndAutoResumedRepeatsTheRunBitForBit() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 512, test: 32)
             let steps = 24
@@ -116,7 +116,7 @@ extension ClusterTests {
     /// killed one is the only one that does not finish. The schedule follows the run's own
     /// log, not a step count, so a slow machine only makes it take longer.
     @Test func exitScheduleKillsAndStopsWorkersAndTheRunFinishes() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 512, test: 32)
             let config = try tinyRunConfig(dataDir: dir, extra: [
@@ -195,7 +195,7 @@ extension ClusterTests {
     /// workspaces: every dropped worker's state is released. SVITE_SOAK_SECONDS makes it
     /// longer (default 20 s) and SVITE_SOAK_BINARY runs another build (a release one).
     @Test func soakWithChurningWorkersKeepsTheCoordinatorsMemoryFlat() throws {
-        guard let exe = sviteBinary(environment: "SVITE_SOAK_BINARY") else { return }
+        let exe = try sviteBinary(environment: "SVITE_SOAK_BINARY")
         let seconds = Double(ProcessInfo.processInfo.environment["SVITE_SOAK_SECONDS"] ?? "") ?? 20
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 480, test: 500)
@@ -278,7 +278,8 @@ extension ClusterTests {
     /// checkpoints read back whole, and once there is room again `--auto-resume` finishes
     /// the run bit for bit as the run that never ran short, each step logged once.
     @Test func aDiskFullDuringACheckpointLosesNothing() throws {
-        guard let exe = sviteBinary(), FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") else { return }
+        let exe = try sviteBinary()
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") else { return }
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 128, test: 32)
             let steps = 8

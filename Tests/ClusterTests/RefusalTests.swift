@@ -42,7 +42,7 @@ extension ClusterTests {
     /// stay as they were (before: it removed the one and truncated the others, and was
     /// refused only after loading the data).
     @Test func aSecondTrainerOfARunningRunTouchesNothing() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 64, test: 16)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=1000000"])
@@ -74,7 +74,7 @@ extension ClusterTests {
     /// with a checkpoint of the steps made (before: "stopping after this step" forever;
     /// a second signal lost the work since the last checkpoint).
     @Test func sigtermDuringAStuckStepCheckpoints() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 64, test: 16)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=1000", "training.checkpoint_every_steps=1000",
@@ -108,7 +108,7 @@ extension ClusterTests {
     /// refused with the reason and exits 75 so a supervisor starts it afresh (before: both
     /// sides waited for each other without end, the coordinator counting bad frames).
     @Test func aWorkerOfAnotherModelIsRefusedAndExits() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 64, test: 16)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=1000000"])

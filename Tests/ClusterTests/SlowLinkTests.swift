@@ -27,7 +27,7 @@ extension ClusterTests {
     /// step's images are either trained or recorded as missing, and the slow worker does
     /// not rejoin over and over.
     @Test func aWorkerBehindASlowLinkIsBenchedAndNoImageGoesUnrecorded() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip"), FileManager.default.isExecutableFile(atPath: "/usr/sbin/tc") else {
             print("skipped: needs root and iproute2 for network namespaces")
             return

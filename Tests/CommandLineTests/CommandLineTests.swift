@@ -30,7 +30,7 @@ struct CommandLineTests {
     }
 
     @Test func unknownCommandsGetASuggestion() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         let r = try svite(exe, ["trian", "--config", "x"])
         #expect(r.status == 64 && r.err.contains("'trian' is not a svite command; did you mean 'train'?") && r.err.contains("Commands: train,"), "\(r)")
         let far = try svite(exe, ["frobnicate"])
@@ -41,7 +41,7 @@ struct CommandLineTests {
     /// `HOST:PORT` is taken as tcp://HOST:PORT; what is not an endpoint says the right form
     /// (libzmq would say only "Invalid argument").
     @Test func endpointsAreCheckedWithTheRightForm() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         for (args, form) in [(["worker", "--coordinator", "head-node"], "tcp://HOST:PORT"),
                              (["worker", "--coordinator", "tcp://*:5555"], "name the coordinator's host"),
                              (["worker", "--coordinator", "udp://head:5555"], "svite speaks tcp://"),
@@ -55,7 +55,7 @@ struct CommandLineTests {
     /// A worker with nothing at its endpoint says so within 10 s, naming the endpoint and
     /// what to check.
     @Test func aWorkerThatHearsNothingSaysSo() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         let port = try freePort()
         let r = try svite(exe, ["worker", "--coordinator", "127.0.0.1:\(port)", "--threads", "1"], seconds: 7)
         #expect(r.err.contains("no coordinator answers at tcp://127.0.0.1:\(port) after 5 s") && r.err.contains("--bind tcp://*:PORT"), "\(r.err)")
@@ -63,7 +63,7 @@ struct CommandLineTests {
 
     /// A busy --metrics port stops the coordinator at once, before it makes the run directory.
     @Test func aBusyMetricsPortSaysAddressInUse() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             defer { close(listener) }
@@ -86,7 +86,7 @@ struct CommandLineTests {
     /// `svite status RUN_DIR` on a run whose coordinator is gone summarises its metrics;
     /// `--watch` into a pipe prints plain, flushed snapshots (no screen-clearing codes).
     @Test func statusOfAFinishedRunAndWatchIntoAPipe() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             try FileManager.default.createDirectory(atPath: "\(dir)/run", withIntermediateDirectories: true)
             let lines = [#"{"kind":"start","step":0,"run":"tiny","total_steps":12}"#,
@@ -115,7 +115,7 @@ struct CommandLineTests {
     /// A config error exits 78 (EX_CONFIG), which the systemd units do not retry; a thread
     /// count in SVITE_THREADS that is not one is refused, not taken as "every core".
     @Test func configErrorsAndBadThreadCountsHaveTheirOwnExit() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         let config = try svite(exe, ["coordinator", "--set", "training.epohcs=3", "--bind", "tcp://127.0.0.1:\(try freePort())", "--status", "none"])
         #expect(config.status == 78 && config.err.contains("did you mean 'epochs'"), "\(config)")
         for command in [["worker", "--coordinator", "tcp://127.0.0.1:1"], ["coordinator", "--status", "none"]] {
@@ -127,7 +127,7 @@ struct CommandLineTests {
     /// SIGTERM twice (a supervisor's repeat, Slurm reaching a step twice) still stops at a
     /// checkpoint; only a second Ctrl-C quits at once.
     @Test func aSecondSigtermStillStopsAtACheckpoint() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         try withTemporaryDirectory { dir in
             try writeSyntheticIDX(dir: dir, train: 256, test: 16)
             let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=0", "training.max_steps=1000000"])
@@ -148,7 +148,7 @@ struct CommandLineTests {
     }
 
     @Test func evalOfAnotherKindOfFileSaysSo() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         let r = try svite(exe, ["eval", "\(repoRoot)/configs/default.yaml"])
         #expect(r.status == 1 && r.err.contains("not a safetensors file") && r.err.contains("svite export"), "\(r.err)")
     }
@@ -156,7 +156,7 @@ struct CommandLineTests {
     /// Help examples are whole commands at 80 columns: a long one is continued with `\`,
     /// never wrapped mid-command, so copy and paste works.
     @Test func helpExamplesAreNotWrapped() throws {
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         let commands = [["train"], ["coordinator"], ["worker"], ["status"], ["keygen"], ["eval"], ["export"], ["masks"], ["tokens"],
                         ["data-folder"], ["plot"], ["experiment"], ["bench", "model"], ["bench", "gemm"], ["bench", "comm"], ["fuzz"]]
         for command in commands {
@@ -187,7 +187,7 @@ extension CommandLineTests {
         #expect(FileErrorText.describe(CocoaError(.fileWriteVolumeReadOnly)) == "read-only file system")
         #expect(FileErrorText.describe(NSError(domain: NSPOSIXErrorDomain, code: Int(ENOSPC))) == "no space left on device")
         #expect(FileErrorText.isFoundationFileError(CocoaError(.fileWriteNoPermission)) && !FileErrorText.isFoundationFileError(RunDirectoryError(message: "x")))
-        guard let exe = sviteBinary() else { return }
+        let exe = try sviteBinary()
         let r = try svite(exe, ["train", "--workers", "0", "--out", "/proc/svite-cannot-make/run"])
         #expect(r.status == 1 && r.err.contains("Error: cannot make the run directory /proc/svite-cannot-make/run:") && !r.err.contains("step 0"), "\(r.err)")
     }

@@ -29,7 +29,7 @@ struct PlotCommandTests {
             #expect(rows[0].prefix(3) == ["step", "seconds", "loss"] && rows.dropFirst().allSatisfy { $0.count == rows[0].count })
             #expect(rows.count - 1 == Set(c.loss.map(\.step) + c.evalAccuracy.map(\.step)).count)
 
-            guard let exe = sviteBinary() else { return }
+            let exe = try sviteBinary()
             let out = Pipe()
             let p = try startSvite(exe, ["plot", "\(dir)/a", "\(dir)/b", "--out", "\(dir)/plots", "--csv"], output: out)
             let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)

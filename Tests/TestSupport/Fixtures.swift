@@ -4,7 +4,6 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-import Testing
 
 // What many test targets share: temporary directories, synthetic data, the tiny run
 // config, free ports, the svite binary.
@@ -20,14 +19,11 @@ public func withTemporaryDirectory<T>(_ body: (String) throws -> T) throws -> T 
 public let repoRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().path
 
-/// The debug svite binary the process tests run (`environment` may name another one), or
-/// nil after recording that it is not built.
-public func sviteBinary(environment key: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) -> String? {
+/// The debug svite binary the process tests run (`environment` may name another one);
+/// throws when it is not built, which fails the test that asked.
+public func sviteBinary(environment key: String? = nil) throws -> String {
     let exe = key.flatMap { ProcessInfo.processInfo.environment[$0] } ?? "\(repoRoot)/.build/debug/svite"
-    guard FileManager.default.isExecutableFile(atPath: exe) else {
-        Issue.record("\(exe) not built (swift build first)", sourceLocation: sourceLocation)
-        return nil
-    }
+    guard FileManager.default.isExecutableFile(atPath: exe) else { throw FixtureError("\(exe) not built (swift build first)") }
     return exe
 }
 
