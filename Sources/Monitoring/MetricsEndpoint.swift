@@ -5,6 +5,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 
 /// GET /metrics over HTTP (FlyingFox, a small HTTP server on BSD sockets), answering with
 /// `PrometheusText` of the document `provider` gives; anything else is 404. Runs on its own
@@ -39,8 +40,8 @@ public final class MetricsEndpoint {
         server = HTTPServer(address: socketAddress, timeout: 10, logger: .disabled)
         let handler = MetricsHandler(provider: provider)
         let ready = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var failure: (any Error)?
-        nonisolated(unsafe) var bound: UInt16 = p
+        // What the listener task found: the port it bound, or why it could not.
+        let outcome = Mutex<Result<UInt16, any Error>>(.success(p))
         let server = self.server
         task = Task.detached {
             await server.appendRoute("GET /metrics", to: handler)
@@ -49,18 +50,20 @@ public final class MetricsEndpoint {
         Task.detached {
             do {
                 try await server.waitUntilListening(timeout: 5)
-                if case let .ip4(_, port)? = await server.listeningAddress { bound = port }
+                if case let .ip4(_, port)? = await server.listeningAddress { outcome.withLock { $0 = .success(port) } }
             } catch {
-                failure = error
+                outcome.withLock { $0 = .failure(error) }
             }
             ready.signal()
         }
         ready.wait()
-        if let failure {
+        switch outcome.withLock({ $0 }) {
+        case let .success(bound):
+            port = bound
+        case let .failure(failure):
             task?.cancel()
             throw MetricsEndpointError(message: "cannot serve /metrics on \(address): \(failure)")
         }
-        port = bound
     }
 
     /// Why `address` cannot be bound (nil: it can), tried with a socket of its own.
