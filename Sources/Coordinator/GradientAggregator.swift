@@ -107,9 +107,8 @@ final class GradientAggregator {
             let g = gradient, t = UnsafePointer(topKSum.pointer)
             for i in 0 ..< layout.count { g[i] += inverse * t[i] }
         }
-        let merged = replies.finish(inverse: inverse)
         var step = StepGradient(gradient: gradient, result: result, bytesUp: bytesUp, bytesDown: bytesDown,
-                                workers: workers, growScore: merged.growScore, unitScores: merged.unitScores)
+                                workers: workers, replies: replies.finish(inverse: inverse))
         if meanSquareImages > 0 { step.meanSquares = meanSquareSum.map { $0 / Double(meanSquareImages) } }
         return step
     }

@@ -114,6 +114,18 @@ public struct SparsityPlan: Sendable, Equatable {
     }
 }
 
+/// The workers' replies to a step's request, merged (`ReplyMerger.finish`), or what the
+/// replica in this process gives: a new kind of request adds its merged form here.
+public struct MergedReplies {
+    /// The grow candidates' values at their places, zero elsewhere (full layout; nil: none).
+    public var growScore: UnsafeMutablePointer<Float>?
+    /// Means over the step's images.
+    public var unitScores: UnitScores?
+    public init(growScore: UnsafeMutablePointer<Float>? = nil, unitScores: UnitScores? = nil) {
+        self.growScore = growScore; self.unitScores = unitScores
+    }
+}
+
 /// What an update has to go on: the step's gradient scores and unit scores, as the plan
 /// asked for them.
 public struct StepEvidence {
@@ -125,6 +137,11 @@ public struct StepEvidence {
 
     public init(gradient: FloatBuffer? = nil, unitScores: UnitScores? = nil) {
         self.gradient = gradient; self.unitScores = unitScores
+    }
+
+    /// The evidence of a step's merged replies; `gradient` is the score kept for the plan.
+    public init(gradient: FloatBuffer?, replies: MergedReplies) {
+        self.init(gradient: gradient, unitScores: replies.unitScores)
     }
 }
 

@@ -161,13 +161,13 @@ public final class ReplyMerger {
 
     /// The means over the step's images (`inverse` = 1 / images); the grow score's pointer
     /// stays valid until the next `begin`.
-    public func finish(inverse: Float) -> (growScore: UnsafeMutablePointer<Float>?, unitScores: UnitScores?) {
+    public func finish(inverse: Float) -> MergedReplies {
         var score: UnsafeMutablePointer<Float>? = nil
         if case .growCandidates = request {
             VectorOps.scale(candidateScore.pointer, inverse, count)
             score = candidateScore.pointer
         }
         unitScoreSum?.scale(inverse)
-        return (score, unitScoreSum)
+        return MergedReplies(growScore: score, unitScores: unitScoreSum)
     }
 }

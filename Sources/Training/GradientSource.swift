@@ -30,11 +30,10 @@ public struct StepGradient {
     public var bytesUp: Int = 0
     public var bytesDown: Int = 0
     public var workers: Int = 1
-    /// At update steps from the cluster: grow scores built from the workers' top
-    /// candidates (zero elsewhere). Nil: the dense gradient is the score.
-    public var growScore: UnsafeMutablePointer<Float>?
-    /// When the work asked for them: per-unit scores, means over the step's images.
-    public var unitScores: UnitScores?
+    /// The replies to the step's request, merged: from the cluster, grow scores built from
+    /// the workers' top candidates (nil: the dense gradient is the score) and unit scores;
+    /// in one process, the replica's unit scores.
+    public var replies = MergedReplies()
     /// From the cluster: the images each worker's gradient brought, by worker name (0 for
     /// one that was given a share and missed its deadline, was lost or refused).
     public var workerImages: [Int]?
@@ -46,10 +45,9 @@ public struct StepGradient {
     public var meanSquares: [Double]?
 
     public init(gradient: UnsafeMutablePointer<Float>, result: BatchResult, bytesUp: Int = 0, bytesDown: Int = 0, workers: Int = 1,
-                growScore: UnsafeMutablePointer<Float>? = nil, unitScores: UnitScores? = nil) {
+                replies: MergedReplies = MergedReplies()) {
         self.gradient = gradient; self.result = result; self.bytesUp = bytesUp; self.bytesDown = bytesDown; self.workers = workers
-        self.growScore = growScore
-        self.unitScores = unitScores
+        self.replies = replies
     }
 }
 
@@ -140,7 +138,7 @@ public final class LocalGradientSource: GradientSource {
                                              masks: masks, request: work.order.request, selector: work.order.selector, next: next)
         // Grow candidates are not needed here: the whole gradient is the grow score.
         return StepGradient(gradient: replica.grads.pointer, result: result,
-                            unitScores: work.order.request.unitScoreSeed == nil ? nil : replica.unitScores)
+                            replies: MergedReplies(unitScores: work.order.request.unitScoreSeed == nil ? nil : replica.unitScores))
     }
 
     public func finish(reason: String) {}

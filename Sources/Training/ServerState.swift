@@ -71,14 +71,14 @@ public final class ServerState {
 
     /// Applies the batch-size-weighted mean gradient (clipped in place when clipping is
     /// on), then the method's topology update if the step has one, and advances the step.
-    /// `growScore`: the workers' merged grow candidates (else the gradient is the score);
-    /// `unitScores`: their merged unit scores when the plan asked for them.
+    /// `replies`: the workers' merged replies to the plan's request (grow candidates score
+    /// in place of the gradient; unit scores).
     /// `meanSquares`: the workers' mean squares per tensor, for the variance tracker.
     /// `estimate`: the step's order said the gradient is the merged change to the shared
     /// estimate (`GradientCompression.estimate`), which AdamW's first moment holds.
     @discardableResult
-    public func apply(averagedGradient g: UnsafeMutablePointer<Float>, growScore given: UnsafePointer<Float>? = nil,
-                      unitScores: UnitScores? = nil, meanSquares: [Double]? = nil, estimate: Bool = false) -> Update {
+    public func apply(averagedGradient g: UnsafeMutablePointer<Float>, replies: MergedReplies = MergedReplies(),
+                      meanSquares: [Double]? = nil, estimate: Bool = false) -> Update {
         let lr = schedule.lr(step: step)
         let plan = pendingPlan
         if let masks {
@@ -86,7 +86,7 @@ public final class ServerState {
             if plan.event != nil && plan.usesGradient {
                 let score = gradientScore ?? FloatBuffer(count: model.layout.count)
                 gradientScore = score
-                score.pointer.update(from: given ?? UnsafePointer(g), count: score.count)
+                score.pointer.update(from: UnsafePointer(replies.growScore ?? g), count: score.count)
             }
             for t in masks.prunable {
                 let gp = g + t.offset, m = masks.mask.pointer + t.offset
@@ -108,7 +108,7 @@ public final class ServerState {
         var fraction: Double? = nil
         if let masks, let method, plan.event != nil {
             let moments = [optimizer.firstMoment] + (optimizer.secondMoment.map { [$0] } ?? [])
-            let evidence = StepEvidence(gradient: plan.usesGradient ? gradientScore : nil, unitScores: unitScores)
+            let evidence = StepEvidence(gradient: plan.usesGradient ? gradientScore : nil, replies: replies)
             // Without the evidence it needs (a source that cannot give it) the topology stays.
             if let changes = method.update(plan, masks: masks, model: model, params: params, moments: moments, evidence: evidence) {
                 if optimizer.varianceFrozen { seedFrozenVariance(changes, masks: masks) }

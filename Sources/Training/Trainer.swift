@@ -222,8 +222,7 @@ public final class Trainer {
                 metrics.write(record)
             } else {
                 skippedInARow = 0
-                lastUpdate = server.apply(averagedGradient: g.gradient, growScore: g.growScore.map { UnsafePointer($0) },
-                                          unitScores: g.unitScores, meanSquares: g.meanSquares,
+                lastUpdate = server.apply(averagedGradient: g.gradient, replies: g.replies, meanSquares: g.meanSquares,
                                           estimate: work.order.compression.movesEstimate)
                 if !VectorOps.allFinite(server.params.pointer, server.params.count) {
                     throw stopNonFinite(metrics, step: step, what: "the weights after the update", lastCheckpoint: lastCheckpoint,
