@@ -63,7 +63,7 @@ struct CoordinatorLayersTests {
             if masks.mask[i] == 0 && g.gradient[i] != 0 { activeNonZero += 1 }
         }
         #expect(mismatches == 0 && activeNonZero == 0)
-        let score = try #require(g.growScore)
+        let score = try #require(g.replies.growScore)
         let first = masks.prunable[0].offset
         #expect(score[first] == (16 * 4 + 48 * -2) * (1 / Float(64)))
         #expect(score[first + 1] == 0)
