@@ -19,6 +19,7 @@ every default is spelled out there.
 Needs torch and timm (python3 -m venv /opt/ref && /opt/ref/bin/pip install torch timm).
 """
 import argparse
+import datetime
 import gzip
 import json
 import math
@@ -87,6 +88,7 @@ def main() -> int:
     p.add_argument("--hook", choices=["none", "fp16", "powersgd"], default="none")
     p.add_argument("--rank", type=int, default=4, help="PowerSGD's matrix approximation rank")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: the config's)")
+    p.add_argument("--timeout", type=float, default=300, help="seconds a collective may wait for the other ranks")
     a = p.parse_args()
 
     import torch
@@ -98,7 +100,8 @@ def main() -> int:
         config = yaml.safe_load(f)
     m, t, o, s = config["model"], config["training"], config["optimizer"], config["schedule"]
     torch.set_num_threads(a.threads)
-    dist.init_process_group("gloo")
+    # A rank that died must not leave the others waiting for ever.
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=a.timeout))
     rank, world = dist.get_rank(), dist.get_world_size()
     if t["batch_size"] % world != 0:
         raise SystemExit(f"training.batch_size {t['batch_size']} does not split evenly over {world} ranks")

@@ -4,16 +4,20 @@
 # each way (tc netem, both ends). Trains the same run uncompressed and with top-k, and
 # prints the time per step of each (the coordinator's metrics, steady-state records).
 # The top-k run compresses from its first step with a live variance: it measures time, not accuracy.
+# With --ddp HOOK (repeatable: none, fp16, powersgd) it also trains the uncompressed run's
+# resolved config with PyTorch DDP over gloo (benchmarks/ddp_reference.py), one torchrun
+# rank in each worker's namespace, rank 0 on the first worker's host, on the same links.
 #
 #   sudo benchmarks/netns-cluster.sh [--workers 4] [--rate 1gbit] [--delay 0.25ms] [--steps 60]
 #        [--config default] [--density 0.01] [--batch 64] [--svite .build/release/svite] [--keep]
+#        [--ddp none --ddp fp16 --ddp powersgd] [--torchrun /opt/ref/bin/torchrun]
 #
 # Needs root (ip netns), iproute2 and a release build. Addresses are 10.241.0.0/24
 # inside the namespaces only; everything it makes is removed on exit (also on Ctrl-C).
 set -euo pipefail
 
 WORKERS=4 RATE=1gbit DELAY=0.25ms STEPS=60 CONFIG=default DENSITY=0.01 BATCH=64
-SVITE=.build/release/svite KEEP=0 EXTRA=()
+SVITE=.build/release/svite KEEP=0 EXTRA=() HOOKS=() TORCHRUN=/opt/ref/bin/torchrun
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers) WORKERS=$2; shift 2 ;;
@@ -25,8 +29,10 @@ while [ $# -gt 0 ]; do
     --batch) BATCH=$2; shift 2 ;;
     --svite) SVITE=$2; shift 2 ;;
     --set) EXTRA+=(--set "$2"); shift 2 ;;
+    --ddp) HOOKS+=("$2"); shift 2 ;;
+    --torchrun) TORCHRUN=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -34,6 +40,11 @@ done
 command -v ip >/dev/null && command -v tc >/dev/null || { echo "needs iproute2 (apt-get install iproute2)" >&2; exit 1; }
 [ -x "$SVITE" ] || { echo "$SVITE is missing: swift build -c release --static-swift-stdlib" >&2; exit 1; }
 SVITE=$(readlink -f "$SVITE")
+DDP=$(readlink -f "$(dirname "$0")/ddp_reference.py")
+if [ ${#HOOKS[@]} -gt 0 ]; then
+  [ -x "$TORCHRUN" ] || { echo "$TORCHRUN is missing: python3 -m venv /opt/ref && /opt/ref/bin/pip install torch timm" >&2; exit 1; }
+  for h in "${HOOKS[@]}"; do case "$h" in none|fp16|powersgd) ;; *) echo "--ddp $h: none, fp16 or powersgd" >&2; exit 2 ;; esac; done
+fi
 
 TAG="svn$$"
 BR="$TAG-br"
@@ -84,8 +95,46 @@ for n in "${NODES[@]}"; do
   i=$((i + 1))
 done
 
+counters() {  # counters: "tx rx" of every node's eth0, in NODES order, one line each
+  for n in "${NODES[@]}"; do
+    echo "$(ip netns exec "$TAG-$n" cat /sys/class/net/eth0/statistics/tx_bytes) $(ip netns exec "$TAG-$n" cat /sys/class/net/eth0/statistics/rx_bytes)"
+  done
+}
+
+linkbytes() {  # linkbytes LABEL BEFORE STEPS: bytes through each host's link per step, from the kernel's counters
+  counters | python3 -c '
+import sys
+label, before, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+names = sys.argv[4:]
+b = [tuple(map(int, l.split())) for l in before.strip().splitlines()]
+a = [tuple(map(int, l.split())) for l in sys.stdin.read().strip().splitlines()]
+per = [((x[0] - y[0]) + (x[1] - y[1])) / steps for x, y in zip(a, b)]
+busiest = max(range(len(per)), key=lambda i: per[i])
+print(f"{label:<14} link bytes per step (in + out, whole run): busiest {names[busiest]} {per[busiest] / 2**20:.2f} MiB, "
+      + "mean of the workers " + f"{sum(per[1:]) / max(1, len(per) - 1) / 2**20:.2f} MiB")
+' "$1" "$2" "$3" "${NODES[@]}"
+}
+
+summarize() {  # summarize RUN_DIR LABEL: steady-state time and bytes per step from metrics.jsonl
+  # Steady state: the train records after the first 20 steps.
+  python3 - "$1/metrics.jsonl" "$2" <<'EOF'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+train = [r for r in recs if r.get("kind") == "train"]
+t = [r for r in train if r["step"] > 20]
+steps = t[-1]["step"] - train[train.index(t[0]) - 1]["step"]
+secs = t[-1]["elapsed_seconds"] - train[train.index(t[0]) - 1]["elapsed_seconds"]
+up = sum(r.get("bytes_up_per_step", 0) for r in t) / len(t)
+down = sum(r.get("bytes_down_per_step", 0) for r in t) / len(t)
+wire = f"   up {up / 2**20:8.2f} MiB/step   down {down / 2**20:8.2f} MiB/step (all workers)" if up + down > 0 else ""
+print(f"{sys.argv[2]:<14} {1000 * secs / steps:9.1f} ms/step{wire}")
+with open(sys.argv[1] + ".summary", "w") as f: f.write(f"{secs / steps}\n")
+EOF
+}
+
 run() {  # run LABEL density
-  local label=$1 density=$2 dir="$OUT/$1"
+  local label=$1 density=$2 dir="$OUT/$1" before
+  before=$(counters)
   ip netns exec "$TAG-coord" "$SVITE" coordinator --config "$CONFIG" --bind "tcp://10.241.0.1:5555" --workers "$WORKERS" \
     --out "$dir" --plain --worker-timeout 60 --balance equal --set training.max_steps="$STEPS" --set training.batch_size="$BATCH" \
     --set training.eval_every_epochs=0 --set training.log_every_steps=10 \
@@ -102,19 +151,8 @@ run() {  # run LABEL density
     k=$((k + 1))
   done
   wait "$coord" || { echo "$label: the coordinator failed; its log:" >&2; tail -20 "$OUT/$label.coordinator.log" >&2; exit 1; }
-  # Steady state: the train records after the first 20 steps.
-  python3 - "$dir/metrics.jsonl" "$label" <<'EOF'
-import json, sys
-recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-train = [r for r in recs if r.get("kind") == "train"]
-t = [r for r in train if r["step"] > 20]
-steps = t[-1]["step"] - train[train.index(t[0]) - 1]["step"]
-secs = t[-1]["elapsed_seconds"] - train[train.index(t[0]) - 1]["elapsed_seconds"]
-up = sum(r.get("bytes_up_per_step", 0) for r in t) / len(t)
-down = sum(r.get("bytes_down_per_step", 0) for r in t) / len(t)
-print(f"{sys.argv[2]:<14} {1000 * secs / steps:9.1f} ms/step   up {up / 2**20:8.2f} MiB/step   down {down / 2**20:8.2f} MiB/step (all workers)")
-with open(sys.argv[1] + ".summary", "w") as f: f.write(f"{secs / steps}\n")
-EOF
+  summarize "$dir" "$label"
+  linkbytes "$label" "$before" "$STEPS"
   sleep 1
 }
 
@@ -122,6 +160,22 @@ if [ "$SHAPER" = netem ]; then LINK="$RATE, $DELAY each way (netem)"; else LINK=
 echo "$WORKERS workers + coordinator, each in a namespace; links $LINK; $CONFIG, batch $BATCH, $STEPS steps"
 run uncompressed 1
 run "topk-$DENSITY" "$DENSITY"
+run_ddp() {  # run_ddp HOOK: one torchrun rank per worker namespace, the uncompressed run's config
+  local label="ddp-$1" dir="$OUT/ddp-$1" k=0 pids=() before
+  before=$(counters)
+  for n in "${NODES[@]:1}"; do
+    ip netns exec "$TAG-$n" env OMP_NUM_THREADS=1 GLOO_SOCKET_IFNAME=eth0 "$TORCHRUN" --nnodes "$WORKERS" --nproc-per-node 1 --node-rank "$k" \
+      --master-addr 10.241.0.2 --master-port 29500 "$DDP" --config "$OUT/uncompressed/config.yaml" --out "$dir" \
+      --threads 1 --hook "$1" > "$OUT/$label.$n.log" 2>&1 &
+    PIDS+=("$!"); pids+=("$!")
+    k=$((k + 1))
+  done
+  for p in "${pids[@]}"; do wait "$p" || { echo "$label: a rank failed; its log:" >&2; tail -20 "$OUT/$label.w1.log" >&2; exit 1; }; done
+  summarize "$dir" "$label"
+  linkbytes "$label" "$before" "$STEPS"
+  sleep 1
+}
+for h in "${HOOKS[@]:-}"; do [ -n "$h" ] && run_ddp "$h"; done
 python3 - "$OUT/uncompressed/metrics.jsonl.summary" "$OUT/topk-$DENSITY/metrics.jsonl.summary" <<'EOF'
 import sys
 a, b = (float(open(p).read()) for p in sys.argv[1:])
