@@ -1,5 +1,6 @@
 #!/bin/bash
-# A coordinator and N real workers, each in its own network namespace, joined by veth
+# N hosts, each a network namespace (the coordinator beside worker 1 on the first, as a
+# user runs it; --own-coordinator-host gives it a namespace of its own), joined by veth
 # pairs to a bridge in a namespace of their own; every link limited to RATE with DELAY
 # each way (tc netem, both ends). Trains the same run uncompressed and with top-k, and
 # prints the time per step of each (the coordinator's metrics, steady-state records).
@@ -10,14 +11,14 @@
 #
 #   sudo benchmarks/netns-cluster.sh [--workers 4] [--rate 1gbit] [--delay 0.25ms] [--steps 60]
 #        [--config default] [--density 0.01] [--batch 64] [--svite .build/release/svite] [--keep]
-#        [--ddp none --ddp fp16 --ddp powersgd] [--torchrun /opt/ref/bin/torchrun]
+#        [--ddp none --ddp fp16 --ddp powersgd] [--torchrun /opt/ref/bin/torchrun] [--own-coordinator-host]
 #
 # Needs root (ip netns), iproute2 and a release build. Addresses are 10.241.0.0/24
 # inside the namespaces only; everything it makes is removed on exit (also on Ctrl-C).
 set -euo pipefail
 
 WORKERS=4 RATE=1gbit DELAY=0.25ms STEPS=60 CONFIG=default DENSITY=0.01 BATCH=64
-SVITE=.build/release/svite KEEP=0 EXTRA=() HOOKS=() TORCHRUN=/opt/ref/bin/torchrun
+SVITE=.build/release/svite KEEP=0 EXTRA=() HOOKS=() TORCHRUN=/opt/ref/bin/torchrun OWN=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers) WORKERS=$2; shift 2 ;;
@@ -31,8 +32,9 @@ while [ $# -gt 0 ]; do
     --set) EXTRA+=(--set "$2"); shift 2 ;;
     --ddp) HOOKS+=("$2"); shift 2 ;;
     --torchrun) TORCHRUN=$2; shift 2 ;;
+    --own-coordinator-host) OWN=1; shift ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -49,7 +51,10 @@ fi
 TAG="svn$$"
 BR="$TAG-br"
 OUT=$(mktemp -d /tmp/svite-netns.XXXXXX)
-NODES=(coord $(seq -f "w%g" 1 "$WORKERS"))
+WORKER_NODES=($(seq -f "w%g" 1 "$WORKERS"))
+# The first node has 10.241.0.1: the coordinator's host, and DDP's rank 0 is on the first worker's.
+if [ "$OWN" = 1 ]; then NODES=(coord "${WORKER_NODES[@]}"); COORD=coord; MASTER=10.241.0.2
+else NODES=("${WORKER_NODES[@]}"); COORD=w1; MASTER=10.241.0.1; fi
 PIDS=()
 
 cleanup() {
@@ -110,8 +115,9 @@ b = [tuple(map(int, l.split())) for l in before.strip().splitlines()]
 a = [tuple(map(int, l.split())) for l in sys.stdin.read().strip().splitlines()]
 per = [((x[0] - y[0]) + (x[1] - y[1])) / steps for x, y in zip(a, b)]
 busiest = max(range(len(per)), key=lambda i: per[i])
+others = [p for p, n in zip(per, names) if n != names[0]] or per
 print(f"{label:<14} link bytes per step (in + out, whole run): busiest {names[busiest]} {per[busiest] / 2**20:.2f} MiB, "
-      + "mean of the workers " + f"{sum(per[1:]) / max(1, len(per) - 1) / 2**20:.2f} MiB")
+      + f"first host {per[0] / 2**20:.2f} MiB, mean of the others {sum(others) / len(others) / 2**20:.2f} MiB")
 ' "$1" "$2" "$3" "${NODES[@]}"
 }
 
@@ -135,7 +141,7 @@ EOF
 run() {  # run LABEL density
   local label=$1 density=$2 dir="$OUT/$1" before
   before=$(counters)
-  ip netns exec "$TAG-coord" "$SVITE" coordinator --config "$CONFIG" --bind "tcp://10.241.0.1:5555" --workers "$WORKERS" \
+  ip netns exec "$TAG-$COORD" "$SVITE" coordinator --config "$CONFIG" --bind "tcp://10.241.0.1:5555" --workers "$WORKERS" \
     --out "$dir" --plain --worker-timeout 60 --balance equal --set training.max_steps="$STEPS" --set training.batch_size="$BATCH" \
     --set training.eval_every_epochs=0 --set training.log_every_steps=10 \
     --set communication.gradient_density="$density" --set communication.dense_warmup_epochs=0 \
@@ -144,7 +150,7 @@ run() {  # run LABEL density
   local coord=$!
   PIDS+=("$coord")
   local k=2
-  for n in "${NODES[@]:1}"; do
+  for n in "${WORKER_NODES[@]}"; do
     ip netns exec "$TAG-$n" "$SVITE" worker --coordinator "tcp://10.241.0.1:5555" --name "$n" --threads 1 \
       > "$OUT/$label.$n.log" 2>&1 &
     PIDS+=("$!")
@@ -157,15 +163,16 @@ run() {  # run LABEL density
 }
 
 if [ "$SHAPER" = netem ]; then LINK="$RATE, $DELAY each way (netem)"; else LINK="$RATE (tbf; no added delay: this kernel has no sch_netem)"; fi
-echo "$WORKERS workers + coordinator, each in a namespace; links $LINK; $CONFIG, batch $BATCH, $STEPS steps"
+if [ "$OWN" = 1 ]; then WHERE="the coordinator on a host of its own"; else WHERE="the coordinator beside worker 1"; fi
+echo "$WORKERS hosts, each a namespace, $WHERE; links $LINK; $CONFIG, batch $BATCH, $STEPS steps, 1 thread a host"
 run uncompressed 1
 run "topk-$DENSITY" "$DENSITY"
 run_ddp() {  # run_ddp HOOK: one torchrun rank per worker namespace, the uncompressed run's config
   local label="ddp-$1" dir="$OUT/ddp-$1" k=0 pids=() before
   before=$(counters)
-  for n in "${NODES[@]:1}"; do
+  for n in "${WORKER_NODES[@]}"; do
     ip netns exec "$TAG-$n" env OMP_NUM_THREADS=1 GLOO_SOCKET_IFNAME=eth0 "$TORCHRUN" --nnodes "$WORKERS" --nproc-per-node 1 --node-rank "$k" \
-      --master-addr 10.241.0.2 --master-port 29500 "$DDP" --config "$OUT/uncompressed/config.yaml" --out "$dir" \
+      --master-addr "$MASTER" --master-port 29500 "$DDP" --config "$OUT/uncompressed/config.yaml" --out "$dir" \
       --threads 1 --hook "$1" > "$OUT/$label.$n.log" 2>&1 &
     PIDS+=("$!"); pids+=("$!")
     k=$((k + 1))
