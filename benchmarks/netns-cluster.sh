@@ -12,13 +12,17 @@
 #   sudo benchmarks/netns-cluster.sh [--workers 4] [--rate 1gbit] [--delay 0.25ms] [--steps 60]
 #        [--config default] [--density 0.01] [--batch 64] [--svite .build/release/svite] [--keep]
 #        [--ddp none --ddp fp16 --ddp powersgd] [--torchrun /opt/ref/bin/torchrun] [--own-coordinator-host]
+#        [--epochs E [--target 0.84]]
+# --epochs E trains E epochs with an evaluation after each instead of --steps (the top-k run
+# then keeps svite's own dense warm-up and variance freezing), and prints each run's final
+# test accuracy and its training time to --target accuracy.
 #
 # Needs root (ip netns), iproute2 and a release build. Addresses are 10.241.0.0/24
 # inside the namespaces only; everything it makes is removed on exit (also on Ctrl-C).
 set -euo pipefail
 
 WORKERS=4 RATE=1gbit DELAY=0.25ms STEPS=60 CONFIG=default DENSITY=0.01 BATCH=64
-SVITE=.build/release/svite KEEP=0 EXTRA=() HOOKS=() TORCHRUN=/opt/ref/bin/torchrun OWN=0
+SVITE=.build/release/svite KEEP=0 EXTRA=() HOOKS=() TORCHRUN=/opt/ref/bin/torchrun OWN=0 EPOCHS=0 TARGET=
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers) WORKERS=$2; shift 2 ;;
@@ -33,8 +37,10 @@ while [ $# -gt 0 ]; do
     --ddp) HOOKS+=("$2"); shift 2 ;;
     --torchrun) TORCHRUN=$2; shift 2 ;;
     --own-coordinator-host) OWN=1; shift ;;
+    --epochs) EPOCHS=$2; shift 2 ;;
+    --target) TARGET=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -121,9 +127,13 @@ print(f"{label:<14} link bytes per step (in + out, whole run): busiest {names[bu
 ' "$1" "$2" "$3" "${NODES[@]}"
 }
 
+steps_of() {  # steps_of RUN_DIR: the steps the run made (its last train record)
+  python3 -c 'import json,sys; print(max(json.loads(l)["step"] for l in open(sys.argv[1]) if l.strip()))' "$1/metrics.jsonl"
+}
+
 summarize() {  # summarize RUN_DIR LABEL: steady-state time and bytes per step from metrics.jsonl
   # Steady state: the train records after the first 20 steps.
-  python3 - "$1/metrics.jsonl" "$2" <<'EOF'
+  python3 - "$1/metrics.jsonl" "$2" "$TARGET" <<'EOF'
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 train = [r for r in recs if r.get("kind") == "train"]
@@ -133,19 +143,35 @@ secs = t[-1]["elapsed_seconds"] - train[train.index(t[0]) - 1]["elapsed_seconds"
 up = sum(r.get("bytes_up_per_step", 0) for r in t) / len(t)
 down = sum(r.get("bytes_down_per_step", 0) for r in t) / len(t)
 wire = f"   up {up / 2**20:8.2f} MiB/step   down {down / 2**20:8.2f} MiB/step (all workers)" if up + down > 0 else ""
-print(f"{sys.argv[2]:<14} {1000 * secs / steps:9.1f} ms/step{wire}")
+evals = [r for r in recs if r.get("kind") == "eval"]
+acc = ""
+if evals:
+    acc = f"   final top-1 {100 * evals[-1]['eval_accuracy']:.2f}%"
+    target = float(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] else None
+    if target is not None:
+        hit = next((r for r in evals if r["eval_accuracy"] >= target), None)
+        acc += f", {100 * target:.1f}% at {hit['elapsed_seconds']:.0f} s" if hit else f", {100 * target:.1f}% not reached"
+print(f"{sys.argv[2]:<14} {1000 * secs / steps:9.1f} ms/step{wire}{acc}")
 with open(sys.argv[1] + ".summary", "w") as f: f.write(f"{secs / steps}\n")
 EOF
 }
+
+# How long a run is: STEPS steps with a live variance and no warm-up (time only), or EPOCHS
+# epochs with an evaluation after each and svite's own compression schedule (accuracy too).
+if [ "$EPOCHS" != 0 ]; then
+  LENGTH=(--set training.epochs="$EPOCHS" --set training.max_steps=0 --set training.eval_every_epochs=1)
+  TOPK=()
+else
+  LENGTH=(--set training.max_steps="$STEPS" --set training.eval_every_epochs=0)
+  TOPK=(--set communication.dense_warmup_epochs=0 --set communication.freeze_variance=off)
+fi
 
 run() {  # run LABEL density
   local label=$1 density=$2 dir="$OUT/$1" before
   before=$(counters)
   ip netns exec "$TAG-$COORD" "$SVITE" coordinator --config "$CONFIG" --bind "tcp://10.241.0.1:5555" --workers "$WORKERS" \
-    --out "$dir" --plain --worker-timeout 60 --balance equal --set training.max_steps="$STEPS" --set training.batch_size="$BATCH" \
-    --set training.eval_every_epochs=0 --set training.log_every_steps=10 \
-    --set communication.gradient_density="$density" --set communication.dense_warmup_epochs=0 \
-    --set communication.freeze_variance=off "${EXTRA[@]}" \
+    --out "$dir" --plain --worker-timeout 60 --balance equal "${LENGTH[@]}" --set training.batch_size="$BATCH" \
+    --set training.log_every_steps=10 --set communication.gradient_density="$density" "${TOPK[@]}" "${EXTRA[@]}" \
     > "$OUT/$label.coordinator.log" 2>&1 &
   local coord=$!
   PIDS+=("$coord")
@@ -158,13 +184,14 @@ run() {  # run LABEL density
   done
   wait "$coord" || { echo "$label: the coordinator failed; its log:" >&2; tail -20 "$OUT/$label.coordinator.log" >&2; exit 1; }
   summarize "$dir" "$label"
-  linkbytes "$label" "$before" "$STEPS"
+  linkbytes "$label" "$before" "$(steps_of "$dir")"
   sleep 1
 }
 
 if [ "$SHAPER" = netem ]; then LINK="$RATE, $DELAY each way (netem)"; else LINK="$RATE (tbf; no added delay: this kernel has no sch_netem)"; fi
 if [ "$OWN" = 1 ]; then WHERE="the coordinator on a host of its own"; else WHERE="the coordinator beside worker 1"; fi
-echo "$WORKERS hosts, each a namespace, $WHERE; links $LINK; $CONFIG, batch $BATCH, $STEPS steps, 1 thread a host"
+if [ "$EPOCHS" != 0 ]; then LEN="$EPOCHS epoch(s)"; else LEN="$STEPS steps"; fi
+echo "$WORKERS hosts, each a namespace, $WHERE; links $LINK; $CONFIG, batch $BATCH, $LEN, 1 thread a host"
 run uncompressed 1
 run "topk-$DENSITY" "$DENSITY"
 run_ddp() {  # run_ddp HOOK: one torchrun rank per worker namespace, the uncompressed run's config
@@ -179,7 +206,7 @@ run_ddp() {  # run_ddp HOOK: one torchrun rank per worker namespace, the uncompr
   done
   for p in "${pids[@]}"; do wait "$p" || { echo "$label: a rank failed; its log:" >&2; tail -20 "$OUT/$label.w1.log" >&2; exit 1; }; done
   summarize "$dir" "$label"
-  linkbytes "$label" "$before" "$STEPS"
+  linkbytes "$label" "$before" "$(steps_of "$dir")"
   sleep 1
 }
 for h in "${HOOKS[@]:-}"; do [ -n "$h" ] && run_ddp "$h"; done
