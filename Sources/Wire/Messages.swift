@@ -85,18 +85,12 @@ public enum Payload {
         }
     }
 
-    // welcome: blob(JSON WelcomeInfo), u32 count, fp32 weights
+    // welcome: blob info JSON, u32 n, n fp32 weights, [sparse runs: u32 mask version
+    // (noMaskVersion: none), blob mask bits], [replicated, with weights: u32 updates,
+    // u8 frozen, u32 buffers, n fp32 values each]
 
-    /// welcome: blob(JSON info), u32 n, fp32 weights, then for sparse runs u32 mask
-    /// version and blob(mask bits).
     /// The mask version of a sparse run's welcome that carries no mask yet.
     public static let noMaskVersion = UInt32.max
-
-    // welcome: blob info JSON, u32 n, fp32 weights, [sparse runs: u32 mask version
-    // (noMaskVersion: none), blob mask bits]
-
-    // ... then, when the info says replicated and weights came: u32 updates, u8 frozen,
-    // u32 buffers, each count fp32.
 
     public static func welcome(_ info: WelcomeInfo, params: UnsafePointer<Float>?, count: Int,
                                mask: (version: UInt32, bits: [UInt8])? = nil, sparse: Bool = false,
