@@ -29,12 +29,18 @@ public enum GradientCompression: Sendable, Equatable {
 
     // u8 kind (0 dense, 1 top-k, 2 estimate), [f64 density]
 
-    public func encode(into w: inout ByteWriter) {
+    /// The byte that names the kind on the wire (and a compressor in `GradientEncoder`).
+    public var kind: UInt8 {
         switch self {
-        case .dense: w.u8(0)
-        case let .topK(d): w.u8(1); w.f64(d)
-        case let .estimate(d): w.u8(2); w.f64(d)
+        case .dense: 0
+        case .topK: 1
+        case .estimate: 2
         }
+    }
+
+    public func encode(into w: inout ByteWriter) {
+        w.u8(kind)
+        if let d = density { w.f64(d) }
     }
 
     public static func decode(_ r: inout ByteReader) throws -> GradientCompression {
@@ -99,24 +105,18 @@ public struct CompressionSpec: Sendable, Equatable {
 public final class GradientEncoder {
     public let spec: CompressionSpec
     public let layout: ParameterLayout
-    private var made: [Int: any GradientCompressor] = [:]
+    private var made: [UInt8: any GradientCompressor] = [:]
 
     public init(spec: CompressionSpec, layout: ParameterLayout) { self.spec = spec; self.layout = layout }
 
     func compressor(for c: GradientCompression) -> any GradientCompressor {
-        let key: Int
-        switch c {
-        case .dense: key = 0
-        case .topK: key = 1
-        case .estimate: key = 2
-        }
-        if let m = made[key] { return m }
+        if let m = made[c.kind] { return m }
         let new: any GradientCompressor = switch c {
         case .dense: DenseCompressor(spec: spec, layout: layout)
         case .topK: TopKCompressor(layout: layout, spec: spec)
         case .estimate: EstimateCompressor(layout: layout, spec: spec)
         }
-        made[key] = new
+        made[c.kind] = new
         return new
     }
 

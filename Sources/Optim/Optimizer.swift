@@ -62,7 +62,7 @@ public final class Optimizer {
 
     /// Freezes AdamW's variance at its current bias-corrected value (once; SGD: nothing).
     public func freezeVariance() {
-        guard config.kind == .adamw, !varianceFrozen, let v = secondMoment else { return }
+        guard hasVariance, !varianceFrozen, let v = secondMoment else { return }
         if updates > 0 {
             VectorOps.scale(v.pointer, Float(1 / (1 - Foundation.pow(config.beta2, Double(updates)))), v.count)
         }
@@ -70,7 +70,10 @@ public final class Optimizer {
     }
 
     /// A checkpoint's or a replica's frozen state (its `exp_avg_sq` is already corrected).
-    public func restoreFrozenVariance(_ frozen: Bool) { varianceFrozen = frozen && config.kind == .adamw }
+    public func restoreFrozenVariance(_ frozen: Bool) { varianceFrozen = frozen && hasVariance }
+
+    /// Whether there is a variance to freeze (AdamW; SGD has none).
+    public var hasVariance: Bool { config.kind == .adamw }
 
     /// One update with learning rate `lr` from the gradient `grads` (same layout).
     /// `varianceScale`: with the variance frozen, a factor per tensor (layout order) on √v

@@ -100,7 +100,7 @@ public final class ServerState {
         // workers clip their own gradients before their momentum takes them).
         let norm = estimate ? GradientClipping.norm(g, count: model.layout.count)
             : GradientClipping.clip(g, count: model.layout.count, maxNorm: clipGradNorm)
-        let frozen = optimizer.varianceFrozen || (freeze && optimizer.config.kind == .adamw)
+        let frozen = optimizer.varianceFrozen || (freeze && optimizer.hasVariance)
         var record = ParameterUpdate(step: UInt32(step), applied: true, lr: lr, optimizerUpdates: UInt32(optimizer.updates + 1),
                                      freezeVariance: frozen, varianceScale: frozen ? varianceTracker?.scales : nil, estimate: estimate,
                                      gradient: keepsUpdateGradients ? SparseGradient.nonzeros(of: g, layout: model.layout) : nil)

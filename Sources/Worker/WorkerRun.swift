@@ -66,6 +66,8 @@ final class WorkerRun: @unchecked Sendable {
     }
 
     var masks: MaskSet? { state.masks }
+    /// The shared estimate of `feedback: estimate`: the replica's first moment (nil: no replica).
+    var sharedEstimate: UnsafePointer<Float>? { state.optimizer.map { UnsafePointer($0.firstMoment.pointer) } }
 
     /// Reads a welcome's state (after its info): the weights, the mask and, with the update
     /// downlink, the optimizer's moments; the replica is then of step `step`. A welcome sent
@@ -140,7 +142,7 @@ final class WorkerRun: @unchecked Sendable {
             case let .bitmap(v, bits): ok = m.setBitmap(bits, version: Int(v))
             }
             guard ok else { throw WorkerError(message: "mask update to version \(update.version) does not fit this worker's mask (version \(m.version))") }
-            encoder.follow(m, estimate: state.optimizer.map { UnsafePointer($0.firstMoment.pointer) })
+            encoder.follow(m, estimate: sharedEstimate)
         }
         // The step's frame names the topology its values are packed for.
         if let m = masks, UInt32(clamping: m.version) != frame.header.maskVersion {
@@ -173,7 +175,7 @@ final class WorkerRun: @unchecked Sendable {
         } catch {
             return "\(error)"
         }
-        if u.topology != nil, let m = masks { encoder.follow(m, estimate: state.optimizer.map { UnsafePointer($0.firstMoment.pointer) }) }
+        if u.topology != nil, let m = masks { encoder.follow(m, estimate: sharedEstimate) }
         version = Int(u.step) + 1
         if hooks.corruptAfterStep == version { state.params.pointer[0] += 1 }
         if hooks.recordStateDigests { stateDigests[version] = state.digest }
@@ -204,7 +206,7 @@ final class WorkerRun: @unchecked Sendable {
         let context = CompressionContext(masks: masks,
                                          variance: ((o?.updates ?? 0) > 0 ? o?.secondMoment : nil).map { UnsafePointer($0.pointer) },
                                          varianceScale: state.varianceScale,
-                                         estimate: o.map { UnsafePointer($0.firstMoment.pointer) })
+                                         estimate: sharedEstimate)
         // About what the values take: every one in fp32, or k entries of a byte or two each.
         let values = masks?.packedCount ?? layout.count
         let capacity = job.order.compression.density.map { 4096 + Int(6 * $0 * Double(values)) } ?? 4 * values
