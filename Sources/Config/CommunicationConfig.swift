@@ -9,7 +9,10 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// Fraction of each tensor's active weights a worker sends per ordinary step, the
     /// largest-magnitude ones, keeping the rest as a residual for later steps (top-k with
     /// error feedback, as Deep Gradient Compression); 1 sends every value as they are.
-    public var gradientDensity: Double = 1
+    /// nil (auto): the coordinator measures the uncompressed steps of the dense warm-up and
+    /// goes on with top-k at `autoDensity` only where the wire takes at least `autoWireShare`
+    /// of a step (a slow link, many workers), every value otherwise (`DensityChoice`).
+    public var gradientDensity: Double? = nil
     /// Deep Gradient Compression's warm-up: the density falls exponentially from 25% (or
     /// from gradient_density, if higher) to gradient_density over this many epochs. One
     /// epoch by default: the first compressed steps come just after the learning rate's
@@ -73,8 +76,17 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
         }
     }
 
-    /// Whether workers compress at all.
-    public var compresses: Bool { gradientDensity < 1 }
+    /// Whether workers may compress: a density below 1, or auto (decided during the run).
+    public var compresses: Bool { targetDensity < 1 }
+
+    /// The density when top-k runs: the configured one, or auto's.
+    public var targetDensity: Double { gradientDensity ?? Self.autoDensity }
+
+    /// Auto's density once it compresses: DGC's 1%, measured in docs/benchmarks.md.
+    public static let autoDensity = 0.01
+    /// Auto compresses when the wire (a round's time less its slowest worker's computing)
+    /// takes at least this share of a step: top-k then makes steps 1.25x faster or more.
+    public static let autoWireShare = 0.2
 
     /// The auto dense warm-up of a run whose AdamW variance freezes.
     public static let autoDenseWarmupEpochs = 1.0
@@ -124,8 +136,9 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
                               message: "estimate needs AdamW with a frozen variance and the updates downlink, but \(why): set feedback to residual")
         }
         let estimates = feedback == .estimate
-        return CompressionSchedule(denseSteps: dense, densityWarmupSteps: Int(densityWarmupEpochs * perEpoch), target: gradientDensity,
-                                   freezeStep: freezes ? dense : nil, estimateStep: estimates ? dense : nil, notice: notice)
+        return CompressionSchedule(denseSteps: dense, densityWarmupSteps: Int(densityWarmupEpochs * perEpoch), target: targetDensity,
+                                   freezeStep: freezes ? dense : nil, estimateStep: estimates ? dense : nil, notice: notice,
+                                   decidesAtDenseEnd: gradientDensity == nil)
     }
 }
 
@@ -177,10 +190,32 @@ public struct CompressionSchedule: Sendable, Equatable {
     public var estimateStep: Int? = nil
     /// Why the schedule is not what the settings alone suggest (the trainer logs it).
     public var notice: String? = nil
+    /// `gradient_density: auto` not decided yet: every step is uncompressed until the trainer
+    /// calls `decided` (at `denseSteps` at the earliest), and the planned freeze waits too.
+    public var undecided = false
+
+    public init(denseSteps: Int, densityWarmupSteps: Int, target: Double, freezeStep: Int?, estimateStep: Int? = nil,
+                notice: String? = nil, decidesAtDenseEnd: Bool = false) {
+        self.denseSteps = denseSteps; self.densityWarmupSteps = densityWarmupSteps; self.target = target
+        self.freezeStep = freezeStep; self.estimateStep = estimateStep; self.notice = notice; undecided = decidesAtDenseEnd
+    }
+
+    /// Every value, every step.
+    public static let uncompressed = CompressionSchedule(denseSteps: 0, densityWarmupSteps: 0, target: 1, freezeStep: nil)
+
+    /// Auto's decision, taken before step `step` (at or after `denseSteps`): top-k from that
+    /// step on, with the freeze and estimate moved there too, or every value for the rest.
+    public func decided(compress: Bool, at step: Int) -> CompressionSchedule {
+        guard undecided else { return self }
+        guard compress else { return .uncompressed }
+        let start = max(step, denseSteps)
+        return CompressionSchedule(denseSteps: start, densityWarmupSteps: densityWarmupSteps, target: target,
+                                   freezeStep: freezeStep.map { _ in start }, estimateStep: estimateStep.map { _ in start }, notice: notice)
+    }
 
     /// The density of step `step` (nil: every value goes).
     public func density(step: Int) -> Double? {
-        guard target < 1, step >= denseSteps else { return nil }
+        guard !undecided, target < 1, step >= denseSteps else { return nil }
         let start = max(0.25, target)
         let s = step - denseSteps
         guard densityWarmupSteps > 0, s < densityWarmupSteps else { return target }
@@ -199,7 +234,10 @@ public struct CompressionSchedule: Sendable, Equatable {
     public func tracksVariance(_ c: CommunicationConfig) -> Bool { freezeStep != nil && c.trackVariance }
 
     /// Whether the update of step `step` uses a frozen variance.
-    public func freezesVariance(step: Int) -> Bool { freezeStep.map { step >= $0 } ?? false }
+    public func freezesVariance(step: Int) -> Bool { !undecided && (freezeStep.map { step >= $0 } ?? false) }
+
+    /// The step whose update first uses a frozen variance (nil: none, or not decided yet).
+    public var activeFreezeStep: Int? { undecided ? nil : freezeStep }
 
     /// Whether the merged gradient of step `step` moves the shared estimate.
     public func estimates(step: Int) -> Bool { estimateStep.map { step >= $0 } ?? false }
@@ -208,7 +246,11 @@ public struct CompressionSchedule: Sendable, Equatable {
     public func summary(_ c: CommunicationConfig) -> String? {
         guard target < 1 else { return nil }
         var s = "wire: top-k \(target * 100)% of each tensor's active weights"
-        s += denseSteps > 0 ? " from step \(denseSteps) (uncompressed before)" : " from the first step"
+        if undecided {
+            s = "wire: auto: every value until step \(denseSteps), then, if the wire takes \(Int(CommunicationConfig.autoWireShare * 100))% of a step or more, top-k \(target * 100)%"
+        } else {
+            s += denseSteps > 0 ? " from step \(denseSteps) (uncompressed before)" : " from the first step"
+        }
         if densityWarmupSteps > 0 { s += ", falling from \(max(0.25, target) * 100)% over \(densityWarmupSteps) steps" }
         if c.denseVectors || c.denseBelow > 0 {
             let small = [c.denseVectors ? "1-D" : nil, c.denseBelow > 0 ? "at most \(c.denseBelow) weights" : nil].compactMap { $0 }.joined(separator: " or ")
@@ -237,8 +279,14 @@ extension CommunicationConfig: ConfigSection {
     public static var defaults: CommunicationConfig { CommunicationConfig() }
     public static var keys: [ConfigKey<CommunicationConfig>] {
         [
-            .value("gradient_density", \.gradientDensity,
-                   check: { $0 > 0 && $0 <= 1 ? nil : "must be in (0, 1] (a fraction of each tensor's active weights; 1 = no compression), got \($0)" }),
+            ConfigKey("gradient_density", read: { m, c in
+                guard let s = try m.string("gradient_density") else { return }
+                if s == "auto" { c.gradientDensity = nil; return }
+                guard let v = Double(s), v > 0 && v <= 1 else {
+                    throw m.error("gradient_density", "expected auto or a number in (0, 1] (a fraction of each tensor's active weights; 1 = no compression), found '\(s)'")
+                }
+                c.gradientDensity = v
+            }, write: { $0.gradientDensity.map { "\($0)" } ?? "auto" }),
             .value("density_warmup_epochs", \.densityWarmupEpochs, check: { $0 >= 0 ? nil : "must be >= 0, got \($0)" }),
             ConfigKey("dense_warmup_epochs", read: { m, c in
                 guard let s = try m.string("dense_warmup_epochs") else { return }

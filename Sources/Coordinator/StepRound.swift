@@ -41,6 +41,10 @@ final class StepRound {
     /// Bytes of the step frames sent and of the gradients added.
     var bytesDown = 0
     private(set) var bytesUp = 0
+    /// The last added answer's arrival and the slowest worker's own seconds (its summary):
+    /// with the frames' sending, they split the round into the wire's time and compute.
+    private var lastAnswerAt: Double?
+    private var slowestCompute = 0.0
 
     init(step: Int, members: [WorkerRecord], planned: Int, aggregator: GradientAggregator) {
         self.step = step; self.members = members; self.planned = planned; self.aggregator = aggregator
@@ -81,6 +85,8 @@ final class StepRound {
                     w.deadline.answered(at: e.at)
                     images[identity] = Int(summary.images)
                     answers.append((Int(summary.images), e.at - w.sentAt))
+                    lastAnswerAt = max(lastAnswerAt ?? e.at, e.at)
+                    slowestCompute = max(slowestCompute, Double(summary.computeSeconds))
                     bytesUp += e.bytes
                     w.stepsDone += 1
                     pending.remove(identity)
@@ -134,6 +140,18 @@ final class StepRound {
         var result = aggregator.finish(bytesUp: bytesUp, bytesDown: bytesDown, workers: members.count)
         result?.workerImages = members.map { images[$0.identity] ?? 0 }
         result?.missingImages = max(0, planned - aggregator.images)
+        result?.timing = timing
         return result
+    }
+
+    /// The round's time, from its first step frame to its last answer, and its slowest
+    /// worker's computing; nil for a round that is no measure of the wire (someone missed
+    /// it, or was sent the whole state in it).
+    var timing: RoundTiming? {
+        let sharers = members.filter { images[$0.identity] != nil }
+        guard let end = lastAnswerAt, sharers.count == order.count, late.isEmpty,
+              !sharers.contains(where: { $0.stateSentInRound == step }),
+              let start = sharers.map(\.sentAt).min(), end > start else { return nil }
+        return RoundTiming(roundSeconds: end - start, computeSeconds: slowestCompute)
     }
 }

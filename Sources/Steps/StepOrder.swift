@@ -15,18 +15,24 @@ public struct StepOrder: Sendable, Equatable {
     /// How the workers send their gradient. A source in this process has no wire and
     /// computes every value.
     public var compression: GradientCompression
+    /// Whether workers send their gradient's mean square per tensor (the coordinator tracks
+    /// AdamW's frozen variance: `CompressionSchedule.tracksVariance`).
+    public var meanSquares: Bool
 
-    public init(request: StepRequest = .none, selector: SelectorSchedule? = nil, compression: GradientCompression = .dense) {
-        self.request = request; self.selector = selector; self.compression = compression
+    public init(request: StepRequest = .none, selector: SelectorSchedule? = nil, compression: GradientCompression = .dense,
+                meanSquares: Bool = false) {
+        self.request = request; self.selector = selector; self.compression = compression; self.meanSquares = meanSquares
     }
 
     // Tagged fields, each present only when it says something: 1 request
-    // (StepRequest), 2 selector (f32 τ, f32 noise scale), 3 compression (GradientCompression).
+    // (StepRequest), 2 selector (f32 τ, f32 noise scale), 3 compression (GradientCompression),
+    // 4 mean squares wanted (empty).
 
     public func encode(into w: inout ByteWriter) {
         if request != .none { w.field(1) { request.encode(into: &$0) } }
         if let selector { w.field(2) { $0.f32(selector.temperature); $0.f32(selector.noiseScale) } }
         if compression != .dense { w.field(3) { compression.encode(into: &$0) } }
+        if meanSquares { w.field(4) { _ in } }
     }
 
     /// Reads an order for a model of at most `maxLayers` prunable layers.
@@ -44,6 +50,8 @@ public struct StepOrder: Sendable, Equatable {
                 order.selector = SelectorSchedule(temperature: tau, noiseScale: noise)
             case 3:
                 order.compression = try GradientCompression.decode(&r)
+            case 4:
+                order.meanSquares = true
             default:
                 throw WireError.malformedPayload("step order field \(tag) (another svite version's)")
             }

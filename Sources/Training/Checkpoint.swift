@@ -41,6 +41,8 @@ public struct CheckpointState: Codable, Sendable, Equatable {
     /// The coordinator's `VarianceTracker` (top-k runs that track the frozen variance's
     /// scale). Absent: none.
     public var varianceTracker: VarianceTracker?
+    /// `communication.gradient_density: auto`'s decision, once taken. Absent: not taken (or not auto).
+    public var wireDecision: WireDecision?
 
     public init(runName: String, step: Int, epoch: Int, stepInEpoch: Int, seed: UInt64, layoutHash: UInt64,
                 optimizer: String, optimizerUpdates: Int, imagesSeen: Int, elapsedSeconds: Double,

@@ -100,12 +100,14 @@ public struct Experiment: Sendable {
     /// there changes what it computes, and a default that moves (dense_below 0 → 8192)
     /// must not repeat its runs.
     public static func fingerprint(_ c: RunConfig) -> String {
+        // gradient_density auto sends every value in one process and through local workers.
+        let compresses = (c.communication.gradientDensity ?? 1) < 1
         var h: UInt64 = 0xCBF2_9CE4_8422_2325
         var section = ""
         let text = c.yaml.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
             if let first = line.first, first != " ", first != "#", line.hasSuffix(":") { section = String(line.dropLast()) }
             // (The text's final empty line stays, as it always did.)
-            if section == "communication" && !c.communication.compresses && !line.isEmpty { return false }
+            if section == "communication" && !compresses && !line.isEmpty { return false }
             return !fingerprintNeutralLines.contains(String(line))
         }.joined(separator: "\n")
         for b in text.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
@@ -118,7 +120,7 @@ public struct Experiment: Sendable {
     static let fingerprintNeutralLines: Set<String> = [
         "  sparse_kernels: auto",
         "  on_nonfinite: stop", "  max_skipped_steps: 10",
-        "communication:", "  gradient_density: 1.0",
+        "communication:", "  gradient_density: auto",
         "  dense_warmup_epochs: auto", "  freeze_variance: auto",
         "  downlink: auto", "  checksum_every_steps: 50", "  dense_vectors: true", "  rank_by: update", "  dense_below: 8192", "  values: int8",
         "  feedback: residual", "  density_warmup_epochs: 1.0", "  topk_scope: tensor", "  small_tensor_density: 1.0",

@@ -22,6 +22,17 @@ public struct StepWork: Sendable {
 }
 
 /// The batch-mean gradient of one step and what it cost.
+/// A round's time, first step frame out to last answer in, and its slowest worker's own
+/// seconds on it (replay, compute, encode): the difference is the wire's (and the queues').
+public struct RoundTiming: Sendable, Equatable {
+    public var roundSeconds: Double
+    public var computeSeconds: Double
+    public init(roundSeconds: Double, computeSeconds: Double) { self.roundSeconds = roundSeconds; self.computeSeconds = computeSeconds }
+
+    /// The share of the round that was not the slowest worker's computing, in [0, 1].
+    public var wireShare: Double { roundSeconds > 0 ? min(1, max(0, (roundSeconds - computeSeconds) / roundSeconds)) : 0 }
+}
+
 public struct StepGradient {
     /// Batch-size-weighted mean gradient; the server may clip it in place.
     public var gradient: UnsafeMutablePointer<Float>
@@ -43,6 +54,9 @@ public struct StepGradient {
     /// From workers that send them (communication.track_variance): the image-weighted
     /// mean of their gradients' mean square per tensor, for `VarianceTracker`.
     public var meanSquares: [Double]?
+    /// From the cluster: how long the round took and how much of it the slowest worker
+    /// computed (nil in one process, or for a round that measures nothing).
+    public var timing: RoundTiming?
 
     public init(gradient: UnsafeMutablePointer<Float>, result: BatchResult, bytesUp: Int = 0, bytesDown: Int = 0, workers: Int = 1,
                 replies: MergedReplies = MergedReplies()) {

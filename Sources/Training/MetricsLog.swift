@@ -91,6 +91,8 @@ public struct MetricsRecord: Codable, Sendable, Equatable {
         case skipped
         /// A worker joined, rejoined, was lost or left (`event`, `worker`, `host`, `rank`, `reason`).
         case worker
+        /// `gradient_density: auto` decided (`gradient_density` from this step on, `wire_share`, `reason`).
+        case wire
     }
 
     public var kind: Kind
@@ -130,6 +132,11 @@ public struct MetricsRecord: Codable, Sendable, Equatable {
     /// Top-k with a tracked frozen variance: the median over tensors of the factor on √v
     /// the window's last update took (`VarianceTracker`).
     public var varianceScale: Double?
+    /// Train: the share of a round that was not computing (`StepReport.wireShare`), and a round's seconds.
+    public var wireShare: Double?
+    public var roundSeconds: Double?
+    /// Wire: the gradient density auto chose (1: every value).
+    public var gradientDensity: Double?
     public var evalAccuracy: Double?
     public var evalLoss: Double?
     public var evalSeconds: Double?
@@ -169,6 +176,7 @@ public struct MetricsRecord: Codable, Sendable, Equatable {
         bytesUpRatioToDenseFp32 = r.bytesUpRatioToDenseFp32; bytesDownRatioToDenseFp32 = r.bytesDownRatioToDenseFp32
         if let s = r.sparsity { add(s) }
         imagesPerWorker = r.imagesPerWorker; imagesMissing = r.imagesMissing; varianceScale = r.varianceScale
+        wireShare = r.wireShare; roundSeconds = r.roundSeconds
     }
 
     /// Adds a sparse run's figures.

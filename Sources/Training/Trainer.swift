@@ -34,7 +34,9 @@ public final class Trainer {
     public let totalSteps: Int
     let stepsPerEpoch: Int
     /// Top-k's schedule over the run (all dense when the run does not compress).
-    public let compression: CompressionSchedule
+    public internal(set) var compression: CompressionSchedule
+    /// `gradient_density: auto`'s decision, once taken (`WireChoice.swift`).
+    public internal(set) var wireDecision: WireDecision?
     var elapsedBefore: Double = 0
     /// CPU seconds of earlier sessions; nil when a resumed checkpoint did not record them.
     var cpuBefore: Double? = 0
@@ -96,13 +98,16 @@ public final class Trainer {
         } else {
             // No wire, nothing to compress: the run is the uncompressed one (a frozen
             // variance without top-k would only make it worse).
-            compression = try CommunicationConfig().schedule(optimizer: config.optimizer.kind, stepsPerEpoch: stepsPerEpoch)
-            log.notice("communication.gradient_density \(config.communication.gradientDensity) applies to workers; this run computes its gradients in process (--workers 0) and sends every value")
+            compression = .uncompressed
+            if let d = config.communication.gradientDensity {
+                log.notice("communication.gradient_density \(d) applies to workers; this run computes its gradients in process (--workers 0) and sends every value")
+            }
         }
-        server.varianceFreezeStep = compression.freezeStep
+        server.varianceFreezeStep = compression.activeFreezeStep
         if compression.tracksVariance(config.communication) {
             server.varianceTracker = VarianceTracker(tensors: model.layout.tensors.count, beta2: config.optimizer.beta2)
         }
+        if let d = options.resume?.state.wireDecision { adopt(d) }
         if let c = options.resume {
             try Checkpoint.restore(c, into: server)
             elapsedBefore = c.state.elapsedSeconds
@@ -178,14 +183,18 @@ public final class Trainer {
         var stopped = false
         var lastWorkerImages: [Int]?
         var skippedInARow = 0, skippedSteps = 0
+        var meter = WireShareMeter()
+        var timed = (rounds: 0, seconds: 0.0, wire: 0.0)
 
         while server.step < totalSteps {
             let step = server.step
             let epoch = step / stepsPerEpoch, inEpoch = step % stepsPerEpoch
+            decideDensityIfDue(step: step, meter: meter, metrics: metrics)
             let work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch),
                                 order: StepOrder(request: server.pendingPlan.request,
                                                  selector: config.selectorSchedule(step: step, total: totalSteps),
-                                                 compression: compression.compression(step: step)))
+                                                 compression: compression.compression(step: step),
+                                                 meanSquares: server.varianceTracker != nil))
             var waited = false
             guard try source.waitUntilReady(stop: stop, waiting: { waited = true; observe(.waiting(connected: $0, needed: $1)) }) else {
                 stopped = true
@@ -239,6 +248,10 @@ public final class Trainer {
                 }
                 lastWorkerImages = g.workerImages
                 window.missing += g.missingImages
+                if let r = g.timing {
+                    if compression.undecided { meter.record(r) }
+                    timed.rounds += 1; timed.seconds += r.roundSeconds; timed.wire += r.roundSeconds * r.wireShare
+                }
             }
 
             let done = server.step
@@ -267,6 +280,10 @@ public final class Trainer {
                 report.imagesPerWorker = lastWorkerImages
                 if window.missing > 0 { report.imagesMissing = window.missing }
                 if let f = server.state.varianceScale, !f.isEmpty { report.varianceScale = Double(f.sorted()[f.count / 2]) }
+                if timed.rounds > 0 {
+                    report.wireShare = timed.wire / timed.seconds; report.roundSeconds = timed.seconds / Double(timed.rounds)
+                    timed = (0, 0, 0)
+                }
                 let record = MetricsRecord(train: report)
                 metrics.write(record)
                 observe(.step(report))
@@ -370,6 +387,7 @@ public final class Trainer {
                                     elapsedSeconds: elapsed, lastEvalAccuracy: lastEval?.accuracy, lastEvalLoss: lastEval?.loss)
         state.cpuSeconds = cpu
         state.workers = workers
+        state.wireDecision = wireDecision
         let path = "\(checkpointDirectory)/\(Checkpoint.fileName(step: step))"
         do {
             try Checkpoint.write(to: path, state: state, config: config, server: server)

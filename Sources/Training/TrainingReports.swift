@@ -64,6 +64,11 @@ public struct StepReport: Sendable, Codable, Equatable {
     /// Top-k with a tracked frozen variance: the median over tensors of the factor on √v
     /// the window's last update took.
     public var varianceScale: Double? = nil
+    /// From the cluster: the share of the window's measured rounds that was not the slowest
+    /// worker's computing (the wire, the queues, the coordinator's encoding), and the
+    /// seconds a round took on average (nil: nothing measured).
+    public var wireShare: Double? = nil
+    public var roundSeconds: Double? = nil
 }
 
 public struct EvalReport: Sendable, Codable, Equatable {

@@ -35,7 +35,9 @@ public struct FrameHeader: Sendable, Equatable {
     /// (communication.track_variance).
     /// 5: params fields tagged, the step's compression named by kind, gradient values
     /// with their form and codec in bytes of their own, codecs named in JSON.
-    public static let protocolVersion: UInt16 = 5
+    /// 6: a gradient's summary carries the worker's compute seconds; the step order says
+    /// whether mean squares are wanted.
+    public static let protocolVersion: UInt16 = 6
     /// flags bit 0: the payload is LZ4-compressed.
     public static let flagLZ4: UInt8 = 1
 

@@ -61,7 +61,12 @@ public struct GradientSummary: Sendable, Equatable {
     public var images: UInt32
     public var lossSum: Double
     public var correct: UInt32
-    public init(images: UInt32, lossSum: Double, correct: UInt32) { self.images = images; self.lossSum = lossSum; self.correct = correct }
+    /// The worker's own seconds on the step, from the step frame's arrival to its answer's
+    /// bytes (replay, compute, encode): the round's time less this is the wire's.
+    public var computeSeconds: Float
+    public init(images: UInt32, lossSum: Double, correct: UInt32, computeSeconds: Float = 0) {
+        self.images = images; self.lossSum = lossSum; self.correct = correct; self.computeSeconds = computeSeconds
+    }
 }
 
 /// Payload encoders and decoders. Values are always checked against the count the
@@ -126,7 +131,7 @@ public enum Payload {
         try r.expectEnd("values")
     }
 
-    // grads: u32 images, f64 loss sum, u32 correct, GradientValues (what the worker's
+    // grads: u32 images, f64 loss sum, u32 correct, f32 compute seconds, GradientValues (what the worker's
     //        compressor wrote), u8 mean squares (0 none; 1: u32 tensors, fp32 mean square
     //        per tensor), reply:
     //        u8 0 none
@@ -138,7 +143,7 @@ public enum Payload {
     public static func grads(_ s: GradientSummary, reply: StepReply = .none, meanSquares: [Float]? = nil, capacity: Int = 0,
                              values: (inout ByteWriter) throws -> Void) rethrows -> [UInt8] {
         var w = ByteWriter(capacity: 64 + capacity + 4 * (meanSquares?.count ?? 0))
-        w.u32(s.images); w.f64(s.lossSum); w.u32(s.correct)
+        w.u32(s.images); w.f64(s.lossSum); w.u32(s.correct); w.f32(s.computeSeconds)
         try values(&w)
         if let m = meanSquares {
             w.u8(1)
@@ -167,6 +172,15 @@ public enum Payload {
         }
     }
 
+    /// Stamps a gradient payload's compute seconds, last thing before it is sent, so they
+    /// count its encoding too.
+    public static func stampComputeSeconds(_ payload: inout [UInt8], _ seconds: Double) {
+        let at = 4 + 8 + 4  // after images, loss sum, correct
+        guard payload.count >= at + 4 else { return }
+        let bits = Float(max(0, seconds)).bitPattern.littleEndian
+        withUnsafeBytes(of: bits) { b in for i in 0 ..< 4 { payload[at + i] = b[i] } }
+    }
+
     public struct DecodedGrads: Sendable {
         public var summary: GradientSummary
         public var reply: StepReply
@@ -182,9 +196,10 @@ public enum Payload {
     public static func decodeGrads(_ payload: [UInt8], into out: UnsafeMutablePointer<Float>, count: Int,
                                    expecting: ExpectedReply = .none, layout: ParameterLayout? = nil) throws -> DecodedGrads {
         var r = ByteReader(payload)
-        let s = GradientSummary(images: try r.u32("images"), lossSum: try r.f64("loss sum"), correct: try r.u32("correct"))
+        let s = GradientSummary(images: try r.u32("images"), lossSum: try r.f64("loss sum"), correct: try r.u32("correct"),
+                                computeSeconds: try r.f32("compute seconds"))
         // A NaN loss is a value, not a framing fault: the aggregator refuses it as non-finite.
-        guard s.correct <= s.images else { throw WireError.malformedPayload("summary \(s)") }
+        guard s.correct <= s.images, s.computeSeconds.isFinite, s.computeSeconds >= 0 else { throw WireError.malformedPayload("summary \(s)") }
         let sparse = try GradientValues.decode(&r, into: out, count: count, layout: layout)
         var meanSquares: [Float]? = nil
         switch try r.u8("mean squares") {

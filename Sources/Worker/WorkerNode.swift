@@ -207,7 +207,7 @@ public final class WorkerNode: @unchecked Sendable {
     func startOrResync(_ frame: Frame) throws {
         guard let run, let info else { return }
         do {
-            switch try run.prepare(frame, rank: info.rank) {
+            switch try run.prepare(frame, rank: info.rank, receivedAt: clock.seconds) {
             case let .compute(job): start(job, on: run)
             case .idle: break
             case let .resync(why): try resync(why)
@@ -246,9 +246,11 @@ public final class WorkerNode: @unchecked Sendable {
 
     func sendGradient(_ j: ComputeJob, result: BatchResult) throws {
         guard let run else { return }
-        let payload: [UInt8]
+        var payload: [UInt8]
         do {
             payload = try run.gradientPayload(j, result: result)
+            Payload.stampComputeSeconds(&payload, clock.seconds - j.receivedAt)
+            if let d = hooks.answerDelay { Thread.sleep(forTimeInterval: d) }
         } catch {
             // The step asked for what this worker cannot give (the estimate without a
             // replica): it sends nothing and the deadline lets the step go on.

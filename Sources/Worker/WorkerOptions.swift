@@ -51,5 +51,8 @@ public struct WorkerTestHooks: Sendable {
     /// Each step from `fromStep` on takes `seconds` longer to compute (a straggler, or with
     /// a long delay a compute that is stuck while the socket thread heartbeats).
     public var computeDelay: (seconds: Double, fromStep: Int)?
+    /// Each answer waits this long after it is made before it is sent (a slow link: the
+    /// coordinator counts it as the wire's time, not compute).
+    public var answerDelay: Double?
     public init() {}
 }

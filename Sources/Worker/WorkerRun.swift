@@ -25,8 +25,6 @@ final class WorkerRun: @unchecked Sendable {
     let state: ModelState
     let plan: EpochPlan
     let encoder: GradientEncoder
-    /// Send each tensor's mean square with the gradient (communication.track_variance).
-    let sendsMeanSquares: Bool
     /// The step the replica's weights are of (-1: none; the whole state is awaited).
     var version = -1
     private let packed: FloatBuffer
@@ -55,11 +53,6 @@ final class WorkerRun: @unchecked Sendable {
                            masks: config.sparsity.isSparse ? MaskSet(for: config.sparsity, layout: model.layout) : nil)
         packed = FloatBuffer(count: model.layout.count)
         encoder = GradientEncoder(spec: config.compressionSpec(denseCodec: info.gradientCodec), layout: model.layout)
-        // Whether the coordinator's trainer tracks the variance: the schedule it makes, made here alike.
-        let (stepsPerEpoch, totalSteps) = config.stepCounts(trainCount: train.count)
-        let lr = LRSchedule(config.schedule, base: config.optimizer.lr, totalSteps: totalSteps, stepsPerEpoch: stepsPerEpoch)
-        sendsMeanSquares = try config.communication.schedule(optimizer: config.optimizer.kind, stepsPerEpoch: stepsPerEpoch,
-                                                             lrWarmupSteps: lr.warmupSteps).tracksVariance(config.communication)
         configText = info.config
         self.hooks = hooks
         log.info("joined run \(String(info.runID, radix: 16)) as rank \(info.rank): \(config.name), \(model.layout.parameterCount) parameters, \(train.count) training images")
@@ -119,7 +112,7 @@ final class WorkerRun: @unchecked Sendable {
     /// Brings the replica to the frame's step (an update, a mask change, the weights) and
     /// says what to compute. A frame that cannot be read throws `WireError`; one that does
     /// not fit this worker's data or model throws `WorkerError`.
-    func prepare(_ frame: Frame, rank: Int) throws -> Outcome {
+    func prepare(_ frame: Frame, rank: Int, receivedAt: Double) throws -> Outcome {
         let context = state.optimizer.map {
             UpdateContext(layout: layout, layerSizes: masks?.prunable.map(\.count) ?? [], moments: $0.stateBuffers.count)
         }
@@ -164,7 +157,8 @@ final class WorkerRun: @unchecked Sendable {
             throw WorkerError(message: "assignment \(a) is outside the data set or the batch")
         }
         let (indices, next) = replica.shareImages(lo ..< hi, epoch: epoch, order: &order)
-        return .compute(ComputeJob(step: frame.header.step, order: f.order, indices: indices, epoch: epoch, next: next))
+        return .compute(ComputeJob(step: frame.header.step, order: f.order, indices: indices, epoch: epoch, next: next,
+                                   receivedAt: receivedAt))
     }
 
     /// Applies the coordinator's update to the replica (`ModelState.apply`, the rule the
@@ -199,7 +193,7 @@ final class WorkerRun: @unchecked Sendable {
         let g = replica.grads.pointer
         let reply = StepReply.make(job.order.request, gradient: g, masks: masks, unitScores: replica.unitScores)
         // Of the whole local gradient, before top-k keeps most of it back.
-        let meanSquares = sendsMeanSquares
+        let meanSquares = job.order.meanSquares
             ? VarianceTracker.meanSquares(g, tensors: layout.tensors.map { ($0.offset, $0.count) }, mask: masks.map { UnsafePointer($0.mask.pointer) })
             : nil
         let o = state.optimizer
@@ -224,12 +218,14 @@ final class ComputeJob: Sendable {
     let indices: [Int32]
     let epoch: Int
     let next: (indices: [Int32], epoch: Int)?
+    /// When the worker began on the step's frame (its clock): the summary's compute seconds run from here.
+    let receivedAt: Double
     /// Signalled when the gradient is ready, so the socket thread sends it at once.
     let done = DispatchSemaphore(value: 0)
     private let result = Mutex<BatchResult?>(nil)
 
-    init(step: UInt64, order: StepOrder, indices: [Int32], epoch: Int, next: (indices: [Int32], epoch: Int)?) {
-        self.step = step; self.order = order; self.indices = indices; self.epoch = epoch; self.next = next
+    init(step: UInt64, order: StepOrder, indices: [Int32], epoch: Int, next: (indices: [Int32], epoch: Int)?, receivedAt: Double = 0) {
+        self.step = step; self.order = order; self.indices = indices; self.epoch = epoch; self.next = next; self.receivedAt = receivedAt
     }
 
     var finished: BatchResult? { result.withLock { $0 } }

@@ -131,6 +131,12 @@ struct RunOptions: ParsableArguments {
         var lock = FileManager.default.fileExists(atPath: options.runDirectory) ? try RunDirectoryLock(options.runDirectory, recordingHolder: false) : nil
         defer { lock?.release() }
         options.workers = cluster?.expectedWorkers ?? 0
+        if localWorkers > 0, config.communication.gradientDensity == nil {
+            // Workers in this machine: their "wire" is memory, and top-k would only cost
+            // accuracy (and make the run depend on how busy the machine was).
+            config.communication.gradientDensity = 1
+            log.info("communication.gradient_density auto: every value, the workers being local processes (a coordinator of remote workers measures its links)")
+        }
         var clusterSource: ClusterGradientSource?
         let status = RunStatus(config: config, parameters: ViTModel(config: config.model).layout.parameterCount)
         var metricsEndpoint: MetricsEndpoint?

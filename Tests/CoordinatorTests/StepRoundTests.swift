@@ -23,10 +23,12 @@ struct StepRoundTests {
         WorkerRecord(identity: Array(name.utf8), join: JoinMessage(name: name, host: "h", pid: 1, threads: 1), rank: rank, now: 0)
     }
 
-    /// A gradient frame's payload: every value `v`, from `images` images.
-    func answer(_ v: Float, images: UInt32 = 1) -> [UInt8] {
+    /// A gradient frame's payload: every value `v`, from `images` images, computed in `computeSeconds`.
+    func answer(_ v: Float, images: UInt32 = 1, computeSeconds: Double? = nil) -> [UInt8] {
         let values = [Float](repeating: v, count: layout.count)
-        return Payload.grads(GradientSummary(images: images, lossSum: Double(images), correct: 0), codec: .fp32, values: values, count: layout.count)
+        var p = Payload.grads(GradientSummary(images: images, lossSum: Double(images), correct: 0), codec: .fp32, values: values, count: layout.count)
+        if let c = computeSeconds { Payload.stampComputeSeconds(&p, c) }
+        return p
     }
 
     func round(_ members: [WorkerRecord], planned: Int = 3) -> (StepRound, [[UInt8]: WorkerRecord]) {
@@ -53,6 +55,37 @@ struct StepRoundTests {
         #expect(g.gradient[0] == 0, "the sum in name order is 0, in arrival order 1/3: got \(g.gradient[0] * 3)")
         #expect(g.workerImages == [1, 1, 1] && g.missingImages == 0 && g.bytesUp == 30)
         #expect(a.stepsDone == 1 && a.throughput == 0.5 && a.deadline.lastAnswer == 2)
+    }
+
+    /// The round's time runs from its first frame out to its last answer in; the slowest
+    /// worker's own seconds are its compute, the rest the wire's. A round someone missed,
+    /// or one that sent someone the whole state, measures nothing.
+    @Test func aRoundSplitsIntoComputeAndWire() throws {
+        let (a, b) = (member("a", rank: 0), member("b", rank: 1))
+        let (r, byID) = round([a, b])
+        a.sentAt = 10; b.sentAt = 10.5
+        r.arrived(b.identity, payload: answer(1, computeSeconds: 0.25), bytes: 10, at: 11.5)
+        r.arrived(a.identity, payload: answer(1, computeSeconds: 0.5), bytes: 10, at: 12)
+        _ = r.addInOrder { byID[$0] }
+        let g = try #require(r.finish())
+        let t = try #require(g.timing)
+        #expect(t.roundSeconds == 2 && t.computeSeconds == 0.5 && t.wireShare == 0.75, "\(t)")
+
+        let (late, lateByID) = round([member("a", rank: 0), member("b", rank: 1)])
+        let first = lateByID.values.min { $0.name < $1.name }!
+        late.arrived(first.identity, payload: answer(1, computeSeconds: 0.1), bytes: 10, at: 1)
+        _ = late.addInOrder { lateByID[$0] }
+        late.late.append("b")
+        late.stopWaiting(for: lateByID.values.first { $0.name == "b" }!.identity)
+        #expect(try #require(late.finish()).timing == nil, "a late member: no measure")
+
+        let (whole, wholeByID) = round([member("a", rank: 0)])
+        let w = wholeByID.values.first!
+        w.stateSentInRound = 7
+        whole.arrived(w.identity, payload: answer(1, computeSeconds: 0.1), bytes: 10, at: 1)
+        _ = whole.addInOrder { wholeByID[$0] }
+        #expect(try #require(whole.finish()).timing == nil, "the whole state sent: no measure")
+        #expect(RoundTiming(roundSeconds: 1, computeSeconds: 2).wireShare == 0, "a worker's clock running ahead is no negative wire")
     }
 
     /// A member lost after its answer arrived still counts; one lost before it answered is

@@ -72,6 +72,7 @@ public let noStepDeadlines = ["communication.step_deadline_floor_seconds=3600", 
 /// A run config for a very small ViT on the synthetic data in `dir`. Its masked layers run
 /// on the sparse kernels whatever they cost (`auto` measures, and may choose otherwise in a
 /// resumed run or another process, which tests that compare runs bit for bit cannot have).
+/// Its workers send every value for the same reason (`gradient_density: auto` measures).
 public func tinyRunConfig(dataDir: String, extra: [String] = []) throws -> RunConfig {
     let yaml = """
     name: tiny
@@ -81,6 +82,7 @@ public func tinyRunConfig(dataDir: String, extra: [String] = []) throws -> RunCo
     schedule: {warmup_steps: 2}
     training: {epochs: 2, batch_size: 16, label_smoothing: 0.1, seed: 5, log_every_steps: 1, threads: 2, eval_batch_size: 32}
     compute: {sparse_kernels: on}
+    communication: {gradient_density: 1}
     """
     return try RunConfig.parse(yaml: yaml, file: "tiny.yaml", overrides: extra)
 }

@@ -112,7 +112,7 @@ struct WireTests {
         expectWire(.payloadSizeMismatch(declared: good.count - 56, actual: good.count - 57)) {
             _ = try Frame.decode(Array(good.dropLast()), limits: limits)
         }
-        expectWire(.overSizeBound(declared: 1048, bound: 1000)) {
+        expectWire(.overSizeBound(declared: 1052, bound: 1000)) {
             _ = try Frame.decode(good, limits: FrameLimits(maxRawBytes: 1000))
         }
         b = good; b[60] ^= 0x10

@@ -1,0 +1,153 @@
+import Config
+import Core
+import Foundation
+import Logging
+import Steps
+import Testing
+import TestSupport
+import Wire
+import Worker
+@testable import Coordinator
+@testable import Training
+
+/// `communication.gradient_density: auto`: the config, the schedule before and after the
+/// decision, the meter, and runs whose answers are slow on the wire (it compresses) or
+/// slow to compute (it does not), their checkpoints and a resume.
+@Suite("gradient density auto", .serialized)
+struct WireChoiceTests {
+    let log = Logger(label: "test")
+
+    @Test func autoIsTheDefaultAndReadsAndWritesByName() throws {
+        #expect(CommunicationConfig().gradientDensity == nil && CommunicationConfig().compresses)
+        let c = try tinyRunConfig(dataDir: "/d", extra: ["communication.gradient_density=auto"])
+        #expect(c.communication.gradientDensity == nil && c.communication.targetDensity == CommunicationConfig.autoDensity)
+        #expect(c.communication.replicatesUpdates, "auto may compress, so the downlink carries updates from the start")
+        #expect(c.yaml.contains("gradient_density: auto"))
+        #expect(try RunConfig.parse(yaml: c.yaml, file: "again.yaml").communication.gradientDensity == nil)
+        #expect(try tinyRunConfig(dataDir: "/d", extra: ["communication.gradient_density=0.05"]).communication.gradientDensity == 0.05)
+        for bad in ["0", "1.5", "often"] {
+            do {
+                _ = try tinyRunConfig(dataDir: "/d", extra: ["communication.gradient_density=\(bad)"])
+                Issue.record("gradient_density \(bad) was taken")
+            } catch let e as ConfigError {
+                #expect(e.key == "communication.gradient_density" && "\(e)".contains("auto or a number"), "\(e)")
+            }
+        }
+    }
+
+    /// Undecided, every step is uncompressed and nothing freezes; decided late, top-k and
+    /// the freeze start at the decision's step; decided against, the run is uncompressed.
+    @Test func theScheduleWaitsForTheDecision() throws {
+        var c = CommunicationConfig()
+        c.gradientDensity = nil
+        let s = try c.schedule(optimizer: .adamw, stepsPerEpoch: 100, lrWarmupSteps: 50)
+        #expect(s.undecided && s.denseSteps == 100 && s.freezeStep == 100 && s.activeFreezeStep == nil)
+        #expect((0 ..< 400).allSatisfy { s.compression(step: $0) == .dense && !s.freezesVariance(step: $0) })
+        #expect(s.tracksVariance(c), "the mean squares of the dense steps are the tracker's baseline")
+        let yes = s.decided(compress: true, at: 104)
+        #expect(!yes.undecided && yes.denseSteps == 104 && yes.freezeStep == 104 && yes.activeFreezeStep == 104)
+        #expect(yes.compression(step: 103) == .dense && yes.density(step: 104) == 0.25 && yes.density(step: 400) == 0.01)
+        #expect(s.decided(compress: false, at: 100) == .uncompressed)
+        #expect(!CompressionSchedule.uncompressed.tracksVariance(c))
+    }
+
+    @Test func theMeterDecidesOnTheMedianOfEnoughRounds() {
+        var m = WireShareMeter()
+        for _ in 0 ..< WireShareMeter.needed - 1 { m.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.5)) }
+        #expect(m.decision(step: 10, target: 0.01) == nil, "too few rounds")
+        m.record(RoundTiming(roundSeconds: 10, computeSeconds: 0.1))  // one outlier does not decide
+        #expect(m.decision(step: 10, target: 0.01) == WireDecision(step: 10, density: 0.01, wireShare: 0.5, rounds: 8))
+        var fast = WireShareMeter()
+        for i in 0 ..< 100 { fast.record(RoundTiming(roundSeconds: 1, computeSeconds: i == 0 ? 0 : 0.9)) }
+        #expect(fast.shares.count == WireShareMeter.kept)
+        let d = fast.decision(step: 3, target: 0.01)
+        #expect(d?.density == 1 && abs((d?.wireShare ?? 0) - 0.1) < 1e-9, "\(String(describing: d))")
+    }
+
+    func cluster(_ config: RunConfig, workers: Int) throws -> ClusterGradientSource {
+        var o = ClusterOptions()
+        o.bind = "tcp://127.0.0.1:*"
+        o.expectedWorkers = workers
+        o.heartbeatSeconds = 0.3
+        o.balance = .equal
+        return try ClusterGradientSource(config: config, options: o, logger: log)
+    }
+
+    func worker(_ endpoint: String, name: String, hooks: WorkerTestHooks) -> Thread {
+        let log = self.log
+        let t = Thread {
+            do {
+                _ = try WorkerNode(options: WorkerOptions(coordinator: endpoint, name: name, threads: 1), logger: log, hooks: hooks).run()
+            } catch {
+                Issue.record("worker \(name): \(error)")
+            }
+        }
+        t.start()
+        return t
+    }
+
+    /// 20 steps of 16 images, 10 of them the dense warm-up, through two workers with `hooks`.
+    func run(dir: String, hooks: WorkerTestHooks) throws -> (Trainer, [MetricsRecord], RunConfig) {
+        try writeSyntheticIDX(dir: dir, train: 16 * 20, test: 16)
+        let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.batch_size=16", "training.checkpoint_every_steps=5", "training.keep_checkpoints=10",
+                                                             "communication.gradient_density=auto", "communication.dense_warmup_epochs=0.5"])
+        let source = try cluster(config, workers: 2)
+        let threads = ["a", "b"].map { worker(source.endpoint, name: $0, hooks: hooks) }
+        var options = Trainer.Options(runDirectory: "\(dir)/run")
+        options.source = { _, _, _ in source }
+        let trainer = try Trainer(config: config, options: options, logger: log)
+        let summary = try trainer.run()
+        while threads.contains(where: \.isExecuting) { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(summary.steps == 20)
+        return (trainer, MetricsLog.read(summary.metrics), config)
+    }
+
+    /// Answers held back on the way (the wire) make auto compress from the end of the dense
+    /// warm-up; the checkpoints keep the decision and a resumed trainer follows it.
+    @Test func aSlowWireTurnsTopKOn() throws {
+        try withTemporaryDirectory { dir in
+            var hooks = WorkerTestHooks()
+            hooks.answerDelay = 0.05
+            let (trainer, records, config) = try run(dir: dir, hooks: hooks)
+            let decisions = records.filter { $0.kind == .wire }
+            #expect(decisions.count == 1 && decisions.first?.step == 10 && decisions.first?.gradientDensity == 0.01,
+                    "\(decisions.map { ($0.step, $0.gradientDensity, $0.reason) })")
+            #expect((decisions.first?.wireShare ?? 0) >= CommunicationConfig.autoWireShare)
+            let d = try #require(trainer.wireDecision)
+            #expect(d.step == 10 && d.density == 0.01 && trainer.compression.density(step: 19) != nil)
+            let train = records.filter { $0.kind == .train }
+            let before = train.filter { $0.step <= 10 }.compactMap(\.bytesUpRatioToDenseFp32)
+            let after = train.filter { $0.step > 12 }.compactMap(\.bytesUpRatioToDenseFp32)
+            #expect(!before.isEmpty && before.allSatisfy { $0 > 0.9 }, "\(before)")
+            #expect(!after.isEmpty && after.allSatisfy { $0 < 0.5 }, "\(after)")
+            #expect(train.contains { ($0.wireShare ?? 0) > 0.2 && ($0.roundSeconds ?? 0) > 0.05 }, "the profile is in the metrics")
+
+            let checkpoint = try Checkpoint.read("\(dir)/run/checkpoints/\(Checkpoint.fileName(step: 15))")
+            #expect(checkpoint.state.wireDecision == d)
+            #expect(try Checkpoint.read("\(dir)/run/checkpoints/\(Checkpoint.fileName(step: 5))").state.wireDecision == nil)
+            var options = Trainer.Options(runDirectory: "\(dir)/resumed")
+            options.resume = checkpoint
+            let source = try cluster(config, workers: 2)
+            options.source = { _, _, _ in source }
+            let resumed = try Trainer(config: config, options: options, logger: log)
+            #expect(resumed.wireDecision == d && !resumed.compression.undecided && resumed.compression.denseSteps == 10)
+            #expect(resumed.server.varianceFreezeStep == resumed.compression.activeFreezeStep)
+            source.finish(reason: "test over")
+        }
+    }
+
+    /// Workers slow to compute (the wire a small share) keep every value for the whole run,
+    /// and the variance is neither frozen nor tracked.
+    @Test func slowComputeKeepsEveryValue() throws {
+        try withTemporaryDirectory { dir in
+            var hooks = WorkerTestHooks()
+            hooks.computeDelay = (0.15, 0)
+            let (trainer, records, _) = try run(dir: dir, hooks: hooks)
+            let decisions = records.filter { $0.kind == .wire }
+            #expect(decisions.count == 1 && decisions.first?.gradientDensity == 1, "\(decisions.map { ($0.step, $0.gradientDensity, $0.reason) })")
+            #expect(trainer.compression == .uncompressed && trainer.server.varianceTracker == nil && !trainer.server.optimizer.varianceFrozen)
+            let ratios = records.filter { $0.kind == .train }.compactMap(\.bytesUpRatioToDenseFp32)
+            #expect(!ratios.isEmpty && ratios.allSatisfy { $0 > 0.9 }, "\(ratios)")
+        }
+    }
+}
