@@ -140,6 +140,6 @@ let package = Package(
                                                       "Sparsity", "Coordinator", "Worker", "Transport", "Compression", "Steps", "Wire", "Monitoring",
                                                       .product(name: "Logging", package: "swift-log")],
                     swiftSettings: numericFlags),
-        .testTarget(name: "CommandLineTests", dependencies: ["Core", "Training", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "CommandLineTests", dependencies: ["Config", "Core", "Training", "TestSupport", .product(name: "Logging", package: "swift-log")]),
     ]
 )

@@ -2,20 +2,27 @@
 # N hosts, each a network namespace (the coordinator beside worker 1 on the first, as a
 # user runs it; --own-coordinator-host gives it a namespace of its own), joined by veth
 # pairs to a bridge in a namespace of their own; every link limited to RATE with DELAY
-# each way (tc netem, both ends). Trains the same run uncompressed and with top-k, and
-# prints the time per step of each (the coordinator's metrics, steady-state records).
-# The top-k run compresses from its first step with a live variance: it measures time, not accuracy.
-# With --ddp HOOK (repeatable: none, fp16, powersgd) it also trains the uncompressed run's
-# resolved config with PyTorch DDP over gloo (benchmarks/ddp_reference.py), one torchrun
-# rank in each worker's namespace, rank 0 on the first worker's host, on the same links.
+# each way (tc netem, both ends; a kernel without sch_netem, as this VM's, gets a token
+# bucket, tbf, and no added delay). Trains the same config with svite in the ways --runs
+# names, and with PyTorch DDP over gloo (benchmarks/ddp_reference.py, one torchrun rank in
+# each worker's namespace, rank 0 on the first worker's host) with each --ddp hook, and
+# prints per run: time per step (steady state), bytes per step through each host's link
+# (the kernel's counters), and with --epochs the final test top-1 and the time to a target.
 #
 #   sudo benchmarks/netns-cluster.sh [--workers 4] [--rate 1gbit] [--delay 0.25ms] [--steps 60]
 #        [--config default] [--density 0.01] [--batch 64] [--svite .build/release/svite] [--keep]
-#        [--ddp none --ddp fp16 --ddp powersgd] [--torchrun /opt/ref/bin/torchrun] [--own-coordinator-host]
-#        [--epochs E [--target 0.84]]
-# --epochs E trains E epochs with an evaluation after each instead of --steps (the top-k run
-# then keeps svite's own dense warm-up and variance freezing), and prints each run's final
-# test accuracy and its training time to --target accuracy.
+#        [--runs uncompressed,topk] [--ddp none --ddp fp16 --ddp powersgd] [--torchrun /opt/ref/bin/torchrun]
+#        [--own-coordinator-host] [--epochs E [--target A]] [--out DIR] [--results FILE.jsonl] [--set KEY=VALUE]
+#
+# --runs (comma-separated): default (svite's own communication settings: gradient_density
+# auto), uncompressed (gradient_density 1), topk (gradient_density --density), svite50 (the
+# default communication with SViTE at 50% unstructured sparsity), svite50-uncompressed.
+# --steps S times S steps (top-k then compresses from its first step with a live variance:
+# time, not accuracy); --epochs E trains E epochs with an evaluation after each and svite's
+# own schedules, and prints each run's final top-1 and its training time to --target (by
+# default DDP fp32's final top-1 less 0.3 pt, when --ddp none runs: DDP runs first).
+# --results appends one JSON line per run (hosts, rate, run, numbers, commit); --out keeps
+# each run's directory (metrics.jsonl, config.yaml, logs) under DIR for `svite plot`.
 #
 # Needs root (ip netns), iproute2 and a release build. Addresses are 10.241.0.0/24
 # inside the namespaces only; everything it makes is removed on exit (also on Ctrl-C).
@@ -23,6 +30,7 @@ set -euo pipefail
 
 WORKERS=4 RATE=1gbit DELAY=0.25ms STEPS=60 CONFIG=default DENSITY=0.01 BATCH=64
 SVITE=.build/release/svite KEEP=0 EXTRA=() HOOKS=() TORCHRUN=/opt/ref/bin/torchrun OWN=0 EPOCHS=0 TARGET=
+RUNS=uncompressed,topk KEEPDIR= RESULTS=
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers) WORKERS=$2; shift 2 ;;
@@ -40,7 +48,10 @@ while [ $# -gt 0 ]; do
     --epochs) EPOCHS=$2; shift 2 ;;
     --target) TARGET=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --out) KEEPDIR=$2; shift 2 ;;
+    --results) RESULTS=$2; shift 2 ;;
+    -h|--help) sed -n 2,28p "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -53,6 +64,12 @@ if [ ${#HOOKS[@]} -gt 0 ]; then
   [ -x "$TORCHRUN" ] || { echo "$TORCHRUN is missing: python3 -m venv /opt/ref && /opt/ref/bin/pip install torch timm" >&2; exit 1; }
   for h in "${HOOKS[@]}"; do case "$h" in none|fp16|powersgd) ;; *) echo "--ddp $h: none, fp16 or powersgd" >&2; exit 2 ;; esac; done
 fi
+IFS=, read -r -a RUN_LIST <<< "$RUNS"
+for r in "${RUN_LIST[@]}"; do
+  case "$r" in default|uncompressed|topk|svite50|svite50-uncompressed) ;; *) echo "--runs $r: default, uncompressed, topk, svite50 or svite50-uncompressed" >&2; exit 2 ;; esac
+done
+[ -z "$RESULTS" ] || RESULTS=$(readlink -f "$RESULTS")
+COMMIT=$(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 TAG="svn$$"
 BR="$TAG-br"
@@ -68,7 +85,8 @@ cleanup() {
   sleep 0.5
   for n in "${NODES[@]}"; do ip netns del "$TAG-$n" 2>/dev/null || true; done
   ip netns del "$BR" 2>/dev/null || true
-  [ "$KEEP" = 1 ] && echo "runs kept in $OUT" || rm -rf "$OUT"
+  if [ -n "$KEEPDIR" ]; then mkdir -p "$KEEPDIR" && cp -r "$OUT"/. "$KEEPDIR"/ && rm -rf "$OUT" && echo "runs kept in $KEEPDIR"
+  elif [ "$KEEP" = 1 ]; then echo "runs kept in $OUT"; else rm -rf "$OUT"; fi
 }
 trap cleanup EXIT INT TERM
 
@@ -112,48 +130,57 @@ counters() {  # counters: "tx rx" of every node's eth0, in NODES order, one line
   done
 }
 
-linkbytes() {  # linkbytes LABEL BEFORE STEPS: bytes through each host's link per step, from the kernel's counters
-  counters | python3 -c '
-import sys
-label, before, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-names = sys.argv[4:]
-b = [tuple(map(int, l.split())) for l in before.strip().splitlines()]
-a = [tuple(map(int, l.split())) for l in sys.stdin.read().strip().splitlines()]
-per = [((x[0] - y[0]) + (x[1] - y[1])) / steps for x, y in zip(a, b)]
-busiest = max(range(len(per)), key=lambda i: per[i])
-others = [p for p, n in zip(per, names) if n != names[0]] or per
-print(f"{label:<14} link bytes per step (in + out, whole run): busiest {names[busiest]} {per[busiest] / 2**20:.2f} MiB, "
-      + f"first host {per[0] / 2**20:.2f} MiB, mean of the others {sum(others) / len(others) / 2**20:.2f} MiB")
-' "$1" "$2" "$3" "${NODES[@]}"
-}
-
-steps_of() {  # steps_of RUN_DIR: the steps the run made (its last train record)
-  python3 -c 'import json,sys; print(max(json.loads(l)["step"] for l in open(sys.argv[1]) if l.strip()))' "$1/metrics.jsonl"
-}
-
-summarize() {  # summarize RUN_DIR LABEL: steady-state time and bytes per step from metrics.jsonl
-  # Steady state: the train records after the first 20 steps.
-  python3 - "$1/metrics.jsonl" "$2" "$TARGET" <<'EOF'
+report() {  # report RUN_DIR LABEL BEFORE: one run's numbers, printed and (--results) appended as JSON
+  counters > "$OUT/$2.counters"
+  python3 - "$1/metrics.jsonl" "$2" "$TARGET" "$3" "$OUT/$2.counters" "$RESULTS" "$WORKERS" "$RATE" "$CONFIG" "$BATCH" "$COMMIT" "${NODES[@]}" <<'PY'
 import json, sys
-recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+path, label, target, before, after, results, hosts, rate, config, batch, commit = sys.argv[1:12]
+names = sys.argv[12:]
+recs = [json.loads(l) for l in open(path) if l.strip()]
 train = [r for r in recs if r.get("kind") == "train"]
+steps_made = max(r["step"] for r in train)
+# Steady state: the train records after the first 20 steps.
 t = [r for r in train if r["step"] > 20]
-steps = t[-1]["step"] - train[train.index(t[0]) - 1]["step"]
-secs = t[-1]["elapsed_seconds"] - train[train.index(t[0]) - 1]["elapsed_seconds"]
+first = train[train.index(t[0]) - 1]
+seconds_per_step = (t[-1]["elapsed_seconds"] - first["elapsed_seconds"]) / (t[-1]["step"] - first["step"])
 up = sum(r.get("bytes_up_per_step", 0) for r in t) / len(t)
 down = sum(r.get("bytes_down_per_step", 0) for r in t) / len(t)
-wire = f"   up {up / 2**20:8.2f} MiB/step   down {down / 2**20:8.2f} MiB/step (all workers)" if up + down > 0 else ""
+shares = [r["wire_share"] for r in t if "wire_share" in r]
+b = [tuple(map(int, l.split())) for l in before.strip().splitlines()]
+a = [tuple(map(int, l.split())) for l in open(after).read().strip().splitlines()]
+per = [((x[0] - y[0]) + (x[1] - y[1])) / steps_made for x, y in zip(a, b)]
+others = [p for p, n in zip(per, names) if n != names[0]] or per
+row = {"hosts": int(hosts), "rate": rate, "run": label, "config": config, "batch": int(batch), "commit": commit,
+       "steps": steps_made, "ms_per_step": 1000 * seconds_per_step,
+       "first_host_mib_per_step": per[0] / 2**20, "other_hosts_mib_per_step": sum(others) / len(others) / 2**20,
+       "busiest_host_mib_per_step": max(per) / 2**20}
+line = f"{label:<22} {1000 * seconds_per_step:8.1f} ms/step"
+if up + down > 0:
+    line += f"   up {up / 2**20:7.2f} down {down / 2**20:7.2f} MiB/step (all workers)"
+if shares:
+    row["wire_share"] = sum(shares) / len(shares)
+    line += f"   wire {100 * row['wire_share']:.0f}%"
+decision = [r for r in recs if r.get("kind") == "wire"]
+if decision:
+    row["auto_density"] = decision[-1]["gradient_density"]; row["auto_step"] = decision[-1]["step"]
+    line += f"   auto: {'top-k' if decision[-1]['gradient_density'] < 1 else 'every value'} from step {decision[-1]['step']}"
+line += f"\n{'':<22} link MiB/step: first host {per[0] / 2**20:.2f}, mean of the others {sum(others) / len(others) / 2**20:.2f}, busiest {max(per) / 2**20:.2f}"
 evals = [r for r in recs if r.get("kind") == "eval"]
-acc = ""
+end = [r for r in recs if r.get("kind") == "end"]
 if evals:
-    acc = f"   final top-1 {100 * evals[-1]['eval_accuracy']:.2f}%"
-    target = float(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] else None
-    if target is not None:
-        hit = next((r for r in evals if r["eval_accuracy"] >= target), None)
-        acc += f", {100 * target:.1f}% at {hit['elapsed_seconds']:.0f} s" if hit else f", {100 * target:.1f}% not reached"
-print(f"{sys.argv[2]:<14} {1000 * secs / steps:9.1f} ms/step{wire}{acc}")
-with open(sys.argv[1] + ".summary", "w") as f: f.write(f"{secs / steps}\n")
-EOF
+    row["final_top1"] = evals[-1]["eval_accuracy"]
+    row["train_seconds"] = (end[-1] if end else train[-1])["elapsed_seconds"]
+    line += f"\n{'':<22} final top-1 {100 * row['final_top1']:.2f}% after {row['train_seconds']:.0f} s"
+    if target:
+        tgt = float(target)
+        hit = next((r for r in evals if r["eval_accuracy"] >= tgt), None)
+        row["target"] = tgt
+        row["seconds_to_target"] = hit["elapsed_seconds"] if hit else None
+        line += f", {100 * tgt:.2f}% at {hit['elapsed_seconds']:.0f} s" if hit else f", {100 * tgt:.2f}% not reached"
+print(line, flush=True)
+if results:
+    with open(results, "a") as f: f.write(json.dumps(row) + "\n")
+PY
 }
 
 # How long a run is: STEPS steps with a live variance and no warm-up (time only), or EPOCHS
@@ -166,52 +193,60 @@ else
   TOPK=(--set communication.dense_warmup_epochs=0 --set communication.freeze_variance=off)
 fi
 
-run() {  # run LABEL density
-  local label=$1 density=$2 dir="$OUT/$1" before
+run() {  # run LABEL [--set KEY=VALUE]...: svite's coordinator and a worker on each host
+  local label=$1 dir="$OUT/$1" before
+  shift
   before=$(counters)
   ip netns exec "$TAG-$COORD" "$SVITE" coordinator --config "$CONFIG" --bind "tcp://10.241.0.1:5555" --workers "$WORKERS" \
     --out "$dir" --plain --worker-timeout 60 --balance equal "${LENGTH[@]}" --set training.batch_size="$BATCH" \
-    --set training.log_every_steps=10 --set communication.gradient_density="$density" "${TOPK[@]}" "${EXTRA[@]}" \
-    > "$OUT/$label.coordinator.log" 2>&1 &
+    --set training.log_every_steps=10 "$@" "${EXTRA[@]}" > "$OUT/$label.coordinator.log" 2>&1 &
   local coord=$!
   PIDS+=("$coord")
-  local k=2
   for n in "${WORKER_NODES[@]}"; do
     ip netns exec "$TAG-$n" "$SVITE" worker --coordinator "tcp://10.241.0.1:5555" --name "$n" --threads 1 \
       > "$OUT/$label.$n.log" 2>&1 &
     PIDS+=("$!")
-    k=$((k + 1))
   done
   wait "$coord" || { echo "$label: the coordinator failed; its log:" >&2; tail -20 "$OUT/$label.coordinator.log" >&2; exit 1; }
-  summarize "$dir" "$label"
-  linkbytes "$label" "$before" "$(steps_of "$dir")"
+  report "$dir" "$label" "$before"
+  sleep 1
+}
+
+run_ddp() {  # run_ddp HOOK: one torchrun rank per worker namespace, training the config svite resolves
+  local label="ddp-$1" dir="$OUT/ddp-$1" k=0 pids=() before
+  before=$(counters)
+  for n in "${WORKER_NODES[@]}"; do
+    ip netns exec "$TAG-$n" env OMP_NUM_THREADS=1 GLOO_SOCKET_IFNAME=eth0 "$TORCHRUN" --nnodes "$WORKERS" --nproc-per-node 1 --node-rank "$k" \
+      --master-addr "$MASTER" --master-port 29500 "$DDP" --config "$CONFIG_FILE" --out "$dir" \
+      --threads 1 --hook "$1" > "$OUT/$label.$n.log" 2>&1 &
+    PIDS+=("$!"); pids+=("$!")
+    k=$((k + 1))
+  done
+  for p in "${pids[@]}"; do wait "$p" || { echo "$label: a rank failed; its log:" >&2; tail -20 "$OUT/$label.w1.log" >&2; exit 1; }; done
+  report "$dir" "$label" "$before"
+  if [ "$1" = none ] && [ "$EPOCHS" != 0 ] && [ -z "$TARGET" ]; then
+    TARGET=$(python3 -c 'import json,sys; e=[json.loads(l) for l in open(sys.argv[1]) if "\"eval\"" in l]; print(round(e[-1]["eval_accuracy"] - 0.003, 4))' "$dir/metrics.jsonl")
+    echo "target: DDP fp32's final top-1 less 0.3 pt, $TARGET"
+  fi
   sleep 1
 }
 
 if [ "$SHAPER" = netem ]; then LINK="$RATE, $DELAY each way (netem)"; else LINK="$RATE (tbf; no added delay: this kernel has no sch_netem)"; fi
 if [ "$OWN" = 1 ]; then WHERE="the coordinator on a host of its own"; else WHERE="the coordinator beside worker 1"; fi
 if [ "$EPOCHS" != 0 ]; then LEN="$EPOCHS epoch(s)"; else LEN="$STEPS steps"; fi
-echo "$WORKERS hosts, each a namespace, $WHERE; links $LINK; $CONFIG, batch $BATCH, $LEN, 1 thread a host"
-run uncompressed 1
-run "topk-$DENSITY" "$DENSITY"
-run_ddp() {  # run_ddp HOOK: one torchrun rank per worker namespace, the uncompressed run's config
-  local label="ddp-$1" dir="$OUT/ddp-$1" k=0 pids=() before
-  before=$(counters)
-  for n in "${WORKER_NODES[@]}"; do
-    ip netns exec "$TAG-$n" env OMP_NUM_THREADS=1 GLOO_SOCKET_IFNAME=eth0 "$TORCHRUN" --nnodes "$WORKERS" --nproc-per-node 1 --node-rank "$k" \
-      --master-addr "$MASTER" --master-port 29500 "$DDP" --config "$OUT/uncompressed/config.yaml" --out "$dir" \
-      --threads 1 --hook "$1" > "$OUT/$label.$n.log" 2>&1 &
-    PIDS+=("$!"); pids+=("$!")
-    k=$((k + 1))
-  done
-  for p in "${pids[@]}"; do wait "$p" || { echo "$label: a rank failed; its log:" >&2; tail -20 "$OUT/$label.w1.log" >&2; exit 1; }; done
-  summarize "$dir" "$label"
-  linkbytes "$label" "$before" "$(steps_of "$dir")"
-  sleep 1
-}
+echo "$WORKERS hosts, each a namespace, $WHERE; links $LINK; $CONFIG, batch $BATCH, $LEN, 1 thread a host; svite $COMMIT"
+# DDP trains the config svite resolves (its sparsity and communication sections aside), first:
+# its fp32 run's final top-1 is the others' target.
+CONFIG_FILE="$OUT/resolved.yaml"
+"$SVITE" config --config "$CONFIG" "${LENGTH[@]}" --set training.batch_size="$BATCH" "${EXTRA[@]}" > "$CONFIG_FILE" \
+  || { echo "could not resolve --config $CONFIG" >&2; exit 1; }
 for h in "${HOOKS[@]:-}"; do [ -n "$h" ] && run_ddp "$h"; done
-python3 - "$OUT/uncompressed/metrics.jsonl.summary" "$OUT/topk-$DENSITY/metrics.jsonl.summary" <<'EOF'
-import sys
-a, b = (float(open(p).read()) for p in sys.argv[1:])
-print(f"top-k is {a / b:.2f}x faster per step than uncompressed")
-EOF
+for r in "${RUN_LIST[@]}"; do
+  case "$r" in
+    default) run default ;;
+    uncompressed) run uncompressed --set communication.gradient_density=1 ;;
+    topk) run "topk-$DENSITY" --set communication.gradient_density="$DENSITY" "${TOPK[@]}" ;;
+    svite50) run svite50 --set sparsity.method=svite --set sparsity.sparsity=0.5 ;;
+    svite50-uncompressed) run svite50-uncompressed --set sparsity.method=svite --set sparsity.sparsity=0.5 --set communication.gradient_density=1 ;;
+  esac
+done

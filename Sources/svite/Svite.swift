@@ -20,7 +20,7 @@ struct Svite: ParsableCommand {
         names \(BuiltinConfigs.all.keys.sorted().joined(separator: ", ")).
         """,
         version: SviteVersion.description,
-        subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, StatusCommand.self, KeygenCommand.self, Eval.self, Export.self, Masks.self, Tokens.self, DataFolder.self, PlotCommand.self, ExperimentCommand.self, Bench.self, Fuzz.self]
+        subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, StatusCommand.self, ConfigCommand.self, KeygenCommand.self, Eval.self, Export.self, Masks.self, Tokens.self, DataFolder.self, PlotCommand.self, ExperimentCommand.self, Bench.self, Fuzz.self]
     )
 
     static func main() {

@@ -1,4 +1,5 @@
 import Foundation
+import Config
 import Core
 import Testing
 import TestSupport
@@ -36,6 +37,19 @@ struct CommandLineTests {
         let far = try svite(exe, ["frobnicate"])
         #expect(far.status == 64 && !far.err.contains("did you mean") && far.err.contains("Commands:"), "\(far)")
         #expect(try svite(exe, ["help", "train"]).status == 0)
+    }
+
+    /// `svite config` prints what a run would store (overrides applied, defaults written
+    /// out), which reads back as the same config; a bad key is named, with the config status.
+    @Test func configPrintsTheResolvedConfig() throws {
+        let exe = try sviteBinary()
+        let r = try svite(exe, ["config", "--config", "fmnist-6head", "--set", "training.epochs=3"])
+        #expect(r.status == 0, "\(r)")
+        let back = try RunConfig.parse(yaml: r.out, file: "printed.yaml")
+        #expect(back.yaml == (try RunConfig.resolve("fmnist-6head", overrides: ["training.epochs=3"])).yaml && back.training.epochs == 3)
+        #expect(r.out.contains("gradient_density: auto"))
+        let bad = try svite(exe, ["config", "--set", "training.epoch=3"])
+        #expect(bad.status == 78 && bad.err.contains("training.epoch"), "\(bad)")
     }
 
     /// `HOST:PORT` is taken as tcp://HOST:PORT; what is not an endpoint says the right form

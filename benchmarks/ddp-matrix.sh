@@ -1,0 +1,44 @@
+#!/bin/bash
+# svite against torchrun DDP (gloo) on namespace clusters: every cell of the matrix below
+# through benchmarks/netns-cluster.sh, one after the other, each cell's output appended to
+# DIR/log.txt, its numbers to DIR/results.jsonl and its run directories kept in DIR/CELL/.
+# Resumable: a cell whose name is in DIR/done is skipped, so after a stop (or a crash) the
+# same command goes on where it was. Nothing else may run on the machine meanwhile: every
+# number is a same-run ratio only while the cells share the cores alone.
+#
+#   sudo benchmarks/ddp-matrix.sh DIR [--only CELL-PREFIX]
+set -euo pipefail
+DIR=${1:?usage: ddp-matrix.sh DIR [--only PREFIX]}
+ONLY=${3:-}
+mkdir -p "$DIR"
+DIR=$(readlink -f "$DIR")
+HERE=$(dirname "$(readlink -f "$0")")
+touch "$DIR/done"
+MODEL=(--config fmnist-6head --batch 128 --set training.precision=fp32)
+ACC=(--epochs 4 --set data.train_limit=30000)
+
+cell() {  # cell NAME ARGS...: one netns-cluster.sh invocation
+  local name=$1; shift
+  [ -n "$ONLY" ] && [[ "$name" != "$ONLY"* ]] && return 0
+  grep -qx "$name" "$DIR/done" && { echo "$name: done before, skipped"; return 0; }
+  echo "=== $name ($(date -u +%H:%M:%S))" | tee -a "$DIR/log.txt"
+  rm -rf "${DIR:?}/$name"
+  "$HERE/netns-cluster.sh" "$@" --out "$DIR/$name" --results "$DIR/results.jsonl" 2>&1 | tee -a "$DIR/log.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || { echo "$name failed" | tee -a "$DIR/log.txt"; exit 1; }
+  echo "$name" >> "$DIR/done"
+}
+
+# Time per step and bytes, 60 steps (steady state after 20), every run kind.
+for rate in 100mbit 1gbit 10gbit; do
+  cell "steps-4-$rate" --workers 4 --rate "$rate" --steps 60 "${MODEL[@]}" \
+    --runs uncompressed,topk,svite50-uncompressed --ddp none --ddp fp16 --ddp powersgd
+done
+for n in 8 2; do
+  cell "steps-$n-1gbit" --workers "$n" --rate 1gbit --steps 60 "${MODEL[@]}" \
+    --runs uncompressed,topk,svite50-uncompressed --ddp none --ddp fp16 --ddp powersgd
+done
+# Time to accuracy: 4 epochs of 30000 images, DDP fp32 first (its final top-1 less 0.3 pt is the target).
+cell acc-4-100mbit --workers 4 --rate 100mbit "${MODEL[@]}" "${ACC[@]}" --runs default,svite50 --ddp none --ddp powersgd
+cell acc-4-1gbit --workers 4 --rate 1gbit "${MODEL[@]}" "${ACC[@]}" --runs default,uncompressed,svite50 --ddp none --ddp powersgd
+cell acc-4-10gbit --workers 4 --rate 10gbit "${MODEL[@]}" "${ACC[@]}" --runs default,svite50 --ddp none
+echo "all cells done ($(date -u +%H:%M:%S))" | tee -a "$DIR/log.txt"
