@@ -41,4 +41,11 @@ done
 cell acc-4-100mbit --workers 4 --rate 100mbit "${MODEL[@]}" "${ACC[@]}" --runs default,svite50 --ddp none --ddp powersgd
 cell acc-4-1gbit --workers 4 --rate 1gbit "${MODEL[@]}" "${ACC[@]}" --runs default,uncompressed,svite50 --ddp none --ddp powersgd
 cell acc-4-10gbit --workers 4 --rate 10gbit "${MODEL[@]}" "${ACC[@]}" --runs default,svite50 --ddp none
+# After the bf16 tier of gradient_density auto: svite's default against the runs above,
+# top-k at a true 1% in the 60-step rows (no density warm-up).
+AFTER=(--runs uncompressed,topk,default)
+cell after-steps-4-100mbit --workers 4 --rate 100mbit --steps 60 "${MODEL[@]}" "${AFTER[@]}" --ddp none --ddp powersgd
+cell after-steps-4-1gbit --workers 4 --rate 1gbit --steps 60 "${MODEL[@]}" "${AFTER[@]}" --ddp none
+cell after-steps-8-1gbit --workers 8 --rate 1gbit --steps 60 "${MODEL[@]}" "${AFTER[@]}" --ddp none
+cell after-acc-4-1gbit --workers 4 --rate 1gbit "${MODEL[@]}" "${ACC[@]}" --runs default,uncompressed --ddp none
 echo "all cells done ($(date -u +%H:%M:%S))" | tee -a "$DIR/log.txt"

@@ -17,8 +17,8 @@
 # --runs (comma-separated): default (svite's own communication settings: gradient_density
 # auto), uncompressed (gradient_density 1), topk (gradient_density --density), svite50 (the
 # default communication with SViTE at 50% unstructured sparsity), svite50-uncompressed.
-# --steps S times S steps (top-k then compresses from its first step with a live variance:
-# time, not accuracy); --epochs E trains E epochs with an evaluation after each and svite's
+# --steps S times S steps (top-k then sends --density from its first step, no warm-up, with
+# a live variance: time, not accuracy); --epochs E trains E epochs with an evaluation after each and svite's
 # own schedules, and prints each run's final top-1 and its training time to --target (by
 # default DDP fp32's final top-1 less 0.3 pt, when --ddp none runs: DDP runs first).
 # --results appends one JSON line per run (hosts, rate, run, numbers, commit); --out keeps
@@ -166,6 +166,9 @@ if decision:
     line += f"   auto: {'top-k' if decision[-1]['gradient_density'] < 1 else 'every value'} from step {decision[-1]['step']}"
 line += f"\n{'':<22} link MiB/step: first host {per[0] / 2**20:.2f}, mean of the others {sum(others) / len(others) / 2**20:.2f}, busiest {max(per) / 2**20:.2f}"
 evals = [r for r in recs if r.get("kind") == "eval"]
+for e in evals:  # svite's eval records carry no time: the last train record's at or before them
+    if "elapsed_seconds" not in e:
+        e["elapsed_seconds"] = max((r for r in train if r["step"] <= e["step"]), key=lambda r: r["step"])["elapsed_seconds"]
 end = [r for r in recs if r.get("kind") == "end"]
 if evals:
     row["final_top1"] = evals[-1]["eval_accuracy"]
@@ -190,7 +193,7 @@ if [ "$EPOCHS" != 0 ]; then
   TOPK=()
 else
   LENGTH=(--set training.max_steps="$STEPS" --set training.eval_every_epochs=0)
-  TOPK=(--set communication.dense_warmup_epochs=0 --set communication.freeze_variance=off)
+  TOPK=(--set communication.dense_warmup_epochs=0 --set communication.density_warmup_epochs=0 --set communication.freeze_variance=off)
 fi
 
 run() {  # run LABEL [--set KEY=VALUE]...: svite's coordinator and a worker on each host

@@ -65,8 +65,12 @@ public struct CompressionContext {
     public var varianceScale: [Float]?
     /// The shared estimate: the replica's first moment (nil: the worker holds no replica).
     public var estimate: UnsafePointer<Float>?
-    public init(masks: MaskSet?, variance: UnsafePointer<Float>? = nil, varianceScale: [Float]? = nil, estimate: UnsafePointer<Float>? = nil) {
+    /// The step's codec for every value, when its order names one (nil: the run's).
+    public var denseCodec: ValueCodec?
+    public init(masks: MaskSet?, variance: UnsafePointer<Float>? = nil, varianceScale: [Float]? = nil, estimate: UnsafePointer<Float>? = nil,
+                denseCodec: ValueCodec? = nil) {
         self.masks = masks; self.variance = variance; self.varianceScale = varianceScale; self.estimate = estimate
+        self.denseCodec = denseCodec
     }
 }
 
@@ -150,6 +154,7 @@ public final class DenseCompressor: GradientCompressor {
     }
     public func encode(_ gradient: UnsafeMutablePointer<Float>, _ compression: GradientCompression, context: CompressionContext,
                        into w: inout ByteWriter) throws {
+        let codec = context.denseCodec ?? self.codec
         if let m = context.masks {
             m.pack(gradient, into: packed.pointer)
             GradientValues.encodeDense(packed.pointer, count: m.packedCount, codec: codec, into: &w)

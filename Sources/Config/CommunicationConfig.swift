@@ -9,9 +9,10 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// Fraction of each tensor's active weights a worker sends per ordinary step, the
     /// largest-magnitude ones, keeping the rest as a residual for later steps (top-k with
     /// error feedback, as Deep Gradient Compression); 1 sends every value as they are.
-    /// nil (auto): the coordinator measures the uncompressed steps of the dense warm-up and
-    /// goes on with top-k at `autoDensity` only where the wire takes at least `autoWireShare`
-    /// of a step (a slow link, many workers), every value otherwise (`DensityChoice`).
+    /// nil (auto): the coordinator measures its first uncompressed steps and, where the wire
+    /// takes at least `autoHalfShare` of a step, sends every value in bf16 both ways from
+    /// then on; where it takes at least `autoWireShare` (a slow link, many workers), top-k
+    /// at `autoDensity` too, from the dense warm-up's end (`WireChoice.swift`).
     public var gradientDensity: Double? = nil
     /// Deep Gradient Compression's warm-up: the density falls exponentially from 25% (or
     /// from gradient_density, if higher) to gradient_density over this many epochs. One
@@ -84,9 +85,14 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
 
     /// Auto's density once it compresses: DGC's 1%, measured in docs/benchmarks.md.
     public static let autoDensity = 0.01
-    /// Auto compresses when the wire (a round's time less its slowest worker's computing)
-    /// takes at least this share of a step: top-k then makes steps 1.25x faster or more.
-    public static let autoWireShare = 0.2
+    /// Auto takes top-k when the wire (a round's time less its slowest worker's computing)
+    /// takes at least this share of a step, so steps get about twice as fast or more: top-k
+    /// costs top-1 (0.4 pt over 5 epochs through 2 workers, 2 pt over 4 short epochs
+    /// through 4: docs/benchmarks.md), which a smaller gain does not pay for.
+    public static let autoWireShare = 0.5
+    /// Auto sends every value in bf16 (both ways) when the wire takes at least this share
+    /// of a step: half the bytes, at a rounding of 2⁻⁹ of each value.
+    public static let autoHalfShare = 0.2
 
     /// The auto dense warm-up of a run whose AdamW variance freezes.
     public static let autoDenseWarmupEpochs = 1.0
@@ -247,7 +253,8 @@ public struct CompressionSchedule: Sendable, Equatable {
         guard target < 1 else { return nil }
         var s = "wire: top-k \(target * 100)% of each tensor's active weights"
         if undecided {
-            s = "wire: auto: every value until step \(denseSteps), then, if the wire takes \(Int(CommunicationConfig.autoWireShare * 100))% of a step or more, top-k \(target * 100)%"
+            s = "wire: auto: every value; in bf16 once the wire takes \(Int(CommunicationConfig.autoHalfShare * 100))% of a step or more, "
+                + "and from step \(denseSteps) top-k \(target * 100)% if it takes \(Int(CommunicationConfig.autoWireShare * 100))% or more"
         } else {
             s += denseSteps > 0 ? " from step \(denseSteps) (uncompressed before)" : " from the first step"
         }

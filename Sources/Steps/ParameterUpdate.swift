@@ -25,9 +25,12 @@ public struct ParameterUpdate: Sendable, Equatable {
     /// The gradient is the merged change to the shared estimate (AdamW's first moment,
     /// `TopKFeedback.estimate`), not a gradient for its moving average.
     public var estimate: Bool
-    /// Exactly the values the optimizer took (masked and clipped), fp32. nil: not kept (a
+    /// Exactly the values the optimizer took (masked and clipped). nil: not kept (a
     /// server whose updates nobody replays, `ServerState.keepsUpdateGradients` off).
     public var gradient: SparseGradient?
+    /// How `gradient` travels: fp32, or bf16 when the server rounded the values it took to
+    /// bf16 (`ServerState.halfPrecisionUpdates`), so half the bytes still replay exactly.
+    public var gradientCodec: ValueCodec = .fp32
     /// The topology update after the optimizer step (nil: none).
     public var topology: TopologyChange?
     /// CRC-32 of the weights (fp32 bytes, layout order) after the update, every few steps.
@@ -87,7 +90,7 @@ public struct UpdateContext: Sendable {
 
 extension ParameterUpdate {
     // Tagged fields: 1 u32 step, u8 applied, f64 lr, u32 updates, u8 freeze, u8 estimate;
-    // 2 SparseGradient (fp32); 3 topology: u32 mask version, u32 layers, per layer: off,
+    // 2 u8 codec tag (fp32 or bf16), SparseGradient; 3 topology: u32 mask version, u32 layers, per layer: off,
     // on (IndexCodec), u32 n, n fp32 weights, then per moment buffer n fp32 values;
     // 4 u32 checksum; 5 u32 tensors, fp32 variance scale per tensor.
 
@@ -96,7 +99,7 @@ extension ParameterUpdate {
             w.u32(step); w.u8(applied ? 1 : 0); w.f64(lr); w.u32(optimizerUpdates)
             w.u8(freezeVariance ? 1 : 0); w.u8(estimate ? 1 : 0)
         }
-        if let gradient { w.field(2) { gradient.encode(codec: .fp32, layout: layout, into: &$0) } }
+        if let gradient { w.field(2) { $0.u8(gradientCodec.tag); gradient.encode(codec: gradientCodec, layout: layout, into: &$0) } }
         if let topology {
             w.field(3) { w in
                 w.u32(topology.maskVersion)
@@ -133,9 +136,14 @@ extension ParameterUpdate {
                 u = ParameterUpdate(step: step, applied: applied, lr: lr, optimizerUpdates: try r.u32("optimizer updates"),
                                     freezeVariance: try r.u8("update freeze") != 0, estimate: try r.u8("update estimate") != 0, gradient: nil)
             case 2:
-                let g = try SparseGradient.decode(&r, codec: .fp32, layout: c.layout)
+                let tag = try r.u8("update gradient codec")
+                guard let codec = ValueCodec(tag: tag), codec.keepsUncompressedSteps else {
+                    throw WireError.malformedPayload("update gradient codec \(tag)")
+                }
+                let g = try SparseGradient.decode(&r, codec: codec, layout: c.layout)
                 guard g.isFinite else { throw WireError.nonFinite("update gradient") }
                 u?.gradient = g
+                u?.gradientCodec = codec
             case 3:
                 u?.topology = try decodeTopology(&r, context: c)
             case 4:

@@ -18,21 +18,26 @@ public struct StepOrder: Sendable, Equatable {
     /// Whether workers send their gradient's mean square per tensor (the coordinator tracks
     /// AdamW's frozen variance: `CompressionSchedule.tracksVariance`).
     public var meanSquares: Bool
+    /// The codec of an uncompressed step's values (nil: the coordinator's --gradient-codec,
+    /// which the welcome names).
+    public var denseCodec: ValueCodec?
 
     public init(request: StepRequest = .none, selector: SelectorSchedule? = nil, compression: GradientCompression = .dense,
-                meanSquares: Bool = false) {
+                meanSquares: Bool = false, denseCodec: ValueCodec? = nil) {
         self.request = request; self.selector = selector; self.compression = compression; self.meanSquares = meanSquares
+        self.denseCodec = denseCodec
     }
 
     // Tagged fields, each present only when it says something: 1 request
     // (StepRequest), 2 selector (f32 τ, f32 noise scale), 3 compression (GradientCompression),
-    // 4 mean squares wanted (empty).
+    // 4 mean squares wanted (empty), 5 dense codec (u8 tag).
 
     public func encode(into w: inout ByteWriter) {
         if request != .none { w.field(1) { request.encode(into: &$0) } }
         if let selector { w.field(2) { $0.f32(selector.temperature); $0.f32(selector.noiseScale) } }
         if compression != .dense { w.field(3) { compression.encode(into: &$0) } }
         if meanSquares { w.field(4) { _ in } }
+        if let denseCodec { w.field(5) { $0.u8(denseCodec.tag) } }
     }
 
     /// Reads an order for a model of at most `maxLayers` prunable layers.
@@ -52,6 +57,10 @@ public struct StepOrder: Sendable, Equatable {
                 order.compression = try GradientCompression.decode(&r)
             case 4:
                 order.meanSquares = true
+            case 5:
+                let tag = try r.u8("dense codec")
+                guard let c = ValueCodec(tag: tag), c.keepsUncompressedSteps else { throw WireError.malformedPayload("dense codec \(tag)") }
+                order.denseCodec = c
             default:
                 throw WireError.malformedPayload("step order field \(tag) (another svite version's)")
             }

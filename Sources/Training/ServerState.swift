@@ -35,6 +35,10 @@ public final class ServerState {
     /// Whether the update records carry the gradient the optimizer took (someone replays
     /// them: the update downlink, or a test); building it costs a pass over the model.
     public var keepsUpdateGradients = false
+    /// The merged gradient is rounded to bf16 (after clipping) before the optimizer takes
+    /// it, so its record travels in half the bytes and still replays exactly
+    /// (`gradient_density: auto` on a slow wire).
+    public var halfPrecisionUpdates = false
 
     public struct Update: Sendable {
         public var step: Int
@@ -100,10 +104,13 @@ public final class ServerState {
         // workers clip their own gradients before their momentum takes them).
         let norm = estimate ? GradientClipping.norm(g, count: model.layout.count)
             : GradientClipping.clip(g, count: model.layout.count, maxNorm: clipGradNorm)
+        // Values a replica must take bit for bit: bf16 ones travel in half the bytes.
+        if halfPrecisionUpdates { ValueCodec.bf16.roundTrip(g, count: model.layout.count) }
         let frozen = optimizer.varianceFrozen || (freeze && optimizer.hasVariance)
         var record = ParameterUpdate(step: UInt32(step), applied: true, lr: lr, optimizerUpdates: UInt32(optimizer.updates + 1),
                                      freezeVariance: frozen, varianceScale: frozen ? varianceTracker?.scales : nil, estimate: estimate,
                                      gradient: keepsUpdateGradients ? SparseGradient.nonzeros(of: g, layout: model.layout) : nil)
+        record.gradientCodec = halfPrecisionUpdates ? .bf16 : .fp32
         state.step(record, gradient: g)
         var fraction: Double? = nil
         if let masks, let method, plan.event != nil {

@@ -194,7 +194,7 @@ public final class Trainer {
                                 order: StepOrder(request: server.pendingPlan.request,
                                                  selector: config.selectorSchedule(step: step, total: totalSteps),
                                                  compression: compression.compression(step: step),
-                                                 meanSquares: server.varianceTracker != nil))
+                                                 meanSquares: server.varianceTracker != nil, denseCodec: denseCodec(step: step)))
             var waited = false
             guard try source.waitUntilReady(stop: stop, waiting: { waited = true; observe(.waiting(connected: $0, needed: $1)) }) else {
                 stopped = true

@@ -200,7 +200,7 @@ final class WorkerRun: @unchecked Sendable {
         let context = CompressionContext(masks: masks,
                                          variance: ((o?.updates ?? 0) > 0 ? o?.secondMoment : nil).map { UnsafePointer($0.pointer) },
                                          varianceScale: state.varianceScale,
-                                         estimate: sharedEstimate)
+                                         estimate: sharedEstimate, denseCodec: job.order.denseCodec)
         // About what the values take: every one in fp32, or k entries of a byte or two each.
         let values = masks?.packedCount ?? layout.count
         let capacity = job.order.compression.density.map { 4096 + Int(6 * $0 * Double(values)) } ?? 4 * values

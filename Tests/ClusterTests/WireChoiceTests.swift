@@ -51,22 +51,32 @@ struct WireChoiceTests {
         #expect(!CompressionSchedule.uncompressed.tracksVariance(c))
     }
 
+    /// The median of the latest rounds decides: `needed` of them once the dense warm-up is
+    /// over, `decisive` before it.
     @Test func theMeterDecidesOnTheMedianOfEnoughRounds() {
         var m = WireShareMeter()
         for _ in 0 ..< WireShareMeter.needed - 1 { m.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.5)) }
-        #expect(m.decision(step: 10, target: 0.01) == nil, "too few rounds")
+        #expect(m.decision(step: 10, denseEnd: 10, target: 0.01) == nil, "too few rounds")
         m.record(RoundTiming(roundSeconds: 10, computeSeconds: 0.1))  // one outlier does not decide
-        #expect(m.decision(step: 10, target: 0.01) == WireDecision(step: 10, density: 0.01, wireShare: 0.5, rounds: 8))
+        #expect(m.decision(step: 10, denseEnd: 10, target: 0.01) == WireDecision(step: 10, density: 0.01, halfPrecision: true, wireShare: 0.5, rounds: 8))
+        #expect(m.decision(step: 8, denseEnd: 10, target: 0.01) == nil, "before the warm-up's end it takes more rounds")
+        for _ in m.shares.count ..< WireShareMeter.decisive { m.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.5)) }
+        #expect(m.decision(step: 8, denseEnd: 10, target: 0.01)?.density == 0.01)
         var fast = WireShareMeter()
         for i in 0 ..< 100 { fast.record(RoundTiming(roundSeconds: 1, computeSeconds: i == 0 ? 0 : 0.9)) }
         #expect(fast.shares.count == WireShareMeter.kept)
-        let d = fast.decision(step: 3, target: 0.01)
-        #expect(d?.density == 1 && abs((d?.wireShare ?? 0) - 0.1) < 1e-9, "\(String(describing: d))")
+        let d = fast.decision(step: 3, denseEnd: 100, target: 0.01)
+        #expect(d?.density == 1 && d?.halfPrecision == false && abs((d?.wireShare ?? 0) - 0.1) < 1e-9, "\(String(describing: d))")
+        var middling = WireShareMeter()
+        for _ in 0 ..< WireShareMeter.decisive { middling.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.7)) }
+        let half = middling.decision(step: 16, denseEnd: 100, target: 0.01)
+        #expect(half?.density == 1 && half?.halfPrecision == true, "a wire of 30%: bf16, no top-k")
     }
 
     func cluster(_ config: RunConfig, workers: Int) throws -> ClusterGradientSource {
         var o = ClusterOptions()
         o.bind = "tcp://127.0.0.1:*"
+        o.statusBind = nil
         o.expectedWorkers = workers
         o.heartbeatSeconds = 0.3
         o.balance = .equal
@@ -86,11 +96,11 @@ struct WireChoiceTests {
         return t
     }
 
-    /// 20 steps of 16 images, 10 of them the dense warm-up, through two workers with `hooks`.
+    /// 30 steps of 16 images, 24 of them the dense warm-up, through two workers with `hooks`.
     func run(dir: String, hooks: WorkerTestHooks) throws -> (Trainer, [MetricsRecord], RunConfig) {
-        try writeSyntheticIDX(dir: dir, train: 16 * 20, test: 16)
+        try writeSyntheticIDX(dir: dir, train: 16 * 30, test: 16)
         let config = try tinyRunConfig(dataDir: dir, extra: ["training.epochs=1", "training.batch_size=16", "training.checkpoint_every_steps=5", "training.keep_checkpoints=10",
-                                                             "communication.gradient_density=auto", "communication.dense_warmup_epochs=0.5"])
+                                                             "communication.gradient_density=auto", "communication.dense_warmup_epochs=0.8"])
         let source = try cluster(config, workers: 2)
         let threads = ["a", "b"].map { worker(source.endpoint, name: $0, hooks: hooks) }
         var options = Trainer.Options(runDirectory: "\(dir)/run")
@@ -98,46 +108,68 @@ struct WireChoiceTests {
         let trainer = try Trainer(config: config, options: options, logger: log)
         let summary = try trainer.run()
         while threads.contains(where: \.isExecuting) { Thread.sleep(forTimeInterval: 0.01) }
-        #expect(summary.steps == 20)
+        #expect(summary.steps == 30)
         return (trainer, MetricsLog.read(summary.metrics), config)
     }
 
-    /// Answers held back on the way (the wire) make auto compress from the end of the dense
-    /// warm-up; the checkpoints keep the decision and a resumed trainer follows it.
+    /// Answers held back on the way (the wire) make auto decide once `decisive` rounds are
+    /// measured: every value in bf16 both ways until the dense warm-up's end, top-k from
+    /// there; the checkpoints keep the decision and a resumed trainer follows it.
     @Test func aSlowWireTurnsTopKOn() throws {
         try withTemporaryDirectory { dir in
             var hooks = WorkerTestHooks()
             hooks.answerDelay = 0.05
             let (trainer, records, config) = try run(dir: dir, hooks: hooks)
             let decisions = records.filter { $0.kind == .wire }
-            #expect(decisions.count == 1 && decisions.first?.step == 10 && decisions.first?.gradientDensity == 0.01,
+            let at = decisions.first?.step ?? -1
+            #expect(decisions.count == 1 && (16 ... 20).contains(at) && decisions.first?.gradientDensity == 0.01,
                     "\(decisions.map { ($0.step, $0.gradientDensity, $0.reason) })")
             #expect((decisions.first?.wireShare ?? 0) >= CommunicationConfig.autoWireShare)
             let d = try #require(trainer.wireDecision)
-            #expect(d.step == 10 && d.density == 0.01 && trainer.compression.density(step: 19) != nil)
+            #expect(d.step == at && d.density == 0.01 && trainer.compression.denseSteps == 24 && trainer.compression.density(step: 29) != nil)
+            #expect(trainer.server.halfPrecisionUpdates)
+            // Records are per step (log_every_steps 1): fp32 before the decision, bf16 both
+            // ways after it, top-k from step 24.
             let train = records.filter { $0.kind == .train }
-            let before = train.filter { $0.step <= 10 }.compactMap(\.bytesUpRatioToDenseFp32)
-            let after = train.filter { $0.step > 12 }.compactMap(\.bytesUpRatioToDenseFp32)
-            #expect(!before.isEmpty && before.allSatisfy { $0 > 0.9 }, "\(before)")
-            #expect(!after.isEmpty && after.allSatisfy { $0 < 0.5 }, "\(after)")
+            func ratios(_ steps: ClosedRange<Int>, _ up: Bool) -> [Double] {
+                train.filter { steps.contains($0.step) }.compactMap { up ? $0.bytesUpRatioToDenseFp32 : $0.bytesDownRatioToDenseFp32 }
+            }
+            #expect(ratios(3 ... at, true).allSatisfy { $0 > 0.9 } && ratios(3 ... at, false).allSatisfy { $0 > 0.9 }, "\(ratios(3 ... at, true))")
+            // (A step frame carries the update of the step before: the first bf16 one comes a step later.)
+            let halfUp = ratios(at + 1 ... 24, true), halfDown = ratios(at + 2 ... 24, false)
+            #expect(!halfUp.isEmpty && halfUp.allSatisfy { $0 > 0.4 && $0 < 0.6 }, "bf16 up: \(halfUp)")
+            #expect(!halfDown.isEmpty && halfDown.allSatisfy { $0 > 0.4 && $0 < 0.65 }, "bf16 down: \(halfDown)")
+            #expect(ratios(26 ... 30, true).allSatisfy { $0 < 0.4 }, "\(ratios(26 ... 30, true))")
             #expect(train.contains { ($0.wireShare ?? 0) > 0.2 && ($0.roundSeconds ?? 0) > 0.05 }, "the profile is in the metrics")
 
-            let checkpoint = try Checkpoint.read("\(dir)/run/checkpoints/\(Checkpoint.fileName(step: 15))")
+            let checkpoint = try Checkpoint.read("\(dir)/run/checkpoints/\(Checkpoint.fileName(step: 25))")
             #expect(checkpoint.state.wireDecision == d)
-            #expect(try Checkpoint.read("\(dir)/run/checkpoints/\(Checkpoint.fileName(step: 5))").state.wireDecision == nil)
+            #expect(try Checkpoint.read("\(dir)/run/checkpoints/\(Checkpoint.fileName(step: 15))").state.wireDecision == nil)
             var options = Trainer.Options(runDirectory: "\(dir)/resumed")
             options.resume = checkpoint
             let source = try cluster(config, workers: 2)
             options.source = { _, _, _ in source }
             let resumed = try Trainer(config: config, options: options, logger: log)
-            #expect(resumed.wireDecision == d && !resumed.compression.undecided && resumed.compression.denseSteps == 10)
+            #expect(resumed.wireDecision == d && !resumed.compression.undecided && resumed.compression.denseSteps == 24)
+            #expect(resumed.server.halfPrecisionUpdates)
             #expect(resumed.server.varianceFreezeStep == resumed.compression.activeFreezeStep)
             source.finish(reason: "test over")
+
+            // A wire between the two shares: bf16 both ways, every value, nothing frozen.
+            var fresh = Trainer.Options(runDirectory: "\(dir)/half")
+            let other = try cluster(config, workers: 2)
+            fresh.source = { _, _, _ in other }
+            let half = try Trainer(config: config, options: fresh, logger: log)
+            #expect(half.compression.undecided && half.denseCodec(step: 3) == nil)
+            half.adopt(WireDecision(step: 3, density: 1, halfPrecision: true, wireShare: 0.3, rounds: 16))
+            #expect(half.compression == .uncompressed && half.denseCodec(step: 3) == .bf16 && half.denseCodec(step: 29) == .bf16)
+            #expect(half.server.halfPrecisionUpdates && half.server.varianceFreezeStep == nil && half.server.varianceTracker == nil)
+            other.finish(reason: "test over")
         }
     }
 
-    /// Workers slow to compute (the wire a small share) keep every value for the whole run,
-    /// and the variance is neither frozen nor tracked.
+    /// Workers slow to compute (the wire a small share) keep every value in fp32 for the
+    /// whole run, and the variance is neither frozen nor tracked.
     @Test func slowComputeKeepsEveryValue() throws {
         try withTemporaryDirectory { dir in
             var hooks = WorkerTestHooks()
@@ -146,6 +178,7 @@ struct WireChoiceTests {
             let decisions = records.filter { $0.kind == .wire }
             #expect(decisions.count == 1 && decisions.first?.gradientDensity == 1, "\(decisions.map { ($0.step, $0.gradientDensity, $0.reason) })")
             #expect(trainer.compression == .uncompressed && trainer.server.varianceTracker == nil && !trainer.server.optimizer.varianceFrozen)
+            #expect(trainer.wireDecision?.halfPrecision == false && !trainer.server.halfPrecisionUpdates)
             let ratios = records.filter { $0.kind == .train }.compactMap(\.bytesUpRatioToDenseFp32)
             #expect(!ratios.isEmpty && ratios.allSatisfy { $0 > 0.9 }, "\(ratios)")
         }

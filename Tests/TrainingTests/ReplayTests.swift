@@ -14,8 +14,11 @@ import TestSupport
 /// prune-and-grow, AdamW's variance freezing with per-tensor scales, and the shared estimate.
 @Suite("update records")
 struct ReplayTests {
-    @Test(arguments: ["adamw", "sgd"])
-    func aReplicaDrivenOnlyByTheRecordsEqualsTheServer(optimizer: String) throws {
+    /// "adamw-bf16": the server rounds what it takes to bf16 and each record goes through
+    /// its wire form (half the gradient's bytes) before the replica replays it.
+    @Test(arguments: ["adamw", "sgd", "adamw-bf16"])
+    func aReplicaDrivenOnlyByTheRecordsEqualsTheServer(variant: String) throws {
+        let optimizer = variant.hasPrefix("adamw") ? "adamw" : variant, half = variant.hasSuffix("bf16")
         let config = try tinyRunConfig(dataDir: "/nonexistent", extra: ["optimizer.name=\(optimizer)", "optimizer.lr=0.01", "sparsity.method=svite",
                                                                           "sparsity.update_interval=3", "sparsity.sparsity=0.5"])
         let model = ViTModel(config: config.model)
@@ -23,6 +26,7 @@ struct ReplayTests {
                                  schedule: LRSchedule(config.schedule, base: config.optimizer.lr, totalSteps: 24, stepsPerEpoch: 8))
         server.enableSparsity(config.sparsity, seed: config.topologySeed)
         server.keepsUpdateGradients = true
+        server.halfPrecisionUpdates = half
         let adamw = optimizer == "adamw"
         if adamw {
             server.varianceFreezeStep = 6
@@ -44,8 +48,23 @@ struct ReplayTests {
             for i in 0 ..< g.count { g.pointer[i] = rng.float() }
             let meanSquares = adamw ? (0 ..< model.layout.tensors.count).map { _ in Double(1 + rng.float()) } : nil
             let estimate = adamw && step >= 12
-            let record = server.apply(averagedGradient: g.pointer, meanSquares: meanSquares, estimate: estimate).record
-            #expect(record.estimate == estimate && record.gradient != nil)
+            var record = server.apply(averagedGradient: g.pointer, meanSquares: meanSquares, estimate: estimate).record
+            #expect(record.estimate == estimate && record.gradient != nil && record.gradientCodec == (half ? .bf16 : .fp32))
+            if half {
+                var w = ByteWriter()
+                record.encode(into: &w, layout: model.layout)
+                var full = record
+                full.gradientCodec = .fp32
+                var w32 = ByteWriter()
+                full.encode(into: &w32, layout: model.layout)
+                #expect(w.bytes.count < w32.bytes.count * 3 / 4, "\(w.bytes.count) bytes against \(w32.bytes.count) in fp32")
+                var r = ByteReader(w.bytes)
+                let context = UpdateContext(layout: model.layout, layerSizes: server.masks!.prunable.map(\.count),
+                                            moments: server.optimizer.stateBuffers.count)
+                let decoded = try ParameterUpdate.decode(&r, context: context)
+                #expect(decoded.gradient == record.gradient, "bf16 values travel exactly")
+                record = decoded
+            }
             if record.topology != nil { topologyUpdates += 1 }
             try replica.apply(record)
             #expect(replica.digest == server.state.digest, "step \(step)")

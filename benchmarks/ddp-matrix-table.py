@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Tables of a benchmarks/ddp-matrix.sh directory, as docs/benchmarks.md shows them.
+
+    python3 benchmarks/ddp-matrix-table.py DIR
+
+Per cell: each run's time per step (steady state, from results.jsonl), its ratio to DDP
+fp32 of the same cell, the bytes through the first host's link (the coordinator's, for
+svite) and the mean of the others, and for the accuracy cells the final top-1, the time to
+DDP fp32's final top-1 less 0.3 pt and the whole run's training time. Times to accuracy are
+read from each run's metrics.jsonl: an evaluation's time is its own `elapsed_seconds`
+(DDP's records) or that of the last train record at or before its step (svite's).
+"""
+import json
+import os
+import sys
+
+
+def evals_with_time(path):
+    recs = [json.loads(l) for l in open(path) if l.strip()]
+    train = [r for r in recs if r.get("kind") == "train"]
+    out = []
+    for e in (r for r in recs if r.get("kind") == "eval"):
+        t = e.get("elapsed_seconds")
+        if t is None:
+            before = [r for r in train if r["step"] <= e["step"]]
+            t = before[-1]["elapsed_seconds"] if before else None
+        out.append((e["step"], e["eval_accuracy"], t))
+    end = [r for r in recs if r.get("kind") == "end"]
+    total = (end[-1] if end else train[-1])["elapsed_seconds"]
+    return out, total
+
+
+def main(root):
+    rows = [json.loads(l) for l in open(os.path.join(root, "results.jsonl")) if l.strip()]
+    cells = []
+    for r in rows:
+        key = ("acc" if "target" in r or "final_top1" in r and r["steps"] > 100 else "steps", r["hosts"], r["rate"])
+        if key not in cells:
+            cells.append(key)
+    for kind, hosts, rate in cells:
+        cell_rows = [r for r in rows if r["hosts"] == hosts and r["rate"] == rate and (r["steps"] > 100) == (kind == "acc")]
+        # The latest measurement of each run in the cell (a cell run again replaces the older rows).
+        latest = {}
+        for r in cell_rows:
+            latest[r["run"]] = r
+        ddp = latest.get("ddp-none")
+        name = f"{kind}-{hosts}-{rate}"
+        print(f"\n{name} (svite {', '.join(sorted({r['commit'] for r in latest.values()}))})\n")
+        if kind == "steps":
+            print("| run | ms/step | vs DDP fp32 | MiB/step, first host's link | mean of the others | wire share |")
+            print("|---|---|---|---|---|---|")
+            for r in latest.values():
+                ratio = f"{ddp['ms_per_step'] / r['ms_per_step']:.2f}x" if ddp else ""
+                share = f"{100 * r['wire_share']:.0f}%" if "wire_share" in r else ""
+                print(f"| {r['run']} | {r['ms_per_step']:.0f} | {ratio} | {r['first_host_mib_per_step']:.2f} | "
+                      f"{r['other_hosts_mib_per_step']:.2f} | {share} |")
+            continue
+        target = ddp["final_top1"] - 0.003 if ddp else None
+        base = None
+        print("| run | ms/step | final top-1 | time to DDP fp32's top-1 − 0.3 pt | vs DDP fp32 | whole run | MiB/step, first host | others |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in latest.values():
+            run_dir = os.path.join(root, name, r["run"])
+            evals, total = evals_with_time(os.path.join(run_dir, "metrics.jsonl"))
+            hit = next((t for _, a, t in evals if target is not None and a >= target - 1e-9), None)
+            if r["run"] == "ddp-none":
+                base = hit
+            ratio = f"{hit / base:.2f}x" if hit is not None and base else ""
+            print(f"| {r['run']} | {r['ms_per_step']:.0f} | {100 * r['final_top1']:.2f}% | "
+                  f"{'not reached' if hit is None else f'{hit:.0f} s'} | {ratio} | {total:.0f} s | "
+                  f"{r['first_host_mib_per_step']:.2f} | {r['other_hosts_mib_per_step']:.2f} |")
+            print(f"|  | epochs: " + ", ".join(f"{100 * a:.2f}% at {t:.0f} s" for _, a, t in evals) + " | | | | | | |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else ".")
