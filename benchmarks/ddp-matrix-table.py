@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tables of a benchmarks/ddp-matrix.sh directory, as docs/benchmarks.md shows them.
 
-    python3 benchmarks/ddp-matrix-table.py DIR
+    python3 benchmarks/ddp-matrix-table.py DIR [CELL-PREFIX]
 
 Per cell: each run's time per step (steady state, from results.jsonl), its ratio to DDP
 fp32 of the same cell, the bytes through the first host's link (the coordinator's, for
@@ -30,21 +30,29 @@ def evals_with_time(path):
     return out, total
 
 
-def main(root):
+def cells_of(root):
+    """(cell name, its rows): results.jsonl's rows in the order the cells ran (DIR/done),
+    a cell's rows being those up to the next change of hosts, rate or kind."""
     rows = [json.loads(l) for l in open(os.path.join(root, "results.jsonl")) if l.strip()]
-    cells = []
+    names = [l.strip() for l in open(os.path.join(root, "done")) if l.strip()]
+    groups = []
     for r in rows:
-        key = ("acc" if "target" in r or "final_top1" in r and r["steps"] > 100 else "steps", r["hosts"], r["rate"])
-        if key not in cells:
-            cells.append(key)
-    for kind, hosts, rate in cells:
-        cell_rows = [r for r in rows if r["hosts"] == hosts and r["rate"] == rate and (r["steps"] > 100) == (kind == "acc")]
-        # The latest measurement of each run in the cell (a cell run again replaces the older rows).
+        key = (r["hosts"], r["rate"], r["steps"] > 100)
+        if not groups or groups[-1][0] != key:
+            groups.append((key, []))
+        groups[-1][1].append(r)
+    return list(zip(names, (g for _, g in groups)))
+
+
+def main(root, only=None):
+    for name, cell_rows in cells_of(root):
+        if only and not name.startswith(only):
+            continue
+        kind = "acc" if "acc" in name else "steps"
         latest = {}
         for r in cell_rows:
             latest[r["run"]] = r
         ddp = latest.get("ddp-none")
-        name = f"{kind}-{hosts}-{rate}"
         print(f"\n{name} (svite {', '.join(sorted({r['commit'] for r in latest.values()}))})\n")
         if kind == "steps":
             print("| run | ms/step | vs DDP fp32 | MiB/step, first host's link | mean of the others | wire share |")
@@ -73,4 +81,4 @@ def main(root):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else ".")
+    main(sys.argv[1] if len(sys.argv) > 1 else ".", sys.argv[2] if len(sys.argv) > 2 else None)
