@@ -48,4 +48,5 @@ cell after-steps-4-100mbit --workers 4 --rate 100mbit --steps 60 "${MODEL[@]}" "
 cell after-steps-4-1gbit --workers 4 --rate 1gbit --steps 60 "${MODEL[@]}" "${AFTER[@]}" --ddp none
 cell after-steps-8-1gbit --workers 8 --rate 1gbit --steps 60 "${MODEL[@]}" "${AFTER[@]}" --ddp none
 cell after-acc-4-1gbit --workers 4 --rate 1gbit "${MODEL[@]}" "${ACC[@]}" --runs default,uncompressed --ddp none
+cell after-acc-4-100mbit --workers 4 --rate 100mbit "${MODEL[@]}" "${ACC[@]}" --runs default --ddp none --ddp powersgd
 echo "all cells done ($(date -u +%H:%M:%S))" | tee -a "$DIR/log.txt"
