@@ -217,8 +217,7 @@ public enum GradientValues {
     public static func decode(_ r: inout ByteReader, into out: UnsafeMutablePointer<Float>, count: Int,
                               layout: ParameterLayout?) throws -> SparseGradient? {
         let form = try r.u8("gradient form")
-        let tag = try r.u8("value codec")
-        guard let codec = ValueCodec(tag: tag) else { throw WireError.malformedPayload("value codec \(tag)") }
+        let codec = try ValueCodec.read(&r, "value codec")
         switch form {
         case 0:
             let n = Int(try r.u32("value count"))

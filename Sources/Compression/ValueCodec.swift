@@ -32,6 +32,16 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
         self = c
     }
 
+    /// Reads a codec's tag byte; `uncompressed`: only a codec uncompressed values may take
+    /// (an update's or a dense step's), anything else is malformed.
+    public static func read(_ r: inout ByteReader, _ what: String, uncompressed: Bool = false) throws -> ValueCodec {
+        let tag = try r.u8(what)
+        guard let c = ValueCodec(tag: tag), !uncompressed || c.keepsUncompressedSteps else {
+            throw WireError.malformedPayload("\(what) \(tag)")
+        }
+        return c
+    }
+
     public var bytesPerValue: Int {
         switch self {
         case .fp32: 4

@@ -144,7 +144,7 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
         let estimates = feedback == .estimate
         return CompressionSchedule(denseSteps: dense, densityWarmupSteps: Int(densityWarmupEpochs * perEpoch), target: targetDensity,
                                    freezeStep: freezes ? dense : nil, estimateStep: estimates ? dense : nil, notice: notice,
-                                   decidesAtDenseEnd: gradientDensity == nil)
+                                   undecided: gradientDensity == nil)
     }
 }
 
@@ -197,20 +197,20 @@ public struct CompressionSchedule: Sendable, Equatable {
     /// Why the schedule is not what the settings alone suggest (the trainer logs it).
     public var notice: String? = nil
     /// `gradient_density: auto` not decided yet: every step is uncompressed until the trainer
-    /// calls `decided` (at `denseSteps` at the earliest), and the planned freeze waits too.
+    /// calls `decided` (`WireShareMeter.decision`), and the planned freeze waits too.
     public var undecided = false
 
     public init(denseSteps: Int, densityWarmupSteps: Int, target: Double, freezeStep: Int?, estimateStep: Int? = nil,
-                notice: String? = nil, decidesAtDenseEnd: Bool = false) {
+                notice: String? = nil, undecided: Bool = false) {
         self.denseSteps = denseSteps; self.densityWarmupSteps = densityWarmupSteps; self.target = target
-        self.freezeStep = freezeStep; self.estimateStep = estimateStep; self.notice = notice; undecided = decidesAtDenseEnd
+        self.freezeStep = freezeStep; self.estimateStep = estimateStep; self.notice = notice; self.undecided = undecided
     }
 
     /// Every value, every step.
     public static let uncompressed = CompressionSchedule(denseSteps: 0, densityWarmupSteps: 0, target: 1, freezeStep: nil)
 
-    /// Auto's decision, taken before step `step` (at or after `denseSteps`): top-k from that
-    /// step on, with the freeze and estimate moved there too, or every value for the rest.
+    /// Auto's decision, taken before step `step`: top-k from that step or `denseSteps`, the
+    /// later, with the freeze and estimate moved there too, or every value for the rest.
     public func decided(compress: Bool, at step: Int) -> CompressionSchedule {
         guard undecided else { return self }
         guard compress else { return .uncompressed }

@@ -136,10 +136,7 @@ extension ParameterUpdate {
                 u = ParameterUpdate(step: step, applied: applied, lr: lr, optimizerUpdates: try r.u32("optimizer updates"),
                                     freezeVariance: try r.u8("update freeze") != 0, estimate: try r.u8("update estimate") != 0, gradient: nil)
             case 2:
-                let tag = try r.u8("update gradient codec")
-                guard let codec = ValueCodec(tag: tag), codec.keepsUncompressedSteps else {
-                    throw WireError.malformedPayload("update gradient codec \(tag)")
-                }
+                let codec = try ValueCodec.read(&r, "update gradient codec", uncompressed: true)
                 let g = try SparseGradient.decode(&r, codec: codec, layout: c.layout)
                 guard g.isFinite else { throw WireError.nonFinite("update gradient") }
                 u?.gradient = g

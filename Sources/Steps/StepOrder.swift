@@ -58,9 +58,7 @@ public struct StepOrder: Sendable, Equatable {
             case 4:
                 order.meanSquares = true
             case 5:
-                let tag = try r.u8("dense codec")
-                guard let c = ValueCodec(tag: tag), c.keepsUncompressedSteps else { throw WireError.malformedPayload("dense codec \(tag)") }
-                order.denseCodec = c
+                order.denseCodec = try ValueCodec.read(&r, "dense codec", uncompressed: true)
             default:
                 throw WireError.malformedPayload("step order field \(tag) (another svite version's)")
             }
