@@ -49,4 +49,10 @@ cell after-steps-4-1gbit --workers 4 --rate 1gbit --steps 60 "${MODEL[@]}" "${AF
 cell after-steps-8-1gbit --workers 8 --rate 1gbit --steps 60 "${MODEL[@]}" "${AFTER[@]}" --ddp none
 cell after-acc-4-1gbit --workers 4 --rate 1gbit "${MODEL[@]}" "${ACC[@]}" --runs default,uncompressed --ddp none
 cell after-acc-4-100mbit --workers 4 --rate 100mbit "${MODEL[@]}" "${ACC[@]}" --runs default --ddp none --ddp powersgd
+# After the int8 tier (dense_values auto: int8 both ways where the wire takes a fifth of a step).
+cell int8-steps-4-1gbit --workers 4 --rate 1gbit --steps 60 "${MODEL[@]}" --runs uncompressed,default --ddp none
+cell int8-steps-8-1gbit --workers 8 --rate 1gbit --steps 60 "${MODEL[@]}" --runs uncompressed,default --ddp none
+cell int8-steps-4-100mbit --workers 4 --rate 100mbit --steps 60 "${MODEL[@]}" --runs default,int8 --ddp none
+cell int8-acc-4-1gbit --workers 4 --rate 1gbit "${MODEL[@]}" "${ACC[@]}" --runs default --ddp none
+cell int8-acc-4-100mbit --workers 4 --rate 100mbit "${MODEL[@]}" "${ACC[@]}" --runs default,int8 --ddp none
 echo "all cells done ($(date -u +%H:%M:%S))" | tee -a "$DIR/log.txt"

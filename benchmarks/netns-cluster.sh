@@ -15,7 +15,8 @@
 #        [--own-coordinator-host] [--epochs E [--target A]] [--out DIR] [--results FILE.jsonl] [--set KEY=VALUE]
 #
 # --runs (comma-separated): default (svite's own communication settings: gradient_density
-# auto), uncompressed (gradient_density 1), topk (gradient_density --density), svite50 (the
+# auto), uncompressed (gradient_density 1), int8 (gradient_density 1, every value in int8
+# both ways: dense_values int8), topk (gradient_density --density), svite50 (the
 # default communication with SViTE at 50% unstructured sparsity), svite50-uncompressed.
 # --steps S times S steps (top-k then sends --density from its first step, no warm-up, with
 # a live variance: time, not accuracy); --epochs E trains E epochs with an evaluation after each and svite's
@@ -248,6 +249,7 @@ for r in "${RUN_LIST[@]}"; do
   case "$r" in
     default) run default ;;
     uncompressed) run uncompressed --set communication.gradient_density=1 ;;
+    int8) run int8 --set communication.gradient_density=1 --set communication.dense_values=int8 ;;
     topk) run "topk-$DENSITY" --set communication.gradient_density="$DENSITY" "${TOPK[@]}" ;;
     svite50) run svite50 --set sparsity.method=svite --set sparsity.sparsity=0.5 ;;
     svite50-uncompressed) run svite50-uncompressed --set sparsity.method=svite --set sparsity.sparsity=0.5 --set communication.gradient_density=1 ;;

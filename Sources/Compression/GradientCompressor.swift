@@ -144,26 +144,55 @@ public final class GradientEncoder {
     public func reset() { for c in made.values { c.reset() } }
 }
 
-/// Every active value (a sparse run packs them; both sides know the mask).
+/// Every active value (a sparse run packs them; both sides know the mask). A codec that
+/// needs feedback (int8) adds what the last step rounded off before it rounds, and keeps
+/// what this step rounds off: the rounding is delayed, not lost.
 public final class DenseCompressor: GradientCompressor {
     let codec: ValueCodec
     let packed: FloatBuffer
     let count: Int
+    /// What int8 steps rounded off, full layout (allocated by the first).
+    private(set) var residual: FloatBuffer?
     public init(spec: CompressionSpec, layout: ParameterLayout) {
         codec = spec.denseCodec; count = layout.count; packed = FloatBuffer(count: layout.count)
     }
     public func encode(_ gradient: UnsafeMutablePointer<Float>, _ compression: GradientCompression, context: CompressionContext,
                        into w: inout ByteWriter) throws {
         let codec = context.denseCodec ?? self.codec
+        let feedback = codec.needsFeedback ? (residual ?? FloatBuffer(count: count)) : nil
+        residual = feedback
+        // Inactive weights hold no gradient, and (after `follow`) no residual.
+        if let r = feedback?.pointer { VectorOps.accumulate(gradient, r, count) }
+        let values: UnsafeMutablePointer<Float>, n: Int
         if let m = context.masks {
             m.pack(gradient, into: packed.pointer)
-            GradientValues.encodeDense(packed.pointer, count: m.packedCount, codec: codec, into: &w)
+            (values, n) = (packed.pointer, m.packedCount)
         } else {
-            GradientValues.encodeDense(gradient, count: count, codec: codec, into: &w)
+            (values, n) = (gradient, count)
+        }
+        GradientValues.encodeDense(values, count: n, codec: codec, into: &w)
+        guard let r = feedback?.pointer else { return }
+        // residual = sent − what the receiver decodes (the gradient's buffer is ours to change).
+        if let m = context.masks {
+            let sent = r
+            m.unpack(values, into: sent)
+            codec.roundTrip(values, count: n)
+            m.unpack(values, into: gradient)
+            for i in 0 ..< count { sent[i] -= gradient[i] }
+        } else {
+            r.update(from: values, count: n)
+            codec.roundTrip(values, count: n)
+            for i in 0 ..< n { r[i] -= values[i] }
         }
     }
-    public func follow(_ masks: MaskSet, estimate: UnsafePointer<Float>?) {}
-    public func reset() {}
+    public func follow(_ masks: MaskSet, estimate: UnsafePointer<Float>?) {
+        guard let r = residual?.pointer else { return }
+        for t in masks.prunable {
+            let rt = r + t.offset, m = masks.mask.pointer + t.offset
+            for i in 0 ..< t.count { rt[i] *= m[i] }
+        }
+    }
+    public func reset() { residual?.zero() }
 }
 
 extension TopKCompressor: GradientCompressor {

@@ -9,13 +9,16 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
     /// bfloat16 (the top 16 bits of fp32, rounded to nearest even): half the bytes,
     /// about 3 significant digits.
     case bf16
-    /// A list as one power-of-two scale 2^e (a signed exponent byte) and one signed byte q
-    /// per value, v = q · 2^e with |q| ≤ 127: a quarter of fp32's bytes, at least 7
-    /// significant bits for the largest value of the list and fewer for small ones. Lossy,
-    /// so only top-k gradients use it, whose rounding stays in the residual (error feedback).
-    /// A power of two makes a list exact under re-encoding: `roundTrip` gives the values the
-    /// receiver decodes, bit for bit, and encoding those again writes the same list.
-    /// A list with a non-finite value is sent as all NaN (the coordinator refuses it).
+    /// A list in blocks of `Int8Values.block` values, each block one power-of-two scale 2^e
+    /// (a signed exponent byte) and one signed byte q per value, v = q · 2^e with |q| ≤ 127:
+    /// about a quarter of fp32's bytes, at least 7 significant bits for the largest value of
+    /// a block and fewer for small ones. Lossy, so its sender keeps the rounding for later
+    /// steps (error feedback): a worker in its residual, the coordinator in the update's.
+    /// Blocks keep a whole dense gradient's scales local: one scale for a tensor would round
+    /// most of its values to zero. A power of two makes a list exact under re-encoding:
+    /// `roundTrip` gives the values the receiver decodes, bit for bit, and encoding those
+    /// again writes the same list. A block with a non-finite value is sent as all NaN (the
+    /// coordinator refuses it).
     case int8
 
     /// The byte that names the codec in a frame.
@@ -32,13 +35,10 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
         self = c
     }
 
-    /// Reads a codec's tag byte; `uncompressed`: only a codec uncompressed values may take
-    /// (an update's or a dense step's), anything else is malformed.
-    public static func read(_ r: inout ByteReader, _ what: String, uncompressed: Bool = false) throws -> ValueCodec {
+    /// Reads a codec's tag byte; an unknown one is malformed.
+    public static func read(_ r: inout ByteReader, _ what: String) throws -> ValueCodec {
         let tag = try r.u8(what)
-        guard let c = ValueCodec(tag: tag), !uncompressed || c.keepsUncompressedSteps else {
-            throw WireError.malformedPayload("\(what) \(tag)")
-        }
+        guard let c = ValueCodec(tag: tag) else { throw WireError.malformedPayload("\(what) \(tag)") }
         return c
     }
 
@@ -50,9 +50,9 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
         }
     }
 
-    /// Whether uncompressed steps may use it: int8's rounding is only delayed where a
-    /// residual keeps it (top-k), elsewhere it would be lost every step.
-    public var keepsUncompressedSteps: Bool { self != .int8 }
+    /// Whether its sender must keep the rounding for later steps (error feedback): int8's
+    /// is too coarse to drop, bf16's (a relative 2^-9) is not.
+    public var needsFeedback: Bool { self == .int8 }
 
     /// Whether every value arrives exactly as it was.
     public var isExact: Bool { self == .fp32 }
@@ -65,12 +65,15 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
         case .bf16:
             for i in 0 ..< count { p[i] = BFloat16.float(BFloat16.bits(p[i])) }
         case .int8:
-            guard let e = Int8Values.exponent(p, count: count) else {
-                for i in 0 ..< count { p[i] = .nan }
-                return
+            Int8Values.forEachBlock(count) { b, n in
+                let q = p + b
+                guard let e = Int8Values.exponent(q, count: n) else {
+                    for i in 0 ..< n { q[i] = .nan }
+                    return
+                }
+                let scale = Int8Values.scale(e), inverse = 1 / scale
+                for i in 0 ..< n { q[i] = Float(Int8Values.quantize(q[i], inverse)) * scale }
             }
-            let scale = Int8Values.scale(e), inverse = 1 / scale
-            for i in 0 ..< count { p[i] = Float(Int8Values.quantize(p[i], inverse)) * scale }
         }
     }
 
@@ -86,17 +89,22 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
             }
             w.raw(out)
         case .int8:
-            guard count > 0 else { return }
-            guard let e = Int8Values.exponent(p, count: count) else {
-                w.u8(UInt8(bitPattern: Int8Values.nonFinite))
-                w.raw([UInt8](repeating: 0, count: count))
-                return
-            }
-            w.u8(UInt8(bitPattern: e))
-            let inverse = 1 / Int8Values.scale(e)
-            w.raw([UInt8](unsafeUninitializedCapacity: count) { b, n in
-                for i in 0 ..< count { b[i] = UInt8(bitPattern: Int8Values.quantize(p[i], inverse)) }
-                n = count
+            w.raw([UInt8](unsafeUninitializedCapacity: Int8Values.encodedSize(count)) { out, written in
+                var o = 0
+                Int8Values.forEachBlock(count) { b, n in
+                    let q = p + b
+                    guard let e = Int8Values.exponent(q, count: n) else {
+                        out[o] = UInt8(bitPattern: Int8Values.nonFinite)
+                        for i in 0 ..< n { out[o + 1 + i] = 0 }
+                        o += 1 + n
+                        return
+                    }
+                    out[o] = UInt8(bitPattern: e)
+                    let inverse = 1 / Int8Values.scale(e)
+                    for i in 0 ..< n { out[o + 1 + i] = UInt8(bitPattern: Int8Values.quantize(q[i], inverse)) }
+                    o += 1 + n
+                }
+                written = o
             })
         }
     }
@@ -113,21 +121,25 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
                 }
             }
         case .int8:
-            guard count > 0 else { return }
-            let e = Int8(bitPattern: try r.u8("int8 scale exponent"))
-            let bytes = try r.raw(count, "int8 values")
-            if e == Int8Values.nonFinite {
-                for i in 0 ..< count { out[i] = .nan }
-                return
-            }
-            guard e >= Int8Values.minExponent && e <= Int8Values.maxExponent else {
-                throw WireError.malformedPayload("int8 scale exponent \(e) outside \(Int8Values.minExponent)...\(Int8Values.maxExponent)")
-            }
-            let scale = Int8Values.scale(e)
-            bytes.withUnsafeBytes { src in
-                for i in 0 ..< count {
-                    let q = Int8(bitPattern: src[i])
-                    out[i] = Float(q) * scale
+            let bytes = try r.raw(Int8Values.encodedSize(count), "int8 values")
+            try bytes.withUnsafeBytes { src in
+                var o = 0
+                var bad: Int8? = nil
+                Int8Values.forEachBlock(count) { b, n in
+                    let e = Int8(bitPattern: src[o])
+                    let q = out + b
+                    if e == Int8Values.nonFinite {
+                        for i in 0 ..< n { q[i] = .nan }
+                    } else if e < Int8Values.minExponent || e > Int8Values.maxExponent {
+                        bad = bad ?? e
+                    } else {
+                        let scale = Int8Values.scale(e)
+                        for i in 0 ..< n { q[i] = Float(Int8(bitPattern: src[o + 1 + i])) * scale }
+                    }
+                    o += 1 + n
+                }
+                if let e = bad {
+                    throw WireError.malformedPayload("int8 scale exponent \(e) outside \(Int8Values.minExponent)...\(Int8Values.maxExponent)")
                 }
             }
         }
@@ -135,7 +147,24 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
 }
 
 /// The arithmetic of `ValueCodec.int8`, shared by the encoder and `roundTrip`.
-enum Int8Values {
+public enum Int8Values {
+    /// Values per scale: 64 keeps a scale within one row's neighbourhood of a weight
+    /// matrix, for one byte in 64 (1.6%).
+    public static let block = 64
+
+    /// Bytes of `count` values: each block's exponent byte and one byte per value.
+    public static func encodedSize(_ count: Int) -> Int { count + (count + block - 1) / block }
+
+    /// Calls `body(start, count)` for each block of a list of `count` values, in order.
+    @inline(__always) static func forEachBlock(_ count: Int, _ body: (Int, Int) throws -> Void) rethrows {
+        var b = 0
+        while b < count {
+            let n = min(block, count - b)
+            try body(b, n)
+            b += n
+        }
+    }
+
     /// The exponent byte of a list with a NaN or an infinity.
     static let nonFinite: Int8 = .min
     /// 2^-140 is still a (subnormal) Float; values below half of it round to zero.

@@ -10,8 +10,8 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// largest-magnitude ones, keeping the rest as a residual for later steps (top-k with
     /// error feedback, as Deep Gradient Compression); 1 sends every value as they are.
     /// nil (auto): the coordinator measures its first uncompressed steps and, where the wire
-    /// takes at least `autoHalfShare` of a step, sends every value in bf16 both ways from
-    /// then on; where it takes at least `autoWireShare` (a slow link, many workers), top-k
+    /// takes at least `autoInt8Share` of a step, sends every value in int8 both ways from
+    /// then on (each side keeping its rounding for later steps); where it takes at least `autoWireShare` (a slow link, many workers), top-k
     /// at `autoDensity` too, from the dense warm-up's end (`WireChoice.swift`).
     public var gradientDensity: Double? = nil
     /// Deep Gradient Compression's warm-up: the density falls exponentially from 25% (or
@@ -54,9 +54,16 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     public var smallTensorDensity: Double = 1
     /// What top-k ranks a worker's entries by.
     public var rankBy: TopKRank = .update
-    /// How the values of top-k gradients travel (uncompressed steps use the coordinator's
-    /// --gradient-codec).
+    /// How the values of top-k gradients travel (uncompressed steps: `denseValues`).
     public var values: ValueCodec = .int8
+    /// How every value of an uncompressed step travels, both ways: the workers' gradients
+    /// up and the update the coordinator applied down (workers then replay updates; the
+    /// downlink of compressed steps goes in bf16). int8 sends about a quarter of fp32's
+    /// bytes, each side keeping its rounding for the next step; bf16 half. nil (auto):
+    /// fp32, or what `gradient_density: auto` chooses from the measured wire (int8 where it
+    /// takes at least `autoInt8Share` of a step); the coordinator's --gradient-codec then
+    /// sets the uplink.
+    public var denseValues: ValueCodec? = nil
     /// What a worker's top-k is taken of and what keeps what it leaves out.
     public var feedback: TopKFeedback = .residual
     /// Where each step's k entries are chosen: k per tensor, or their sum over the model.
@@ -71,7 +78,7 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// Whether the downlink carries updates (workers keep a replica of the optimizer).
     public var replicatesUpdates: Bool {
         switch downlink {
-        case .auto: compresses
+        case .auto: compresses || (denseValues ?? .fp32) != .fp32
         case .updates: true
         case .weights: false
         }
@@ -90,9 +97,10 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// costs top-1 (0.4 pt over 5 epochs through 2 workers, 2 pt over 4 short epochs
     /// through 4: docs/benchmarks.md), which a smaller gain does not pay for.
     public static let autoWireShare = 0.5
-    /// Auto sends every value in bf16 (both ways) when the wire takes at least this share
-    /// of a step: half the bytes, at a rounding of 2⁻⁹ of each value.
-    public static let autoHalfShare = 0.2
+    /// Auto sends every value in int8 (both ways, blocks of 64 with a power-of-two scale,
+    /// each side keeping its rounding) when the wire takes at least this share of a step:
+    /// a quarter of the bytes.
+    public static let autoInt8Share = 0.2
 
     /// The auto dense warm-up of a run whose AdamW variance freezes.
     public static let autoDenseWarmupEpochs = 1.0
@@ -250,12 +258,14 @@ public struct CompressionSchedule: Sendable, Equatable {
 
     /// What the workers send and from when, in a line for the log (nil: every value).
     public func summary(_ c: CommunicationConfig) -> String? {
-        guard target < 1 else { return nil }
+        let pinned = c.denseValues.map { $0 == .fp32 ? "every value in fp32" : "every value in \($0.rawValue) both ways" }
+        guard target < 1 else { return pinned.map { "wire: \($0)" } }
         var s = "wire: top-k \(target * 100)% of each tensor's active weights"
         if undecided {
-            s = "wire: auto: every value; in bf16 once the wire takes \(Int(CommunicationConfig.autoHalfShare * 100))% of a step or more, "
-                + "and from step \(denseSteps) top-k \(target * 100)% if it takes \(Int(CommunicationConfig.autoWireShare * 100))% or more"
+            s = "wire: auto: " + (pinned.map { "\($0); " } ?? "every value; in int8 once the wire takes \(Int(CommunicationConfig.autoInt8Share * 100))% of a step or more, and ")
+                + "from step \(denseSteps) top-k \(target * 100)% if it takes \(Int(CommunicationConfig.autoWireShare * 100))% or more"
         } else {
+            if let pinned, denseSteps > 0 { s = "wire: \(pinned) until step \(denseSteps), then " + s.dropFirst(6) }
             s += denseSteps > 0 ? " from step \(denseSteps) (uncompressed before)" : " from the first step"
         }
         if densityWarmupSteps > 0 { s += ", falling from \(max(0.25, target) * 100)% over \(densityWarmupSteps) steps" }
@@ -311,6 +321,14 @@ extension CommunicationConfig: ConfigSection {
                    check: { $0 > 0 && $0 <= 1 ? nil : "must be in (0, 1] (a fraction of each small tensor's active weights; 1 = whole), got \($0)" }),
             .value("rank_by", \.rankBy),
             .value("values", \.values),
+            ConfigKey("dense_values", read: { m, c in
+                guard let s = try m.string("dense_values") else { return }
+                if s == "auto" { c.denseValues = nil; return }
+                guard let v = ValueCodec(rawValue: s) else {
+                    throw m.error("dense_values", "expected auto, fp32, bf16 or int8 (how every value of an uncompressed step travels, both ways), found '\(s)'")
+                }
+                c.denseValues = v
+            }, write: { $0.denseValues?.rawValue ?? "auto" }),
             .value("feedback", \.feedback),
             .value("topk_scope", \.topkScope),
             .value("downlink", \.downlink),

@@ -28,8 +28,9 @@ public struct ParameterUpdate: Sendable, Equatable {
     /// Exactly the values the optimizer took (masked and clipped). nil: not kept (a
     /// server whose updates nobody replays, `ServerState.keepsUpdateGradients` off).
     public var gradient: SparseGradient?
-    /// How `gradient` travels: fp32, or bf16 when the server rounded the values it took to
-    /// bf16 (`ServerState.halfPrecisionUpdates`), so half the bytes still replay exactly.
+    /// How `gradient` travels: fp32, or the codec the server rounded the values it took to
+    /// (`ServerState.updateCodec`: bf16, or int8 in the record's own blocks), so fewer bytes
+    /// still replay exactly.
     public var gradientCodec: ValueCodec = .fp32
     /// The topology update after the optimizer step (nil: none).
     public var topology: TopologyChange?
@@ -136,7 +137,7 @@ extension ParameterUpdate {
                 u = ParameterUpdate(step: step, applied: applied, lr: lr, optimizerUpdates: try r.u32("optimizer updates"),
                                     freezeVariance: try r.u8("update freeze") != 0, estimate: try r.u8("update estimate") != 0, gradient: nil)
             case 2:
-                let codec = try ValueCodec.read(&r, "update gradient codec", uncompressed: true)
+                let codec = try ValueCodec.read(&r, "update gradient codec")
                 let g = try SparseGradient.decode(&r, codec: codec, layout: c.layout)
                 guard g.isFinite else { throw WireError.nonFinite("update gradient") }
                 u?.gradient = g

@@ -58,7 +58,7 @@ public struct StepOrder: Sendable, Equatable {
             case 4:
                 order.meanSquares = true
             case 5:
-                order.denseCodec = try ValueCodec.read(&r, "dense codec", uncompressed: true)
+                order.denseCodec = try ValueCodec.read(&r, "dense codec")
             default:
                 throw WireError.malformedPayload("step order field \(tag) (another svite version's)")
             }

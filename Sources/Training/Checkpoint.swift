@@ -88,7 +88,9 @@ public enum Checkpoint {
     public static let maskPrefix = "sparsity.mask"
     public static let everActivePrefix = "sparsity.ever_active"
     /// Tensors in a checkpoint that are not weights.
-    public static let stateTensorPrefixes = ["optimizer.", "sparsity.", "token_selector."]
+    public static let stateTensorPrefixes = ["optimizer.", "sparsity.", "token_selector.", "wire."]
+    /// What int8 updates rounded off and have not applied (`ServerState.updateResidual`).
+    public static let updateResidualPrefix = "wire.update_residual"
 
     public static func fileName(step: Int) -> String { String(format: "step-%08d.safetensors", step) }
 
@@ -100,6 +102,11 @@ public enum Checkpoint {
         for (prefix, buffer) in server.optimizer.stateBuffers {
             tensors += layout.tensors.map {
                 (name: "\(prefix).\($0.name)", shape: $0.shape, values: UnsafeBufferPointer(buffer.view($0)))
+            }
+        }
+        if let r = server.updateResidual {
+            tensors += layout.tensors.map {
+                (name: "\(updateResidualPrefix).\($0.name)", shape: $0.shape, values: UnsafeBufferPointer(r.view($0)))
             }
         }
         var state = state
@@ -206,6 +213,15 @@ public enum Checkpoint {
                 let dst = buffer.view(t)
                 values.withUnsafeBufferPointer { dst.baseAddress!.update(from: $0.baseAddress!, count: t.count) }
             }
+        }
+        // Absent (no int8 update yet, or an older checkpoint): nothing was left over.
+        if layout.tensors.allSatisfy({ c.file.entries["\(updateResidualPrefix).\($0.name)"]?.shape == $0.shape }) {
+            let r = FloatBuffer(count: layout.count)
+            for t in layout.tensors {
+                let values = try c.file.floats("\(updateResidualPrefix).\(t.name)")
+                values.withUnsafeBufferPointer { r.view(t).baseAddress!.update(from: $0.baseAddress!, count: t.count) }
+            }
+            server.updateResidual = r
         }
         server.masks?.restoreVersion(c.state.maskVersion ?? 0)
         server.restore(step: c.state.step, optimizerUpdates: c.state.optimizerUpdates)

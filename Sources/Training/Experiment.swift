@@ -101,7 +101,7 @@ public struct Experiment: Sendable {
     /// must not repeat its runs.
     public static func fingerprint(_ c: RunConfig) -> String {
         // gradient_density auto sends every value in one process and through local workers.
-        let compresses = (c.communication.gradientDensity ?? 1) < 1
+        let compresses = (c.communication.gradientDensity ?? 1) < 1 || (c.communication.denseValues ?? .fp32) != .fp32
         var h: UInt64 = 0xCBF2_9CE4_8422_2325
         var section = ""
         let text = c.yaml.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
@@ -120,7 +120,7 @@ public struct Experiment: Sendable {
     static let fingerprintNeutralLines: Set<String> = [
         "  sparse_kernels: auto",
         "  on_nonfinite: stop", "  max_skipped_steps: 10",
-        "communication:", "  gradient_density: auto",
+        "communication:", "  gradient_density: auto", "  dense_values: auto",
         "  dense_warmup_epochs: auto", "  freeze_variance: auto",
         "  downlink: auto", "  checksum_every_steps: 50", "  dense_vectors: true", "  rank_by: update", "  dense_below: 8192", "  values: int8",
         "  feedback: residual", "  density_warmup_epochs: 1.0", "  topk_scope: tensor", "  small_tensor_density: 1.0",

@@ -35,10 +35,14 @@ public final class ServerState {
     /// Whether the update records carry the gradient the optimizer took (someone replays
     /// them: the update downlink, or a test); building it costs a pass over the model.
     public var keepsUpdateGradients = false
-    /// The merged gradient is rounded to bf16 (after clipping) before the optimizer takes
-    /// it, so its record travels in half the bytes and still replays exactly
-    /// (`gradient_density: auto` on a slow wire).
-    public var halfPrecisionUpdates = false
+    /// How the merged gradient travels down, set per step (`gradient_density: auto` on a
+    /// slow wire): it is rounded to the codec (after clipping) before the optimizer takes
+    /// it, so its record travels in fewer bytes and still replays exactly. int8 keeps its
+    /// rounding in `updateResidual` for the next int8 update; any other codec drops it.
+    public var updateCodec: ValueCodec = .fp32
+    /// What int8 updates rounded off and have not applied yet (full layout; nil before
+    /// the first, or after an update of another codec).
+    public internal(set) var updateResidual: FloatBuffer?
 
     public struct Update: Sendable {
         public var step: Int
@@ -104,13 +108,13 @@ public final class ServerState {
         // workers clip their own gradients before their momentum takes them).
         let norm = estimate ? GradientClipping.norm(g, count: model.layout.count)
             : GradientClipping.clip(g, count: model.layout.count, maxNorm: clipGradNorm)
-        // Values a replica must take bit for bit: bf16 ones travel in half the bytes.
-        if halfPrecisionUpdates { ValueCodec.bf16.roundTrip(g, count: model.layout.count) }
+        // Values a replica must take bit for bit, in fewer bytes than fp32's.
+        let sent = round(g)
         let frozen = optimizer.varianceFrozen || (freeze && optimizer.hasVariance)
         var record = ParameterUpdate(step: UInt32(step), applied: true, lr: lr, optimizerUpdates: UInt32(optimizer.updates + 1),
                                      freezeVariance: frozen, varianceScale: frozen ? varianceTracker?.scales : nil, estimate: estimate,
-                                     gradient: keepsUpdateGradients ? SparseGradient.nonzeros(of: g, layout: model.layout) : nil)
-        record.gradientCodec = halfPrecisionUpdates ? .bf16 : .fp32
+                                     gradient: sent)
+        record.gradientCodec = updateCodec
         state.step(record, gradient: g)
         var fraction: Double? = nil
         if let masks, let method, plan.event != nil {
@@ -125,6 +129,40 @@ public final class ServerState {
         }
         step += 1
         return Update(step: step, lr: lr, gradNorm: norm, topologyFraction: fraction, record: record)
+    }
+
+    /// Rounds the merged gradient `g` (full layout, masked) in place to `updateCodec`; returns
+    /// the update record's values (nil when nobody replays them and nothing needs them).
+    /// int8 rounds the very lists the record carries (its blocks follow the non-zero
+    /// entries of each tensor), after adding what the last int8 update rounded off, and
+    /// keeps what this one rounds off: over int8 updates the rounding is delayed, not lost.
+    func round(_ g: UnsafeMutablePointer<Float>) -> SparseGradient? {
+        let n = model.layout.count
+        guard updateCodec.needsFeedback else {
+            updateResidual = nil
+            updateCodec.roundTrip(g, count: n)
+            return keepsUpdateGradients ? SparseGradient.nonzeros(of: g, layout: model.layout) : nil
+        }
+        let residual = updateResidual ?? FloatBuffer(count: n)
+        updateResidual = residual
+        let r = residual.pointer
+        // A pruned weight's leftover goes with it.
+        if let masks {
+            for t in masks.prunable {
+                let rt = r + t.offset, m = masks.mask.pointer + t.offset
+                for i in 0 ..< t.count { rt[i] *= m[i] }
+            }
+        }
+        VectorOps.accumulate(g, r, n)
+        var sent = SparseGradient.nonzeros(of: g, layout: model.layout)
+        for t in sent.values.indices {
+            sent.values[t].withUnsafeMutableBufferPointer { v in if let p = v.baseAddress { updateCodec.roundTrip(p, count: v.count) } }
+        }
+        r.update(from: g, count: n)
+        g.update(repeating: 0, count: n)
+        sent.scatter(into: g, layout: model.layout)
+        for i in 0 ..< n { r[i] -= g[i] }
+        return sent
     }
 
     /// A grown weight's variance is zeroed with its moments; frozen, it would stay zero and

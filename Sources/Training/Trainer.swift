@@ -190,6 +190,7 @@ public final class Trainer {
             let step = server.step
             let epoch = step / stepsPerEpoch, inEpoch = step % stepsPerEpoch
             decideDensityIfDue(step: step, meter: meter, metrics: metrics)
+            server.updateCodec = updateCodec(step: step)
             let work = StepWork(step: step, epoch: epoch, stepInEpoch: inEpoch, positions: plan.positions(step: inEpoch),
                                 order: StepOrder(request: server.pendingPlan.request,
                                                  selector: config.selectorSchedule(step: step, total: totalSteps),

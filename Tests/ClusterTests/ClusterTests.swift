@@ -316,7 +316,8 @@ struct ClusterTests {
             // A sparse run's summary counts the grown weights no update has reached yet.
             #expect((summary.untrainedWeights != nil) == (trainer.server.masks != nil))
             #expect(summary.untrainedWeights == trainer.server.masks?.untrainedCounts(trainer.server.params.pointer).reduce(0, +))
-            let late = records.filter { $0.step > 16 }.compactMap(\.bytesDownPerStep)
+            // (Past the density warm-up's first steps, where two workers' top-25% sets merge to near half.)
+            let late = records.filter { $0.step > 20 }.compactMap(\.bytesDownPerStep)
             #expect(!late.isEmpty && late.allSatisfy { $0 < weights / 2 }, "bytes down \(late) against \(weights) of weights per worker")
         }
     }

@@ -1,3 +1,4 @@
+import Compression
 import Config
 import Core
 import Foundation
@@ -35,6 +36,22 @@ struct WireChoiceTests {
         }
     }
 
+    /// communication.dense_values: auto by default, a codec by name pins it (and an
+    /// uncompressed run with int8 or bf16 values replays updates); anything else names the key.
+    @Test func denseValuesReadByName() throws {
+        #expect(CommunicationConfig().denseValues == nil)
+        let c = try tinyRunConfig(dataDir: "/d", extra: ["communication.gradient_density=1", "communication.dense_values=int8"])
+        #expect(c.communication.denseValues == .int8 && c.communication.replicatesUpdates && c.yaml.contains("dense_values: int8"))
+        #expect(try RunConfig.parse(yaml: c.yaml, file: "again.yaml").communication.denseValues == .int8)
+        #expect(try !tinyRunConfig(dataDir: "/d", extra: ["communication.gradient_density=1", "communication.dense_values=fp32"]).communication.replicatesUpdates)
+        do {
+            _ = try tinyRunConfig(dataDir: "/d", extra: ["communication.dense_values=int4"])
+            Issue.record("dense_values int4 was taken")
+        } catch let e as ConfigError {
+            #expect(e.key == "communication.dense_values" && "\(e)".contains("auto, fp32, bf16 or int8"), "\(e)")
+        }
+    }
+
     /// Undecided, every step is uncompressed and nothing freezes; decided late, top-k and
     /// the freeze start at the decision's step; decided against, the run is uncompressed.
     @Test func theScheduleWaitsForTheDecision() throws {
@@ -58,7 +75,7 @@ struct WireChoiceTests {
         for _ in 0 ..< WireShareMeter.needed - 1 { m.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.5)) }
         #expect(m.decision(step: 10, denseEnd: 10, target: 0.01) == nil, "too few rounds")
         m.record(RoundTiming(roundSeconds: 10, computeSeconds: 0.1))  // one outlier does not decide
-        #expect(m.decision(step: 10, denseEnd: 10, target: 0.01) == WireDecision(step: 10, density: 0.01, halfPrecision: true, wireShare: 0.5, rounds: 8))
+        #expect(m.decision(step: 10, denseEnd: 10, target: 0.01) == WireDecision(step: 10, density: 0.01, codec: .int8, wireShare: 0.5, rounds: 8))
         #expect(m.decision(step: 8, denseEnd: 10, target: 0.01) == nil, "before the warm-up's end it takes more rounds")
         for _ in m.shares.count ..< WireShareMeter.decisive { m.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.5)) }
         #expect(m.decision(step: 8, denseEnd: 10, target: 0.01)?.density == 0.01)
@@ -66,11 +83,25 @@ struct WireChoiceTests {
         for i in 0 ..< 100 { fast.record(RoundTiming(roundSeconds: 1, computeSeconds: i == 0 ? 0 : 0.9)) }
         #expect(fast.shares.count == WireShareMeter.kept)
         let d = fast.decision(step: 3, denseEnd: 100, target: 0.01)
-        #expect(d?.density == 1 && d?.halfPrecision == false && abs((d?.wireShare ?? 0) - 0.1) < 1e-9, "\(String(describing: d))")
+        #expect(d?.density == 1 && d?.codec == .fp32 && abs((d?.wireShare ?? 0) - 0.1) < 1e-9, "\(String(describing: d))")
         var middling = WireShareMeter()
         for _ in 0 ..< WireShareMeter.decisive { middling.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.7)) }
         let half = middling.decision(step: 16, denseEnd: 100, target: 0.01)
-        #expect(half?.density == 1 && half?.halfPrecision == true, "a wire of 30%: bf16, no top-k")
+        #expect(half?.density == 1 && half?.codec == .int8, "a wire of 30%: int8, no top-k")
+    }
+
+    /// A decision goes into checkpoints with its codec; one from a checkpoint of 0.4 (bf16
+    /// or not) still reads.
+    @Test func aDecisionReadsFromOldAndNewCheckpoints() throws {
+        let d = WireDecision(step: 3, density: 1, codec: .int8, wireShare: 0.3, rounds: 16)
+        let text = String(decoding: try RecordCoding.encoder().encode(d), as: UTF8.self)
+        #expect(text.contains("\"codec\":\"int8\""), "\(text)")
+        #expect(try RecordCoding.decoder().decode(WireDecision.self, from: Data(text.utf8)) == d)
+        for (half, codec) in [(true, ValueCodec.bf16), (false, .fp32)] {
+            let old = #"{"density":0.01,"half_precision":\#(half),"rounds":16,"step":17,"wire_share":0.9}"#
+            #expect(try RecordCoding.decoder().decode(WireDecision.self, from: Data(old.utf8))
+                    == WireDecision(step: 17, density: 0.01, codec: codec, wireShare: 0.9, rounds: 16))
+        }
     }
 
     func cluster(_ config: RunConfig, workers: Int) throws -> ClusterGradientSource {
@@ -113,8 +144,9 @@ struct WireChoiceTests {
     }
 
     /// Answers held back on the way (the wire) make auto decide once `decisive` rounds are
-    /// measured: every value in bf16 both ways until the dense warm-up's end, top-k from
-    /// there; the checkpoints keep the decision and a resumed trainer follows it.
+    /// measured: every value in int8 both ways until the dense warm-up's end (the
+    /// coordinator's rounding kept in its checkpoints), top-k from there with bf16 updates;
+    /// the checkpoints keep the decision and a resumed trainer follows it.
     @Test func aSlowWireTurnsTopKOn() throws {
         try withTemporaryDirectory { dir in
             var hooks = WorkerTestHooks()
@@ -127,43 +159,51 @@ struct WireChoiceTests {
             #expect((decisions.first?.wireShare ?? 0) >= CommunicationConfig.autoWireShare)
             let d = try #require(trainer.wireDecision)
             #expect(d.step == at && d.density == 0.01 && trainer.compression.denseSteps == 24 && trainer.compression.density(step: 29) != nil)
-            #expect(trainer.server.halfPrecisionUpdates)
-            // Records are per step (log_every_steps 1): fp32 before the decision, bf16 both
+            #expect(trainer.server.updateCodec == .bf16 && trainer.server.updateResidual == nil, "top-k steps' updates: bf16, nothing kept")
+            #expect(trainer.denseCodec(step: at) == .int8 && trainer.updateCodec(step: at) == .int8 && trainer.denseCodec(step: 24) == nil)
+            // Records are per step (log_every_steps 1): fp32 before the decision, int8 both
             // ways after it, top-k from step 24.
             let train = records.filter { $0.kind == .train }
             func ratios(_ steps: ClosedRange<Int>, _ up: Bool) -> [Double] {
                 train.filter { steps.contains($0.step) }.compactMap { up ? $0.bytesUpRatioToDenseFp32 : $0.bytesDownRatioToDenseFp32 }
             }
             #expect(ratios(3 ... at, true).allSatisfy { $0 > 0.9 } && ratios(3 ... at, false).allSatisfy { $0 > 0.9 }, "\(ratios(3 ... at, true))")
-            // (A step frame carries the update of the step before: the first bf16 one comes a step later.)
-            let halfUp = ratios(at + 1 ... 24, true), halfDown = ratios(at + 2 ... 24, false)
-            #expect(!halfUp.isEmpty && halfUp.allSatisfy { $0 > 0.4 && $0 < 0.6 }, "bf16 up: \(halfUp)")
-            #expect(!halfDown.isEmpty && halfDown.allSatisfy { $0 > 0.4 && $0 < 0.65 }, "bf16 down: \(halfDown)")
+            // (A step frame carries the update of the step before: the first int8 one comes a step later.)
+            let int8Up = ratios(at + 1 ... 24, true), int8Down = ratios(at + 2 ... 24, false)
+            #expect(!int8Up.isEmpty && int8Up.allSatisfy { $0 > 0.2 && $0 < 0.35 }, "int8 up: \(int8Up)")
+            #expect(!int8Down.isEmpty && int8Down.allSatisfy { $0 > 0.2 && $0 < 0.4 }, "int8 down: \(int8Down)")
             #expect(ratios(26 ... 30, true).allSatisfy { $0 < 0.4 }, "\(ratios(26 ... 30, true))")
             #expect(train.contains { ($0.wireShare ?? 0) > 0.2 && ($0.roundSeconds ?? 0) > 0.05 }, "the profile is in the metrics")
 
             let checkpoint = try Checkpoint.read("\(dir)/run/checkpoints/\(Checkpoint.fileName(step: 25))")
             #expect(checkpoint.state.wireDecision == d)
             #expect(try Checkpoint.read("\(dir)/run/checkpoints/\(Checkpoint.fileName(step: 15))").state.wireDecision == nil)
+            // An int8 step's checkpoint keeps what the coordinator rounded off; a top-k step's has none.
+            func residualTensors(_ step: Int) throws -> Int {
+                try Checkpoint.read("\(dir)/run/checkpoints/\(Checkpoint.fileName(step: step))").file.entries.keys
+                    .filter { $0.hasPrefix(Checkpoint.updateResidualPrefix) }.count
+            }
+            if at < 20 { #expect(try residualTensors(20) == trainer.server.model.layout.tensors.count) }
+            #expect(try residualTensors(25) == 0)
             var options = Trainer.Options(runDirectory: "\(dir)/resumed")
             options.resume = checkpoint
             let source = try cluster(config, workers: 2)
             options.source = { _, _, _ in source }
             let resumed = try Trainer(config: config, options: options, logger: log)
             #expect(resumed.wireDecision == d && !resumed.compression.undecided && resumed.compression.denseSteps == 24)
-            #expect(resumed.server.halfPrecisionUpdates)
+            #expect(resumed.updateCodec(step: 20) == .int8 && resumed.updateCodec(step: 29) == .bf16)
             #expect(resumed.server.varianceFreezeStep == resumed.compression.activeFreezeStep)
             source.finish(reason: "test over")
 
-            // A wire between the two shares: bf16 both ways, every value, nothing frozen.
+            // A wire between the two shares: int8 both ways, every value, nothing frozen.
             var fresh = Trainer.Options(runDirectory: "\(dir)/half")
             let other = try cluster(config, workers: 2)
             fresh.source = { _, _, _ in other }
             let half = try Trainer(config: config, options: fresh, logger: log)
             #expect(half.compression.undecided && half.denseCodec(step: 3) == nil)
-            half.adopt(WireDecision(step: 3, density: 1, halfPrecision: true, wireShare: 0.3, rounds: 16))
-            #expect(half.compression == .uncompressed && half.denseCodec(step: 3) == .bf16 && half.denseCodec(step: 29) == .bf16)
-            #expect(half.server.halfPrecisionUpdates && half.server.varianceFreezeStep == nil && half.server.varianceTracker == nil)
+            half.adopt(WireDecision(step: 3, density: 1, codec: .int8, wireShare: 0.3, rounds: 16))
+            #expect(half.compression == .uncompressed && half.denseCodec(step: 2) == nil && half.denseCodec(step: 3) == .int8 && half.denseCodec(step: 29) == .int8)
+            #expect(half.updateCodec(step: 29) == .int8 && half.server.varianceFreezeStep == nil && half.server.varianceTracker == nil)
             other.finish(reason: "test over")
         }
     }
@@ -178,7 +218,7 @@ struct WireChoiceTests {
             let decisions = records.filter { $0.kind == .wire }
             #expect(decisions.count == 1 && decisions.first?.gradientDensity == 1, "\(decisions.map { ($0.step, $0.gradientDensity, $0.reason) })")
             #expect(trainer.compression == .uncompressed && trainer.server.varianceTracker == nil && !trainer.server.optimizer.varianceFrozen)
-            #expect(trainer.wireDecision?.halfPrecision == false && !trainer.server.halfPrecisionUpdates)
+            #expect(trainer.wireDecision?.codec == .fp32 && trainer.server.updateCodec == .fp32 && trainer.server.updateResidual == nil)
             let ratios = records.filter { $0.kind == .train }.compactMap(\.bytesUpRatioToDenseFp32)
             #expect(!ratios.isEmpty && ratios.allSatisfy { $0 > 0.9 }, "\(ratios)")
         }

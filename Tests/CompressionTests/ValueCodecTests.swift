@@ -25,19 +25,20 @@ struct ValueCodecTests {
     }
 
     /// int8 lists: what `roundTrip` gives is what the receiver decodes, bit for bit, and
-    /// encoding it again writes the same bytes; the scale is the smallest power of two that
-    /// fits the largest value (so it keeps at least 7 bits), every value is within half a
-    /// step of the scale, and a list of one byte per value plus the exponent byte.
+    /// encoding it again writes the same bytes; each block's scale is the smallest power of
+    /// two that fits its largest value (so it keeps at least 7 bits), every value is within
+    /// half a step of its block's scale, and a list is one byte per value plus an exponent
+    /// byte per block of 64.
     @Test func int8ListsAreExactUnderRoundTripAndWithinHalfAStep() throws {
         var rng = Rand(s: 23)
         let magnitudes: [Float] = [1e-30, 1e-7, 3e-3, 1, 250, 4e20]
         for m in magnitudes {
-            for n in [1, 2, 7, 300] {
+            for n in [1, 2, 7, 64, 65, 300] {
                 var v = (0 ..< n).map { _ in rng.float() * m }
                 if n > 2 { v[1] = 0; v[2] = -v[0] }
                 var w = ByteWriter()
                 v.withUnsafeBufferPointer { ValueCodec.int8.encode($0.baseAddress!, count: n, into: &w) }
-                #expect(w.bytes.count == n + 1)
+                #expect(w.bytes.count == n + (n + 63) / 64)
                 var decoded = [Float](repeating: 0, count: n)
                 var r = ByteReader(w.bytes)
                 try decoded.withUnsafeMutableBufferPointer { try ValueCodec.int8.decode(&r, into: $0.baseAddress!, count: n) }
@@ -47,11 +48,14 @@ struct ValueCodecTests {
                 var again = ByteWriter()
                 rt.withUnsafeBufferPointer { ValueCodec.int8.encode($0.baseAddress!, count: n, into: &again) }
                 #expect(again.bytes == w.bytes, "\(m) × \(n): re-encoding changed the list")
-                let e = Int(Int8(bitPattern: w.bytes[0]))
-                let step = Float(sign: .plus, exponent: e, significand: 1)
-                let largest = v.map { abs($0) }.max()!
-                #expect(largest <= 127 * step && (largest > 63.5 * step || e == Int(Int8Values.minExponent)), "\(m): exponent \(e) for \(largest)")
-                for (x, y) in zip(v, decoded) { #expect(abs(x - y) <= step / 2, "\(x) → \(y), step \(step)") }
+                for b in stride(from: 0, to: n, by: 64) {
+                    let e = Int(Int8(bitPattern: w.bytes[b + b / 64]))
+                    let step = Float(sign: .plus, exponent: e, significand: 1)
+                    let block = b ..< min(n, b + 64)
+                    let largest = v[block].map { abs($0) }.max()!
+                    #expect(largest <= 127 * step && (largest > 63.5 * step || e == Int(Int8Values.minExponent)), "\(m): exponent \(e) for \(largest)")
+                    for i in block { #expect(abs(v[i] - decoded[i]) <= step / 2, "\(v[i]) → \(decoded[i]), step \(step)") }
+                }
             }
         }
         // All zeros, and a list with a NaN or an infinity: NaN throughout, both ways.
@@ -72,6 +76,27 @@ struct ValueCodecTests {
         var r = ByteReader([UInt8(bitPattern: 127), 5])
         var out: Float = 0
         #expect(throws: WireError.self) { try ValueCodec.int8.decode(&r, into: &out, count: 1) }
+    }
+
+    /// A block's scale is its own: small values after a block of large ones keep their
+    /// digits, and a non-finite value spoils only its block.
+    @Test func int8BlocksScaleAlone() throws {
+        let large: [Float] = (0 ..< 64).map { Float($0 + 1) * 1000 }, small: [Float] = (0 ..< 64).map { Float($0 + 1) * 1e-3 }
+        var v: [Float] = large + small
+        var rt = v
+        rt.withUnsafeMutableBufferPointer { ValueCodec.int8.roundTrip($0.baseAddress!, count: 128) }
+        for i in 64 ..< 128 {
+            let error: Float = abs(rt[i] - v[i])
+            // Half a step of the small block's own scale (the large block's would round all to 0).
+            #expect(error <= 0.064 / 127 && rt[i] != 0, "\(v[i]) → \(rt[i])")
+        }
+        v[3] = Float.nan
+        var w = ByteWriter()
+        v.withUnsafeBufferPointer { ValueCodec.int8.encode($0.baseAddress!, count: 128, into: &w) }
+        var out = [Float](repeating: 0, count: 128)
+        var r = ByteReader(w.bytes)
+        try out.withUnsafeMutableBufferPointer { try ValueCodec.int8.decode(&r, into: $0.baseAddress!, count: 128) }
+        #expect(out[..<64].allSatisfy(\.isNaN) && zip(out[64...], rt[64...]).allSatisfy { $0 == $1 })
     }
 
     @Test func indexListsRoundTripAndAreChecked() throws {

@@ -14,11 +14,13 @@ import TestSupport
 /// prune-and-grow, AdamW's variance freezing with per-tensor scales, and the shared estimate.
 @Suite("update records")
 struct ReplayTests {
-    /// "adamw-bf16": the server rounds what it takes to bf16 and each record goes through
-    /// its wire form (half the gradient's bytes) before the replica replays it.
-    @Test(arguments: ["adamw", "sgd", "adamw-bf16"])
+    /// "adamw-bf16", "adamw-int8": the server rounds what it takes to the codec (int8 with
+    /// its rounding kept for the next update) and each record goes through its wire form
+    /// (half or about a quarter of the gradient's bytes) before the replica replays it.
+    @Test(arguments: ["adamw", "sgd", "adamw-bf16", "adamw-int8"])
     func aReplicaDrivenOnlyByTheRecordsEqualsTheServer(variant: String) throws {
-        let optimizer = variant.hasPrefix("adamw") ? "adamw" : variant, half = variant.hasSuffix("bf16")
+        let optimizer = variant.hasPrefix("adamw") ? "adamw" : variant
+        let codec: ValueCodec = variant.hasSuffix("bf16") ? .bf16 : variant.hasSuffix("int8") ? .int8 : .fp32, half = codec != .fp32
         let config = try tinyRunConfig(dataDir: "/nonexistent", extra: ["optimizer.name=\(optimizer)", "optimizer.lr=0.01", "sparsity.method=svite",
                                                                           "sparsity.update_interval=3", "sparsity.sparsity=0.5"])
         let model = ViTModel(config: config.model)
@@ -26,7 +28,7 @@ struct ReplayTests {
                                  schedule: LRSchedule(config.schedule, base: config.optimizer.lr, totalSteps: 24, stepsPerEpoch: 8))
         server.enableSparsity(config.sparsity, seed: config.topologySeed)
         server.keepsUpdateGradients = true
-        server.halfPrecisionUpdates = half
+        server.updateCodec = codec
         let adamw = optimizer == "adamw"
         if adamw {
             server.varianceFreezeStep = 6
@@ -49,7 +51,7 @@ struct ReplayTests {
             let meanSquares = adamw ? (0 ..< model.layout.tensors.count).map { _ in Double(1 + rng.float()) } : nil
             let estimate = adamw && step >= 12
             var record = server.apply(averagedGradient: g.pointer, meanSquares: meanSquares, estimate: estimate).record
-            #expect(record.estimate == estimate && record.gradient != nil && record.gradientCodec == (half ? .bf16 : .fp32))
+            #expect(record.estimate == estimate && record.gradient != nil && record.gradientCodec == codec)
             if half {
                 var w = ByteWriter()
                 record.encode(into: &w, layout: model.layout)
@@ -58,11 +60,19 @@ struct ReplayTests {
                 var w32 = ByteWriter()
                 full.encode(into: &w32, layout: model.layout)
                 #expect(w.bytes.count < w32.bytes.count * 3 / 4, "\(w.bytes.count) bytes against \(w32.bytes.count) in fp32")
+                if codec == .int8 {
+                    // A byte a value less than bf16 (a topology change's values stay fp32).
+                    full.gradientCodec = .bf16
+                    var w16 = ByteWriter()
+                    full.encode(into: &w16, layout: model.layout)
+                    let entries = record.gradient?.entries ?? 0
+                    #expect(w.bytes.count < w16.bytes.count - entries * 9 / 10, "\(w.bytes.count) bytes against \(w16.bytes.count) in bf16, \(entries) entries")
+                }
                 var r = ByteReader(w.bytes)
                 let context = UpdateContext(layout: model.layout, layerSizes: server.masks!.prunable.map(\.count),
                                             moments: server.optimizer.stateBuffers.count)
                 let decoded = try ParameterUpdate.decode(&r, context: context)
-                #expect(decoded.gradient == record.gradient, "bf16 values travel exactly")
+                #expect(decoded.gradient == record.gradient, "\(codec) values travel exactly")
                 record = decoded
             }
             if record.topology != nil { topologyUpdates += 1 }
@@ -79,6 +89,40 @@ struct ReplayTests {
         let (skipped, _) = server.skip()
         try replica.apply(skipped)
         #expect(replica.digest == server.state.digest)
+    }
+
+    /// int8 updates delay their rounding, they do not lose it: over many steps the values
+    /// the records carry plus the coordinator's residual are the gradients' sum; a pruned
+    /// weight's residual goes with it; an update of another codec drops the residual.
+    @Test func int8UpdatesKeepTheirRounding() throws {
+        let config = try tinyRunConfig(dataDir: "/nonexistent", extra: ["optimizer.clip_grad_norm=0", "sparsity.method=svite", "sparsity.sparsity=0.5",
+                                                                          "sparsity.update_interval=1000"])
+        let model = ViTModel(config: config.model)
+        let server = ServerState(model: model, optimizer: config.optimizer,
+                                 schedule: LRSchedule(config.schedule, base: config.optimizer.lr, totalSteps: 30, stepsPerEpoch: 10))
+        server.enableSparsity(config.sparsity, seed: config.topologySeed)
+        server.updateCodec = .int8
+        let n = model.layout.count
+        let g = FloatBuffer(count: n), sent = FloatBuffer(count: n)
+        var rng = Rand(s: 5)
+        var sum = [Double](repeating: 0, count: n), carried = sum
+        // 0 on inactive weights of prunable tensors, 1 everywhere else.
+        var mask = [Float](repeating: 1, count: n)
+        for t in server.masks!.prunable { for i in 0 ..< t.count { mask[t.offset + i] = server.masks!.mask.pointer[t.offset + i] } }
+        for _ in 0 ..< 20 {
+            for i in 0 ..< n { g.pointer[i] = rng.float() * (i % 11 == 0 ? 1 : 1e-3); sum[i] += Double(g.pointer[i] * mask[i]) }
+            let record = server.apply(averagedGradient: g.pointer).record
+            sent.zero()
+            try #require(record.gradient).scatter(into: sent.pointer, layout: model.layout)
+            for i in 0 ..< n { carried[i] += Double(sent.pointer[i]) }
+        }
+        let r = try #require(server.updateResidual).pointer
+        let worst = (0 ..< n).map { abs(carried[$0] + Double(r[$0]) - sum[$0]) }.max()!
+        #expect(worst < 1e-4, "carried + residual differs from the gradient sum by \(worst)")
+        #expect((0 ..< n).contains { r[$0] != 0 } && (0 ..< n).allSatisfy { mask[$0] != 0 || r[$0] == 0 })
+        server.updateCodec = .bf16
+        _ = server.apply(averagedGradient: g.pointer)
+        #expect(server.updateResidual == nil)
     }
 
     /// What a replay does with a topology change: switched-off places are zero in the
