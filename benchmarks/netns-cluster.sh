@@ -67,7 +67,7 @@ if [ ${#HOOKS[@]} -gt 0 ]; then
 fi
 IFS=, read -r -a RUN_LIST <<< "$RUNS"
 for r in "${RUN_LIST[@]}"; do
-  case "$r" in default|uncompressed|topk|svite50|svite50-uncompressed) ;; *) echo "--runs $r: default, uncompressed, topk, svite50 or svite50-uncompressed" >&2; exit 2 ;; esac
+  case "$r" in default|uncompressed|int8|topk|svite50|svite50-uncompressed) ;; *) echo "--runs $r: default, uncompressed, int8, topk, svite50 or svite50-uncompressed" >&2; exit 2 ;; esac
 done
 [ -z "$RESULTS" ] || RESULTS=$(readlink -f "$RESULTS")
 COMMIT=$(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo unknown)

@@ -33,9 +33,13 @@ public enum PositionCodec: UInt8, Sendable, CaseIterable {
         }
     }
 
-    /// The smallest code for these indices.
+    /// The smallest code for these indices. Every position below the bound (a dense
+    /// update's list is a whole tensor) goes as the bitmap without sizing the others: its n
+    /// bits are one an index, rice's at least that and a byte.
     public static func best(_ indices: UnsafeBufferPointer<UInt32>, bound: Int) -> PositionCodec {
-        allCases.min { size($0, indices, bound: bound) < size($1, indices, bound: bound) }!
+        if indices.count == bound { return .bitmap }
+        let sizes = allCases.map { size($0, indices, bound: bound) }
+        return allCases[sizes.indices.min { sizes[$0] < sizes[$1] }!]
     }
 
     /// The Rice parameter: the best of the three around log2(mean gap · ln 2), the

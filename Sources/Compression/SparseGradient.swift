@@ -65,6 +65,8 @@ extension SparseGradient {
         for t in layout.tensors {
             let p = g + t.offset
             var idx: [UInt32] = [], val: [Float] = []
+            // (Reserved, not touched: a sparse update's pages are never written.)
+            idx.reserveCapacity(t.count); val.reserveCapacity(t.count)
             for i in 0 ..< t.count where p[i].bitPattern != 0 { idx.append(UInt32(i)); val.append(p[i]) }
             indices.append(idx); values.append(val)
         }

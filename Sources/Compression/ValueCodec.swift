@@ -71,8 +71,7 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
                     for i in 0 ..< n { q[i] = .nan }
                     return
                 }
-                let scale = Int8Values.scale(e), inverse = 1 / scale
-                for i in 0 ..< n { q[i] = Float(Int8Values.quantize(q[i], inverse)) * scale }
+                Int8Values.round(q, count: n, exponent: e)
             }
         }
     }
@@ -100,8 +99,7 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
                         return
                     }
                     out[o] = UInt8(bitPattern: e)
-                    let inverse = 1 / Int8Values.scale(e)
-                    for i in 0 ..< n { out[o + 1 + i] = UInt8(bitPattern: Int8Values.quantize(q[i], inverse)) }
+                    Int8Values.quantize(q, count: n, exponent: e, into: out.baseAddress! + o + 1)
                     o += 1 + n
                 }
                 written = o
@@ -172,14 +170,21 @@ public enum Int8Values {
     /// 127 · 2^120 is below Float's largest finite value (about 2^128).
     static let maxExponent: Int8 = 120
 
-    /// The smallest e with max |v| ≤ 127 · 2^e (nil when a value is not finite).
+    /// The smallest e with max |v| ≤ 127 · 2^e (nil when a value is not finite). A finite
+    /// float's magnitude orders as its bits do, and a non-finite one's bits are the largest,
+    /// so one max over the bits finds both.
     static func exponent(_ p: UnsafePointer<Float>, count: Int) -> Int8? {
-        var m: Float = 0
-        for i in 0 ..< count {
-            let a = abs(p[i])
-            guard a.isFinite else { return nil }
-            m = max(m, a)
+        let magnitude = SIMD16<UInt32>(repeating: 0x7FFF_FFFF)
+        var bits = SIMD16<UInt32>(repeating: 0)
+        var i = 0
+        while i + 16 <= count {
+            bits = pointwiseMax(bits, unsafeBitCast(p.simd(SIMD16<Float>.self, at: i), to: SIMD16<UInt32>.self) & magnitude)
+            i += 16
         }
+        var top = bits.max()
+        while i < count { top = max(top, p[i].bitPattern & 0x7FFF_FFFF); i += 1 }
+        guard top < 0x7F80_0000 else { return nil }
+        let m = Float(bitPattern: top)
         guard m > 0 else { return minExponent }
         // m / 127 = f · 2^x with f in [1, 2): e = x, or x + 1 when f > 1.
         let r = m / 127
@@ -191,9 +196,34 @@ public enum Int8Values {
 
     @inline(__always) static func scale(_ e: Int8) -> Float { Float(sign: .plus, exponent: Int(e), significand: 1) }
 
-    /// q = round(v / 2^e) (halves away from zero), within ±127 for an exponent from `exponent`.
+    /// q = round(v / 2^e) to nearest, ties to even: within ±127 for an exponent from
+    /// `exponent` (a power-of-two scale makes v / 2^e exact, so only the rounding rounds).
     @inline(__always) static func quantize(_ v: Float, _ inverse: Float) -> Int8 {
-        Int8(clamping: Int((v * inverse).rounded()))
+        Int8(clamping: Int((v * inverse).rounded(.toNearestOrEven)))
+    }
+
+    /// The bytes of `count` values at exponent `e` (`quantize`, sixteen at a time).
+    static func quantize(_ p: UnsafePointer<Float>, count: Int, exponent e: Int8, into out: UnsafeMutablePointer<UInt8>) {
+        let inverse = 1 / scale(e)
+        var i = 0
+        while i + 16 <= count {
+            let q = SIMD16<Int32>((p.simd(SIMD16<Float>.self, at: i) * inverse).rounded(.toNearestOrEven), rounding: .towardZero)
+            UnsafeMutableRawPointer(out + i).storeBytes(of: SIMD16<Int8>(truncatingIfNeeded: q), as: SIMD16<Int8>.self)
+            i += 16
+        }
+        while i < count { out[i] = UInt8(bitPattern: quantize(p[i], inverse)); i += 1 }
+    }
+
+    /// Replaces `count` values by what the receiver decodes at exponent `e`.
+    static func round(_ p: UnsafeMutablePointer<Float>, count: Int, exponent e: Int8) {
+        let s = scale(e), inverse = 1 / s
+        var i = 0
+        while i + 16 <= count {
+            // (+ 0: a value rounded to −0 decodes as +0, and the bits must agree.)
+            p.store((p.simd(SIMD16<Float>.self, at: i) * inverse).rounded(.toNearestOrEven) * s + 0, at: i)
+            i += 16
+        }
+        while i < count { p[i] = Float(quantize(p[i], inverse)) * s; i += 1 }
     }
 }
 

@@ -17,6 +17,8 @@ final class CoordinatorSockets {
     private let wakeIn: ZMQSocket
     private let wakeOut: ZMQSocket
     private let wakeLock = NSLock()
+    /// Set by `close` (under `wakeLock`): a late `wake` must not touch a closed socket.
+    private var closed = false
     /// The CURVE gatekeeper (ZAP handler and handshake monitors), when the run has keys.
     private let curveGuard: CurveGuard?
     private let statusCurve: Bool
@@ -87,6 +89,7 @@ final class CoordinatorSockets {
     /// Interrupts the service thread's poll (any thread).
     func wake() {
         wakeLock.lock(); defer { wakeLock.unlock() }
+        guard !closed else { return }
         _ = try? wakeOut.send([[1]], dontWait: true)
     }
 
@@ -98,11 +101,16 @@ final class CoordinatorSockets {
         }
     }
 
-    /// Lets the last frames (the stop) out, then closes everything.
+    /// Lets the last frames (the stop) out, then closes everything and ends the context
+    /// (on the service thread, so ZeroMQ's own threads are gone before the process ends).
     func close() {
         try? router.setLinger(milliseconds: 1000)
+        wakeLock.lock()
+        closed = true
         router.close(); status?.close(); wakeIn.close(); wakeOut.close()
+        wakeLock.unlock()
         curveGuard?.stop()
+        context.terminate()
     }
 }
 

@@ -1,4 +1,5 @@
 import CZeroMQ
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,6 +23,8 @@ func zmqCheck(_ rc: Int32, _ call: @autoclosure () -> String) throws -> Int32 {
 /// A ZeroMQ context (one per process is enough).
 public final class ZMQContext: @unchecked Sendable {
     let handle: UnsafeMutableRawPointer
+    private let lock = NSLock()
+    private var terminated = false
 
     public init(ioThreads: Int32 = 1) throws {
         guard let h = zmq_ctx_new() else { throw ZMQError(call: "zmq_ctx_new", code: zmq_errno()) }
@@ -29,7 +32,18 @@ public final class ZMQContext: @unchecked Sendable {
         try zmqCheck(zmq_ctx_set(h, ZMQ_IO_THREADS, ioThreads), "zmq_ctx_set(IO_THREADS)")
     }
 
-    deinit { zmq_ctx_term(handle) }
+    /// Ends the context once every socket of it is closed: waits for their lingering
+    /// frames, then stops ZeroMQ's threads. A process that exits with them still running
+    /// (its context never released) can die in them on the way out.
+    public func terminate() {
+        lock.lock()
+        let first = !terminated
+        terminated = true
+        lock.unlock()
+        if first { zmq_ctx_term(handle) }
+    }
+
+    deinit { terminate() }
 }
 
 /// One ZeroMQ socket. A socket belongs to the thread that uses it: create, use and close
