@@ -16,7 +16,7 @@
 #
 # --runs (comma-separated): default (svite's own communication settings: gradient_density
 # auto), uncompressed (gradient_density 1), int8 (gradient_density 1, every value in int8
-# both ways: dense_values int8), topk (gradient_density --density), svite50 (the
+# both ways: dense_values int8), int4 (the same in int4), topk (gradient_density --density), svite50 (the
 # default communication with SViTE at 50% unstructured sparsity), svite50-uncompressed.
 # --steps S times S steps (top-k then sends --density from its first step, no warm-up, with
 # a live variance: time, not accuracy); --epochs E trains E epochs with an evaluation after each and svite's
@@ -67,7 +67,7 @@ if [ ${#HOOKS[@]} -gt 0 ]; then
 fi
 IFS=, read -r -a RUN_LIST <<< "$RUNS"
 for r in "${RUN_LIST[@]}"; do
-  case "$r" in default|uncompressed|int8|topk|svite50|svite50-uncompressed) ;; *) echo "--runs $r: default, uncompressed, int8, topk, svite50 or svite50-uncompressed" >&2; exit 2 ;; esac
+  case "$r" in default|uncompressed|int8|int4|topk|svite50|svite50-uncompressed) ;; *) echo "--runs $r: default, uncompressed, int8, int4, topk, svite50 or svite50-uncompressed" >&2; exit 2 ;; esac
 done
 [ -z "$RESULTS" ] || RESULTS=$(readlink -f "$RESULTS")
 COMMIT=$(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -250,6 +250,7 @@ for r in "${RUN_LIST[@]}"; do
     default) run default ;;
     uncompressed) run uncompressed --set communication.gradient_density=1 ;;
     int8) run int8 --set communication.gradient_density=1 --set communication.dense_values=int8 ;;
+    int4) run int4 --set communication.gradient_density=1 --set communication.dense_values=int4 ;;
     topk) run "topk-$DENSITY" --set communication.gradient_density="$DENSITY" "${TOPK[@]}" ;;
     svite50) run svite50 --set sparsity.method=svite --set sparsity.sparsity=0.5 ;;
     svite50-uncompressed) run svite50-uncompressed --set sparsity.method=svite --set sparsity.sparsity=0.5 --set communication.gradient_density=1 ;;

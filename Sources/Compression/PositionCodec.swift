@@ -140,6 +140,12 @@ public enum PositionCodec: UInt8, Sendable, CaseIterable {
         case .bitmap:
             let map = try r.raw((bound + 7) / 8, "position bitmap")
             for (byteIndex, byte) in map.enumerated() where byte != 0 {
+                // A full byte (a dense update's whole tensors) is eight positions in a row.
+                if byte == 0xFF && byteIndex * 8 + 8 <= bound {
+                    let first = UInt32(byteIndex * 8)
+                    for k in 0 ..< UInt32(8) { out.append(first + k) }
+                    continue
+                }
                 for bit in 0 ..< 8 where byte & (1 << UInt8(bit)) != 0 {
                     let i = byteIndex * 8 + bit
                     guard i < bound else { throw WireError.malformedPayload("bitmap position \(i) not below \(bound)") }

@@ -325,7 +325,8 @@ extension CommunicationConfig: ConfigSection {
                 guard let s = try m.string("dense_values") else { return }
                 if s == "auto" { c.denseValues = nil; return }
                 guard let v = ValueCodec(rawValue: s) else {
-                    throw m.error("dense_values", "expected auto, fp32, bf16 or int8 (how every value of an uncompressed step travels, both ways), found '\(s)'")
+                    let names = ValueCodec.allCases.map(\.rawValue).joined(separator: ", ")
+                    throw m.error("dense_values", "expected auto, \(names) (how every value of an uncompressed step travels, both ways), found '\(s)'")
                 }
                 c.denseValues = v
             }, write: { $0.denseValues?.rawValue ?? "auto" }),

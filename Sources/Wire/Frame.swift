@@ -37,8 +37,8 @@ public struct FrameHeader: Sendable, Equatable {
     /// with their form and codec in bytes of their own, codecs named in JSON.
     /// 6: a gradient's summary carries the worker's compute seconds; the step order says
     /// whether mean squares are wanted.
-    /// 7: int8 values in blocks of 64, each with its own scale; uncompressed steps and
-    /// updates may go in int8, each sender keeping its rounding.
+    /// 7: int8 values in blocks of 64, each with its own scale, and int4 ones (codec 3);
+    /// uncompressed steps and updates may go in either, each sender keeping its rounding.
     public static let protocolVersion: UInt16 = 7
     /// flags bit 0: the payload is LZ4-compressed.
     public static let flagLZ4: UInt8 = 1

@@ -45,10 +45,10 @@ struct WireChoiceTests {
         #expect(try RunConfig.parse(yaml: c.yaml, file: "again.yaml").communication.denseValues == .int8)
         #expect(try !tinyRunConfig(dataDir: "/d", extra: ["communication.gradient_density=1", "communication.dense_values=fp32"]).communication.replicatesUpdates)
         do {
-            _ = try tinyRunConfig(dataDir: "/d", extra: ["communication.dense_values=int4"])
-            Issue.record("dense_values int4 was taken")
+            _ = try tinyRunConfig(dataDir: "/d", extra: ["communication.dense_values=int2"])
+            Issue.record("dense_values int2 was taken")
         } catch let e as ConfigError {
-            #expect(e.key == "communication.dense_values" && "\(e)".contains("auto, fp32, bf16 or int8"), "\(e)")
+            #expect(e.key == "communication.dense_values" && "\(e)".contains("auto, fp32, bf16, int8, int4"), "\(e)")
         }
     }
 
@@ -150,7 +150,7 @@ struct WireChoiceTests {
     @Test func aSlowWireTurnsTopKOn() throws {
         try withTemporaryDirectory { dir in
             var hooks = WorkerTestHooks()
-            hooks.answerDelay = 0.05
+            hooks.answerDelay = 0.1  // well above a loaded machine's compute for this model
             let (trainer, records, config) = try run(dir: dir, hooks: hooks)
             let decisions = records.filter { $0.kind == .wire }
             let at = decisions.first?.step ?? -1

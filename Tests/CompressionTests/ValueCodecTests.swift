@@ -53,7 +53,7 @@ struct ValueCodecTests {
                     let step = Float(sign: .plus, exponent: e, significand: 1)
                     let block = b ..< min(n, b + 64)
                     let largest = v[block].map { abs($0) }.max()!
-                    #expect(largest <= 127 * step && (largest > 63.5 * step || e == Int(Int8Values.minExponent)), "\(m): exponent \(e) for \(largest)")
+                    #expect(largest <= 127 * step && (largest > 63.5 * step || e == Int(ScaledBlocks.minExponent)), "\(m): exponent \(e) for \(largest)")
                     for i in block { #expect(abs(v[i] - decoded[i]) <= step / 2, "\(v[i]) → \(decoded[i]), step \(step)") }
                 }
             }
@@ -76,6 +76,42 @@ struct ValueCodecTests {
         var r = ByteReader([UInt8(bitPattern: 127), 5])
         var out: Float = 0
         #expect(throws: WireError.self) { try ValueCodec.int8.decode(&r, into: &out, count: 1) }
+    }
+
+    /// int4 lists: the same rules at 3 bits and a sign, two values a byte: what `roundTrip`
+    /// gives is what the receiver decodes, bit for bit, re-encoding writes the same bytes,
+    /// each value is within half its block's step, and negative nibbles keep their sign.
+    @Test func int4ListsAreExactUnderRoundTripAndWithinHalfAStep() throws {
+        var rng = Rand(s: 31)
+        for m: Float in [1e-7, 1, 300] {
+            for n in [1, 2, 3, 63, 64, 65, 201] {
+                var v = (0 ..< n).map { _ in rng.float() * m }
+                if n > 2 { v[1] = 0; v[2] = -v[0] }
+                var w = ByteWriter()
+                v.withUnsafeBufferPointer { ValueCodec.int4.encode($0.baseAddress!, count: n, into: &w) }
+                let blocks = (n + 63) / 64, last = n - (blocks - 1) * 64
+                #expect(w.bytes.count == (blocks - 1) * 33 + 1 + (last + 1) / 2, "\(n) values: \(w.bytes.count) bytes")
+                var decoded = [Float](repeating: 0, count: n)
+                var r = ByteReader(w.bytes)
+                try decoded.withUnsafeMutableBufferPointer { try ValueCodec.int4.decode(&r, into: $0.baseAddress!, count: n) }
+                var rt = v
+                rt.withUnsafeMutableBufferPointer { ValueCodec.int4.roundTrip($0.baseAddress!, count: n) }
+                #expect(rt.map(\.bitPattern) == decoded.map(\.bitPattern), "\(m) × \(n)")
+                var again = ByteWriter()
+                rt.withUnsafeBufferPointer { ValueCodec.int4.encode($0.baseAddress!, count: n, into: &again) }
+                #expect(again.bytes == w.bytes, "\(m) × \(n): re-encoding changed the list")
+                for b in stride(from: 0, to: n, by: 64) {
+                    let block = b ..< min(n, b + 64)
+                    let largest = v[block].map { abs($0) }.max()!
+                    // The step is the smallest power of two with largest ≤ 7 · step.
+                    for i in block {
+                        let error: Float = abs(v[i] - decoded[i])
+                        #expect(error <= largest / 7, "\(v[i]) → \(decoded[i]) in a block up to \(largest)")
+                    }
+                }
+                if n > 2 && v[0] != 0 { #expect(decoded[2] == -decoded[0], "the sign of a negative nibble") }
+            }
+        }
     }
 
     /// A block's scale is its own: small values after a block of large ones keep their
