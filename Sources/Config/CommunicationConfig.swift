@@ -9,10 +9,13 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// Fraction of each tensor's active weights a worker sends per ordinary step, the
     /// largest-magnitude ones, keeping the rest as a residual for later steps (top-k with
     /// error feedback, as Deep Gradient Compression); 1 sends every value as they are.
-    /// nil (auto): the coordinator measures its first uncompressed steps and, where the wire
-    /// takes at least `autoInt8Share` of a step, sends every value in int8 both ways from
-    /// then on (each side keeping its rounding for later steps); where it takes at least `autoWireShare` (a slow link, many workers), top-k
-    /// at `autoDensity` too, from the dense warm-up's end (`WireChoice.swift`).
+    /// nil (auto): every value, and the coordinator measures its first steps: where the
+    /// wire takes at least `autoBF16Share` of a step every value goes in bf16 both ways from
+    /// then on, at least `autoInt8Share` in int8, at least `autoInt4Share` in int4 (int8 and
+    /// int4 with each side keeping its rounding for later steps): the narrower the values,
+    /// the more top-1 they may cost, so only the wire that needs them gets them
+    /// (`WireChoice.swift`). Auto does not take top-k: in the runs against DDP it cost
+    /// 1.3-2 pt of top-1, more than int4 (docs/benchmarks.md); a density below 1 asks for it.
     public var gradientDensity: Double? = nil
     /// Deep Gradient Compression's warm-up: the density falls exponentially from 25% (or
     /// from gradient_density, if higher) to gradient_density over this many epochs. One
@@ -60,9 +63,8 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// up and the update the coordinator applied down (workers then replay updates; the
     /// downlink of compressed steps goes in bf16). int8 sends about a quarter of fp32's
     /// bytes, each side keeping its rounding for the next step; bf16 half. nil (auto):
-    /// fp32, or what `gradient_density: auto` chooses from the measured wire (int8 where it
-    /// takes at least `autoInt8Share` of a step); the coordinator's --gradient-codec then
-    /// sets the uplink.
+    /// fp32, or what `gradient_density: auto` chooses from the measured wire (bf16 or int4);
+    /// the coordinator's --gradient-codec then sets the uplink.
     public var denseValues: ValueCodec? = nil
     /// What a worker's top-k is taken of and what keeps what it leaves out.
     public var feedback: TopKFeedback = .residual
@@ -90,17 +92,20 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// The density when top-k runs: the configured one, or auto's.
     public var targetDensity: Double { gradientDensity ?? Self.autoDensity }
 
-    /// Auto's density once it compresses: DGC's 1%, measured in docs/benchmarks.md.
+    /// The density of an auto run that its checkpoint says compresses (auto decided top-k
+    /// before 0.5): DGC's 1%, measured in docs/benchmarks.md.
     public static let autoDensity = 0.01
-    /// Auto takes top-k when the wire (a round's time less its slowest worker's computing)
-    /// takes at least this share of a step, so steps get about twice as fast or more: top-k
-    /// costs top-1 (0.4 pt over 5 epochs through 2 workers, 2 pt over 4 short epochs
-    /// through 4: docs/benchmarks.md), which a smaller gain does not pay for.
-    public static let autoWireShare = 0.5
-    /// Auto sends every value in int8 (both ways, blocks of 64 with a power-of-two scale,
-    /// each side keeping its rounding) when the wire takes at least this share of a step:
-    /// a quarter of the bytes.
-    public static let autoInt8Share = 0.2
+    /// Auto sends every value in int4 (both ways, blocks of 64 with a power-of-two scale,
+    /// each side keeping its rounding: an eighth of the bytes) when the wire (a round's
+    /// time less its slowest worker's computing) takes at least this share of a step,
+    /// where int8 would still leave it about half.
+    public static let autoInt4Share = 0.8
+    /// Auto sends every value in int8 (as int4, a quarter of the bytes) when the wire takes
+    /// at least this share of a step.
+    public static let autoInt8Share = 0.5
+    /// Auto sends every value in bf16 (both ways: half the bytes, a rounding of 2⁻⁹ of
+    /// each value) when the wire takes at least this share of a step.
+    public static let autoBF16Share = 0.2
 
     /// The auto dense warm-up of a run whose AdamW variance freezes.
     public static let autoDenseWarmupEpochs = 1.0
@@ -262,8 +267,8 @@ public struct CompressionSchedule: Sendable, Equatable {
         guard target < 1 else { return pinned.map { "wire: \($0)" } }
         var s = "wire: top-k \(target * 100)% of each tensor's active weights"
         if undecided {
-            s = "wire: auto: " + (pinned.map { "\($0); " } ?? "every value; in int8 once the wire takes \(Int(CommunicationConfig.autoInt8Share * 100))% of a step or more, and ")
-                + "from step \(denseSteps) top-k \(target * 100)% if it takes \(Int(CommunicationConfig.autoWireShare * 100))% or more"
+            return "wire: auto: " + (pinned ?? "every value; in bf16 both ways once the wire takes \(Int(CommunicationConfig.autoBF16Share * 100))% of a step or more, "
+                + "int8 once it takes \(Int(CommunicationConfig.autoInt8Share * 100))%, int4 once it takes \(Int(CommunicationConfig.autoInt4Share * 100))%")
         } else {
             if let pinned, denseSteps > 0 { s = "wire: \(pinned) until step \(denseSteps), then " + s.dropFirst(6) }
             s += denseSteps > 0 ? " from step \(denseSteps) (uncompressed before)" : " from the first step"

@@ -65,15 +65,17 @@ struct WireShareMeter {
         return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
     }
 
-    /// Auto's decision before step `step`: int8 both ways where the wire takes
-    /// `autoInt8Share` of a round or more, top-k too where it takes `autoWireShare`; nil while too few rounds
-    /// were measured (fewer than `decisive` before the dense warm-up's end at `denseEnd`,
-    /// `needed` after it).
-    /// `pinned`: communication.dense_values when not auto, the decision's codec whatever the wire.
-    func decision(step: Int, denseEnd: Int, target: Double, pinned: ValueCodec? = nil) -> WireDecision? {
+    /// Auto's decision before step `step`: every value, in bf16 both ways where the wire
+    /// takes `autoBF16Share` of a round or more, int8 from `autoInt8Share`, int4 from
+    /// `autoInt4Share`; nil
+    /// while too few rounds were measured (fewer than `decisive` before the dense warm-up's
+    /// end at `denseEnd`, `needed` after it). `pinned`: communication.dense_values when not
+    /// auto, the decision's codec whatever the wire.
+    func decision(step: Int, denseEnd: Int, pinned: ValueCodec? = nil) -> WireDecision? {
         guard shares.count >= Self.decisive || step >= denseEnd, let m = median else { return nil }
-        return WireDecision(step: step, density: m >= CommunicationConfig.autoWireShare ? target : 1,
-                            codec: pinned ?? (m >= CommunicationConfig.autoInt8Share ? .int8 : .fp32), wireShare: m, rounds: shares.count)
+        let codec: ValueCodec = m >= CommunicationConfig.autoInt4Share ? .int4 : m >= CommunicationConfig.autoInt8Share ? .int8
+            : m >= CommunicationConfig.autoBF16Share ? .bf16 : .fp32
+        return WireDecision(step: step, density: 1, codec: pinned ?? codec, wireShare: m, rounds: shares.count)
     }
 }
 
@@ -115,21 +117,12 @@ extension Trainer {
     /// `WireShareMeter.decision`), logs it and writes it to the metrics.
     func decideDensityIfDue(step: Int, meter: WireShareMeter, metrics: MetricsLog) {
         guard compression.undecided,
-              let d = meter.decision(step: step, denseEnd: compression.denseSteps, target: compression.target,
-                                     pinned: config.communication.denseValues) else { return }
+              let d = meter.decision(step: step, denseEnd: compression.denseSteps, pinned: config.communication.denseValues) else { return }
         adopt(d)
         let share = "the wire took \(Int((d.wireShare * 100).rounded()))% of a step (median of \(d.rounds) rounds)"
-        let what: String
-        if d.density < 1 {
-            let half = compression.denseSteps > d.step ? "every value in \(d.codec.rawValue) both ways until step \(compression.denseSteps), then bf16 updates down, " : "bf16 updates down, "
-            what = "\(share), at least \(Int(CommunicationConfig.autoWireShare * 100))%: " + half
-                + (compression.summary(config.communication) ?? "top-k \(d.density * 100)% from step \(d.step)")
-        } else if d.codec != .fp32 {
-            what = "\(share), at least \(Int(CommunicationConfig.autoInt8Share * 100))% and under \(Int(CommunicationConfig.autoWireShare * 100))%: "
-                + "every value in \(d.codec.rawValue) both ways for the rest of the run, each side keeping its rounding for the next step"
-        } else {
-            what = "\(share), under \(Int(CommunicationConfig.autoInt8Share * 100))%: every value in fp32 for the rest of the run"
-        }
+        let what = d.codec == .fp32 ? "\(share): every value in fp32 for the rest of the run"
+            : "\(share): every value in \(d.codec.rawValue) both ways for the rest of the run"
+                + (d.codec.needsFeedback ? ", each side keeping its rounding for the next step" : "")
         log.notice("communication.gradient_density auto: \(what)")
         var record = MetricsRecord(kind: .wire, step: step)
         record.reason = what

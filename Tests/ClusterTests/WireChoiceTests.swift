@@ -73,21 +73,25 @@ struct WireChoiceTests {
     @Test func theMeterDecidesOnTheMedianOfEnoughRounds() {
         var m = WireShareMeter()
         for _ in 0 ..< WireShareMeter.needed - 1 { m.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.5)) }
-        #expect(m.decision(step: 10, denseEnd: 10, target: 0.01) == nil, "too few rounds")
+        #expect(m.decision(step: 10, denseEnd: 10) == nil, "too few rounds")
         m.record(RoundTiming(roundSeconds: 10, computeSeconds: 0.1))  // one outlier does not decide
-        #expect(m.decision(step: 10, denseEnd: 10, target: 0.01) == WireDecision(step: 10, density: 0.01, codec: .int8, wireShare: 0.5, rounds: 8))
-        #expect(m.decision(step: 8, denseEnd: 10, target: 0.01) == nil, "before the warm-up's end it takes more rounds")
+        #expect(m.decision(step: 10, denseEnd: 10) == WireDecision(step: 10, density: 1, codec: .int8, wireShare: 0.5, rounds: 8))
+        #expect(m.decision(step: 8, denseEnd: 10) == nil, "before the warm-up's end it takes more rounds")
         for _ in m.shares.count ..< WireShareMeter.decisive { m.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.5)) }
-        #expect(m.decision(step: 8, denseEnd: 10, target: 0.01)?.density == 0.01)
+        #expect(m.decision(step: 8, denseEnd: 10)?.codec == .int8)
+        #expect(m.decision(step: 8, denseEnd: 10, pinned: .bf16)?.codec == .bf16, "dense_values pins the codec")
+        var slow = WireShareMeter()
+        for _ in 0 ..< WireShareMeter.decisive { slow.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.1)) }
+        #expect(slow.decision(step: 16, denseEnd: 100)?.codec == .int4, "a wire of 90%: int4")
         var fast = WireShareMeter()
         for i in 0 ..< 100 { fast.record(RoundTiming(roundSeconds: 1, computeSeconds: i == 0 ? 0 : 0.9)) }
         #expect(fast.shares.count == WireShareMeter.kept)
-        let d = fast.decision(step: 3, denseEnd: 100, target: 0.01)
+        let d = fast.decision(step: 3, denseEnd: 100)
         #expect(d?.density == 1 && d?.codec == .fp32 && abs((d?.wireShare ?? 0) - 0.1) < 1e-9, "\(String(describing: d))")
         var middling = WireShareMeter()
         for _ in 0 ..< WireShareMeter.decisive { middling.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.7)) }
-        let half = middling.decision(step: 16, denseEnd: 100, target: 0.01)
-        #expect(half?.density == 1 && half?.codec == .int8, "a wire of 30%: int8, no top-k")
+        let half = middling.decision(step: 16, denseEnd: 100)
+        #expect(half?.density == 1 && half?.codec == .bf16, "a wire of 30%: bf16")
     }
 
     /// A decision goes into checkpoints with its codec; one from a checkpoint of 0.4 (bf16
@@ -144,66 +148,66 @@ struct WireChoiceTests {
     }
 
     /// Answers held back on the way (the wire) make auto decide once `decisive` rounds are
-    /// measured: every value in int8 both ways until the dense warm-up's end (the
-    /// coordinator's rounding kept in its checkpoints), top-k from there with bf16 updates;
-    /// the checkpoints keep the decision and a resumed trainer follows it.
-    @Test func aSlowWireTurnsTopKOn() throws {
+    /// measured: every value in int8 or int4 both ways from then on (as the share says), no
+    /// top-k (the coordinator's rounding kept in its checkpoints); the checkpoints keep the decision and a resumed
+    /// trainer follows it. A top-k decision an older checkpoint holds still runs as it said.
+    @Test func aSlowWireSendsNarrowerValues() throws {
         try withTemporaryDirectory { dir in
             var hooks = WorkerTestHooks()
             hooks.answerDelay = 0.1  // well above a loaded machine's compute for this model
             let (trainer, records, config) = try run(dir: dir, hooks: hooks)
             let decisions = records.filter { $0.kind == .wire }
             let at = decisions.first?.step ?? -1
-            #expect(decisions.count == 1 && (16 ... 20).contains(at) && decisions.first?.gradientDensity == 0.01,
+            #expect(decisions.count == 1 && (16 ... 20).contains(at) && decisions.first?.gradientDensity == 1,
                     "\(decisions.map { ($0.step, $0.gradientDensity, $0.reason) })")
-            #expect((decisions.first?.wireShare ?? 0) >= CommunicationConfig.autoWireShare)
+            #expect((decisions.first?.wireShare ?? 0) >= CommunicationConfig.autoInt8Share)
             let d = try #require(trainer.wireDecision)
-            #expect(d.step == at && d.density == 0.01 && trainer.compression.denseSteps == 24 && trainer.compression.density(step: 29) != nil)
-            #expect(trainer.server.updateCodec == .bf16 && trainer.server.updateResidual == nil, "top-k steps' updates: bf16, nothing kept")
-            #expect(trainer.denseCodec(step: at) == .int8 && trainer.updateCodec(step: at) == .int8 && trainer.denseCodec(step: 24) == nil)
-            // Records are per step (log_every_steps 1): fp32 before the decision, int8 both
-            // ways after it, top-k from step 24.
+            let codec: ValueCodec = d.wireShare >= CommunicationConfig.autoInt4Share ? .int4 : .int8
+            #expect(d.step == at && d.density == 1 && d.codec == codec && trainer.compression == .uncompressed)
+            #expect(trainer.server.updateCodec == codec && trainer.server.updateResidual != nil)
+            #expect(trainer.denseCodec(step: at - 1) == nil && trainer.denseCodec(step: at) == codec && trainer.updateCodec(step: 29) == codec)
+            #expect(trainer.server.varianceTracker == nil && !trainer.server.optimizer.varianceFrozen, "every value: nothing frozen")
+            // Records are per step (log_every_steps 1): fp32 before the decision, int4 or int8
+            // both ways after it: an eighth or a quarter of the bytes and an exponent byte a block.
             let train = records.filter { $0.kind == .train }
             func ratios(_ steps: ClosedRange<Int>, _ up: Bool) -> [Double] {
                 train.filter { steps.contains($0.step) }.compactMap { up ? $0.bytesUpRatioToDenseFp32 : $0.bytesDownRatioToDenseFp32 }
             }
             #expect(ratios(3 ... at, true).allSatisfy { $0 > 0.9 } && ratios(3 ... at, false).allSatisfy { $0 > 0.9 }, "\(ratios(3 ... at, true))")
-            // (A step frame carries the update of the step before: the first int8 one comes a step later.)
-            let int8Up = ratios(at + 1 ... 24, true), int8Down = ratios(at + 2 ... 24, false)
-            #expect(!int8Up.isEmpty && int8Up.allSatisfy { $0 > 0.2 && $0 < 0.35 }, "int8 up: \(int8Up)")
-            #expect(!int8Down.isEmpty && int8Down.allSatisfy { $0 > 0.2 && $0 < 0.4 }, "int8 down: \(int8Down)")
-            #expect(ratios(26 ... 30, true).allSatisfy { $0 < 0.4 }, "\(ratios(26 ... 30, true))")
+            // (A step frame carries the update of the step before: the first narrow one comes a step later.)
+            let up = ratios(at + 1 ... 30, true), down = ratios(at + 2 ... 30, false)
+            let range = codec == .int4 ? 0.1 ... 0.2 : 0.2 ... 0.35
+            #expect(!up.isEmpty && up.allSatisfy { range.contains($0) }, "\(codec) up: \(up)")
+            #expect(!down.isEmpty && down.allSatisfy { $0 >= range.lowerBound && $0 < range.upperBound + 0.05 }, "\(codec) down: \(down)")
             #expect(train.contains { ($0.wireShare ?? 0) > 0.2 && ($0.roundSeconds ?? 0) > 0.05 }, "the profile is in the metrics")
 
             let checkpoint = try Checkpoint.read("\(dir)/run/checkpoints/\(Checkpoint.fileName(step: 25))")
             #expect(checkpoint.state.wireDecision == d)
             #expect(try Checkpoint.read("\(dir)/run/checkpoints/\(Checkpoint.fileName(step: 15))").state.wireDecision == nil)
-            // An int8 step's checkpoint keeps what the coordinator rounded off; a top-k step's has none.
-            func residualTensors(_ step: Int) throws -> Int {
-                try Checkpoint.read("\(dir)/run/checkpoints/\(Checkpoint.fileName(step: step))").file.entries.keys
-                    .filter { $0.hasPrefix(Checkpoint.updateResidualPrefix) }.count
-            }
-            if at < 20 { #expect(try residualTensors(20) == trainer.server.model.layout.tensors.count) }
-            #expect(try residualTensors(25) == 0)
+            // A narrow step's checkpoint keeps what the coordinator rounded off, and a resume takes it.
+            let residualNames = checkpoint.file.entries.keys.filter { $0.hasPrefix(Checkpoint.updateResidualPrefix) }
+            #expect(residualNames.count == trainer.server.model.layout.tensors.count)
             var options = Trainer.Options(runDirectory: "\(dir)/resumed")
             options.resume = checkpoint
             let source = try cluster(config, workers: 2)
             options.source = { _, _, _ in source }
             let resumed = try Trainer(config: config, options: options, logger: log)
-            #expect(resumed.wireDecision == d && !resumed.compression.undecided && resumed.compression.denseSteps == 24)
-            #expect(resumed.updateCodec(step: 20) == .int8 && resumed.updateCodec(step: 29) == .bf16)
-            #expect(resumed.server.varianceFreezeStep == resumed.compression.activeFreezeStep)
+            #expect(resumed.wireDecision == d && !resumed.compression.undecided && resumed.updateCodec(step: 26) == codec)
+            let kept = try #require(resumed.server.updateResidual)
+            #expect((0 ..< kept.count).contains { kept.pointer[$0] != 0 }, "the residual came back")
             source.finish(reason: "test over")
 
-            // A wire between the two shares: int8 both ways, every value, nothing frozen.
-            var fresh = Trainer.Options(runDirectory: "\(dir)/half")
+            // A checkpoint of 0.4 whose auto took top-k: int8 until the dense warm-up's end,
+            // then top-k with bf16 updates, the variance frozen from there.
+            var fresh = Trainer.Options(runDirectory: "\(dir)/old")
             let other = try cluster(config, workers: 2)
             fresh.source = { _, _, _ in other }
-            let half = try Trainer(config: config, options: fresh, logger: log)
-            #expect(half.compression.undecided && half.denseCodec(step: 3) == nil)
-            half.adopt(WireDecision(step: 3, density: 1, codec: .int8, wireShare: 0.3, rounds: 16))
-            #expect(half.compression == .uncompressed && half.denseCodec(step: 2) == nil && half.denseCodec(step: 3) == .int8 && half.denseCodec(step: 29) == .int8)
-            #expect(half.updateCodec(step: 29) == .int8 && half.server.varianceFreezeStep == nil && half.server.varianceTracker == nil)
+            let old = try Trainer(config: config, options: fresh, logger: log)
+            #expect(old.compression.undecided && old.denseCodec(step: 3) == nil)
+            old.adopt(WireDecision(step: 17, density: 0.01, codec: .int8, wireShare: 0.9, rounds: 16))
+            #expect(old.compression.denseSteps == 24 && old.compression.density(step: 29) != nil && old.compression.density(step: 20) == nil)
+            #expect(old.denseCodec(step: 20) == .int8 && old.updateCodec(step: 20) == .int8 && old.denseCodec(step: 29) == nil && old.updateCodec(step: 29) == .bf16)
+            #expect(old.server.varianceFreezeStep == 24)
             other.finish(reason: "test over")
         }
     }
