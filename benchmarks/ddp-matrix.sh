@@ -57,4 +57,6 @@ cell int8-acc-4-1gbit --workers 4 --rate 1gbit "${MODEL[@]}" "${ACC[@]}" --runs 
 cell int8-acc-4-100mbit --workers 4 --rate 100mbit "${MODEL[@]}" "${ACC[@]}" --runs default,int8 --ddp none
 # int4 both ways at 100 Mbit/s, where int8 still left the wire two thirds of a step.
 cell int4-acc-4-100mbit --workers 4 --rate 100mbit "${MODEL[@]}" "${ACC[@]}" --runs int4 --ddp none
+# The default as auto now decides it (int4 where the wire takes 80% of a step or more).
+cell tiers-acc-4-100mbit --workers 4 --rate 100mbit "${MODEL[@]}" "${ACC[@]}" --runs default --ddp none
 echo "all cells done ($(date -u +%H:%M:%S))" | tee -a "$DIR/log.txt"
