@@ -186,11 +186,7 @@ public final class DenseCompressor: GradientCompressor {
         }
     }
     public func follow(_ masks: MaskSet, estimate: UnsafePointer<Float>?) {
-        guard let r = residual?.pointer else { return }
-        for t in masks.prunable {
-            let rt = r + t.offset, m = masks.mask.pointer + t.offset
-            for i in 0 ..< t.count { rt[i] *= m[i] }
-        }
+        if let residual { masks.apply(to: residual) }
     }
     public func reset() { residual?.zero() }
 }

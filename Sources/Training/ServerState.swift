@@ -147,12 +147,7 @@ public final class ServerState {
         updateResidual = residual
         let r = residual.pointer
         // A pruned weight's leftover goes with it.
-        if let masks {
-            for t in masks.prunable {
-                let rt = r + t.offset, m = masks.mask.pointer + t.offset
-                for i in 0 ..< t.count { rt[i] *= m[i] }
-            }
-        }
+        masks?.apply(to: residual)
         VectorOps.accumulate(g, r, n)
         var sent = SparseGradient.nonzeros(of: g, layout: model.layout)
         for t in sent.values.indices {
