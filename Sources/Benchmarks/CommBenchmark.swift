@@ -32,6 +32,8 @@ public struct CommBenchmark {
         public var compressed: Bool
         public var gradientFrameBytes: Int
         public var paramsFrameBytes: Int
+        /// A worker's side: one gradient frame encoded (codec, LZ4, checksums).
+        public var gradientEncodeMsPerFrame: Double
         public var decodeAverageMsPerFrame: Double
         public var applyMsPerStep: Double
         public var encodeMsPerFrame: Double
@@ -71,10 +73,13 @@ public struct CommBenchmark {
         Initializer.initialize(server.params, layout: layout, seed: 0)
         let averager = GradientAverager(count: n)
         let scratch = FloatBuffer(count: n)
-        var decode = 0.0, apply = 0.0, encode = 0.0
+        var decode = 0.0, apply = 0.0, encode = 0.0, gradientEncode = 0.0
         var paramsBytes = 0
         for step in -1 ..< o.steps {  // step −1 warms up
             averager.reset()
+            let tw = DispatchTime.now().uptimeNanoseconds
+            let payload = Payload.grads(GradientSummary(images: 32, lossSum: 70, correct: 10), codec: o.codec, values: grads.pointer, count: n)
+            _ = Frame(header: FrameHeader(type: .grads, runID: 1, step: 0, layoutHash: layout.hash), payload: payload).encoded(compress: o.compress)
             let t0 = DispatchTime.now().uptimeNanoseconds
             for f in frames {
                 let frame = try Frame.decode(f, limits: limits)
@@ -93,7 +98,7 @@ public struct CommBenchmark {
             }
             let t3 = DispatchTime.now().uptimeNanoseconds
             if step >= 0 {
-                decode += Double(t1 - t0) / 1e9; apply += Double(t2 - t1) / 1e9; encode += Double(t3 - t2) / 1e9
+                gradientEncode += Double(t0 - tw) / 1e9; decode += Double(t1 - t0) / 1e9; apply += Double(t2 - t1) / 1e9; encode += Double(t3 - t2) / 1e9
             }
         }
         let steps = Double(o.steps), w = Double(o.workers)
@@ -101,7 +106,7 @@ public struct CommBenchmark {
         return Result(config: o.configName, parameters: layout.parameterCount, workers: o.workers,
                       codec: o.codec.rawValue, compressed: o.compress,
                       gradientFrameBytes: frames[0].count, paramsFrameBytes: paramsBytes,
-                      decodeAverageMsPerFrame: 1000 * decode / (steps * w), applyMsPerStep: 1000 * apply / steps,
+                      gradientEncodeMsPerFrame: 1000 * gradientEncode / steps, decodeAverageMsPerFrame: 1000 * decode / (steps * w), applyMsPerStep: 1000 * apply / steps,
                       encodeMsPerFrame: 1000 * encode / (steps * w),
                       framesDecodedPerSecond: steps * w / decode,
                       uplinkPayloadGBPerSecond: steps * w * rawBytes / decode / 1e9,
@@ -109,12 +114,12 @@ public struct CommBenchmark {
     }
 
     public static func table(_ rows: [Result]) -> String {
-        var s = "config        params   workers codec  grad frame   params frame  decode+avg ms/frame  apply ms/step  encode ms/frame  frames/s  uplink GB/s  steps/s\n"
+        var s = "config        params   workers codec  grad frame   params frame  grad encode ms  decode+avg ms/frame  apply ms/step  encode ms/frame  frames/s  uplink GB/s  steps/s\n"
         for r in rows {
-            s += r.config.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: " %8d %8d  %@  %9.2f MB  %9.2f MB  %18.2f  %13.2f  %15.2f  %8.0f  %11.2f  %7.1f\n",
+            s += r.config.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: " %8d %8d  %@  %9.2f MB  %9.2f MB  %14.2f  %18.2f  %13.2f  %15.2f  %8.0f  %11.2f  %7.1f\n",
                         r.parameters, r.workers, r.codec as NSString,
                         Double(r.gradientFrameBytes) / 1e6, Double(r.paramsFrameBytes) / 1e6,
-                        r.decodeAverageMsPerFrame, r.applyMsPerStep, r.encodeMsPerFrame,
+                        r.gradientEncodeMsPerFrame, r.decodeAverageMsPerFrame, r.applyMsPerStep, r.encodeMsPerFrame,
                         r.framesDecodedPerSecond, r.uplinkPayloadGBPerSecond, r.stepsPerSecond)
         }
         if let m = rows.first?.machine { s += "machine: \(m.summary)" }

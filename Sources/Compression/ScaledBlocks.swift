@@ -1,9 +1,9 @@
 import Core
 
-/// The arithmetic of `ValueCodec.int8` and `.int4`, shared by the encoder, the decoder and
-/// `roundTrip`: a list in blocks of `block` values, each block an exponent byte e (its scale
-/// 2^e) and per value a signed q with |q| ≤ `limit(bits)`, v = q · 2^e: one byte a value
-/// (int8), or four bits (int4: two values a byte, the first in the low half).
+/// The arithmetic of `ValueCodec.int8`, shared by the encoder, the decoder and `roundTrip`:
+/// a list in blocks of `block` values, each block an exponent byte e (its scale 2^e) and
+/// per value a signed byte q with |q| ≤ 127, v = q · 2^e. (int4's blocks, `LevelBlocks`,
+/// share the block length and the search for a block's largest value.)
 public enum ScaledBlocks {
     /// Values per scale: 64 keeps a scale within one row's neighbourhood of a weight
     /// matrix, for one byte in 64 (1.6%).
@@ -16,16 +16,16 @@ public enum ScaledBlocks {
     /// 127 · 2^120 is below Float's largest finite value (about 2^128).
     static let maxExponent: Int8 = 120
 
-    /// The largest |q| of `bits`-bit values.
-    @inline(__always) static func limit(_ bits: Int) -> Float { bits == 8 ? 127 : 7 }
+    /// The largest |q|.
+    static let limit: Float = 127
 
     /// Bytes of one block of `n` values: its exponent byte and the values.
-    @inline(__always) static func blockSize(_ n: Int, bits: Int) -> Int { 1 + (n * bits + 7) / 8 }
+    @inline(__always) static func blockSize(_ n: Int) -> Int { 1 + n }
 
     /// Bytes of `count` values.
-    public static func encodedSize(_ count: Int, bits: Int) -> Int {
+    public static func encodedSize(_ count: Int) -> Int {
         let full = count / block, rest = count % block
-        return full * blockSize(block, bits: bits) + (rest > 0 ? blockSize(rest, bits: bits) : 0)
+        return full * blockSize(block) + (rest > 0 ? blockSize(rest) : 0)
     }
 
     /// Calls `body(start, count)` for each block of a list of `count` values, in order.
@@ -38,10 +38,10 @@ public enum ScaledBlocks {
         }
     }
 
-    /// The smallest e with max |v| ≤ limit · 2^e (nil when a value is not finite). A finite
-    /// float's magnitude orders as its bits do, and a non-finite one's bits are the largest,
-    /// so one max over the bits finds both.
-    static func exponent(_ p: UnsafePointer<Float>, count: Int, limit: Float) -> Int8? {
+    /// The bits of the largest |v| of `count` values (0x7F80_0000 or more: one is not
+    /// finite). A finite float's magnitude orders as its bits do, and a non-finite one's
+    /// bits are the largest, so one max over the bits finds both.
+    static func largestMagnitudeBits(_ p: UnsafePointer<Float>, count: Int) -> UInt32 {
         let magnitude = SIMD16<UInt32>(repeating: 0x7FFF_FFFF)
         var bits = SIMD16<UInt32>(repeating: 0)
         var i = 0
@@ -51,6 +51,13 @@ public enum ScaledBlocks {
         }
         var top = bits.max()
         while i < count { top = max(top, p[i].bitPattern & 0x7FFF_FFFF); i += 1 }
+        return top
+    }
+
+    /// The smallest e with max |v| ≤ 127 · 2^e (nil when a value is not finite).
+    static func exponent(_ p: UnsafePointer<Float>, count: Int) -> Int8? {
+        let limit = Self.limit
+        let top = largestMagnitudeBits(p, count: count)
         guard top < 0x7F80_0000 else { return nil }
         let m = Float(bitPattern: top)
         guard m > 0 else { return minExponent }
@@ -83,10 +90,10 @@ public enum ScaledBlocks {
     }
 
     /// `ValueCodec.roundTrip` of a scaled-block codec.
-    static func roundTrip(_ p: UnsafeMutablePointer<Float>, count: Int, bits: Int) {
+    static func roundTrip(_ p: UnsafeMutablePointer<Float>, count: Int) {
         forEachBlock(count) { b, n in
             let q = p + b
-            guard let e = exponent(q, count: n, limit: limit(bits)) else {
+            guard let e = exponent(q, count: n) else {
                 for i in 0 ..< n { q[i] = .nan }
                 return
             }
@@ -94,17 +101,9 @@ public enum ScaledBlocks {
         }
     }
 
-    /// The q of `count` values at exponent `e`, one byte each (int8) or packed (int4).
-    static func quantize(_ p: UnsafePointer<Float>, count: Int, exponent e: Int8, bits: Int, into out: UnsafeMutablePointer<UInt8>) {
+    /// The q of `count` values at exponent `e`, one byte each.
+    static func quantize(_ p: UnsafePointer<Float>, count: Int, exponent e: Int8, into out: UnsafeMutablePointer<UInt8>) {
         let inverse = 1 / scale(e)
-        if bits == 4 {
-            for j in 0 ..< (count + 1) / 2 {
-                let low = UInt8(bitPattern: quantize(p[2 * j], inverse)) & 0xF
-                let high = 2 * j + 1 < count ? UInt8(bitPattern: quantize(p[2 * j + 1], inverse)) & 0xF : 0
-                out[j] = low | high << 4
-            }
-            return
-        }
         var i = 0
         while i + 16 <= count {
             let q = SIMD16<Int32>((p.simd(SIMD16<Float>.self, at: i) * inverse).rounded(.toNearestOrEven), rounding: .towardZero)
@@ -115,19 +114,19 @@ public enum ScaledBlocks {
     }
 
     /// `ValueCodec.encode` of a scaled-block codec.
-    static func encode(_ p: UnsafePointer<Float>, count: Int, bits: Int, into w: inout ByteWriter) {
-        w.raw([UInt8](unsafeUninitializedCapacity: encodedSize(count, bits: bits)) { out, written in
+    static func encode(_ p: UnsafePointer<Float>, count: Int, into w: inout ByteWriter) {
+        w.raw([UInt8](unsafeUninitializedCapacity: encodedSize(count)) { out, written in
             var o = 0
             forEachBlock(count) { b, n in
-                let size = blockSize(n, bits: bits)
-                guard let e = exponent(p + b, count: n, limit: limit(bits)) else {
+                let size = blockSize(n)
+                guard let e = exponent(p + b, count: n) else {
                     out[o] = UInt8(bitPattern: nonFinite)
                     for i in 1 ..< size { out[o + i] = 0 }
                     o += size
                     return
                 }
                 out[o] = UInt8(bitPattern: e)
-                quantize(p + b, count: n, exponent: e, bits: bits, into: out.baseAddress! + o + 1)
+                quantize(p + b, count: n, exponent: e, into: out.baseAddress! + o + 1)
                 o += size
             }
             written = o
@@ -136,8 +135,8 @@ public enum ScaledBlocks {
 
     /// `ValueCodec.decode` of a scaled-block codec: an exponent no encoder writes is a
     /// wire error, not a value.
-    static func decode(_ r: inout ByteReader, into out: UnsafeMutablePointer<Float>, count: Int, bits: Int, what: String) throws {
-        let bytes = try r.raw(encodedSize(count, bits: bits), "\(what) values")
+    static func decode(_ r: inout ByteReader, into out: UnsafeMutablePointer<Float>, count: Int, what: String) throws {
+        let bytes = try r.raw(encodedSize(count), "\(what) values")
         try bytes.withUnsafeBytes { src in
             var o = 0
             var bad: Int8? = nil
@@ -150,18 +149,9 @@ public enum ScaledBlocks {
                     bad = bad ?? e
                 } else {
                     let s = scale(e)
-                    if bits == 4 {
-                        // A nibble's sign comes down with an arithmetic shift.
-                        for i in 0 ..< n {
-                            let byte = src[o + 1 + i / 2]
-                            let nibble = i % 2 == 0 ? byte << 4 : byte & 0xF0
-                            q[i] = Float(Int8(bitPattern: nibble) >> 4) * s
-                        }
-                    } else {
-                        for i in 0 ..< n { q[i] = Float(Int8(bitPattern: src[o + 1 + i])) * s }
-                    }
+                    for i in 0 ..< n { q[i] = Float(Int8(bitPattern: src[o + 1 + i])) * s }
                 }
-                o += blockSize(n, bits: bits)
+                o += blockSize(n)
             }
             if let e = bad {
                 throw WireError.malformedPayload("\(what) scale exponent \(e) outside \(minExponent)...\(maxExponent)")

@@ -20,9 +20,11 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
     /// again writes the same list. A block with a non-finite value is sent as all NaN (the
     /// coordinator refuses it).
     case int8
-    /// As int8, with |q| ≤ 7 in four bits (two values a byte, the first in the low half):
-    /// about an eighth of fp32's bytes, at least 3 significant bits for a block's largest
-    /// value. Lossy as int8, and kept the same way.
+    /// Four bits a value in blocks of the same length, each block a bf16 scale and each
+    /// value a sign and one of eight levels of it, closer together near zero
+    /// (`LevelBlocks`): about an eighth of fp32's bytes. Lossy as int8, kept the same way,
+    /// and exact under re-encoding as int8 is (a block's largest value decodes to 12 times
+    /// its scale, which gives the same scale again).
     case int4
 
     /// The byte that names the codec in a frame.
@@ -56,18 +58,9 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
         }
     }
 
-    /// The bits of a value in a scaled block (int8, int4; nil: not one).
-    var blockBits: Int? {
-        switch self {
-        case .int8: 8
-        case .int4: 4
-        case .fp32, .bf16: nil
-        }
-    }
-
     /// Whether its sender must keep the rounding for later steps (error feedback): int8's
     /// and int4's are too coarse to drop, bf16's (a relative 2^-9) is not.
-    public var needsFeedback: Bool { blockBits != nil }
+    public var needsFeedback: Bool { self == .int8 || self == .int4 }
 
     /// Whether every value arrives exactly as it was.
     public var isExact: Bool { self == .fp32 }
@@ -79,8 +72,10 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
             return
         case .bf16:
             for i in 0 ..< count { p[i] = BFloat16.float(BFloat16.bits(p[i])) }
-        case .int8, .int4:
-            ScaledBlocks.roundTrip(p, count: count, bits: blockBits!)
+        case .int8:
+            ScaledBlocks.roundTrip(p, count: count)
+        case .int4:
+            LevelBlocks.roundTrip(p, count: count)
         }
     }
 
@@ -95,8 +90,10 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
                 for i in 0 ..< count { d[i] = BFloat16.bits(p[i]).littleEndian }
             }
             w.raw(out)
-        case .int8, .int4:
-            ScaledBlocks.encode(p, count: count, bits: blockBits!, into: &w)
+        case .int8:
+            ScaledBlocks.encode(p, count: count, into: &w)
+        case .int4:
+            LevelBlocks.encode(p, count: count, into: &w)
         }
     }
 
@@ -111,8 +108,10 @@ public enum ValueCodec: String, Sendable, CaseIterable, Codable, ConfigChoice {
                     out[i] = BFloat16.float(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
                 }
             }
-        case .int8, .int4:
-            try ScaledBlocks.decode(&r, into: out, count: count, bits: blockBits!, what: rawValue)
+        case .int8:
+            try ScaledBlocks.decode(&r, into: out, count: count, what: rawValue)
+        case .int4:
+            try LevelBlocks.decode(&r, into: out, count: count)
         }
     }
 }

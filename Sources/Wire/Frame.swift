@@ -39,7 +39,8 @@ public struct FrameHeader: Sendable, Equatable {
     /// whether mean squares are wanted.
     /// 7: int8 values in blocks of 64, each with its own scale, and int4 ones (codec 3);
     /// uncompressed steps and updates may go in either, each sender keeping its rounding.
-    public static let protocolVersion: UInt16 = 7
+    /// 8: int4 values are a sign and one of eight levels of a bf16 scale per block.
+    public static let protocolVersion: UInt16 = 8
     /// flags bit 0: the payload is LZ4-compressed.
     public static let flagLZ4: UInt8 = 1
 

@@ -254,8 +254,9 @@ struct BenchComm: ParsableCommand {
         Synthetic gradient frames (one per worker) go through everything the coordinator does \
         with a real push except the socket: header and payload checksums, LZ4, the value \
         codec, the images-weighted average; then one AdamW step and a parameters frame for \
-        every worker. Prints frames decoded per second, uplink payload GB/s and steps per \
-        second for each config, fp32 and bf16 gradients.
+        every worker; and a worker's side, one gradient frame encoded. Prints frames decoded \
+        per second, uplink payload GB/s and steps per second for each config and gradient \
+        codec (fp32, bf16, int8, int4).
 
         Then the socket itself (--no-sockets to skip): a worker's DEALER and a coordinator's \
         ROUTER on loopback, each with its own ZeroMQ I/O thread, stream gradient-sized frames \
@@ -311,7 +312,7 @@ struct BenchComm: ParsableCommand {
                 frameSizes.append((file.name, CommBenchmark.gradientFrameBytes(config: file.model)))
                 continue
             }
-            for codec in [ValueCodec.fp32, .bf16] {
+            for codec in ValueCodec.allCases {
                 var o = CommBenchmark.Options(config: file.model, configName: file.name)
                 o.workers = workers; o.steps = steps; o.codec = codec
                 rows.append(try CommBenchmark(o).run())
@@ -330,7 +331,8 @@ struct BenchComm: ParsableCommand {
             }
         }
         try printResult(Report(steps: rows, sockets: socketRows), json: json) {
-            (rows.isEmpty ? "" : CommBenchmark.table(rows) + "\n\n") + SocketBenchmark.table(socketRows)
+            [rows.isEmpty ? nil : CommBenchmark.table(rows), socketRows.isEmpty ? nil : SocketBenchmark.table(socketRows)]
+                .compactMap { $0 }.joined(separator: "\n\n")
         }
     }
 }

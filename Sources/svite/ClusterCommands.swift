@@ -18,7 +18,7 @@ struct ClusterCLIOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("How long a silent worker is waited for before the step goes on without it (seconds).", valueName: "seconds"))
     var workerTimeout: Double = Double(environment["SVITE_WORKER_TIMEOUT"] ?? "") ?? 5
 
-    @Option(name: .long, help: "How uncompressed gradients travel up: fp32 (exact), bf16 (half the bytes) or int8 (a quarter, each worker keeping its rounding for later steps). Top-k gradients use communication.values.")
+    @Option(name: .long, help: "How uncompressed gradients travel up: fp32 (exact), bf16 (half the bytes), int8 (a quarter) or int4 (an eighth; int8 and int4 each worker keeping its rounding for later steps). Top-k gradients use communication.values.")
     var gradientCodec: ValueCodec?
 
     /// The flag, else SVITE_GRADIENT_CODEC, else fp32.

@@ -78,19 +78,22 @@ struct ValueCodecTests {
         #expect(throws: WireError.self) { try ValueCodec.int8.decode(&r, into: &out, count: 1) }
     }
 
-    /// int4 lists: the same rules at 3 bits and a sign, two values a byte: what `roundTrip`
-    /// gives is what the receiver decodes, bit for bit, re-encoding writes the same bytes,
-    /// each value is within half its block's step, and negative nibbles keep their sign.
-    @Test func int4ListsAreExactUnderRoundTripAndWithinHalfAStep() throws {
+    /// int4 lists: what `roundTrip` gives is what the receiver decodes, bit for bit, and
+    /// re-encoding writes the same bytes; each block's scale is the smallest bf16 at or above
+    /// its largest |v| / 12, and each value decodes to the nearest of ±(0, 1, 2, 3, 4.5, 6.5,
+    /// 9, 12) times it, keeping its sign.
+    @Test func int4ListsRoundToTheNearestLevelOfTheirBlocksScale() throws {
+        let levels: [Float] = [0, 1, 2, 3, 4.5, 6.5, 9, 12]
         var rng = Rand(s: 31)
         for m: Float in [1e-7, 1, 300] {
-            for n in [1, 2, 3, 63, 64, 65, 201] {
-                var v = (0 ..< n).map { _ in rng.float() * m }
+            for n in [1, 2, 3, 15, 17, 63, 64, 65, 201] {
+                // Heavy-tailed, as a gradient's block is: most values far below its largest.
+                var v = (0 ..< n).map { _ in let u = rng.float(); return u * u * u * m }
                 if n > 2 { v[1] = 0; v[2] = -v[0] }
                 var w = ByteWriter()
                 v.withUnsafeBufferPointer { ValueCodec.int4.encode($0.baseAddress!, count: n, into: &w) }
                 let blocks = (n + 63) / 64, last = n - (blocks - 1) * 64
-                #expect(w.bytes.count == (blocks - 1) * 33 + 1 + (last + 1) / 2, "\(n) values: \(w.bytes.count) bytes")
+                #expect(w.bytes.count == (blocks - 1) * 34 + 2 + (last + 1) / 2, "\(n) values: \(w.bytes.count) bytes")
                 var decoded = [Float](repeating: 0, count: n)
                 var r = ByteReader(w.bytes)
                 try decoded.withUnsafeMutableBufferPointer { try ValueCodec.int4.decode(&r, into: $0.baseAddress!, count: n) }
@@ -100,17 +103,45 @@ struct ValueCodecTests {
                 var again = ByteWriter()
                 rt.withUnsafeBufferPointer { ValueCodec.int4.encode($0.baseAddress!, count: n, into: &again) }
                 #expect(again.bytes == w.bytes, "\(m) × \(n): re-encoding changed the list")
-                for b in stride(from: 0, to: n, by: 64) {
+                for (k, b) in stride(from: 0, to: n, by: 64).enumerated() {
                     let block = b ..< min(n, b + 64)
                     let largest = v[block].map { abs($0) }.max()!
-                    // The step is the smallest power of two with largest ≤ 7 · step.
+                    let sBits = UInt16(w.bytes[34 * k]) | UInt16(w.bytes[34 * k + 1]) << 8
+                    let s = Float(bitPattern: UInt32(sBits) << 16), below = Float(bitPattern: UInt32(sBits - 1) << 16)
+                    #expect(Double(s) * 12 >= Double(largest) && Double(below) * 12 < Double(largest), "scale \(s) for \(largest)")
                     for i in block {
-                        let error: Float = abs(v[i] - decoded[i])
-                        #expect(error <= largest / 7, "\(v[i]) → \(decoded[i]) in a block up to \(largest)")
+                        let a = abs(v[i]) / s
+                        let chosen = abs(decoded[i]) / s
+                        #expect(levels.contains(chosen) && levels.allSatisfy { abs(a - chosen) <= abs(a - $0) + 1e-5 },
+                                "\(v[i]) → \(decoded[i]) at scale \(s)")
+                        #expect(decoded[i] == 0 || (decoded[i] < 0) == (v[i] < 0), "the sign of \(v[i])")
                     }
+                    #expect(decoded[block].map { abs($0) }.max() == 12 * s, "a block's largest value is on the top level")
                 }
-                if n > 2 && v[0] != 0 { #expect(decoded[2] == -decoded[0], "the sign of a negative nibble") }
             }
+        }
+    }
+
+    /// int4's blocks of zeros stay zeros, a non-finite value makes its block NaN both ways,
+    /// and a scale no encoder writes (negative, infinite) is a wire error.
+    @Test func int4ZerosNonFiniteAndBadScales() throws {
+        for bad: Float in [.nan, .infinity, -.infinity] {
+            var v: [Float] = [1, bad, 3]
+            var w = ByteWriter()
+            v.withUnsafeBufferPointer { ValueCodec.int4.encode($0.baseAddress!, count: 3, into: &w) }
+            var out = [Float](repeating: 0, count: 3)
+            var r = ByteReader(w.bytes)
+            try out.withUnsafeMutableBufferPointer { try ValueCodec.int4.decode(&r, into: $0.baseAddress!, count: 3) }
+            v.withUnsafeMutableBufferPointer { ValueCodec.int4.roundTrip($0.baseAddress!, count: 3) }
+            #expect(out.allSatisfy(\.isNaN) && v.allSatisfy(\.isNaN))
+        }
+        var zeros: [Float] = [0, -0.0, 1e-45]
+        zeros.withUnsafeMutableBufferPointer { ValueCodec.int4.roundTrip($0.baseAddress!, count: 3) }
+        #expect(zeros.allSatisfy { $0 == 0 && $0.sign == .plus })
+        for scale: UInt16 in [0xBF80, 0x7F80] {
+            var r = ByteReader([UInt8(scale & 0xFF), UInt8(scale >> 8), 0x11])
+            var out: Float = 0
+            #expect(throws: WireError.self) { try ValueCodec.int4.decode(&r, into: &out, count: 1) }
         }
     }
 
