@@ -59,4 +59,8 @@ cell int8-acc-4-100mbit --workers 4 --rate 100mbit "${MODEL[@]}" "${ACC[@]}" --r
 cell int4-acc-4-100mbit --workers 4 --rate 100mbit "${MODEL[@]}" "${ACC[@]}" --runs int4 --ddp none
 # The default as auto now decides it (int4 where the wire takes 80% of a step or more).
 cell tiers-acc-4-100mbit --workers 4 --rate 100mbit "${MODEL[@]}" "${ACC[@]}" --runs default --ddp none
+# int4 as eight levels of a bf16 scale (wire protocol 8): the default at 100 Mbit/s (auto's
+# int4) to accuracy, and int4 against int8 per step where auto takes int8 (8 hosts, 1 Gbit/s).
+cell levels-acc-4-100mbit --workers 4 --rate 100mbit "${MODEL[@]}" "${ACC[@]}" --runs default --ddp none
+cell levels-steps-8-1gbit --workers 8 --rate 1gbit --steps 60 "${MODEL[@]}" --runs default,int4 --ddp none
 echo "all cells done ($(date -u +%H:%M:%S))" | tee -a "$DIR/log.txt"
