@@ -75,10 +75,10 @@ struct WireChoiceTests {
         for _ in 0 ..< WireShareMeter.needed - 1 { m.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.5)) }
         #expect(m.decision(step: 10, denseEnd: 10) == nil, "too few rounds")
         m.record(RoundTiming(roundSeconds: 10, computeSeconds: 0.1))  // one outlier does not decide
-        #expect(m.decision(step: 10, denseEnd: 10) == WireDecision(step: 10, density: 1, codec: .int8, wireShare: 0.5, rounds: 8))
+        #expect(m.decision(step: 10, denseEnd: 10) == WireDecision(step: 10, density: 1, codec: .int4, wireShare: 0.5, rounds: 8))
         #expect(m.decision(step: 8, denseEnd: 10) == nil, "before the warm-up's end it takes more rounds")
         for _ in m.shares.count ..< WireShareMeter.decisive { m.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.5)) }
-        #expect(m.decision(step: 8, denseEnd: 10)?.codec == .int8)
+        #expect(m.decision(step: 8, denseEnd: 10)?.codec == .int4)
         #expect(m.decision(step: 8, denseEnd: 10, pinned: .bf16)?.codec == .bf16, "dense_values pins the codec")
         var slow = WireShareMeter()
         for _ in 0 ..< WireShareMeter.decisive { slow.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.1)) }
@@ -88,10 +88,12 @@ struct WireChoiceTests {
         #expect(fast.shares.count == WireShareMeter.kept)
         let d = fast.decision(step: 3, denseEnd: 100)
         #expect(d?.density == 1 && d?.codec == .fp32 && abs((d?.wireShare ?? 0) - 0.1) < 1e-9, "\(String(describing: d))")
-        var middling = WireShareMeter()
-        for _ in 0 ..< WireShareMeter.decisive { middling.record(RoundTiming(roundSeconds: 1, computeSeconds: 0.7)) }
-        let half = middling.decision(step: 16, denseEnd: 100)
-        #expect(half?.density == 1 && half?.codec == .bf16, "a wire of 30%: bf16")
+        for (compute, codec) in [(0.75, ValueCodec.bf16), (0.65, .int8)] {
+            var middling = WireShareMeter()
+            for _ in 0 ..< WireShareMeter.decisive { middling.record(RoundTiming(roundSeconds: 1, computeSeconds: compute)) }
+            let d = middling.decision(step: 16, denseEnd: 100)
+            #expect(d?.density == 1 && d?.codec == codec, "a wire of \(Int(((1 - compute) * 100).rounded()))%: \(codec)")
+        }
     }
 
     /// A decision goes into checkpoints with its codec; one from a checkpoint of 0.4 (bf16
