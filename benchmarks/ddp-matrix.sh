@@ -67,4 +67,7 @@ cell levels-steps-8-1gbit --workers 8 --rate 1gbit --steps 60 "${MODEL[@]}" --ru
 cell levels-acc-4-1gbit --workers 4 --rate 1gbit "${MODEL[@]}" "${ACC[@]}" --runs default,int4 --ddp none
 # The default as auto now decides it at 1 Gbit/s (int4 from 40% of a step: fp32 took 50% there).
 cell tiers2-acc-4-1gbit --workers 4 --rate 1gbit "${MODEL[@]}" "${ACC[@]}" --runs default --ddp none
+# int8 and int4 per step after int8's vector encode (its float-to-integer conversion had run lane by lane).
+cell encode-steps-4-1gbit --workers 4 --rate 1gbit --steps 60 "${MODEL[@]}" --runs int8,int4 --ddp none
+cell encode-steps-8-1gbit --workers 8 --rate 1gbit --steps 60 "${MODEL[@]}" --runs int8,int4 --ddp none
 echo "all cells done ($(date -u +%H:%M:%S))" | tee -a "$DIR/log.txt"
