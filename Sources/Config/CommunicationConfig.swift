@@ -98,10 +98,11 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// Auto sends every value in int4 (both ways, blocks of 64 values on eight levels of a
     /// bf16 scale, each side keeping its rounding: an eighth of the bytes) when the wire (a
     /// round's time less its slowest worker's computing) takes at least this share of a
-    /// step. Measured against int8 where auto took int8 (wire 50% and 73% of an fp32 step):
-    /// int4 made the step 23-33% shorter, the bytes sparing the CPU too, and reached DDP's
-    /// top-1 in 0.72x its time where int8 took 0.96x; it costs about a quarter point more
-    /// than int8 against svite's own fp32 (docs/benchmarks.md).
+    /// step. Measured where auto took int8 (the wire 50% and 73% of an fp32 step at 4 and
+    /// 8 hosts, 1 Gbit/s): int4's steps were 7-13% shorter than int8's (fewer bytes also
+    /// spare the CPU the hosts share), and it reached DDP's top-1 in 0.72x its time; it
+    /// costs about a quarter point more than int8 against svite's own fp32
+    /// (docs/benchmarks.md).
     public static let autoInt4Share = 0.4
     /// Auto sends every value in int8 (a quarter of the bytes, each side keeping its
     /// rounding) when the wire takes at least this share of a step.
