@@ -305,6 +305,9 @@ public final class Trainer {
                 var record = MetricsRecord(kind: .eval, step: report.step)
                 record.epoch = Double(report.epoch); record.evalAccuracy = report.accuracy
                 record.evalLoss = report.loss; record.evalSeconds = report.seconds
+                // When this accuracy was known (its evaluation included), as the train
+                // records' time and DDP's reference say it: time to accuracy reads it.
+                record.elapsedSeconds = elapsedBefore + clock()
                 metrics.write(record)
                 window.start = clock()
             }

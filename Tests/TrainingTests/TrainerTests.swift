@@ -142,6 +142,14 @@ struct TrainerTests {
             #expect((summary.lastEval?.accuracy ?? 0) > 0.5, "\(String(describing: summary.lastEval))")
             let records = MetricsLog.read(summary.metrics)
             #expect(records.filter { $0.kind == .eval }.count == 6)
+            // Each evaluation says when its accuracy was known: after the train records before it.
+            var latest = 0.0
+            for r in records {
+                guard let e = r.elapsedSeconds else { continue }
+                if r.kind == .eval { #expect(e >= latest && e > 0, "eval at step \(r.step): \(e) s after \(latest) s") }
+                if r.kind == .train || r.kind == .eval { latest = e }
+            }
+            #expect(records.filter { $0.kind == .eval }.allSatisfy { $0.elapsedSeconds != nil })
             #expect(Checkpoint.list(in: "\(dir)/run/checkpoints").count == 3)  // keep_checkpoints
         }
     }
