@@ -8,7 +8,8 @@ fp32 of the same cell, the bytes through the first host's link (the coordinator'
 svite) and the mean of the others, and for the accuracy cells the final top-1, the time to
 DDP fp32's final top-1 less 0.3 pt and the whole run's training time. Times to accuracy are
 read from each run's metrics.jsonl: an evaluation's time is its own `elapsed_seconds`
-(DDP's records) or that of the last train record at or before its step (svite's).
+(DDP's records, and svite's from d27e1c3) or that of the last train record at or before
+its step (svite's before).
 """
 import json
 import os
@@ -31,17 +32,38 @@ def evals_with_time(path):
 
 
 def cells_of(root):
-    """(cell name, its rows): results.jsonl's rows in the order the cells ran (DIR/done),
-    a cell's rows being those up to the next change of hosts, rate or kind."""
+    """(cell name, its rows) in the order the cells ran (DIR/done). Rows that name their cell
+    (netns-cluster.sh writes the --out directory's name) go to it, a cell run again after a
+    failure keeping each run's latest row; older rows are grouped up to the next change of
+    hosts, rate or kind, or a run that repeats within a group, and matched to the cells by
+    their runs."""
     rows = [json.loads(l) for l in open(os.path.join(root, "results.jsonl")) if l.strip()]
     names = [l.strip() for l in open(os.path.join(root, "done")) if l.strip()]
+    named = {}
     groups = []
     for r in rows:
+        if "cell" in r:
+            named.setdefault(r["cell"], []).append(r)
+            continue
         key = (r["hosts"], r["rate"], r["steps"] > 100)
-        if not groups or groups[-1][0] != key:
+        if not groups or groups[-1][0] != key or any(g["run"] == r["run"] for g in groups[-1][1]):
             groups.append((key, []))
         groups[-1][1].append(r)
-    return list(zip(names, (g for _, g in groups)))
+    # An older row's cell: the next group whose runs are the ones the cell's directory kept
+    # (RUN.counters), so a failed cell's rows are passed over.
+    out, k = [], 0
+    for n in names:
+        if n in named:
+            out.append((n, named[n]))
+            continue
+        d = os.path.join(root, n)
+        kept = {f[:-len(".counters")] for f in os.listdir(d) if f.endswith(".counters")} if os.path.isdir(d) else set()
+        j = next((j for j in range(k, len(groups)) if {r["run"] for r in groups[j][1]} == kept), None)
+        if j is None:
+            continue
+        out.append((n, groups[j][1]))
+        k = j + 1
+    return out
 
 
 def main(root, only=None):

@@ -133,8 +133,9 @@ counters() {  # counters: "tx rx" of every node's eth0, in NODES order, one line
 
 report() {  # report RUN_DIR LABEL BEFORE: one run's numbers, printed and (--results) appended as JSON
   counters > "$OUT/$2.counters"
+  CELL=$([ -n "$KEEPDIR" ] && basename "$KEEPDIR") \
   python3 - "$1/metrics.jsonl" "$2" "$TARGET" "$3" "$OUT/$2.counters" "$RESULTS" "$WORKERS" "$RATE" "$CONFIG" "$BATCH" "$COMMIT" "${NODES[@]}" <<'PY'
-import json, sys
+import json, os, sys
 path, label, target, before, after, results, hosts, rate, config, batch, commit = sys.argv[1:12]
 names = sys.argv[12:]
 recs = [json.loads(l) for l in open(path) if l.strip()]
@@ -155,6 +156,8 @@ row = {"hosts": int(hosts), "rate": rate, "run": label, "config": config, "batch
        "steps": steps_made, "ms_per_step": 1000 * seconds_per_step,
        "first_host_mib_per_step": per[0] / 2**20, "other_hosts_mib_per_step": sum(others) / len(others) / 2**20,
        "busiest_host_mib_per_step": max(per) / 2**20}
+if os.environ.get("CELL"):  # the --out directory's name: ddp-matrix-table.py groups rows by it
+    row["cell"] = os.environ["CELL"]
 line = f"{label:<22} {1000 * seconds_per_step:8.1f} ms/step"
 if up + down > 0:
     line += f"   up {up / 2**20:7.2f} down {down / 2**20:7.2f} MiB/step (all workers)"
@@ -167,7 +170,7 @@ if decision:
     line += f"   auto: {'top-k' if decision[-1]['gradient_density'] < 1 else 'every value'} from step {decision[-1]['step']}"
 line += f"\n{'':<22} link MiB/step: first host {per[0] / 2**20:.2f}, mean of the others {sum(others) / len(others) / 2**20:.2f}, busiest {max(per) / 2**20:.2f}"
 evals = [r for r in recs if r.get("kind") == "eval"]
-for e in evals:  # svite's eval records carry no time: the last train record's at or before them
+for e in evals:  # eval records before svite d27e1c3 carry no time: the last train record's at or before them
     if "elapsed_seconds" not in e:
         e["elapsed_seconds"] = max((r for r in train if r["step"] <= e["step"]), key=lambda r: r["step"])["elapsed_seconds"]
 end = [r for r in recs if r.get("kind") == "end"]
