@@ -14,22 +14,17 @@ import Core
 /// that puts the largest value on the top level cut the rounding's error 2.6x and put v
 /// back where fp32 has it; top-1 did not move with it (docs/benchmarks.md).
 public enum LevelBlocks {
-    /// The levels (multiples of the scale). Each is the sum of the steps below it, which
-    /// `level` adds in vectors: the decoder's table and the rounding give the same floats.
-    static func level(_ k: Int) -> Float {
-        switch k {
-        case 0: 0
-        case 1: 1
-        case 2: 2
-        case 3: 3
-        case 4: 4.5
-        case 5: 6.5
-        case 6: 9
-        default: 12
-        }
-    }
-    /// The top level: the scale is a block's largest |v| over it.
-    static let top: Float = 12
+    /// The midpoints between neighbouring levels (the eighth lane: none above the top).
+    /// a = |v| / s rounds to the nearest level, a tie to the lower one; a block's largest
+    /// value lands on the top level (a ≥ 12 / (1 + 2⁻⁷) > 10.5).
+    @inline(__always) static var midpoints: SIMD8<Float> { SIMD8(0.5, 1.5, 2.5, 3.75, 5.5, 7.75, 10.5, .infinity) }
+    /// The step from each level to the next: the levels 0, 1, 2, 3, 4.5, 6.5, 9, 12 are
+    /// their sums, which the vector rounding and the decoder's table both add in this order,
+    /// so the two give the same floats.
+    @inline(__always) static var steps: SIMD8<Float> { SIMD8(1, 1, 1, 1.5, 2, 2.5, 3, 0) }
+
+    /// The top level (12, all the steps): the scale is a block's largest |v| over it.
+    @inline(__always) static var top: Float { steps.sum() }
     /// The scale of a block with a NaN or an infinity (a bf16 NaN).
     static let nonFiniteScale: UInt16 = 0x7FC0
     /// The largest finite bf16: the scale of a block whose largest |v| / 12 rounds above it.
@@ -56,32 +51,32 @@ public enum LevelBlocks {
 
     @inline(__always) static func scale(_ bits: UInt16) -> Float { Float(bitPattern: UInt32(bits) << 16) }
 
-    // The midpoints between levels: a = |v| / s rounds to the nearest level, a tie to the
-    // lower one. A block's largest value lands on the top level (a ≥ 12 / (1 + 2⁻⁷) > 10.5).
+    // Seven lines each, not a loop over the lanes of `midpoints`: the loop compiled to
+    // shuffles and took three times as long.
 
-    /// The level index of each a = |v| / s.
+    /// The level index of each a = |v| / s: how many midpoints lie below it.
     @inline(__always) static func index(_ a: SIMD16<Float>) -> SIMD16<UInt32> {
-        let one = SIMD16<UInt32>(repeating: 1)
-        var k = one.replacing(with: 0, where: a .<= 0.5)
-        k &+= one.replacing(with: 0, where: a .<= 1.5)
-        k &+= one.replacing(with: 0, where: a .<= 2.5)
-        k &+= one.replacing(with: 0, where: a .<= 3.75)
-        k &+= one.replacing(with: 0, where: a .<= 5.5)
-        k &+= one.replacing(with: 0, where: a .<= 7.75)
-        k &+= one.replacing(with: 0, where: a .<= 10.5)
+        let m = midpoints, one = SIMD16<UInt32>(repeating: 1)
+        var k = one.replacing(with: 0, where: a .<= m[0])
+        k &+= one.replacing(with: 0, where: a .<= m[1])
+        k &+= one.replacing(with: 0, where: a .<= m[2])
+        k &+= one.replacing(with: 0, where: a .<= m[3])
+        k &+= one.replacing(with: 0, where: a .<= m[4])
+        k &+= one.replacing(with: 0, where: a .<= m[5])
+        k &+= one.replacing(with: 0, where: a .<= m[6])
         return k
     }
 
-    /// The level of each a = |v| / s, as the sum of the steps below it.
+    /// The level of each a = |v| / s: the steps below it, summed in order.
     @inline(__always) static func level(_ a: SIMD16<Float>) -> SIMD16<Float> {
-        let zero = SIMD16<Float>(repeating: 0)
-        var l = SIMD16<Float>(repeating: 1).replacing(with: zero, where: a .<= 0.5)
-        l += SIMD16<Float>(repeating: 1).replacing(with: zero, where: a .<= 1.5)
-        l += SIMD16<Float>(repeating: 1).replacing(with: zero, where: a .<= 2.5)
-        l += SIMD16<Float>(repeating: 1.5).replacing(with: zero, where: a .<= 3.75)
-        l += SIMD16<Float>(repeating: 2).replacing(with: zero, where: a .<= 5.5)
-        l += SIMD16<Float>(repeating: 2.5).replacing(with: zero, where: a .<= 7.75)
-        l += SIMD16<Float>(repeating: 3).replacing(with: zero, where: a .<= 10.5)
+        let m = midpoints, d = steps, zero = SIMD16<Float>(repeating: 0)
+        var l = SIMD16(repeating: d[0]).replacing(with: zero, where: a .<= m[0])
+        l += SIMD16(repeating: d[1]).replacing(with: zero, where: a .<= m[1])
+        l += SIMD16(repeating: d[2]).replacing(with: zero, where: a .<= m[2])
+        l += SIMD16(repeating: d[3]).replacing(with: zero, where: a .<= m[3])
+        l += SIMD16(repeating: d[4]).replacing(with: zero, where: a .<= m[4])
+        l += SIMD16(repeating: d[5]).replacing(with: zero, where: a .<= m[5])
+        l += SIMD16(repeating: d[6]).replacing(with: zero, where: a .<= m[6])
         return l
     }
 
@@ -100,14 +95,6 @@ public enum LevelBlocks {
         let l = level(unsafeBitCast(bits & 0x7FFF_FFFF, to: SIMD16<Float>.self) * inverse)
         let sign = (bits & 0x8000_0000).replacing(with: 0, where: l .== 0)
         return unsafeBitCast(unsafeBitCast(l * s, to: SIMD16<UInt32>.self) | sign, to: SIMD16<Float>.self)
-    }
-
-    /// What the receiver decodes from `code` at scale `s`.
-    @inline(__always) static func value(_ code: UInt8, _ s: Float) -> Float {
-        let k = Int(code & 7)
-        guard k > 0 else { return 0 }
-        let magnitude = level(k) * s
-        return code & 8 == 0 ? magnitude : -magnitude
     }
 
     /// Replaces `count` values of a block by what the receiver decodes at scale bits `h`.
@@ -191,7 +178,13 @@ public enum LevelBlocks {
                 } else if s < 0 || s.isInfinite {
                     bad = bad ?? h
                 } else {
-                    for c in 0 ..< 16 { table[c] = value(UInt8(c), s) }
+                    // ±level · s by code (sign bit 3; a zero is +0), the levels summed as `rounded` sums them.
+                    var level: Float = 0
+                    for k in 0 ..< 8 {
+                        if k > 0 { level += steps[k - 1] }
+                        table[k] = level * s
+                        table[k + 8] = k == 0 ? 0 : -(level * s)
+                    }
                     let codes = src.baseAddress! + o + 2
                     for j in 0 ..< n / 2 {
                         let byte = codes.load(fromByteOffset: j, as: UInt8.self)

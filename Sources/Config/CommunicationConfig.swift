@@ -63,7 +63,7 @@ public struct CommunicationConfig: Sendable, Equatable, Codable {
     /// up and the update the coordinator applied down (workers then replay updates; the
     /// downlink of compressed steps goes in bf16). int8 sends about a quarter of fp32's
     /// bytes, each side keeping its rounding for the next step; bf16 half. nil (auto):
-    /// fp32, or what `gradient_density: auto` chooses from the measured wire (bf16 or int4);
+    /// fp32, or what `gradient_density: auto` chooses from the measured wire (bf16, int8 or int4);
     /// the coordinator's --gradient-codec then sets the uplink.
     public var denseValues: ValueCodec? = nil
     /// What a worker's top-k is taken of and what keeps what it leaves out.
