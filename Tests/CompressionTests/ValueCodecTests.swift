@@ -6,6 +6,25 @@ import TestSupport
 
 @Suite("value codecs")
 struct ValueCodecTests {
+    /// Encodes `v` in `codec` and checks what a lossy codec must keep: `roundTrip` gives what
+    /// the receiver decodes, bit for bit, and encoding that again writes the same bytes.
+    /// Returns the bytes and the decoded values.
+    static func exactUnderRoundTrip(_ codec: ValueCodec, _ v: [Float], _ what: String) throws -> (bytes: [UInt8], decoded: [Float]) {
+        let n = v.count
+        var w = ByteWriter()
+        v.withUnsafeBufferPointer { codec.encode($0.baseAddress!, count: n, into: &w) }
+        var decoded = [Float](repeating: 0, count: n)
+        var r = ByteReader(w.bytes)
+        try decoded.withUnsafeMutableBufferPointer { try codec.decode(&r, into: $0.baseAddress!, count: n) }
+        var rt = v
+        rt.withUnsafeMutableBufferPointer { codec.roundTrip($0.baseAddress!, count: n) }
+        #expect(rt.map(\.bitPattern) == decoded.map(\.bitPattern), "\(codec) \(what)")
+        var again = ByteWriter()
+        rt.withUnsafeBufferPointer { codec.encode($0.baseAddress!, count: n, into: &again) }
+        #expect(again.bytes == w.bytes, "\(codec) \(what): re-encoding changed the list")
+        return (w.bytes, decoded)
+    }
+
     @Test func bf16RoundsToNearestEven() {
         #expect(BFloat16.bits(1.0) == 0x3F80)
         #expect(BFloat16.float(BFloat16.bits(1.0)) == 1.0)
@@ -36,20 +55,10 @@ struct ValueCodecTests {
             for n in [1, 2, 7, 64, 65, 300] {
                 var v = (0 ..< n).map { _ in rng.float() * m }
                 if n > 2 { v[1] = 0; v[2] = -v[0] }
-                var w = ByteWriter()
-                v.withUnsafeBufferPointer { ValueCodec.int8.encode($0.baseAddress!, count: n, into: &w) }
-                #expect(w.bytes.count == n + (n + 63) / 64)
-                var decoded = [Float](repeating: 0, count: n)
-                var r = ByteReader(w.bytes)
-                try decoded.withUnsafeMutableBufferPointer { try ValueCodec.int8.decode(&r, into: $0.baseAddress!, count: n) }
-                var rt = v
-                rt.withUnsafeMutableBufferPointer { ValueCodec.int8.roundTrip($0.baseAddress!, count: n) }
-                #expect(rt.map(\.bitPattern) == decoded.map(\.bitPattern), "\(m) × \(n)")
-                var again = ByteWriter()
-                rt.withUnsafeBufferPointer { ValueCodec.int8.encode($0.baseAddress!, count: n, into: &again) }
-                #expect(again.bytes == w.bytes, "\(m) × \(n): re-encoding changed the list")
+                let (w, decoded) = try Self.exactUnderRoundTrip(.int8, v, "\(m) × \(n)")
+                #expect(w.count == n + (n + 63) / 64)
                 for b in stride(from: 0, to: n, by: 64) {
-                    let e = Int(Int8(bitPattern: w.bytes[b + b / 64]))
+                    let e = Int(Int8(bitPattern: w[b + b / 64]))
                     let step = Float(sign: .plus, exponent: e, significand: 1)
                     let block = b ..< min(n, b + 64)
                     let largest = v[block].map { abs($0) }.max()!
@@ -90,23 +99,13 @@ struct ValueCodecTests {
                 // Heavy-tailed, as a gradient's block is: most values far below its largest.
                 var v = (0 ..< n).map { _ in let u = rng.float(); return u * u * u * m }
                 if n > 2 { v[1] = 0; v[2] = -v[0] }
-                var w = ByteWriter()
-                v.withUnsafeBufferPointer { ValueCodec.int4.encode($0.baseAddress!, count: n, into: &w) }
+                let (w, decoded) = try Self.exactUnderRoundTrip(.int4, v, "\(m) × \(n)")
                 let blocks = (n + 63) / 64, last = n - (blocks - 1) * 64
-                #expect(w.bytes.count == (blocks - 1) * 34 + 2 + (last + 1) / 2, "\(n) values: \(w.bytes.count) bytes")
-                var decoded = [Float](repeating: 0, count: n)
-                var r = ByteReader(w.bytes)
-                try decoded.withUnsafeMutableBufferPointer { try ValueCodec.int4.decode(&r, into: $0.baseAddress!, count: n) }
-                var rt = v
-                rt.withUnsafeMutableBufferPointer { ValueCodec.int4.roundTrip($0.baseAddress!, count: n) }
-                #expect(rt.map(\.bitPattern) == decoded.map(\.bitPattern), "\(m) × \(n)")
-                var again = ByteWriter()
-                rt.withUnsafeBufferPointer { ValueCodec.int4.encode($0.baseAddress!, count: n, into: &again) }
-                #expect(again.bytes == w.bytes, "\(m) × \(n): re-encoding changed the list")
+                #expect(w.count == (blocks - 1) * 34 + 2 + (last + 1) / 2, "\(n) values: \(w.count) bytes")
                 for (k, b) in stride(from: 0, to: n, by: 64).enumerated() {
                     let block = b ..< min(n, b + 64)
                     let largest = v[block].map { abs($0) }.max()!
-                    let sBits = UInt16(w.bytes[34 * k]) | UInt16(w.bytes[34 * k + 1]) << 8
+                    let sBits = UInt16(w[34 * k]) | UInt16(w[34 * k + 1]) << 8
                     let s = Float(bitPattern: UInt32(sBits) << 16), below = Float(bitPattern: UInt32(sBits - 1) << 16)
                     #expect(Double(s) * 12 >= Double(largest) && Double(below) * 12 < Double(largest), "scale \(s) for \(largest)")
                     for i in block {
