@@ -114,9 +114,9 @@ public struct CommBenchmark {
     }
 
     public static func table(_ rows: [Result]) -> String {
-        var s = "config        params   workers codec  grad frame   params frame  grad encode ms  decode+avg ms/frame  apply ms/step  encode ms/frame  frames/s  uplink GB/s  steps/s\n"
+        var s = "config        params   workers codec  grad frame   params frame  grad encode ms  decode+avg ms/frame  apply ms/step  params encode ms  frames/s  uplink GB/s  steps/s\n"
         for r in rows {
-            s += r.config.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: " %8d %8d  %@  %9.2f MB  %9.2f MB  %14.2f  %18.2f  %13.2f  %15.2f  %8.0f  %11.2f  %7.1f\n",
+            s += r.config.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: " %8d %8d  %@  %9.2f MB  %9.2f MB  %14.2f  %18.2f  %13.2f  %16.2f  %8.0f  %11.2f  %7.1f\n",
                         r.parameters, r.workers, r.codec as NSString,
                         Double(r.gradientFrameBytes) / 1e6, Double(r.paramsFrameBytes) / 1e6,
                         r.gradientEncodeMsPerFrame, r.decodeAverageMsPerFrame, r.applyMsPerStep, r.encodeMsPerFrame,
